@@ -1,0 +1,2 @@
+//! custody-client
+#![forbid(unsafe_code)]

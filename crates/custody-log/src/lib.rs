@@ -1,0 +1,2 @@
+//! custody-log
+#![forbid(unsafe_code)]

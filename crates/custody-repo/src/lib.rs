@@ -1,0 +1,2 @@
+//! custody-repo
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! custody-tuf
+#![forbid(unsafe_code)]
