@@ -1,2 +1,66 @@
+//! `custody`: the one binary. Each subcommand lives in its own module and is
+//! a thin layer over the library crates.
 #![forbid(unsafe_code)]
-fn main() {}
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod client;
+
+/// custody: the software update trust chain.
+///
+/// Every byte a device installs is checked against signed, versioned,
+/// expiring metadata (TUF), bound to that one device, and written to a
+/// transparency log. Run a subcommand with --help to learn it.
+#[derive(Parser, Debug)]
+#[command(name = "custody", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// TUF client: initialise trust, refresh metadata, download verified targets.
+    Client(client::ClientArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // --help and --version are not errors; everything else is exit 1
+            // (the conformance CLI protocol allows only 0 and 1).
+            let code = if err.use_stderr() { 1 } else { 0 };
+            let _ = err.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_tracing();
+    let result = match cli.command {
+        Command::Client(args) => client::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Logs go to stderr; `RUST_LOG` selects the level (default: warnings), and
+/// `CUSTODY_LOG_FORMAT=json` switches to JSON lines for log shippers.
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("CUSTODY_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
