@@ -1,0 +1,207 @@
+//! Names on the wire and on disk.
+//!
+//! * Role names become one path component, in URLs and in the metadata
+//!   directory, by percent-encoding every byte except the RFC 3986
+//!   unreserved characters (`A-Z a-z 0-9 - . _ ~`), exactly like Python's
+//!   `urllib.parse.quote(name, safe="")` which python-tuf uses. A role named
+//!   `../x` or `a/b` can therefore never leave its directory or URL segment.
+//! * Target paths are TUF "path-relative-URL strings": they keep their `/`
+//!   separators in the download URL, and only characters that cannot stand
+//!   literally in a URL path are escaped. On disk a target is stored under its
+//!   fully encoded path (one flat file name, the same every time).
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS, NON_ALPHANUMERIC};
+
+/// Everything but the RFC 3986 unreserved set.
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Characters that may not appear literally in a URL path (WHATWG path
+/// percent-encode set) plus `?` and `#`, which would end the path.
+const URL_PATH: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'|');
+
+/// Encode a string as a single, separator-free path component.
+pub fn encode_component(name: &str) -> String {
+    utf8_percent_encode(name, COMPONENT).to_string()
+}
+
+/// The metadata file name of a role: `<encoded role>.json`
+/// (`root.json`, `targets.json`, `a%2Fb.json`).
+pub fn role_file_name(role: &str) -> String {
+    format!("{}.json", encode_component(role))
+}
+
+/// The remote file name of a role's metadata, `V.<role>.json` with a version
+/// (consistent snapshots, and root always) or `<role>.json` without.
+pub fn remote_role_file_name(role: &str, version: Option<u64>) -> String {
+    match version {
+        Some(v) => format!("{v}.{}", role_file_name(role)),
+        None => role_file_name(role),
+    }
+}
+
+/// The local file name a target is stored under in the target directory:
+/// its whole path encoded as one component. `None` for the empty path, which
+/// names no file. The names `.` and `..` have their dots escaped too.
+pub fn target_file_name(target_path: &str) -> Option<String> {
+    match target_path {
+        "" => None,
+        "." => Some("%2E".to_owned()),
+        ".." => Some("%2E%2E".to_owned()),
+        other => Some(encode_component(other)),
+    }
+}
+
+/// The path of a target relative to the targets base URL: the target path
+/// itself or, with consistent snapshots, `{dir}/{hash}.{basename}`; escaped
+/// for use in a URL path (separators kept).
+pub fn target_url_path(target_path: &str, hash_prefix: Option<&str>) -> String {
+    let remote = match hash_prefix {
+        Some(hash) => match target_path.rsplit_once('/') {
+            Some((dir, base)) => format!("{dir}/{hash}.{base}"),
+            None => format!("{hash}.{target_path}"),
+        },
+        None => target_path.to_owned(),
+    };
+    utf8_percent_encode(&remote, URL_PATH).to_string()
+}
+
+/// Join a base URL (treated as a directory) and an already-escaped relative
+/// path. The base keeps its own path: `http://h/repo/metadata` + `1.root.json`
+/// is `http://h/repo/metadata/1.root.json`.
+pub fn join_url(base: &url::Url, escaped_relative: &str) -> Result<url::Url, url::ParseError> {
+    let mut s = base.as_str().to_owned();
+    // Drop query and fragment of the base: they would swallow the path.
+    if let Some(idx) = s.find(['?', '#']) {
+        s.truncate(idx);
+    }
+    if !s.ends_with('/') {
+        s.push('/');
+    }
+    s.push_str(escaped_relative);
+    url::Url::parse(&s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use percent_encoding::percent_decode_str;
+    use proptest::prelude::*;
+
+    #[test]
+    fn python_quote_examples() {
+        assert_eq!(encode_component("targets"), "targets");
+        assert_eq!(encode_component("?"), "%3F");
+        assert_eq!(encode_component("#"), "%23");
+        assert_eq!(encode_component("/delegatedrole"), "%2Fdelegatedrole");
+        assert_eq!(encode_component("../delegatedrole"), "..%2Fdelegatedrole");
+        assert_eq!(encode_component("a b~c"), "a%20b~c");
+        assert_eq!(encode_component("é"), "%C3%A9");
+        assert_eq!(role_file_name("registry.npmjs.org"), "registry.npmjs.org.json");
+        assert_eq!(remote_role_file_name("root", Some(2)), "2.root.json");
+    }
+
+    #[test]
+    fn consistent_target_names() {
+        assert_eq!(target_url_path("a/b/c.txt", Some("ff")), "a/b/ff.c.txt");
+        assert_eq!(target_url_path("c.txt", Some("ff")), "ff.c.txt");
+        assert_eq!(target_url_path("no artifact?", None), "no%20artifact%3F");
+    }
+
+    #[test]
+    fn join_keeps_base_path() {
+        let base = url::Url::parse("http://h:1/repo/metadata").unwrap();
+        assert_eq!(
+            join_url(&base, "1.root.json").unwrap().as_str(),
+            "http://h:1/repo/metadata/1.root.json"
+        );
+        let base = url::Url::parse("http://h:1/repo/metadata/").unwrap();
+        assert_eq!(
+            join_url(&base, "%3F.json").unwrap().as_str(),
+            "http://h:1/repo/metadata/%3F.json"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn component_is_one_safe_segment_and_round_trips(name in any::<String>()) {
+            let enc = encode_component(&name);
+            prop_assert!(enc.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~%".contains(&b)));
+            prop_assert!(!enc.contains('/'));
+            prop_assert_eq!(percent_decode_str(&enc).decode_utf8().unwrap(), name.as_str());
+        }
+
+        #[test]
+        fn role_file_name_is_never_a_dot_segment(name in any::<String>()) {
+            let f = role_file_name(&name);
+            prop_assert!(f.ends_with(".json"));
+            prop_assert!(f != "." && f != "..");
+            prop_assert!(!f.contains('/') && !f.contains('\\') && !f.contains('\0'));
+        }
+
+        #[test]
+        fn distinct_roles_get_distinct_files(a in any::<String>(), b in any::<String>()) {
+            prop_assume!(a != b);
+            prop_assert_ne!(role_file_name(&a), role_file_name(&b));
+        }
+
+        #[test]
+        fn role_url_stays_in_its_segment(name in any::<String>(), version in proptest::option::of(1u64..1000)) {
+            let base = url::Url::parse("http://127.0.0.1:8000/repo/metadata/").unwrap();
+            let url = join_url(&base, &remote_role_file_name(&name, version)).unwrap();
+            let path = url.path();
+            prop_assert!(path.starts_with("/repo/metadata/"));
+            let rest = &path["/repo/metadata/".len()..];
+            prop_assert!(!rest.contains('/'));
+            prop_assert!(url.query().is_none() && url.fragment().is_none());
+            let expected = remote_role_file_name(&name, version);
+            prop_assert_eq!(rest, expected.as_str());
+        }
+
+        #[test]
+        fn target_url_round_trips(
+            segs in proptest::collection::vec("[^/%]{1,8}", 1..4),
+            hash in proptest::option::of("[0-9a-f]{8}"),
+        ) {
+            prop_assume!(segs.iter().all(|s| s != "." && s != ".."));
+            let target = segs.join("/");
+            let base = url::Url::parse("http://127.0.0.1:8000/t/").unwrap();
+            let url = join_url(&base, &target_url_path(&target, hash.as_deref())).unwrap();
+            prop_assert!(url.query().is_none() && url.fragment().is_none());
+            let rel = url.path().strip_prefix("/t/").unwrap().to_owned();
+            let decoded = percent_decode_str(&rel).decode_utf8().unwrap().into_owned();
+            let expected = match &hash {
+                Some(h) => match target.rsplit_once('/') {
+                    Some((d, b)) => format!("{d}/{h}.{b}"),
+                    None => format!("{h}.{target}"),
+                },
+                None => target.clone(),
+            };
+            prop_assert_eq!(decoded, expected);
+        }
+
+        #[test]
+        fn target_file_name_is_flat(path in any::<String>()) {
+            prop_assume!(!path.is_empty());
+            let f = target_file_name(&path).unwrap();
+            prop_assert!(!f.contains('/'));
+            prop_assert!(f != "." && f != "..");
+            prop_assert_eq!(percent_decode_str(&f).decode_utf8().unwrap(), path.as_str());
+        }
+    }
+}
