@@ -1,0 +1,464 @@
+//! Shared pieces of the custody benchmark binaries.
+//!
+//! * locating the workspace, python-tuf's interpreter and the `custody` binary,
+//! * generating (cached) benchmark repositories with `scripts/bench/make_repo.py`,
+//! * a loopback static HTTP server (axum + tower-http `ServeDir`) running on its
+//!   own thread and tokio runtime, counting requests and response body bytes,
+//! * timing child processes and small statistics helpers.
+//!
+//! The benchmarks treat both clients as black boxes (child processes), so the
+//! figures include process start-up: that is what a device or CI job pays.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::Router;
+use http_body::Frame;
+use serde::{Deserialize, Serialize};
+use tower_http::services::ServeDir;
+
+/// The workspace root: `--workspace`, else `CUSTODY_WORKSPACE`, else the
+/// directory two levels above this crate's manifest (compile time).
+pub fn workspace_root(explicit: Option<&Path>) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_path_buf();
+    }
+    if let Some(p) = std::env::var_os("CUSTODY_WORKSPACE") {
+        return PathBuf::from(p);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The python interpreter that has python-tuf: `--python`, else
+/// `CUSTODY_PYTHON`, else `<workspace>/.venv/bin/python`.
+pub fn python(explicit: Option<&Path>, workspace: &Path) -> Result<PathBuf> {
+    let candidate = explicit
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("CUSTODY_PYTHON").map(PathBuf::from))
+        .unwrap_or_else(|| workspace.join(".venv/bin/python"));
+    if !candidate.exists() {
+        bail!(
+            "python with python-tuf not found at {} (set CUSTODY_PYTHON or pass --python; \
+             ./scripts/test creates <workspace>/.venv with python-tuf)",
+            candidate.display()
+        );
+    }
+    Ok(candidate)
+}
+
+/// Directory of the running executable's cargo profile (e.g. `<target>/release`).
+fn exe_dir() -> Option<PathBuf> {
+    std::env::current_exe()
+        .ok()?
+        .parent()
+        .map(Path::to_path_buf)
+}
+
+/// Default data directory: `<cargo target dir>/bench-data`, derived from this
+/// executable's location so it follows `CARGO_TARGET_DIR`.
+pub fn default_data_dir(workspace: &Path) -> PathBuf {
+    exe_dir()
+        .and_then(|d| d.parent().map(|t| t.join("bench-data")))
+        .unwrap_or_else(|| workspace.join("target/bench-data"))
+}
+
+/// The `custody` binary: `--custody`, else `CUSTODY_BIN`, else the `custody`
+/// executable next to this one (same target dir and profile). Fails with a
+/// message saying how to build it.
+pub fn custody_bin(explicit: Option<&Path>) -> Result<PathBuf> {
+    let candidate = explicit
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("CUSTODY_BIN").map(PathBuf::from))
+        .or_else(|| exe_dir().map(|d| d.join("custody")))
+        .ok_or_else(|| anyhow!("cannot locate the custody binary; pass --custody PATH"))?;
+    if !candidate.is_file() {
+        bail!(
+            "custody binary not found at {}: build it with `cargo build --release -p custody` \
+             (same CARGO_TARGET_DIR as this bench) or pass --custody PATH / set CUSTODY_BIN",
+            candidate.display()
+        );
+    }
+    Ok(candidate)
+}
+
+/// One target file that make_repo.py wrote to disk.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct StoredTarget {
+    pub index: u64,
+    pub name: String,
+    pub length: u64,
+    pub sha256: String,
+    pub role: String,
+}
+
+/// `manifest.json` of a generated repository (the fields the benches use).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Manifest {
+    pub params: serde_json::Value,
+    pub stored_targets: Vec<StoredTarget>,
+    pub metadata_bytes: std::collections::BTreeMap<String, u64>,
+    pub bins: u64,
+    pub generation_seconds: f64,
+    #[serde(default)]
+    pub cached: bool,
+}
+
+/// Runs `scripts/bench/make_repo.py --out OUT ARGS...` (cached by the script)
+/// and returns its manifest.
+pub fn make_repo(python: &Path, workspace: &Path, out: &Path, args: &[String]) -> Result<Manifest> {
+    let script = workspace.join("scripts/bench/make_repo.py");
+    let output = Command::new(python)
+        .arg(&script)
+        .arg("--out")
+        .arg(out)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {} {}", python.display(), script.display()))?;
+    if !output.status.success() {
+        bail!(
+            "{} failed ({}): {}",
+            script.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).with_context(|| {
+        format!(
+            "parsing the manifest printed by {}: {last:?}",
+            script.display()
+        )
+    })
+}
+
+/// Request / byte counters of the loopback server.
+#[derive(Debug, Default)]
+pub struct Counters {
+    requests: AtomicU64,
+    body_bytes: AtomicU64,
+    not_found: AtomicU64,
+    paths: Mutex<Vec<String>>,
+}
+
+/// What the server saw between two [`Server::reset`] calls.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Traffic {
+    pub requests: u64,
+    pub body_bytes: u64,
+    pub not_found: u64,
+    pub paths: Vec<String>,
+}
+
+/// A response body that adds the length of every data frame it yields to a
+/// counter, i.e. counts the bytes actually handed to hyper for sending.
+struct CountingBody {
+    inner: Body,
+    counters: Arc<Counters>,
+}
+
+impl http_body::Body for CountingBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.counters
+                    .body_bytes
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+async fn count(State(counters): State<Arc<Counters>>, req: Request, next: Next) -> Response {
+    counters.requests.fetch_add(1, Ordering::Relaxed);
+    if let Ok(mut paths) = counters.paths.lock() {
+        paths.push(req.uri().path().to_string());
+    }
+    let resp = next.run(req).await;
+    if resp.status() == axum::http::StatusCode::NOT_FOUND {
+        counters.not_found.fetch_add(1, Ordering::Relaxed);
+    }
+    let (parts, body) = resp.into_parts();
+    let body = Body::new(CountingBody {
+        inner: body,
+        counters: counters.clone(),
+    });
+    Response::from_parts(parts, body)
+}
+
+/// Loopback static file server on its own thread and tokio runtime, so that
+/// serving never competes with the bench's own (blocking) control flow.
+pub struct Server {
+    addr: SocketAddr,
+    counters: Arc<Counters>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+impl Server {
+    /// Serves `root` at `http://127.0.0.1:<port>/`.
+    pub fn start(root: &Path) -> Result<Server> {
+        let root = root.to_path_buf();
+        let counters = Arc::new(Counters::default());
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel::<Result<SocketAddr>>();
+        let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+        let c = counters.clone();
+        let thread = std::thread::Builder::new()
+            .name("bench-http".into())
+            .spawn(move || -> Result<()> {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()
+                    .context("building the server's tokio runtime")?;
+                rt.block_on(async move {
+                    let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+                        Ok(l) => l,
+                        Err(e) => {
+                            let _ = addr_tx.send(Err(anyhow!("binding 127.0.0.1:0: {e}")));
+                            return Ok(());
+                        }
+                    };
+                    let _ = addr_tx.send(listener.local_addr().context("local_addr"));
+                    let app = Router::new()
+                        .fallback_service(ServeDir::new(&root))
+                        .layer(middleware::from_fn_with_state(c.clone(), count));
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(async {
+                            let _ = shutdown_rx.await;
+                        })
+                        .await
+                        .context("serving HTTP")
+                })
+            })
+            .context("spawning the server thread")?;
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(10))
+            .context("server thread did not report its address")??;
+        Ok(Server {
+            addr,
+            counters,
+            shutdown: Some(shutdown_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// `http://127.0.0.1:<port>/<path>/` (with a trailing slash).
+    pub fn url(&self, path: &str) -> String {
+        let path = path.trim_matches('/');
+        if path.is_empty() {
+            format!("http://{}/", self.addr)
+        } else {
+            format!("http://{}/{}/", self.addr, path)
+        }
+    }
+
+    /// Returns the traffic since the last reset and zeroes the counters.
+    pub fn reset(&self) -> Traffic {
+        let paths = self
+            .counters
+            .paths
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default();
+        Traffic {
+            requests: self.counters.requests.swap(0, Ordering::Relaxed),
+            body_bytes: self.counters.body_bytes.swap(0, Ordering::Relaxed),
+            not_found: self.counters.not_found.swap(0, Ordering::Relaxed),
+            paths,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Runs `cmd` to completion, capturing output; returns the wall time from
+/// spawn to exit.
+pub fn run_timed(cmd: &mut Command) -> Result<(Duration, Output)> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let start = Instant::now();
+    let child = cmd.spawn().with_context(|| format!("spawning {cmd:?}"))?;
+    let output = child
+        .wait_with_output()
+        .with_context(|| format!("waiting for {cmd:?}"))?;
+    Ok((start.elapsed(), output))
+}
+
+/// Fails with the command, its exit status and stderr if it did not succeed.
+pub fn check_output(what: &str, output: &Output) -> Result<()> {
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    bail!(
+        "{what} failed ({}):\n--- stderr ---\n{}\n--- stdout ---\n{}",
+        output.status,
+        tail(&stderr, 40),
+        tail(&stdout, 10)
+    )
+}
+
+fn tail(s: &str, lines: usize) -> String {
+    let all: Vec<&str> = s.lines().collect();
+    let from = all.len().saturating_sub(lines);
+    all.get(from..).unwrap_or_default().join("\n")
+}
+
+/// SHA-256 of a file (streamed), lowercase hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        ctx.update(buf.get(..n).unwrap_or_default());
+    }
+    Ok(hex::encode(ctx.finish().as_ref()))
+}
+
+/// Finds the single regular file under `dir` (recursively) whose SHA-256 is
+/// `sha256`; clients differ in how they name downloaded targets.
+pub fn find_downloaded(dir: &Path, sha256: &str, length: u64) -> Result<PathBuf> {
+    let mut stack = vec![dir.to_path_buf()];
+    let mut seen = Vec::new();
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).with_context(|| format!("listing {}", d.display()))? {
+            let entry = entry.with_context(|| format!("listing {}", d.display()))?;
+            let path = entry.path();
+            let ft = entry
+                .file_type()
+                .with_context(|| format!("stat {}", path.display()))?;
+            if ft.is_dir() {
+                stack.push(path);
+            } else if ft.is_file() {
+                let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                if len == length && sha256_file(&path)? == sha256 {
+                    return Ok(path);
+                }
+                seen.push(format!("{} ({len} bytes)", path.display()));
+            }
+        }
+    }
+    bail!(
+        "no file of {length} bytes with sha256 {sha256} under {} (found: {})",
+        dir.display(),
+        if seen.is_empty() {
+            "nothing".to_string()
+        } else {
+            seen.join(", ")
+        }
+    )
+}
+
+/// Summary statistics of a sample of durations, in seconds.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Stats {
+    pub n: usize,
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Stats {
+    pub fn of(samples: &[f64]) -> Option<Stats> {
+        let mut s: Vec<f64> = samples.iter().copied().filter(|x| x.is_finite()).collect();
+        if s.is_empty() {
+            return None;
+        }
+        s.sort_by(f64::total_cmp);
+        let n = s.len();
+        let mid = n / 2;
+        let median = if n % 2 == 1 {
+            s.get(mid).copied()?
+        } else {
+            (s.get(mid - 1).copied()? + s.get(mid).copied()?) / 2.0
+        };
+        Some(Stats {
+            n,
+            median,
+            min: s.first().copied()?,
+            max: s.last().copied()?,
+        })
+    }
+}
+
+/// The machine the figures were taken on (for the report).
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub cpus: usize,
+    pub cpu_model: String,
+    pub load_average: String,
+}
+
+impl Machine {
+    pub fn probe() -> Machine {
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0);
+        let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, v)| v.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let load_average = std::fs::read_to_string("/proc/loadavg")
+            .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|_| "unknown".into());
+        Machine {
+            cpus,
+            cpu_model,
+            load_average,
+        }
+    }
+}
