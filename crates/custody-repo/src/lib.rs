@@ -1,2 +1,19 @@
-//! custody-repo
+//! custody-repo: TUF repository authoring and the signer backends.
+//!
+//! - [`signer::Signer`]: one private key that signs TUF metadata.
+//! - [`keyfile`]: encrypted PKCS#8 key files (ed25519, ecdsa P-256/P-384, rsa-pss).
+//! - [`pkcs11`]: keys on a PKCS#11 token (HSM, SoftHSM).
 #![forbid(unsafe_code)]
+
+pub mod canonical;
+pub mod error;
+pub mod fsutil;
+pub mod keyfile;
+pub mod keys;
+pub mod passphrase;
+pub mod pkcs11;
+pub mod signer;
+
+pub use error::SignerError;
+pub use keys::{KeyType, TufPublicKey};
+pub use signer::Signer;

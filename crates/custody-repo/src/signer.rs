@@ -1,0 +1,20 @@
+//! The signing interface every key backend implements.
+use crate::error::SignerError;
+use crate::keys::{KeyType, TufPublicKey};
+
+/// Something that holds one private key and can sign TUF metadata with it.
+///
+/// Implementations: [`crate::keyfile::FileSigner`] (encrypted PKCS#8 file),
+/// [`crate::pkcs11::Pkcs11Signer`] (key on a PKCS#11 token, never leaves it).
+pub trait Signer {
+    /// The public key in TUF form (`keytype`, `scheme`, `keyval.public`).
+    fn key(&self) -> &TufPublicKey;
+    /// The TUF key id (hex SHA-256 of the canonical JSON of [`Signer::key`]).
+    fn keyid(&self) -> &str;
+    /// custody's name for the key type.
+    fn key_type(&self) -> KeyType;
+    /// Sign `msg` (the canonical JSON of a `signed` object) with the
+    /// key's TUF scheme. ECDSA signatures are DER (`ECDSA-Sig-Value`), as
+    /// TUF and securesystemslib expect; the caller hex-encodes.
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, SignerError>;
+}
