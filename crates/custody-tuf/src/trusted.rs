@@ -288,12 +288,14 @@ impl TrustedMetadata {
         }
         self.check_final_timestamp(now)?;
         let meta = self.snapshot_meta()?.clone();
-        check_size(
-            "snapshot",
-            bytes,
-            meta.length.unwrap_or(self.limits.max_snapshot_bytes),
-        )?;
-        if !from_local_cache {
+        if from_local_cache {
+            check_size("snapshot", bytes, self.limits.max_snapshot_bytes)?;
+        } else {
+            check_size(
+                "snapshot",
+                bytes,
+                meta.length.unwrap_or(self.limits.max_snapshot_bytes),
+            )?;
             meta.verify_bytes("snapshot", bytes)?;
         }
         let new = Metadata::<Snapshot>::from_bytes("snapshot", bytes)?;

@@ -45,16 +45,28 @@ fn sigstore_full_refresh_and_target() {
     let r1 = TrustedMetadata::new(&read("metadata/root_history/1.root.json")).unwrap();
     assert_eq!(r1.root().expires, at("2021-12-18T19:28:12.990080Z"));
 
-    assert_eq!(t.update_timestamp(&read("metadata/timestamp.json"), now).unwrap(), TimestampUpdate::Updated);
-    assert_eq!(t.update_timestamp(&read("metadata/timestamp.json"), now).unwrap(), TimestampUpdate::Unchanged);
+    assert_eq!(
+        t.update_timestamp(&read("metadata/timestamp.json"), now)
+            .unwrap(),
+        TimestampUpdate::Updated
+    );
+    assert_eq!(
+        t.update_timestamp(&read("metadata/timestamp.json"), now)
+            .unwrap(),
+        TimestampUpdate::Unchanged
+    );
     assert_eq!(t.remote_filename("snapshot").unwrap(), "165.snapshot.json");
-    t.update_snapshot(&read("metadata/snapshot.json"), now, false).unwrap();
+    t.update_snapshot(&read("metadata/snapshot.json"), now, false)
+        .unwrap();
     assert_eq!(t.remote_filename("targets").unwrap(), "14.targets.json");
-    t.update_targets(&read("metadata/targets.json"), now).unwrap();
+    t.update_targets(&read("metadata/targets.json"), now)
+        .unwrap();
 
     // A top-level target.
     let mut s = TargetSearch::new("trusted_root.json", 32);
-    let SearchStep::Found { role, target } = s.next(&t).unwrap() else { panic!("trusted_root.json not found") };
+    let SearchStep::Found { role, target } = s.next(&t).unwrap() else {
+        panic!("trusted_root.json not found")
+    };
     assert_eq!(role, "targets");
     let bytes = read("targets/trusted_root.json");
     let mut v = TargetVerifier::new("trusted_root.json", &target).unwrap();
@@ -63,32 +75,70 @@ fn sigstore_full_refresh_and_target() {
     }
     v.finish().unwrap();
     let remote = t.target_remote_path("trusted_root.json", &target);
-    assert!(remote.ends_with(".trusted_root.json") && remote.len() == 64 + 1 + "trusted_root.json".len(), "{remote}");
+    assert!(
+        remote.ends_with(".trusted_root.json")
+            && remote.len() == 64 + 1 + "trusted_root.json".len(),
+        "{remote}"
+    );
 
     // A delegated target: registry.npmjs.org/keys.json.
     let mut s = TargetSearch::new("registry.npmjs.org/keys.json", 32);
     let step = s.next(&t).unwrap();
-    assert_eq!(step, SearchStep::Load { role: "registry.npmjs.org".into(), delegator: "targets".into() });
-    assert_eq!(t.remote_filename("registry.npmjs.org").unwrap(), "8.registry.npmjs.org.json");
-    t.update_delegated_targets(&read("metadata/registry.npmjs.org.json"), "registry.npmjs.org", "targets", now).unwrap();
-    let SearchStep::Found { role, target } = s.next(&t).unwrap() else { panic!("keys.json not found") };
+    assert_eq!(
+        step,
+        SearchStep::Load {
+            role: "registry.npmjs.org".into(),
+            delegator: "targets".into()
+        }
+    );
+    assert_eq!(
+        t.remote_filename("registry.npmjs.org").unwrap(),
+        "8.registry.npmjs.org.json"
+    );
+    t.update_delegated_targets(
+        &read("metadata/registry.npmjs.org.json"),
+        "registry.npmjs.org",
+        "targets",
+        now,
+    )
+    .unwrap();
+    let SearchStep::Found { role, target } = s.next(&t).unwrap() else {
+        panic!("keys.json not found")
+    };
     assert_eq!(role, "registry.npmjs.org");
-    TargetVerifier::verify_all("registry.npmjs.org/keys.json", &target, &read("targets/registry.npmjs.org/keys.json")).unwrap();
+    TargetVerifier::verify_all(
+        "registry.npmjs.org/keys.json",
+        &target,
+        &read("targets/registry.npmjs.org/keys.json"),
+    )
+    .unwrap();
 
     // Terminating delegation: other paths under registry.npmjs.org/ are not found elsewhere.
     let mut s = TargetSearch::new("registry.npmjs.org/other", 32);
     assert_eq!(s.next(&t).unwrap(), SearchStep::NotFound);
 
     // Unknown fields survived into the typed view.
-    assert!(t.root().keys.values().any(|k| k.unknown.keys().any(|f| f.starts_with("x-tuf-on-ci-"))));
+    assert!(t
+        .root()
+        .keys
+        .values()
+        .any(|k| k.unknown.keys().any(|f| f.starts_with("x-tuf-on-ci-"))));
 
     // Tampered target bytes are rejected.
     let mut bad = bytes.clone();
     bad[10] ^= 1;
-    let e = TargetVerifier::verify_all("trusted_root.json", &{
-        let SearchStep::Found { target, .. } = TargetSearch::new("trusted_root.json", 32).next(&t).unwrap() else { panic!() };
-        target
-    }, &bad)
+    let e = TargetVerifier::verify_all(
+        "trusted_root.json",
+        &{
+            let SearchStep::Found { target, .. } =
+                TargetSearch::new("trusted_root.json", 32).next(&t).unwrap()
+            else {
+                panic!()
+            };
+            target
+        },
+        &bad,
+    )
     .unwrap_err();
     assert!(e.is_mix_and_match(), "{e}");
 }
@@ -97,17 +147,30 @@ fn sigstore_full_refresh_and_target() {
 fn sigstore_final_root_expired() {
     let now = at("2026-11-23T00:00:00Z");
     let mut t = walk_roots();
-    let e = t.update_timestamp(&read("metadata/timestamp.json"), now).unwrap_err();
+    let e = t
+        .update_timestamp(&read("metadata/timestamp.json"), now)
+        .unwrap_err();
     assert!(e.is_expired(), "{e}");
     assert_eq!(e.role(), "root");
     let msg = e.to_string();
-    assert!(msg.contains("root") && msg.contains("expired") && msg.contains("2026-11-20 13:58:18"), "{msg}");
+    assert!(
+        msg.contains("root") && msg.contains("expired") && msg.contains("2026-11-20 13:58:18"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn sigstore_root_skip_rejected() {
     let mut t = TrustedMetadata::new(&read("metadata/root_history/1.root.json")).unwrap();
-    let e = t.update_root(&read("metadata/root_history/3.root.json")).unwrap_err();
+    let e = t
+        .update_root(&read("metadata/root_history/3.root.json"))
+        .unwrap_err();
     // 3 is not signed by enough of root 1's keys, or it's a version skip: either way rejected
-    assert!(matches!(e.kind(), custody_tuf::ErrorKind::RootVersionSkip | custody_tuf::ErrorKind::Signature), "{e}");
+    assert!(
+        matches!(
+            e.kind(),
+            custody_tuf::ErrorKind::RootVersionSkip | custody_tuf::ErrorKind::Signature
+        ),
+        "{e}"
+    );
 }
