@@ -175,6 +175,14 @@ pub struct NoteSignature {
 }
 
 impl NoteSignature {
+    /// For a `cosignature/v1` signature (8-byte timestamp + 64-byte
+    /// Ed25519 signature), the claimed timestamp. Unverified: only
+    /// [`Note::verify`] makes it trustworthy.
+    pub fn cosignature_timestamp(&self) -> Option<u64> {
+        let ts: [u8; 8] = self.signature.get(..8)?.try_into().ok()?;
+        (self.signature.len() == 72).then(|| u64::from_be_bytes(ts))
+    }
+
     /// The line as it appears in the note, including the final newline.
     pub fn to_line(&self) -> String {
         let mut raw = Vec::with_capacity(4 + self.signature.len());
