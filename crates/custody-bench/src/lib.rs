@@ -462,3 +462,81 @@ impl Machine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    fn get(server: &Server, path: &str) -> (u16, Vec<u8>) {
+        let addr = server.addr;
+        let mut s = TcpStream::connect(addr).expect("connect to the test server");
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .expect("send request");
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).expect("read response");
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("header terminator");
+        let head = String::from_utf8_lossy(&raw[..split]).to_string();
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .expect("status code");
+        (status, raw[split + 4..].to_vec())
+    }
+
+    #[test]
+    fn server_counts_requests_body_bytes_and_404s() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("metadata")).expect("mkdir");
+        std::fs::write(dir.path().join("metadata/a.json"), vec![b'x'; 1000]).expect("write");
+        let server = Server::start(dir.path()).expect("start server");
+        assert!(server.url("metadata").ends_with("/metadata/"));
+
+        let (status, body) = get(&server, "/metadata/a.json");
+        assert_eq!(status, 200);
+        assert_eq!(body.len(), 1000);
+        let (status, _) = get(&server, "/metadata/2.root.json");
+        assert_eq!(status, 404);
+
+        let t = server.reset();
+        assert_eq!(t.requests, 2);
+        assert_eq!(t.not_found, 1);
+        assert_eq!(
+            t.body_bytes, 1000,
+            "404 bodies are empty, the file is 1000 bytes"
+        );
+        assert_eq!(t.paths, vec!["/metadata/a.json", "/metadata/2.root.json"]);
+        // reset zeroes the counters
+        let t = server.reset();
+        assert_eq!((t.requests, t.body_bytes, t.not_found), (0, 0, 0));
+    }
+
+    #[test]
+    fn stats_median_min_max() {
+        let s = Stats::of(&[3.0, 1.0, 2.0]).expect("stats");
+        assert_eq!((s.n, s.median, s.min, s.max), (3, 2.0, 1.0, 3.0));
+        let s = Stats::of(&[4.0, 1.0, 2.0, 3.0]).expect("stats");
+        assert_eq!(s.median, 2.5);
+        assert!(Stats::of(&[]).is_none());
+        assert!(Stats::of(&[f64::NAN]).is_none());
+    }
+
+    #[test]
+    fn find_downloaded_checks_length_and_hash() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("a/b")).expect("mkdir");
+        std::fs::write(dir.path().join("a/b/t"), b"abc").expect("write");
+        let sha = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert!(find_downloaded(dir.path(), sha, 3).is_ok());
+        assert!(find_downloaded(dir.path(), sha, 4).is_err());
+        assert!(find_downloaded(dir.path(), &"0".repeat(64), 3).is_err());
+    }
+}
