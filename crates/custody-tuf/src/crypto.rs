@@ -94,6 +94,17 @@ fn ec_from_public(public: &str, curve: ObjectIdentifier) -> std::result::Result<
     }
 }
 
+/// Require an uncompressed point of the curve's size (0x04 || X || Y).
+fn ec_point(raw: Vec<u8>, len: usize) -> std::result::Result<Vec<u8>, String> {
+    if raw.len() != len || raw.first() != Some(&4) {
+        return Err(format!(
+            "EC public key must be an uncompressed point of {len} bytes, got {} bytes",
+            raw.len()
+        ));
+    }
+    Ok(raw)
+}
+
 impl PublicKey {
     /// Interpret a TUF key. `Err` carries the reason the key is unusable
     /// (unknown type/scheme or malformed material); callers skip such keys.
@@ -128,11 +139,11 @@ impl PublicKey {
             }
             ("ecdsa" | "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp256") => (
                 Algorithm::EcdsaP256Sha256,
-                ec_from_public(public, OID_P256)?,
+                ec_point(ec_from_public(public, OID_P256)?, 65)?,
             ),
             ("ecdsa" | "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp384") => (
                 Algorithm::EcdsaP384Sha384,
-                ec_from_public(public, OID_P384)?,
+                ec_point(ec_from_public(public, OID_P384)?, 97)?,
             ),
             ("rsa", "rsassa-pss-sha256") => {
                 let spki = spki_from_pem(public.trim())?;
