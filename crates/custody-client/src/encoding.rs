@@ -10,14 +10,7 @@
 //!   literally in a URL path are escaped. On disk a target is stored under its
 //!   fully encoded path (one flat file name, the same every time).
 
-use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS, NON_ALPHANUMERIC};
-
-/// Everything but the RFC 3986 unreserved set.
-const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
 /// Characters that may not appear literally in a URL path (WHATWG path
 /// percent-encode set) plus `?` and `#`, which would end the path.
@@ -35,24 +28,22 @@ const URL_PATH: &AsciiSet = &CONTROLS
     .add(b'^')
     .add(b'|');
 
-/// Encode a string as a single, separator-free path component.
+/// Encode a string as a single, separator-free path component
+/// (custody-tuf's python-compatible `quote(name, "")`).
 pub fn encode_component(name: &str) -> String {
-    utf8_percent_encode(name, COMPONENT).to_string()
+    custody_tuf::encode_role_filename(name)
 }
 
 /// The metadata file name of a role: `<encoded role>.json`
 /// (`root.json`, `targets.json`, `a%2Fb.json`).
 pub fn role_file_name(role: &str) -> String {
-    format!("{}.json", encode_component(role))
+    custody_tuf::local_metadata_filename(role)
 }
 
 /// The remote file name of a role's metadata, `V.<role>.json` with a version
 /// (consistent snapshots, and root always) or `<role>.json` without.
 pub fn remote_role_file_name(role: &str, version: Option<u64>) -> String {
-    match version {
-        Some(v) => format!("{v}.{}", role_file_name(role)),
-        None => role_file_name(role),
-    }
+    custody_tuf::metadata_filename(role, version)
 }
 
 /// The local file name a target is stored under in the target directory:
@@ -63,22 +54,14 @@ pub fn target_file_name(target_path: &str) -> Option<String> {
         "" => None,
         "." => Some("%2E".to_owned()),
         ".." => Some("%2E%2E".to_owned()),
-        other => Some(encode_component(other)),
+        other => Some(custody_tuf::encode_target_filename(other)),
     }
 }
 
-/// The path of a target relative to the targets base URL: the target path
-/// itself or, with consistent snapshots, `{dir}/{hash}.{basename}`; escaped
-/// for use in a URL path (separators kept).
-pub fn target_url_path(target_path: &str, hash_prefix: Option<&str>) -> String {
-    let remote = match hash_prefix {
-        Some(hash) => match target_path.rsplit_once('/') {
-            Some((dir, base)) => format!("{dir}/{hash}.{base}"),
-            None => format!("{hash}.{target_path}"),
-        },
-        None => target_path.to_owned(),
-    };
-    utf8_percent_encode(&remote, URL_PATH).to_string()
+/// Escape a remote target path (from custody-tuf's `target_remote_path`,
+/// separators kept) for use as the path part of a URL.
+pub fn escape_url_path(remote_path: &str) -> String {
+    utf8_percent_encode(remote_path, URL_PATH).to_string()
 }
 
 /// Join a base URL (treated as a directory) and an already-escaped relative
@@ -112,15 +95,18 @@ mod tests {
         assert_eq!(encode_component("../delegatedrole"), "..%2Fdelegatedrole");
         assert_eq!(encode_component("a b~c"), "a%20b~c");
         assert_eq!(encode_component("é"), "%C3%A9");
-        assert_eq!(role_file_name("registry.npmjs.org"), "registry.npmjs.org.json");
+        assert_eq!(
+            role_file_name("registry.npmjs.org"),
+            "registry.npmjs.org.json"
+        );
         assert_eq!(remote_role_file_name("root", Some(2)), "2.root.json");
     }
 
     #[test]
-    fn consistent_target_names() {
-        assert_eq!(target_url_path("a/b/c.txt", Some("ff")), "a/b/ff.c.txt");
-        assert_eq!(target_url_path("c.txt", Some("ff")), "ff.c.txt");
-        assert_eq!(target_url_path("no artifact?", None), "no%20artifact%3F");
+    fn url_escaping_keeps_separators() {
+        assert_eq!(escape_url_path("a/b/ff.c.txt"), "a/b/ff.c.txt");
+        assert_eq!(escape_url_path("no artifact?"), "no%20artifact%3F");
+        assert_eq!(escape_url_path("x#1"), "x%231");
     }
 
     #[test]
@@ -181,7 +167,11 @@ mod tests {
             prop_assume!(segs.iter().all(|s| s != "." && s != ".."));
             let target = segs.join("/");
             let base = url::Url::parse("http://127.0.0.1:8000/t/").unwrap();
-            let url = join_url(&base, &target_url_path(&target, hash.as_deref())).unwrap();
+            let remote = match &hash {
+                Some(h) => custody_tuf::consistent_target_path(&target, h),
+                None => target.clone(),
+            };
+            let url = join_url(&base, &escape_url_path(&remote)).unwrap();
             prop_assert!(url.query().is_none() && url.fragment().is_none());
             let rel = url.path().strip_prefix("/t/").unwrap().to_owned();
             let decoded = percent_decode_str(&rel).decode_utf8().unwrap().into_owned();

@@ -29,10 +29,7 @@ pub enum StoreError {
     TooLarge { path: PathBuf, bound: u64 },
 }
 
-fn io_err<'a>(
-    path: &'a Path,
-    action: &'static str,
-) -> impl FnOnce(io::Error) -> StoreError + 'a {
+fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) -> StoreError + 'a {
     move |source| StoreError::Io {
         path: path.to_owned(),
         action,

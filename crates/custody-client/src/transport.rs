@@ -397,7 +397,10 @@ mod tests {
     #[test]
     fn body_past_bound_is_endless_data() {
         let err = fetched(b"abcde", 4).read_all().unwrap_err();
-        assert!(matches!(err, FetchError::EndlessData { bound: 4, .. }), "{err}");
+        assert!(
+            matches!(err, FetchError::EndlessData { bound: 4, .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("4-byte bound"));
     }
 

@@ -1,0 +1,126 @@
+//! Streaming, verified target download and the local target cache.
+//!
+//! A target is streamed into a temp file in the target directory with a
+//! fixed 64 KiB buffer (memory does not grow with the target), every chunk
+//! fed to custody-tuf's [`TargetVerifier`]; only after the verifier accepts
+//! length and hashes is the temp file fsynced and renamed to its final name.
+//! On any failure the temp file is removed and the previous file (if any)
+//! is untouched.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use custody_tuf::schema::TargetFile;
+use custody_tuf::verify::TargetVerifier;
+use url::Url;
+
+use crate::error::ClientError;
+use crate::store::{parent_dir, sync_dir, StoreError};
+use crate::transport::Transport;
+
+/// Read/write buffer for targets.
+pub const CHUNK_SIZE: usize = 64 * 1024;
+
+/// A verified target on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownloadedTarget {
+    /// the TUF target path
+    pub path: String,
+    /// where it is stored
+    pub file: PathBuf,
+    /// signed length
+    pub length: u64,
+    /// signed hashes
+    pub hashes: BTreeMap<String, String>,
+    /// true when the file was already present and verified, so nothing was
+    /// downloaded
+    pub cached: bool,
+}
+
+/// True when `file` exists and matches `info` (length and hashes, checked
+/// by custody-tuf). Any mismatch or read problem means "not cached".
+pub fn is_cached(target_path: &str, info: &TargetFile, file: &Path) -> bool {
+    let Ok(mut f) = File::open(file) else {
+        return false;
+    };
+    match f.metadata() {
+        Ok(m) if m.is_file() && m.len() == info.length => {}
+        _ => return false,
+    }
+    let Ok(mut verifier) = TargetVerifier::new(target_path, info) else {
+        return false;
+    };
+    let mut buf = vec![0u8; CHUNK_SIZE];
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return false,
+        };
+        let Some(chunk) = buf.get(..n) else {
+            return false;
+        };
+        if verifier.update(chunk).is_err() {
+            return false;
+        }
+    }
+    verifier.finish().is_ok()
+}
+
+/// Download `url` into `dest`, verifying against `info` while streaming.
+pub fn download_verified(
+    transport: &dyn Transport,
+    url: &Url,
+    target_path: &str,
+    info: &TargetFile,
+    dest: &Path,
+) -> Result<(), ClientError> {
+    let url_s = url.as_str();
+    let mut verifier =
+        TargetVerifier::new(target_path, info).map_err(|e| ClientError::rejected(url_s, e))?;
+    // The signed length is the bound: one byte more is endless data.
+    let mut body = transport.fetch(url, info.length)?;
+    let dir = parent_dir(dest);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".custody-download-")
+        .tempfile_in(dir)
+        .map_err(|source| StoreError::Io {
+            path: dir.to_owned(),
+            action: "create temp file",
+            source,
+        })?;
+    let mut buf = vec![0u8; CHUNK_SIZE];
+    loop {
+        let n = body.read_chunk(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        let chunk = buf.get(..n).unwrap_or_default();
+        verifier
+            .update(chunk)
+            .map_err(|e| ClientError::rejected(url_s, e))?;
+        tmp.write_all(chunk).map_err(|source| StoreError::Io {
+            path: tmp.path().to_owned(),
+            action: "write temp file",
+            source,
+        })?;
+    }
+    verifier
+        .finish()
+        .map_err(|e| ClientError::rejected(url_s, e))?;
+    tmp.as_file().sync_all().map_err(|source| StoreError::Io {
+        path: dest.to_owned(),
+        action: "fsync temp file",
+        source,
+    })?;
+    tmp.persist(dest).map_err(|e| StoreError::Io {
+        path: dest.to_owned(),
+        action: "rename temp file into place",
+        source: e.error,
+    })?;
+    sync_dir(dir)?;
+    Ok(())
+}
