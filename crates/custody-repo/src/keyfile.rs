@@ -262,7 +262,7 @@ fn from_pkcs8(path: &Path, der: &[u8], rng: &SystemRandom) -> Result<FileSigner,
         // what OpenSSL writes; ring derives the public key.
         let kp = rsig::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
             .map_err(|e| unsupported(format!("ed25519: {e}")))?;
-        let public = TufPublicKey::ed25519(kp.public_key().as_ref());
+        let public = crate::keys::ed25519_key(kp.public_key().as_ref());
         (KeyType::Ed25519, public, Inner::Ed25519(kp))
     } else if oid == OID_EC_PUBLIC_KEY {
         let curve = info
@@ -278,16 +278,16 @@ fn from_pkcs8(path: &Path, der: &[u8], rng: &SystemRandom) -> Result<FileSigner,
         };
         let kp = rsig::EcdsaKeyPair::from_pkcs8(ecdsa_alg(kt), der, rng)
             .map_err(|e| unsupported(format!("{kt}: {e}")))?;
-        let public = TufPublicKey::ecdsa(kt, kp.public_key().as_ref())?;
+        let public = crate::keys::ecdsa_key(kt, kp.public_key().as_ref())?;
         (kt, public, Inner::Ecdsa(kp))
     } else if oid == OID_RSA {
         let kp = rsig::RsaKeyPair::from_pkcs8(der).map_err(|e| unsupported(format!("rsa: {e}")))?;
-        let public = TufPublicKey::rsa(kp.public_key().as_ref())?;
+        let public = crate::keys::rsa_key(kp.public_key().as_ref())?;
         (KeyType::RsaPss, public, Inner::Rsa(kp))
     } else {
         return Err(unsupported(format!("algorithm OID {oid}")));
     };
-    let keyid = public.keyid()?;
+    let keyid = crate::keys::keyid(&public)?;
     Ok(FileSigner {
         path: path.to_owned(),
         key_type,
@@ -302,27 +302,10 @@ fn from_pkcs8(path: &Path, der: &[u8], rng: &SystemRandom) -> Result<FileSigner,
 mod tests {
     use super::*;
 
+    /// Verify with custody-tuf's verifier: what clients will run.
     fn verify(signer: &FileSigner, msg: &[u8], sig: &[u8]) {
-        // Independent check with ring's verifiers against the public key we
-        // publish (parse the PEM back).
-        let public = &signer.key().keyval.public;
-        let (alg, key): (&dyn rsig::VerificationAlgorithm, Vec<u8>) = match signer.key_type() {
-            KeyType::Ed25519 => (&rsig::ED25519, hex::decode(public).unwrap()),
-            kt => {
-                let (_, doc) = Document::from_pem(public).unwrap();
-                let spki = spki::SubjectPublicKeyInfoRef::from_der(doc.as_bytes()).unwrap();
-                let raw = spki.subject_public_key.raw_bytes().to_vec();
-                let alg: &dyn rsig::VerificationAlgorithm = match kt {
-                    KeyType::EcdsaP256 => &rsig::ECDSA_P256_SHA256_ASN1,
-                    KeyType::EcdsaP384 => &rsig::ECDSA_P384_SHA384_ASN1,
-                    _ => &rsig::RSA_PSS_2048_8192_SHA256,
-                };
-                (alg, raw)
-            }
-        };
-        rsig::UnparsedPublicKey::new(alg, key)
-            .verify(msg, sig)
-            .unwrap();
+        let pk = custody_tuf::PublicKey::from_key(signer.key()).unwrap();
+        assert!(pk.verify(msg, sig), "{}", signer.key_type());
     }
 
     #[test]

@@ -96,74 +96,63 @@ impl FromStr for KeyType {
     }
 }
 
-/// `keyval` of a TUF key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KeyVal {
-    pub public: String,
+/// A TUF public key object (custody-tuf's schema type).
+pub type TufPublicKey = custody_tuf::Key;
+
+/// TUF key id of `key`: hex SHA-256 of its canonical JSON (custody-tuf's rule).
+pub fn keyid(key: &TufPublicKey) -> Result<String, SignerError> {
+    key.key_id().map_err(|e| SignerError::Encode(e.to_string()))
 }
 
-/// A TUF public key object as custody writes it into metadata.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TufPublicKey {
-    pub keytype: String,
-    pub scheme: String,
-    pub keyval: KeyVal,
+/// The custody key type of a TUF key, if it is one custody can sign with.
+pub fn key_type_of(key: &TufPublicKey) -> Option<KeyType> {
+    KeyType::ALL.into_iter().find(|kt| {
+        key.scheme == kt.tuf_scheme()
+            && (key.keytype == kt.tuf_keytype() || key.keytype == kt.tuf_scheme())
+    })
 }
 
-impl TufPublicKey {
-    /// The canonical-JSON bytes of this key object (olpc-cjson), the input of
-    /// the TUF key id.
-    pub fn canonical_json(&self) -> Result<Vec<u8>, SignerError> {
-        crate::canonical::to_canonical_json(self).map_err(SignerError::Encode)
+pub(crate) fn new_key(kt: KeyType, public: String) -> TufPublicKey {
+    custody_tuf::Key {
+        keytype: kt.tuf_keytype().to_owned(),
+        scheme: kt.tuf_scheme().to_owned(),
+        keyval: custody_tuf::KeyVal {
+            public: Some(public),
+            unknown: Default::default(),
+        },
+        unknown: Default::default(),
     }
+}
 
-    /// TUF key id: lowercase hex SHA-256 of the canonical JSON of the key
-    /// object (TUF spec §4.2, what python-tuf computes).
-    pub fn keyid(&self) -> Result<String, SignerError> {
-        let cjson = self.canonical_json()?;
-        Ok(hex::encode(
-            ring::digest::digest(&ring::digest::SHA256, &cjson).as_ref(),
-        ))
-    }
+/// TUF form of an Ed25519 key (hex of the 32 raw bytes).
+pub(crate) fn ed25519_key(raw: &[u8]) -> TufPublicKey {
+    new_key(KeyType::Ed25519, hex::encode(raw))
+}
 
-    pub(crate) fn new(kt: KeyType, public: String) -> Self {
-        TufPublicKey {
-            keytype: kt.tuf_keytype().to_owned(),
-            scheme: kt.tuf_scheme().to_owned(),
-            keyval: KeyVal { public },
+/// TUF form of an EC key from its uncompressed SEC1 point.
+pub(crate) fn ecdsa_key(kt: KeyType, point: &[u8]) -> Result<TufPublicKey, SignerError> {
+    let curve = match kt {
+        KeyType::EcdsaP256 => OID_P256,
+        KeyType::EcdsaP384 => OID_P384,
+        other => {
+            return Err(SignerError::Encode(format!(
+                "{other} is not an ECDSA key type"
+            )))
         }
-    }
+    };
+    let curve_der = curve
+        .to_der()
+        .map_err(|e| SignerError::Encode(e.to_string()))?;
+    let params =
+        AnyRef::try_from(curve_der.as_slice()).map_err(|e| SignerError::Encode(e.to_string()))?;
+    let pem = spki_pem(OID_EC_PUBLIC_KEY, Some(params), point)?;
+    Ok(new_key(kt, pem))
+}
 
-    /// TUF form of an Ed25519 key (hex of the 32 raw bytes).
-    pub(crate) fn ed25519(raw: &[u8]) -> Self {
-        Self::new(KeyType::Ed25519, hex::encode(raw))
-    }
-
-    /// TUF form of an EC key from its uncompressed SEC1 point.
-    pub(crate) fn ecdsa(kt: KeyType, point: &[u8]) -> Result<Self, SignerError> {
-        let curve = match kt {
-            KeyType::EcdsaP256 => OID_P256,
-            KeyType::EcdsaP384 => OID_P384,
-            other => {
-                return Err(SignerError::Encode(format!(
-                    "{other} is not an ECDSA key type"
-                )))
-            }
-        };
-        let curve_der = curve
-            .to_der()
-            .map_err(|e| SignerError::Encode(e.to_string()))?;
-        let params = AnyRef::try_from(curve_der.as_slice())
-            .map_err(|e| SignerError::Encode(e.to_string()))?;
-        let pem = spki_pem(OID_EC_PUBLIC_KEY, Some(params), point)?;
-        Ok(Self::new(kt, pem))
-    }
-
-    /// TUF form of an RSA key from its PKCS#1 RSAPublicKey DER.
-    pub(crate) fn rsa(pkcs1_der: &[u8]) -> Result<Self, SignerError> {
-        let pem = spki_pem(OID_RSA, Some(AnyRef::NULL), pkcs1_der)?;
-        Ok(Self::new(KeyType::RsaPss, pem))
-    }
+/// TUF form of an RSA key from its PKCS#1 RSAPublicKey DER.
+pub(crate) fn rsa_key(pkcs1_der: &[u8]) -> Result<TufPublicKey, SignerError> {
+    let pem = spki_pem(OID_RSA, Some(AnyRef::NULL), pkcs1_der)?;
+    Ok(new_key(KeyType::RsaPss, pem))
 }
 
 /// Encode a SubjectPublicKeyInfo as PEM ("PUBLIC KEY", LF line endings, final newline).
@@ -213,18 +202,19 @@ mod tests {
 
     #[test]
     fn keyid_is_sha256_of_sorted_compact_json() {
-        let k = TufPublicKey::ed25519(&[0xab; 32]);
-        let cjson = String::from_utf8(k.canonical_json().unwrap()).unwrap();
+        let k = ed25519_key(&[0xab; 32]);
+        let cjson = custody_tuf::cjson::canonical_bytes("key", &k).unwrap();
         let expected = format!(
             "{{\"keytype\":\"ed25519\",\"keyval\":{{\"public\":\"{}\"}},\"scheme\":\"ed25519\"}}",
             "ab".repeat(32)
         );
-        assert_eq!(cjson, expected);
+        assert_eq!(String::from_utf8(cjson).unwrap(), expected);
         let want = hex::encode(ring::digest::digest(
             &ring::digest::SHA256,
             expected.as_bytes(),
         ));
-        assert_eq!(k.keyid().unwrap(), want);
+        assert_eq!(keyid(&k).unwrap(), want);
+        assert_eq!(key_type_of(&k), Some(KeyType::Ed25519));
     }
 
     #[test]

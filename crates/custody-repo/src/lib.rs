@@ -5,7 +5,6 @@
 //! - [`pkcs11`]: keys on a PKCS#11 token (HSM, SoftHSM).
 #![forbid(unsafe_code)]
 
-pub mod canonical;
 pub mod error;
 pub mod fsutil;
 pub mod keyfile;

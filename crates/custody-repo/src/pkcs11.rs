@@ -255,7 +255,7 @@ impl Pkcs11Signer {
         let key = one(ObjectClass::PRIVATE_KEY, "private key")?;
         let pubkey = one(ObjectClass::PUBLIC_KEY, "public key")?;
         let (key_type, public) = read_public(&session, pubkey, &label)?;
-        let keyid = public.keyid()?;
+        let keyid = crate::keys::keyid(&public)?;
         Ok(Pkcs11Signer {
             _ctx: ctx,
             session,
@@ -332,7 +332,7 @@ fn read_public(
                 }
             }
         }
-        Ok((KeyType::Ed25519, TufPublicKey::ed25519(&point)))
+        Ok((KeyType::Ed25519, crate::keys::ed25519_key(&point)))
     } else if ck == CkKeyType::EC {
         let params = attr_bytes(session, obj, AttributeType::EcParams)?;
         let oid = ObjectIdentifier::from_der(&params).map_err(|e| {
@@ -350,12 +350,12 @@ fn read_public(
             )));
         };
         let point = unwrap_ec_point(&attr_bytes(session, obj, AttributeType::EcPoint)?);
-        Ok((kt, TufPublicKey::ecdsa(kt, &point)?))
+        Ok((kt, crate::keys::ecdsa_key(kt, &point)?))
     } else if ck == CkKeyType::RSA {
         let n = attr_bytes(session, obj, AttributeType::Modulus)?;
         let e = attr_bytes(session, obj, AttributeType::PublicExponent)?;
         let pkcs1 = der_uint_pair(&n, &e)?;
-        Ok((KeyType::RsaPss, TufPublicKey::rsa(&pkcs1)?))
+        Ok((KeyType::RsaPss, crate::keys::rsa_key(&pkcs1)?))
     } else {
         Err(SignerError::Pkcs11(format!(
             "key {label:?}: key type {ck} is not supported (EC, EC_EDWARDS, RSA)"

@@ -7,8 +7,6 @@ use std::process::Command;
 
 use custody_repo::pkcs11::{Pkcs11Signer, Pkcs11Uri};
 use custody_repo::{KeyType, Signer};
-use pkcs8::der::{Decode, Document};
-use ring::signature as rsig;
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const PIN: &str = "5678";
@@ -92,23 +90,13 @@ fn make_token() -> Token {
     Token { _dir: dir }
 }
 
+/// Verify with custody-tuf's verifier: what clients will run.
 fn verify(key: &custody_repo::TufPublicKey, kt: KeyType, msg: &[u8], sig: &[u8]) {
-    let (alg, raw): (&dyn rsig::VerificationAlgorithm, Vec<u8>) = match kt {
-        KeyType::Ed25519 => (&rsig::ED25519, hex::decode(&key.keyval.public).unwrap()),
-        _ => {
-            let (_, doc) = Document::from_pem(&key.keyval.public).unwrap();
-            let spki = spki::SubjectPublicKeyInfoRef::from_der(doc.as_bytes()).unwrap();
-            let alg: &dyn rsig::VerificationAlgorithm = match kt {
-                KeyType::EcdsaP256 => &rsig::ECDSA_P256_SHA256_ASN1,
-                KeyType::EcdsaP384 => &rsig::ECDSA_P384_SHA384_ASN1,
-                _ => &rsig::RSA_PSS_2048_8192_SHA256,
-            };
-            (alg, spki.subject_public_key.raw_bytes().to_vec())
-        }
-    };
-    rsig::UnparsedPublicKey::new(alg, raw)
-        .verify(msg, sig)
-        .unwrap_or_else(|_| panic!("{kt}: signature from the token does not verify"));
+    let pk = custody_tuf::PublicKey::from_key(key).unwrap();
+    assert!(
+        pk.verify(msg, sig),
+        "{kt}: signature from the token does not verify"
+    );
 }
 
 fn uri(obj: &str, pin_file: &Path) -> Pkcs11Uri {

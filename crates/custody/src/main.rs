@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod client;
+mod key;
+mod repo;
 
 /// custody: the software update trust chain.
 ///
@@ -24,6 +26,10 @@ struct Cli {
 enum Command {
     /// TUF client: initialise trust, refresh metadata, download verified targets.
     Client(client::ClientArgs),
+    /// Signing keys: generate encrypted key files, show key ids (files and PKCS#11 tokens).
+    Key(key::KeyArgs),
+    /// TUF repository authoring: init, targets, signing, thresholds, publish.
+    Repo(repo::RepoArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +46,8 @@ fn main() -> ExitCode {
     init_tracing();
     let result = match cli.command {
         Command::Client(args) => client::run(args),
+        Command::Key(args) => key::run(args),
+        Command::Repo(args) => repo::run(args),
     };
     match result {
         Ok(code) => code,
