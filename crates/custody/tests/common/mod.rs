@@ -1,5 +1,5 @@
 //! Shared support for the `custody client` integration tests.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod repo;
 pub mod server;
