@@ -6,7 +6,18 @@
 //! signatures over are exactly the ones the signer meant:
 //! - duplicate object keys (JSON parsers disagree on which one wins),
 //! - floating point numbers and integers outside i64/u64,
-//! - trailing data after the top-level value.
+//! - trailing data after the top-level value,
+//! - strings (values or keys) not in Unicode Normalization Form C:
+//!   olpc-cjson NFC-normalises strings while canonicalising, so a non-NFC
+//!   document and its NFC twin would share one signature (malleability:
+//!   e.g. a target path renamed to a canonically-equivalent spelling).
+//!
+//! Two properties of olpc-cjson's output worth knowing (both tested):
+//! only `"` and `\` are escaped (control characters are written raw, so the
+//! output is not always valid JSON), and object keys are sorted by their
+//! *escaped* UTF-8 bytes. securesystemslib sorts by the raw string, so the
+//! two disagree only for keys containing `"` or `\`; such metadata fails
+//! closed (signature mismatch), it is never accepted wrongly.
 //!
 //! Nesting depth is bounded by serde_json's recursion limit (128).
 
@@ -15,10 +26,21 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use unicode_normalization::is_nfc;
 
 use crate::error::{Error, Result};
 
 struct StrictValue;
+
+fn check_nfc<E: de::Error>(s: &str) -> Result<(), E> {
+    if is_nfc(s) {
+        Ok(())
+    } else {
+        Err(E::custom(format_args!(
+            "string {s:?} is not in Unicode normalization form C; canonical JSON would normalise it, so the signature would not pin these exact bytes"
+        )))
+    }
+}
 
 impl<'de> DeserializeSeed<'de> for StrictValue {
     type Value = Value;
@@ -49,10 +71,12 @@ impl<'de> Visitor<'de> for StrictVisitor {
             "number {v} is a float or out of integer range; canonical JSON allows only integers"
         )))
     }
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        check_nfc(v)?;
         Ok(Value::String(v.to_owned()))
     }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        check_nfc(&v)?;
         Ok(Value::String(v))
     }
     fn visit_unit<E>(self) -> Result<Value, E> {
@@ -71,6 +95,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
+            check_nfc(&key)?;
             if out.contains_key(&key) {
                 return Err(de::Error::custom(format_args!(
                     "duplicate object key {key:?}"
@@ -144,6 +169,15 @@ mod tests {
     fn rejects_deep_nesting_without_overflow() {
         let deep = "[".repeat(100_000);
         assert!(parse_strict("t", deep.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn rejects_non_nfc_strings() {
+        // "e" + combining acute accent (NFD) vs precomposed U+00E9 (NFC)
+        let e = parse_strict("targets", "{\"caf\u{65}\u{301}\":1}".as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("normalization form C"), "{e}");
+        assert!(parse_strict("t", "[\"caf\u{65}\u{301}\"]".as_bytes()).is_err());
+        assert!(parse_strict("t", "[\"caf\u{e9}\"]".as_bytes()).is_ok());
     }
 
     #[test]
