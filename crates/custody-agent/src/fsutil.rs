@@ -1,0 +1,253 @@
+//! Small crash-safe file helpers on top of custody-client's
+//! [`write_atomic`](custody_client::store::write_atomic) /
+//! [`sync_dir`](custody_client::store::sync_dir) (temp file, fsync, rename,
+//! directory fsync).
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use custody_client::store::{read_bounded, sync_dir, write_atomic};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{io_err, AgentError};
+
+/// Copy buffer size (also the granularity of the crash probes inside a copy).
+pub const CHUNK_SIZE: usize = 64 * 1024;
+
+/// Upper bound for every small JSON file the agent keeps (state, manifests,
+/// reports). They are local, but reads are bounded anyway.
+pub const JSON_BOUND: u64 = 1024 * 1024;
+
+/// A probe called at every persisted transition and every side effect, with
+/// a stable label (`"persist:Trial"`, `"slot:copy-chunk"`, ...).
+///
+/// Production uses [`Probe::none`]. The crash-safety test installs a probe
+/// that SIGKILLs the process at the n-th call, which is how it reaches every
+/// point between two durable steps.
+#[derive(Clone)]
+pub struct Probe(Option<Arc<dyn Fn(&str) + Send + Sync>>);
+
+impl Probe {
+    /// No probe.
+    pub fn none() -> Self {
+        Probe(None)
+    }
+
+    /// Call `f` with each label.
+    pub fn new(f: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        Probe(Some(Arc::new(f)))
+    }
+
+    /// Report that `label` was reached.
+    pub fn hit(&self, label: &str) {
+        if let Some(f) = &self.0 {
+            f(label);
+        }
+    }
+}
+
+impl Default for Probe {
+    fn default() -> Self {
+        Probe::none()
+    }
+}
+
+impl std::fmt::Debug for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Probe(set)" } else { "Probe(none)" })
+    }
+}
+
+/// Serialize `value` as pretty JSON and write it atomically and durably.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), AgentError> {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|source| AgentError::Corrupt {
+        path: path.to_owned(),
+        what: "serializable value",
+        source,
+    })?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes)?;
+    Ok(())
+}
+
+/// Read and parse a JSON file of at most [`JSON_BOUND`] bytes.
+/// `Ok(None)` when it does not exist.
+pub fn read_json<T: DeserializeOwned>(path: &Path, what: &'static str) -> Result<Option<T>, AgentError> {
+    let Some(bytes) = read_bounded(path, JSON_BOUND)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|source| AgentError::Corrupt {
+            path: path.to_owned(),
+            what,
+            source,
+        })
+}
+
+/// Create a directory (and parents) if missing.
+pub fn ensure_dir(dir: &Path) -> Result<(), AgentError> {
+    fs::create_dir_all(dir).map_err(io_err(dir, "create directory"))
+}
+
+/// Remove a file if it exists, then fsync its directory.
+pub fn remove_file_durable(path: &Path) -> Result<(), AgentError> {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err(path, "remove file")(e)),
+    }
+    sync_dir(parent(path))?;
+    Ok(())
+}
+
+/// The directory holding `path`.
+pub fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Point the symlink `link` at `target` atomically: a temp symlink next to
+/// it, renamed over `link`, then the directory fsynced. A crash leaves the
+/// old or the new link, never none. Stale temp links from an earlier crash
+/// are replaced.
+pub fn switch_symlink(link: &Path, target: &Path, probe: &Probe) -> Result<(), AgentError> {
+    let dir = parent(link);
+    let name = link
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "link".to_owned());
+    let tmp = dir.join(format!(".{name}.new"));
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(&tmp, "remove stale temp symlink")(e)),
+    }
+    std::os::unix::fs::symlink(target, &tmp).map_err(io_err(&tmp, "create temp symlink"))?;
+    probe.hit("symlink:temp-created");
+    fs::rename(&tmp, link).map_err(io_err(link, "rename temp symlink over link"))?;
+    probe.hit("symlink:renamed");
+    sync_dir(dir)?;
+    Ok(())
+}
+
+/// Remove the symlink `link` (if present) durably.
+pub fn remove_symlink(link: &Path) -> Result<(), AgentError> {
+    remove_file_durable(link)
+}
+
+/// The target of symlink `link`, or `None` when there is no link.
+pub fn read_symlink(link: &Path) -> Result<Option<PathBuf>, AgentError> {
+    match fs::read_link(link) {
+        Ok(p) => Ok(Some(p)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(link, "read symlink")(e)),
+    }
+}
+
+/// Copy `src` to `dest` durably (temp file in `dest`'s directory, fsync,
+/// rename, directory fsync) while computing SHA-256 and SHA-512 of what was
+/// copied. Returns (length, sha256 hex, sha512 hex). `probe` is hit after
+/// every chunk.
+pub fn copy_hashed(src: &Path, dest: &Path, probe: &Probe) -> Result<FileDigest, AgentError> {
+    let mut input = File::open(src).map_err(io_err(src, "open payload"))?;
+    let dir = parent(dest);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".custody-copy-")
+        .tempfile_in(dir)
+        .map_err(io_err(dir, "create temp file"))?;
+    let mut hasher = Hasher::new();
+    let mut buf = vec![0u8; CHUNK_SIZE];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_err(src, "read payload")(e)),
+        };
+        let chunk = buf.get(..n).unwrap_or_default();
+        hasher.update(chunk);
+        tmp.write_all(chunk)
+            .map_err(io_err(tmp.path().to_owned(), "write temp file"))?;
+        probe.hit("copy:chunk");
+    }
+    tmp.as_file()
+        .sync_all()
+        .map_err(io_err(dest, "fsync temp file"))?;
+    tmp.persist(dest)
+        .map_err(|e| io_err(dest, "rename temp file into place")(e.error))?;
+    sync_dir(dir)?;
+    Ok(hasher.finish())
+}
+
+/// Length and digests of a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileDigest {
+    /// bytes
+    pub length: u64,
+    /// lowercase hex SHA-256
+    pub sha256: String,
+    /// lowercase hex SHA-512
+    pub sha512: String,
+}
+
+struct Hasher {
+    length: u64,
+    sha256: ring::digest::Context,
+    sha512: ring::digest::Context,
+}
+
+impl Hasher {
+    fn new() -> Self {
+        Hasher {
+            length: 0,
+            sha256: ring::digest::Context::new(&ring::digest::SHA256),
+            sha512: ring::digest::Context::new(&ring::digest::SHA512),
+        }
+    }
+    fn update(&mut self, chunk: &[u8]) {
+        self.length = self.length.saturating_add(chunk.len() as u64);
+        self.sha256.update(chunk);
+        self.sha512.update(chunk);
+    }
+    fn finish(self) -> FileDigest {
+        FileDigest {
+            length: self.length,
+            sha256: hex::encode(self.sha256.finish()),
+            sha512: hex::encode(self.sha512.finish()),
+        }
+    }
+}
+
+/// Length and digests of the file at `path` (streamed, bounded memory).
+pub fn digest_file(path: &Path) -> Result<FileDigest, AgentError> {
+    let mut input = File::open(path).map_err(io_err(path, "open"))?;
+    let mut hasher = Hasher::new();
+    let mut buf = vec![0u8; CHUNK_SIZE];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_err(path, "read")(e)),
+        };
+        hasher.update(buf.get(..n).unwrap_or_default());
+    }
+    Ok(hasher.finish())
+}
+
+/// Bytes available to an unprivileged writer on the filesystem holding
+/// `dir` (statvfs `f_bavail * f_frsize`).
+pub fn available_space(dir: &Path) -> Result<u64, AgentError> {
+    let st = rustix::fs::statvfs(dir).map_err(|e| AgentError::Io {
+        path: dir.to_owned(),
+        action: "statvfs",
+        source: e.into(),
+    })?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}

@@ -1,0 +1,100 @@
+//! custody-agent: the device side of custody, device-local half.
+//!
+//! This crate takes a payload that the network half (enrolment, director
+//! and image repository verification, polling — a later session) has
+//! downloaded and verified, installs it crash-safely, health-checks it,
+//! commits or rolls back, and queues exactly one durable report per attempt.
+//!
+//! # Public API
+//!
+//! * [`Agent`] — the driver. [`Agent::open`] takes an [`AgentConfig`] (agent
+//!   directory, optional health-check [`HookCommand`], free-space reserve), a
+//!   boxed [`Installer`] and a [`Probe`] (crash-test hook, [`Probe::none`] in
+//!   production), locks the directory and loads `state.json`.
+//!   * [`Agent::recover`] — call first, every start: finishes or undoes what
+//!     a crash interrupted (table below).
+//!   * [`Agent::begin`]`(TargetMeta) -> attempt` — checks fields, release
+//!     counter (no downgrade) and free space (statvfs), persists
+//!     `Downloading`. The network half writes the payload to
+//!     [`Agent::download_path`].
+//!   * [`Agent::downloaded`]`(attempt, path)` — the payload is verified.
+//!   * [`Agent::abort`]`(attempt, Outcome::AttackDetected{..} | Failed{..})`
+//!     — verification failed; ends the attempt with a report.
+//!   * [`Agent::install`]`(attempt) -> Outcome` — stage, activate, health
+//!     check, commit or roll back, queue the report.
+//!   * [`Agent::upload_reports`]`(&mut dyn ReportSink)` — deliver queued
+//!     reports in order, delete each only after the sink acknowledged it.
+//! * [`Installer`] — `plan / stage / activate / health_env / commit /
+//!   rollback / converge`, each idempotent. Implementations:
+//!   [`SlotInstaller`] (A/B slot directories and an atomically switched
+//!   `current` symlink) and [`CommandInstaller`] (install / commit /
+//!   rollback commands with the target in their environment, for RAUC,
+//!   SWUpdate, OSTree, package managers).
+//! * [`ReportQueue`], [`Report`], [`Outcome`], [`ReportSink`],
+//!   [`MemorySink`] — the durable on-disk queue.
+//! * [`state`] — [`AgentState`], [`Phase`], [`recovery_step`] (the recovery
+//!   table as a pure function).
+//! * [`fsutil`] — atomic JSON write (via custody-client's `write_atomic`),
+//!   atomic symlink switch, hashed durable copy, free space.
+//!
+//! # States
+//!
+//! ```text
+//! Idle ─begin─▶ Downloading ─downloaded─▶ Downloaded ─▶ Installing{tries}
+//!                   │ abort                                  │ stage ok      │ stage failed
+//!                   ▼                                        ▼               ▼
+//!        Failed / AttackDetected                         Trial{since}   RollingBack{Failed}
+//!                                       activate+health+commit ok │ │ not ok
+//!                                                                ▼ ▼
+//!                                                  Committed   RollingBack{RolledBack}
+//!                                                                   │ rollback
+//!                                                                   ▼
+//!                                                  Failed / RolledBack
+//! terminal (Committed, RolledBack, Failed, AttackDetected)
+//!   ─▶ converge `current` ─▶ queue report (idempotent) ─▶ Idle
+//! ```
+//! Each phase is persisted (temp file, fsync, rename, dir fsync) BEFORE the
+//! side effect it announces: `Installing` before the inactive slot is
+//! written, `Trial` before `current` is switched, `RollingBack` before it is
+//! switched back, `Committed` (together with the new committed version)
+//! before the report is queued.
+//!
+//! # Recovery table (what [`Agent::recover`] does with the phase on disk)
+//!
+//! | phase on disk | step | ends |
+//! |---|---|---|
+//! | idle | converge `current` to the committed slot, clean `downloads/` | unchanged |
+//! | Downloading | `Failed` ("stopped while downloading"); the next poll starts a new attempt | old |
+//! | Downloaded | re-verify the payload's length and hashes, then install | new, or old if it fails |
+//! | Installing{tries} | installer can restage and tries < 3: tries+1, stage again from scratch; else RollingBack{Failed} | new or old |
+//! | Trial | RollingBack{RolledBack}: a trial the agent did not see through is never committed | old |
+//! | RollingBack | run the (idempotent) rollback again | old |
+//! | Committed / RolledBack / Failed / AttackDetected | converge, queue the report unless a report with its id is queued, go idle | as recorded |
+//!
+//! So after `kill -9` at any point, the next `recover()` ends with the old
+//! version committed or the new one committed, and exactly one report for
+//! the attempt in the queue (report id `attempt-<n>`). The test
+//! `tests/crash.rs` checks this for every probe point.
+#![forbid(unsafe_code)]
+
+mod agent;
+pub mod cmd_installer;
+pub mod command;
+mod error;
+pub mod fsutil;
+pub mod installer;
+pub mod report;
+pub mod slot;
+pub mod state;
+pub mod target;
+
+pub use agent::{Agent, AgentConfig};
+pub use cmd_installer::CommandInstaller;
+pub use command::HookCommand;
+pub use error::AgentError;
+pub use fsutil::Probe;
+pub use installer::{InstallPlan, Installer, Slot, StepCtx};
+pub use report::{MemorySink, Outcome, Report, ReportQueue, ReportSink};
+pub use slot::{SlotInstaller, SlotManifest};
+pub use state::{recovery_step, AgentState, Attempt, Committed, Phase, RecoveryStep};
+pub use target::TargetMeta;
