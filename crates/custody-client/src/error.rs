@@ -21,8 +21,8 @@ pub enum ClientError {
     Rejected {
         /// where the rejected bytes came from
         source_name: String,
-        /// the broken rule, role and values
-        #[source]
+        /// the broken rule, role and values (shown in the message, so not
+        /// also reported as `source()`)
         error: custody_tuf::Error,
     },
     /// No trusted root in the metadata directory.
@@ -93,6 +93,14 @@ impl ClientError {
             ClientError::BadTargetPath { .. } => "bad-target-path",
             ClientError::Url { .. } => "bad-url",
             ClientError::Usage(_) => "usage",
+        }
+    }
+
+    /// custody-tuf's verdict, when a trust rule was broken.
+    pub fn tuf_error(&self) -> Option<&custody_tuf::Error> {
+        match self {
+            ClientError::Rejected { error, .. } => Some(error),
+            _ => None,
         }
     }
 

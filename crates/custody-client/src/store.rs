@@ -17,12 +17,12 @@ use crate::encoding::role_file_name;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Reading, writing, renaming or syncing failed.
-    #[error("{}: {action}: {source}", path.display())]
+    #[error("{}: {action}: {error}", path.display())]
     Io {
         path: PathBuf,
         action: &'static str,
-        #[source]
-        source: io::Error,
+        /// shown in the message, so not also reported as `source()`
+        error: io::Error,
     },
     /// A local file is larger than the bound for its role.
     #[error("{}: local file is larger than its {bound}-byte bound", path.display())]
@@ -30,10 +30,10 @@ pub enum StoreError {
 }
 
 fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io {
+    move |error| StoreError::Io {
         path: path.to_owned(),
         action,
-        source,
+        error,
     }
 }
 

@@ -87,10 +87,10 @@ pub fn download_verified(
     let mut tmp = tempfile::Builder::new()
         .prefix(".custody-download-")
         .tempfile_in(dir)
-        .map_err(|source| StoreError::Io {
+        .map_err(|error| StoreError::Io {
             path: dir.to_owned(),
             action: "create temp file",
-            source,
+            error,
         })?;
     let mut buf = vec![0u8; CHUNK_SIZE];
     loop {
@@ -102,24 +102,24 @@ pub fn download_verified(
         verifier
             .update(chunk)
             .map_err(|e| ClientError::rejected(url_s, e))?;
-        tmp.write_all(chunk).map_err(|source| StoreError::Io {
+        tmp.write_all(chunk).map_err(|error| StoreError::Io {
             path: tmp.path().to_owned(),
             action: "write temp file",
-            source,
+            error,
         })?;
     }
     verifier
         .finish()
         .map_err(|e| ClientError::rejected(url_s, e))?;
-    tmp.as_file().sync_all().map_err(|source| StoreError::Io {
+    tmp.as_file().sync_all().map_err(|error| StoreError::Io {
         path: dest.to_owned(),
         action: "fsync temp file",
-        source,
+        error,
     })?;
     tmp.persist(dest).map_err(|e| StoreError::Io {
         path: dest.to_owned(),
         action: "rename temp file into place",
-        source: e.error,
+        error: e.error,
     })?;
     sync_dir(dir)?;
     Ok(())

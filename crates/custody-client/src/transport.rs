@@ -39,11 +39,11 @@ pub enum FetchError {
     #[error("{url}: transport failure: {message}")]
     Transport { url: String, message: String },
     /// Local IO failure (file transport).
-    #[error("{url}: {source}")]
+    #[error("{url}: {error}")]
     Io {
         url: String,
-        #[source]
-        source: io::Error,
+        /// shown in the message, so not also reported as `source()`
+        error: io::Error,
     },
 }
 
@@ -181,7 +181,7 @@ fn map_io_error(url: &str, e: io::Error) -> FetchError {
     }
     FetchError::Io {
         url: url.to_owned(),
-        source: e,
+        error: e,
     }
 }
 
@@ -332,13 +332,13 @@ impl Transport for FileTransport {
             Err(e) => {
                 return Err(FetchError::Io {
                     url: url_s.to_owned(),
-                    source: e,
+                    error: e,
                 })
             }
         };
         let meta = file.metadata().map_err(|e| FetchError::Io {
             url: url_s.to_owned(),
-            source: e,
+            error: e,
         })?;
         if meta.is_dir() {
             return Err(FetchError::NotFound {

@@ -70,7 +70,7 @@ pub fn init_trusted_root(metadata_dir: &Path, root_file: &Path) -> Result<u64, C
         StoreError::Io {
             path: root_file.to_owned(),
             action: "open",
-            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            error: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
         }
     })?;
     let trusted = TrustedMetadata::with_limits(&bytes, limits)
@@ -363,10 +363,10 @@ impl<T: Transport> Updater<T> {
         };
         tracing::debug!(target = target_path, role = %role, "target found");
         let dest = Self::target_file(target_dir, target_path)?;
-        std::fs::create_dir_all(target_dir).map_err(|source| StoreError::Io {
+        std::fs::create_dir_all(target_dir).map_err(|error| StoreError::Io {
             path: target_dir.to_owned(),
             action: "create directory",
-            source,
+            error,
         })?;
         let mut result = DownloadedTarget {
             path: target_path.to_owned(),
