@@ -395,3 +395,92 @@ fn help_teaches() {
         assert!(out.stdout.contains(needle), "help lacks {needle}");
     }
 }
+
+/// Pre-order depth-first delegation walk, as tuf-conformance's
+/// test_updater_delegation_graphs expects it: (delegations, visited order).
+#[test]
+fn delegation_graph_traversal_order() {
+    type Graph = (
+        &'static str,
+        &'static [(&'static str, &'static str, bool, &'static str)],
+        &'static [&'static str],
+    );
+    let graphs: &[Graph] = &[
+        (
+            "dfs",
+            &[
+                ("targets", "A", false, "*"),
+                ("targets", "B", false, "*"),
+                ("A", "C", false, "*"),
+                ("A", "D", false, "*"),
+            ],
+            &["A", "C", "D", "B"],
+        ),
+        (
+            "terminating",
+            &[
+                ("targets", "A", false, "*"),
+                ("targets", "B", false, "*"),
+                ("A", "C", true, "*"),
+                ("A", "D", false, "*"),
+            ],
+            &["A", "C"],
+        ),
+        (
+            "paths",
+            &[
+                ("targets", "A", false, "*.py"),
+                ("targets", "B", false, "*"),
+                ("A", "C", false, "*"),
+            ],
+            &["B"],
+        ),
+        (
+            "cycle",
+            &[
+                ("targets", "A", false, "*"),
+                ("targets", "B", false, "*"),
+                ("B", "C", false, "*"),
+                ("C", "D", false, "*"),
+                ("D", "B", false, "*"),
+            ],
+            &["A", "B", "C", "D"],
+        ),
+        (
+            "shared child",
+            &[
+                ("targets", "A", false, "*"),
+                ("targets", "B", false, "*"),
+                ("B", "C", false, "*"),
+                ("A", "C", false, "*"),
+            ],
+            &["A", "C", "B"],
+        ),
+    ];
+    for (name, delegations, expected) in graphs {
+        let (_t, mut repo) = repo(false);
+        for (parent, child, terminating, pattern) in delegations.iter() {
+            repo.add_delegation(parent, child, &[pattern], *terminating);
+        }
+        let roles: std::collections::BTreeSet<&str> = delegations
+            .iter()
+            .flat_map(|(p, c, _, _)| [*p, *c])
+            .collect();
+        for r in roles {
+            repo.bump_targets(r);
+        }
+        repo.update_snapshot();
+        let server = TestServer::start(&repo.dir);
+        let client = Client::new();
+        client.init(&repo).ok();
+        client
+            .download(&server, &["missingpath"], &[])
+            .fails_with(&["missingpath", "not listed"]);
+        let visited: Vec<String> = server.requests()[4..].to_vec();
+        let want: Vec<String> = expected
+            .iter()
+            .map(|r| format!("metadata/{r}.json"))
+            .collect();
+        assert_eq!(visited, want, "graph {name}");
+    }
+}

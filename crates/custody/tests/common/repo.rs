@@ -339,6 +339,11 @@ impl Repo {
                 "name": name, "keyids": [key.id], "threshold": 1,
                 "terminating": terminating, "paths": paths,
             }));
+        // A role delegated by several roles is signed by every delegator's key.
+        if let Some(existing) = self.delegated.get_mut(name) {
+            existing.keys.push(key);
+            return;
+        }
         let signed = json!({
             "_type": "targets", "spec_version": "1.0.31", "version": 1,
             "expires": expiry(Duration::days(30)), "targets": {},
