@@ -484,3 +484,37 @@ fn delegation_graph_traversal_order() {
         assert_eq!(visited, want, "graph {name}");
     }
 }
+
+#[test]
+fn root_walk_ends_on_403_but_not_on_500() {
+    let (_t, repo) = repo(false);
+    let server = TestServer::start(&repo.dir);
+    let client = Client::new();
+    client.init(&repo).ok();
+    server.attack("metadata/2.root.json", common::Attack::Status(403));
+    client.refresh(&server, &["--json"]).ok();
+    server.attack("metadata/2.root.json", common::Attack::Status(500));
+    let before = client.trusted();
+    client
+        .refresh(&server, &[])
+        .fails_with(&["2.root.json", "HTTP 500"]);
+    assert_eq!(client.trusted(), before);
+}
+
+#[test]
+fn overall_time_budget_stops_a_trickling_server() {
+    let (_t, repo) = repo(false);
+    let server = TestServer::start(&repo.dir);
+    let client = Client::new();
+    client.init(&repo).ok();
+    // one byte every 100 ms never trips the per-read timeout, but the
+    // overall budget runs out
+    server.attack(
+        "metadata/timestamp.json",
+        common::Attack::Slow(std::time::Duration::from_millis(100)),
+    );
+    client
+        .refresh(&server, &["--timeout", "1", "--read-timeout", "30"])
+        .fails_with(&["timestamp.json", "slow retrieval"]);
+    assert_eq!(client.trusted().len(), 1, "only root.json");
+}
