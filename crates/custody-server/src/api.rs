@@ -1,0 +1,956 @@
+//! Admin API under `/api/v1` (JSON over HTTP, bearer tokens) and its
+//! OpenAPI document, generated from these definitions by `utoipa` (derive
+//! macros next to the handlers, so the document cannot drift from the code;
+//! no runtime reflection and no extra web framework integration needed).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+
+use crate::auth::credential::{self, PresentedCredential};
+use crate::auth::oidc::OidcError;
+use crate::auth::token::{self, Claims};
+use crate::auth::Caller;
+use crate::blobs::{random_hex, Sha256Hex};
+use crate::error::{ApiError, ErrorBody};
+use crate::scope::{validate_repo_name, validate_role_name, Scope, ScopeKind, ScopeSet};
+use crate::state::{now, AppState};
+use crate::storage::{
+    AuditRecord, BlobRecord, CredentialRecord, PublishRecord, StagedTarget, YankRecord,
+};
+
+type St = State<Arc<AppState>>;
+type ApiResult<T> = Result<T, ApiError>;
+
+fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
+    body.map(|Json(b)| b)
+        .map_err(|e| ApiError::bad_request(format!("request body: {}", e.body_text())))
+}
+
+fn repo_param(repo: &str) -> ApiResult<()> {
+    validate_repo_name(repo).map_err(ApiError::bad_request)
+}
+
+/// TUF target paths: relative, `/`-separated, no empty, `.` or `..`
+/// segments, no backslash or control characters, at most 1024 bytes.
+pub fn validate_target_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 1024 {
+        return Err(format!(
+            "target name must be 1..=1024 bytes, got {} bytes",
+            name.len()
+        ));
+    }
+    if name.chars().any(|c| c.is_control() || c == '\\') {
+        return Err(format!(
+            "target name {name:?} contains a control character or backslash"
+        ));
+    }
+    for seg in name.split('/') {
+        if seg.is_empty() || seg == "." || seg == ".." || seg.starts_with('.') {
+            return Err(format!(
+                "target name {name:?} has segment {seg:?}; segments must be non-empty and not start with '.'"
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub fn router() -> Router<Arc<AppState>> {
+    let upload = Router::new()
+        .route(
+            "/api/v1/repos/{repo}/blobs/{sha256}",
+            put(upload_blob).get(get_blob),
+        )
+        // Uploads are streamed to disk with our own limit (max_blob_bytes).
+        .layer(DefaultBodyLimit::disable());
+    Router::new()
+        .route("/api/v1/token", post(mint_token).delete(revoke_own_token))
+        .route("/api/v1/whoami", get(whoami))
+        .route(
+            "/api/v1/credentials",
+            post(create_credential).get(list_credentials),
+        )
+        .route("/api/v1/credentials/{id}/rotate", post(rotate_credential))
+        .route("/api/v1/credentials/{id}/revoke", post(revoke_credential))
+        .route("/api/v1/repos/{repo}/blobs", get(list_blobs))
+        .route("/api/v1/repos/{repo}/targets", get(list_staged))
+        .route(
+            "/api/v1/repos/{repo}/targets/{*name}",
+            put(stage_target).get(get_staged),
+        )
+        .route(
+            "/api/v1/repos/{repo}/yanks",
+            post(yank_target).get(list_yanks),
+        )
+        .route("/api/v1/repos/{repo}/publish", post(publish))
+        .route("/api/v1/repos/{repo}/publishes", get(list_publishes))
+        .route(
+            "/api/v1/repos/{repo}/roles/{role}/signatures",
+            post(sign_role),
+        )
+        .route("/api/v1/audit", get(list_audit))
+        .layer(DefaultBodyLimit::max(1 << 20))
+        .merge(upload)
+        .route("/openapi.json", get(openapi_json))
+}
+
+// ---------------------------------------------------------------- tokens
+
+/// Exchange a bootstrap credential or a CI OIDC ID token for a short-lived
+/// admin token. Give exactly one of `credential` and `oidc_token`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// `cst1.<id>.<secret>` as shown once at creation.
+    pub credential: Option<String>,
+    /// An OIDC ID token from a configured CI issuer.
+    pub oidc_token: Option<String>,
+    /// Narrow the token to these scopes (default: everything granted).
+    pub scopes: Option<Vec<String>>,
+    /// Lifetime; default `token_ttl_seconds` (900), at most
+    /// `token_max_ttl_seconds` (≤ 3600).
+    pub ttl_seconds: Option<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenResponse {
+    pub token: String,
+    pub token_type: String,
+    pub expires_at: i64,
+    pub expires_in: u64,
+    pub subject: String,
+    pub scopes: Vec<String>,
+    pub jti: String,
+}
+
+fn oidc_error(e: OidcError) -> ApiError {
+    match e {
+        OidcError::Invalid(_) | OidcError::UnknownIssuer { .. } => {
+            ApiError::unauthorized(e.to_string())
+        }
+        OidcError::NoRule { .. } => ApiError::forbidden(e.to_string()),
+        OidcError::Fetch { .. } => {
+            tracing::warn!(error = %e, "OIDC key fetch failed");
+            ApiError::new(StatusCode::BAD_GATEWAY, "issuer_unreachable", e.to_string())
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/token", tag = "auth", request_body = TokenRequest,
+    responses((status = 200, body = TokenResponse), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn mint_token(
+    State(st): St,
+    body: Result<Json<TokenRequest>, JsonRejection>,
+) -> ApiResult<Json<TokenResponse>> {
+    let req = json_body(body)?;
+    let cfg = &st.config;
+    let at = now();
+    let ttl = req.ttl_seconds.unwrap_or(cfg.token_ttl_seconds);
+    if ttl == 0 || ttl > cfg.token_max_ttl_seconds {
+        return Err(ApiError::bad_request(format!(
+            "ttl_seconds must be 1..={}, got {ttl}",
+            cfg.token_max_ttl_seconds
+        )));
+    }
+    let (subject, granted, cred, cgen) = match (req.credential, req.oidc_token) {
+        (Some(c), None) => {
+            let presented = PresentedCredential::parse(&c)
+                .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+            let record = st.storage.get_credential(&presented.id).await?;
+            let Some(record) = record else {
+                tracing::warn!(id = %presented.id, "token request with unknown credential id");
+                return Err(ApiError::unauthorized(
+                    "credential is unknown, revoked, or its secret is wrong",
+                ));
+            };
+            if record.revoked_at.is_some() || !presented.matches(&record.secret_hash) {
+                let why = if record.revoked_at.is_some() {
+                    "credential is revoked"
+                } else {
+                    "secret does not match"
+                };
+                st.audit_as(
+                    &format!("credential:{} ({})", record.id, record.name),
+                    &[],
+                    "token.mint",
+                    None,
+                    None,
+                    "denied",
+                    why,
+                )
+                .await?;
+                return Err(ApiError::unauthorized(
+                    "credential is unknown, revoked, or its secret is wrong",
+                ));
+            }
+            let scopes = ScopeSet::parse_all(&record.scopes)
+                .map_err(|e| ApiError::internal(format!("stored credential scopes: {e}")))?;
+            (
+                format!("credential:{} ({})", record.id, record.name),
+                scopes,
+                Some(record.id),
+                Some(record.generation),
+            )
+        }
+        (None, Some(t)) => {
+            if st.oidc.is_empty() {
+                return Err(ApiError::bad_request(
+                    "no OIDC providers are configured on this server ([[oidc]] in the config)",
+                ));
+            }
+            let grant = match st.oidc.verify(&t, at).await {
+                Ok(g) => g,
+                Err(e @ OidcError::NoRule { .. }) => {
+                    st.audit_as(
+                        "oidc",
+                        &[],
+                        "token.mint",
+                        None,
+                        None,
+                        "denied",
+                        &e.to_string(),
+                    )
+                    .await?;
+                    return Err(oidc_error(e));
+                }
+                Err(e) => return Err(oidc_error(e)),
+            };
+            (
+                format!("{} [rules: {}]", grant.identity, grant.rules.join(", ")),
+                grant.scopes,
+                None,
+                None,
+            )
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "give exactly one of \"credential\" and \"oidc_token\"",
+            ))
+        }
+    };
+    let scopes = match req.scopes {
+        Some(list) => {
+            let requested =
+                ScopeSet::parse_all(&list).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            if let Some(s) = granted.first_not_covered(&requested) {
+                return Err(ApiError::forbidden(format!(
+                    "scope {s} is not granted to {subject} (granted: {})",
+                    granted.strings().join(", ")
+                )));
+            }
+            requested
+        }
+        None => granted,
+    };
+    if scopes.is_empty() {
+        return Err(ApiError::forbidden(format!("{subject} has no scopes")));
+    }
+    if !cfg.allow_upload_and_publish {
+        if let Some(msg) = scopes.separation_of_duties_conflict() {
+            st.audit_as(
+                &subject,
+                &scopes.strings(),
+                "token.mint",
+                None,
+                None,
+                "denied",
+                &msg,
+            )
+            .await?;
+            return Err(ApiError::forbidden(msg));
+        }
+    }
+    let ttl_i = i64::try_from(ttl).unwrap_or(3600);
+    let claims = Claims {
+        iss: token::ISSUER.into(),
+        aud: token::AUDIENCE.into(),
+        sub: subject.clone(),
+        cred,
+        cgen,
+        scopes: scopes.strings(),
+        iat: at,
+        nbf: at,
+        exp: at + ttl_i,
+        jti: random_hex(16),
+    };
+    let signed = st
+        .tokens
+        .sign(&claims)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    st.audit_as(
+        &subject,
+        &claims.scopes,
+        "token.mint",
+        None,
+        Some(&claims.jti),
+        "ok",
+        &format!("ttl {ttl} s"),
+    )
+    .await?;
+    Ok(Json(TokenResponse {
+        token: signed,
+        token_type: "Bearer".into(),
+        expires_at: claims.exp,
+        expires_in: ttl,
+        subject,
+        scopes: claims.scopes,
+        jti: claims.jti,
+    }))
+}
+
+#[utoipa::path(delete, path = "/api/v1/token", tag = "auth", security(("bearer" = [])),
+    responses((status = 204, description = "the presented token is revoked"), (status = 401, body = ErrorBody)))]
+async fn revoke_own_token(State(st): St, caller: Caller) -> ApiResult<StatusCode> {
+    st.storage
+        .revoke_token(&caller.claims.jti, caller.claims.exp)
+        .await?;
+    st.audit(
+        &caller,
+        "token.revoke",
+        None,
+        Some(&caller.claims.jti),
+        "ok",
+        "self",
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct WhoAmI {
+    pub subject: String,
+    pub scopes: Vec<String>,
+    pub credential: Option<String>,
+    pub expires_at: i64,
+    pub jti: String,
+}
+
+#[utoipa::path(get, path = "/api/v1/whoami", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody)))]
+async fn whoami(caller: Caller) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        subject: caller.claims.sub,
+        scopes: caller.claims.scopes,
+        credential: caller.claims.cred,
+        expires_at: caller.claims.exp,
+        jti: caller.claims.jti,
+    })
+}
+
+// ----------------------------------------------------------- credentials
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCredential {
+    /// Human label, shown in audit records.
+    pub name: String,
+    pub scopes: Vec<String>,
+}
+
+/// The secret is shown in this response only; the server keeps a hash.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CredentialSecret {
+    pub id: String,
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub generation: i64,
+    pub secret: String,
+}
+
+fn fleet_admin() -> Scope {
+    Scope::new(ScopeKind::FleetAdmin, None)
+}
+
+#[utoipa::path(post, path = "/api/v1/credentials", tag = "credentials", security(("bearer" = [])),
+    request_body = CreateCredential,
+    responses((status = 201, body = CredentialSecret), (status = 403, body = ErrorBody)))]
+async fn create_credential(
+    State(st): St,
+    caller: Caller,
+    body: Result<Json<CreateCredential>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<CredentialSecret>)> {
+    st.authorize(&caller, fleet_admin(), "credential.create", None)
+        .await?;
+    let req = json_body(body)?;
+    if req.name.is_empty() || req.name.len() > 100 || req.name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "name must be 1..=100 bytes without control characters",
+        ));
+    }
+    let scopes =
+        ScopeSet::parse_all(&req.scopes).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if scopes.is_empty() {
+        return Err(ApiError::bad_request("scopes must not be empty"));
+    }
+    if !st.config.allow_upload_and_publish {
+        if let Some(msg) = scopes.separation_of_duties_conflict() {
+            st.audit(&caller, "credential.create", None, None, "denied", &msg)
+                .await?;
+            return Err(ApiError::forbidden(msg));
+        }
+    }
+    let new = credential::generate(None).map_err(|e| ApiError::internal(e.to_string()))?;
+    let record = CredentialRecord {
+        id: new.id.clone(),
+        name: req.name.clone(),
+        secret_hash: new.secret_hash,
+        scopes: scopes.strings(),
+        generation: 1,
+        created_at: now(),
+        revoked_at: None,
+    };
+    st.storage.insert_credential(&record).await?;
+    st.audit(
+        &caller,
+        "credential.create",
+        None,
+        Some(&record.id),
+        "ok",
+        &format!("name {:?}, scopes {}", record.name, record.scopes.join(" ")),
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CredentialSecret {
+            id: record.id,
+            name: record.name,
+            scopes: record.scopes,
+            generation: 1,
+            secret: new.secret_string,
+        }),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/credentials", tag = "credentials", security(("bearer" = [])),
+    responses((status = 200, body = Vec<CredentialRecord>), (status = 403, body = ErrorBody)))]
+async fn list_credentials(State(st): St, caller: Caller) -> ApiResult<Json<Vec<CredentialRecord>>> {
+    st.authorize(&caller, fleet_admin(), "credential.list", None)
+        .await?;
+    Ok(Json(st.storage.list_credentials().await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/credentials/{id}/rotate", tag = "credentials",
+    security(("bearer" = [])), params(("id" = String, Path, description = "credential id")),
+    responses((status = 200, body = CredentialSecret), (status = 404, body = ErrorBody)))]
+async fn rotate_credential(
+    State(st): St,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<CredentialSecret>> {
+    st.authorize(&caller, fleet_admin(), "credential.rotate", Some(&id))
+        .await?;
+    let existing = st
+        .storage
+        .get_credential(&id)
+        .await?
+        .filter(|c| c.revoked_at.is_none())
+        .ok_or_else(|| ApiError::not_found(format!("no live credential with id {id:?}")))?;
+    let new =
+        credential::generate(Some(&existing.id)).map_err(|e| ApiError::internal(e.to_string()))?;
+    let generation = st
+        .storage
+        .rotate_credential(&id, &new.secret_hash)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no live credential with id {id:?}")))?;
+    st.audit(
+        &caller,
+        "credential.rotate",
+        None,
+        Some(&id),
+        "ok",
+        &format!("generation {generation}"),
+    )
+    .await?;
+    Ok(Json(CredentialSecret {
+        id: existing.id,
+        name: existing.name,
+        scopes: existing.scopes,
+        generation,
+        secret: new.secret_string,
+    }))
+}
+
+#[utoipa::path(post, path = "/api/v1/credentials/{id}/revoke", tag = "credentials",
+    security(("bearer" = [])), params(("id" = String, Path, description = "credential id")),
+    responses((status = 204, description = "revoked; tokens it minted stop working at once"),
+              (status = 404, body = ErrorBody)))]
+async fn revoke_credential(
+    State(st): St,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    st.authorize(&caller, fleet_admin(), "credential.revoke", Some(&id))
+        .await?;
+    if !st.storage.revoke_credential(&id, now()).await? {
+        return Err(ApiError::not_found(format!(
+            "no live credential with id {id:?}"
+        )));
+    }
+    st.audit(&caller, "credential.revoke", None, Some(&id), "ok", "")
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ----------------------------------------------------------------- blobs
+
+#[utoipa::path(put, path = "/api/v1/repos/{repo}/blobs/{sha256}", tag = "targets",
+    security(("bearer" = [])),
+    params(("repo" = String, Path), ("sha256" = String, Path, description = "declared SHA-256 (hex) of the body")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 201, body = BlobRecord), (status = 413, body = ErrorBody),
+              (status = 422, body = ErrorBody, description = "bytes do not hash to the declared sha256")))]
+async fn upload_blob(
+    State(st): St,
+    caller: Caller,
+    Path((repo, sha)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<BlobRecord>)> {
+    repo_param(&repo)?;
+    let hash = Sha256Hex::parse(&sha).map_err(ApiError::bad_request)?;
+    st.authorize(
+        &caller,
+        Scope::new(ScopeKind::TargetUpload, Some(&repo)),
+        "blob.upload",
+        Some(&sha),
+    )
+    .await?;
+    let limit = st.config.max_blob_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = declared {
+        if len > limit {
+            return Err(ApiError::from(crate::blobs::BlobError::TooLarge { limit }));
+        }
+    }
+    let stream = body
+        .into_data_stream()
+        .map(|r| r.map_err(|e| e.to_string()));
+    let size = match st.blobs.put(&hash, Box::pin(stream), limit).await {
+        Ok(size) => size,
+        Err(e) => {
+            st.audit(
+                &caller,
+                "blob.upload",
+                Some(&repo),
+                Some(&sha),
+                "failed",
+                &e.to_string(),
+            )
+            .await?;
+            return Err(e.into());
+        }
+    };
+    let record = BlobRecord {
+        repo: repo.clone(),
+        sha256: sha.clone(),
+        size: i64::try_from(size).unwrap_or(i64::MAX),
+        uploaded_at: now(),
+        uploaded_by: caller.identity().to_string(),
+    };
+    st.storage.upsert_blob(&record).await?;
+    st.audit(
+        &caller,
+        "blob.upload",
+        Some(&repo),
+        Some(&sha),
+        "ok",
+        &format!("{size} bytes"),
+    )
+    .await?;
+    let stored = st.storage.get_blob(&repo, &sha).await?.unwrap_or(record);
+    Ok((StatusCode::CREATED, Json(stored)))
+}
+
+#[utoipa::path(get, path = "/api/v1/repos/{repo}/blobs/{sha256}", tag = "targets",
+    security(("bearer" = [])), params(("repo" = String, Path), ("sha256" = String, Path)),
+    responses((status = 200, body = BlobRecord), (status = 404, body = ErrorBody)))]
+async fn get_blob(
+    State(st): St,
+    caller: Caller,
+    Path((repo, sha)): Path<(String, String)>,
+) -> ApiResult<Json<BlobRecord>> {
+    repo_param(&repo)?;
+    st.authorize_read(&caller, &repo, "blob.read").await?;
+    st.storage
+        .get_blob(&repo, &sha)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("blob {sha} is not uploaded to {repo:?}")))
+}
+
+#[utoipa::path(get, path = "/api/v1/repos/{repo}/blobs", tag = "targets",
+    security(("bearer" = [])), params(("repo" = String, Path)),
+    responses((status = 200, body = Vec<BlobRecord>)))]
+async fn list_blobs(
+    State(st): St,
+    caller: Caller,
+    Path(repo): Path<String>,
+) -> ApiResult<Json<Vec<BlobRecord>>> {
+    repo_param(&repo)?;
+    st.authorize_read(&caller, &repo, "blob.list").await?;
+    Ok(Json(st.storage.list_blobs(&repo).await?))
+}
+
+// --------------------------------------------------------------- targets
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StageTarget {
+    /// An uploaded blob of this repository.
+    pub blob_sha256: String,
+    /// TUF `custom` object for the target.
+    #[schema(value_type = Option<Object>)]
+    pub custom: Option<serde_json::Value>,
+}
+
+#[utoipa::path(put, path = "/api/v1/repos/{repo}/targets/{name}", tag = "targets",
+    security(("bearer" = [])),
+    params(("repo" = String, Path), ("name" = String, Path, description = "target path, may contain '/'")),
+    request_body = StageTarget,
+    responses((status = 200, body = StagedTarget), (status = 409, body = ErrorBody)))]
+async fn stage_target(
+    State(st): St,
+    caller: Caller,
+    Path((repo, name)): Path<(String, String)>,
+    body: Result<Json<StageTarget>, JsonRejection>,
+) -> ApiResult<Json<StagedTarget>> {
+    repo_param(&repo)?;
+    validate_target_name(&name).map_err(ApiError::bad_request)?;
+    st.authorize(
+        &caller,
+        Scope::new(ScopeKind::TargetStage, Some(&repo)),
+        "target.stage",
+        Some(&name),
+    )
+    .await?;
+    let req = json_body(body)?;
+    let custom = req.custom.unwrap_or_else(|| serde_json::json!({}));
+    if !custom.is_object() {
+        return Err(ApiError::bad_request("custom must be a JSON object"));
+    }
+    if custom.to_string().len() > 64 * 1024 {
+        return Err(ApiError::bad_request("custom is larger than 64 KiB"));
+    }
+    let blob = st
+        .storage
+        .get_blob(&repo, &req.blob_sha256)
+        .await?
+        .ok_or_else(|| {
+            ApiError::conflict(format!(
+                "blob {} has not been uploaded to repository {repo:?}; upload it first",
+                req.blob_sha256
+            ))
+        })?;
+    let target = StagedTarget {
+        repo: repo.clone(),
+        name: name.clone(),
+        blob_sha256: blob.sha256,
+        length: blob.size,
+        custom,
+        staged_at: now(),
+        staged_by: caller.identity().to_string(),
+    };
+    st.storage.stage_target(&target).await?;
+    st.audit(
+        &caller,
+        "target.stage",
+        Some(&repo),
+        Some(&name),
+        "ok",
+        &format!("blob {} ({} bytes)", target.blob_sha256, target.length),
+    )
+    .await?;
+    Ok(Json(target))
+}
+
+#[utoipa::path(get, path = "/api/v1/repos/{repo}/targets/{name}", tag = "targets",
+    security(("bearer" = [])), params(("repo" = String, Path), ("name" = String, Path)),
+    responses((status = 200, body = StagedTarget), (status = 404, body = ErrorBody)))]
+async fn get_staged(
+    State(st): St,
+    caller: Caller,
+    Path((repo, name)): Path<(String, String)>,
+) -> ApiResult<Json<StagedTarget>> {
+    repo_param(&repo)?;
+    st.authorize_read(&caller, &repo, "target.read").await?;
+    st.storage
+        .get_staged(&repo, &name)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("target {name:?} is not staged in {repo:?}")))
+}
+
+#[utoipa::path(get, path = "/api/v1/repos/{repo}/targets", tag = "targets",
+    security(("bearer" = [])), params(("repo" = String, Path)),
+    responses((status = 200, body = Vec<StagedTarget>)))]
+async fn list_staged(
+    State(st): St,
+    caller: Caller,
+    Path(repo): Path<String>,
+) -> ApiResult<Json<Vec<StagedTarget>>> {
+    repo_param(&repo)?;
+    st.authorize_read(&caller, &repo, "target.list").await?;
+    Ok(Json(st.storage.list_staged(&repo).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct YankRequest {
+    pub target: String,
+    /// Why (required; recorded and shown to operators).
+    pub reason: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/repos/{repo}/yanks", tag = "targets",
+    security(("bearer" = [])), params(("repo" = String, Path)), request_body = YankRequest,
+    responses((status = 201, body = YankRecord), (status = 403, body = ErrorBody)))]
+async fn yank_target(
+    State(st): St,
+    caller: Caller,
+    Path(repo): Path<String>,
+    body: Result<Json<YankRequest>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<YankRecord>)> {
+    repo_param(&repo)?;
+    st.authorize(
+        &caller,
+        Scope::new(ScopeKind::TargetRevoke, Some(&repo)),
+        "target.yank",
+        None,
+    )
+    .await?;
+    let req = json_body(body)?;
+    validate_target_name(&req.target).map_err(ApiError::bad_request)?;
+    let reason = req.reason.trim();
+    if reason.is_empty() || reason.len() > 2000 {
+        return Err(ApiError::bad_request("reason must be 1..=2000 bytes"));
+    }
+    let record = st
+        .storage
+        .insert_yank(&repo, &req.target, reason, caller.identity(), now())
+        .await?;
+    st.audit(
+        &caller,
+        "target.yank",
+        Some(&repo),
+        Some(&req.target),
+        "ok",
+        reason,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(record)))
+}
+
+#[utoipa::path(get, path = "/api/v1/repos/{repo}/yanks", tag = "targets",
+    security(("bearer" = [])), params(("repo" = String, Path)),
+    responses((status = 200, body = Vec<YankRecord>)))]
+async fn list_yanks(
+    State(st): St,
+    caller: Caller,
+    Path(repo): Path<String>,
+) -> ApiResult<Json<Vec<YankRecord>>> {
+    repo_param(&repo)?;
+    st.authorize_read(&caller, &repo, "yank.list").await?;
+    Ok(Json(st.storage.list_yanks(&repo).await?))
+}
+
+// ------------------------------------------------------ publish and sign
+
+const PUBLISH_PENDING: &str = "publishing is not available yet: it needs custody-repo \
+    (TUF metadata authoring and the signer backends), which is not wired into the server. \
+    Staged targets, blobs and yank requests are kept and will be used by the first publish \
+    once it lands.";
+
+#[utoipa::path(post, path = "/api/v1/repos/{repo}/publish", tag = "publish",
+    security(("bearer" = [])), params(("repo" = String, Path)),
+    responses((status = 501, body = ErrorBody, description = "not wired to custody-repo yet")))]
+async fn publish(State(st): St, caller: Caller, Path(repo): Path<String>) -> ApiResult<StatusCode> {
+    repo_param(&repo)?;
+    st.authorize(
+        &caller,
+        Scope::new(ScopeKind::RepoPublish, Some(&repo)),
+        "repo.publish",
+        None,
+    )
+    .await?;
+    st.audit(
+        &caller,
+        "repo.publish",
+        Some(&repo),
+        None,
+        "not_implemented",
+        "",
+    )
+    .await?;
+    Err(ApiError::not_implemented(PUBLISH_PENDING))
+}
+
+#[utoipa::path(get, path = "/api/v1/repos/{repo}/publishes", tag = "publish",
+    security(("bearer" = [])), params(("repo" = String, Path)),
+    responses((status = 200, body = Vec<PublishRecord>)))]
+async fn list_publishes(
+    State(st): St,
+    caller: Caller,
+    Path(repo): Path<String>,
+) -> ApiResult<Json<Vec<PublishRecord>>> {
+    repo_param(&repo)?;
+    st.authorize_read(&caller, &repo, "publish.list").await?;
+    Ok(Json(st.storage.list_publishes(&repo).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/repos/{repo}/roles/{role}/signatures", tag = "publish",
+    security(("bearer" = [])), params(("repo" = String, Path), ("role" = String, Path)),
+    responses((status = 501, body = ErrorBody, description = "not wired to custody-repo yet")))]
+async fn sign_role(
+    State(st): St,
+    caller: Caller,
+    Path((repo, role)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    repo_param(&repo)?;
+    validate_role_name(&role).map_err(ApiError::bad_request)?;
+    st.authorize(
+        &caller,
+        Scope::new(ScopeKind::RoleSign(role.clone()), Some(&repo)),
+        "role.sign",
+        Some(&role),
+    )
+    .await?;
+    st.audit(
+        &caller,
+        "role.sign",
+        Some(&repo),
+        Some(&role),
+        "not_implemented",
+        "",
+    )
+    .await?;
+    Err(ApiError::not_implemented(
+        "signature submission is not available yet: it needs custody-repo (signature merge \
+         into role metadata), which is not wired into the server",
+    ))
+}
+
+// ----------------------------------------------------------------- audit
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct AuditQuery {
+    /// At most this many records (1..=1000, default 100), newest first.
+    pub limit: Option<i64>,
+    /// Only records with an id below this (paging).
+    pub before: Option<i64>,
+    /// Only records about this repository (needs audit:read for it).
+    pub repo: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", security(("bearer" = [])),
+    params(AuditQuery), responses((status = 200, body = Vec<AuditRecord>)))]
+async fn list_audit(
+    State(st): St,
+    caller: Caller,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Json<Vec<AuditRecord>>> {
+    if let Some(repo) = &q.repo {
+        repo_param(repo)?;
+    }
+    st.authorize(
+        &caller,
+        Scope::new(ScopeKind::AuditRead, q.repo.as_deref()),
+        "audit.read",
+        None,
+    )
+    .await?;
+    Ok(Json(
+        st.storage
+            .list_audit(q.limit.unwrap_or(100), q.before, q.repo.as_deref())
+            .await?,
+    ))
+}
+
+// --------------------------------------------------------------- openapi
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "custody admin API", version = "1",
+         description = "Upload, stage and yank targets; manage credentials; read the audit log. \
+                        Every call except POST /api/v1/token needs a bearer token."),
+    paths(mint_token, revoke_own_token, whoami, create_credential, list_credentials,
+          rotate_credential, revoke_credential, upload_blob, get_blob, list_blobs,
+          stage_target, get_staged, list_staged, yank_target, list_yanks, publish,
+          list_publishes, sign_role, list_audit),
+    components(schemas(ErrorBody, TokenRequest, TokenResponse, WhoAmI, CreateCredential,
+                       CredentialSecret, CredentialRecord, BlobRecord, StageTarget, StagedTarget,
+                       YankRequest, YankRecord, PublishRecord, AuditRecord)),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+async fn openapi_json() -> ApiResult<(HeaderMap, String)> {
+    let text = ApiDoc::openapi()
+        .to_json()
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    Ok((h, text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_names() {
+        for ok in ["a", "dir/file.bin", "a b/c"] {
+            assert!(validate_target_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "", "/abs", "a//b", "../x", "a/./b", "a\\b", "a\nb", ".hidden",
+        ] {
+            assert!(validate_target_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn openapi_document_lists_every_route() {
+        let doc = ApiDoc::openapi().to_json().unwrap();
+        for p in [
+            "/api/v1/token",
+            "/api/v1/repos/{repo}/blobs/{sha256}",
+            "/api/v1/repos/{repo}/publish",
+            "/api/v1/audit",
+        ] {
+            assert!(doc.contains(p), "{p} missing");
+        }
+    }
+}

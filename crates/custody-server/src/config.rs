@@ -1,0 +1,266 @@
+//! Server configuration: a TOML file, then `CUSTODY_*` environment variables
+//! and command-line flags (applied by the binary) on top.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::scope::ScopeSet;
+
+/// Hard ceiling for admin token lifetime, whatever the config says.
+pub const MAX_TOKEN_TTL_SECONDS: u64 = 3600;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("config field {field}: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Everything `custody serve` needs. Every field has a default, so an empty
+/// file (or none) is a working zero-config server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// State directory: SQLite database, blobs, hosted repositories.
+    pub data_dir: PathBuf,
+    /// `postgres://…` to keep state in PostgreSQL instead of SQLite.
+    pub database_url: Option<String>,
+    /// PEM certificate chain and private key: serve HTTPS (rustls).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Default admin token lifetime (seconds).
+    pub token_ttl_seconds: u64,
+    /// Longest admin token lifetime a caller may ask for (≤ 3600).
+    pub token_max_ttl_seconds: u64,
+    /// Largest blob an upload may carry (bytes).
+    pub max_blob_bytes: u64,
+    /// Operator override of the separation-of-duties rule.
+    pub allow_upload_and_publish: bool,
+    /// Metadata files at most this large are served from memory.
+    pub metadata_cache_file_bytes: u64,
+    /// Total bytes of metadata kept in memory per repository generation.
+    pub metadata_cache_total_bytes: u64,
+    /// Token-signing key file (32+ random bytes). Default: a key kept in the
+    /// database, shared by every replica that uses the same database.
+    pub token_key_file: Option<PathBuf>,
+    /// CI identity providers whose OIDC ID tokens may be exchanged.
+    pub oidc: Vec<OidcProviderConfig>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./custody-data"),
+            database_url: None,
+            tls_cert: None,
+            tls_key: None,
+            token_ttl_seconds: 900,
+            token_max_ttl_seconds: MAX_TOKEN_TTL_SECONDS,
+            max_blob_bytes: 1 << 30,
+            allow_upload_and_publish: false,
+            metadata_cache_file_bytes: 4 << 20,
+            metadata_cache_total_bytes: 64 << 20,
+            token_key_file: None,
+            oidc: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcProviderConfig {
+    /// Exact `iss` value, e.g. `https://token.actions.githubusercontent.com`.
+    pub issuer: String,
+    /// Required `aud` value.
+    pub audience: String,
+    /// How long a fetched JWKS is trusted before refetching.
+    #[serde(default = "default_jwks_cache")]
+    pub jwks_cache_seconds: u64,
+    /// Minimum time between refetches triggered by an unknown `kid`.
+    #[serde(default = "default_jwks_refetch")]
+    pub jwks_min_refetch_seconds: u64,
+    /// Clock skew allowed on exp/nbf/iat.
+    #[serde(default = "default_leeway")]
+    pub leeway_seconds: u64,
+    /// Claim-to-scope mapping; a token gets the union of the scopes of every
+    /// rule whose claims all match. No matching rule: no token.
+    pub rules: Vec<OidcRule>,
+}
+
+fn default_jwks_cache() -> u64 {
+    600
+}
+fn default_jwks_refetch() -> u64 {
+    30
+}
+fn default_leeway() -> u64 {
+    60
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcRule {
+    /// Shown in the audit log.
+    pub name: String,
+    /// Claim name → required string value. A value ending in `*` matches
+    /// by prefix (e.g. `ref = "refs/tags/v*"`).
+    pub claims: BTreeMap<String, String>,
+    pub scopes: Vec<String>,
+}
+
+impl ServerConfig {
+    pub fn from_toml_file(path: &Path) -> Result<ServerConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Checks the cross-field rules; run before starting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.token_max_ttl_seconds == 0 || self.token_max_ttl_seconds > MAX_TOKEN_TTL_SECONDS {
+            return Err(invalid(
+                "token_max_ttl_seconds",
+                format!(
+                    "must be 1..={MAX_TOKEN_TTL_SECONDS}, got {}",
+                    self.token_max_ttl_seconds
+                ),
+            ));
+        }
+        if self.token_ttl_seconds == 0 || self.token_ttl_seconds > self.token_max_ttl_seconds {
+            return Err(invalid(
+                "token_ttl_seconds",
+                format!(
+                    "must be 1..=token_max_ttl_seconds ({}), got {}",
+                    self.token_max_ttl_seconds, self.token_ttl_seconds
+                ),
+            ));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(invalid(
+                "tls_cert/tls_key",
+                "give both the certificate chain and the private key, or neither",
+            ));
+        }
+        if let Some(url) = &self.database_url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(invalid(
+                    "database_url",
+                    "must start with postgres:// or postgresql:// (SQLite is the default without it)",
+                ));
+            }
+        }
+        for (i, p) in self.oidc.iter().enumerate() {
+            let field = format!("oidc[{i}]");
+            let url = url::Url::parse(&p.issuer)
+                .map_err(|e| invalid(format!("{field}.issuer"), format!("{:?}: {e}", p.issuer)))?;
+            if !matches!(url.scheme(), "https" | "http") {
+                return Err(invalid(
+                    format!("{field}.issuer"),
+                    format!("{:?} must be an https URL", p.issuer),
+                ));
+            }
+            if p.audience.is_empty() {
+                return Err(invalid(format!("{field}.audience"), "must not be empty"));
+            }
+            if p.rules.is_empty() {
+                return Err(invalid(
+                    format!("{field}.rules"),
+                    "at least one rule is needed, otherwise no token can ever be granted",
+                ));
+            }
+            for (j, rule) in p.rules.iter().enumerate() {
+                let rfield = format!("{field}.rules[{j}]");
+                if rule.claims.is_empty() {
+                    return Err(invalid(
+                        format!("{rfield}.claims"),
+                        "a rule without claim conditions would grant every token of the issuer",
+                    ));
+                }
+                let scopes = ScopeSet::parse_all(&rule.scopes)
+                    .map_err(|e| invalid(format!("{rfield}.scopes"), e.to_string()))?;
+                if scopes.is_empty() {
+                    return Err(invalid(format!("{rfield}.scopes"), "must not be empty"));
+                }
+                if !self.allow_upload_and_publish {
+                    if let Some(msg) = scopes.separation_of_duties_conflict() {
+                        return Err(invalid(format!("{rfield}.scopes"), msg));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_valid() {
+        let c: ServerConfig = toml::from_str("").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.token_ttl_seconds, 900);
+    }
+
+    #[test]
+    fn oidc_rule_breaking_separation_of_duties_is_refused() {
+        let c: ServerConfig = toml::from_str(
+            r#"
+            [[oidc]]
+            issuer = "https://ci.example"
+            audience = "custody"
+            [[oidc.rules]]
+            name = "both"
+            claims = { repository = "acme/app" }
+            scopes = ["target:upload@app", "repo:publish@app"]
+            "#,
+        )
+        .unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("separation of duties"), "{err}");
+        let c = ServerConfig {
+            allow_upload_and_publish: true,
+            ..c
+        };
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn ttl_above_one_hour_is_refused() {
+        let c: ServerConfig = toml::from_str("token_max_ttl_seconds = 7200").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("3600"));
+    }
+
+    #[test]
+    fn unknown_field_is_refused() {
+        assert!(toml::from_str::<ServerConfig>("lissen = \"x\"").is_err());
+    }
+}

@@ -1,0 +1,28 @@
+//! custody-server: the HTTP service behind `custody serve`.
+//!
+//! - [`hosting`]: TUF repositories in consistent-snapshot layout, served
+//!   with strong ETags, single-range requests, immutable/no-cache headers
+//!   and atomic generation switches; small metadata from memory.
+//! - [`api`]: the admin API under `/api/v1` with its OpenAPI document.
+//! - [`auth`]: bootstrap credentials, OIDC workload identity, short-lived
+//!   scoped tokens, separation of duties, audit.
+//! - [`storage`]: one async trait, SQLite (default) and PostgreSQL.
+//! - [`blobs`]: content-addressed blob store (crash-safe local backend).
+//! - [`server`]: router, TLS (rustls/ring), metrics, graceful shutdown.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod auth;
+pub mod blobs;
+pub mod config;
+pub mod error;
+pub mod hosting;
+pub mod metrics;
+pub mod scope;
+pub mod server;
+pub mod state;
+pub mod storage;
+
+pub use config::ServerConfig;
+pub use server::{shutdown_signal, start, RunningServer};
+pub use state::{AppState, StartError};

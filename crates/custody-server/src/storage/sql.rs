@@ -1,0 +1,610 @@
+//! SQL storage. The statements are the same for SQLite and PostgreSQL
+//! (`$N` placeholders, `ON CONFLICT`, `RETURNING` exist in both); a macro
+//! instantiates the implementation for each concrete sqlx driver, so no
+//! runtime `Any` dispatch and no compile-time query macros are needed.
+//! Only the schema (auto-increment ids) and the write-transaction opener
+//! (`BEGIN IMMEDIATE` on SQLite) differ.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::Row;
+
+use super::*;
+
+fn db(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StorageError {
+    move |source| StorageError::Db { operation, source }
+}
+
+fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+fn scopes_to_text(scopes: &[String]) -> String {
+    serde_json::to_string(scopes).unwrap_or_else(|_| "[]".to_string())
+}
+
+fn scopes_from_text(what: &'static str, text: &str) -> StorageResult<Vec<String>> {
+    serde_json::from_str(text).map_err(|e| StorageError::Corrupt {
+        what,
+        reason: format!("scopes column is not a JSON string array: {e}"),
+    })
+}
+
+const SCHEMA_COMMON: &str = r#"
+CREATE TABLE IF NOT EXISTS secrets (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS credentials (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    secret_hash TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    generation BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    revoked_at BIGINT
+);
+CREATE TABLE IF NOT EXISTS revoked_tokens (
+    jti TEXT PRIMARY KEY,
+    expires_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS blobs (
+    repo TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    uploaded_at BIGINT NOT NULL,
+    uploaded_by TEXT NOT NULL,
+    PRIMARY KEY (repo, sha256)
+);
+CREATE TABLE IF NOT EXISTS staged_targets (
+    repo TEXT NOT NULL,
+    name TEXT NOT NULL,
+    blob_sha256 TEXT NOT NULL,
+    length BIGINT NOT NULL,
+    custom TEXT NOT NULL,
+    staged_at BIGINT NOT NULL,
+    staged_by TEXT NOT NULL,
+    PRIMARY KEY (repo, name)
+);
+CREATE TABLE IF NOT EXISTS repo_heads (
+    repo TEXT PRIMARY KEY,
+    version BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS publishes (
+    repo TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    published_by TEXT NOT NULL,
+    published_at BIGINT NOT NULL,
+    PRIMARY KEY (repo, version)
+);
+"#;
+
+const SCHEMA_SQLITE: &str = r#"
+CREATE TABLE IF NOT EXISTS yanks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    repo TEXT NOT NULL, target TEXT NOT NULL, reason TEXT NOT NULL,
+    requested_by TEXT NOT NULL, requested_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at BIGINT NOT NULL, identity TEXT NOT NULL, scopes TEXT NOT NULL,
+    action TEXT NOT NULL, repo TEXT, target TEXT, outcome TEXT NOT NULL, detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_repo_id ON audit (repo, id);
+"#;
+
+const SCHEMA_PG: &str = r#"
+CREATE TABLE IF NOT EXISTS yanks (
+    id BIGSERIAL PRIMARY KEY,
+    repo TEXT NOT NULL, target TEXT NOT NULL, reason TEXT NOT NULL,
+    requested_by TEXT NOT NULL, requested_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id BIGSERIAL PRIMARY KEY,
+    at BIGINT NOT NULL, identity TEXT NOT NULL, scopes TEXT NOT NULL,
+    action TEXT NOT NULL, repo TEXT, target TEXT, outcome TEXT NOT NULL, detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_repo_id ON audit (repo, id);
+"#;
+
+/// Embedded default: one SQLite file in WAL mode.
+#[derive(Debug, Clone)]
+pub struct SqliteStorage {
+    pool: sqlx::SqlitePool,
+}
+
+impl SqliteStorage {
+    /// Opens (creating if needed) the database file at `path`.
+    pub async fn open(path: &Path) -> StorageResult<SqliteStorage> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: an acknowledged audit record or credential revocation
+            // survives power loss.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(15))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .map_err(db("open sqlite database"))?;
+        Ok(SqliteStorage { pool })
+    }
+}
+
+/// Scale path: PostgreSQL (or a PostgreSQL-wire engine).
+#[derive(Debug, Clone)]
+pub struct PgStorage {
+    pool: sqlx::PgPool,
+}
+
+impl PgStorage {
+    pub async fn connect(url: &str) -> StorageResult<PgStorage> {
+        let options = PgConnectOptions::from_str(url).map_err(db("parse database url"))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(15))
+            .connect_with(options)
+            .await
+            .map_err(db("connect to postgresql"))?;
+        Ok(PgStorage { pool })
+    }
+}
+
+macro_rules! sql_storage {
+    ($ty:ident, $db:ty, backend = $backend:expr, schema = $schema:expr,
+     migrate_lock = $lock:expr, begin_write = $begin:expr) => {
+        impl $ty {
+            fn cred(row: &<$db as sqlx::Database>::Row) -> StorageResult<CredentialRecord> {
+                let get = db("read credential row");
+                let scopes: String = row.try_get("scopes").map_err(get)?;
+                Ok(CredentialRecord {
+                    id: row.try_get("id").map_err(db("read credential row"))?,
+                    name: row.try_get("name").map_err(db("read credential row"))?,
+                    secret_hash: row.try_get("secret_hash").map_err(db("read credential row"))?,
+                    scopes: scopes_from_text("credential", &scopes)?,
+                    generation: row.try_get("generation").map_err(db("read credential row"))?,
+                    created_at: row.try_get("created_at").map_err(db("read credential row"))?,
+                    revoked_at: row.try_get("revoked_at").map_err(db("read credential row"))?,
+                })
+            }
+
+            fn blob(row: &<$db as sqlx::Database>::Row) -> StorageResult<BlobRecord> {
+                let e = || db("read blob row");
+                Ok(BlobRecord {
+                    repo: row.try_get("repo").map_err(e())?,
+                    sha256: row.try_get("sha256").map_err(e())?,
+                    size: row.try_get("size").map_err(e())?,
+                    uploaded_at: row.try_get("uploaded_at").map_err(e())?,
+                    uploaded_by: row.try_get("uploaded_by").map_err(e())?,
+                })
+            }
+
+            fn staged(row: &<$db as sqlx::Database>::Row) -> StorageResult<StagedTarget> {
+                let e = || db("read staged target row");
+                let custom: String = row.try_get("custom").map_err(e())?;
+                Ok(StagedTarget {
+                    repo: row.try_get("repo").map_err(e())?,
+                    name: row.try_get("name").map_err(e())?,
+                    blob_sha256: row.try_get("blob_sha256").map_err(e())?,
+                    length: row.try_get("length").map_err(e())?,
+                    custom: serde_json::from_str(&custom).map_err(|err| StorageError::Corrupt {
+                        what: "staged target",
+                        reason: format!("custom column is not JSON: {err}"),
+                    })?,
+                    staged_at: row.try_get("staged_at").map_err(e())?,
+                    staged_by: row.try_get("staged_by").map_err(e())?,
+                })
+            }
+
+            fn yank(row: &<$db as sqlx::Database>::Row) -> StorageResult<YankRecord> {
+                let e = || db("read yank row");
+                Ok(YankRecord {
+                    id: row.try_get("id").map_err(e())?,
+                    repo: row.try_get("repo").map_err(e())?,
+                    target: row.try_get("target").map_err(e())?,
+                    reason: row.try_get("reason").map_err(e())?,
+                    requested_by: row.try_get("requested_by").map_err(e())?,
+                    requested_at: row.try_get("requested_at").map_err(e())?,
+                })
+            }
+
+            fn audit(row: &<$db as sqlx::Database>::Row) -> StorageResult<AuditRecord> {
+                let e = || db("read audit row");
+                let scopes: String = row.try_get("scopes").map_err(e())?;
+                Ok(AuditRecord {
+                    id: row.try_get("id").map_err(e())?,
+                    at: row.try_get("at").map_err(e())?,
+                    identity: row.try_get("identity").map_err(e())?,
+                    scopes: scopes_from_text("audit record", &scopes)?,
+                    action: row.try_get("action").map_err(e())?,
+                    repo: row.try_get("repo").map_err(e())?,
+                    target: row.try_get("target").map_err(e())?,
+                    outcome: row.try_get("outcome").map_err(e())?,
+                    detail: row.try_get("detail").map_err(e())?,
+                })
+            }
+        }
+
+        #[async_trait]
+        impl Storage for $ty {
+            async fn migrate(&self) -> StorageResult<()> {
+                let mut tx = self.pool.begin().await.map_err(db("begin migration"))?;
+                sqlx::query($lock)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("lock for migration"))?;
+                // One statement per query: the extended protocol (and the
+                // Send-ness of the future) wants single statements.
+                for stmt in SCHEMA_COMMON.split(';').chain($schema.split(';')) {
+                    if stmt.trim().is_empty() {
+                        continue;
+                    }
+                    sqlx::query(stmt)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("create schema"))?;
+                }
+                tx.commit().await.map_err(db("commit migration"))
+            }
+
+            async fn ping(&self) -> StorageResult<()> {
+                sqlx::query("SELECT 1")
+                    .execute(&self.pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(db("ping"))
+            }
+
+            fn backend(&self) -> &'static str {
+                $backend
+            }
+
+            async fn get_or_create_secret(
+                &self,
+                name: &str,
+                candidate: &[u8],
+            ) -> StorageResult<Vec<u8>> {
+                sqlx::query("INSERT INTO secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+                    .bind(name)
+                    .bind(hex::encode(candidate))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db("store secret"))?;
+                let row = sqlx::query("SELECT value FROM secrets WHERE name = $1")
+                    .bind(name)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(db("read secret"))?;
+                let value: String = row.try_get("value").map_err(db("read secret"))?;
+                hex::decode(&value).map_err(|e| StorageError::Corrupt {
+                    what: "secret",
+                    reason: format!("secret {name:?} is not hex: {e}"),
+                })
+            }
+
+            async fn insert_credential(&self, c: &CredentialRecord) -> StorageResult<()> {
+                let res = sqlx::query(
+                    "INSERT INTO credentials (id, name, secret_hash, scopes, generation, created_at, revoked_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&c.id)
+                .bind(&c.name)
+                .bind(&c.secret_hash)
+                .bind(scopes_to_text(&c.scopes))
+                .bind(c.generation)
+                .bind(c.created_at)
+                .bind(c.revoked_at)
+                .execute(&self.pool)
+                .await;
+                match res {
+                    Ok(_) => Ok(()),
+                    Err(e) if is_unique_violation(&e) => Err(StorageError::Conflict {
+                        what: "credential",
+                        key: c.id.clone(),
+                    }),
+                    Err(e) => Err(db("insert credential")(e)),
+                }
+            }
+
+            async fn get_credential(&self, id: &str) -> StorageResult<Option<CredentialRecord>> {
+                let row = sqlx::query("SELECT * FROM credentials WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db("read credential"))?;
+                row.as_ref().map(Self::cred).transpose()
+            }
+
+            async fn list_credentials(&self) -> StorageResult<Vec<CredentialRecord>> {
+                let rows = sqlx::query("SELECT * FROM credentials ORDER BY created_at, id")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db("list credentials"))?;
+                rows.iter().map(Self::cred).collect()
+            }
+
+            async fn count_credentials(&self) -> StorageResult<i64> {
+                let row = sqlx::query("SELECT COUNT(*) AS n FROM credentials")
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(db("count credentials"))?;
+                row.try_get("n").map_err(db("count credentials"))
+            }
+
+            async fn rotate_credential(&self, id: &str, new_hash: &str) -> StorageResult<Option<i64>> {
+                let row = sqlx::query(
+                    "UPDATE credentials SET secret_hash = $2, generation = generation + 1 \
+                     WHERE id = $1 AND revoked_at IS NULL RETURNING generation",
+                )
+                .bind(id)
+                .bind(new_hash)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("rotate credential"))?;
+                row.map(|r| r.try_get("generation").map_err(db("rotate credential")))
+                    .transpose()
+            }
+
+            async fn revoke_credential(&self, id: &str, at: i64) -> StorageResult<bool> {
+                let res = sqlx::query(
+                    "UPDATE credentials SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+                )
+                .bind(id)
+                .bind(at)
+                .execute(&self.pool)
+                .await
+                .map_err(db("revoke credential"))?;
+                Ok(res.rows_affected() == 1)
+            }
+
+            async fn revoke_token(&self, jti: &str, expires_at: i64) -> StorageResult<()> {
+                sqlx::query(
+                    "INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING",
+                )
+                .bind(jti)
+                .bind(expires_at)
+                .execute(&self.pool)
+                .await
+                .map_err(db("revoke token"))?;
+                Ok(())
+            }
+
+            async fn is_token_revoked(&self, jti: &str) -> StorageResult<bool> {
+                let row = sqlx::query("SELECT 1 AS one FROM revoked_tokens WHERE jti = $1")
+                    .bind(jti)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db("check token revocation"))?;
+                Ok(row.is_some())
+            }
+
+            async fn upsert_blob(&self, b: &BlobRecord) -> StorageResult<()> {
+                sqlx::query(
+                    "INSERT INTO blobs (repo, sha256, size, uploaded_at, uploaded_by) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (repo, sha256) DO NOTHING",
+                )
+                .bind(&b.repo)
+                .bind(&b.sha256)
+                .bind(b.size)
+                .bind(b.uploaded_at)
+                .bind(&b.uploaded_by)
+                .execute(&self.pool)
+                .await
+                .map_err(db("record blob"))?;
+                Ok(())
+            }
+
+            async fn get_blob(&self, repo: &str, sha256: &str) -> StorageResult<Option<BlobRecord>> {
+                let row = sqlx::query("SELECT * FROM blobs WHERE repo = $1 AND sha256 = $2")
+                    .bind(repo)
+                    .bind(sha256)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db("read blob"))?;
+                row.as_ref().map(Self::blob).transpose()
+            }
+
+            async fn list_blobs(&self, repo: &str) -> StorageResult<Vec<BlobRecord>> {
+                let rows = sqlx::query("SELECT * FROM blobs WHERE repo = $1 ORDER BY uploaded_at, sha256")
+                    .bind(repo)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db("list blobs"))?;
+                rows.iter().map(Self::blob).collect()
+            }
+
+            async fn stage_target(&self, t: &StagedTarget) -> StorageResult<()> {
+                sqlx::query(
+                    "INSERT INTO staged_targets (repo, name, blob_sha256, length, custom, staged_at, staged_by) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     ON CONFLICT (repo, name) DO UPDATE SET blob_sha256 = excluded.blob_sha256, \
+                     length = excluded.length, custom = excluded.custom, staged_at = excluded.staged_at, \
+                     staged_by = excluded.staged_by",
+                )
+                .bind(&t.repo)
+                .bind(&t.name)
+                .bind(&t.blob_sha256)
+                .bind(t.length)
+                .bind(t.custom.to_string())
+                .bind(t.staged_at)
+                .bind(&t.staged_by)
+                .execute(&self.pool)
+                .await
+                .map_err(db("stage target"))?;
+                Ok(())
+            }
+
+            async fn get_staged(&self, repo: &str, name: &str) -> StorageResult<Option<StagedTarget>> {
+                let row = sqlx::query("SELECT * FROM staged_targets WHERE repo = $1 AND name = $2")
+                    .bind(repo)
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db("read staged target"))?;
+                row.as_ref().map(Self::staged).transpose()
+            }
+
+            async fn list_staged(&self, repo: &str) -> StorageResult<Vec<StagedTarget>> {
+                let rows = sqlx::query("SELECT * FROM staged_targets WHERE repo = $1 ORDER BY name")
+                    .bind(repo)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db("list staged targets"))?;
+                rows.iter().map(Self::staged).collect()
+            }
+
+            async fn insert_yank(
+                &self,
+                repo: &str,
+                target: &str,
+                reason: &str,
+                by: &str,
+                at: i64,
+            ) -> StorageResult<YankRecord> {
+                let row = sqlx::query(
+                    "INSERT INTO yanks (repo, target, reason, requested_by, requested_at) \
+                     VALUES ($1, $2, $3, $4, $5) RETURNING *",
+                )
+                .bind(repo)
+                .bind(target)
+                .bind(reason)
+                .bind(by)
+                .bind(at)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db("record yank"))?;
+                Self::yank(&row)
+            }
+
+            async fn list_yanks(&self, repo: &str) -> StorageResult<Vec<YankRecord>> {
+                let rows = sqlx::query("SELECT * FROM yanks WHERE repo = $1 ORDER BY id")
+                    .bind(repo)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db("list yanks"))?;
+                rows.iter().map(Self::yank).collect()
+            }
+
+            async fn append_audit(&self, a: &NewAudit) -> StorageResult<i64> {
+                let row = sqlx::query(
+                    "INSERT INTO audit (at, identity, scopes, action, repo, target, outcome, detail) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+                )
+                .bind(a.at)
+                .bind(&a.identity)
+                .bind(scopes_to_text(&a.scopes))
+                .bind(&a.action)
+                .bind(&a.repo)
+                .bind(&a.target)
+                .bind(&a.outcome)
+                .bind(&a.detail)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db("append audit record"))?;
+                row.try_get("id").map_err(db("append audit record"))
+            }
+
+            async fn list_audit(
+                &self,
+                limit: i64,
+                before: Option<i64>,
+                repo: Option<&str>,
+            ) -> StorageResult<Vec<AuditRecord>> {
+                let rows = sqlx::query(
+                    "SELECT * FROM audit WHERE ($1 IS NULL OR id < $1) AND ($2 IS NULL OR repo = $2) \
+                     ORDER BY id DESC LIMIT $3",
+                )
+                .bind(before)
+                .bind(repo)
+                .bind(limit.clamp(1, 1000))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("list audit records"))?;
+                rows.iter().map(Self::audit).collect()
+            }
+
+            async fn next_publish_version(&self, repo: &str, by: &str, at: i64) -> StorageResult<i64> {
+                // The UPDATE takes the row lock (PostgreSQL) or the database
+                // write lock (SQLite, BEGIN IMMEDIATE) before reading the
+                // version, so concurrent publishers queue up here.
+                let mut tx = self
+                    .pool
+                    .begin_with($begin)
+                    .await
+                    .map_err(db("begin publish transaction"))?;
+                sqlx::query("INSERT INTO repo_heads (repo, version) VALUES ($1, 0) ON CONFLICT (repo) DO NOTHING")
+                    .bind(repo)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("create repository head"))?;
+                let row = sqlx::query(
+                    "UPDATE repo_heads SET version = version + 1 WHERE repo = $1 RETURNING version",
+                )
+                .bind(repo)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db("advance repository version"))?;
+                let version: i64 = row.try_get("version").map_err(db("advance repository version"))?;
+                sqlx::query(
+                    "INSERT INTO publishes (repo, version, published_by, published_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(repo)
+                .bind(version)
+                .bind(by)
+                .bind(at)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("record publish"))?;
+                tx.commit().await.map_err(db("commit publish"))?;
+                Ok(version)
+            }
+
+            async fn list_publishes(&self, repo: &str) -> StorageResult<Vec<PublishRecord>> {
+                let rows = sqlx::query("SELECT * FROM publishes WHERE repo = $1 ORDER BY version")
+                    .bind(repo)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db("list publishes"))?;
+                rows.iter()
+                    .map(|r| {
+                        let e = || db("read publish row");
+                        Ok(PublishRecord {
+                            repo: r.try_get("repo").map_err(e())?,
+                            version: r.try_get("version").map_err(e())?,
+                            published_by: r.try_get("published_by").map_err(e())?,
+                            published_at: r.try_get("published_at").map_err(e())?,
+                        })
+                    })
+                    .collect()
+            }
+        }
+    };
+}
+
+sql_storage!(
+    SqliteStorage,
+    sqlx::Sqlite,
+    backend = "sqlite",
+    schema = SCHEMA_SQLITE,
+    migrate_lock = "SELECT 1",
+    begin_write = "BEGIN IMMEDIATE"
+);
+
+sql_storage!(
+    PgStorage,
+    sqlx::Postgres,
+    backend = "postgresql",
+    schema = SCHEMA_PG,
+    // Concurrent replicas (and parallel tests) may migrate at once;
+    // CREATE TABLE IF NOT EXISTS alone races on the catalog.
+    migrate_lock = "SELECT pg_advisory_xact_lock(7263757374)",
+    begin_write = "BEGIN"
+);
