@@ -8,7 +8,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::command::HookCommand;
 use crate::error::{io_err, AgentError};
-use crate::fsutil::{available_space, digest_file, ensure_dir, read_json, write_json, Probe};
+use crate::fsutil::{
+    available_space, digest_file, ensure_dir, read_json, remove_temp_files, write_json, Probe,
+};
 use crate::installer::{InstallPlan, Installer, StepCtx};
 use crate::report::{report_id, Outcome, Report, ReportQueue, ReportSink};
 use crate::state::{
@@ -555,8 +557,11 @@ impl Agent {
         Ok(outcome)
     }
 
-    /// Remove leftover files in `downloads/` (only called when idle).
+    /// Remove leftover downloads and temp files of interrupted atomic
+    /// writes (only called when idle).
     fn clean_downloads(&self) -> Result<(), AgentError> {
+        remove_temp_files(&self.config.root)?;
+        remove_temp_files(self.queue.dir())?;
         let dir = self.config.root.join("downloads");
         let rd = match fs::read_dir(&dir) {
             Ok(rd) => rd,

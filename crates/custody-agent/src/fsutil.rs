@@ -88,6 +88,34 @@ pub fn read_json<T: DeserializeOwned>(path: &Path, what: &'static str) -> Result
         })
 }
 
+/// Prefix of every temp file the agent (and custody-client's
+/// `write_atomic`) creates; leftovers of a crash are removed with
+/// [`remove_temp_files`].
+pub const TEMP_PREFIX: &str = ".custody-";
+
+/// Remove temp files left in `dir` by an interrupted write (names starting
+/// with [`TEMP_PREFIX`]) and the temp symlink of an interrupted
+/// [`switch_symlink`] (`.<name>.new`). Only call when nothing is writing.
+pub fn remove_temp_files(dir: &Path) -> Result<(), AgentError> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err(dir, "list directory")(e)),
+    };
+    for entry in rd {
+        let entry = entry.map_err(io_err(dir, "list directory"))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let is_temp = name.starts_with(TEMP_PREFIX)
+            || (name.starts_with('.') && name.ends_with(".new") && name.len() > 5);
+        if is_temp && !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let path = entry.path();
+            fs::remove_file(&path).map_err(io_err(&path, "remove leftover temp file"))?;
+        }
+    }
+    Ok(())
+}
+
 /// Create a directory (and parents) if missing.
 pub fn ensure_dir(dir: &Path) -> Result<(), AgentError> {
     fs::create_dir_all(dir).map_err(io_err(dir, "create directory"))

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::AgentError;
 use crate::fsutil::{
     copy_hashed, digest_file, ensure_dir, read_json, read_symlink, remove_file_durable,
-    remove_symlink, switch_symlink, write_json, Probe,
+    remove_symlink, remove_temp_files, switch_symlink, write_json, Probe,
 };
 use crate::installer::{InstallPlan, Installer, Slot, StepCtx};
 use crate::state::Committed;
@@ -191,6 +191,7 @@ impl Installer for SlotInstaller {
         }
         // The slot is incomplete from here until its manifest is written.
         remove_file_durable(&self.manifest_path(new))?;
+        remove_temp_files(&self.slot_dir(new))?;
         ctx.probe.hit("slot:manifest-removed");
         remove_file_durable(&self.payload_path(new))?;
         let digest = match copy_hashed(payload, &self.payload_path(new), ctx.probe) {
@@ -261,6 +262,10 @@ impl Installer for SlotInstaller {
     }
 
     fn converge(&self, committed: Option<&Committed>, probe: &Probe) -> Result<(), AgentError> {
+        remove_temp_files(&self.root)?;
+        for slot in [Slot::A, Slot::B] {
+            remove_temp_files(&self.slot_dir(slot))?;
+        }
         match committed.map(|c| &c.plan) {
             Some(InstallPlan::Slot { new, .. }) => self.point_current_at(Some(*new), probe),
             // Never installed by custody: leave a factory `current` alone.
