@@ -28,6 +28,8 @@ pub const CHUNK_SIZE: usize = 64 * 1024;
 pub struct DownloadedTarget {
     /// the TUF target path
     pub path: String,
+    /// the targets role whose signed entry it matched
+    pub role: String,
     /// where it is stored
     pub file: PathBuf,
     /// signed length

@@ -370,6 +370,7 @@ impl<T: Transport> Updater<T> {
         })?;
         let mut result = DownloadedTarget {
             path: target_path.to_owned(),
+            role,
             file: dest.clone(),
             length: info.length,
             hashes: info.hashes.clone(),

@@ -253,6 +253,7 @@ fn roles_json<T: custody_client::Transport>(updater: &Updater<T>) -> serde_json:
 fn target_json(t: &DownloadedTarget) -> serde_json::Value {
     json!({
         "path": t.path,
+        "role": t.role,
         "file": t.file.display().to_string(),
         "length": t.length,
         "hashes": t.hashes,

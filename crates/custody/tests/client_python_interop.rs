@@ -40,6 +40,14 @@ fn custody_client_consumes_python_tuf_repository() {
     );
     run.ok();
 
+    let out = run.json();
+    let roles: Vec<&str> = out["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["targets", "delegated", bin.as_str()]);
     let files = client.downloaded();
     for (path, hex_content) in info["targets"].as_object().unwrap() {
         let name = custody_client::encoding::target_file_name(path).unwrap();
