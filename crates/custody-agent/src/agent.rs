@@ -507,7 +507,11 @@ impl Agent {
     }
 
     /// Activate, health-check, commit. `Ok(Err(reason))` means roll back.
-    fn trial(&self, attempt: &Attempt, plan: &InstallPlan) -> Result<Result<(), String>, AgentError> {
+    fn trial(
+        &self,
+        attempt: &Attempt,
+        plan: &InstallPlan,
+    ) -> Result<Result<(), String>, AgentError> {
         let ctx = StepCtx {
             attempt: attempt.id,
             target: &attempt.target,

@@ -91,7 +91,10 @@ impl Installer for CommandInstaller {
     }
 
     fn space_needed(&self, target: &TargetMeta) -> Vec<(PathBuf, u64)> {
-        self.space.iter().map(|d| (d.clone(), target.length)).collect()
+        self.space
+            .iter()
+            .map(|d| (d.clone(), target.length))
+            .collect()
     }
 
     fn stage(&self, ctx: StepCtx<'_>, payload: &Path) -> Result<Result<(), String>, AgentError> {

@@ -111,7 +111,10 @@ pub enum AgentError {
     },
 }
 
-pub(crate) fn io_err(path: impl Into<PathBuf>, action: &'static str) -> impl FnOnce(io::Error) -> AgentError {
+pub(crate) fn io_err(
+    path: impl Into<PathBuf>,
+    action: &'static str,
+) -> impl FnOnce(io::Error) -> AgentError {
     let path = path.into();
     move |source| AgentError::Io {
         path,

@@ -28,7 +28,9 @@ pub const JSON_BOUND: u64 = 1024 * 1024;
 /// that SIGKILLs the process at the n-th call, which is how it reaches every
 /// point between two durable steps.
 #[derive(Clone)]
-pub struct Probe(Option<Arc<dyn Fn(&str) + Send + Sync>>);
+pub struct Probe(Option<ProbeFn>);
+
+type ProbeFn = Arc<dyn Fn(&str) + Send + Sync>;
 
 impl Probe {
     /// No probe.
@@ -57,7 +59,11 @@ impl Default for Probe {
 
 impl std::fmt::Debug for Probe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() { "Probe(set)" } else { "Probe(none)" })
+        f.write_str(if self.0.is_some() {
+            "Probe(set)"
+        } else {
+            "Probe(none)"
+        })
     }
 }
 
@@ -75,7 +81,10 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), AgentError
 
 /// Read and parse a JSON file of at most [`JSON_BOUND`] bytes.
 /// `Ok(None)` when it does not exist.
-pub fn read_json<T: DeserializeOwned>(path: &Path, what: &'static str) -> Result<Option<T>, AgentError> {
+pub fn read_json<T: DeserializeOwned>(
+    path: &Path,
+    what: &'static str,
+) -> Result<Option<T>, AgentError> {
     let Some(bytes) = read_bounded(path, JSON_BOUND)? else {
         return Ok(None);
     };

@@ -164,8 +164,10 @@ impl ReportQueue {
     }
 
     fn highest_acked(&self) -> Result<u64, AgentError> {
-        Ok(read_json::<Acked>(&self.acked_path(), "report queue acked marker")?
-            .map_or(0, |a| a.highest_acked_seq))
+        Ok(
+            read_json::<Acked>(&self.acked_path(), "report queue acked marker")?
+                .map_or(0, |a| a.highest_acked_seq),
+        )
     }
 
     /// (seq, id, path) of every report file, in sequence order. Files that
@@ -187,7 +189,9 @@ impl ReportQueue {
             if seq.len() != 20 || !seq.bytes().all(|b| b.is_ascii_digit()) {
                 continue;
             }
-            let Ok(seq) = seq.parse::<u64>() else { continue };
+            let Ok(seq) = seq.parse::<u64>() else {
+                continue;
+            };
             out.push((seq, id.to_owned(), entry.path()));
         }
         out.sort_by_key(|(seq, _, _)| *seq);

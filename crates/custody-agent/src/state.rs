@@ -238,3 +238,112 @@ pub fn recovery_step(attempt: Option<&Attempt>, restage_allowed: bool) -> Recove
         | Phase::AttackDetected { .. } => RecoveryStep::QueueReportAndIdle,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(phase: Phase) -> Attempt {
+        Attempt {
+            id: 7,
+            target: TargetMeta {
+                name: "t".to_owned(),
+                length: 1,
+                hashes: Default::default(),
+                release_counter: 1,
+                custom: None,
+            },
+            plan: None,
+            phase,
+        }
+    }
+
+    #[test]
+    fn recovery_table() {
+        use RecoveryStep::*;
+        let p = PathBuf::from("p");
+        let reason = || "r".to_owned();
+        let cases = [
+            (Phase::Downloading, true, FailInterruptedDownload),
+            (
+                Phase::Downloaded { payload: p.clone() },
+                true,
+                ContinueInstall,
+            ),
+            (
+                Phase::Installing {
+                    payload: p.clone(),
+                    tries: 1,
+                },
+                true,
+                RestageFromScratch,
+            ),
+            (
+                Phase::Installing {
+                    payload: p.clone(),
+                    tries: 2,
+                },
+                true,
+                RestageFromScratch,
+            ),
+            (
+                Phase::Installing {
+                    payload: p.clone(),
+                    tries: MAX_STAGE_TRIES,
+                },
+                true,
+                AbandonStaging,
+            ),
+            (
+                Phase::Installing {
+                    payload: p.clone(),
+                    tries: 1,
+                },
+                false,
+                AbandonStaging,
+            ),
+            (Phase::Trial { since: 0 }, true, RollBackTrial),
+            (
+                Phase::RollingBack {
+                    end: RollbackEnd::Failed,
+                    reason: reason(),
+                },
+                true,
+                FinishRollback,
+            ),
+            (Phase::Committed, true, QueueReportAndIdle),
+            (
+                Phase::RolledBack { reason: reason() },
+                true,
+                QueueReportAndIdle,
+            ),
+            (Phase::Failed { reason: reason() }, true, QueueReportAndIdle),
+            (
+                Phase::AttackDetected { reason: reason() },
+                true,
+                QueueReportAndIdle,
+            ),
+        ];
+        for (phase, restage, want) in cases {
+            assert_eq!(
+                recovery_step(Some(&attempt(phase.clone())), restage),
+                want,
+                "{phase:?}"
+            );
+        }
+        assert_eq!(recovery_step(None, true), Converge);
+    }
+
+    #[test]
+    fn state_json_round_trips_and_names_phases() {
+        let s = AgentState {
+            attempt: Some(attempt(Phase::Trial { since: 5 })),
+            ..AgentState::default()
+        };
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains("\"phase\":\"trial\""), "{json}");
+        let back: AgentState = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(s.describe(), "attempt 7 trial");
+    }
+}

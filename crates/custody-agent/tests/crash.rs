@@ -17,9 +17,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use custody_agent::{
-    AgentState, InstallPlan, MemorySink, Outcome, ReportQueue, SlotInstaller,
-};
+use custody_agent::{AgentState, InstallPlan, MemorySink, Outcome, ReportQueue, SlotInstaller};
 
 const BIN: &str = env!("CARGO_BIN_EXE_custody-agent-crashtest");
 
@@ -48,7 +46,8 @@ struct Fixture {
 fn run(args: &[&str], envs: &[(&str, String)]) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.args(args);
-    cmd.env_remove("CUSTODY_CRASH_AT").env_remove("CUSTODY_CRASH_TRACE");
+    cmd.env_remove("CUSTODY_CRASH_AT")
+        .env_remove("CUSTODY_CRASH_TRACE");
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -79,7 +78,14 @@ fn fixture() -> Fixture {
     fs::write(&v2, payload(2, 200 * 1024 + 17)).unwrap();
     let template = base.join("template");
     let out = run(
-        &["install", template.to_str().unwrap(), v1.to_str().unwrap(), "app-v1.img", "1", "pass"],
+        &[
+            "install",
+            template.to_str().unwrap(),
+            v1.to_str().unwrap(),
+            "app-v1.img",
+            "1",
+            "pass",
+        ],
         &[],
     );
     let stdout = ok(&out, "install v1");
@@ -106,7 +112,14 @@ fn copy_template(fx: &Fixture, name: &str) -> PathBuf {
 
 fn install_v2(fx: &Fixture, dir: &Path, health: &str, envs: &[(&str, String)]) -> Output {
     run(
-        &["install", dir.to_str().unwrap(), fx.v2.to_str().unwrap(), "app-v2.img", "2", health],
+        &[
+            "install",
+            dir.to_str().unwrap(),
+            fx.v2.to_str().unwrap(),
+            "app-v2.img",
+            "2",
+            health,
+        ],
         envs,
     )
 }
@@ -115,12 +128,21 @@ fn install_v2(fx: &Fixture, dir: &Path, health: &str, envs: &[(&str, String)]) -
 fn trace(fx: &Fixture, health: &str) -> Vec<String> {
     let dir = copy_template(fx, &format!("trace-{health}"));
     let trace = fx.base.join(format!("trace-{health}.txt"));
-    let out = install_v2(fx, &dir, health, &[("CUSTODY_CRASH_TRACE", trace.display().to_string())]);
+    let out = install_v2(
+        fx,
+        &dir,
+        health,
+        &[("CUSTODY_CRASH_TRACE", trace.display().to_string())],
+    );
     ok(&out, "traced install");
     fs::read_to_string(&trace)
         .unwrap()
         .lines()
-        .map(|l| l.split_once(' ').map(|(_, label)| label.to_owned()).unwrap())
+        .map(|l| {
+            l.split_once(' ')
+                .map(|(_, label)| label.to_owned())
+                .unwrap()
+        })
         .collect()
 }
 
@@ -136,12 +158,19 @@ enum End {
 fn check_device(fx: &Fixture, dir: &Path, ctx: &str) -> (End, Option<Outcome>) {
     let state: AgentState =
         serde_json::from_slice(&fs::read(dir.join("agent/state.json")).unwrap()).unwrap();
-    assert!(state.attempt.is_none(), "{ctx}: attempt left in progress: {state:?}");
+    assert!(
+        state.attempt.is_none(),
+        "{ctx}: attempt left in progress: {state:?}"
+    );
     let begun = state.next_attempt == 3;
     if !begun {
         assert_eq!(state.next_attempt, 2, "{ctx}");
     }
-    assert_eq!(state.last_reported, Some(if begun { 2 } else { 1 }), "{ctx}");
+    assert_eq!(
+        state.last_reported,
+        Some(if begun { 2 } else { 1 }),
+        "{ctx}"
+    );
     let committed = state.committed.clone().expect("committed");
     let end = match committed.target.name.as_str() {
         "app-v1.img" => End::Old,
@@ -157,7 +186,10 @@ fn check_device(fx: &Fixture, dir: &Path, ctx: &str) -> (End, Option<Outcome>) {
     let manifest = slots
         .verify_slot(current)
         .unwrap_or_else(|e| panic!("{ctx}: current slot incomplete: {e}"));
-    assert_eq!(manifest.target, committed.target, "{ctx}: manifest vs committed");
+    assert_eq!(
+        manifest.target, committed.target,
+        "{ctx}: manifest vs committed"
+    );
     let want = fs::read(if end == End::New { &fx.v2 } else { &fx.v1 }).unwrap();
     assert_eq!(
         fs::read(slots.payload_path(current)).unwrap(),
@@ -182,7 +214,11 @@ fn check_device(fx: &Fixture, dir: &Path, ctx: &str) -> (End, Option<Outcome>) {
         "{ctx}: report {outcome:?} vs committed {end:?}"
     );
     assert_eq!(
-        pending[1].report.committed.as_ref().map(|c| c.name.as_str()),
+        pending[1]
+            .report
+            .committed
+            .as_ref()
+            .map(|c| c.name.as_str()),
         Some(committed.target.name.as_str()),
         "{ctx}"
     );
@@ -275,7 +311,10 @@ fn kill_9_at_every_point_of_a_healthy_install() {
         "report:enqueued",
         "persist-after:idle",
     ] {
-        assert!(labels.contains(needed), "kill point {needed} not reached: {labels:?}");
+        assert!(
+            labels.contains(needed),
+            "kill point {needed} not reached: {labels:?}"
+        );
     }
     for (n, label, end, outcome) in &results {
         // Before `Downloaded` is durable the attempt fails; during the trial
@@ -324,10 +363,9 @@ fn kill_9_at_every_point_of_an_unhealthy_install() {
         match outcome {
             Some(Outcome::RolledBack { .. }) => {}
             // only a crash before the download was recorded as verified
-            Some(Outcome::Failed { reason }) => assert!(
-                reason.contains("downloaded"),
-                "{ctx}: unexpected failure"
-            ),
+            Some(Outcome::Failed { reason }) => {
+                assert!(reason.contains("downloaded"), "{ctx}: unexpected failure")
+            }
             None => assert_eq!(*n, 1, "{ctx}"),
             other => panic!("{ctx}: {other:?}"),
         }
@@ -345,7 +383,10 @@ fn uncrashed_unhealthy_install_rolls_back_and_reports_are_uploaded_once() {
     let Some(Outcome::RolledBack { reason }) = outcome else {
         panic!("{outcome:?}")
     };
-    assert!(reason.contains("exited with status 3") && reason.contains("unhealthy"), "{reason}");
+    assert!(
+        reason.contains("exited with status 3") && reason.contains("unhealthy"),
+        "{reason}"
+    );
 
     let queue = ReportQueue::open(dir.join("agent/reports")).unwrap();
     let mut sink = MemorySink::default();
@@ -354,6 +395,9 @@ fn uncrashed_unhealthy_install_rolls_back_and_reports_are_uploaded_once() {
     assert_eq!(ids, ["attempt-1", "attempt-2"]);
     assert!(queue.pending().unwrap().is_empty());
     // restart: nothing re-queued, nothing re-sent
-    ok(&run(&["recover", dir.to_str().unwrap(), "fail"], &[]), "recover");
+    ok(
+        &run(&["recover", dir.to_str().unwrap(), "fail"], &[]),
+        "recover",
+    );
     assert!(queue.pending().unwrap().is_empty());
 }

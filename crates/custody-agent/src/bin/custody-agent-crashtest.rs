@@ -38,7 +38,11 @@ fn probe_from_env() -> Result<Probe> {
     Ok(Probe::new(move |label| {
         let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
         if let Some(t) = &trace {
-            if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(t) {
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(t)
+            {
                 let _ = writeln!(f, "{n} {label}");
             }
         }
@@ -57,7 +61,9 @@ fn probe_from_env() -> Result<Probe> {
 
 fn health(kind: &str) -> Result<HookCommand> {
     let script = match kind {
-        "pass" => r#"test -f "$CUSTODY_PAYLOAD" && test -n "$CUSTODY_SLOT_NAME" && test -n "$CUSTODY_TARGET_NAME""#,
+        "pass" => {
+            r#"test -f "$CUSTODY_PAYLOAD" && test -n "$CUSTODY_SLOT_NAME" && test -n "$CUSTODY_TARGET_NAME""#
+        }
         "fail" => "echo unhealthy >&2; exit 3",
         "hang" => "sleep 30",
         other => bail!("health {other:?}: expected pass, fail or hang"),
@@ -79,7 +85,12 @@ fn open(dir: &Path, health_kind: &str, probe: Probe) -> Result<Agent> {
 fn main() -> Result<()> {
     let probe = probe_from_env()?;
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let outcome = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    let outcome = match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["install", dir, payload, name, counter, health_kind] => {
             let dir = Path::new(dir);
             let mut agent = open(dir, health_kind, probe.clone())?;
