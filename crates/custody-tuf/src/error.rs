@@ -212,6 +212,12 @@ pub enum Error {
         /// the limit in bytes
         limit: u64,
     },
+    /// More root rotations in one refresh than `Limits::max_root_rotations`.
+    #[error("root: more than {limit} root rotations in one refresh (limit max_root_rotations)")]
+    TooManyRootRotations {
+        /// the limit
+        limit: u32,
+    },
     /// A meta entry the workflow needs is missing.
     #[error("{role}: {source_role} meta does not list {file}")]
     MissingMeta {
@@ -269,7 +275,7 @@ impl Error {
             | Error::LengthMismatch { .. }
             | Error::HashMismatch { .. } => ErrorKind::MixAndMatch,
             Error::NoSupportedHash { .. } => ErrorKind::NoSupportedHash,
-            Error::TooLarge { .. } => ErrorKind::TooLarge,
+            Error::TooLarge { .. } | Error::TooManyRootRotations { .. } => ErrorKind::TooLarge,
             Error::MissingMeta { .. } => ErrorKind::MixAndMatch,
             Error::NotDelegated { .. } | Error::InconsistentRole { .. } => ErrorKind::Delegation,
             Error::Order { .. } => ErrorKind::Order,
@@ -318,7 +324,7 @@ impl Error {
             | Error::NotDelegated { role, .. }
             | Error::InconsistentRole { role, .. }
             | Error::Order { role, .. } => role,
-            Error::RootVersionSkip { .. } => "root",
+            Error::RootVersionSkip { .. } | Error::TooManyRootRotations { .. } => "root",
         }
     }
 

@@ -14,7 +14,8 @@
 //!     let u = t.update_root(&bytes)?;  persist as root.json
 //!     if u.discard_timestamp_and_snapshot { delete local timestamp.json + snapshot.json }
 //! }
-//! // local timestamp first (errors ignored, it only serves as rollback reference):
+//! // local timestamp first (errors ignored, it only serves as rollback reference),
+//! // unless t.must_discard_timestamp_and_snapshot() (then delete it instead):
 //! let _ = t.update_timestamp(&local_ts, now);
 //! match t.update_timestamp(&remote_ts, now)? {            // ≤ t.max_length("timestamp")
 //!     TimestampUpdate::Updated => persist, TimestampUpdate::Unchanged => keep local }
@@ -44,7 +45,8 @@
 //!   role reached through two delegators must have identical content.
 //! - Threshold counts distinct public keys: the same key under two key ids
 //!   counts once (python-tuf counts key ids).
-//! - Duplicate JSON object keys and floats are rejected before any check.
+//! - Duplicate JSON object keys, floats and non-NFC strings are rejected
+//!   before any check (see [`cjson`]).
 //! - A snapshot whose own version is lower than the trusted snapshot's is a
 //!   rollback (python-tuf relies on the timestamp check only).
 //! - After a root rotation that changed timestamp/snapshot keys, loading a

@@ -19,12 +19,12 @@ pub fn encode_role_filename(role: &str) -> String {
 
 /// Local file name of a target in a flat target directory (python-tuf:
 /// `quote(target_path, "")`, so `a/b.txt` → `a%2Fb.txt`). Stricter than
-/// python-tuf: the names `.` and `..` (which would escape or alias the
-/// directory) and the empty name become `%2E`, `%2E%2E` and `%00`-free `%`-safe
-/// forms so the result is always a plain file name.
+/// python-tuf: the names `.` and `..` (which would alias the directory or
+/// its parent) become `%2E` and `%2E%2E`, and the empty name becomes `%00`,
+/// so the result is always a plain, non-empty file name inside the directory.
 pub fn encode_target_filename(target_path: &str) -> String {
     match target_path {
-        "" => "%".to_owned() + "00",
+        "" => "%00".to_owned(),
         "." => "%2E".to_owned(),
         ".." => "%2E%2E".to_owned(),
         _ => utf8_percent_encode(target_path, QUOTE_SAFE_NONE).to_string(),

@@ -616,7 +616,8 @@ impl<T: Signed> Metadata<T> {
             }
         }
         let canonical_signed = cjson::canonical_bytes(role, &signed_value)?;
-        let signed: T = serde_json::from_value(signed_value.clone())
+        // Deserialize from a borrow: no copy of a multi-megabyte value.
+        let signed: T = T::deserialize(&signed_value)
             .map_err(|e| Error::schema(role, "signed", e.to_string()))?;
         if signed.version() == 0 {
             return Err(Error::schema(

@@ -57,6 +57,7 @@ pub struct TrustedMetadata {
     limits: Limits,
     root: Metadata<Root>,
     discard_ts_snap: bool,
+    rotations: u32,
     timestamp: Option<Metadata<Timestamp>>,
     snapshot: Option<Metadata<Snapshot>>,
     targets: BTreeMap<String, LoadedTargets>,
@@ -109,6 +110,7 @@ impl TrustedMetadata {
             limits,
             root,
             discard_ts_snap: false,
+            rotations: 0,
             timestamp: None,
             snapshot: None,
             targets: BTreeMap::new(),
@@ -132,6 +134,11 @@ impl TrustedMetadata {
                 "cannot update root after the timestamp was loaded",
             ));
         }
+        if self.rotations >= self.limits.max_root_rotations {
+            return Err(Error::TooManyRootRotations {
+                limit: self.limits.max_root_rotations,
+            });
+        }
         check_size("root", bytes, self.limits.max_root_bytes)?;
         let new = Metadata::<Root>::from_bytes("root", bytes)?;
         // Old root's keys first: an attacker-made root is rejected on signatures.
@@ -150,6 +157,7 @@ impl TrustedMetadata {
             .iter()
             .any(|r| key_set(&self.root.signed, r) != key_set(&new.signed, r));
         self.discard_ts_snap |= discard;
+        self.rotations += 1;
         self.root = new;
         Ok(RootUpdate {
             version: self.root.signed.version,

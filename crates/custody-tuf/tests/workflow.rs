@@ -839,3 +839,28 @@ fn metafile_bytes_check() {
         .unwrap_err()
         .is_mix_and_match());
 }
+
+#[test]
+fn root_rotation_cap() {
+    let repo = simple_repo();
+    let limits = Limits {
+        max_root_rotations: 2,
+        ..Limits::default()
+    };
+    let mut t = TrustedMetadata::with_limits(&repo.root, limits).unwrap();
+    for v in 2..=3 {
+        t.update_root(&envelope(
+            &root_signed(v, FAR, &repo.keys),
+            &[&repo.keys.root],
+        ))
+        .unwrap();
+    }
+    let e = t
+        .update_root(&envelope(
+            &root_signed(4, FAR, &repo.keys),
+            &[&repo.keys.root],
+        ))
+        .unwrap_err();
+    assert!(matches!(e, Error::TooManyRootRotations { limit: 2 }), "{e}");
+    assert_eq!(custody_tuf::MAX_ROOT_ROTATIONS, 256);
+}
