@@ -29,3 +29,29 @@ pub enum SignerError {
     #[error("encoding the public key failed: {0}")]
     Encode(String),
 }
+
+/// Errors of repository authoring. Every variant names the file, role or
+/// field, the rule and the values.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {detail}")]
+    BadFile { path: PathBuf, detail: String },
+    #[error(transparent)]
+    Signer(#[from] SignerError),
+    #[error(transparent)]
+    Tuf(#[from] custody_tuf::Error),
+    #[error("target path {path:?} rejected: {rule}")]
+    BadTargetPath { path: String, rule: String },
+    #[error("role {role:?}: {detail}")]
+    Role { role: String, detail: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("publish refused: {0}")]
+    Publish(String),
+}

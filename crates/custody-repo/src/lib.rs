@@ -8,11 +8,16 @@
 pub mod error;
 pub mod fsutil;
 pub mod keyfile;
+pub mod keyring;
 pub mod keys;
 pub mod passphrase;
+pub mod paths;
 pub mod pkcs11;
+pub mod policy;
+pub mod repository;
 pub mod signer;
 
-pub use error::SignerError;
+pub use error::{RepoError, SignerError};
 pub use keys::{KeyType, TufPublicKey};
+pub use repository::Repository;
 pub use signer::Signer;

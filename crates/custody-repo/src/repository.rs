@@ -1,0 +1,1886 @@
+//! A TUF repository being authored: the staged metadata in `DIR/metadata`,
+//! target contents in `DIR/targets`, configuration in `DIR/custody-repo.json`
+//! and an append-only custody log in `DIR/custody-log.jsonl`.
+//!
+//! Every command works in memory (edit, bump versions, sign) and only then
+//! writes: a failure (wrong passphrase, key not in role, bad path) leaves
+//! the directory as it was. Each file is replaced atomically (temp, fsync,
+//! rename).
+//!
+//! Verification is never re-implemented here: thresholds are answered by
+//! `custody_tuf::verify_threshold`, and `publish` runs the whole client
+//! workflow of `custody_tuf::TrustedMetadata` over the exact bytes it is
+//! about to publish.
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use custody_tuf::{
+    DelegatedRole, Delegations, Key, MetaFile, Metadata, RoleKeys, Root, Signature, Signed,
+    Snapshot, SuccinctRoles, TargetFile, Targets, Timestamp, SPEC_VERSION, TOP_LEVEL_ROLES,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::RepoError;
+use crate::fsutil;
+use crate::keyring::{KeyLocation, KeyRing};
+use crate::paths::validate_target_path;
+use crate::policy::ExpiryPolicy;
+
+/// Repository configuration file name.
+pub const CONFIG_FILE: &str = "custody-repo.json";
+/// Staged metadata directory.
+pub const METADATA_DIR: &str = "metadata";
+/// Staged target contents directory.
+pub const TARGETS_DIR: &str = "targets";
+/// Custody log: one JSON object per line, appended by every change.
+pub const LOG_FILE: &str = "custody-log.jsonl";
+
+/// Largest metadata file custody reads back from its own staging area.
+const MAX_METADATA_FILE: u64 = 64 * 1024 * 1024;
+
+/// Repository configuration (not secret: key *locations*, never keys).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RepoConfig {
+    /// config format version (1)
+    pub format: u32,
+    /// validity period per role
+    pub expiry: ExpiryPolicy,
+    /// key id → where its private key lives
+    pub keys: BTreeMap<String, KeyLocation>,
+}
+
+/// A metadata envelope as custody writes it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    /// signatures over the canonical JSON of `signed`
+    pub signatures: Vec<Signature>,
+    /// the signed content
+    pub signed: T,
+}
+
+/// Keys and threshold for one role at initialisation.
+#[derive(Debug, Clone)]
+pub struct RoleInit {
+    /// (public key, key id, where the private key lives)
+    pub keys: Vec<(Key, String, KeyLocation)>,
+    /// signatures required
+    pub threshold: u64,
+}
+
+/// Options of [`Repository::init`].
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// keys and threshold of root, targets, snapshot, timestamp
+    pub roles: BTreeMap<String, RoleInit>,
+    /// validity period per role
+    pub expiry: ExpiryPolicy,
+    /// publish with consistent snapshots (default true)
+    pub consistent_snapshot: bool,
+    /// allow one key in more than one of root / targets / timestamp
+    pub allow_shared_keys: bool,
+}
+
+/// Where a role's keys and threshold come from.
+#[derive(Debug, Clone)]
+pub struct RoleKeyInfo {
+    /// key ids allowed to sign
+    pub keyids: Vec<String>,
+    /// signatures required
+    pub threshold: u64,
+    /// key id → key (root's keys, or the delegator's delegation keys)
+    pub keys: BTreeMap<String, Key>,
+    /// role whose metadata lists these keys (`root` for top-level roles)
+    pub delegator: String,
+}
+
+/// Signature state of one role.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoleStatus {
+    /// role name
+    pub role: String,
+    /// metadata version
+    pub version: u64,
+    /// expiry
+    pub expires: DateTime<Utc>,
+    /// `now >= expires`
+    pub expired: bool,
+    /// signatures required
+    pub threshold: u64,
+    /// key ids whose signature verifies (and counts)
+    pub signed_by: Vec<String>,
+    /// key ids of the role without a valid signature
+    pub missing: Vec<String>,
+    /// key ids with a signature that does not verify
+    pub invalid: Vec<String>,
+    /// threshold met (decided by custody-tuf's `verify_threshold`)
+    pub threshold_met: bool,
+}
+
+/// What a publish would check and find.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepoStatus {
+    /// per role, top-level first
+    pub roles: Vec<RoleStatus>,
+    /// consistent snapshots on
+    pub consistent_snapshot: bool,
+    /// number of targets over all roles
+    pub targets: usize,
+    /// `None` when publishable, else why not (custody-tuf's verdict)
+    pub publish_blocker: Option<String>,
+}
+
+/// The staged repository.
+#[derive(Debug)]
+pub struct Repository {
+    dir: PathBuf,
+    /// configuration
+    pub config: RepoConfig,
+    root: Envelope<Root>,
+    targets: BTreeMap<String, Envelope<Targets>>,
+    snapshot: Envelope<Snapshot>,
+    timestamp: Envelope<Timestamp>,
+    dirty: BTreeSet<String>,
+    bumped: BTreeSet<String>,
+    new_root: bool,
+    pending_copies: Vec<(PathBuf, String)>,
+    pending_removals: Vec<String>,
+    log: Vec<serde_json::Value>,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RepoError + '_ {
+    move |source| RepoError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Serialize an envelope exactly as it is written to disk and published.
+pub fn envelope_bytes<T: Serialize>(env: &Envelope<T>) -> Result<Vec<u8>, RepoError> {
+    let mut v = serde_json::to_vec_pretty(env)
+        .map_err(|e| RepoError::Invalid(format!("serializing metadata: {e}")))?;
+    v.push(b'\n');
+    Ok(v)
+}
+
+fn canonical_signed<T: Serialize>(role: &str, env: &Envelope<T>) -> Result<Vec<u8>, RepoError> {
+    Ok(custody_tuf::cjson::canonical_bytes(role, &env.signed)?)
+}
+
+fn read_bounded(path: &Path) -> Result<Vec<u8>, RepoError> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(io_err(path))?;
+    let mut buf = Vec::new();
+    f.take(MAX_METADATA_FILE + 1)
+        .read_to_end(&mut buf)
+        .map_err(io_err(path))?;
+    if buf.len() as u64 > MAX_METADATA_FILE {
+        return Err(RepoError::BadFile {
+            path: path.to_owned(),
+            detail: format!("larger than {MAX_METADATA_FILE} bytes"),
+        });
+    }
+    Ok(buf)
+}
+
+/// Parse metadata with custody-tuf's strict parser, and check it
+/// round-trips: custody signs the canonical form of the typed value, so it
+/// must be the same bytes the signatures on disk cover.
+pub fn parse_envelope<T: Signed>(
+    role: &str,
+    bytes: &[u8],
+    path: &Path,
+) -> Result<Envelope<T>, RepoError> {
+    let m = Metadata::<T>::from_bytes(role, bytes)?;
+    let env = Envelope {
+        signed: m.signed.clone(),
+        signatures: m.signatures.clone(),
+    };
+    if canonical_signed(role, &env)? != m.canonical_signed() {
+        return Err(RepoError::BadFile {
+            path: path.to_owned(),
+            detail: format!(
+                "role {role}: the canonical form of the parsed `signed` differs from the file's (non-canonical timestamps or numbers?); custody cannot re-sign it faithfully"
+            ),
+        });
+    }
+    Ok(env)
+}
+
+fn load_role<T: Signed + DeserializeOwned>(
+    dir: &Path,
+    role: &str,
+) -> Result<Envelope<T>, RepoError> {
+    let path = dir
+        .join(METADATA_DIR)
+        .join(custody_tuf::metadata_filename(role, None));
+    let bytes = read_bounded(&path)?;
+    parse_envelope(role, &bytes, &path)
+}
+
+/// Expiry `now + d`, whole seconds (TUF timestamps have no fractions).
+fn expiry(now: DateTime<Utc>, d: chrono::Duration) -> Result<DateTime<Utc>, RepoError> {
+    let t = now
+        .checked_add_signed(d)
+        .ok_or_else(|| RepoError::Invalid("expiry out of range".into()))?;
+    DateTime::from_timestamp(t.timestamp(), 0)
+        .ok_or_else(|| RepoError::Invalid("expiry out of range".into()))
+}
+
+fn new_targets(expires: DateTime<Utc>) -> Targets {
+    Targets {
+        type_: "targets".into(),
+        spec_version: SPEC_VERSION.into(),
+        version: 1,
+        expires,
+        targets: BTreeMap::new(),
+        delegations: None,
+        unknown: Default::default(),
+    }
+}
+
+impl Repository {
+    /// The repository directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Trusted root as staged.
+    pub fn root(&self) -> &Envelope<Root> {
+        &self.root
+    }
+
+    /// A targets role (top-level `targets` or delegated) as staged.
+    pub fn targets_role(&self, role: &str) -> Option<&Envelope<Targets>> {
+        self.targets.get(role)
+    }
+
+    /// Names of all targets roles (top-level first, then delegated, sorted).
+    pub fn targets_roles(&self) -> Vec<String> {
+        let mut v = vec!["targets".to_owned()];
+        v.extend(self.targets.keys().filter(|r| *r != "targets").cloned());
+        v
+    }
+
+    /// Snapshot as staged.
+    pub fn snapshot(&self) -> &Envelope<Snapshot> {
+        &self.snapshot
+    }
+
+    /// Timestamp as staged.
+    pub fn timestamp(&self) -> &Envelope<Timestamp> {
+        &self.timestamp
+    }
+
+    // ------------------------------------------------------------------
+    // init / open / save
+
+    /// Create a new repository in `dir` (which must not exist or be empty).
+    /// Signs every role with the keys in `ring`; roles whose keys are
+    /// offline stay under threshold until `sign`/`merge`.
+    pub fn init(
+        dir: &Path,
+        opts: InitOptions,
+        ring: &mut KeyRing,
+        now: DateTime<Utc>,
+    ) -> Result<Repository, RepoError> {
+        if dir.exists() {
+            let mut entries = std::fs::read_dir(dir).map_err(io_err(dir))?;
+            if entries.next().is_some() {
+                return Err(RepoError::Invalid(format!(
+                    "{}: directory is not empty; custody repo init only creates new repositories",
+                    dir.display()
+                )));
+            }
+        }
+        for role in TOP_LEVEL_ROLES {
+            let r = opts.roles.get(role).ok_or_else(|| RepoError::Role {
+                role: role.into(),
+                detail: "no keys given (every top-level role needs at least one key)".into(),
+            })?;
+            if r.keys.is_empty() {
+                return Err(RepoError::Role {
+                    role: role.into(),
+                    detail: "no keys given (every top-level role needs at least one key)".into(),
+                });
+            }
+            check_threshold(role, r.threshold, r.keys.len())?;
+        }
+        if !opts.allow_shared_keys {
+            check_no_shared_keys(&opts.roles)?;
+        }
+        let mut keys = BTreeMap::new();
+        let mut roles = BTreeMap::new();
+        let mut locations = BTreeMap::new();
+        for (role, r) in &opts.roles {
+            let mut ids = Vec::new();
+            for (key, id, loc) in &r.keys {
+                if !ids.contains(id) {
+                    ids.push(id.clone());
+                }
+                keys.insert(id.clone(), key.clone());
+                locations.insert(id.clone(), loc.clone());
+            }
+            roles.insert(
+                role.clone(),
+                RoleKeys {
+                    keyids: ids,
+                    threshold: r.threshold,
+                    unknown: Default::default(),
+                },
+            );
+        }
+        let root = Root {
+            type_: "root".into(),
+            spec_version: SPEC_VERSION.into(),
+            version: 1,
+            expires: expiry(now, opts.expiry.for_role("root"))?,
+            consistent_snapshot: opts.consistent_snapshot,
+            keys,
+            roles,
+            unknown: Default::default(),
+        };
+        let targets = new_targets(expiry(now, opts.expiry.for_role("targets"))?);
+        let snapshot = Snapshot {
+            type_: "snapshot".into(),
+            spec_version: SPEC_VERSION.into(),
+            version: 1,
+            expires: expiry(now, opts.expiry.for_role("snapshot"))?,
+            meta: [("targets.json".to_owned(), MetaFile::with_version(1))].into(),
+            unknown: Default::default(),
+        };
+        let timestamp = Timestamp {
+            type_: "timestamp".into(),
+            spec_version: SPEC_VERSION.into(),
+            version: 1,
+            expires: expiry(now, opts.expiry.for_role("timestamp"))?,
+            meta: [("snapshot.json".to_owned(), MetaFile::with_version(1))].into(),
+            unknown: Default::default(),
+        };
+        let mut repo = Repository {
+            dir: dir.to_owned(),
+            config: RepoConfig {
+                format: 1,
+                expiry: opts.expiry,
+                keys: locations,
+            },
+            root: Envelope {
+                signatures: vec![],
+                signed: root,
+            },
+            targets: [(
+                "targets".to_owned(),
+                Envelope {
+                    signatures: vec![],
+                    signed: targets,
+                },
+            )]
+            .into(),
+            snapshot: Envelope {
+                signatures: vec![],
+                signed: snapshot,
+            },
+            timestamp: Envelope {
+                signatures: vec![],
+                signed: timestamp,
+            },
+            dirty: TOP_LEVEL_ROLES.iter().map(|r| r.to_string()).collect(),
+            bumped: TOP_LEVEL_ROLES.iter().map(|r| r.to_string()).collect(),
+            new_root: true,
+            pending_copies: vec![],
+            pending_removals: vec![],
+            log: vec![],
+        };
+        repo.sign_available("root", ring)?;
+        repo.sign_available("targets", ring)?;
+        repo.sign_available("snapshot", ring)?;
+        repo.update_timestamp(ring)?;
+        repo.log_event(
+            now,
+            "init",
+            serde_json::json!({
+                "consistent_snapshot": repo.root.signed.consistent_snapshot,
+                "roles": repo.root.signed.roles,
+            }),
+        );
+        Ok(repo)
+    }
+
+    /// Open an existing repository.
+    pub fn open(dir: &Path) -> Result<Repository, RepoError> {
+        let cfg_path = dir.join(CONFIG_FILE);
+        let cfg_bytes = read_bounded(&cfg_path)?;
+        let config: RepoConfig =
+            serde_json::from_slice(&cfg_bytes).map_err(|e| RepoError::BadFile {
+                path: cfg_path.clone(),
+                detail: format!("not a custody repository config: {e}"),
+            })?;
+        if config.format != 1 {
+            return Err(RepoError::BadFile {
+                path: cfg_path,
+                detail: format!("config format {} is not supported (1)", config.format),
+            });
+        }
+        let root: Envelope<Root> = load_role(dir, "root")?;
+        let top: Envelope<Targets> = load_role(dir, "targets")?;
+        let snapshot: Envelope<Snapshot> = load_role(dir, "snapshot")?;
+        let timestamp: Envelope<Timestamp> = load_role(dir, "timestamp")?;
+        let mut targets = BTreeMap::new();
+        // Load delegated roles reachable from targets (breadth first).
+        let mut queue: Vec<String> = delegated_names(&top.signed);
+        targets.insert("targets".to_owned(), top);
+        while let Some(role) = queue.pop() {
+            if targets.contains_key(&role) || TOP_LEVEL_ROLES.contains(&role.as_str()) {
+                continue;
+            }
+            let env: Envelope<Targets> = load_role(dir, &role)?;
+            queue.extend(delegated_names(&env.signed));
+            targets.insert(role, env);
+        }
+        Ok(Repository {
+            dir: dir.to_owned(),
+            config,
+            root,
+            targets,
+            snapshot,
+            timestamp,
+            dirty: BTreeSet::new(),
+            bumped: BTreeSet::new(),
+            new_root: false,
+            pending_copies: vec![],
+            pending_removals: vec![],
+            log: vec![],
+        })
+    }
+
+    /// Write every changed file (targets contents first, then metadata,
+    /// timestamp last, then config and log).
+    pub fn save(&mut self) -> Result<(), RepoError> {
+        let meta_dir = self.dir.join(METADATA_DIR);
+        let targets_dir = self.dir.join(TARGETS_DIR);
+        for d in [&self.dir, &meta_dir, &targets_dir] {
+            std::fs::create_dir_all(d).map_err(io_err(d))?;
+        }
+        for (src, name) in std::mem::take(&mut self.pending_copies) {
+            let dest = targets_dir.join(&name);
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+            }
+            let bytes = std::fs::read(&src).map_err(io_err(&src))?;
+            fsutil::write_replace(&dest, &bytes).map_err(io_err(&dest))?;
+        }
+        for name in std::mem::take(&mut self.pending_removals) {
+            let p = targets_dir.join(&name);
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(RepoError::Io { path: p, source: e }),
+            }
+        }
+        let write = |role: &str, bytes: &[u8]| -> Result<(), RepoError> {
+            let p = meta_dir.join(custody_tuf::metadata_filename(role, None));
+            fsutil::write_replace(&p, bytes).map_err(io_err(&p))
+        };
+        if self.dirty.contains("root") {
+            let bytes = envelope_bytes(&self.root)?;
+            let hist = meta_dir.join(custody_tuf::metadata_filename(
+                "root",
+                Some(self.root.signed.version),
+            ));
+            fsutil::write_replace(&hist, &bytes).map_err(io_err(&hist))?;
+            write("root", &bytes)?;
+        }
+        for (role, env) in &self.targets {
+            if self.dirty.contains(role) {
+                write(role, &envelope_bytes(env)?)?;
+            }
+        }
+        if self.dirty.contains("snapshot") {
+            write("snapshot", &envelope_bytes(&self.snapshot)?)?;
+        }
+        if self.dirty.contains("timestamp") {
+            write("timestamp", &envelope_bytes(&self.timestamp)?)?;
+        }
+        let cfg = serde_json::to_vec_pretty(&self.config)
+            .map_err(|e| RepoError::Invalid(format!("serializing config: {e}")))?;
+        let cfg_path = self.dir.join(CONFIG_FILE);
+        fsutil::write_replace(&cfg_path, &cfg).map_err(io_err(&cfg_path))?;
+        self.flush_log()?;
+        self.dirty.clear();
+        self.new_root = false;
+        Ok(())
+    }
+
+    fn log_event(&mut self, now: DateTime<Utc>, action: &str, detail: serde_json::Value) {
+        self.log.push(serde_json::json!({
+            "time": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "action": action,
+            "detail": detail,
+        }));
+    }
+
+    fn flush_log(&mut self) -> Result<(), RepoError> {
+        if self.log.is_empty() {
+            return Ok(());
+        }
+        let path = self.dir.join(LOG_FILE);
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let mut buf = Vec::new();
+        for ev in self.log.drain(..) {
+            let line = serde_json::to_vec(&ev)
+                .map_err(|e| RepoError::Invalid(format!("serializing log: {e}")))?;
+            buf.extend(line);
+            buf.push(b'\n');
+        }
+        f.write_all(&buf).map_err(io_err(&path))?;
+        f.sync_all().map_err(io_err(&path))
+    }
+
+    // ------------------------------------------------------------------
+    // keys and signatures
+
+    /// Keys, threshold and delegator of `role`.
+    pub fn role_keys(&self, role: &str) -> Result<RoleKeyInfo, RepoError> {
+        if TOP_LEVEL_ROLES.contains(&role) {
+            let rk = self
+                .root
+                .signed
+                .roles
+                .get(role)
+                .ok_or_else(|| RepoError::Role {
+                    role: role.into(),
+                    detail: "not listed in root".into(),
+                })?;
+            return Ok(RoleKeyInfo {
+                keyids: rk.keyids.clone(),
+                threshold: rk.threshold,
+                keys: self.root.signed.keys.clone(),
+                delegator: "root".into(),
+            });
+        }
+        for (parent, env) in &self.targets {
+            let Some(d) = &env.signed.delegations else {
+                continue;
+            };
+            if let Some(r) = d.roles.iter().flatten().find(|r| r.name == role) {
+                return Ok(RoleKeyInfo {
+                    keyids: r.keyids.clone(),
+                    threshold: r.threshold,
+                    keys: d.keys.clone(),
+                    delegator: parent.clone(),
+                });
+            }
+            if let Some(s) = &d.succinct_roles {
+                if s.is_bin(role) {
+                    return Ok(RoleKeyInfo {
+                        keyids: s.keyids.clone(),
+                        threshold: s.threshold,
+                        keys: d.keys.clone(),
+                        delegator: parent.clone(),
+                    });
+                }
+            }
+        }
+        Err(RepoError::Role {
+            role: role.into(),
+            detail: "no such role: not a top-level role and not delegated by any targets role"
+                .into(),
+        })
+    }
+
+    fn canonical_of(&self, role: &str) -> Result<Vec<u8>, RepoError> {
+        match role {
+            "root" => canonical_signed(role, &self.root),
+            "snapshot" => canonical_signed(role, &self.snapshot),
+            "timestamp" => canonical_signed(role, &self.timestamp),
+            _ => canonical_signed(role, self.targets_env(role)?),
+        }
+    }
+
+    fn targets_env(&self, role: &str) -> Result<&Envelope<Targets>, RepoError> {
+        self.targets.get(role).ok_or_else(|| RepoError::Role {
+            role: role.into(),
+            detail: "no metadata for this role in the repository".into(),
+        })
+    }
+
+    fn signatures_mut(&mut self, role: &str) -> Result<&mut Vec<Signature>, RepoError> {
+        Ok(match role {
+            "root" => &mut self.root.signatures,
+            "snapshot" => &mut self.snapshot.signatures,
+            "timestamp" => &mut self.timestamp.signatures,
+            _ => {
+                &mut self
+                    .targets
+                    .get_mut(role)
+                    .ok_or_else(|| RepoError::Role {
+                        role: role.into(),
+                        detail: "no metadata for this role in the repository".into(),
+                    })?
+                    .signatures
+            }
+        })
+    }
+
+    fn signatures(&self, role: &str) -> Result<&[Signature], RepoError> {
+        Ok(match role {
+            "root" => &self.root.signatures,
+            "snapshot" => &self.snapshot.signatures,
+            "timestamp" => &self.timestamp.signatures,
+            _ => &self.targets_env(role)?.signatures,
+        })
+    }
+
+    /// Key ids allowed to sign `role` now. For root this is the union of
+    /// the previous root's root keys and the new root's: a new root version
+    /// must be signed by a threshold of both (TUF 5.3.4).
+    fn signing_keyids(&self, role: &str) -> Result<Vec<String>, RepoError> {
+        let mut ids = self.role_keys(role)?.keyids;
+        if role == "root" && self.root.signed.version > 1 {
+            if let Ok(prev) = self.previous_root() {
+                for id in prev
+                    .signed
+                    .roles
+                    .get("root")
+                    .map(|r| r.keyids.clone())
+                    .unwrap_or_default()
+                {
+                    if !ids.contains(&id) {
+                        ids.push(id);
+                    }
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    fn previous_root(&self) -> Result<Envelope<Root>, RepoError> {
+        let v = self.root.signed.version.saturating_sub(1);
+        let path = self
+            .dir
+            .join(METADATA_DIR)
+            .join(custody_tuf::metadata_filename("root", Some(v)));
+        let bytes = read_bounded(&path)?;
+        parse_envelope("root", &bytes, &path)
+    }
+
+    /// Sign `role` with every key of the role that is loaded in `ring` or
+    /// reachable at its recorded location. Returns the key ids that signed.
+    pub fn sign_available(
+        &mut self,
+        role: &str,
+        ring: &mut KeyRing,
+    ) -> Result<Vec<String>, RepoError> {
+        let ids = self.signing_keyids(role)?;
+        for id in &ids {
+            let loc = self.config.keys.get(id).cloned();
+            ring.ensure(id, loc.as_ref())?;
+        }
+        let msg = self.canonical_of(role)?;
+        let mut new_sigs = Vec::new();
+        for id in &ids {
+            if let Some(signer) = ring.get(id) {
+                let sig = signer.sign(&msg)?;
+                new_sigs.push(Signature {
+                    keyid: id.clone(),
+                    sig: hex::encode(sig),
+                    unknown: Default::default(),
+                });
+            }
+        }
+        let signed: Vec<String> = new_sigs.iter().map(|s| s.keyid.clone()).collect();
+        let sigs = self.signatures_mut(role)?;
+        for s in new_sigs {
+            sigs.retain(|o| o.keyid != s.keyid);
+            sigs.push(s);
+        }
+        if !signed.is_empty() {
+            self.dirty.insert(role.to_owned());
+        }
+        Ok(signed)
+    }
+
+    /// Sign `role` with the given key ids only (`custody repo sign --key`).
+    /// Errors if a key is not one of the role's keys: the signature would
+    /// never count, and signing with the wrong key is usually a mistake.
+    pub fn sign_with(
+        &mut self,
+        role: &str,
+        keyids: &[String],
+        ring: &mut KeyRing,
+        now: DateTime<Utc>,
+    ) -> Result<(), RepoError> {
+        let allowed = self.signing_keyids(role)?;
+        let msg = self.canonical_of(role)?;
+        let mut new_sigs = Vec::new();
+        for id in keyids {
+            if !allowed.contains(id) {
+                return Err(RepoError::Role {
+                    role: role.into(),
+                    detail: format!(
+                        "key {id} is not one of the role's keys {allowed:?}; its signature would not count"
+                    ),
+                });
+            }
+            let signer = ring.get(id).ok_or_else(|| RepoError::Role {
+                role: role.into(),
+                detail: format!("key {id} is not loaded"),
+            })?;
+            new_sigs.push(Signature {
+                keyid: id.clone(),
+                sig: hex::encode(signer.sign(&msg)?),
+                unknown: Default::default(),
+            });
+        }
+        let sigs = self.signatures_mut(role)?;
+        for s in new_sigs {
+            sigs.retain(|o| o.keyid != s.keyid);
+            sigs.push(s);
+        }
+        self.dirty.insert(role.to_owned());
+        self.log_event(
+            now,
+            "sign",
+            serde_json::json!({ "role": role, "keyids": keyids }),
+        );
+        if role == "snapshot" {
+            // The timestamp pins the snapshot's bytes (length and hash).
+            self.cascade_timestamp_only(ring, now)?;
+        }
+        Ok(())
+    }
+
+    /// Per-role signature report. The threshold verdict is custody-tuf's
+    /// `verify_threshold`.
+    pub fn role_status(&self, role: &str, now: DateTime<Utc>) -> Result<RoleStatus, RepoError> {
+        let info = self.role_keys(role)?;
+        let msg = self.canonical_of(role)?;
+        let sigs = self.signatures(role)?;
+        // ADAPTER (custody-tuf has no "report only" entry point): with a
+        // threshold of 0 verify_threshold never fails and returns the
+        // per-key report; the verdict below uses the real threshold.
+        let report = custody_tuf::verify_threshold(
+            role,
+            &info.delegator,
+            &msg,
+            sigs,
+            &info.keyids,
+            &info.keys,
+            0,
+        )?;
+        let threshold_met = custody_tuf::verify_threshold(
+            role,
+            &info.delegator,
+            &msg,
+            sigs,
+            &info.keyids,
+            &info.keys,
+            info.threshold,
+        )
+        .is_ok();
+        let (version, expires) = match role {
+            "root" => (self.root.signed.version, self.root.signed.expires),
+            "snapshot" => (self.snapshot.signed.version, self.snapshot.signed.expires),
+            "timestamp" => (self.timestamp.signed.version, self.timestamp.signed.expires),
+            _ => {
+                let t = &self.targets_env(role)?.signed;
+                (t.version, t.expires)
+            }
+        };
+        let missing = info
+            .keyids
+            .iter()
+            .filter(|k| !report.counted.contains(k) && !report.duplicate_keys.contains(k))
+            .cloned()
+            .collect();
+        Ok(RoleStatus {
+            role: role.into(),
+            version,
+            expires,
+            expired: now >= expires,
+            threshold: info.threshold,
+            signed_by: report.counted,
+            missing,
+            invalid: report.invalid,
+            threshold_met,
+        })
+    }
+
+    /// Status of every role and whether publishing would succeed.
+    pub fn status(&self, now: DateTime<Utc>) -> Result<RepoStatus, RepoError> {
+        let mut roles = Vec::new();
+        for r in ["root", "targets", "snapshot", "timestamp"] {
+            roles.push(self.role_status(r, now)?);
+        }
+        for r in self.targets.keys().filter(|r| *r != "targets") {
+            roles.push(self.role_status(r, now)?);
+        }
+        let publish_blocker = self.build_publish_set(now).err().map(|e| e.to_string());
+        Ok(RepoStatus {
+            roles,
+            consistent_snapshot: self.root.signed.consistent_snapshot,
+            targets: self.targets.values().map(|t| t.signed.targets.len()).sum(),
+            publish_blocker,
+        })
+    }
+
+    // ------------------------------------------------------------------
+    // versions and the snapshot/timestamp chain
+
+    /// Mark `role` changed: bump its version (once per run), renew its
+    /// expiry and drop its signatures (they cover the old content).
+    fn bump(&mut self, role: &str, now: DateTime<Utc>) -> Result<(), RepoError> {
+        let first = self.bumped.insert(role.to_owned());
+        let exp = expiry(now, self.config.expiry.for_role(role))?;
+        macro_rules! bump_env {
+            ($env:expr) => {{
+                if first {
+                    $env.signed.version =
+                        $env.signed
+                            .version
+                            .checked_add(1)
+                            .ok_or_else(|| RepoError::Role {
+                                role: role.into(),
+                                detail: "version overflow".into(),
+                            })?;
+                }
+                $env.signed.expires = exp;
+                $env.signatures.clear();
+            }};
+        }
+        match role {
+            "root" => {
+                bump_env!(self.root);
+                if first {
+                    self.new_root = true;
+                }
+            }
+            "snapshot" => bump_env!(self.snapshot),
+            "timestamp" => bump_env!(self.timestamp),
+            _ => {
+                let env = self.targets.get_mut(role).ok_or_else(|| RepoError::Role {
+                    role: role.into(),
+                    detail: "no metadata for this role in the repository".into(),
+                })?;
+                bump_env!(env);
+            }
+        }
+        self.dirty.insert(role.to_owned());
+        Ok(())
+    }
+
+    /// Re-sign changed targets roles, then new snapshot and timestamp.
+    fn commit_targets_change(
+        &mut self,
+        ring: &mut KeyRing,
+        now: DateTime<Utc>,
+    ) -> Result<(), RepoError> {
+        let changed: Vec<String> = self
+            .bumped
+            .iter()
+            .filter(|r| !["root", "snapshot", "timestamp"].contains(&r.as_str()))
+            .cloned()
+            .collect();
+        for role in &changed {
+            self.sign_available(role, ring)?;
+        }
+        self.refresh(ring, now)
+    }
+
+    /// New snapshot (listing every targets role's current version) and new
+    /// timestamp, both signed with whatever keys are available.
+    pub fn refresh(&mut self, ring: &mut KeyRing, now: DateTime<Utc>) -> Result<(), RepoError> {
+        let meta: BTreeMap<String, MetaFile> = self
+            .targets
+            .iter()
+            .map(|(role, env)| {
+                (
+                    format!("{role}.json"),
+                    MetaFile::with_version(env.signed.version),
+                )
+            })
+            .collect();
+        self.snapshot.signed.meta = meta;
+        self.bump("snapshot", now)?;
+        self.sign_available("snapshot", ring)?;
+        self.cascade_timestamp_only(ring, now)?;
+        self.log_event(
+            now,
+            "refresh",
+            serde_json::json!({
+                "snapshot": self.snapshot.signed.version,
+                "timestamp": self.timestamp.signed.version,
+            }),
+        );
+        Ok(())
+    }
+
+    fn cascade_timestamp_only(
+        &mut self,
+        ring: &mut KeyRing,
+        now: DateTime<Utc>,
+    ) -> Result<(), RepoError> {
+        self.bump("timestamp", now)?;
+        self.update_timestamp(ring)
+    }
+
+    /// Point the timestamp at the snapshot's exact bytes and sign it.
+    fn update_timestamp(&mut self, ring: &mut KeyRing) -> Result<(), RepoError> {
+        let snap = envelope_bytes(&self.snapshot)?;
+        let entry = MetaFile {
+            version: self.snapshot.signed.version,
+            length: Some(snap.len() as u64),
+            hashes: Some([("sha256".to_owned(), custody_tuf::crypto::sha256_hex(&snap))].into()),
+            unknown: Default::default(),
+        };
+        self.timestamp.signed.meta = [("snapshot.json".to_owned(), entry)].into();
+        self.timestamp.signatures.clear();
+        self.dirty.insert("timestamp".into());
+        self.sign_available("timestamp", ring)?;
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------
+    // targets
+
+    /// The targets role a new target at `path` belongs to: follow the
+    /// delegations from `targets` like a client search does (custody-tuf's
+    /// `roles_for_target`), into the first matching role the repository
+    /// holds, stopping at terminating roles.
+    pub fn role_for_path(&self, path: &str) -> String {
+        let mut role = "targets".to_owned();
+        let mut seen = BTreeSet::new();
+        loop {
+            if !seen.insert(role.clone()) {
+                return role;
+            }
+            let Some(env) = self.targets.get(&role) else {
+                return role;
+            };
+            let Some(d) = &env.signed.delegations else {
+                return role;
+            };
+            let next = custody_tuf::roles_for_target(d, path)
+                .into_iter()
+                .find(|(r, _)| self.targets.contains_key(r));
+            match next {
+                Some((r, _terminating)) => role = r,
+                None => return role,
+            }
+        }
+    }
+
+    /// Stage target files: `path` (a file or a directory, walked
+    /// recursively) is added under target name `name` (default: the file
+    /// name, or for a directory its relative paths). Returns
+    /// (target path, role) for each file.
+    pub fn add_targets(
+        &mut self,
+        source: &Path,
+        name: Option<&str>,
+        custom: Option<serde_json::Value>,
+        ring: &mut KeyRing,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, String)>, RepoError> {
+        let meta = std::fs::symlink_metadata(source).map_err(io_err(source))?;
+        let mut files: Vec<(PathBuf, String)> = Vec::new();
+        if meta.is_dir() {
+            let prefix = name.map(|n| n.trim_end_matches('/').to_owned());
+            walk(source, source, &mut |file, rel| {
+                let target = match &prefix {
+                    Some(p) if !p.is_empty() => format!("{p}/{rel}"),
+                    _ => rel.to_owned(),
+                };
+                files.push((file.to_owned(), target));
+                Ok(())
+            })?;
+        } else if meta.is_file() {
+            let target = match name {
+                Some(n) => n.to_owned(),
+                None => source
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .ok_or_else(|| {
+                        RepoError::Invalid(format!(
+                            "{}: file name is not UTF-8; give the target a name with --name",
+                            source.display()
+                        ))
+                    })?
+                    .to_owned(),
+            };
+            files.push((source.to_owned(), target));
+        } else {
+            return Err(RepoError::Invalid(format!(
+                "{}: not a regular file or directory (symlinks are not followed)",
+                source.display()
+            )));
+        }
+        if files.is_empty() {
+            return Err(RepoError::Invalid(format!(
+                "{}: no files to add",
+                source.display()
+            )));
+        }
+        let mut added = Vec::new();
+        for (file, target) in files {
+            validate_target_path(&target)?;
+            let (length, sha256) = hash_file(&file)?;
+            let role = self.role_for_path(&target);
+            self.bump(&role, now)?;
+            let env = self.targets.get_mut(&role).ok_or_else(|| RepoError::Role {
+                role: role.clone(),
+                detail: "no metadata".into(),
+            })?;
+            let tf = TargetFile {
+                length,
+                hashes: [("sha256".to_owned(), sha256.clone())].into(),
+                custom: custom.clone(),
+                unknown: Default::default(),
+            };
+            env.signed.targets.insert(target.clone(), tf);
+            self.pending_copies.push((file.clone(), target.clone()));
+            self.log_event(
+                now,
+                "add-target",
+                serde_json::json!({ "target": target, "role": role, "length": length, "sha256": sha256 }),
+            );
+            added.push((target, role));
+        }
+        self.commit_targets_change(ring, now)?;
+        Ok(added)
+    }
+
+    /// Remove target `path` from whichever role lists it.
+    pub fn remove_target(
+        &mut self,
+        path: &str,
+        ring: &mut KeyRing,
+        now: DateTime<Utc>,
+    ) -> Result<String, RepoError> {
+        validate_target_path(path)?;
+        let role = self
+            .targets
+            .iter()
+            .find(|(_, env)| env.signed.targets.contains_key(path))
+            .map(|(r, _)| r.clone())
+            .ok_or_else(|| {
+                RepoError::Invalid(format!("target {path:?} is not in the repository"))
+            })?;
+        self.bump(&role, now)?;
+        if let Some(env) = self.targets.get_mut(&role) {
+            env.signed.targets.remove(path);
+        }
+        if !self
+            .targets
+            .values()
+            .any(|e| e.signed.targets.contains_key(path))
+        {
+            self.pending_removals.push(path.to_owned());
+        }
+        self.log_event(
+            now,
+            "remove-target",
+            serde_json::json!({ "target": path, "role": role }),
+        );
+        self.commit_targets_change(ring, now)?;
+        Ok(role)
+    }
+
+    // ------------------------------------------------------------------
+    // export / merge of partly signed metadata (offline signing)
+
+    /// The bytes of `role`'s staged metadata, to hand to an offline signer.
+    pub fn export_role(&self, role: &str) -> Result<Vec<u8>, RepoError> {
+        match role {
+            "root" => envelope_bytes(&self.root),
+            "snapshot" => envelope_bytes(&self.snapshot),
+            "timestamp" => envelope_bytes(&self.timestamp),
+            _ => envelope_bytes(self.targets_env(role)?),
+        }
+    }
+
+    /// Merge signatures from a copy of `role`'s metadata signed elsewhere.
+    /// The signed content must be byte-identical (canonically) to the staged
+    /// one; only signatures that verify with one of the role's keys are
+    /// taken (custody-tuf decides). Returns the key ids merged.
+    pub fn merge_signatures(
+        &mut self,
+        role: &str,
+        bytes: &[u8],
+        from: &Path,
+        ring: &mut KeyRing,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>, RepoError> {
+        let staged = self.canonical_of(role)?;
+        let (theirs, sigs) = match role {
+            "root" => {
+                let e: Envelope<Root> = parse_envelope(role, bytes, from)?;
+                (canonical_signed(role, &e)?, e.signatures)
+            }
+            "snapshot" => {
+                let e: Envelope<Snapshot> = parse_envelope(role, bytes, from)?;
+                (canonical_signed(role, &e)?, e.signatures)
+            }
+            "timestamp" => {
+                let e: Envelope<Timestamp> = parse_envelope(role, bytes, from)?;
+                (canonical_signed(role, &e)?, e.signatures)
+            }
+            _ => {
+                let e: Envelope<Targets> = parse_envelope(role, bytes, from)?;
+                (canonical_signed(role, &e)?, e.signatures)
+            }
+        };
+        if theirs != staged {
+            return Err(RepoError::BadFile {
+                path: from.to_owned(),
+                detail: format!(
+                    "role {role}: its signed content differs from the staged {role} metadata (a different version, or edited since export); re-export and sign again"
+                ),
+            });
+        }
+        let mut info = self.role_keys(role)?;
+        info.keyids = self.signing_keyids(role)?;
+        if role == "root" && self.root.signed.version > 1 {
+            if let Ok(prev) = self.previous_root() {
+                for (k, v) in prev.signed.keys {
+                    info.keys.entry(k).or_insert(v);
+                }
+            }
+        }
+        let report = custody_tuf::verify_threshold(
+            role,
+            &info.delegator,
+            &staged,
+            &sigs,
+            &info.keyids,
+            &info.keys,
+            0,
+        )?;
+        let good: Vec<Signature> = sigs
+            .into_iter()
+            .filter(|s| {
+                report.counted.contains(&s.keyid) || report.duplicate_keys.contains(&s.keyid)
+            })
+            .collect();
+        let target = self.signatures_mut(role)?;
+        let fresh: Vec<Signature> = good
+            .into_iter()
+            .filter(|s| !target.iter().any(|o| o.keyid == s.keyid && o.sig == s.sig))
+            .collect();
+        if fresh.is_empty() {
+            let present: Vec<&str> = target.iter().map(|s| s.keyid.as_str()).collect();
+            return Err(RepoError::BadFile {
+                path: from.to_owned(),
+                detail: format!(
+                    "role {role}: no new signature in it verifies with one of the role's keys {:?} (already staged: {present:?}; invalid: {:?}; signatures by keys outside the role are ignored)",
+                    info.keyids, report.invalid
+                ),
+            });
+        }
+        let mut merged = Vec::new();
+        for s in fresh {
+            target.retain(|o| o.keyid != s.keyid);
+            merged.push(s.keyid.clone());
+            target.push(s);
+        }
+        self.dirty.insert(role.to_owned());
+        self.log_event(
+            now,
+            "merge",
+            serde_json::json!({ "role": role, "keyids": merged }),
+        );
+        if role == "snapshot" && !merged.is_empty() {
+            self.cascade_timestamp_only(ring, now)?;
+        }
+        Ok(merged)
+    }
+
+    // ------------------------------------------------------------------
+    // delegations
+
+    /// Delegate `paths` (or hash prefixes) from `parent` to a new role.
+    #[allow(clippy::too_many_arguments)]
+    pub fn delegate(
+        &mut self,
+        parent: &str,
+        name: &str,
+        keys: &[(Key, String, KeyLocation)],
+        threshold: u64,
+        paths: Option<Vec<String>>,
+        path_hash_prefixes: Option<Vec<String>>,
+        terminating: bool,
+        ring: &mut KeyRing,
+        now: DateTime<Utc>,
+    ) -> Result<(), RepoError> {
+        if TOP_LEVEL_ROLES.contains(&name) || name.is_empty() {
+            return Err(RepoError::Role {
+                role: name.into(),
+                detail: "a delegated role needs a non-empty name that is not a top-level role name"
+                    .into(),
+            });
+        }
+        if self.targets.contains_key(name) {
+            return Err(RepoError::Role {
+                role: name.into(),
+                detail: "already exists in this repository".into(),
+            });
+        }
+        check_threshold(name, threshold, keys.len())?;
+        if paths.is_some() == path_hash_prefixes.is_some() {
+            return Err(RepoError::Role {
+                role: name.into(),
+                detail: "give exactly one of paths and path hash prefixes".into(),
+            });
+        }
+        self.targets_env(parent)?;
+        self.bump(parent, now)?;
+        let env = self
+            .targets
+            .get_mut(parent)
+            .ok_or_else(|| RepoError::Role {
+                role: parent.into(),
+                detail: "no metadata".into(),
+            })?;
+        let d = env.signed.delegations.get_or_insert_with(|| Delegations {
+            keys: BTreeMap::new(),
+            roles: Some(vec![]),
+            succinct_roles: None,
+            unknown: Default::default(),
+        });
+        if d.succinct_roles.is_some() {
+            return Err(RepoError::Role {
+                role: parent.into(),
+                detail:
+                    "delegates to hash bins (succinct_roles); it cannot also delegate explicitly"
+                        .into(),
+            });
+        }
+        let mut ids = Vec::new();
+        for (k, id, loc) in keys {
+            d.keys.insert(id.clone(), k.clone());
+            if !ids.contains(id) {
+                ids.push(id.clone());
+            }
+            self.config.keys.entry(id.clone()).or_insert(loc.clone());
+        }
+        d.roles.get_or_insert_with(Vec::new).push(DelegatedRole {
+            name: name.into(),
+            keyids: ids,
+            threshold,
+            terminating,
+            paths,
+            path_hash_prefixes,
+            unknown: Default::default(),
+        });
+        let exp = expiry(now, self.config.expiry.for_role(name))?;
+        self.targets.insert(
+            name.into(),
+            Envelope {
+                signatures: vec![],
+                signed: new_targets(exp),
+            },
+        );
+        self.bumped.insert(name.into());
+        self.dirty.insert(name.into());
+        self.log_event(
+            now,
+            "delegate",
+            serde_json::json!({ "from": parent, "role": name, "threshold": threshold }),
+        );
+        self.commit_targets_change(ring, now)
+    }
+
+    /// TAP 15: delegate all of `parent`'s paths to 2^bit_length hash bins
+    /// `{prefix}-{hex}` with one key set.
+    #[allow(clippy::too_many_arguments)]
+    pub fn hash_bins(
+        &mut self,
+        parent: &str,
+        prefix: &str,
+        bit_length: u32,
+        keys: &[(Key, String, KeyLocation)],
+        threshold: u64,
+        ring: &mut KeyRing,
+        now: DateTime<Utc>,
+    ) -> Result<usize, RepoError> {
+        if !(1..=16).contains(&bit_length) {
+            return Err(RepoError::Invalid(format!(
+                "hash bins: bit length {bit_length} is outside 1..=16 (2..65536 bins)"
+            )));
+        }
+        check_threshold(prefix, threshold, keys.len())?;
+        let env = self.targets_env(parent)?;
+        if env.signed.delegations.is_some() {
+            return Err(RepoError::Role {
+                role: parent.into(),
+                detail: "already has delegations; hash bins must be its only delegation".into(),
+            });
+        }
+        let succinct = SuccinctRoles {
+            keyids: keys.iter().map(|(_, id, _)| id.clone()).collect(),
+            threshold,
+            bit_length,
+            name_prefix: prefix.into(),
+            unknown: Default::default(),
+        };
+        let bins: Vec<String> = (0..succinct.bin_count())
+            .map(|i| succinct.bin_name(i))
+            .collect();
+        if let Some(clash) = bins.iter().find(|b| self.targets.contains_key(*b)) {
+            return Err(RepoError::Role {
+                role: clash.clone(),
+                detail: "a role with this bin name already exists".into(),
+            });
+        }
+        self.bump(parent, now)?;
+        // Move the parent's existing targets into their bins.
+        let moved: Vec<(String, TargetFile)> = match self.targets.get_mut(parent) {
+            Some(env) => std::mem::take(&mut env.signed.targets)
+                .into_iter()
+                .collect(),
+            None => vec![],
+        };
+        let mut dkeys = BTreeMap::new();
+        for (k, id, loc) in keys {
+            dkeys.insert(id.clone(), k.clone());
+            self.config.keys.entry(id.clone()).or_insert(loc.clone());
+        }
+        let exp = expiry(now, self.config.expiry.for_role(prefix))?;
+        for b in &bins {
+            self.targets.insert(
+                b.clone(),
+                Envelope {
+                    signatures: vec![],
+                    signed: new_targets(exp),
+                },
+            );
+            self.bumped.insert(b.clone());
+            self.dirty.insert(b.clone());
+        }
+        for (path, tf) in moved {
+            let bin = succinct.role_for_target(&path);
+            if let Some(env) = self.targets.get_mut(&bin) {
+                env.signed.targets.insert(path, tf);
+            }
+        }
+        if let Some(env) = self.targets.get_mut(parent) {
+            env.signed.delegations = Some(Delegations {
+                keys: dkeys,
+                roles: None,
+                succinct_roles: Some(succinct),
+                unknown: Default::default(),
+            });
+        }
+        self.log_event(now, "hash-bins", serde_json::json!({ "from": parent, "prefix": prefix, "bit_length": bit_length, "bins": bins.len() }));
+        self.commit_targets_change(ring, now)?;
+        Ok(bins.len())
+    }
+
+    // ------------------------------------------------------------------
+    // root changes
+
+    /// New root version replacing the keys of top-level `role`: `add` keys
+    /// join, `remove` key ids leave, `threshold` (if given) is set. The new
+    /// root is signed by every available key among the previous and the new
+    /// root keys; it needs a threshold of both before it can be published.
+    #[allow(clippy::too_many_arguments)]
+    pub fn change_root_role(
+        &mut self,
+        role: &str,
+        add: &[(Key, String, KeyLocation)],
+        remove: &[String],
+        threshold: Option<u64>,
+        allow_shared_keys: bool,
+        ring: &mut KeyRing,
+        now: DateTime<Utc>,
+    ) -> Result<(), RepoError> {
+        if !TOP_LEVEL_ROLES.contains(&role) {
+            return Err(RepoError::Role {
+                role: role.into(),
+                detail: "not a top-level role (root, targets, snapshot, timestamp)".into(),
+            });
+        }
+        let mut root = self.root.signed.clone();
+        let rk = root.roles.get_mut(role).ok_or_else(|| RepoError::Role {
+            role: role.into(),
+            detail: "not listed in root".into(),
+        })?;
+        for id in remove {
+            if !rk.keyids.contains(id) {
+                return Err(RepoError::Role {
+                    role: role.into(),
+                    detail: format!("key {id} is not one of the role's keys {:?}", rk.keyids),
+                });
+            }
+            rk.keyids.retain(|k| k != id);
+        }
+        for (k, id, loc) in add {
+            if !rk.keyids.contains(id) {
+                rk.keyids.push(id.clone());
+            }
+            root.keys.insert(id.clone(), k.clone());
+            self.config.keys.entry(id.clone()).or_insert(loc.clone());
+        }
+        if let Some(t) = threshold {
+            rk.threshold = t;
+        }
+        let (n, t) = (rk.keyids.len(), rk.threshold);
+        check_threshold(role, t, n)?;
+        // Drop keys no role uses any more.
+        let used: BTreeSet<String> = root.roles.values().flat_map(|r| r.keyids.clone()).collect();
+        root.keys.retain(|id, _| used.contains(id));
+        if !allow_shared_keys {
+            let roles: BTreeMap<String, RoleInit> = root
+                .roles
+                .iter()
+                .map(|(name, r)| {
+                    (
+                        name.clone(),
+                        RoleInit {
+                            keys: r
+                                .keyids
+                                .iter()
+                                .filter_map(|id| {
+                                    root.keys
+                                        .get(id)
+                                        .map(|k| (k.clone(), id.clone(), KeyLocation::Offline))
+                                })
+                                .collect(),
+                            threshold: r.threshold,
+                        },
+                    )
+                })
+                .collect();
+            check_no_shared_keys(&roles)?;
+        }
+        // Previous root must be on disk as N.root.json for the union rule.
+        let prev_path = self
+            .dir
+            .join(METADATA_DIR)
+            .join(custody_tuf::metadata_filename(
+                "root",
+                Some(self.root.signed.version),
+            ));
+        if !prev_path.exists() {
+            return Err(RepoError::BadFile {
+                path: prev_path,
+                detail: "root history file missing; cannot rotate root safely".into(),
+            });
+        }
+        self.root.signed = root;
+        self.bump("root", now)?;
+        self.sign_available("root", ring)?;
+        self.log_event(
+            now,
+            "root-change",
+            serde_json::json!({ "role": role, "added": add.iter().map(|(_, id, _)| id).collect::<Vec<_>>(), "removed": remove, "threshold": t, "root_version": self.root.signed.version }),
+        );
+        if role == "timestamp" || role == "snapshot" || role == "targets" {
+            // Re-sign the role with its new keys and refresh the chain.
+            if role == "targets" {
+                self.bump("targets", now)?;
+                self.sign_available("targets", ring)?;
+            }
+            self.refresh(ring, now)?;
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------
+    // publish
+
+    /// Build every file a publish would write (relative path → bytes) and
+    /// verify it with custody-tuf's client workflow at time `now`: root
+    /// chain 1..N (thresholds of old and new keys), timestamp, snapshot,
+    /// targets and every delegated role (signatures, thresholds, versions,
+    /// expiry, hashes), and every target file's length and hashes. Any
+    /// failure refuses the publish.
+    pub fn build_publish_set(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<BTreeMap<String, PublishFile>, RepoError> {
+        let refuse = |e: custody_tuf::Error| RepoError::Publish(e.to_string());
+        let mut files: BTreeMap<String, PublishFile> = BTreeMap::new();
+        let meta_dir = self.dir.join(METADATA_DIR);
+        let current = self.root.signed.version;
+        let current_bytes = envelope_bytes(&self.root)?;
+        let mut roots = Vec::new();
+        for v in 1..current {
+            let p = meta_dir.join(custody_tuf::metadata_filename("root", Some(v)));
+            roots.push(read_bounded(&p)?);
+        }
+        roots.push(current_bytes.clone());
+        let first = roots.first().cloned().unwrap_or_default();
+        let mut trusted = custody_tuf::TrustedMetadata::new(&first).map_err(refuse)?;
+        for b in roots.iter().skip(1) {
+            trusted.update_root(b).map_err(refuse)?;
+        }
+        for (i, b) in roots.iter().enumerate() {
+            let v = i as u64 + 1;
+            files.insert(
+                custody_tuf::metadata_filename("root", Some(v)),
+                PublishFile::Bytes(b.clone()),
+            );
+        }
+        files.insert("root.json".into(), PublishFile::Bytes(current_bytes));
+        let ts = envelope_bytes(&self.timestamp)?;
+        trusted.update_timestamp(&ts, now).map_err(refuse)?;
+        files.insert("timestamp.json".into(), PublishFile::Bytes(ts));
+        let snap = envelope_bytes(&self.snapshot)?;
+        let snap_name = trusted.remote_filename("snapshot").map_err(refuse)?;
+        trusted.update_snapshot(&snap, now, false).map_err(refuse)?;
+        files.insert(snap_name, PublishFile::Bytes(snap));
+        let top = envelope_bytes(self.targets_env("targets")?)?;
+        let top_name = trusted.remote_filename("targets").map_err(refuse)?;
+        trusted.update_targets(&top, now).map_err(refuse)?;
+        files.insert(top_name, PublishFile::Bytes(top));
+        // Delegated roles, breadth first from targets, each verified against
+        // the delegator that lists it.
+        let mut queue: std::collections::VecDeque<(String, String)> =
+            delegated_names(&self.targets_env("targets")?.signed)
+                .into_iter()
+                .map(|r| (r, "targets".to_owned()))
+                .collect();
+        let mut done = BTreeSet::new();
+        while let Some((role, delegator)) = queue.pop_front() {
+            if !done.insert((role.clone(), delegator.clone())) {
+                continue;
+            }
+            let Some(env) = self.targets.get(&role) else {
+                return Err(RepoError::Publish(format!(
+                    "role {role} is delegated by {delegator} but has no metadata"
+                )));
+            };
+            let bytes = envelope_bytes(env)?;
+            let name = trusted.remote_filename(&role).map_err(refuse)?;
+            trusted
+                .update_delegated_targets(&bytes, &role, &delegator, now)
+                .map_err(refuse)?;
+            files.insert(name, PublishFile::Bytes(bytes));
+            for child in delegated_names(&env.signed) {
+                queue.push_back((child, role.clone()));
+            }
+        }
+        if let Some(orphan) = self
+            .targets
+            .keys()
+            .find(|r| *r != "targets" && !done.iter().any(|(d, _)| d == *r))
+        {
+            return Err(RepoError::Publish(format!(
+                "role {orphan} has metadata but no delegation points to it"
+            )));
+        }
+        // Target contents.
+        let tdir = self.dir.join(TARGETS_DIR);
+        for env in self.targets.values() {
+            for (path, tf) in &env.signed.targets {
+                validate_target_path(path)?;
+                let src = tdir.join(path);
+                let bytes = std::fs::read(&src).map_err(io_err(&src))?;
+                custody_tuf::TargetVerifier::verify_all(path, tf, &bytes).map_err(refuse)?;
+                let remote = trusted.target_remote_path(path, tf);
+                validate_target_path(&remote)?;
+                files.insert(format!("{TARGETS_DIR}/{remote}"), PublishFile::Copy(src));
+            }
+        }
+        Ok(files)
+    }
+
+    /// Publish to `out`: verify (see [`Repository::build_publish_set`]),
+    /// write a complete new tree next to `out`, then atomically switch the
+    /// `out` symlink to it. Readers see the old tree or the new one, never
+    /// a mix. The previous tree is kept (readers may still be in it); older
+    /// ones are removed.
+    pub fn publish(&mut self, out: &Path, now: DateTime<Utc>) -> Result<PathBuf, RepoError> {
+        let files = self.build_publish_set(now)?;
+        let gen = publish_tree(out, &files, self.timestamp.signed.version)?;
+        self.log_event(
+            now,
+            "publish",
+            serde_json::json!({
+                "out": out.display().to_string(),
+                "root": self.root.signed.version,
+                "timestamp": self.timestamp.signed.version,
+                "snapshot": self.snapshot.signed.version,
+            }),
+        );
+        self.flush_log()?;
+        Ok(gen)
+    }
+}
+
+/// One file of a publish.
+#[derive(Debug, Clone)]
+pub enum PublishFile {
+    /// metadata bytes
+    Bytes(Vec<u8>),
+    /// a staged target file to copy (or hard-link)
+    Copy(PathBuf),
+}
+
+fn publish_tree(
+    out: &Path,
+    files: &BTreeMap<String, PublishFile>,
+    ts_version: u64,
+) -> Result<PathBuf, RepoError> {
+    let name = out
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| RepoError::Invalid(format!("{}: needs a UTF-8 final name", out.display())))?
+        .to_owned();
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    match std::fs::symlink_metadata(out) {
+        Ok(m) if !m.file_type().is_symlink() => {
+            return Err(RepoError::Invalid(format!(
+                "{}: exists and is not a symlink made by custody repo publish; publishing switches a symlink atomically, so give a path that does not exist yet or that an earlier publish created",
+                out.display()
+            )))
+        }
+        _ => {}
+    }
+    std::fs::create_dir_all(&parent).map_err(io_err(&parent))?;
+    let gens = parent.join(format!(".{name}.generations"));
+    std::fs::create_dir_all(&gens).map_err(io_err(&gens))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!("{ts_version}-"))
+        .tempdir_in(&gens)
+        .map_err(io_err(&gens))?;
+    for (rel, f) in files {
+        let dest = tmp.path().join(rel);
+        if let Some(p) = dest.parent() {
+            std::fs::create_dir_all(p).map_err(io_err(p))?;
+        }
+        match f {
+            PublishFile::Bytes(b) => {
+                let mut fh = std::fs::File::create(&dest).map_err(io_err(&dest))?;
+                fh.write_all(b).map_err(io_err(&dest))?;
+                fh.sync_all().map_err(io_err(&dest))?;
+            }
+            PublishFile::Copy(src) => {
+                if std::fs::hard_link(src, &dest).is_err() {
+                    std::fs::copy(src, &dest).map_err(io_err(&dest))?;
+                }
+            }
+        }
+    }
+    let gen_dir = tmp.keep();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&gen_dir, std::fs::Permissions::from_mode(0o755));
+    }
+    let gen_name = gen_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| RepoError::Invalid("generation name".into()))?
+        .to_owned();
+    let link_target = PathBuf::from(format!(".{name}.generations")).join(&gen_name);
+    let previous = std::fs::read_link(out).ok();
+    let tmp_link = parent.join(format!(".{name}.link-{gen_name}"));
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&link_target, &tmp_link).map_err(io_err(&tmp_link))?;
+    #[cfg(not(unix))]
+    return Err(RepoError::Invalid("publish needs symlinks (unix)".into()));
+    std::fs::rename(&tmp_link, out).map_err(io_err(out))?;
+    std::fs::File::open(&parent)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(&parent))?;
+    // Keep the new and the previous generation; remove older ones.
+    let keep: BTreeSet<String> = [
+        Some(gen_name.clone()),
+        previous.and_then(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_owned)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if let Ok(entries) = std::fs::read_dir(&gens) {
+        for e in entries.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if !keep.contains(&n) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    Ok(gen_dir)
+}
+
+/// Sign metadata `bytes` (read from `from`) with the loaded keys `keyids`,
+/// offline: no repository needed; whether the keys belong to the role is
+/// checked when the file is merged. The role type comes from `_type`.
+/// Returns (`_type`, new bytes).
+pub fn sign_metadata_bytes(
+    bytes: &[u8],
+    from: &Path,
+    keyids: &[String],
+    ring: &KeyRing,
+) -> Result<(String, Vec<u8>), RepoError> {
+    fn sign_env<T: Signed>(
+        role: &str,
+        bytes: &[u8],
+        from: &Path,
+        keyids: &[String],
+        ring: &KeyRing,
+    ) -> Result<Vec<u8>, RepoError> {
+        let mut env: Envelope<T> = parse_envelope(role, bytes, from)?;
+        let msg = canonical_signed(role, &env)?;
+        for id in keyids {
+            let signer = ring.get(id).ok_or_else(|| RepoError::Role {
+                role: role.into(),
+                detail: format!("key {id} is not loaded"),
+            })?;
+            let sig = signer.sign(&msg)?;
+            env.signatures.retain(|s| &s.keyid != id);
+            env.signatures.push(Signature {
+                keyid: id.clone(),
+                sig: hex::encode(sig),
+                unknown: Default::default(),
+            });
+        }
+        envelope_bytes(&env)
+    }
+    let v = custody_tuf::cjson::parse_strict("metadata", bytes)?;
+    let ty = v
+        .pointer("/signed/_type")
+        .and_then(|t| t.as_str())
+        .ok_or_else(|| RepoError::BadFile {
+            path: from.to_owned(),
+            detail: "no signed._type".into(),
+        })?
+        .to_owned();
+    let out = match ty.as_str() {
+        "root" => sign_env::<Root>("root", bytes, from, keyids, ring)?,
+        "snapshot" => sign_env::<Snapshot>("snapshot", bytes, from, keyids, ring)?,
+        "timestamp" => sign_env::<Timestamp>("timestamp", bytes, from, keyids, ring)?,
+        "targets" => sign_env::<Targets>("targets", bytes, from, keyids, ring)?,
+        other => {
+            return Err(RepoError::BadFile {
+                path: from.to_owned(),
+                detail: format!("unknown _type {other:?}"),
+            })
+        }
+    };
+    Ok((ty, out))
+}
+
+fn delegated_names(t: &Targets) -> Vec<String> {
+    match &t.delegations {
+        Some(d) => {
+            if let Some(roles) = &d.roles {
+                roles.iter().map(|r| r.name.clone()).collect()
+            } else if let Some(s) = &d.succinct_roles {
+                (0..s.bin_count()).map(|i| s.bin_name(i)).collect()
+            } else {
+                vec![]
+            }
+        }
+        None => vec![],
+    }
+}
+
+fn check_threshold(role: &str, threshold: u64, keys: usize) -> Result<(), RepoError> {
+    if threshold == 0 {
+        return Err(RepoError::Role {
+            role: role.into(),
+            detail: "threshold must be at least 1, got 0".into(),
+        });
+    }
+    if threshold > keys as u64 {
+        return Err(RepoError::Role {
+            role: role.into(),
+            detail: format!(
+                "threshold {threshold} is larger than the number of keys ({keys}): the role could never be signed"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Refuse a key that serves more than one of root, targets and timestamp.
+fn check_no_shared_keys(roles: &BTreeMap<String, RoleInit>) -> Result<(), RepoError> {
+    let guarded = ["root", "targets", "timestamp"];
+    let mut owner: BTreeMap<&str, &str> = BTreeMap::new();
+    for role in guarded {
+        let Some(r) = roles.get(role) else { continue };
+        for (_, id, _) in &r.keys {
+            if let Some(other) = owner.get(id.as_str()) {
+                if *other != role {
+                    return Err(RepoError::Role {
+                        role: role.into(),
+                        detail: format!(
+                            "key {id} is also a {other} key. root, targets and timestamp must not share keys: the timestamp key sits on an online server, targets keys sign releases, root keys are kept offline to recover from the compromise of the others; one key in two of these roles means stealing it yields both powers and root can no longer revoke it. Use separate keys, or pass --allow-shared-keys for a test setup"
+                        ),
+                    });
+                }
+            }
+            owner.insert(id.as_str(), role);
+        }
+    }
+    Ok(())
+}
+
+/// Length and sha256 of a file, streaming.
+fn hash_file(path: &Path) -> Result<(u64, String), RepoError> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(io_err(path))?;
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut len = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(io_err(path))?;
+        if n == 0 {
+            break;
+        }
+        len += n as u64;
+        ctx.update(buf.get(..n).unwrap_or_default());
+    }
+    Ok((len, hex::encode(ctx.finish().as_ref())))
+}
+
+/// Walk `dir`, calling `f(file, relative path with '/')` for every regular
+/// file, in sorted order. Symlinks are refused: following them could pull
+/// files from outside the tree into a release.
+fn walk(
+    base: &Path,
+    dir: &Path,
+    f: &mut dyn FnMut(&Path, &str) -> Result<(), RepoError>,
+) -> Result<(), RepoError> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(io_err(dir))?
+        .collect::<Result<_, _>>()
+        .map_err(io_err(dir))?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let p = e.path();
+        let ft = e.file_type().map_err(io_err(&p))?;
+        if ft.is_symlink() {
+            return Err(RepoError::Invalid(format!(
+                "{}: is a symlink; custody does not follow symlinks when adding a directory",
+                p.display()
+            )));
+        } else if ft.is_dir() {
+            walk(base, &p, f)?;
+        } else if ft.is_file() {
+            let rel = p.strip_prefix(base).map_err(|_| {
+                RepoError::Invalid(format!("{}: outside {}", p.display(), base.display()))
+            })?;
+            let mut parts = Vec::new();
+            for c in rel.components() {
+                let s = c.as_os_str().to_str().ok_or_else(|| {
+                    RepoError::Invalid(format!("{}: file name is not UTF-8", p.display()))
+                })?;
+                parts.push(s.to_owned());
+            }
+            f(&p, &parts.join("/"))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,584 @@
+//! `custody repo …` end to end through the real binary: authoring, threshold
+//! signing, publish refusals, and "nothing changed on disk" on every error.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const PW: &str = "test passphrase";
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn p(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_custody"))
+            .args(args)
+            .env("KP", PW)
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap()
+    }
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "custody {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+    fn fail(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "custody {args:?} should fail:\n{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stderr).unwrap()
+    }
+    fn key(&self, name: &str) -> String {
+        let f = format!("{name}.pem");
+        self.ok(&[
+            "key",
+            "generate",
+            "--type",
+            "ed25519",
+            "--out",
+            &f,
+            "--passphrase-env",
+            "KP",
+        ]);
+        f
+    }
+    /// Public-only key file for `name` (an offline key).
+    fn pubkey(&self, pem: &str) -> String {
+        let out = self.ok(&["key", "show", pem, "--passphrase-env", "KP", "--json"]);
+        let f = format!("{pem}.pub.json");
+        std::fs::write(self.p(&f), out).unwrap();
+        f
+    }
+    fn keyid(&self, pem: &str) -> String {
+        let out = self.ok(&["key", "show", pem, "--passphrase-env", "KP", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["keyid"].as_str().unwrap().to_owned()
+    }
+    /// A standard repo with one key per role.
+    fn init(&self) {
+        for k in ["root", "targets", "snapshot", "timestamp"] {
+            self.key(k);
+        }
+        self.ok(&[
+            "repo",
+            "init",
+            "repo",
+            "--root-key",
+            "root.pem",
+            "--targets-key",
+            "targets.pem",
+            "--snapshot-key",
+            "snapshot.pem",
+            "--timestamp-key",
+            "timestamp.pem",
+            "--passphrase-env",
+            "KP",
+        ]);
+    }
+}
+
+/// Every file under `dir` with its bytes (for "nothing changed" checks).
+fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    fn walk(base: &Path, d: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        let Ok(rd) = std::fs::read_dir(d) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.insert(
+                    p.strip_prefix(base).unwrap().to_owned(),
+                    std::fs::read(&p).unwrap(),
+                );
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out
+}
+
+fn status_json(env: &Env) -> serde_json::Value {
+    serde_json::from_str(&env.ok(&["repo", "status", "repo", "--json"])).unwrap()
+}
+
+#[test]
+fn init_add_publish_status() {
+    let env = Env::new();
+    env.init();
+    std::fs::write(env.p("fw.bin"), b"firmware v1").unwrap();
+    let out = env.ok(&[
+        "repo",
+        "add-target",
+        "repo",
+        "fw.bin",
+        "--name",
+        "boards/x1/fw.bin",
+        "--custom",
+        r#"{"hwid":"x1"}"#,
+        "--passphrase-env",
+        "KP",
+    ]);
+    assert!(
+        out.contains("added boards/x1/fw.bin (role targets)"),
+        "{out}"
+    );
+    let st = status_json(&env);
+    assert!(st["publish_blocker"].is_null(), "{st}");
+    assert_eq!(st["targets"], 1);
+    env.ok(&["repo", "publish", "repo", "out"]);
+    let out = env.p("out");
+    assert!(std::fs::symlink_metadata(&out)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    for f in [
+        "1.root.json",
+        "root.json",
+        "timestamp.json",
+        "2.snapshot.json",
+        "2.targets.json",
+    ] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, b"firmware v1"));
+    assert_eq!(
+        std::fs::read(out.join(format!("targets/boards/x1/{sha}.fw.bin"))).unwrap(),
+        b"firmware v1"
+    );
+    let t: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("2.targets.json")).unwrap()).unwrap();
+    assert_eq!(
+        t["signed"]["targets"]["boards/x1/fw.bin"]["custom"]["hwid"],
+        "x1"
+    );
+
+    // a second publish switches the symlink to a new complete tree
+    env.ok(&["repo", "refresh", "repo", "--passphrase-env", "KP"]);
+    let first = std::fs::read_link(&out).unwrap();
+    env.ok(&["repo", "publish", "repo", "out"]);
+    let second = std::fs::read_link(&out).unwrap();
+    assert_ne!(first, second);
+    assert!(out.join("3.snapshot.json").exists());
+    // the custody log recorded every step
+    let log = std::fs::read_to_string(env.p("repo/custody-log.jsonl")).unwrap();
+    let actions: Vec<String> = log
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["action"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    for a in ["init", "add-target", "refresh", "publish"] {
+        assert!(
+            actions.iter().any(|x| x == a),
+            "{a} not logged: {actions:?}"
+        );
+    }
+
+    // remove-target
+    env.ok(&[
+        "repo",
+        "remove-target",
+        "repo",
+        "boards/x1/fw.bin",
+        "--passphrase-env",
+        "KP",
+    ]);
+    assert_eq!(status_json(&env)["targets"], 0);
+}
+
+#[test]
+fn shared_keys_refused_with_reason_and_nothing_created() {
+    let env = Env::new();
+    env.key("k");
+    env.key("s");
+    let err = env.fail(&[
+        "repo",
+        "init",
+        "repo",
+        "--root-key",
+        "k.pem",
+        "--targets-key",
+        "s.pem",
+        "--snapshot-key",
+        "s.pem",
+        "--timestamp-key",
+        "k.pem",
+        "--passphrase-env",
+        "KP",
+    ]);
+    assert!(
+        err.contains("also a root key") && err.contains("online"),
+        "{err}"
+    );
+    assert!(!env.p("repo").exists());
+    // allowed when asked for (snapshot may share with targets anyway)
+    env.ok(&[
+        "repo",
+        "init",
+        "repo",
+        "--root-key",
+        "k.pem",
+        "--targets-key",
+        "s.pem",
+        "--snapshot-key",
+        "s.pem",
+        "--timestamp-key",
+        "k.pem",
+        "--passphrase-env",
+        "KP",
+        "--allow-shared-keys",
+    ]);
+}
+
+#[test]
+fn wrong_passphrase_changes_nothing() {
+    let env = Env::new();
+    env.init();
+    std::fs::write(env.p("a.txt"), b"a").unwrap();
+    let before = tree(&env.p("repo"));
+    let o = Command::new(env!("CARGO_BIN_EXE_custody"))
+        .args([
+            "repo",
+            "add-target",
+            "repo",
+            "a.txt",
+            "--passphrase-env",
+            "BAD",
+        ])
+        .env("BAD", "not the passphrase")
+        .current_dir(env.dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("wrong passphrase"), "{err}");
+    assert_eq!(tree(&env.p("repo")), before);
+}
+
+#[test]
+fn key_not_in_role_changes_nothing() {
+    let env = Env::new();
+    env.init();
+    let before = tree(&env.p("repo"));
+    let err = env.fail(&[
+        "repo",
+        "sign",
+        "repo",
+        "--role",
+        "targets",
+        "--key",
+        "timestamp.pem",
+        "--passphrase-env",
+        "KP",
+    ]);
+    assert!(
+        err.contains("not one of the role's keys") && err.contains("targets"),
+        "{err}"
+    );
+    assert_eq!(tree(&env.p("repo")), before);
+}
+
+#[test]
+fn target_paths_escaping_the_repo_are_refused() {
+    let env = Env::new();
+    env.init();
+    std::fs::write(env.p("a.txt"), b"a").unwrap();
+    let before = tree(&env.p("repo"));
+    for name in ["../evil", "/etc/passwd", "a/../../b", "a//b", "./a"] {
+        let err = env.fail(&[
+            "repo",
+            "add-target",
+            "repo",
+            "a.txt",
+            "--name",
+            name,
+            "--passphrase-env",
+            "KP",
+        ]);
+        assert!(err.contains("rejected"), "{name}: {err}");
+    }
+    assert_eq!(tree(&env.p("repo")), before);
+    assert!(!env.p("evil").exists());
+    // symlinks inside an added directory are refused too
+    std::fs::create_dir(env.p("d")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", env.p("d/link")).unwrap();
+    let err = env.fail(&["repo", "add-target", "repo", "d", "--passphrase-env", "KP"]);
+    assert!(err.contains("symlink"), "{err}");
+    assert_eq!(tree(&env.p("repo")), before);
+}
+
+#[test]
+fn threshold_not_met_blocks_publish_until_offline_signature_is_merged() {
+    let env = Env::new();
+    for k in ["r1", "r2", "targets", "snapshot", "timestamp"] {
+        env.key(k);
+    }
+    let r2pub = env.pubkey("r2.pem");
+    env.ok(&[
+        "repo",
+        "init",
+        "repo",
+        "--root-key",
+        "r1.pem",
+        "--root-key",
+        &r2pub,
+        "--root-threshold",
+        "2",
+        "--targets-key",
+        "targets.pem",
+        "--snapshot-key",
+        "snapshot.pem",
+        "--timestamp-key",
+        "timestamp.pem",
+        "--passphrase-env",
+        "KP",
+    ]);
+    let st = status_json(&env);
+    let root = &st["roles"][0];
+    assert_eq!(root["role"], "root");
+    assert_eq!(root["threshold_met"], false);
+    let r2id = env.keyid("r2.pem");
+    assert_eq!(root["missing"], serde_json::json!([r2id]));
+    let err = env.fail(&["repo", "publish", "repo", "out"]);
+    assert!(err.contains("threshold") && err.contains("root"), "{err}");
+    assert!(!env.p("out").exists(), "nothing may be published");
+
+    // offline signing round trip
+    env.ok(&[
+        "repo",
+        "export",
+        "repo",
+        "--role",
+        "root",
+        "--out",
+        "root.unsigned.json",
+    ]);
+    env.ok(&[
+        "repo",
+        "sign-file",
+        "root.unsigned.json",
+        "--key",
+        "r2.pem",
+        "--passphrase-env",
+        "KP",
+    ]);
+    // a file signed by a key that is not a root key merges nothing
+    env.ok(&[
+        "repo",
+        "export",
+        "repo",
+        "--role",
+        "root",
+        "--out",
+        "root.wrong.json",
+    ]);
+    env.ok(&[
+        "repo",
+        "sign-file",
+        "root.wrong.json",
+        "--key",
+        "targets.pem",
+        "--passphrase-env",
+        "KP",
+    ]);
+    let before = tree(&env.p("repo"));
+    let err = env.fail(&["repo", "merge", "repo", "--role", "root", "root.wrong.json"]);
+    assert!(err.contains("no new signature in it verifies"), "{err}");
+    assert_eq!(tree(&env.p("repo")), before);
+
+    let out = env.ok(&[
+        "repo",
+        "merge",
+        "repo",
+        "--role",
+        "root",
+        "root.unsigned.json",
+    ]);
+    assert!(out.contains(&r2id), "{out}");
+    assert!(status_json(&env)["publish_blocker"].is_null());
+    env.ok(&["repo", "publish", "repo", "out"]);
+}
+
+#[test]
+fn expired_metadata_is_never_published() {
+    let env = Env::new();
+    env.init();
+    let err = env.fail(&[
+        "repo",
+        "publish",
+        "repo",
+        "out",
+        "--now",
+        "2099-01-01T00:00:00Z",
+    ]);
+    assert!(err.contains("expired") || err.contains("Expired"), "{err}");
+    assert!(!env.p("out").exists());
+    // the timestamp (1 day) expires first; a refresh at that time fixes it
+    let later = (chrono::Utc::now() + chrono::Duration::days(2)).to_rfc3339();
+    let err = env.fail(&["repo", "publish", "repo", "out", "--now", &later]);
+    assert!(err.contains("timestamp"), "{err}");
+    env.ok(&[
+        "repo",
+        "refresh",
+        "repo",
+        "--passphrase-env",
+        "KP",
+        "--now",
+        &later,
+    ]);
+    env.ok(&["repo", "publish", "repo", "out", "--now", &later]);
+}
+
+#[test]
+fn publish_refuses_to_replace_a_real_directory() {
+    let env = Env::new();
+    env.init();
+    std::fs::create_dir(env.p("out")).unwrap();
+    std::fs::write(env.p("out/keep"), b"x").unwrap();
+    let err = env.fail(&["repo", "publish", "repo", "out"]);
+    assert!(err.contains("not a symlink"), "{err}");
+    assert_eq!(std::fs::read(env.p("out/keep")).unwrap(), b"x");
+}
+
+#[test]
+fn delegation_and_hash_bins_route_targets_by_path() {
+    let env = Env::new();
+    env.init();
+    env.key("boards");
+    env.key("bins");
+    env.ok(&[
+        "repo",
+        "delegate",
+        "repo",
+        "--name",
+        "boards",
+        "--key",
+        "boards.pem",
+        "--path",
+        "boards/*",
+        "--terminating",
+        "--passphrase-env",
+        "KP",
+    ]);
+    std::fs::write(env.p("fw.bin"), b"fw").unwrap();
+    let out = env.ok(&[
+        "repo",
+        "add-target",
+        "repo",
+        "fw.bin",
+        "--name",
+        "boards/fw.bin",
+        "--passphrase-env",
+        "KP",
+    ]);
+    assert!(out.contains("(role boards)"), "{out}");
+    // hash bins under the delegated role
+    env.ok(&[
+        "repo",
+        "hash-bins",
+        "repo",
+        "--from",
+        "boards",
+        "--prefix",
+        "b",
+        "--bits",
+        "2",
+        "--key",
+        "bins.pem",
+        "--passphrase-env",
+        "KP",
+    ]);
+    let out = env.ok(&[
+        "repo",
+        "add-target",
+        "repo",
+        "fw.bin",
+        "--name",
+        "boards/fw2.bin",
+        "--passphrase-env",
+        "KP",
+    ]);
+    assert!(out.contains("(role b-"), "{out}");
+    let st = status_json(&env);
+    assert!(st["publish_blocker"].is_null(), "{st}");
+    assert_eq!(st["targets"], 2);
+    env.ok(&["repo", "publish", "repo", "out"]);
+    assert!(env.p("out/2.boards.json").exists() || env.p("out/3.boards.json").exists());
+}
+
+#[test]
+fn rotate_root_and_revoke_key() {
+    let env = Env::new();
+    env.init();
+    env.key("root2");
+    env.key("ts2");
+    env.ok(&[
+        "repo",
+        "rotate-root",
+        "repo",
+        "--role",
+        "root",
+        "--add-key",
+        "root2.pem",
+        "--threshold",
+        "2",
+        "--passphrase-env",
+        "KP",
+    ]);
+    env.ok(&["repo", "publish", "repo", "out"]);
+    assert!(env.p("out/2.root.json").exists());
+    // replace the timestamp key: new root v3, new timestamp signed by ts2
+    let old_ts = env.keyid("timestamp.pem");
+    env.ok(&[
+        "repo",
+        "rotate-root",
+        "repo",
+        "--role",
+        "timestamp",
+        "--add-key",
+        "ts2.pem",
+        "--passphrase-env",
+        "KP",
+    ]);
+    env.ok(&[
+        "repo",
+        "revoke-key",
+        "repo",
+        &old_ts,
+        "--passphrase-env",
+        "KP",
+    ]);
+    let st = status_json(&env);
+    assert!(st["publish_blocker"].is_null(), "{st}");
+    env.ok(&["repo", "publish", "repo", "out"]);
+    let root: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.p("out/root.json")).unwrap()).unwrap();
+    assert!(!root["signed"]["keys"]
+        .as_object()
+        .unwrap()
+        .contains_key(&old_ts));
+}
