@@ -126,3 +126,89 @@ pub fn download_verified(
     sync_dir(dir)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::{FetchError, Fetched};
+
+    /// Serves fixed bytes for any URL.
+    struct Fixed(Vec<u8>);
+
+    impl Transport for Fixed {
+        fn fetch(&self, url: &Url, max_len: u64) -> Result<Fetched, FetchError> {
+            let data = std::io::Cursor::new(self.0.clone());
+            Fetched::new(url.as_str(), max_len, None, Box::new(data))
+        }
+    }
+
+    fn info(data: &[u8]) -> TargetFile {
+        let digest = ring::digest::digest(&ring::digest::SHA256, data);
+        TargetFile {
+            length: data.len() as u64,
+            hashes: [("sha256".to_owned(), hex::encode(digest.as_ref()))].into(),
+            custom: None,
+            unknown: Default::default(),
+        }
+    }
+
+    fn files(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn failed_download_leaves_previous_file_and_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("app.bin");
+        std::fs::write(&dest, b"old version").unwrap();
+        let url = Url::parse("http://127.0.0.1/app.bin").unwrap();
+        let signed = info(b"new version");
+        for served in [&b"evil versio"[..], b"new", b"new version and more"] {
+            let err = download_verified(&Fixed(served.to_vec()), &url, "app.bin", &signed, &dest)
+                .unwrap_err();
+            assert!(!err.to_string().is_empty());
+            assert_eq!(std::fs::read(&dest).unwrap(), b"old version");
+            assert_eq!(files(dir.path()), ["app.bin"]);
+        }
+    }
+
+    #[test]
+    fn verified_download_replaces_and_is_then_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("app.bin");
+        std::fs::write(&dest, b"old version").unwrap();
+        let url = Url::parse("http://127.0.0.1/app.bin").unwrap();
+        let signed = info(b"new version");
+        assert!(!is_cached("app.bin", &signed, &dest));
+        download_verified(
+            &Fixed(b"new version".to_vec()),
+            &url,
+            "app.bin",
+            &signed,
+            &dest,
+        )
+        .unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"new version");
+        assert!(is_cached("app.bin", &signed, &dest));
+        assert_eq!(files(dir.path()), ["app.bin"]);
+    }
+
+    #[test]
+    fn longer_than_signed_is_endless_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("t");
+        let url = Url::parse("http://127.0.0.1/t").unwrap();
+        let err =
+            download_verified(&Fixed(vec![0; 100]), &url, "t", &info(&[0; 10]), &dest).unwrap_err();
+        assert!(matches!(
+            err,
+            ClientError::Fetch(FetchError::EndlessData { bound: 10, .. })
+        ));
+        assert!(files(dir.path()).is_empty());
+    }
+}
