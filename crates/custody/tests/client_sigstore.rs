@@ -11,16 +11,27 @@ use serde_json::Value;
 
 const REFERENCE_TIME: &str = "2026-08-22T00:00:00Z";
 
+/// The fixture: `$CUSTODY_SIGSTORE_FIXTURE`, else `shared/` beside the
+/// workspace (how CI lays out a clone), else /work/shared.
 fn fixture() -> PathBuf {
-    let p = std::env::var_os("CUSTODY_SIGSTORE_FIXTURE")
+    let rel = "fixtures/sigstore-root-signing";
+    let candidates: Vec<PathBuf> = std::env::var_os("CUSTODY_SIGSTORE_FIXTURE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/work/shared/fixtures/sigstore-root-signing"));
-    assert!(
-        p.join("metadata/root_history/1.root.json").exists(),
-        "sigstore fixture not found at {} (set CUSTODY_SIGSTORE_FIXTURE)",
-        p.display()
-    );
-    p
+        .into_iter()
+        .chain(
+            common::workspace_root()
+                .parent()
+                .map(|p| p.join("shared").join(rel)),
+        )
+        .chain(std::iter::once(Path::new("/work/shared").join(rel)))
+        .collect();
+    candidates
+        .iter()
+        .find(|p| p.join("metadata/root_history/1.root.json").exists())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!("sigstore fixture not found in {candidates:?} (set CUSTODY_SIGSTORE_FIXTURE)")
+        })
 }
 
 fn signed(path: &Path) -> Value {
