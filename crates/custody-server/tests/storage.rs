@@ -49,9 +49,19 @@ async fn suite(s: Arc<dyn Storage>) {
     let c1 = s.get_credential("c1").await.unwrap().unwrap();
     assert_eq!((c1.generation, c1.secret_hash.as_str()), (2, "new"));
     assert!(s.revoke_credential("c1", 200).await.unwrap());
-    assert!(!s.revoke_credential("c1", 300).await.unwrap(), "second revoke is a no-op");
-    assert_eq!(s.get_credential("c1").await.unwrap().unwrap().revoked_at, Some(200));
-    assert_eq!(s.rotate_credential("c1", "x").await.unwrap(), None, "revoked cannot rotate");
+    assert!(
+        !s.revoke_credential("c1", 300).await.unwrap(),
+        "second revoke is a no-op"
+    );
+    assert_eq!(
+        s.get_credential("c1").await.unwrap().unwrap().revoked_at,
+        Some(200)
+    );
+    assert_eq!(
+        s.rotate_credential("c1", "x").await.unwrap(),
+        None,
+        "revoked cannot rotate"
+    );
 
     // token revocation
     assert!(!s.is_token_revoked("j1").await.unwrap());
@@ -69,7 +79,10 @@ async fn suite(s: Arc<dyn Storage>) {
     };
     s.upsert_blob(&blob).await.unwrap();
     s.upsert_blob(&blob).await.unwrap();
-    assert_eq!(s.get_blob("app", &blob.sha256).await.unwrap().unwrap(), blob);
+    assert_eq!(
+        s.get_blob("app", &blob.sha256).await.unwrap().unwrap(),
+        blob
+    );
     assert!(s.get_blob("other", &blob.sha256).await.unwrap().is_none());
     assert_eq!(s.list_blobs("app").await.unwrap(), vec![blob.clone()]);
 
@@ -86,12 +99,18 @@ async fn suite(s: Arc<dyn Storage>) {
     s.stage_target(&t).await.unwrap();
     t.custom = json!({"hw": ["c"]});
     s.stage_target(&t).await.unwrap();
-    assert_eq!(s.get_staged("app", "dir/app.bin").await.unwrap().unwrap(), t);
+    assert_eq!(
+        s.get_staged("app", "dir/app.bin").await.unwrap().unwrap(),
+        t
+    );
     assert_eq!(s.list_staged("app").await.unwrap().len(), 1);
     assert!(s.list_staged("other").await.unwrap().is_empty());
 
     // yanks
-    let y = s.insert_yank("app", "dir/app.bin", "CVE-1", "r", 7).await.unwrap();
+    let y = s
+        .insert_yank("app", "dir/app.bin", "CVE-1", "r", 7)
+        .await
+        .unwrap();
     assert_eq!(y.reason, "CVE-1");
     let y2 = s.insert_yank("app", "x", "bad", "r", 8).await.unwrap();
     assert!(y2.id > y.id);
@@ -176,7 +195,11 @@ async fn storage_suite_sqlite() {
     suite(Arc::new(s)).await;
     // WAL mode is on
     let wal = dir.path().join("t.db-wal");
-    assert!(wal.exists(), "SQLite must run in WAL mode ({} missing)", wal.display());
+    assert!(
+        wal.exists(),
+        "SQLite must run in WAL mode ({} missing)",
+        wal.display()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,14 +214,18 @@ async fn concurrent_publishers_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_suite_postgres() {
-    let Some(admin) = common::pg_url() else { return };
+    let Some(admin) = common::pg_url() else {
+        return;
+    };
     let url = common::fresh_pg_database(&admin).await;
     suite(Arc::new(PgStorage::connect(&url).await.unwrap())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_publishers_postgres() {
-    let Some(admin) = common::pg_url() else { return };
+    let Some(admin) = common::pg_url() else {
+        return;
+    };
     let url = common::fresh_pg_database(&admin).await;
     let a = PgStorage::connect(&url).await.unwrap();
     a.migrate().await.unwrap();
@@ -208,7 +235,9 @@ async fn concurrent_publishers_postgres() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_migrations_postgres() {
-    let Some(admin) = common::pg_url() else { return };
+    let Some(admin) = common::pg_url() else {
+        return;
+    };
     let url = common::fresh_pg_database(&admin).await;
     let mut tasks = Vec::new();
     for _ in 0..4 {
@@ -218,6 +247,8 @@ async fn concurrent_migrations_postgres() {
         }));
     }
     for t in tasks {
-        t.await.unwrap().expect("concurrent migrations must not race");
+        t.await
+            .unwrap()
+            .expect("concurrent migrations must not race");
     }
 }

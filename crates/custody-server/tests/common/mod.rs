@@ -44,7 +44,12 @@ fn agent() -> ureq::Agent {
 }
 
 /// One HTTP request, run on the blocking pool.
-pub async fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Option<Vec<u8>>) -> Resp {
+pub async fn http(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> Resp {
     let method = method.to_string();
     let url = url.to_string();
     let headers: Vec<(String, String)> = headers
@@ -52,12 +57,16 @@ pub async fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Optio
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     tokio::task::spawn_blocking(move || {
-        let mut b = ureq::http::Request::builder().method(method.as_str()).uri(&url);
+        let mut b = ureq::http::Request::builder()
+            .method(method.as_str())
+            .uri(&url);
         for (k, v) in &headers {
             b = b.header(k, v);
         }
         let req = b.body(body.unwrap_or_default()).unwrap();
-        let mut resp = agent().run(req).unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let mut resp = agent()
+            .run(req)
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
         let status = resp.status().as_u16();
         let headers = resp
             .headers()
@@ -208,7 +217,11 @@ pub async fn fresh_pg_database(admin_url: &str) -> String {
         .unwrap_or_else(|e| panic!("connect to {admin_url}: {e}"));
     let name = format!(
         "custody_t_{}",
-        hex::encode(ring::rand::generate::<[u8; 8]>(&ring::rand::SystemRandom::new()).unwrap().expose())
+        hex::encode(
+            ring::rand::generate::<[u8; 8]>(&ring::rand::SystemRandom::new())
+                .unwrap()
+                .expose()
+        )
     );
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&mut conn)
