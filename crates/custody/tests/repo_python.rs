@@ -1,0 +1,220 @@
+//! Interop: python-tuf's ngclient (the reference client) consumes what
+//! `custody repo publish` writes, over real HTTP on loopback: root rotation,
+//! consistent snapshots, delegations and TAP 15 hash bins.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const PW: &str = "pw";
+
+/// python-tuf client: serve OUT over HTTP on 127.0.0.1 (ephemeral port),
+/// bootstrap from 1.root.json, refresh, download each target; print JSON.
+const CLIENT: &str = r#"
+import functools, http.server, json, os, sys, threading
+from tuf.ngclient import Updater
+out, work = sys.argv[1], sys.argv[2]
+names = sys.argv[3:]
+handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=out)
+handler.log_message = lambda *a: None
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+threading.Thread(target=srv.serve_forever, daemon=True).start()
+base = f"http://127.0.0.1:{srv.server_address[1]}/"
+md, td = os.path.join(work, "md"), os.path.join(work, "td")
+os.makedirs(md, exist_ok=True); os.makedirs(td, exist_ok=True)
+with open(os.path.join(out, "1.root.json"), "rb") as f:
+    boot = f.read()
+res = {}
+try:
+    u = Updater(md, base, td, base + "targets/", bootstrap=boot)
+    u.refresh()
+    res["root_version"] = u._trusted_set.root.version
+    for n in names:
+        info = u.get_targetinfo(n)
+        if info is None:
+            res[n] = None
+            continue
+        path = u.download_target(info, os.path.join(td, n.replace("/", "_")))
+        with open(path, "rb") as f:
+            res[n] = f.read().decode()
+finally:
+    srv.shutdown()
+print(json.dumps(res))
+"#;
+
+fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("CUSTODY_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    assert!(
+        p.exists(),
+        "python-tuf not found: set CUSTODY_PYTHON or run ./scripts/test (creates .venv)"
+    );
+    p
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn p(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_custody"))
+            .args(args)
+            .args(["--passphrase-env", "KP"])
+            .env("KP", PW)
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap()
+    }
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "custody {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+    fn key(&self, name: &str, kt: &str) {
+        let f = format!("{name}.pem");
+        self.ok(&["key", "generate", "--type", kt, "--out", &f]);
+    }
+    fn client(&self, work: &str, names: &[&str]) -> serde_json::Value {
+        let o = Command::new(python())
+            .arg("-c")
+            .arg(CLIENT)
+            .arg(self.p("out").join("."))
+            .arg(self.p(work))
+            .args(names)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "python-tuf client failed:\n{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+}
+
+#[test]
+fn python_tuf_client_reads_custody_repository() {
+    let env = Env {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    // every key type custody generates, so python-tuf verifies each scheme
+    env.key("root", "ecdsa-p256");
+    env.key("targets", "ed25519");
+    env.key("snapshot", "ecdsa-p384");
+    env.key("timestamp", "ed25519");
+    env.key("boards", "rsa-pss");
+    env.key("bins", "ed25519");
+    env.key("root2", "ed25519");
+    env.ok(&[
+        "repo",
+        "init",
+        "repo",
+        "--root-key",
+        "root.pem",
+        "--targets-key",
+        "targets.pem",
+        "--snapshot-key",
+        "snapshot.pem",
+        "--timestamp-key",
+        "timestamp.pem",
+    ]);
+    std::fs::write(env.p("a.txt"), "top-level target").unwrap();
+    std::fs::write(env.p("fw.bin"), "board firmware").unwrap();
+    std::fs::write(env.p("app.tgz"), "binned app").unwrap();
+    env.ok(&[
+        "repo",
+        "add-target",
+        "repo",
+        "a.txt",
+        "--name",
+        "docs/a.txt",
+    ]);
+    env.ok(&[
+        "repo",
+        "delegate",
+        "repo",
+        "--name",
+        "boards",
+        "--key",
+        "boards.pem",
+        "--path",
+        "boards/*",
+    ]);
+    env.ok(&[
+        "repo",
+        "add-target",
+        "repo",
+        "fw.bin",
+        "--name",
+        "boards/fw.bin",
+    ]);
+    env.ok(&[
+        "repo", "delegate", "repo", "--name", "apps", "--key", "bins.pem", "--path", "apps/*",
+    ]);
+    env.ok(&[
+        "repo",
+        "hash-bins",
+        "repo",
+        "--from",
+        "apps",
+        "--prefix",
+        "apps-bin",
+        "--bits",
+        "3",
+        "--key",
+        "bins.pem",
+    ]);
+    env.ok(&[
+        "repo",
+        "add-target",
+        "repo",
+        "app.tgz",
+        "--name",
+        "apps/app.tgz",
+    ]);
+    env.ok(&["repo", "publish", "repo", "out"]);
+
+    let r = env.client(
+        "c1",
+        &["docs/a.txt", "boards/fw.bin", "apps/app.tgz", "nope/x"],
+    );
+    assert_eq!(r["root_version"], 1);
+    assert_eq!(r["docs/a.txt"], "top-level target");
+    assert_eq!(r["boards/fw.bin"], "board firmware");
+    assert_eq!(r["apps/app.tgz"], "binned app");
+    assert!(r["nope/x"].is_null());
+
+    // root rotation: the client walks 1 -> 2 from its bootstrap root
+    env.ok(&[
+        "repo",
+        "rotate-root",
+        "repo",
+        "--role",
+        "root",
+        "--add-key",
+        "root2.pem",
+    ]);
+    std::fs::write(env.p("a2.txt"), "second").unwrap();
+    env.ok(&[
+        "repo",
+        "add-target",
+        "repo",
+        "a2.txt",
+        "--name",
+        "docs/a2.txt",
+    ]);
+    env.ok(&["repo", "publish", "repo", "out"]);
+    let r = env.client("c1", &["docs/a2.txt"]);
+    assert_eq!(r["root_version"], 2);
+    assert_eq!(r["docs/a2.txt"], "second");
+}
