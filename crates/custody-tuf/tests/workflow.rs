@@ -864,3 +864,30 @@ fn root_rotation_cap() {
     assert!(matches!(e, Error::TooManyRootRotations { limit: 2 }), "{e}");
     assert_eq!(custody_tuf::MAX_ROOT_ROTATIONS, 256);
 }
+
+#[test]
+fn key_reencoding_is_not_a_rotation() {
+    // Same timestamp key, re-encoded from hex to PEM SPKI under the same key id
+    // (what sigstore did between roots 4 and 5): no discard of local timestamp/snapshot.
+    use base64::Engine;
+    let repo = simple_repo();
+    let mut t = TrustedMetadata::new(&repo.root).unwrap();
+    let mut r2 = root_signed(2, FAR, &repo.keys);
+    let raw = hex::decode(
+        repo.keys.timestamp.json()["keyval"]["public"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let mut der = hex::decode("302a300506032b6570032100").unwrap();
+    der.extend_from_slice(&raw);
+    let pem = format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        base64::engine::general_purpose::STANDARD.encode(&der)
+    );
+    r2["keys"][repo.keys.timestamp.id.clone()]["keyval"]["public"] = json!(pem);
+    let u = t.update_root(&envelope(&r2, &[&repo.keys.root])).unwrap();
+    assert!(!u.discard_timestamp_and_snapshot);
+    // and the PEM-encoded key verifies the timestamp
+    t.update_timestamp(&repo.timestamp, now()).unwrap();
+}
