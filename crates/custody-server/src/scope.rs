@@ -205,7 +205,9 @@ impl ScopeSet {
                 scopes.push(scope);
             }
         }
-        scopes.sort();
+        // Alphabetical, so tokens, audit records and messages list scopes
+        // in a predictable order.
+        scopes.sort_by_cached_key(ToString::to_string);
         Ok(ScopeSet(scopes))
     }
 
