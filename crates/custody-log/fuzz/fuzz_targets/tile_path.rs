@@ -1,0 +1,20 @@
+//! Tile and entry bundle paths: no panic; accepted paths are canonical.
+#![no_main]
+
+use custody_log::{parse_tile_path, TilePath};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
+    for p in [s.to_owned(), format!("tile/{s}"), format!("tile/entries/{s}")] {
+        if let Ok(parsed) = parse_tile_path(&p) {
+            let again = match parsed {
+                TilePath::Tile(t) => t.path(),
+                TilePath::Entries(b) => b.path(),
+            };
+            assert_eq!(again, p);
+        }
+    }
+});
