@@ -32,6 +32,7 @@ pub use error::ClientError;
 pub use store::{MetadataStore, StoreError};
 pub use target::DownloadedTarget;
 pub use transport::{
-    AnyTransport, FetchError, Fetched, FileTransport, HttpTransport, Timeouts, Transport,
+    AnyTransport, FetchError, Fetched, FileTransport, HttpTransport, Timeouts, TlsRootsError,
+    Transport,
 };
 pub use updater::{init_trusted_root, Updater, UpdaterConfig};

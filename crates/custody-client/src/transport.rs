@@ -256,9 +256,52 @@ impl std::fmt::Debug for HttpTransport {
     }
 }
 
+/// A CA bundle that could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("CA certificates: {reason}")]
+pub struct TlsRootsError {
+    reason: String,
+}
+
 impl HttpTransport {
-    /// A transport with the given time budgets.
+    /// A transport with the given time budgets, trusting the Mozilla root
+    /// CAs (webpki-roots) for https.
     pub fn new(timeouts: Timeouts) -> Self {
+        Self::build(timeouts, None)
+    }
+
+    /// A transport that trusts only the CA certificates in `pem_bundle`
+    /// for https (a private repository's CA). TLS is transport hygiene
+    /// here: every byte is still verified against signed metadata.
+    pub fn with_ca_certs(timeouts: Timeouts, pem_bundle: &[u8]) -> Result<Self, TlsRootsError> {
+        let mut certs = Vec::new();
+        for item in ureq::tls::parse_pem(pem_bundle) {
+            match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(TlsRootsError {
+                        reason: format!("invalid PEM: {e}"),
+                    })
+                }
+            }
+        }
+        if certs.is_empty() {
+            return Err(TlsRootsError {
+                reason: "no CERTIFICATE found in the PEM data".to_owned(),
+            });
+        }
+        Ok(Self::build(
+            timeouts,
+            Some(ureq::tls::RootCerts::new_with_certs(&certs)),
+        ))
+    }
+
+    fn build(timeouts: Timeouts, roots: Option<ureq::tls::RootCerts>) -> Self {
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if let Some(roots) = roots {
+            tls = tls.root_certs(roots);
+        }
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(timeouts.connect))
@@ -266,6 +309,7 @@ impl HttpTransport {
             .timeout_global(Some(timeouts.overall))
             .max_redirects(5)
             .user_agent(concat!("custody/", env!("CARGO_PKG_VERSION")))
+            .tls_config(tls.build())
             .build();
         HttpTransport {
             agent: config.new_agent(),
@@ -361,8 +405,13 @@ pub struct AnyTransport {
 impl AnyTransport {
     /// HTTP with the given time budgets, plus `file://`.
     pub fn new(timeouts: Timeouts) -> Self {
+        Self::with_http(HttpTransport::new(timeouts))
+    }
+
+    /// This HTTP transport, plus `file://`.
+    pub fn with_http(http: HttpTransport) -> Self {
         AnyTransport {
-            http: HttpTransport::new(timeouts),
+            http,
             file: FileTransport,
         }
     }
@@ -422,6 +471,12 @@ mod tests {
         let url = Url::from_file_path(dir.path().join("nope.json")).unwrap();
         let err = FileTransport.fetch(&url, 10).unwrap_err();
         assert!(err.is_not_found());
+    }
+
+    #[test]
+    fn ca_bundle_must_hold_a_certificate() {
+        let err = HttpTransport::with_ca_certs(Timeouts::default(), b"no pem here").unwrap_err();
+        assert!(err.to_string().contains("no CERTIFICATE"), "{err}");
     }
 
     #[test]

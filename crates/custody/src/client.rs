@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use custody_client::{
-    AnyTransport, ClientError, DownloadedTarget, Timeouts, Updater, UpdaterConfig,
+    AnyTransport, ClientError, DownloadedTarget, HttpTransport, Timeouts, Updater, UpdaterConfig,
 };
 use serde_json::json;
 use url::Url;
@@ -122,6 +122,11 @@ struct ClientOptions {
     #[arg(long, global = true, value_name = "SECS", default_value_t = 10)]
     connect_timeout: u64,
 
+    /// PEM file of CA certificates to trust for https instead of the Mozilla
+    /// roots (a private repository's CA).
+    #[arg(long, global = true, value_name = "PEM")]
+    ca_cert: Option<PathBuf>,
+
     /// Longest wait for any single read, in seconds.
     #[arg(long, global = true, value_name = "SECS", default_value_t = 30)]
     read_timeout: u64,
@@ -228,11 +233,21 @@ fn build_updater(
             max_targets_bytes: opts.max_targets_bytes,
         },
     };
-    let transport = AnyTransport::new(Timeouts {
+    let timeouts = Timeouts {
         connect: Duration::from_secs(opts.connect_timeout),
         per_read: Duration::from_secs(opts.read_timeout),
         overall: Duration::from_secs(opts.timeout),
-    });
+    };
+    let http = match &opts.ca_cert {
+        None => HttpTransport::new(timeouts),
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("{}: cannot read --ca-cert", path.display()))?;
+            HttpTransport::with_ca_certs(timeouts, &pem)
+                .with_context(|| format!("{}: --ca-cert", path.display()))?
+        }
+    };
+    let transport = AnyTransport::with_http(http);
     Ok(Updater::new(
         metadata_dir,
         metadata_url.clone(),
