@@ -891,3 +891,35 @@ fn key_reencoding_is_not_a_rotation() {
     // and the PEM-encoded key verifies the timestamp
     t.update_timestamp(&repo.timestamp, now()).unwrap();
 }
+
+#[test]
+fn expired_local_snapshot_still_guards_rollback() {
+    let repo = simple_repo();
+    let mut t = TrustedMetadata::new(&repo.root).unwrap();
+    t.update_timestamp(
+        &envelope(&timestamp_signed(2, FAR, 2, None), &[&repo.keys.timestamp]),
+        now(),
+    )
+    .unwrap();
+    let local = envelope(
+        &snapshot_signed(1, PAST, &[("targets", 3, None)]),
+        &[&repo.keys.snapshot],
+    );
+    assert!(t
+        .update_snapshot(&local, now(), true)
+        .unwrap_err()
+        .is_expired());
+    let remote = envelope(
+        &snapshot_signed(2, FAR, &[("targets", 2, None)]),
+        &[&repo.keys.snapshot],
+    );
+    assert!(t
+        .update_snapshot(&remote, now(), false)
+        .unwrap_err()
+        .is_rollback());
+    let remote = envelope(
+        &snapshot_signed(2, FAR, &[("targets", 3, None)]),
+        &[&repo.keys.snapshot],
+    );
+    t.update_snapshot(&remote, now(), false).unwrap();
+}
