@@ -20,6 +20,16 @@
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
+// Untrusted bytes flow through every module: no panicking shortcuts.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
 pub mod encoding;
 mod error;
