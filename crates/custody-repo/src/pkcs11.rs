@@ -18,6 +18,7 @@
 use std::path::PathBuf;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::RvError;
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
@@ -176,6 +177,32 @@ impl std::fmt::Debug for Pkcs11Signer {
     }
 }
 
+thread_local! {
+    /// One initialised context per module: C_Initialize may be called only
+    /// once per process (CKR_CRYPTOKI_ALREADY_INITIALIZED otherwise), and
+    /// several repository keys often live on the same token.
+    static CONTEXTS: std::cell::RefCell<std::collections::BTreeMap<PathBuf, Pkcs11>> =
+        const { std::cell::RefCell::new(std::collections::BTreeMap::new()) };
+}
+
+fn context(module: &std::path::Path) -> Result<Pkcs11, SignerError> {
+    if let Some(ctx) = CONTEXTS.with(|c| c.borrow().get(module).cloned()) {
+        return Ok(ctx);
+    }
+    let ctx = Pkcs11::new(module).map_err(|e| {
+        SignerError::Pkcs11(format!(
+            "cannot load PKCS#11 module {}: {e}",
+            module.display()
+        ))
+    })?;
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(cryptoki::error::Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(e) => return Err(SignerError::Pkcs11(format!("C_Initialize: {e}"))),
+    }
+    CONTEXTS.with(|c| c.borrow_mut().insert(module.to_owned(), ctx.clone()));
+    Ok(ctx)
+}
+
 fn p11(what: &str) -> impl Fn(cryptoki::error::Error) -> SignerError + '_ {
     move |e| SignerError::Pkcs11(format!("{what}: {e}"))
 }
@@ -184,11 +211,7 @@ impl Pkcs11Signer {
     /// Open the module, find the token by label, log in and find the key.
     pub fn open(uri: &Pkcs11Uri) -> Result<Self, SignerError> {
         let module = uri.module_path.display().to_string();
-        let ctx = Pkcs11::new(&uri.module_path).map_err(|e| {
-            SignerError::Pkcs11(format!("cannot load PKCS#11 module {module}: {e}"))
-        })?;
-        ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-            .map_err(p11("C_Initialize"))?;
+        let ctx = context(&uri.module_path)?;
         let slots = ctx.get_slots_with_token().map_err(p11("C_GetSlotList"))?;
         let mut found = None;
         let mut seen = Vec::new();
@@ -212,14 +235,18 @@ impl Pkcs11Signer {
             PinSource::Value(v) => Zeroizing::new(v.clone()),
             PinSource::Secret(src) => src.read(&format!("PIN for token {}", uri.token), false)?,
         };
-        session
-            .login(UserType::User, Some(&AuthPin::new(pin.as_str().into())))
-            .map_err(|e| {
-                SignerError::Pkcs11(format!(
+        match session.login(UserType::User, Some(&AuthPin::new(pin.as_str().into()))) {
+            Ok(()) => {}
+            // Login state is per token and application: a second key on the
+            // same token finds the user already logged in.
+            Err(cryptoki::error::Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(e) => {
+                return Err(SignerError::Pkcs11(format!(
                     "login to token {:?} failed (wrong PIN?): {e}",
                     uri.token
-                ))
-            })?;
+                )))
+            }
+        }
         let label = match (&uri.object, &uri.id) {
             (Some(o), _) => o.clone(),
             (None, Some(id)) => format!("id={}", hex::encode(id)),
