@@ -82,6 +82,11 @@ pub fn hashes_from_bytes(bytes: &[u8]) -> Result<Vec<Hash>, HashLengthError> {
         .collect())
 }
 
+/// Encode hashes as their concatenation (the inverse of [`hashes_from_bytes`]).
+pub fn hashes_to_bytes(hashes: &[Hash]) -> Vec<u8> {
+    hashes.concat()
+}
+
 /// Decode one hash from a byte slice of exactly 32 bytes.
 pub fn hash_from_slice(bytes: &[u8]) -> Result<Hash, HashLengthError> {
     <[u8; HASH_LEN]>::try_from(bytes).map_err(|_| HashLengthError::NotOne { len: bytes.len() })

@@ -175,6 +175,49 @@ pub struct NoteSignature {
 }
 
 impl NoteSignature {
+    /// Parse one signature line (`— <name> <base64>`, with or without the
+    /// final newline), for instance a cosignature returned by a witness.
+    pub fn parse_line(line: &str) -> Result<Self, NoteError> {
+        let line = line.strip_suffix('\n').unwrap_or(line);
+        check_chars(line, 0)?;
+        if line.contains('\n') {
+            return Err(NoteError::BadSignatureLine {
+                line: 1,
+                reason: "a single signature line must not contain a newline".into(),
+            });
+        }
+        Self::parse_line_numbered(line, 1)
+    }
+
+    fn parse_line_numbered(line: &str, lineno: usize) -> Result<Self, NoteError> {
+        let bad = |reason: &str| NoteError::BadSignatureLine {
+            line: lineno,
+            reason: reason.to_owned(),
+        };
+        let rest = line
+            .strip_prefix(SIG_PREFIX)
+            .ok_or_else(|| bad("must start with an em dash (U+2014) and a space"))?;
+        let (name, b64) = rest
+            .split_once(' ')
+            .ok_or_else(|| bad("must be `— <name> <base64 signature>`"))?;
+        check_key_name(name).map_err(|e| bad(&e.to_string()))?;
+        let raw = B64
+            .decode(b64)
+            .map_err(|e| bad(&format!("signature is not canonical standard base64: {e}")))?;
+        if raw.len() < 5 {
+            return Err(bad(&format!(
+                "signature decodes to {} bytes, need a 4-byte key ID and at least 1 signature byte",
+                raw.len()
+            )));
+        }
+        let (id, sig) = raw.split_at(4);
+        Ok(NoteSignature {
+            name: name.to_owned(),
+            key_id: u32::from_be_bytes([id[0], id[1], id[2], id[3]]),
+            signature: sig.to_vec(),
+        })
+    }
+
     /// For a `cosignature/v1` signature (8-byte timestamp + 64-byte
     /// Ed25519 signature), the claimed timestamp. Unverified: only
     /// [`Note::verify`] makes it trustworthy.
@@ -297,33 +340,7 @@ impl Note {
                     max: MAX_SIGNATURES,
                 });
             }
-            let bad = |reason: &str| NoteError::BadSignatureLine {
-                line: lineno,
-                reason: reason.to_owned(),
-            };
-            let rest = line
-                .strip_prefix(SIG_PREFIX)
-                .ok_or_else(|| bad("must start with an em dash (U+2014) and a space"))?;
-            let (name, b64) = rest
-                .split_once(' ')
-                .ok_or_else(|| bad("must be `— <name> <base64 signature>`"))?;
-            check_key_name(name).map_err(|e| bad(&e.to_string()))?;
-            let raw = B64
-                .decode(b64)
-                .map_err(|e| bad(&format!("signature is not canonical standard base64: {e}")))?;
-            if raw.len() < 5 {
-                return Err(bad(&format!(
-                    "signature decodes to {} bytes, need a 4-byte key ID and at least 1 signature byte",
-                    raw.len()
-                )));
-            }
-            let (id, sig) = raw.split_at(4);
-            let key_id = u32::from_be_bytes([id[0], id[1], id[2], id[3]]);
-            signatures.push(NoteSignature {
-                name: name.to_owned(),
-                key_id,
-                signature: sig.to_vec(),
-            });
+            signatures.push(NoteSignature::parse_line_numbered(line, lineno)?);
         }
         Ok(Note {
             text: text.to_owned(),

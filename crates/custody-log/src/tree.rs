@@ -61,7 +61,9 @@ pub fn subtree_hash<R: HashReader + ?Sized>(
         };
     }
     // Walk down the right spine: [start, end) = perfect(start, k) + rest.
-    let mut peaks: Vec<Hash> = Vec::new();
+    // At most 64 perfect subtrees: keep them on the stack.
+    let mut peaks = [[0u8; 32]; 64];
+    let mut count = 0usize;
     let mut a = start;
     while a < end {
         let n = end - a;
@@ -70,19 +72,21 @@ pub fn subtree_hash<R: HashReader + ?Sized>(
         } else {
             split_point(n)
         };
-        if a % width != 0 {
+        if a % width != 0 || count == peaks.len() {
             return Err(TreeError::NotASubtree { start, end });
         }
         let level = width.trailing_zeros() as u8;
-        peaks.push(reader.node(NodeId::new(level, a >> level))?);
+        peaks[count] = reader.node(NodeId::new(level, a >> level))?;
+        count += 1;
         a += width;
     }
-    let mut acc = match peaks.pop() {
-        Some(h) => h,
+    let mut it = peaks[..count].iter().rev();
+    let mut acc = match it.next() {
+        Some(h) => *h,
         None => return Ok(EMPTY_ROOT),
     };
-    while let Some(left) = peaks.pop() {
-        acc = node_hash(&left, &acc);
+    for left in it {
+        acc = node_hash(left, &acc);
     }
     Ok(acc)
 }

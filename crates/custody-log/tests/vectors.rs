@@ -683,3 +683,15 @@ fn tlog_tiles_size_examples() {
     assert!(new_tiles(300, 300).is_empty());
     assert!(new_tiles(0, 0).is_empty());
 }
+
+#[test]
+fn single_signature_line_parses() {
+    let sig = custody_log::NoteSignature::parse_line(GO_SIG_LINE).unwrap();
+    assert_eq!(sig.name, "PeterNeumann");
+    assert_eq!(sig.key_id, 0xc74f20a3);
+    assert_eq!(sig.to_line(), GO_SIG_LINE);
+    assert!(custody_log::NoteSignature::parse_line(GO_SIG_LINE.trim_end()).is_ok());
+    assert!(custody_log::NoteSignature::parse_line(&GO_SIG_LINE.repeat(2)).is_err());
+    assert!(custody_log::NoteSignature::parse_line("- PeterNeumann AAAAAAA=").is_err());
+    assert!(custody_log::NoteSignature::parse_line("").is_err());
+}
