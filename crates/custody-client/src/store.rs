@@ -42,7 +42,7 @@ fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) ->
 pub fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let dir = parent_dir(dest);
     let mut tmp = tempfile::Builder::new()
-        .prefix(".custody-tmp-")
+        .prefix(TEMP_PREFIX)
         .tempfile_in(dir)
         .map_err(io_err(dir, "create temp file"))?;
     tmp.write_all(bytes)
@@ -95,6 +95,46 @@ pub fn read_bounded(path: &Path, bound: u64) -> Result<Option<Vec<u8>>, StoreErr
         });
     }
     Ok(Some(out))
+}
+
+/// Prefix of the temp files this crate writes (metadata and targets).
+pub const TEMP_PREFIX: &str = ".custody-tmp-";
+
+/// How old a leftover temp file must be before it is swept: far longer than
+/// any write or download, so a concurrent writer is never disturbed.
+pub const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Remove temp files left in `dir` by a process that died mid-write (power
+/// cut, kill -9), if older than `older_than`. Best effort: problems are
+/// logged, never fatal. Returns how many were removed.
+pub fn sweep_stale_temp_files(dir: &Path, older_than: std::time::Duration) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let now = std::time::SystemTime::now();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with(TEMP_PREFIX) {
+            continue;
+        }
+        let old_enough = entry
+            .metadata()
+            .ok()
+            .filter(fs::Metadata::is_file)
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| now.duration_since(t).ok())
+            .is_some_and(|age| age >= older_than);
+        if old_enough {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) => {
+                    tracing::debug!(path = %entry.path().display(), error = %e, "cannot remove stale temp file")
+                }
+            }
+        }
+    }
+    removed
 }
 
 /// The trusted metadata directory.
@@ -170,5 +210,24 @@ mod tests {
         assert!(store.load("a/b", 100).unwrap().is_none());
         // no temp files left behind
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn sweeps_only_old_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(format!("{TEMP_PREFIX}abc")), b"torn").unwrap();
+        fs::write(dir.path().join("root.json"), b"{}").unwrap();
+        let recent = sweep_stale_temp_files(dir.path(), STALE_TEMP_AGE);
+        assert_eq!(
+            recent, 0,
+            "a fresh temp file may belong to a running writer"
+        );
+        let swept = sweep_stale_temp_files(dir.path(), std::time::Duration::ZERO);
+        assert_eq!(swept, 1);
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["root.json"]);
     }
 }

@@ -87,7 +87,7 @@ pub fn download_verified(
     let mut body = transport.fetch(url, info.length)?;
     let dir = parent_dir(dest);
     let mut tmp = tempfile::Builder::new()
-        .prefix(".custody-download-")
+        .prefix(crate::store::TEMP_PREFIX)
         .tempfile_in(dir)
         .map_err(|error| StoreError::Io {
             path: dir.to_owned(),

@@ -100,6 +100,7 @@ impl<T: Transport> Updater<T> {
         })?;
         let trusted = TrustedMetadata::with_limits(&bytes, limits)
             .map_err(|e| ClientError::rejected(root_path.display().to_string(), e))?;
+        crate::store::sweep_stale_temp_files(store.dir(), crate::store::STALE_TEMP_AGE);
         Ok(Updater {
             store,
             metadata_url,
@@ -368,6 +369,7 @@ impl<T: Transport> Updater<T> {
             action: "create directory",
             error,
         })?;
+        crate::store::sweep_stale_temp_files(target_dir, crate::store::STALE_TEMP_AGE);
         let mut result = DownloadedTarget {
             path: target_path.to_owned(),
             role,
