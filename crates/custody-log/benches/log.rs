@@ -43,7 +43,9 @@ fn bench_append(c: &mut Criterion) {
         // Start from a 1M-entry log so the frontier is realistic; the store
         // keeps growing across iterations, as a log does.
         let mut app = Appender::open(MemoryStore::with_capacity(4_000_000)).unwrap();
-        let base: Vec<Hash> = (0..1_000_000u64).map(|i| leaf_hash(&i.to_le_bytes())).collect();
+        let base: Vec<Hash> = (0..1_000_000u64)
+            .map(|i| leaf_hash(&i.to_le_bytes()))
+            .collect();
         app.append_leaf_hashes(&base).unwrap();
         g.bench_function(format!("entries_batch_{batch}"), |b| {
             b.iter(|| black_box(app.append_entries(&entries).unwrap()))
@@ -144,10 +146,14 @@ fn bench_checkpoints(c: &mut Criterion) {
         .collect();
     let cp = Checkpoint::new(origin, BIG, [7; 32]).unwrap();
     let mut g = c.benchmark_group("checkpoint");
-    g.bench_function("sign", |b| b.iter(|| black_box(cp.sign(&log).unwrap().to_bytes())));
+    g.bench_function("sign", |b| {
+        b.iter(|| black_box(cp.sign(&log).unwrap().to_bytes()))
+    });
     let signed = cp.sign(&log).unwrap().to_bytes();
     let v = LogVerifier::new(origin, log.verifier_key()).unwrap();
-    g.bench_function("verify", |b| b.iter(|| black_box(v.verify(&signed).unwrap())));
+    g.bench_function("verify", |b| {
+        b.iter(|| black_box(v.verify(&signed).unwrap()))
+    });
     let mut note = cp.sign(&log).unwrap();
     for w in &witnesses {
         note.add_signature(w.cosign(note.text(), 1_700_000_000).unwrap());

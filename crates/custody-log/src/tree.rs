@@ -234,6 +234,15 @@ impl<S: HashStore> Appender<S> {
         acc
     }
 
+    /// The checkpoint body for the current state (to sign with
+    /// [`crate::Checkpoint::sign`]).
+    pub fn checkpoint(
+        &self,
+        origin: &str,
+    ) -> Result<crate::Checkpoint, crate::checkpoint::CheckpointError> {
+        crate::Checkpoint::new(origin, self.size, self.root())
+    }
+
     /// The underlying store (for proof generation).
     pub fn store(&self) -> &S {
         &self.store

@@ -34,7 +34,7 @@ fn log(n: u64, fork_at: Option<u64>) -> Appender<MemoryStore> {
 }
 
 fn checkpoint(app: &Appender<MemoryStore>) -> Checkpoint {
-    Checkpoint::new(ORIGIN, app.size(), app.root()).unwrap()
+    app.checkpoint(ORIGIN).unwrap()
 }
 
 fn signed(cp: &Checkpoint) -> Note {
