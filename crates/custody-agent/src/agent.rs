@@ -4,13 +4,11 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::command::HookCommand;
+use crate::command::{kill_orphaned_hook, HookCommand};
 use crate::error::{io_err, AgentError};
-use crate::fsutil::{
-    available_space, digest_file, ensure_dir, read_json, remove_temp_files, write_json, Probe,
-};
+use crate::fsutil::{digest_file, ensure_dir, read_json, remove_temp_files, write_json, Probe};
 use crate::installer::{InstallPlan, Installer, StepCtx};
 use crate::report::{report_id, Outcome, Report, ReportQueue, ReportSink};
 use crate::state::{
@@ -135,6 +133,10 @@ impl Agent {
         self.installer.as_ref()
     }
 
+    fn hook_file(&self) -> PathBuf {
+        self.config.root.join("hook.json")
+    }
+
     fn state_path(&self) -> PathBuf {
         self.config.root.join("state.json")
     }
@@ -181,6 +183,10 @@ impl Agent {
     /// interrupted (see [`recovery_step`] for the table). Returns the
     /// outcome if an attempt was finished, `None` when the agent was idle.
     pub fn recover(&mut self) -> Result<Option<Outcome>, AgentError> {
+        // A hook command (install, rollback, health check) that outlived a
+        // killed agent must not keep changing the device while recovery
+        // decides: kill it first.
+        kill_orphaned_hook(&self.hook_file(), Duration::from_secs(10))?;
         if self.state.attempt.is_none() {
             self.installer
                 .converge(self.state.committed.as_ref(), &self.probe)?;
@@ -266,7 +272,7 @@ impl Agent {
                 action: "statvfs",
                 source: e.into(),
             })?;
-            let available = available_space(&dir)?;
+            let available = st.f_bavail.saturating_mul(st.f_frsize);
             let entry = per_fs
                 .entry(st.f_fsid)
                 .or_insert((dir.clone(), 0, available));
@@ -358,6 +364,7 @@ impl Agent {
     /// Advance the attempt until it reaches a terminal phase, its report is
     /// queued and the agent is idle again.
     fn drive(&mut self, mut mode: Mode) -> Result<Outcome, AgentError> {
+        let hook_file = self.hook_file();
         loop {
             let Some(attempt) = self.state.attempt.clone() else {
                 return Err(AgentError::WrongState {
@@ -394,6 +401,9 @@ impl Agent {
                             ),
                         })?,
                         Ok(()) => {
+                            // Plan from a device that matches the state file.
+                            self.installer
+                                .converge(self.state.committed.as_ref(), &self.probe)?;
                             let plan = self.installer.plan(self.state.committed.as_ref())?;
                             if let Some(a) = self.state.attempt.as_mut() {
                                 a.plan = Some(plan);
@@ -430,6 +440,7 @@ impl Agent {
                         target: &attempt.target,
                         plan: &plan,
                         probe: &self.probe,
+                        hook_file: &hook_file,
                     };
                     match self.installer.stage(ctx, payload)? {
                         Ok(()) => self.set_phase(Phase::Trial { since: now_secs() })?,
@@ -472,6 +483,7 @@ impl Agent {
                             target: &attempt.target,
                             plan: &plan,
                             probe: &self.probe,
+                            hook_file: &hook_file,
                         };
                         if let Some(note) = self.installer.rollback(ctx)? {
                             reason = format!("{reason}; {note}");
@@ -512,11 +524,13 @@ impl Agent {
         attempt: &Attempt,
         plan: &InstallPlan,
     ) -> Result<Result<(), String>, AgentError> {
+        let hook_file = self.hook_file();
         let ctx = StepCtx {
             attempt: attempt.id,
             target: &attempt.target,
             plan,
             probe: &self.probe,
+            hook_file: &hook_file,
         };
         if let Err(e) = self.installer.activate(ctx)? {
             return Ok(Err(e));
@@ -526,7 +540,7 @@ impl Agent {
             let mut env = ctx.base_env();
             env.extend(self.installer.health_env(ctx));
             self.probe.hit("trial:health-start");
-            let r = hc.run_probed(&env, &self.probe);
+            let r = hc.run_tracked(&env, &self.probe, Some(&hook_file));
             self.probe.hit("trial:health-done");
             if let Err(e) = r {
                 return Ok(Err(format!("health check {e}")));

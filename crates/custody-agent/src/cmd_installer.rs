@@ -101,7 +101,11 @@ impl Installer for CommandInstaller {
         ctx.probe.hit("command:install-start");
         let r = self
             .install
-            .run_probed(&Self::env(ctx, Some(payload)), ctx.probe)
+            .run_tracked(
+                &Self::env(ctx, Some(payload)),
+                ctx.probe,
+                Some(ctx.hook_file),
+            )
             .map_err(|e| format!("install command {e}"));
         ctx.probe.hit("command:install-done");
         Ok(r)
@@ -124,7 +128,7 @@ impl Installer for CommandInstaller {
             return Ok(Ok(()));
         };
         Ok(cmd
-            .run_probed(&Self::env(ctx, None), ctx.probe)
+            .run_tracked(&Self::env(ctx, None), ctx.probe, Some(ctx.hook_file))
             .map_err(|e| format!("commit command {e}")))
     }
 
@@ -133,7 +137,7 @@ impl Installer for CommandInstaller {
             return Ok(None);
         };
         ctx.probe.hit("command:rollback-start");
-        let r = cmd.run_probed(&Self::env(ctx, None), ctx.probe);
+        let r = cmd.run_tracked(&Self::env(ctx, None), ctx.probe, Some(ctx.hook_file));
         ctx.probe.hit("command:rollback-done");
         Ok(r.err().map(|e| format!("rollback command {e}")))
     }

@@ -7,12 +7,14 @@
 
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil::Probe;
+use crate::error::AgentError;
+use crate::fsutil::{read_json, remove_file_durable, write_json, Probe};
 
 /// How much of a failed command's output is kept in the reason.
 pub const OUTPUT_TAIL: u64 = 2048;
@@ -39,12 +41,21 @@ impl HookCommand {
     /// within the timeout; otherwise a reason naming the command, what
     /// happened and the tail of its output.
     pub fn run(&self, env: &[(String, String)]) -> Result<(), String> {
-        self.run_probed(env, &Probe::none())
+        self.run_tracked(env, &Probe::none(), None)
     }
 
-    /// [`run`](Self::run), hitting `probe` with `"command:spawned"` once the
-    /// child runs (the crash test kills the agent there, mid-command).
-    pub fn run_probed(&self, env: &[(String, String)], probe: &Probe) -> Result<(), String> {
+    /// [`run`](Self::run), and while the command runs keep its process
+    /// group id in the file `track` (written atomically after the spawn,
+    /// removed after the wait), so that an agent restarted after a crash can
+    /// kill a hook that outlived it ([`kill_orphaned_hook`]) before it
+    /// decides anything. `probe` is hit with `"command:spawned"` once the
+    /// child runs and is tracked (the crash test kills the agent there).
+    pub fn run_tracked(
+        &self,
+        env: &[(String, String)],
+        probe: &Probe,
+        track: Option<&Path>,
+    ) -> Result<(), String> {
         let Some((program, args)) = self.argv.split_first() else {
             return Err("command has an empty argv".to_owned());
         };
@@ -68,7 +79,36 @@ impl HookCommand {
             .spawn()
             .map_err(|e| format!("{shown}: cannot start: {e}"))?;
         let pid = rustix::process::Pid::from_child(&child);
+        if let Some(track) = track {
+            let running = RunningHook {
+                pgid: child.id(),
+                start_time: process_start_time(child.id()),
+                argv: self.argv.clone(),
+            };
+            if let Err(e) = write_json(track, &running) {
+                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{shown}: cannot record the running hook: {e}"));
+            }
+        }
         probe.hit("command:spawned");
+        let result = self.wait(&mut child, pid, &shown, &mut out);
+        if let Some(track) = track {
+            if let Err(e) = remove_file_durable(track) {
+                tracing::warn!(error = %e, "cannot remove hook tracking file");
+            }
+        }
+        result
+    }
+
+    fn wait(
+        &self,
+        child: &mut std::process::Child,
+        pid: rustix::process::Pid,
+        shown: &str,
+        out: &mut std::fs::File,
+    ) -> Result<(), String> {
         let deadline = Instant::now() + self.timeout;
         let status = loop {
             match child.try_wait() {
@@ -83,7 +123,7 @@ impl HookCommand {
                 return Err(format!(
                     "{shown}: timed out after {:?} and was killed{}",
                     self.timeout,
-                    output_tail(&mut out)
+                    output_tail(out)
                 ));
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -96,7 +136,7 @@ impl HookCommand {
             (None, Some(sig)) => format!("was killed by signal {sig}"),
             (None, None) => "failed".to_owned(),
         };
-        Err(format!("{shown}: {what}{}", output_tail(&mut out)))
+        Err(format!("{shown}: {what}{}", output_tail(out)))
     }
 }
 
@@ -115,4 +155,63 @@ fn output_tail(out: &mut std::fs::File) -> String {
         return String::new();
     }
     format!("; output: {}", String::from_utf8_lossy(&buf).trim_end())
+}
+
+/// The tracking file of a running hook command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningHook {
+    /// process id of the command = its process group id
+    pub pgid: u32,
+    /// start time of that process (`/proc/<pid>/stat` field 22), so a
+    /// reused pid is never killed
+    pub start_time: Option<u64>,
+    /// what was running
+    pub argv: Vec<String>,
+}
+
+/// Start time of process `pid` in clock ticks since boot, from
+/// `/proc/<pid>/stat`; `None` when it does not exist or is a zombie.
+fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid ...": comm may contain spaces and ')'.
+    let rest = stat.get(stat.rfind(')')?.checked_add(1)?..)?;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?; // field 3
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    // field 22 is the 19th after the state
+    fields.nth(18)?.parse().ok()
+}
+
+/// If `track` names a hook command that is still running (a previous agent
+/// process was killed while it ran), SIGKILL its process group and wait
+/// (up to `wait`) until it is gone; then remove `track`. Returns the hook
+/// that was killed, if any. Called by recovery before any decision, so an
+/// orphaned install command cannot finish after the rollback.
+pub fn kill_orphaned_hook(track: &Path, wait: Duration) -> Result<Option<RunningHook>, AgentError> {
+    let Some(hook) = read_json::<RunningHook>(track, "running hook record")? else {
+        return Ok(None);
+    };
+    let alive = |h: &RunningHook| {
+        let now = process_start_time(h.pgid);
+        now.is_some() && (h.start_time.is_none() || now == h.start_time)
+    };
+    let mut killed = None;
+    if alive(&hook) {
+        if let Some(pid) = i32::try_from(hook.pgid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+            let deadline = Instant::now() + wait;
+            while alive(&hook) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            tracing::warn!(argv = ?hook.argv, pgid = hook.pgid, "killed a hook command left running by a previous agent process");
+            killed = Some(hook);
+        }
+    }
+    remove_file_durable(track)?;
+    Ok(killed)
 }

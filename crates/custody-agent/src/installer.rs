@@ -71,6 +71,9 @@ pub struct StepCtx<'a> {
     pub plan: &'a InstallPlan,
     /// crash-test probe
     pub probe: &'a Probe,
+    /// where hook commands record their process group while they run
+    /// (see [`HookCommand::run_tracked`](crate::HookCommand::run_tracked))
+    pub hook_file: &'a Path,
 }
 
 impl StepCtx<'_> {

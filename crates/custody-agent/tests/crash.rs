@@ -36,6 +36,8 @@ fn payload(seed: u8, len: usize) -> Vec<u8> {
 
 struct Fixture {
     _tmp: tempfile::TempDir,
+    /// `slot` or `command`
+    installer: &'static str,
     base: PathBuf,
     v1: PathBuf,
     v2: PathBuf,
@@ -68,7 +70,7 @@ fn ok(out: &Output, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn fixture() -> Fixture {
+fn fixture(installer: &'static str) -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path().to_path_buf();
     let v1 = base.join("v1.img");
@@ -85,6 +87,7 @@ fn fixture() -> Fixture {
             "app-v1.img",
             "1",
             "pass",
+            installer,
         ],
         &[],
     );
@@ -92,6 +95,7 @@ fn fixture() -> Fixture {
     assert!(stdout.contains("installed"), "v1: {stdout}");
     Fixture {
         _tmp: tmp,
+        installer,
         base,
         v1,
         v2,
@@ -119,6 +123,7 @@ fn install_v2(fx: &Fixture, dir: &Path, health: &str, envs: &[(&str, String)]) -
             "app-v2.img",
             "2",
             health,
+            fx.installer,
         ],
         envs,
     )
@@ -146,7 +151,7 @@ fn trace(fx: &Fixture, health: &str) -> Vec<String> {
         .collect()
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
     Old,
     New,
@@ -177,25 +182,36 @@ fn check_device(fx: &Fixture, dir: &Path, ctx: &str) -> (End, Option<Outcome>) {
         "app-v2.img" => End::New,
         other => panic!("{ctx}: committed {other}"),
     };
-    let slots = SlotInstaller::open(dir.join("device")).unwrap();
-    let current = slots.current_slot().unwrap().expect("current link");
-    let InstallPlan::Slot { new, .. } = committed.plan else {
-        panic!("{ctx}: plan {:?}", committed.plan)
-    };
-    assert_eq!(current, new, "{ctx}: current is not the committed slot");
-    let manifest = slots
-        .verify_slot(current)
-        .unwrap_or_else(|e| panic!("{ctx}: current slot incomplete: {e}"));
-    assert_eq!(
-        manifest.target, committed.target,
-        "{ctx}: manifest vs committed"
-    );
     let want = fs::read(if end == End::New { &fx.v2 } else { &fx.v1 }).unwrap();
-    assert_eq!(
-        fs::read(slots.payload_path(current)).unwrap(),
-        want,
-        "{ctx}: payload bytes"
-    );
+    if fx.installer == "slot" {
+        let slots = SlotInstaller::open(dir.join("device")).unwrap();
+        let current = slots.current_slot().unwrap().expect("current link");
+        let InstallPlan::Slot { new, .. } = committed.plan else {
+            panic!("{ctx}: plan {:?}", committed.plan)
+        };
+        assert_eq!(current, new, "{ctx}: current is not the committed slot");
+        let manifest = slots
+            .verify_slot(current)
+            .unwrap_or_else(|e| panic!("{ctx}: current slot incomplete: {e}"));
+        assert_eq!(
+            manifest.target, committed.target,
+            "{ctx}: manifest vs committed"
+        );
+        assert!(
+            fs::read(slots.payload_path(current)).unwrap() == want,
+            "{ctx}: slot payload is not the committed {end:?} version"
+        );
+    } else {
+        assert_eq!(committed.plan, InstallPlan::Command, "{ctx}");
+        assert!(
+            fs::read(dir.join("device/installed")).unwrap() == want,
+            "{ctx}: device/installed is not the committed {end:?} version"
+        );
+        assert!(
+            !dir.join("agent/hook.json").exists(),
+            "{ctx}: hook record left"
+        );
+    }
     // exactly one report per attempt, in attempt order
     let queue = ReportQueue::open(dir.join("agent/reports")).unwrap();
     let pending = queue.pending().unwrap();
@@ -256,20 +272,26 @@ fn assert_killed(out: &Output, ctx: &str) {
 
 /// Crash the v2 install at every probe point; recover (crashing the first
 /// recovery at its `recover_crash`-th probe, if it gets that far); check.
-fn crash_everywhere(health: &str) -> Vec<(usize, String, End, Option<Outcome>)> {
-    let fx = fixture();
+fn crash_everywhere(
+    installer: &'static str,
+    health: &str,
+) -> Vec<(usize, String, End, Option<Outcome>)> {
+    let fx = fixture(installer);
     let labels = trace(&fx, health);
-    eprintln!("health={health}: {} kill points: {labels:?}", labels.len());
+    eprintln!(
+        "installer={installer} health={health}: {} kill points: {labels:?}",
+        labels.len()
+    );
     let mut results = Vec::new();
     for (i, label) in labels.iter().enumerate() {
         let n = i + 1;
-        let ctx = format!("health={health} crash at {n} ({label})");
-        let dir = copy_template(&fx, &format!("run-{health}-{n}"));
+        let ctx = format!("installer={installer} health={health} crash at {n} ({label})");
+        let dir = copy_template(&fx, &format!("run-{installer}-{health}-{n}"));
         let out = install_v2(&fx, &dir, health, &[("CUSTODY_CRASH_AT", n.to_string())]);
         assert_killed(&out, &ctx);
         // First recovery is killed too (at its 2nd probe), when it has one.
         let out = run(
-            &["recover", dir.to_str().unwrap(), health],
+            &["recover", dir.to_str().unwrap(), health, installer],
             &[("CUSTODY_CRASH_AT", "2".to_owned())],
         );
         assert!(
@@ -278,9 +300,20 @@ fn crash_everywhere(health: &str) -> Vec<(usize, String, End, Option<Outcome>)> 
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
-        ok(&run(&["recover", dir.to_str().unwrap(), health], &[]), &ctx);
+        ok(
+            &run(&["recover", dir.to_str().unwrap(), health, installer], &[]),
+            &ctx,
+        );
+        if installer == "command" && label.starts_with("command:") {
+            // An install command orphaned by the kill would write v2 after
+            // its 0.3 s pause: recovery must have killed it.
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
         // A further restart changes nothing.
-        ok(&run(&["recover", dir.to_str().unwrap(), health], &[]), &ctx);
+        ok(
+            &run(&["recover", dir.to_str().unwrap(), health, installer], &[]),
+            &ctx,
+        );
         let (end, outcome) = check_device(&fx, &dir, &ctx);
         results.push((n, label.clone(), end, outcome));
         fs::remove_dir_all(&dir).unwrap();
@@ -290,7 +323,7 @@ fn crash_everywhere(health: &str) -> Vec<(usize, String, End, Option<Outcome>)> 
 
 #[test]
 fn kill_9_at_every_point_of_a_healthy_install() {
-    let results = crash_everywhere("pass");
+    let results = crash_everywhere("slot", "pass");
     assert!(results.len() >= 20, "only {} kill points", results.len());
     let labels: BTreeSet<&str> = results.iter().map(|r| r.1.as_str()).collect();
     for needed in [
@@ -355,7 +388,7 @@ fn kill_9_at_every_point_of_a_healthy_install() {
 
 #[test]
 fn kill_9_at_every_point_of_an_unhealthy_install() {
-    let results = crash_everywhere("fail");
+    let results = crash_everywhere("slot", "fail");
     assert!(results.len() >= 20, "only {} kill points", results.len());
     for (n, label, end, outcome) in &results {
         let ctx = format!("crash at {n} ({label}): {end:?} {outcome:?}");
@@ -374,7 +407,7 @@ fn kill_9_at_every_point_of_an_unhealthy_install() {
 
 #[test]
 fn uncrashed_unhealthy_install_rolls_back_and_reports_are_uploaded_once() {
-    let fx = fixture();
+    let fx = fixture("slot");
     let dir = copy_template(&fx, "plain-fail");
     let stdout = ok(&install_v2(&fx, &dir, "fail", &[]), "install v2");
     assert!(stdout.contains("rolled_back"), "{stdout}");
@@ -396,8 +429,36 @@ fn uncrashed_unhealthy_install_rolls_back_and_reports_are_uploaded_once() {
     assert!(queue.pending().unwrap().is_empty());
     // restart: nothing re-queued, nothing re-sent
     ok(
-        &run(&["recover", dir.to_str().unwrap(), "fail"], &[]),
+        &run(&["recover", dir.to_str().unwrap(), "fail", "slot"], &[]),
         "recover",
     );
     assert!(queue.pending().unwrap().is_empty());
+}
+
+#[test]
+fn kill_9_at_every_point_of_a_command_install() {
+    for health in ["pass", "fail"] {
+        let results = crash_everywhere("command", health);
+        assert!(results.len() >= 20, "only {} kill points", results.len());
+        let labels: BTreeSet<&str> = results.iter().map(|r| r.1.as_str()).collect();
+        for needed in [
+            "command:install-start",
+            "command:spawned",
+            "command:install-done",
+        ] {
+            assert!(labels.contains(needed), "{needed} not reached: {labels:?}");
+        }
+        for (n, label, end, outcome) in &results {
+            let ctx = format!("health={health} crash at {n} ({label}): {end:?} {outcome:?}");
+            match outcome {
+                Some(Outcome::Installed) => {
+                    assert_eq!((*end, health), (End::New, "pass"), "{ctx}")
+                }
+                Some(Outcome::Failed { .. } | Outcome::RolledBack { .. }) | None => {
+                    assert_eq!(*end, End::Old, "{ctx}")
+                }
+                Some(Outcome::AttackDetected { .. }) => panic!("{ctx}"),
+            }
+        }
+    }
 }

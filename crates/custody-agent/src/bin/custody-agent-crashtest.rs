@@ -3,11 +3,14 @@
 //! with a probe that SIGKILLs the process at the n-th probe point.
 //!
 //! ```text
-//! custody-agent-crashtest install DIR PAYLOAD NAME COUNTER HEALTH
-//! custody-agent-crashtest recover DIR HEALTH
+//! custody-agent-crashtest install DIR PAYLOAD NAME COUNTER HEALTH INSTALLER
+//! custody-agent-crashtest recover DIR HEALTH INSTALLER
 //! ```
-//! `DIR/agent` is the agent directory, `DIR/device` the A/B slot root.
-//! HEALTH is `pass`, `fail` or `hang`. Environment: `CUSTODY_CRASH_AT=<n>`
+//! `DIR/agent` is the agent directory, `DIR/device` the device: A/B slot
+//! root for INSTALLER `slot`; for `command`, a file `DIR/device/installed`
+//! written by a shell install command (copy payload, 0.3 s pause, rename: a killed
+//! agent leaves it running) and restored by a rollback command from a
+//! per-attempt backup. HEALTH is `pass`, `fail` or `hang`. Environment: `CUSTODY_CRASH_AT=<n>`
 //! kills the process with SIGKILL at the n-th probe (1-based);
 //! `CUSTODY_CRASH_TRACE=<file>` appends `<n> <label>` for every probe.
 //! The outcome is printed as JSON on stdout.
@@ -20,7 +23,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use custody_agent::fsutil::copy_hashed;
-use custody_agent::{Agent, AgentConfig, HookCommand, Probe, SlotInstaller, TargetMeta};
+use custody_agent::{
+    Agent, AgentConfig, CommandInstaller, HookCommand, Installer, Probe, SlotInstaller, TargetMeta,
+};
 
 fn probe_from_env() -> Result<Probe> {
     let crash_at = match std::env::var("CUSTODY_CRASH_AT") {
@@ -59,14 +64,15 @@ fn probe_from_env() -> Result<Probe> {
     }))
 }
 
-fn health(kind: &str) -> Result<HookCommand> {
-    let script = match kind {
-        "pass" => {
+fn health(kind: &str, installer: &str) -> Result<HookCommand> {
+    let script = match (kind, installer) {
+        ("pass", "slot") => {
             r#"test -f "$CUSTODY_PAYLOAD" && test -n "$CUSTODY_SLOT_NAME" && test -n "$CUSTODY_TARGET_NAME""#
         }
-        "fail" => "echo unhealthy >&2; exit 3",
-        "hang" => "sleep 30",
-        other => bail!("health {other:?}: expected pass, fail or hang"),
+        ("pass", _) => r#"test -n "$CUSTODY_TARGET_NAME""#,
+        ("fail", _) => "echo unhealthy >&2; exit 3",
+        ("hang", _) => "sleep 30",
+        (other, _) => bail!("health {other:?}: expected pass, fail or hang"),
     };
     Ok(HookCommand::new(
         ["/bin/sh", "-c", script],
@@ -74,12 +80,38 @@ fn health(kind: &str) -> Result<HookCommand> {
     ))
 }
 
-fn open(dir: &Path, health_kind: &str, probe: Probe) -> Result<Agent> {
+fn command_installer(device: &Path) -> Result<CommandInstaller> {
+    std::fs::create_dir_all(device)?;
+    let d = device
+        .to_str()
+        .filter(|d| !d.contains('\''))
+        .context("device path must be UTF-8 without single quotes")?;
+    let install = format!(
+        "set -e; cd '{d}'; \
+         if [ -f installed ]; then cp installed b.tmp; mv b.tmp backup-$CUSTODY_ATTEMPT; fi; \
+         cp \"$CUSTODY_PAYLOAD\" i.tmp; sleep 0.3; mv i.tmp installed"
+    );
+    let rollback = format!(
+        "set -e; cd '{d}'; \
+         if [ -f backup-$CUSTODY_ATTEMPT ]; then cp backup-$CUSTODY_ATTEMPT r.tmp; mv r.tmp installed; fi"
+    );
+    let t = Duration::from_secs(10);
+    Ok(
+        CommandInstaller::new(HookCommand::new(["/bin/sh", "-c", &install], t))
+            .with_rollback(HookCommand::new(["/bin/sh", "-c", &rollback], t)),
+    )
+}
+
+fn open(dir: &Path, health_kind: &str, installer: &str, probe: Probe) -> Result<Agent> {
     let mut config = AgentConfig::new(dir.join("agent"));
-    config.health_check = Some(health(health_kind)?);
+    config.health_check = Some(health(health_kind, installer)?);
     config.reserve_bytes = 0;
-    let installer = SlotInstaller::open(dir.join("device"))?;
-    Ok(Agent::open(config, Box::new(installer), probe)?)
+    let installer: Box<dyn Installer + Send> = match installer {
+        "slot" => Box::new(SlotInstaller::open(dir.join("device"))?),
+        "command" => Box::new(command_installer(&dir.join("device"))?),
+        other => bail!("installer {other:?}: expected slot or command"),
+    };
+    Ok(Agent::open(config, installer, probe)?)
 }
 
 fn main() -> Result<()> {
@@ -91,9 +123,9 @@ fn main() -> Result<()> {
         .collect::<Vec<_>>()
         .as_slice()
     {
-        ["install", dir, payload, name, counter, health_kind] => {
+        ["install", dir, payload, name, counter, health_kind, installer] => {
             let dir = Path::new(dir);
-            let mut agent = open(dir, health_kind, probe.clone())?;
+            let mut agent = open(dir, health_kind, installer, probe.clone())?;
             agent.recover().context("recover before install")?;
             let digest = custody_agent::fsutil::digest_file(Path::new(payload))?;
             let target = TargetMeta {
@@ -115,11 +147,11 @@ fn main() -> Result<()> {
             agent.downloaded(attempt, &dest).context("downloaded")?;
             Some(agent.install(attempt).context("install")?)
         }
-        ["recover", dir, health_kind] => {
-            let mut agent = open(Path::new(dir), health_kind, probe)?;
+        ["recover", dir, health_kind, installer] => {
+            let mut agent = open(Path::new(dir), health_kind, installer, probe)?;
             agent.recover().context("recover")?
         }
-        _ => bail!("usage: install DIR PAYLOAD NAME COUNTER HEALTH | recover DIR HEALTH"),
+        _ => bail!("usage: install DIR PAYLOAD NAME COUNTER HEALTH INSTALLER | recover DIR HEALTH INSTALLER"),
     };
     println!("{}", serde_json::to_string(&outcome)?);
     Ok(())
