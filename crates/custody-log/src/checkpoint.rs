@@ -199,6 +199,23 @@ impl Checkpoint {
         })
     }
 
+    /// Verify that `entry` is leaf `index` of the tree this checkpoint
+    /// commits to. Only meaningful on a checkpoint whose signature verified.
+    pub fn verify_entry_inclusion(
+        &self,
+        entry: &[u8],
+        index: u64,
+        proof: &[Hash],
+    ) -> Result<(), crate::ProofError> {
+        crate::verify_inclusion(
+            &crate::leaf_hash(entry),
+            index,
+            self.size,
+            proof,
+            &self.root,
+        )
+    }
+
     /// Sign with the log key, producing a note with one signature.
     pub fn sign(&self, signer: &NoteSigner) -> Result<Note, CheckpointError> {
         self.validate()?;

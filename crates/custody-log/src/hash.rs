@@ -5,7 +5,7 @@ use ring::digest;
 /// A SHA-256 Merkle tree hash (leaf hash, interior node hash or root).
 pub type Hash = [u8; 32];
 
-/// Size in bytes of a [`Hash`].
+/// Size in bytes of a [`type@Hash`].
 pub const HASH_LEN: usize = 32;
 
 /// Root of the empty tree: SHA-256 of the empty string (RFC 9162 §2.1.1).

@@ -66,6 +66,23 @@ fn honest_growth_is_accepted() {
 }
 
 #[test]
+fn entry_inclusion_against_a_verified_checkpoint() {
+    let app = log(33, None);
+    let cp = verifier()
+        .verify(&signed(&checkpoint(&app)).to_bytes())
+        .unwrap()
+        .checkpoint;
+    let p = custody_log::inclusion_proof(app.store(), 7, 33).unwrap();
+    cp.verify_entry_inclusion(b"entry-7", 7, &p).unwrap();
+    // Entry substituted by a forked log: refused.
+    assert!(cp.verify_entry_inclusion(b"evil-7", 7, &p).is_err());
+    // Proof from a forked log for its own entry: refused against the honest checkpoint.
+    let forked = log(33, Some(7));
+    let fp = custody_log::inclusion_proof(forked.store(), 7, 33).unwrap();
+    assert!(cp.verify_entry_inclusion(b"evil-7", 7, &fp).is_err());
+}
+
+#[test]
 fn forked_log_same_size_different_root_is_detected() {
     let honest = checkpoint(&log(50, None));
     let forked = checkpoint(&log(50, Some(7)));
