@@ -39,6 +39,16 @@
 //! for metadata, [`encode_target_filename`] for targets (python-tuf's
 //! `quote(name, "")`).
 //!
+//! # Rules and where they are written down
+//! - canonical JSON, strict parsing (duplicate keys, floats, NFC): [`cjson`]
+//! - `spec_version` (major 1, `1.x` / `1.x.y`), `_type`, field checks: [`schema`]
+//! - key types, schemes, threshold counting by distinct public key: [`crypto`]
+//! - hash rule (≥1 supported algorithm; all supported must match; unknown
+//!   ignored) and streaming length rule: [`verify`]
+//! - workflow order, rollback, freeze, mix-and-match, fast-forward: [`trusted`]
+//! - delegation search, path patterns, hash bins: [`search`]
+//! - file names: [`naming`]; limits: [`limits`]
+//!
 //! # Where custody is stricter than python-tuf
 //! - A delegated role is verified against the delegator pointing to it in
 //!   the lookup at hand, not whichever delegator loaded it first; the same
@@ -54,6 +64,15 @@
 //!   client is told to delete local timestamp/snapshot.
 //! - Equal-version timestamps keep the trusted one but still report the
 //!   trusted one's expiry immediately.
+//! - `update_root` itself refuses more than `Limits::max_root_rotations`
+//!   rotations per refresh (the client loop is the first guard).
+//! - Target file names `.`/`..`/empty are escaped ([`encode_target_filename`]).
+//!
+//! # Where custody is more lenient than python-tuf
+//! - A hash list with one supported and one unknown algorithm is accepted
+//!   if the supported one matches (python-tuf rejects unknown algorithms).
+//! - The same key id signing twice is counted once instead of rejecting the
+//!   whole metadata.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
