@@ -12,7 +12,8 @@ use crate::fsutil::{digest_file, ensure_dir, read_json, remove_temp_files, write
 use crate::installer::{InstallPlan, Installer, StepCtx};
 use crate::report::{report_id, Outcome, Report, ReportQueue, ReportSink};
 use crate::state::{
-    recovery_step, AgentState, Attempt, Committed, Phase, RecoveryStep, RollbackEnd, STATE_FORMAT,
+    recovery_step, AgentState, Attempt, Committed, Phase, RecoveryStep, RollbackEnd,
+    MAX_STAGE_TRIES, STATE_FORMAT,
 };
 use crate::target::TargetMeta;
 
@@ -422,10 +423,16 @@ impl Agent {
                         if step == RecoveryStep::AbandonStaging {
                             self.set_phase(Phase::RollingBack {
                                 end: RollbackEnd::Failed,
-                                reason: format!(
-                                    "the agent stopped while installing (try {tries}) and the {} installer cannot redo it",
-                                    self.installer.kind()
-                                ),
+                                reason: if self.installer.restage_after_crash() {
+                                    format!(
+                                        "the agent stopped while installing {tries} times (limit {MAX_STAGE_TRIES}): giving up on this target"
+                                    )
+                                } else {
+                                    format!(
+                                        "the agent stopped while installing (try {tries}) and the {} installer cannot redo it",
+                                        self.installer.kind()
+                                    )
+                                },
                             })?;
                             continue;
                         }

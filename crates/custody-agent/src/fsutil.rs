@@ -1,6 +1,6 @@
 //! Small crash-safe file helpers on top of custody-client's
-//! [`write_atomic`](custody_client::store::write_atomic) /
-//! [`sync_dir`](custody_client::store::sync_dir) (temp file, fsync, rename,
+//! `custody_client::store::write_atomic` /
+//! `sync_dir` (temp file, fsync, rename,
 //! directory fsync).
 
 use std::fs::{self, File};

@@ -14,8 +14,11 @@
 //!   * [`Agent::recover`] — call first, every start: finishes or undoes what
 //!     a crash interrupted (table below).
 //!   * [`Agent::begin`]`(TargetMeta) -> attempt` — checks fields, release
-//!     counter (no downgrade) and free space (statvfs), persists
-//!     `Downloading`. The network half writes the payload to
+//!     counter (lower than the committed one: `AttackDetected`; equal is
+//!     allowed, a re-install) and free space (statvfs, summed per
+//!     filesystem: `Failed`), persists `Downloading`. Refusals are reported
+//!     like any outcome; invalid target fields are an error without an
+//!     attempt. The network half writes the payload to
 //!     [`Agent::download_path`].
 //!   * [`Agent::downloaded`]`(attempt, path)` — the payload is verified.
 //!   * [`Agent::abort`]`(attempt, Outcome::AttackDetected{..} | Failed{..})`
@@ -36,6 +39,18 @@
 //!   table as a pure function).
 //! * [`fsutil`] — atomic JSON write (via custody-client's `write_atomic`),
 //!   atomic symlink switch, hashed durable copy, free space.
+//!
+//! # Files
+//!
+//! ```text
+//! <agent root>/state.json     AgentState: committed version + attempt in progress
+//! <agent root>/lock           flock: one agent per directory
+//! <agent root>/hook.json      the hook command running right now (pgid, start time)
+//! <agent root>/downloads/     attempt-<n> payloads; emptied whenever idle
+//! <agent root>/reports/       <seq:020>-attempt-<n>.json, acked (highest acked seq)
+//! <slot root>/slots/{a,b}/    payload + manifest.json (written last)
+//! <slot root>/current         -> slots/a | slots/b
+//! ```
 //!
 //! # States
 //!
@@ -60,6 +75,11 @@
 //! before the report is queued.
 //!
 //! # Recovery table (what [`Agent::recover`] does with the phase on disk)
+//!
+//! Before any row: if `hook.json` names a hook command (install, commit,
+//! rollback, health check) that a killed agent left running, its process
+//! group is SIGKILLed (start time checked against pid reuse), so it cannot
+//! change the device after recovery decided.
 //!
 //! | phase on disk | step | ends |
 //! |---|---|---|

@@ -339,6 +339,92 @@ fn invalid_target_metadata_is_rejected() {
     assert!(agent.state().attempt.is_none());
 }
 
+/// Rewrite the persisted attempt's phase, as a crash at that point leaves it.
+fn force_phase(state_path: &Path, phase: Phase, plan: InstallPlan) {
+    let mut state: custody_agent::AgentState =
+        serde_json::from_slice(&fs::read(state_path).unwrap()).unwrap();
+    let a = state.attempt.as_mut().unwrap();
+    a.plan = Some(plan);
+    a.phase = phase;
+    custody_agent::fsutil::write_json(state_path, &state).unwrap();
+}
+
+#[test]
+fn slot_install_interrupted_too_often_is_given_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut agent = device_with_v1(tmp.path());
+    let id = agent.begin(target_for("app-v2", b"two", 2)).unwrap();
+    let dest = agent.download_path(id);
+    fs::write(&dest, b"two").unwrap();
+    agent.downloaded(id, &dest).unwrap();
+    drop(agent);
+    let plan = InstallPlan::Slot {
+        new: Slot::B,
+        old: Some(Slot::A),
+    };
+    let state_path = tmp.path().join("agent/state.json");
+    // after two interrupted tries, recovery stages a third time
+    force_phase(
+        &state_path,
+        Phase::Installing {
+            payload: dest.clone(),
+            tries: 2,
+        },
+        plan.clone(),
+    );
+    let mut agent = slot_agent(tmp.path(), None);
+    assert_eq!(agent.recover().unwrap(), Some(Outcome::Installed));
+    assert_eq!(slots(tmp.path()).current_slot().unwrap(), Some(Slot::B));
+    drop(agent);
+    // a third interrupted try is the last
+    let mut agent = slot_agent(tmp.path(), None);
+    let id = agent.begin(target_for("app-v3", b"three", 3)).unwrap();
+    let dest = agent.download_path(id);
+    fs::write(&dest, b"three").unwrap();
+    agent.downloaded(id, &dest).unwrap();
+    drop(agent);
+    let plan = InstallPlan::Slot {
+        new: Slot::A,
+        old: Some(Slot::B),
+    };
+    force_phase(
+        &state_path,
+        Phase::Installing {
+            payload: dest,
+            tries: 3,
+        },
+        plan,
+    );
+    let mut agent = slot_agent(tmp.path(), None);
+    let Some(Outcome::Failed { reason }) = agent.recover().unwrap() else {
+        panic!()
+    };
+    assert!(reason.contains("3 times (limit 3)"), "{reason}");
+    assert_eq!(slots(tmp.path()).current_slot().unwrap(), Some(Slot::B));
+    assert_eq!(committed_name(&agent), "app-v2");
+}
+
+#[test]
+fn downloaded_payload_lost_in_a_crash_fails_the_attempt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut agent = device_with_v1(tmp.path());
+    let id = agent.begin(target_for("app-v2", b"two", 2)).unwrap();
+    let dest = agent.download_path(id);
+    fs::write(&dest, b"two").unwrap();
+    agent.downloaded(id, &dest).unwrap();
+    drop(agent);
+    fs::remove_file(&dest).unwrap();
+    let mut agent = slot_agent(tmp.path(), None);
+    let Some(Outcome::Failed { reason }) = agent.recover().unwrap() else {
+        panic!()
+    };
+    assert!(
+        reason.contains("no longer matches") && reason.contains("attempt-2"),
+        "{reason}"
+    );
+    assert_eq!(slots(tmp.path()).current_slot().unwrap(), Some(Slot::A));
+}
+
 // ---- command installer ------------------------------------------------
 
 struct CmdDevice {
@@ -474,16 +560,14 @@ fn command_installer_interrupted_install_is_rolled_back_not_rerun() {
     drop(agent);
     // Simulate a crash while the install command ran: the state says
     // Installing, the command half-wrote the new version.
-    let state_path = d.root.join("agent/state.json");
-    let mut state: custody_agent::AgentState =
-        serde_json::from_slice(&fs::read(&state_path).unwrap()).unwrap();
-    let a = state.attempt.as_mut().unwrap();
-    a.plan = Some(InstallPlan::Command);
-    a.phase = Phase::Installing {
-        payload: dest,
-        tries: 1,
-    };
-    custody_agent::fsutil::write_json(&state_path, &state).unwrap();
+    force_phase(
+        &d.root.join("agent/state.json"),
+        Phase::Installing {
+            payload: dest,
+            tries: 1,
+        },
+        InstallPlan::Command,
+    );
     fs::copy(d.root.join("installed"), d.root.join("backup")).unwrap();
     fs::write(d.root.join("installed"), b"tw").unwrap();
 
