@@ -193,9 +193,15 @@ pub fn kill_orphaned_hook(track: &Path, wait: Duration) -> Result<Option<Running
     let Some(hook) = read_json::<RunningHook>(track, "running hook record")? else {
         return Ok(None);
     };
+    // Only a process that is provably the one we started: a known start
+    // time that still matches. Never pgid 0 or 1 (kill(0)/kill(-1) would hit
+    // our own group or every process) and never our own process.
+    let ours = u32::try_from(rustix::process::getpid().as_raw_nonzero().get()).ok();
     let alive = |h: &RunningHook| {
-        let now = process_start_time(h.pgid);
-        now.is_some() && (h.start_time.is_none() || now == h.start_time)
+        h.pgid > 1
+            && Some(h.pgid) != ours
+            && h.start_time.is_some()
+            && process_start_time(h.pgid) == h.start_time
     };
     let mut killed = None;
     if alive(&hook) {
@@ -214,4 +220,71 @@ pub fn kill_orphaned_hook(track: &Path, wait: Duration) -> Result<Option<Running
     }
     remove_file_durable(track)?;
     Ok(killed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orphaned_hook_is_killed_but_never_pid_1_or_a_reused_pid() {
+        let tmp = tempfile::tempdir().unwrap();
+        let track = tmp.path().join("hook.json");
+        // a record pointing at init, or without a start time, kills nothing
+        for (pgid, start_time) in [(1, None), (1, process_start_time(1)), (0, None)] {
+            let rec = RunningHook {
+                pgid,
+                start_time,
+                argv: vec![],
+            };
+            write_json(&track, &rec).unwrap();
+            assert_eq!(
+                kill_orphaned_hook(&track, Duration::from_secs(1)).unwrap(),
+                None
+            );
+            assert!(!track.exists());
+        }
+        // a live hook in its own process group is killed
+        let mut child = Command::new("/bin/sh")
+            .args(["-c", "sleep 30"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let rec = RunningHook {
+            pgid: child.id(),
+            start_time: process_start_time(child.id()),
+            argv: vec!["sleep".to_owned()],
+        };
+        assert!(rec.start_time.is_some());
+        // a start time that does not match (pid reused) kills nothing
+        let mut reused = rec.clone();
+        reused.start_time = rec.start_time.map(|t| t + 1);
+        write_json(&track, &reused).unwrap();
+        assert_eq!(
+            kill_orphaned_hook(&track, Duration::from_secs(1)).unwrap(),
+            None
+        );
+        assert_eq!(
+            child.try_wait().unwrap(),
+            None,
+            "an unrelated process was killed"
+        );
+        write_json(&track, &rec).unwrap();
+        let killed = kill_orphaned_hook(&track, Duration::from_secs(5)).unwrap();
+        assert_eq!(killed, Some(rec));
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(9));
+    }
+
+    #[test]
+    fn empty_argv_and_missing_program_are_failures_not_panics() {
+        let none: [&str; 0] = [];
+        assert!(HookCommand::new(none, Duration::from_secs(1))
+            .run(&[])
+            .is_err());
+        let err = HookCommand::new(["/nonexistent/hook"], Duration::from_secs(1))
+            .run(&[])
+            .unwrap_err();
+        assert!(err.contains("cannot start"), "{err}");
+    }
 }
