@@ -45,6 +45,10 @@ struct Args {
     /// Where generated repositories and run dirs live (default <target dir>/bench-data).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Where the per-run metadata and target dirs are created (default
+    /// <data dir>/runs, on disk; e.g. /dev/shm to take fsync cost out).
+    #[arg(long)]
+    runs_dir: Option<PathBuf>,
     /// Workspace root (default: from the build, or CUSTODY_WORKSPACE).
     #[arg(long)]
     workspace: Option<PathBuf>,
@@ -89,6 +93,7 @@ struct Report {
     machine: Machine,
     repository: serde_json::Value,
     metadata_bytes_total: u64,
+    runs_dir: String,
     target: StoredTarget,
     rounds: usize,
     python_tuf: ClientResult,
@@ -238,7 +243,10 @@ fn print_table(r: &Report) {
         r.target.length,
         r.target.role
     );
-    println!("rounds: {}\n", r.rounds);
+    println!(
+        "rounds: {}; client metadata/target dirs under {}\n",
+        r.rounds, r.runs_dir
+    );
     println!(
         "{:<12} {:>12} {:>12} {:>12} {:>10} {:>8} {:>12}",
         "client", "wall median", "wall min", "wall max", "requests", "404s", "body bytes"
@@ -356,7 +364,10 @@ fn main() -> Result<()> {
                 manifest.stored_targets.len()
             )
         })?;
-    let runs_dir = data_dir.join("runs");
+    let runs_dir = args
+        .runs_dir
+        .clone()
+        .unwrap_or_else(|| data_dir.join("runs"));
     std::fs::create_dir_all(&runs_dir)
         .with_context(|| format!("creating {}", runs_dir.display()))?;
     let ctx = Ctx {
@@ -440,6 +451,7 @@ fn main() -> Result<()> {
         machine,
         repository: manifest.params.clone(),
         metadata_bytes_total: manifest.metadata_bytes.values().sum(),
+        runs_dir: ctx.runs_dir.display().to_string(),
         target,
         rounds: args.rounds,
         goal_speedup_met: speedup_median_wall.map(|s| s >= 10.0),
