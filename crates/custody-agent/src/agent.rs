@@ -6,6 +6,8 @@ use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use serde::{Deserialize, Serialize};
+
 use crate::command::{kill_orphaned_hook, HookCommand};
 use crate::error::{io_err, AgentError};
 use crate::fsutil::{digest_file, ensure_dir, read_json, remove_temp_files, write_json, Probe};
@@ -18,16 +20,23 @@ use crate::state::{
 use crate::target::TargetMeta;
 
 /// Agent configuration (device-local part).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AgentConfig {
     /// the agent's directory: `state.json`, `lock`, `downloads/`, `reports/`
     pub root: PathBuf,
     /// run after activation; must exit 0 within its timeout for the new
     /// version to be committed. `None`: activation alone decides.
+    #[serde(default)]
     pub health_check: Option<HookCommand>,
     /// bytes that must stay free on every filesystem after the download
     /// and the install have taken their space
+    #[serde(default = "default_reserve")]
     pub reserve_bytes: u64,
+}
+
+fn default_reserve() -> u64 {
+    1024 * 1024
 }
 
 impl AgentConfig {
@@ -36,7 +45,7 @@ impl AgentConfig {
         AgentConfig {
             root: root.into(),
             health_check: None,
-            reserve_bytes: 1024 * 1024,
+            reserve_bytes: default_reserve(),
         }
     }
 }

@@ -19,13 +19,31 @@ use crate::fsutil::{read_json, remove_file_durable, write_json, Probe};
 /// How much of a failed command's output is kept in the reason.
 pub const OUTPUT_TAIL: u64 = 2048;
 
-/// A configured command: argv and a time limit.
+/// A configured command: argv and a time limit. In configuration files:
+/// `{"argv": ["/usr/bin/rauc", "install"], "timeout_secs": 600}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HookCommand {
     /// program and arguments; `argv[0]` is looked up in `PATH`
     pub argv: Vec<String>,
     /// the command is killed (whole process group) after this long
+    #[serde(rename = "timeout_secs", with = "duration_secs")]
     pub timeout: Duration,
+}
+
+/// `Duration` as whole seconds in configuration files.
+mod duration_secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
+    }
 }
 
 impl HookCommand {

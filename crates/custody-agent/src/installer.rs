@@ -126,3 +126,61 @@ pub trait Installer {
     /// state that only a bug or manual meddling could cause). Idempotent.
     fn converge(&self, committed: Option<&Committed>, probe: &Probe) -> Result<(), AgentError>;
 }
+
+/// Installer selection as it appears in a configuration file:
+///
+/// ```json
+/// {"kind": "slot", "root": "/var/lib/custody/device"}
+/// {"kind": "command",
+///  "install":  {"argv": ["rauc", "install", "--"], "timeout_secs": 1800},
+///  "commit":   {"argv": ["rauc", "status", "mark-good"], "timeout_secs": 60},
+///  "rollback": {"argv": ["rauc", "status", "mark-active", "other"], "timeout_secs": 60}}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum InstallerConfig {
+    /// [`SlotInstaller`](crate::SlotInstaller) under `root`
+    Slot {
+        /// holds `slots/a`, `slots/b`, `current`
+        root: PathBuf,
+    },
+    /// [`CommandInstaller`](crate::CommandInstaller)
+    Command {
+        /// install command (payload in `CUSTODY_PAYLOAD`)
+        install: crate::HookCommand,
+        /// run after the health check passed
+        #[serde(default)]
+        commit: Option<crate::HookCommand>,
+        /// restores the previous version; idempotent
+        #[serde(default)]
+        rollback: Option<crate::HookCommand>,
+        /// may `install` be re-run after a crash interrupted it
+        #[serde(default)]
+        rerun_after_crash: bool,
+        /// directories that need the payload length free
+        #[serde(default)]
+        space: Vec<PathBuf>,
+    },
+}
+
+impl InstallerConfig {
+    /// Build the installer (the slot installer creates its directories).
+    pub fn build(&self) -> Result<Box<dyn Installer + Send>, AgentError> {
+        Ok(match self {
+            InstallerConfig::Slot { root } => Box::new(crate::SlotInstaller::open(root.clone())?),
+            InstallerConfig::Command {
+                install,
+                commit,
+                rollback,
+                rerun_after_crash,
+                space,
+            } => Box::new(crate::CommandInstaller {
+                install: install.clone(),
+                commit: commit.clone(),
+                rollback: rollback.clone(),
+                rerun_after_crash: *rerun_after_crash,
+                space: space.clone(),
+            }),
+        })
+    }
+}

@@ -27,6 +27,12 @@
 //!     check, commit or roll back, queue the report.
 //!   * [`Agent::upload_reports`]`(&mut dyn ReportSink)` — deliver queued
 //!     reports in order, delete each only after the sink acknowledged it.
+//!   * After any [`AgentError`] from these calls the persisted state names
+//!     the step still to do: call [`Agent::recover`] (e.g. on the next
+//!     poll) to finish or undo it.
+//! * [`AgentConfig`] and [`InstallerConfig`] deserialize from a
+//!   configuration file (JSON shape in their docs);
+//!   [`InstallerConfig::build`] makes the boxed installer.
 //! * [`Installer`] — `plan / stage / activate / health_env / commit /
 //!   rollback / converge`, each idempotent. Implementations:
 //!   [`SlotInstaller`] (A/B slot directories and an atomically switched
@@ -113,7 +119,7 @@ pub use cmd_installer::CommandInstaller;
 pub use command::HookCommand;
 pub use error::AgentError;
 pub use fsutil::Probe;
-pub use installer::{InstallPlan, Installer, Slot, StepCtx};
+pub use installer::{InstallPlan, Installer, InstallerConfig, Slot, StepCtx};
 pub use report::{MemorySink, Outcome, Report, ReportQueue, ReportSink};
 pub use slot::{SlotInstaller, SlotManifest};
 pub use state::{recovery_step, AgentState, Attempt, Committed, Phase, RecoveryStep};

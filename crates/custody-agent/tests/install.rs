@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use custody_agent::report::report_id;
 use custody_agent::{
-    Agent, AgentConfig, AgentError, CommandInstaller, HookCommand, InstallPlan, MemorySink,
-    Outcome, Phase, Probe, Report, ReportQueue, Slot, SlotInstaller, TargetMeta,
+    Agent, AgentConfig, AgentError, CommandInstaller, HookCommand, InstallPlan, InstallerConfig,
+    MemorySink, Outcome, Phase, Probe, Report, ReportQueue, Slot, SlotInstaller, TargetMeta,
 };
 
 fn target_for(name: &str, bytes: &[u8], counter: u64) -> TargetMeta {
@@ -661,4 +661,35 @@ fn corrupt_queued_report_is_an_error_naming_the_file() {
         err.contains("attempt-9.json") && err.contains("queued report"),
         "{err}"
     );
+}
+
+#[test]
+fn configuration_files_parse_and_build() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().display();
+    let agent: AgentConfig = serde_json::from_str(&format!(
+        r#"{{"root": "{root}/agent",
+            "health_check": {{"argv": ["/bin/true"], "timeout_secs": 30}}}}"#
+    ))
+    .unwrap();
+    assert_eq!(agent.health_check.unwrap().timeout, Duration::from_secs(30));
+    assert_eq!(agent.reserve_bytes, 1024 * 1024);
+    let slot: InstallerConfig =
+        serde_json::from_str(&format!(r#"{{"kind": "slot", "root": "{root}/device"}}"#)).unwrap();
+    assert_eq!(slot.build().unwrap().kind(), "slot");
+    assert!(tmp.path().join("device/slots/b").is_dir());
+    let cmd: InstallerConfig = serde_json::from_str(
+        r#"{"kind": "command",
+            "install":  {"argv": ["rauc", "install"], "timeout_secs": 1800},
+            "rollback": {"argv": ["rauc", "status", "mark-active", "other"], "timeout_secs": 60}}"#,
+    )
+    .unwrap();
+    assert_eq!(cmd.build().unwrap().kind(), "command");
+    // typos are errors, not silently ignored settings
+    let err = serde_json::from_str::<InstallerConfig>(
+        r#"{"kind": "command", "install": {"argv": ["x"], "timeout_secs": 1}, "rolback": null}"#,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("rolback"), "{err}");
+    assert!(serde_json::from_str::<AgentConfig>(r#"{"root": "/x", "reserve": 1}"#).is_err());
 }
