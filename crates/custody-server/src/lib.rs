@@ -24,5 +24,5 @@ pub mod state;
 pub mod storage;
 
 pub use config::ServerConfig;
-pub use server::{shutdown_signal, start, RunningServer};
+pub use server::{run_blocking, shutdown_signal, start, RunningServer};
 pub use state::{AppState, StartError};

@@ -265,3 +265,31 @@ impl axum::serve::Listener for TlsListener {
         Ok(self.addr)
     }
 }
+
+/// For binaries without their own async runtime: builds one, starts the
+/// server, calls `on_start` (e.g. to print the URL and the bootstrap
+/// credential), then serves until SIGTERM/SIGINT and shuts down gracefully.
+pub fn run_blocking(
+    config: ServerConfig,
+    on_start: impl FnOnce(&RunningServer) -> std::io::Result<()>,
+) -> Result<(), StartError> {
+    let io = |op: &'static str| {
+        move |source| StartError::Io {
+            path: "custody serve".into(),
+            op,
+            source,
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(io("start async runtime"))?;
+    runtime.block_on(async move {
+        let server = start(config).await?;
+        on_start(&server).map_err(io("report start"))?;
+        server
+            .run_until(shutdown_signal())
+            .await
+            .map_err(io("serve"))
+    })
+}

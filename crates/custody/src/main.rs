@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod client;
 mod key;
 mod repo;
+mod serve;
 
 /// custody: the software update trust chain.
 ///
@@ -30,6 +31,8 @@ enum Command {
     Key(key::KeyArgs),
     /// TUF repository authoring: init, targets, signing, thresholds, publish.
     Repo(repo::RepoArgs),
+    /// HTTP server: host TUF repositories, admin API, metrics.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         Command::Client(args) => client::run(args),
         Command::Key(args) => key::run(args),
         Command::Repo(args) => repo::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(code) => code,
