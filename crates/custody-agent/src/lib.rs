@@ -99,8 +99,9 @@
 //!
 //! So after `kill -9` at any point, the next `recover()` ends with the old
 //! version committed or the new one committed, and exactly one report for
-//! the attempt in the queue (report id `attempt-<n>`). The test
-//! `tests/crash.rs` checks this for every probe point.
+//! the attempt in the queue (report id `attempt-<n>`); a kill before
+//! `begin`'s state write leaves no attempt and nothing to report. The test
+//! `tests/crash.rs` checks this for every probe point, for both installers.
 #![forbid(unsafe_code)]
 
 mod agent;
