@@ -83,6 +83,26 @@ fn bench(c: &mut Criterion) {
     c.bench_function("ed25519_verify_small", |b| {
         b.iter(|| assert!(pk.verify(msg, sig.as_ref())))
     });
+
+    // Real metadata: sigstore root 15 (5 ECDSA P-256 signatures, threshold 3)
+    // and the whole root chain 1..15 (hex and PEM keys).
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/fixtures/sigstore-root-signing/metadata/root_history");
+    let roots: Vec<Vec<u8>> = (1..=15)
+        .map(|v| std::fs::read(fixture.join(format!("{v}.root.json"))).unwrap())
+        .collect();
+    c.bench_function("sigstore_root15_trust", |b| {
+        b.iter(|| custody_tuf::TrustedMetadata::new(&roots[14]).unwrap())
+    });
+    c.bench_function("sigstore_root_chain_1_to_15", |b| {
+        b.iter(|| {
+            let mut t = custody_tuf::TrustedMetadata::new(&roots[0]).unwrap();
+            for r in &roots[1..] {
+                t.update_root(r).unwrap();
+            }
+            t
+        })
+    });
 }
 
 criterion_group!(benches, bench);
