@@ -603,7 +603,12 @@ impl TrustedMetadata {
         }
     }
 
-    fn meta_for(&self, role: &str) -> Result<&MetaFile> {
+    /// The trusted meta entry for `role`: from timestamp meta for
+    /// `"snapshot"`, from snapshot meta (`ROLE.json`) for targets roles.
+    /// Errors with [`Error::MissingMeta`] when the snapshot does not list the
+    /// role (the client need not download it then), or an order error when
+    /// the needed metadata is not loaded yet.
+    pub fn meta_for(&self, role: &str) -> Result<&MetaFile> {
         if role == "snapshot" {
             return self.snapshot_meta();
         }

@@ -923,3 +923,17 @@ fn expired_local_snapshot_still_guards_rollback() {
     );
     t.update_snapshot(&remote, now(), false).unwrap();
 }
+
+#[test]
+fn meta_for_lists_what_snapshot_lists() {
+    let repo = simple_repo();
+    let t = loaded(&repo);
+    assert_eq!(t.meta_for("targets").unwrap().version, 1);
+    assert_eq!(t.meta_for("snapshot").unwrap().version, 1);
+    assert!(matches!(
+        t.meta_for("nope").unwrap_err(),
+        Error::MissingMeta { .. }
+    ));
+    assert_eq!(t.max_length("snapshot"), repo.snapshot.len() as u64);
+    assert_eq!(t.max_length("targets"), custody_tuf::MAX_TARGETS_BYTES);
+}
