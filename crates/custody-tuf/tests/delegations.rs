@@ -546,3 +546,165 @@ fn invalid_delegations_rejected_at_parse() {
         assert_eq!(e.kind(), ErrorKind::Malformed, "{d}: {e}");
     }
 }
+
+/// The traversal orders tuf-conformance expects (test_graph_traversal),
+/// looking up a missing path. `loads` is every Load step; the roles a client
+/// must fetch from the network are the first loads of each role (a repeated
+/// role is a re-verification against another delegator, served from the
+/// client's local copy).
+#[test]
+fn traversal_orders_match_tuf_conformance() {
+    type Edge = (&'static str, &'static str, &'static [&'static str], bool);
+    let cases: Vec<(&str, Vec<Edge>, Vec<&str>)> = vec![
+        ("basic", vec![("targets", "A", &["*"], false)], vec!["A"]),
+        (
+            "single-level",
+            vec![
+                ("targets", "A", &["*"], false),
+                ("targets", "B", &["*"], false),
+            ],
+            vec!["A", "B"],
+        ),
+        (
+            "two-level",
+            vec![
+                ("targets", "A", &["*"], false),
+                ("targets", "B", &["*"], false),
+                ("B", "C", &["*"], false),
+            ],
+            vec!["A", "B", "C"],
+        ),
+        (
+            "dfs",
+            vec![
+                ("targets", "A", &["*"], false),
+                ("targets", "B", &["*"], false),
+                ("A", "C", &["*"], false),
+                ("A", "D", &["*"], false),
+            ],
+            vec!["A", "C", "D", "B"],
+        ),
+        (
+            "dfs3",
+            vec![
+                ("targets", "A", &["*"], false),
+                ("targets", "B", &["*"], false),
+                ("A", "C", &["*"], false),
+                ("C", "D", &["*"], false),
+            ],
+            vec!["A", "C", "D", "B"],
+        ),
+        (
+            "term2",
+            vec![
+                ("targets", "A", &["*"], false),
+                ("targets", "B", &["*"], false),
+                ("A", "C", &["*"], true),
+                ("A", "D", &["*"], false),
+            ],
+            vec!["A", "C"],
+        ),
+        (
+            "term3",
+            vec![
+                ("targets", "A", &["*"], false),
+                ("targets", "B", &["*"], false),
+                ("A", "C", &["*"], true),
+                ("C", "D", &["*"], false),
+            ],
+            vec!["A", "C", "D"],
+        ),
+        (
+            "paths2",
+            vec![
+                ("targets", "A", &["*.py"], false),
+                ("targets", "B", &["*"], false),
+                ("A", "C", &["*"], false),
+            ],
+            vec!["B"],
+        ),
+        (
+            "paths3",
+            vec![
+                ("targets", "A", &["*"], false),
+                ("targets", "B", &["*"], false),
+                ("A", "C", &["*.py"], false),
+                ("C", "D", &["*"], false),
+            ],
+            vec!["A", "B"],
+        ),
+        (
+            "cycle",
+            vec![
+                ("targets", "A", &["*"], false),
+                ("targets", "B", &["*"], false),
+                ("B", "C", &["*"], false),
+                ("C", "D", &["*"], false),
+                ("D", "B", &["*"], false),
+            ],
+            vec!["A", "B", "C", "D"],
+        ),
+        (
+            "third",
+            vec![
+                ("targets", "A", &["*"], false),
+                ("targets", "B", &["*"], false),
+                ("B", "C", &["*"], false),
+                ("A", "C", &["*"], false),
+            ],
+            vec!["A", "C", "B"],
+        ),
+        (
+            "third-paths",
+            vec![
+                ("targets", "A", &["*"], false),
+                ("targets", "B", &["*"], false),
+                ("B", "C", &["*"], false),
+                ("A", "C", &["*.py"], false),
+            ],
+            vec!["A", "B", "C"],
+        ),
+    ];
+    for (name, edges, expected_fetches) in cases {
+        // one key per role, shared by every delegation to it (the role is signed by it)
+        let mut names: Vec<&str> = edges
+            .iter()
+            .flat_map(|e| [e.0, e.1])
+            .filter(|n| *n != "targets")
+            .collect();
+        names.sort();
+        names.dedup();
+        let keys: BTreeMap<&str, TestKey> =
+            names.iter().map(|n| (*n, TestKey::generate())).collect();
+        let deleg_of = |delegator: &str| -> Option<Value> {
+            let roles: Vec<Value> = edges
+                .iter()
+                .filter(|e| e.0 == delegator)
+                .map(|e| role_entry(e.1, &keys[e.1], e.2, e.3))
+                .collect();
+            if roles.is_empty() {
+                return None;
+            }
+            let ks: Vec<&TestKey> = edges
+                .iter()
+                .filter(|e| e.0 == delegator)
+                .map(|e| &keys[e.1])
+                .collect();
+            Some(delegations(&ks, roles))
+        };
+        let roles: Vec<(&str, Value, Vec<&TestKey>)> = names
+            .iter()
+            .map(|n| (*n, targets_signed(1, FAR, &[], deleg_of(n)), vec![&keys[n]]))
+            .collect();
+        let mut r = drepo(deleg_of("targets").unwrap(), roles);
+        let (res, loads, limit) = lookup(&mut r, "missingpath", 32);
+        assert!(res.unwrap().is_none() && !limit, "{name}");
+        let mut fetched: Vec<&str> = Vec::new();
+        for (role, _) in &loads {
+            if !fetched.contains(&role.as_str()) {
+                fetched.push(role);
+            }
+        }
+        assert_eq!(fetched, expected_fetches, "{name}: loads {loads:?}");
+    }
+}
