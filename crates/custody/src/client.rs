@@ -191,15 +191,22 @@ fn execute(opts: &ClientOptions, command: &ClientCommand) -> anyhow::Result<serd
     if let ClientCommand::Init { root_file } = command {
         return init(metadata_dir, root_file);
     }
+    // Check the download arguments before any request is made.
+    let download = match command {
+        ClientCommand::Download => {
+            let base = required(&opts.target_base_url, "--target-base-url", name)?;
+            let dir = required(&opts.target_dir, "--target-dir", name)?;
+            if opts.target_name.is_empty() {
+                anyhow::bail!("`custody client download` needs at least one --target-name");
+            }
+            Some((base, dir))
+        }
+        _ => None,
+    };
     let mut updater = build_updater(opts, metadata_dir, name)?;
     updater.refresh()?;
     let mut targets = Vec::new();
-    if let ClientCommand::Download = command {
-        let base = required(&opts.target_base_url, "--target-base-url", name)?;
-        let dir = required(&opts.target_dir, "--target-dir", name)?;
-        if opts.target_name.is_empty() {
-            anyhow::bail!("`custody client download` needs at least one --target-name");
-        }
+    if let Some((base, dir)) = download {
         // One updater, argument order, stop at the first failure.
         for target in &opts.target_name {
             let got = updater.fetch_target(target, base, dir)?;
