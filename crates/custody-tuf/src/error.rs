@@ -99,7 +99,7 @@ pub enum Error {
     ThresholdNotMet {
         /// role whose signatures were checked
         role: String,
-        /// role whose keys were used (e.g. "root", or the delegating role)
+        /// whose keys were used (e.g. "trusted root v3", or the delegating role)
         delegator: String,
         /// required threshold
         threshold: u64,

@@ -105,7 +105,12 @@ impl TrustedMetadata {
     pub fn with_limits(root_bytes: &[u8], limits: Limits) -> Result<Self> {
         check_size("root", root_bytes, limits.max_root_bytes)?;
         let root = Metadata::<Root>::from_bytes("root", root_bytes)?;
-        verify_by_root("root", &root.signed, &root)?;
+        verify_by_root(
+            "root",
+            &format!("root v{} (itself)", root.signed.version),
+            &root.signed,
+            &root,
+        )?;
         Ok(TrustedMetadata {
             limits,
             root,
@@ -115,6 +120,10 @@ impl TrustedMetadata {
             snapshot: None,
             targets: BTreeMap::new(),
         })
+    }
+
+    fn root_label(&self) -> String {
+        format!("root v{}", self.root.signed.version)
     }
 
     /// Limits in force.
@@ -142,7 +151,8 @@ impl TrustedMetadata {
         check_size("root", bytes, self.limits.max_root_bytes)?;
         let new = Metadata::<Root>::from_bytes("root", bytes)?;
         // Old root's keys first: an attacker-made root is rejected on signatures.
-        verify_by_root("root", &self.root.signed, &new)?;
+        let old_label = format!("trusted root v{}", self.root.signed.version);
+        verify_by_root("root", &old_label, &self.root.signed, &new)?;
         let trusted = self.root.signed.version;
         let expected = trusted.saturating_add(1);
         if new.signed.version != expected {
@@ -152,7 +162,8 @@ impl TrustedMetadata {
                 found: new.signed.version,
             });
         }
-        verify_by_root("root", &new.signed, &new)?;
+        let new_label = format!("new root v{} (itself)", new.signed.version);
+        verify_by_root("root", &new_label, &new.signed, &new)?;
         let discard = ["timestamp", "snapshot"]
             .iter()
             .any(|r| key_set(&self.root.signed, r) != key_set(&new.signed, r));
@@ -207,7 +218,7 @@ impl TrustedMetadata {
         self.check_root_not_expired(now)?;
         check_size("timestamp", bytes, self.limits.max_timestamp_bytes)?;
         let new = Metadata::<Timestamp>::from_bytes("timestamp", bytes)?;
-        verify_by_root("timestamp", &self.root.signed, &new)?;
+        verify_by_root("timestamp", &self.root_label(), &self.root.signed, &new)?;
         if let Some(old) = &self.timestamp {
             let (nv, ov) = (new.signed.version, old.signed.version);
             if nv < ov {
@@ -307,7 +318,7 @@ impl TrustedMetadata {
             meta.verify_bytes("snapshot", bytes)?;
         }
         let new = Metadata::<Snapshot>::from_bytes("snapshot", bytes)?;
-        verify_by_root("snapshot", &self.root.signed, &new)?;
+        verify_by_root("snapshot", &self.root_label(), &self.root.signed, &new)?;
         if let Some(old) = &self.snapshot {
             if new.signed.version < old.signed.version {
                 return Err(Error::VersionRollback {
@@ -652,14 +663,15 @@ impl TargetFile {
     }
 }
 
-fn verify_by_root<T: Signed>(role: &str, root: &Root, md: &Metadata<T>) -> Result<()> {
+/// `label` names the root whose keys are used (e.g. "trusted root v3").
+fn verify_by_root<T: Signed>(role: &str, label: &str, root: &Root, md: &Metadata<T>) -> Result<()> {
     let r = root
         .roles
         .get(T::TYPE)
         .ok_or_else(|| Error::schema("root", "roles", format!("role {} is missing", T::TYPE)))?;
     verify_threshold(
         role,
-        "root",
+        label,
         md.canonical_signed(),
         &md.signatures,
         &r.keyids,

@@ -937,3 +937,31 @@ fn meta_for_lists_what_snapshot_lists() {
     assert_eq!(t.max_length("snapshot"), repo.snapshot.len() as u64);
     assert_eq!(t.max_length("targets"), custody_tuf::MAX_TARGETS_BYTES);
 }
+
+#[test]
+fn root_signature_errors_name_which_root() {
+    let repo = simple_repo();
+    let mut t = TrustedMetadata::new(&repo.root).unwrap();
+    let new_keys = Keys::generate();
+    let e = t
+        .update_root(&envelope(
+            &root_signed(2, FAR, &new_keys),
+            &[&new_keys.root],
+        ))
+        .unwrap_err();
+    assert!(e.to_string().contains("of trusted root v1"), "{e}");
+    let e = t
+        .update_root(&envelope(
+            &root_signed(2, FAR, &new_keys),
+            &[&repo.keys.root],
+        ))
+        .unwrap_err();
+    assert!(e.to_string().contains("of new root v2 (itself)"), "{e}");
+    let e = t
+        .update_timestamp(
+            &envelope(&timestamp_signed(1, FAR, 1, None), &[&new_keys.timestamp]),
+            now(),
+        )
+        .unwrap_err();
+    assert!(e.to_string().starts_with("timestamp: signature threshold not met: 0 valid signature(s) from distinct keys of root v1, threshold is 1"), "{e}");
+}
