@@ -311,18 +311,48 @@ impl Drop for Server {
     }
 }
 
-/// Runs `cmd` to completion, capturing output; returns the wall time from
-/// spawn to exit.
-pub fn run_timed(cmd: &mut Command) -> Result<(Duration, Output)> {
+/// A finished child process: wall time from spawn to exit, CPU time (user +
+/// system) of the child and its waited-for descendants, and its output.
+#[derive(Debug)]
+pub struct Measured {
+    pub wall: Duration,
+    pub cpu: Duration,
+    pub output: Output,
+}
+
+fn children_cpu() -> Result<Duration> {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let u = getrusage(UsageWho::RUSAGE_CHILDREN).context("getrusage(RUSAGE_CHILDREN)")?;
+    let tv = |t: nix::sys::time::TimeVal| {
+        Duration::from_secs(u64::try_from(t.tv_sec()).unwrap_or(0))
+            + Duration::from_micros(u64::try_from(t.tv_usec()).unwrap_or(0))
+    };
+    Ok(tv(u.user_time()) + tv(u.system_time()))
+}
+
+/// Runs `cmd` to completion, capturing output. CPU time is the difference of
+/// getrusage(RUSAGE_CHILDREN) around the wait, which is exact as long as this
+/// process waits for one child at a time (the benches do).
+pub fn run_measured(cmd: &mut Command) -> Result<Measured> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    let cpu_before = children_cpu()?;
     let start = Instant::now();
     let child = cmd.spawn().with_context(|| format!("spawning {cmd:?}"))?;
     let output = child
         .wait_with_output()
         .with_context(|| format!("waiting for {cmd:?}"))?;
-    Ok((start.elapsed(), output))
+    let wall = start.elapsed();
+    let cpu = children_cpu()?.saturating_sub(cpu_before);
+    Ok(Measured { wall, cpu, output })
+}
+
+/// Runs `cmd` to completion, capturing output; returns the wall time from
+/// spawn to exit.
+pub fn run_timed(cmd: &mut Command) -> Result<(Duration, Output)> {
+    let m = run_measured(cmd)?;
+    Ok((m.wall, m.output))
 }
 
 /// Fails with the command, its exit status and stderr if it did not succeed.

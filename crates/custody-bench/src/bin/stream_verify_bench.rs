@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use custody_bench::{
-    check_output, custody_bin, default_data_dir, make_repo, python, run_timed, workspace_root,
-    Machine, Manifest, Server, Stats, Traffic,
+    check_output, custody_bin, default_data_dir, make_repo, python, run_measured, run_timed,
+    workspace_root, Machine, Manifest, Server, Stats, Traffic,
 };
 use serde::Serialize;
 
@@ -65,14 +65,18 @@ struct Args {
 #[derive(Debug, Serialize)]
 struct Throughput {
     seconds: Stats,
+    /// user + system CPU seconds of the measured process (None for the
+    /// in-process reference).
+    cpu_seconds: Option<Stats>,
     best_gib_per_s: f64,
     median_gib_per_s: f64,
 }
 
 impl Throughput {
-    fn of(bytes: u64, secs: &[f64]) -> Option<Throughput> {
+    fn of(bytes: u64, secs: &[f64], cpu: &[f64]) -> Option<Throughput> {
         let s = Stats::of(secs)?;
         Some(Throughput {
+            cpu_seconds: Stats::of(cpu),
             best_gib_per_s: bytes as f64 / GIB / s.min,
             median_gib_per_s: bytes as f64 / GIB / s.median,
             seconds: s,
@@ -176,21 +180,23 @@ fn ring_hash_file(path: &Path) -> Result<(Duration, String)> {
     Ok((start.elapsed(), hex::encode(ctx.finish().as_ref())))
 }
 
-fn sha256sum_once(path: &Path) -> Result<(Duration, String)> {
+fn sha256sum_once(path: &Path) -> Result<(Duration, Duration, String)> {
     let mut cmd = Command::new("sha256sum");
     cmd.arg(path);
-    let (wall, out) = run_timed(&mut cmd).context("running sha256sum (coreutils)")?;
+    let m = run_measured(&mut cmd).context("running sha256sum (coreutils)")?;
+    let (wall, out) = (m.wall, m.output);
     check_output("sha256sum", &out)?;
     let digest = String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .next()
         .unwrap_or_default()
         .to_string();
-    Ok((wall, digest))
+    Ok((wall, m.cpu, digest))
 }
 
 struct CustodyRun {
     wall: Duration,
+    cpu: Duration,
     peak_rss_kib: Option<u64>,
     traffic: Option<Traffic>,
 }
@@ -260,7 +266,8 @@ fn custody_once(job: &Job<'_>, server: Option<&Server>) -> Result<CustodyRun> {
     if let Some(s) = server {
         s.reset();
     }
-    let (wall, out) = run_timed(&mut cmd)?;
+    let m = run_measured(&mut cmd)?;
+    let (wall, cpu, out) = (m.wall, m.cpu, m.output);
     let traffic = server.map(Server::reset);
     check_output("`custody client download`", &out)?;
     let peak_rss_kib = std::fs::read_to_string(&rss_file)
@@ -277,6 +284,7 @@ fn custody_once(job: &Job<'_>, server: Option<&Server>) -> Result<CustodyRun> {
     }
     Ok(CustodyRun {
         wall,
+        cpu,
         peak_rss_kib,
         traffic,
     })
@@ -308,6 +316,7 @@ fn custody_series(
 ) -> Result<CustodyResult> {
     let bytes = job.bytes;
     let mut secs = Vec::new();
+    let mut cpus = Vec::new();
     let mut rss = Vec::new();
     let mut traffic = None;
     for i in 0..rounds {
@@ -322,10 +331,11 @@ fn custody_series(
                 .unwrap_or_else(|| "?".into())
         );
         secs.push(r.wall.as_secs_f64());
+        cpus.push(r.cpu.as_secs_f64());
         rss.extend(r.peak_rss_kib);
         traffic = r.traffic;
     }
-    let throughput = Throughput::of(bytes, &secs).context("no custody timings")?;
+    let throughput = Throughput::of(bytes, &secs, &cpus).context("no custody timings")?;
     let rel = throughput.best_gib_per_s / sha256sum_best;
     Ok(CustodyResult {
         transport: transport.into(),
@@ -386,7 +396,7 @@ fn main() -> Result<()> {
     let machine = Machine::probe();
 
     // Page cache warm-up, unmeasured.
-    let (_, warm) = sha256sum_once(&file)?;
+    let (_, _, warm) = sha256sum_once(&file)?;
     if warm != sha256 {
         bail!(
             "sha256sum of {} is {warm}, the repository lists {sha256}",
@@ -394,10 +404,13 @@ fn main() -> Result<()> {
         );
     }
     let mut sum_secs = Vec::new();
+    let mut sum_cpu = Vec::new();
     for _ in 0..args.rounds {
-        sum_secs.push(sha256sum_once(&file)?.0.as_secs_f64());
+        let (wall, cpu, _) = sha256sum_once(&file)?;
+        sum_secs.push(wall.as_secs_f64());
+        sum_cpu.push(cpu.as_secs_f64());
     }
-    let sha256sum = Throughput::of(bytes, &sum_secs).context("no sha256sum timings")?;
+    let sha256sum = Throughput::of(bytes, &sum_secs, &sum_cpu).context("no sha256sum timings")?;
     eprintln!("sha256sum best {:.3} GiB/s", sha256sum.best_gib_per_s);
     let mut ring_secs = Vec::new();
     for _ in 0..args.rounds {
@@ -410,7 +423,7 @@ fn main() -> Result<()> {
         }
         ring_secs.push(d.as_secs_f64());
     }
-    let ring_in_process = Throughput::of(bytes, &ring_secs).context("no ring timings")?;
+    let ring_in_process = Throughput::of(bytes, &ring_secs, &[]).context("no ring timings")?;
     eprintln!(
         "ring in-process best {:.3} GiB/s",
         ring_in_process.best_gib_per_s
@@ -513,17 +526,20 @@ fn print_table(r: &Report) {
         r.file, r.bytes, r.sha256
     );
     println!(
-        "{:<34} {:>10} {:>10} {:>12} {:>12} {:>14}",
-        "measurement", "best s", "median s", "best GiB/s", "vs sha256sum", "peak RSS"
+        "{:<34} {:>8} {:>9} {:>11} {:>13} {:>11} {:>11}",
+        "measurement", "best s", "median s", "best GiB/s", "vs sha256sum", "min CPU s", "peak RSS"
     );
     let row = |label: &str, t: &Throughput, rss: Option<u64>| {
         println!(
-            "{:<34} {:>10.3} {:>10.3} {:>12.3} {:>11.0}% {:>14}",
+            "{:<34} {:>8.3} {:>9.3} {:>11.3} {:>12.0}% {:>11} {:>11}",
             label,
             t.seconds.min,
             t.seconds.median,
             t.best_gib_per_s,
             100.0 * t.best_gib_per_s / r.sha256sum.best_gib_per_s,
+            t.cpu_seconds
+                .map(|c| format!("{:.3}", c.min))
+                .unwrap_or_else(|| "-".into()),
             rss.map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
                 .unwrap_or_else(|| "-".into())
         );

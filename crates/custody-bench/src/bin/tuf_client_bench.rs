@@ -16,8 +16,8 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use custody_bench::{
-    check_output, custody_bin, default_data_dir, find_downloaded, make_repo, python, run_timed,
-    workspace_root, Machine, Manifest, Server, Stats, StoredTarget, Traffic,
+    check_output, custody_bin, default_data_dir, find_downloaded, make_repo, python, run_measured,
+    run_timed, workspace_root, Machine, Manifest, Server, Stats, StoredTarget, Traffic,
 };
 use serde::Serialize;
 
@@ -69,6 +69,8 @@ struct Args {
 #[derive(Debug, Clone, Serialize)]
 struct Run {
     wall_seconds: f64,
+    /// user + system CPU time of the client process (and its children).
+    cpu_seconds: f64,
     /// python only: Updater construction to download end, as printed by ngclient.py.
     in_process_seconds: Option<f64>,
     traffic: Traffic,
@@ -79,6 +81,7 @@ struct ClientResult {
     client: String,
     command: String,
     wall: Option<Stats>,
+    cpu: Option<Stats>,
     in_process: Option<Stats>,
     requests: u64,
     body_bytes: u64,
@@ -101,6 +104,7 @@ struct Report {
     custody_pending_reason: Option<String>,
     speedup_median_wall: Option<f64>,
     speedup_min_wall: Option<f64>,
+    speedup_median_cpu: Option<f64>,
     bytes_ratio_custody_over_python: Option<f64>,
     goal_speedup_met: Option<bool>,
     goal_bytes_met: Option<bool>,
@@ -145,7 +149,8 @@ fn python_run(ctx: &Ctx, server: &Server) -> Result<Run> {
         .arg("--target-name")
         .arg(&ctx.target.name);
     server.reset();
-    let (wall, out) = run_timed(&mut cmd)?;
+    let m = run_measured(&mut cmd)?;
+    let (wall, out) = (m.wall, m.output);
     let traffic = server.reset();
     check_output("python-tuf ngclient download", &out)?;
     find_downloaded(&td, &ctx.target.sha256, ctx.target.length)
@@ -157,6 +162,7 @@ fn python_run(ctx: &Ctx, server: &Server) -> Result<Run> {
         .and_then(|v| v.get("in_process_seconds").and_then(|x| x.as_f64()));
     Ok(Run {
         wall_seconds: wall.as_secs_f64(),
+        cpu_seconds: m.cpu.as_secs_f64(),
         in_process_seconds: in_process,
         traffic,
     })
@@ -188,13 +194,15 @@ fn custody_run(ctx: &Ctx, custody: &Path, server: &Server) -> Result<Run> {
         .arg(&td)
         .arg("download");
     server.reset();
-    let (wall, out) = run_timed(&mut cmd)?;
+    let m = run_measured(&mut cmd)?;
+    let (wall, out) = (m.wall, m.output);
     let traffic = server.reset();
     check_output("`custody client download`", &out)?;
     find_downloaded(&td, &ctx.target.sha256, ctx.target.length)
         .context("custody reported success but the target is not in its target dir")?;
     Ok(Run {
         wall_seconds: wall.as_secs_f64(),
+        cpu_seconds: m.cpu.as_secs_f64(),
         in_process_seconds: None,
         traffic,
     })
@@ -202,12 +210,14 @@ fn custody_run(ctx: &Ctx, custody: &Path, server: &Server) -> Result<Run> {
 
 fn summarize(client: &str, command: String, runs: Vec<Run>) -> ClientResult {
     let walls: Vec<f64> = runs.iter().map(|r| r.wall_seconds).collect();
+    let cpus: Vec<f64> = runs.iter().map(|r| r.cpu_seconds).collect();
     let inproc: Vec<f64> = runs.iter().filter_map(|r| r.in_process_seconds).collect();
     let first = runs.first().map(|r| r.traffic.clone()).unwrap_or_default();
     ClientResult {
         client: client.into(),
         command,
         wall: Stats::of(&walls),
+        cpu: Stats::of(&cpus),
         in_process: Stats::of(&inproc),
         // Cold runs of a fixed repository fetch the same files every time;
         // report the largest seen to stay conservative.
@@ -248,17 +258,28 @@ fn print_table(r: &Report) {
         r.rounds, r.runs_dir
     );
     println!(
-        "{:<12} {:>12} {:>12} {:>12} {:>10} {:>8} {:>12}",
-        "client", "wall median", "wall min", "wall max", "requests", "404s", "body bytes"
+        "{:<12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>9} {:>6} {:>11}",
+        "client",
+        "wall median",
+        "wall min",
+        "wall max",
+        "CPU median",
+        "CPU min",
+        "requests",
+        "404s",
+        "body bytes"
     );
     let row = |c: &ClientResult| {
         if let Some(w) = c.wall {
+            let cpu = |f: fn(&Stats) -> f64| c.cpu.as_ref().map(f).map(ms).unwrap_or_default();
             println!(
-                "{:<12} {:>12} {:>12} {:>12} {:>10} {:>8} {:>12}",
+                "{:<12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>9} {:>6} {:>11}",
                 c.client,
                 ms(w.median),
                 ms(w.min),
                 ms(w.max),
+                cpu(|s| s.median),
+                cpu(|s| s.min),
                 c.requests,
                 c.not_found,
                 c.body_bytes
@@ -291,6 +312,10 @@ fn print_table(r: &Report) {
                 "speedup (python median / custody median wall): {s:.1}x (min/min: {:.1}x)  goal >= 10x: {}",
                 r.speedup_min_wall.unwrap_or(f64::NAN),
                 if r.goal_speedup_met == Some(true) { "MET" } else { "NOT MET" }
+            );
+            println!(
+                "CPU time speedup (python median / custody median, user+sys): {:.1}x",
+                r.speedup_median_cpu.unwrap_or(f64::NAN)
             );
             println!(
                 "bytes custody / python: {:.3}  goal <= 1: {}",
@@ -442,6 +467,11 @@ fn main() -> Result<()> {
     };
     let speedup_median_wall = speed(|s| s.median);
     let speedup_min_wall = speed(|s| s.min);
+    let speedup_median_cpu = (|| {
+        let p = python_tuf.cpu.as_ref()?.median;
+        let c = custody.as_ref()?.cpu.as_ref()?.median;
+        (c > 0.0).then_some(p / c)
+    })();
     let bytes_ratio = custody
         .as_ref()
         .filter(|_| python_tuf.body_bytes > 0)
@@ -463,6 +493,7 @@ fn main() -> Result<()> {
         custody_pending_reason: pending.clone(),
         speedup_median_wall,
         speedup_min_wall,
+        speedup_median_cpu,
         bytes_ratio_custody_over_python: bytes_ratio,
     };
     if args.json {
