@@ -61,6 +61,9 @@ pub struct ServerConfig {
     pub metadata_cache_file_bytes: u64,
     /// Total bytes of metadata kept in memory per repository generation.
     pub metadata_cache_total_bytes: u64,
+    /// A client must send its request head within this many seconds
+    /// (slowloris protection).
+    pub header_read_timeout_seconds: u64,
     /// Token-signing key file (32+ random bytes). Default: a key kept in the
     /// database, shared by every replica that uses the same database.
     pub token_key_file: Option<PathBuf>,
@@ -82,6 +85,7 @@ impl Default for ServerConfig {
             allow_upload_and_publish: false,
             metadata_cache_file_bytes: 4 << 20,
             metadata_cache_total_bytes: 64 << 20,
+            header_read_timeout_seconds: 20,
             token_key_file: None,
             oidc: Vec::new(),
         }
@@ -162,6 +166,12 @@ impl ServerConfig {
                 ),
             ));
         }
+        if !(1..=300).contains(&self.header_read_timeout_seconds) {
+            return Err(invalid(
+                "header_read_timeout_seconds",
+                format!("must be 1..=300, got {}", self.header_read_timeout_seconds),
+            ));
+        }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(invalid(
                 "tls_cert/tls_key",
@@ -184,6 +194,15 @@ impl ServerConfig {
                 return Err(invalid(
                     format!("{field}.issuer"),
                     format!("{:?} must be an https URL", p.issuer),
+                ));
+            }
+            if p.jwks_min_refetch_seconds > p.jwks_cache_seconds {
+                return Err(invalid(
+                    format!("{field}.jwks_min_refetch_seconds"),
+                    format!(
+                        "{} is longer than jwks_cache_seconds ({}); keys would expire before a refetch is allowed",
+                        p.jwks_min_refetch_seconds, p.jwks_cache_seconds
+                    ),
                 ));
             }
             if p.audience.is_empty() {

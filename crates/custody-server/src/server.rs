@@ -100,6 +100,7 @@ impl RunningServer {
 /// free port; see [`RunningServer::addr`]).
 pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let listen = config.listen;
+    let header_timeout = Duration::from_secs(config.header_read_timeout_seconds);
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
         _ => None,
@@ -121,6 +122,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         source,
     })?;
     let app = router(state.clone());
+    spawn_housekeeping(state.clone());
     let (tx, rx) = oneshot::channel::<()>();
     let stop = async move {
         let _ = rx.await;
@@ -129,20 +131,12 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let task = match tls {
         None => {
             scheme = "http";
-            tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stop)
-                    .await
-            })
+            tokio::spawn(serve_connections(listener, app, header_timeout, stop))
         }
         Some(acceptor) => {
             scheme = "https";
             let tls_listener = TlsListener::spawn(listener, acceptor, addr);
-            tokio::spawn(async move {
-                axum::serve(tls_listener, app)
-                    .with_graceful_shutdown(stop)
-                    .await
-            })
+            tokio::spawn(serve_connections(tls_listener, app, header_timeout, stop))
         }
     };
     Ok(RunningServer {
@@ -153,6 +147,77 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         shutdown: Some(tx),
         task,
     })
+}
+
+/// On shutdown, in-flight requests get this long to finish.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Accept loop: HTTP/1.1 with keep-alive and a header-read timeout; on
+/// `stop`, stop accepting, close idle connections, let in-flight requests
+/// finish (bounded by [`SHUTDOWN_GRACE`]).
+async fn serve_connections<L>(
+    mut listener: L,
+    app: Router,
+    header_timeout: Duration,
+    stop: impl Future<Output = ()>,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+{
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            (io, _peer) = listener.accept() => {
+                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                let conn = builder.serve_connection(TokioIo::new(io), service);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut stop => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "some requests were still running {} s after shutdown began",
+            SHUTDOWN_GRACE.as_secs()
+        );
+    }
+    Ok(())
+}
+
+/// Hourly: drop revocations of tokens that expired (with a margin for
+/// the verification leeway). Runs until the runtime stops.
+fn spawn_housekeeping(state: Arc<AppState>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            match state
+                .storage
+                .purge_revoked_tokens(crate::state::now() - 300)
+                .await
+            {
+                Ok(n) if n > 0 => tracing::info!(purged = n, "expired token revocations removed"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "purging token revocations failed"),
+            }
+        }
+    });
 }
 
 /// Resolves when SIGTERM or SIGINT arrives.

@@ -100,6 +100,22 @@ async fn content_types_cache_headers_and_etags() {
         .await;
     assert_eq!(r.status, 304);
 
+    // HEAD: same headers, no body
+    let r = common::http(
+        "HEAD",
+        &format!("{}/repos/app/targets/{target}", s.url),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty());
+    assert_eq!(
+        r.header("content-length"),
+        Some(payload.len().to_string().as_str())
+    );
+    assert_eq!(r.header("etag"), Some(tetag.as_str()));
+
     let r = s.get("/repos/app/targets/notes/plain.txt", &[]).await;
     assert_eq!((r.status, r.body.as_slice()), (200, b"plain".as_slice()));
     assert_eq!(r.header("cache-control"), Some(CACHE_REVALIDATE));
@@ -363,4 +379,26 @@ async fn health_ready_metrics_openapi() {
     let doc = o.json();
     assert!(doc["paths"]["/api/v1/token"]["post"].is_object());
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_request_heads_are_cut_off() {
+    let s = common::start_with(|c| c.header_read_timeout_seconds = 1).await;
+    let mut sock = tokio::net::TcpStream::connect(s.server.addr).await.unwrap();
+    sock.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n")
+        .await
+        .unwrap();
+    // never finish the head: the server must give up on us
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        sock.read_to_end(&mut buf),
+    )
+    .await;
+    assert!(
+        read.is_ok(),
+        "connection still open 10 s after a 1 s header timeout"
+    );
+    let text = String::from_utf8_lossy(&buf);
+    assert!(!text.contains("200 OK"), "{text}");
 }

@@ -68,6 +68,16 @@ async fn suite(s: Arc<dyn Storage>) {
     s.revoke_token("j1", 999).await.unwrap();
     s.revoke_token("j1", 999).await.unwrap();
     assert!(s.is_token_revoked("j1").await.unwrap());
+    s.revoke_token("j2", 2000).await.unwrap();
+    assert_eq!(s.purge_revoked_tokens(1000).await.unwrap(), 1);
+    assert!(
+        !s.is_token_revoked("j1").await.unwrap(),
+        "expired revocation purged"
+    );
+    assert!(
+        s.is_token_revoked("j2").await.unwrap(),
+        "live revocation kept"
+    );
 
     // blobs are per repository
     let blob = BlobRecord {

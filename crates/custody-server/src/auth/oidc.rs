@@ -98,7 +98,10 @@ struct CachedKey {
 #[derive(Default)]
 struct KeyCache {
     keys: HashMap<String, Arc<CachedKey>>,
+    /// Last successful fetch (for the TTL).
     fetched_at: Option<Instant>,
+    /// Last attempt, successful or not (for the refetch bound).
+    attempted_at: Option<Instant>,
 }
 
 struct Provider {
@@ -270,16 +273,20 @@ impl OidcVerifier {
             if let Some(k) = cache.keys.get(kid) {
                 return Ok(k.clone());
             }
-            let may_refetch = cache
-                .fetched_at
-                .is_none_or(|t| t.elapsed() >= Duration::from_secs(cfg.jwks_min_refetch_seconds));
-            if !may_refetch {
+        }
+        // Unknown kid, expired cache or earlier failure: refetch, but at most
+        // once per jwks_min_refetch_seconds whatever callers send (a flood
+        // of random kids, or an unreachable issuer, costs one fetch).
+        if let Some(t) = cache.attempted_at {
+            if t.elapsed() < Duration::from_secs(cfg.jwks_min_refetch_seconds) {
                 return Err(invalid(format!(
-                    "kid {kid:?} is not in the JWKS of {} (refetched less than {} s ago)",
+                    "kid {kid:?} is not in the cached JWKS of {} and the last fetch was less \
+                     than {} s ago",
                     cfg.issuer, cfg.jwks_min_refetch_seconds
                 )));
             }
         }
+        cache.attempted_at = Some(Instant::now());
         let keys = self.fetch_keys(cfg).await?;
         cache.keys = keys;
         cache.fetched_at = Some(Instant::now());

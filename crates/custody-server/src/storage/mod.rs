@@ -131,6 +131,8 @@ pub trait Storage: Send + Sync + 'static {
 
     async fn revoke_token(&self, jti: &str, expires_at: i64) -> StorageResult<()>;
     async fn is_token_revoked(&self, jti: &str) -> StorageResult<bool>;
+    /// Forgets revocations of tokens that have expired anyway.
+    async fn purge_revoked_tokens(&self, now: i64) -> StorageResult<u64>;
 
     async fn upsert_blob(&self, blob: &BlobRecord) -> StorageResult<()>;
     async fn get_blob(&self, repo: &str, sha256: &str) -> StorageResult<Option<BlobRecord>>;

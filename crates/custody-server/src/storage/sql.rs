@@ -386,6 +386,15 @@ macro_rules! sql_storage {
                 Ok(row.is_some())
             }
 
+            async fn purge_revoked_tokens(&self, now: i64) -> StorageResult<u64> {
+                let res = sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < $1")
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db("purge token revocations"))?;
+                Ok(res.rows_affected())
+            }
+
             async fn upsert_blob(&self, b: &BlobRecord) -> StorageResult<()> {
                 sqlx::query(
                     "INSERT INTO blobs (repo, sha256, size, uploaded_at, uploaded_by) VALUES ($1, $2, $3, $4, $5) \
