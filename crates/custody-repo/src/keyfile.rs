@@ -216,11 +216,17 @@ pub fn load(path: &Path, passphrase: &[u8]) -> Result<FileSigner, SignerError> {
             detail: format!("file is larger than {MAX_KEY_FILE} bytes"),
         });
     }
+    load_pem(path, &pem, passphrase)
+}
+
+/// Decrypt an "ENCRYPTED PRIVATE KEY" PEM document; `path` only names it
+/// in errors. This is the parser of (possibly hostile) key-file bytes.
+pub fn load_pem(path: &Path, pem: &str, passphrase: &[u8]) -> Result<FileSigner, SignerError> {
     let not_enc = |detail: String| SignerError::NotEncryptedPkcs8 {
         path: path.to_owned(),
         detail,
     };
-    let (label, doc) = Document::from_pem(&pem).map_err(|e| not_enc(format!("PEM: {e}")))?;
+    let (label, doc) = Document::from_pem(pem).map_err(|e| not_enc(format!("PEM: {e}")))?;
     if label != "ENCRYPTED PRIVATE KEY" {
         return Err(not_enc(format!("PEM label is {label:?}")));
     }

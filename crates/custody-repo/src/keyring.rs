@@ -42,11 +42,17 @@ impl KeySpec {
         if spec.starts_with("pkcs11:") {
             return Ok(KeySpec::Pkcs11(spec.to_owned()));
         }
+        use std::io::Read;
         let path = PathBuf::from(spec);
-        let head = std::fs::read(&path).map_err(|source| RepoError::Io {
+        let io = |source| RepoError::Io {
             path: path.clone(),
             source,
-        })?;
+        };
+        // The first non-blank byte decides; 256 bytes are plenty to find it.
+        let mut head = Vec::new();
+        std::fs::File::open(&path)
+            .and_then(|f| f.take(256).read_to_end(&mut head))
+            .map_err(io)?;
         if head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
             Ok(KeySpec::Public(path))
         } else {
