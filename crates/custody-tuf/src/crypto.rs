@@ -229,6 +229,20 @@ pub fn verify_threshold(
     keys: &BTreeMap<String, Key>,
     threshold: u64,
 ) -> Result<SignatureReport> {
+    // Spec, "Metadata format": a key id MUST be unique in the signatures
+    // array. Repeats never add to the threshold below, but a document that
+    // repeats one is malformed and is refused whole (as python-tuf does).
+    let mut sig_keyids: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in signatures {
+        *sig_keyids.entry(s.keyid.as_str()).or_default() += 1;
+    }
+    if let Some((keyid, count)) = sig_keyids.into_iter().find(|(_, n)| *n > 1) {
+        return Err(Error::DuplicateSignatureKeyId {
+            role: role.to_owned(),
+            keyid: keyid.to_owned(),
+            count,
+        });
+    }
     let mut report = SignatureReport::default();
     let mut counted_keys: BTreeSet<PublicKey> = BTreeSet::new();
     let mut seen_keyids: BTreeSet<&str> = BTreeSet::new();

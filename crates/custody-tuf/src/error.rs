@@ -108,6 +108,18 @@ pub enum Error {
         /// human-readable details (skipped keys, bad signatures)
         detail: String,
     },
+    /// The same key id appears more than once in the `signatures` array.
+    /// The specification requires key ids there to be unique; a document
+    /// that repeats one is rejected whole, whatever the threshold.
+    #[error("{role}: key id {keyid} appears {count} times in \"signatures\"; the specification requires each key id to be unique there")]
+    DuplicateSignatureKeyId {
+        /// role whose signatures were checked
+        role: String,
+        /// the repeated key id
+        keyid: String,
+        /// how many times it appears
+        count: usize,
+    },
     /// New version of a role is lower than the trusted one.
     #[error("{role}: version {new} is lower than the trusted version {trusted} (rollback attack)")]
     VersionRollback {
@@ -266,6 +278,7 @@ impl Error {
             Error::WrongType { .. } => ErrorKind::WrongType,
             Error::UnsupportedSpecVersion { .. } => ErrorKind::UnsupportedSpecVersion,
             Error::ThresholdNotMet { .. } => ErrorKind::Signature,
+            Error::DuplicateSignatureKeyId { .. } => ErrorKind::Signature,
             Error::VersionRollback { .. }
             | Error::MetaRollback { .. }
             | Error::MetaRemoved { .. } => ErrorKind::Rollback,
@@ -311,6 +324,7 @@ impl Error {
             | Error::UnsupportedSpecVersion { role, .. }
             | Error::Canonical { role, .. }
             | Error::ThresholdNotMet { role, .. }
+            | Error::DuplicateSignatureKeyId { role, .. }
             | Error::VersionRollback { role, .. }
             | Error::MetaRollback { role, .. }
             | Error::MetaRemoved { role, .. }

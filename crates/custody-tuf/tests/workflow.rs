@@ -115,7 +115,8 @@ fn threshold_not_met() {
 }
 
 #[test]
-fn duplicate_signatures_by_one_key_count_once() {
+fn duplicate_signatures_by_one_key_are_rejected() {
+    // Threshold inflation: one key signing twice must not reach 2.
     let k = Keys::generate();
     let second = TestKey::generate();
     let signed = root_with_threshold(&k, &second, 2);
@@ -123,16 +124,27 @@ fn duplicate_signatures_by_one_key_count_once() {
     let bytes = envelope_with(&signed, vec![k.root.sign(&msg), k.root.sign(&msg)]);
     let e = TrustedMetadata::new(&bytes).unwrap_err();
     assert!(
-        matches!(
-            e,
-            Error::ThresholdNotMet {
-                threshold: 2,
-                valid: 1,
-                ..
-            }
-        ),
+        matches!(e, Error::DuplicateSignatureKeyId { count: 2, .. }),
         "{e}"
     );
+    assert!(e.is_signature(), "{e}");
+}
+
+#[test]
+fn repeated_keyid_rejected_even_when_threshold_is_met() {
+    // Spec: key ids MUST be unique in the signatures array. A valid
+    // signature listed twice with threshold 1 is still malformed metadata.
+    let k = Keys::generate();
+    let signed = root_signed(1, FAR, &k);
+    let msg = canon(&signed);
+    let sig = k.root.sign(&msg);
+    let bytes = envelope_with(&signed, vec![sig.clone(), sig]);
+    let e = TrustedMetadata::new(&bytes).unwrap_err();
+    assert!(
+        matches!(e, Error::DuplicateSignatureKeyId { ref keyid, .. } if *keyid == k.root.id),
+        "{e}"
+    );
+    assert!(e.to_string().contains("unique"), "{e}");
 }
 
 #[test]
