@@ -582,3 +582,98 @@ fn rotate_root_and_revoke_key() {
         .unwrap()
         .contains_key(&old_ts));
 }
+
+#[test]
+fn without_consistent_snapshots_files_are_unversioned() {
+    let env = Env::new();
+    for k in ["root", "targets", "snapshot", "timestamp"] {
+        env.key(k);
+    }
+    env.ok(&[
+        "repo",
+        "init",
+        "repo",
+        "--root-key",
+        "root.pem",
+        "--targets-key",
+        "targets.pem",
+        "--snapshot-key",
+        "snapshot.pem",
+        "--timestamp-key",
+        "timestamp.pem",
+        "--passphrase-env",
+        "KP",
+        "--no-consistent-snapshot",
+    ]);
+    std::fs::write(env.p("a.txt"), b"a").unwrap();
+    env.ok(&[
+        "repo",
+        "add-target",
+        "repo",
+        "a.txt",
+        "--name",
+        "d/a.txt",
+        "--passphrase-env",
+        "KP",
+    ]);
+    env.ok(&["repo", "publish", "repo", "out"]);
+    for f in [
+        "snapshot.json",
+        "targets.json",
+        "timestamp.json",
+        "1.root.json",
+        "targets/d/a.txt",
+    ] {
+        assert!(env.p("out").join(f).exists(), "{f} missing");
+    }
+    assert!(!env.p("out/2.snapshot.json").exists());
+}
+
+#[test]
+fn offline_delegated_role_blocks_publish_until_signed() {
+    let env = Env::new();
+    env.init();
+    env.key("boards");
+    let boards_pub = env.pubkey("boards.pem");
+    env.ok(&[
+        "repo",
+        "delegate",
+        "repo",
+        "--name",
+        "boards",
+        "--key",
+        &boards_pub,
+        "--path",
+        "boards/*",
+        "--passphrase-env",
+        "KP",
+    ]);
+    std::fs::write(env.p("fw.bin"), b"fw").unwrap();
+    env.ok(&[
+        "repo",
+        "add-target",
+        "repo",
+        "fw.bin",
+        "--name",
+        "boards/fw.bin",
+        "--passphrase-env",
+        "KP",
+    ]);
+    let err = env.fail(&["repo", "publish", "repo", "out"]);
+    assert!(err.contains("boards") && err.contains("threshold"), "{err}");
+    assert!(!env.p("out").exists());
+    let out = env.ok(&["repo", "status", "repo"]);
+    assert!(out.contains("publishable: no"), "{out}");
+    env.ok(&[
+        "repo",
+        "sign",
+        "repo",
+        "--role",
+        "boards",
+        "--key",
+        "boards.pem",
+        "--passphrase-env",
+        "KP",
+    ]);
+    env.ok(&["repo", "publish", "repo", "out"]);
+}
