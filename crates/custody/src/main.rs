@@ -17,7 +17,12 @@ mod serve;
 /// expiring metadata (TUF), bound to that one device, and written to a
 /// transparency log. Run a subcommand with --help to learn it.
 #[derive(Parser, Debug)]
-#[command(name = "custody", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "custody",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
