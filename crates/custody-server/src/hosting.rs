@@ -121,9 +121,17 @@ fn bad(path: &str, reason: impl Into<String>) -> HostError {
     }
 }
 
-/// Parses the raw (still percent-encoded) path after `/repos/`. Each
-/// segment is decoded on its own, so an encoded slash (`%2F`) can never
-/// create a new segment, and a decoded `..` or `.` is refused.
+/// Parses the raw (still percent-encoded) path after `/repos/`.
+///
+/// - Repository and area segments must be plain (no escapes needed).
+/// - A metadata file name is matched *as sent*, without decoding: role
+///   names are percent-encoded into file names (`1.a%2Fb.json` is the file
+///   of role `a/b`, the python-tuf and custody-tuf convention), so the raw
+///   segment is the file name. It may only hold RFC 3986 unreserved
+///   characters and `%`, and may not start with a dot.
+/// - Target path segments are decoded one by one, so an encoded slash
+///   (`%2F`) can never create a new segment, and a decoded `.`, `..`,
+///   backslash, NUL or leading dot is refused.
 pub fn parse_host_path(raw: &str) -> Result<HostPath, HostError> {
     let rest = raw
         .strip_prefix("/repos/")
@@ -131,46 +139,67 @@ pub fn parse_host_path(raw: &str) -> Result<HostPath, HostError> {
     if rest.len() > 4096 {
         return Err(bad(raw, "longer than 4096 bytes"));
     }
-    let mut segments = Vec::new();
-    for seg in rest.split('/') {
-        let decoded = percent_encoding::percent_decode_str(seg)
-            .decode_utf8()
-            .map_err(|_| bad(raw, "segment is not UTF-8 after percent-decoding"))?;
-        if decoded.is_empty() {
-            return Err(bad(raw, "empty path segment"));
-        }
-        if decoded == "." || decoded == ".." {
-            return Err(bad(
-                raw,
-                format!("segment {decoded:?} is a relative reference"),
-            ));
-        }
-        if decoded.starts_with('.') {
-            return Err(bad(raw, format!("segment {decoded:?} starts with a dot")));
-        }
-        if decoded.contains(['/', '\\', '\0']) {
-            return Err(bad(
-                raw,
-                format!("segment {decoded:?} contains an encoded slash, backslash or NUL"),
-            ));
-        }
-        segments.push(decoded.into_owned());
-    }
-    if segments.len() < 3 {
-        return Err(HostError::NotFound(raw.to_string()));
-    }
-    let repo = segments.remove(0);
-    validate_repo_name(&repo).map_err(|e| bad(raw, e))?;
-    let area = match segments.remove(0).as_str() {
-        "metadata" => Area::Metadata,
-        "targets" => Area::Targets,
+    let mut parts = rest.split('/');
+    let repo = parts.next().unwrap_or_default();
+    validate_repo_name(repo).map_err(|e| bad(raw, e))?;
+    let area = match parts.next() {
+        Some("metadata") => Area::Metadata,
+        Some("targets") => Area::Targets,
         _ => return Err(HostError::NotFound(raw.to_string())),
     };
-    if area == Area::Metadata && segments.len() != 1 {
+    let raw_segments: Vec<&str> = parts.collect();
+    if raw_segments.is_empty() {
         return Err(HostError::NotFound(raw.to_string()));
     }
+    let mut segments = Vec::new();
+    match area {
+        Area::Metadata => {
+            let [name] = raw_segments.as_slice() else {
+                return Err(bad(raw, "metadata paths have exactly one file name"));
+            };
+            let plain = name.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'%')
+            });
+            if name.is_empty() || name.starts_with('.') || !plain {
+                return Err(bad(
+                    raw,
+                    format!(
+                        "metadata file name {name:?} must be non-empty, not start with '.', and \
+                         hold only A-Z a-z 0-9 - . _ ~ and percent-escapes"
+                    ),
+                ));
+            }
+            segments.push((*name).to_string());
+        }
+        Area::Targets => {
+            for seg in raw_segments {
+                let decoded = percent_encoding::percent_decode_str(seg)
+                    .decode_utf8()
+                    .map_err(|_| bad(raw, "segment is not UTF-8 after percent-decoding"))?;
+                if decoded.is_empty() {
+                    return Err(bad(raw, "empty path segment"));
+                }
+                if decoded == "." || decoded == ".." {
+                    return Err(bad(
+                        raw,
+                        format!("segment {decoded:?} is a relative reference"),
+                    ));
+                }
+                if decoded.starts_with('.') {
+                    return Err(bad(raw, format!("segment {decoded:?} starts with a dot")));
+                }
+                if decoded.contains(['/', '\\', '\0']) {
+                    return Err(bad(
+                        raw,
+                        format!("segment {decoded:?} contains an encoded slash, backslash or NUL"),
+                    ));
+                }
+                segments.push(decoded.into_owned());
+            }
+        }
+    }
     Ok(HostPath {
-        repo,
+        repo: repo.to_string(),
         area,
         segments,
     })
@@ -868,7 +897,9 @@ mod tests {
             "/repos/app/targets//etc/passwd",
             "/repos/app/targets/.hidden",
             "/repos/../app/targets/x",
-            "/repos/app/metadata/%00",
+            "/repos/app/metadata/a/b.json",
+            "/repos/app/metadata/1.a%2F..%2Fb.json%00\\",
+            "/repos/app/metadata/..",
         ] {
             assert!(
                 matches!(parse_host_path(p), Err(HostError::BadPath { .. })),
@@ -878,6 +909,9 @@ mod tests {
         }
         let ok = parse_host_path("/repos/app/targets/dir/file%20name.bin").unwrap();
         assert_eq!(ok.segments, vec!["dir", "file name.bin"]);
+        // metadata names stay encoded: the file of role "a/b" is 1.a%2Fb.json
+        let ok = parse_host_path("/repos/app/metadata/1.a%2Fb.json").unwrap();
+        assert_eq!(ok.segments, vec!["1.a%2Fb.json"]);
     }
 
     #[test]

@@ -37,6 +37,7 @@ async fn content_types_cache_headers_and_etags() {
             ("root.json", b"{\"root\":1}"),
             ("3.snapshot.json", b"{\"snapshot\":3}"),
             ("timestamp.json", b"{\"timestamp\":7}"),
+            ("2.a%2Fb.json", b"{\"delegated\":\"a/b\"}"),
         ],
         &[(&target, &payload), ("notes/plain.txt", b"plain")],
     );
@@ -78,6 +79,9 @@ async fn content_types_cache_headers_and_etags() {
         ("/repos/app/metadata/1.root.json", CACHE_IMMUTABLE),
         ("/repos/app/metadata/3.snapshot.json", CACHE_IMMUTABLE),
         ("/repos/app/metadata/root.json", CACHE_REVALIDATE),
+        // delegated role "a/b": its file name is percent-encoded on disk and
+        // in the URL (python-tuf / custody-tuf convention)
+        ("/repos/app/metadata/2.a%2Fb.json", CACHE_IMMUTABLE),
     ] {
         let r = s.get(path, &[]).await;
         assert_eq!(r.status, 200, "{path}");
