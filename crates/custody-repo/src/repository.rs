@@ -145,7 +145,8 @@ pub struct Repository {
     dirty: BTreeSet<String>,
     bumped: BTreeSet<String>,
     new_root: bool,
-    pending_copies: Vec<(PathBuf, String)>,
+    pending_copies: Vec<(tempfile::NamedTempFile, String)>,
+    lock: Option<std::fs::File>,
     pending_removals: Vec<String>,
     log: Vec<serde_json::Value>,
 }
@@ -392,6 +393,7 @@ impl Repository {
             pending_copies: vec![],
             pending_removals: vec![],
             log: vec![],
+            lock: None,
         };
         repo.sign_available("root", ring)?;
         repo.sign_available("targets", ring)?;
@@ -410,6 +412,7 @@ impl Repository {
 
     /// Open an existing repository.
     pub fn open(dir: &Path) -> Result<Repository, RepoError> {
+        let lock = lock_repo(dir)?;
         let cfg_path = dir.join(CONFIG_FILE);
         let cfg_bytes = read_bounded(&cfg_path)?;
         let config: RepoConfig =
@@ -452,6 +455,7 @@ impl Repository {
             pending_copies: vec![],
             pending_removals: vec![],
             log: vec![],
+            lock: Some(lock),
         })
     }
 
@@ -463,13 +467,27 @@ impl Repository {
         for d in [&self.dir, &meta_dir, &targets_dir] {
             std::fs::create_dir_all(d).map_err(io_err(d))?;
         }
-        for (src, name) in std::mem::take(&mut self.pending_copies) {
+        if self.lock.is_none() {
+            self.lock = Some(lock_repo(&self.dir)?);
+        }
+        for (tmp, name) in std::mem::take(&mut self.pending_copies) {
             let dest = targets_dir.join(&name);
-            if let Some(parent) = dest.parent() {
-                std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+            let parent = dest.parent().unwrap_or(&targets_dir).to_owned();
+            std::fs::create_dir_all(&parent).map_err(io_err(&parent))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                tmp.as_file()
+                    .set_permissions(std::fs::Permissions::from_mode(0o644))
+                    .map_err(io_err(&dest))?;
             }
-            let bytes = std::fs::read(&src).map_err(io_err(&src))?;
-            fsutil::write_replace(&dest, &bytes).map_err(io_err(&dest))?;
+            tmp.persist(&dest).map_err(|e| RepoError::Io {
+                path: dest.clone(),
+                source: e.error,
+            })?;
+            std::fs::File::open(&parent)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err(&parent))?;
         }
         for name in std::mem::take(&mut self.pending_removals) {
             let p = targets_dir.join(&name);
@@ -1030,7 +1048,7 @@ impl Repository {
         let mut added = Vec::new();
         for (file, target) in files {
             validate_target_path(&target)?;
-            let (length, sha256) = hash_file(&file)?;
+            let (staged, length, sha256) = self.stage_file(&file)?;
             let role = self.role_for_path(&target);
             self.bump(&role, now)?;
             let env = self.targets.get_mut(&role).ok_or_else(|| RepoError::Role {
@@ -1044,7 +1062,7 @@ impl Repository {
                 unknown: Default::default(),
             };
             env.signed.targets.insert(target.clone(), tf);
-            self.pending_copies.push((file.clone(), target.clone()));
+            self.pending_copies.push((staged, target.clone()));
             self.log_event(
                 now,
                 "add-target",
@@ -1054,6 +1072,35 @@ impl Repository {
         }
         self.commit_targets_change(ring, now)?;
         Ok(added)
+    }
+
+    /// Copy `src` into a temporary file inside the staging targets
+    /// directory, hashing while copying, so the staged bytes are exactly the
+    /// hashed bytes (no window for the source to change) and memory use is
+    /// constant. The temp file disappears if the command fails before save.
+    fn stage_file(&self, src: &Path) -> Result<(tempfile::NamedTempFile, u64, String), RepoError> {
+        use std::io::Read;
+        let tdir = self.dir.join(TARGETS_DIR);
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".custody-staging-")
+            .tempfile_in(&tdir)
+            .map_err(io_err(&tdir))?;
+        let mut f = std::fs::File::open(src).map_err(io_err(src))?;
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut len = 0u64;
+        loop {
+            let n = f.read(&mut buf).map_err(io_err(src))?;
+            if n == 0 {
+                break;
+            }
+            let chunk = buf.get(..n).unwrap_or_default();
+            ctx.update(chunk);
+            tmp.write_all(chunk).map_err(io_err(tmp.path()))?;
+            len += n as u64;
+        }
+        tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
+        Ok((tmp, len, hex::encode(ctx.finish().as_ref())))
     }
 
     /// Remove target `path` from whichever role lists it.
@@ -1827,22 +1874,30 @@ fn check_no_shared_keys(roles: &BTreeMap<String, RoleInit>) -> Result<(), RepoEr
     Ok(())
 }
 
-/// Length and sha256 of a file, streaming.
-fn hash_file(path: &Path) -> Result<(u64, String), RepoError> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(io_err(path))?;
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut len = 0u64;
-    loop {
-        let n = f.read(&mut buf).map_err(io_err(path))?;
-        if n == 0 {
-            break;
-        }
-        len += n as u64;
-        ctx.update(buf.get(..n).unwrap_or_default());
+/// Name of the lock file in the repository directory.
+pub const LOCK_FILE: &str = ".custody-repo.lock";
+
+/// Take the repository's exclusive advisory lock (flock; released when the
+/// process exits, so a crash never leaves a stale lock). Two commands on one
+/// repository at once would otherwise lose one's changes (e.g. a cron
+/// refresh racing an add-target).
+fn lock_repo(dir: &Path) -> Result<std::fs::File, RepoError> {
+    let path = dir.join(LOCK_FILE);
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(RepoError::Invalid(format!(
+            "{}: another custody command is working on this repository (lock {} is held); try again when it is done",
+            dir.display(),
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(RepoError::Io { path, source: e }),
     }
-    Ok((len, hex::encode(ctx.finish().as_ref())))
 }
 
 /// Walk `dir`, calling `f(file, relative path with '/')` for every regular

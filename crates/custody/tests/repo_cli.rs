@@ -677,3 +677,17 @@ fn offline_delegated_role_blocks_publish_until_signed() {
     ]);
     env.ok(&["repo", "publish", "repo", "out"]);
 }
+
+#[test]
+fn concurrent_commands_are_refused_not_interleaved() {
+    let env = Env::new();
+    env.init();
+    // Hold the repository lock as another custody process would.
+    let held = custody_repo::Repository::open(&env.p("repo")).unwrap();
+    let before = tree(&env.p("repo"));
+    let err = env.fail(&["repo", "refresh", "repo", "--passphrase-env", "KP"]);
+    assert!(err.contains("another custody command"), "{err}");
+    assert_eq!(tree(&env.p("repo")), before);
+    drop(held);
+    env.ok(&["repo", "refresh", "repo", "--passphrase-env", "KP"]);
+}
