@@ -166,6 +166,28 @@ pub fn envelope_bytes<T: Serialize>(env: &Envelope<T>) -> Result<Vec<u8>, RepoEr
     Ok(v)
 }
 
+/// [`envelope_bytes`], then parse the result back with custody-tuf's strict
+/// parser and require the same canonical `signed` bytes. Catches anything
+/// custody could write but clients would reject or read differently (e.g.
+/// strings not in Unicode NFC, which canonical JSON would normalise).
+pub fn checked_envelope_bytes<T: Signed>(
+    role: &str,
+    env: &Envelope<T>,
+) -> Result<Vec<u8>, RepoError> {
+    let bytes = envelope_bytes(env)?;
+    let m = Metadata::<T>::from_bytes(role, &bytes).map_err(|e| RepoError::Role {
+        role: role.into(),
+        detail: format!("custody would write metadata that TUF clients reject: {e}"),
+    })?;
+    if m.canonical_signed() != canonical_signed(role, env)? {
+        return Err(RepoError::Role {
+            role: role.into(),
+            detail: "written metadata does not parse back to the signed content".into(),
+        });
+    }
+    Ok(bytes)
+}
+
 fn canonical_signed<T: Serialize>(role: &str, env: &Envelope<T>) -> Result<Vec<u8>, RepoError> {
     Ok(custody_tuf::cjson::canonical_bytes(role, &env.signed)?)
 }
@@ -462,6 +484,35 @@ impl Repository {
     /// Write every changed file (targets contents first, then metadata,
     /// timestamp last, then config and log).
     pub fn save(&mut self) -> Result<(), RepoError> {
+        // Serialize and re-parse every changed role first: nothing is
+        // written unless all of it is metadata custody-tuf accepts.
+        let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+        if self.dirty.contains("root") {
+            out.push(("root".into(), checked_envelope_bytes("root", &self.root)?));
+        }
+        for (role, env) in &self.targets {
+            if self.dirty.contains(role) {
+                out.push((role.clone(), checked_envelope_bytes(role, env)?));
+            }
+        }
+        for (role, bytes) in [
+            (
+                "snapshot",
+                self.dirty
+                    .contains("snapshot")
+                    .then(|| checked_envelope_bytes("snapshot", &self.snapshot)),
+            ),
+            (
+                "timestamp",
+                self.dirty
+                    .contains("timestamp")
+                    .then(|| checked_envelope_bytes("timestamp", &self.timestamp)),
+            ),
+        ] {
+            if let Some(b) = bytes {
+                out.push((role.into(), b?));
+            }
+        }
         let meta_dir = self.dir.join(METADATA_DIR);
         let targets_dir = self.dir.join(TARGETS_DIR);
         for d in [&self.dir, &meta_dir, &targets_dir] {
@@ -497,29 +548,19 @@ impl Repository {
                 Err(e) => return Err(RepoError::Io { path: p, source: e }),
             }
         }
-        let write = |role: &str, bytes: &[u8]| -> Result<(), RepoError> {
-            let p = meta_dir.join(custody_tuf::metadata_filename(role, None));
-            fsutil::write_replace(&p, bytes).map_err(io_err(&p))
-        };
-        if self.dirty.contains("root") {
-            let bytes = envelope_bytes(&self.root)?;
-            let hist = meta_dir.join(custody_tuf::metadata_filename(
-                "root",
-                Some(self.root.signed.version),
-            ));
-            fsutil::write_replace(&hist, &bytes).map_err(io_err(&hist))?;
-            write("root", &bytes)?;
-        }
-        for (role, env) in &self.targets {
-            if self.dirty.contains(role) {
-                write(role, &envelope_bytes(env)?)?;
+        // Order: root (and its history file), targets roles, snapshot,
+        // timestamp last, so a crash mid-way never leaves a timestamp that
+        // points at a snapshot not yet written.
+        for (role, bytes) in &out {
+            if role == "root" {
+                let hist = meta_dir.join(custody_tuf::metadata_filename(
+                    "root",
+                    Some(self.root.signed.version),
+                ));
+                fsutil::write_replace(&hist, bytes).map_err(io_err(&hist))?;
             }
-        }
-        if self.dirty.contains("snapshot") {
-            write("snapshot", &envelope_bytes(&self.snapshot)?)?;
-        }
-        if self.dirty.contains("timestamp") {
-            write("timestamp", &envelope_bytes(&self.timestamp)?)?;
+            let p = meta_dir.join(custody_tuf::metadata_filename(role, None));
+            fsutil::write_replace(&p, bytes).map_err(io_err(&p))?;
         }
         let cfg = serde_json::to_vec_pretty(&self.config)
             .map_err(|e| RepoError::Invalid(format!("serializing config: {e}")))?;
@@ -1938,4 +1979,93 @@ fn walk(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn targets_with(entries: Vec<(String, u64, String)>) -> Envelope<Targets> {
+        let mut t = new_targets(DateTime::from_timestamp(1_900_000_000, 0).unwrap_or_default());
+        for (path, len, custom) in entries {
+            t.targets.insert(
+                path,
+                TargetFile {
+                    length: len,
+                    hashes: [("sha256".to_owned(), "ab".repeat(32))].into(),
+                    custom: Some(serde_json::json!({ "note": custom })),
+                    unknown: Default::default(),
+                },
+            );
+        }
+        Envelope {
+            signatures: vec![],
+            signed: t,
+        }
+    }
+
+    proptest! {
+        // custody signs the canonical form of the typed value; what it writes
+        // must parse back (custody-tuf's strict parser) to the same canonical
+        // bytes, or every signature it makes would be over the wrong bytes.
+        #[test]
+        fn written_metadata_round_trips_canonically(
+            entries in proptest::collection::vec(
+                ("[a-z0-9_/é]{1,12}", 0u64..u64::MAX / 2, "\\PC{0,16}"), 0..6)
+        ) {
+            let env = targets_with(entries);
+            // Either custody refuses to write it, or it parses back to the
+            // exact canonical bytes it signed.
+            if let Ok(bytes) = checked_envelope_bytes("targets", &env) {
+                let back: Envelope<Targets> =
+                    parse_envelope("targets", &bytes, Path::new("t.json")).unwrap();
+                prop_assert_eq!(
+                    canonical_signed("targets", &back).unwrap(),
+                    canonical_signed("targets", &env).unwrap()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn non_nfc_strings_are_refused_before_writing() {
+        // "e" + combining acute: canonical JSON would normalise it to "é".
+        let env = targets_with(vec![("cafe\u{301}.txt".into(), 1, "x".into())]);
+        let e = checked_envelope_bytes("targets", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("targets") && e.contains("normalization"), "{e}");
+        let ok = targets_with(vec![("caf\u{e9}.txt".into(), 1, "x".into())]);
+        assert!(checked_envelope_bytes("targets", &ok).is_ok());
+    }
+
+    #[test]
+    fn shared_key_rule_names_both_roles() {
+        let key = crate::keys::ed25519_key(&[1; 32]);
+        let id = crate::keys::keyid(&key).unwrap();
+        let one = |t| RoleInit {
+            keys: vec![(key.clone(), id.clone(), KeyLocation::Offline)],
+            threshold: t,
+        };
+        let mut roles = BTreeMap::new();
+        roles.insert("root".to_owned(), one(1));
+        roles.insert("snapshot".to_owned(), one(1));
+        // snapshot may share with root (not guarded)
+        assert!(check_no_shared_keys(&roles).is_ok());
+        roles.insert("timestamp".to_owned(), one(1));
+        let e = check_no_shared_keys(&roles).unwrap_err().to_string();
+        assert!(
+            e.contains("timestamp") && e.contains("also a root key"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn threshold_bounds() {
+        assert!(check_threshold("targets", 0, 1).is_err());
+        let e = check_threshold("targets", 3, 2).unwrap_err().to_string();
+        assert!(e.contains("threshold 3") && e.contains("(2)"), "{e}");
+        assert!(check_threshold("targets", 2, 2).is_ok());
+    }
 }
