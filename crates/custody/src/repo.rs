@@ -249,6 +249,8 @@ Examples:
         #[arg(long = "key", value_name = "KEY")]
         keys: Vec<String>,
     },
+    /// Check the custody log's hash chain (each entry pins the previous line).
+    VerifyLog { dir: PathBuf },
     /// Remove a key id from every top-level role (new root version).
     RevokeKey {
         dir: PathBuf,
@@ -549,6 +551,10 @@ pub fn run(args: RepoArgs) -> anyhow::Result<ExitCode> {
             repo.save()?;
             println!("root v{}", repo.root().signed.version);
             report_unsigned(&repo, now)?;
+        }
+        RepoCmd::VerifyLog { dir } => {
+            let n = custody_repo::repository::verify_log(&dir)?;
+            println!("custody log intact: {n} entries");
         }
         RepoCmd::RevokeKey { dir, keyid, keys } => {
             let mut repo = open(&dir)?;

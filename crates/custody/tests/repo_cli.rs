@@ -198,6 +198,18 @@ fn init_add_publish_status() {
         );
     }
 
+    // the log is hash-chained: intact now, broken by an edit
+    let out = env.ok(&["repo", "verify-log", "repo"]);
+    assert!(out.contains("intact"), "{out}");
+    let edited = log.replacen("add-target", "add-targex", 1);
+    std::fs::write(env.p("repo/custody-log.jsonl"), edited).unwrap();
+    let err = env.fail(&["repo", "verify-log", "repo"]);
+    assert!(
+        err.contains("hash chain broken") && err.contains("line 3"),
+        "{err}"
+    );
+    std::fs::write(env.p("repo/custody-log.jsonl"), &log).unwrap();
+
     // remove-target
     env.ok(&[
         "repo",
