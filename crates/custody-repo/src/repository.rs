@@ -1590,6 +1590,71 @@ impl Repository {
         Ok(())
     }
 
+    /// Remove `keyid` from every delegation that lists it (explicit roles
+    /// and hash bins); each delegating role gets a new version and is
+    /// re-signed, then snapshot and timestamp. Refuses if a role would be
+    /// left with fewer keys than its threshold. Returns the delegating
+    /// roles changed.
+    pub fn revoke_delegated_key(
+        &mut self,
+        keyid: &str,
+        ring: &mut KeyRing,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>, RepoError> {
+        let mut changed: Vec<(String, Delegations)> = Vec::new();
+        for (parent, env) in &self.targets {
+            let Some(d) = &env.signed.delegations else {
+                continue;
+            };
+            let mut d = d.clone();
+            let mut hit = false;
+            for r in d.roles.iter_mut().flatten() {
+                if r.keyids.iter().any(|k| k == keyid) {
+                    r.keyids.retain(|k| k != keyid);
+                    check_threshold(&r.name, r.threshold, r.keyids.len())?;
+                    hit = true;
+                }
+            }
+            if let Some(sr) = d.succinct_roles.as_mut() {
+                if sr.keyids.iter().any(|k| k == keyid) {
+                    sr.keyids.retain(|k| k != keyid);
+                    check_threshold(&sr.name_prefix, sr.threshold, sr.keyids.len())?;
+                    hit = true;
+                }
+            }
+            if hit {
+                let still_used = d
+                    .roles
+                    .iter()
+                    .flatten()
+                    .any(|r| r.keyids.iter().any(|k| k == keyid))
+                    || d.succinct_roles
+                        .as_ref()
+                        .is_some_and(|s| s.keyids.iter().any(|k| k == keyid));
+                if !still_used {
+                    d.keys.remove(keyid);
+                }
+                changed.push((parent.clone(), d));
+            }
+        }
+        let names: Vec<String> = changed.iter().map(|(p, _)| p.clone()).collect();
+        for (parent, d) in changed {
+            self.bump(&parent, now)?;
+            if let Some(env) = self.targets.get_mut(&parent) {
+                env.signed.delegations = Some(d);
+            }
+        }
+        if !names.is_empty() {
+            self.log_event(
+                now,
+                "revoke-delegated-key",
+                serde_json::json!({ "keyid": keyid, "delegators": names }),
+            );
+            self.commit_targets_change(ring, now)?;
+        }
+        Ok(names)
+    }
+
     // ------------------------------------------------------------------
     // publish
 

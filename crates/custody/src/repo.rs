@@ -251,7 +251,7 @@ Examples:
     },
     /// Check the custody log's hash chain (each entry pins the previous line).
     VerifyLog { dir: PathBuf },
-    /// Remove a key id from every top-level role (new root version).
+    /// Remove a key id from every top-level role (new root version) and every delegation.
     RevokeKey {
         dir: PathBuf,
         keyid: String,
@@ -567,9 +567,6 @@ pub fn run(args: RepoArgs) -> anyhow::Result<ExitCode> {
                 .filter(|(_, r)| r.keyids.contains(&keyid))
                 .map(|(n, _)| n.clone())
                 .collect();
-            if roles.is_empty() {
-                bail!("key {keyid} is not a key of any top-level role");
-            }
             for role in &roles {
                 repo.change_root_role(
                     role,
@@ -581,12 +578,24 @@ pub fn run(args: RepoArgs) -> anyhow::Result<ExitCode> {
                     now,
                 )?;
             }
+            let delegators = repo.revoke_delegated_key(&keyid, &mut ring, now)?;
+            if roles.is_empty() && delegators.is_empty() {
+                bail!("key {keyid} is not a key of any top-level role or delegation");
+            }
             repo.save()?;
-            println!(
-                "revoked {keyid} from {}; root v{}",
-                roles.join(", "),
-                repo.root().signed.version
-            );
+            if !roles.is_empty() {
+                println!(
+                    "revoked {keyid} from {}; root v{}",
+                    roles.join(", "),
+                    repo.root().signed.version
+                );
+            }
+            if !delegators.is_empty() {
+                println!(
+                    "revoked {keyid} from the delegations of {}",
+                    delegators.join(", ")
+                );
+            }
             report_unsigned(&repo, now)?;
         }
     }

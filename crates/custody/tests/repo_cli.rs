@@ -703,3 +703,41 @@ fn concurrent_commands_are_refused_not_interleaved() {
     drop(held);
     env.ok(&["repo", "refresh", "repo", "--passphrase-env", "KP"]);
 }
+
+#[test]
+fn revoke_key_from_a_delegation() {
+    let env = Env::new();
+    env.init();
+    env.key("d1");
+    env.key("d2");
+    env.ok(&[
+        "repo",
+        "delegate",
+        "repo",
+        "--name",
+        "apps",
+        "--key",
+        "d1.pem",
+        "--key",
+        "d2.pem",
+        "--path",
+        "apps/*",
+        "--passphrase-env",
+        "KP",
+    ]);
+    let d1 = env.keyid("d1.pem");
+    let d2 = env.keyid("d2.pem");
+    env.ok(&["repo", "revoke-key", "repo", &d1, "--passphrase-env", "KP"]);
+    let t: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.p("repo/metadata/targets.json")).unwrap())
+            .unwrap();
+    let d = &t["signed"]["delegations"];
+    assert_eq!(d["roles"][0]["keyids"], serde_json::json!([d2.clone()]));
+    assert!(d["keys"].get(&d1).is_none());
+    // the last key cannot go: the role could never be signed again
+    let before = tree(&env.p("repo"));
+    let err = env.fail(&["repo", "revoke-key", "repo", &d2, "--passphrase-env", "KP"]);
+    assert!(err.contains("threshold 1") && err.contains("(0)"), "{err}");
+    assert_eq!(tree(&env.p("repo")), before);
+    assert!(status_json(&env)["publish_blocker"].is_null());
+}
