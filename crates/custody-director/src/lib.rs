@@ -1,0 +1,35 @@
+//! custody-director: the Uptane-style director core, sans-IO.
+//!
+//! An update is assigned to ONE device, not to a device class: the director
+//! signs, per device and on demand, targets metadata that names the device
+//! id and hardware id, and the device refuses metadata for anyone else.
+//!
+//! No network, no files, no clock: bytes, records and the reference time
+//! come in as arguments; storage is behind small traits ([`enrol::TokenStore`],
+//! [`request::NonceCache`]) that the server implements over SQL.
+//!
+//! | module | holds |
+//! | --- | --- |
+//! | [`wire`] | versioned wire types and their bounded strict parsers (shared with the agent) |
+//! | [`keys`] | device keys, the device-id rule, an in-memory signer |
+//! | [`request`] | signed device requests (why not mTLS), nonce cache, [`verify_device_request`] |
+//! | [`manifest`] | [`verify_manifest`]: device key, counter replay / reorder |
+//! | [`registry`] | the device record, status, re-attestation |
+//! | [`enrol`] | one-time tokens, factory X.509 identity, [`enrol::enrol`] |
+//! | [`director`] | per-device director metadata, [`verify_director_targets_for_device`] |
+//! | [`policy`] | rollouts, stages, buckets, canary gates, windows, pins, anti-rollback, yanks |
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod director;
+pub mod enrol;
+pub mod keys;
+pub mod manifest;
+pub mod policy;
+pub mod registry;
+pub mod request;
+pub mod wire;
+
+pub use director::{verify_director_targets_for_device, DirectorError};
+pub use manifest::{verify_manifest, ManifestError};
+pub use request::{verify_device_request, MemoryNonceCache, NonceCache, RequestError};
