@@ -213,6 +213,9 @@ Examples:
         hash_prefixes: Vec<String>,
         #[arg(long)]
         terminating: bool,
+        /// Validity of the new role's metadata (default: the targets policy).
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<String>,
     },
     /// TAP 15 succinct hash bins: delegate everything to 2^BITS bins.
     HashBins {
@@ -489,8 +492,13 @@ pub fn run(args: RepoArgs) -> anyhow::Result<ExitCode> {
             paths,
             hash_prefixes,
             terminating,
+            expires,
         } => {
             let mut repo = open(&dir)?;
+            if let Some(e) = expires {
+                let d = parse_duration(&e).context("--expires")?;
+                repo.config.expiry.set(&name, d);
+            }
             let loaded = load_keys(&mut ring, &keys)?;
             let (p, h) = match (paths.is_empty(), hash_prefixes.is_empty()) {
                 (false, true) => (Some(paths), None),

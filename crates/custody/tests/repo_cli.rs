@@ -493,9 +493,22 @@ fn delegation_and_hash_bins_route_targets_by_path() {
         "--path",
         "boards/*",
         "--terminating",
+        "--expires",
+        "30d",
         "--passphrase-env",
         "KP",
     ]);
+    let st = status_json(&env);
+    let boards = st["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["role"] == "boards")
+        .unwrap()
+        .clone();
+    let exp = chrono::DateTime::parse_from_rfc3339(boards["expires"].as_str().unwrap()).unwrap();
+    let days = (exp.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_days();
+    assert!((29..=30).contains(&days), "boards expires in {days} days");
     std::fs::write(env.p("fw.bin"), b"fw").unwrap();
     let out = env.ok(&[
         "repo",
