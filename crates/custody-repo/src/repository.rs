@@ -990,6 +990,22 @@ impl Repository {
         Ok(())
     }
 
+    /// New timestamp only (same snapshot), for frequent timestamp renewal
+    /// while the snapshot key signs less often.
+    pub fn refresh_timestamp(
+        &mut self,
+        ring: &mut KeyRing,
+        now: DateTime<Utc>,
+    ) -> Result<(), RepoError> {
+        self.cascade_timestamp_only(ring, now)?;
+        self.log_event(
+            now,
+            "refresh-timestamp",
+            serde_json::json!({ "timestamp": self.timestamp.signed.version }),
+        );
+        Ok(())
+    }
+
     fn cascade_timestamp_only(
         &mut self,
         ring: &mut KeyRing,

@@ -146,8 +146,15 @@ Examples:
         keys: Vec<String>,
     },
     /// New snapshot and timestamp (run from cron well inside the timestamp expiry).
+    #[command(after_long_help = "\
+Examples:
+  custody repo refresh repo --passphrase-env KEYPASS                   # daily: snapshot + timestamp
+  custody repo refresh repo --timestamp-only --passphrase-env KEYPASS  # hourly: timestamp only")]
     Refresh {
         dir: PathBuf,
+        /// Renew only the timestamp (the snapshot stays as it is).
+        #[arg(long)]
+        timestamp_only: bool,
         #[arg(long = "key", value_name = "KEY")]
         keys: Vec<String>,
     },
@@ -386,10 +393,18 @@ pub fn run(args: RepoArgs) -> anyhow::Result<ExitCode> {
             println!("removed {name} (role {role})");
             report_unsigned(&repo, now)?;
         }
-        RepoCmd::Refresh { dir, keys } => {
+        RepoCmd::Refresh {
+            dir,
+            timestamp_only,
+            keys,
+        } => {
             let mut repo = open(&dir)?;
             load_keys(&mut ring, &keys)?;
-            repo.refresh(&mut ring, now)?;
+            if timestamp_only {
+                repo.refresh_timestamp(&mut ring, now)?;
+            } else {
+                repo.refresh(&mut ring, now)?;
+            }
             repo.save()?;
             println!(
                 "snapshot v{}, timestamp v{}",

@@ -754,3 +754,32 @@ fn revoke_key_from_a_delegation() {
     assert_eq!(tree(&env.p("repo")), before);
     assert!(status_json(&env)["publish_blocker"].is_null());
 }
+
+#[test]
+fn timestamp_only_refresh_keeps_the_snapshot() {
+    let env = Env::new();
+    env.init();
+    let snap_before = std::fs::read(env.p("repo/metadata/snapshot.json")).unwrap();
+    env.ok(&[
+        "repo",
+        "refresh",
+        "repo",
+        "--timestamp-only",
+        "--passphrase-env",
+        "KP",
+    ]);
+    assert_eq!(
+        std::fs::read(env.p("repo/metadata/snapshot.json")).unwrap(),
+        snap_before
+    );
+    let st = status_json(&env);
+    let ts = st["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["role"] == "timestamp")
+        .unwrap()
+        .clone();
+    assert_eq!(ts["version"], 2);
+    assert!(st["publish_blocker"].is_null(), "{st}");
+}
