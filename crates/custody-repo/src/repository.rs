@@ -115,8 +115,12 @@ pub struct RoleStatus {
     pub missing: Vec<String>,
     /// key ids with a signature that does not verify
     pub invalid: Vec<String>,
-    /// threshold met (decided by custody-tuf's `verify_threshold`)
+    /// threshold met (decided by custody-tuf's `verify_threshold`); for a
+    /// new root version also the previous root's threshold
     pub threshold_met: bool,
+    /// for root versions after 1: the previous root's root threshold, which
+    /// the new root must also meet with the previous root's keys
+    pub previous_root_threshold: Option<u64>,
 }
 
 /// What a publish would check and find.
@@ -843,7 +847,7 @@ impl Repository {
             &info.keys,
             0,
         )?;
-        let threshold_met = custody_tuf::verify_threshold(
+        let mut threshold_met = custody_tuf::verify_threshold(
             role,
             &info.delegator,
             &msg,
@@ -853,6 +857,52 @@ impl Repository {
             info.threshold,
         )
         .is_ok();
+        let mut report = report;
+        let mut keyids = info.keyids.clone();
+        let mut previous_root_threshold = None;
+        // A new root version must also meet the previous root's threshold
+        // with the previous root's keys (TUF 5.3.4).
+        if role == "root" && self.root.signed.version > 1 {
+            let prev = self.previous_root()?;
+            if let Some(prk) = prev.signed.roles.get("root") {
+                let delegator = format!("root v{}", prev.signed.version);
+                let prev_report = custody_tuf::verify_threshold(
+                    role,
+                    &delegator,
+                    &msg,
+                    sigs,
+                    &prk.keyids,
+                    &prev.signed.keys,
+                    0,
+                )?;
+                threshold_met &= custody_tuf::verify_threshold(
+                    role,
+                    &delegator,
+                    &msg,
+                    sigs,
+                    &prk.keyids,
+                    &prev.signed.keys,
+                    prk.threshold,
+                )
+                .is_ok();
+                previous_root_threshold = Some(prk.threshold);
+                for k in &prk.keyids {
+                    if !keyids.contains(k) {
+                        keyids.push(k.clone());
+                    }
+                }
+                for k in prev_report.counted {
+                    if !report.counted.contains(&k) {
+                        report.counted.push(k);
+                    }
+                }
+                for k in prev_report.invalid {
+                    if !report.invalid.contains(&k) {
+                        report.invalid.push(k);
+                    }
+                }
+            }
+        }
         let (version, expires) = match role {
             "root" => (self.root.signed.version, self.root.signed.expires),
             "snapshot" => (self.snapshot.signed.version, self.snapshot.signed.expires),
@@ -862,8 +912,7 @@ impl Repository {
                 (t.version, t.expires)
             }
         };
-        let missing = info
-            .keyids
+        let missing = keyids
             .iter()
             .filter(|k| !report.counted.contains(k) && !report.duplicate_keys.contains(k))
             .cloned()
@@ -878,6 +927,7 @@ impl Repository {
             missing,
             invalid: report.invalid,
             threshold_met,
+            previous_root_threshold,
         })
     }
 
@@ -1761,8 +1811,7 @@ impl Repository {
             for (path, tf) in &env.signed.targets {
                 validate_target_path(path)?;
                 let src = tdir.join(path);
-                let bytes = std::fs::read(&src).map_err(io_err(&src))?;
-                custody_tuf::TargetVerifier::verify_all(path, tf, &bytes).map_err(refuse)?;
+                verify_target_file(path, tf, &src)?;
                 let remote = trusted.target_remote_path(path, tf);
                 validate_target_path(&remote)?;
                 files.insert(format!("{TARGETS_DIR}/{remote}"), PublishFile::Copy(src));
@@ -2004,6 +2053,24 @@ fn check_no_shared_keys(roles: &BTreeMap<String, RoleInit>) -> Result<(), RepoEr
         }
     }
     Ok(())
+}
+
+/// Stream a staged target file through custody-tuf's `TargetVerifier`
+/// (length and every listed hash), in constant memory.
+fn verify_target_file(path: &str, tf: &TargetFile, src: &Path) -> Result<(), RepoError> {
+    use std::io::Read;
+    let refuse = |e: custody_tuf::Error| RepoError::Publish(format!("{}: {e}", src.display()));
+    let mut v = custody_tuf::TargetVerifier::new(path, tf).map_err(refuse)?;
+    let mut f = std::fs::File::open(src).map_err(io_err(src))?;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf).map_err(io_err(src))?;
+        if n == 0 {
+            break;
+        }
+        v.update(buf.get(..n).unwrap_or_default()).map_err(refuse)?;
+    }
+    v.finish().map_err(refuse)
 }
 
 /// sha256 (hex) of the last line of the custody log, or 64 zeros for an

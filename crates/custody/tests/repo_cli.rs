@@ -783,3 +783,53 @@ fn timestamp_only_refresh_keeps_the_snapshot() {
     assert_eq!(ts["version"], 2);
     assert!(st["publish_blocker"].is_null(), "{st}");
 }
+
+#[test]
+fn root_rotation_to_an_offline_key_needs_both_thresholds() {
+    let env = Env::new();
+    env.init();
+    env.key("newroot");
+    let newpub = env.pubkey("newroot.pem");
+    let old = env.keyid("root.pem");
+    let new = env.keyid("newroot.pem");
+    env.ok(&[
+        "repo",
+        "rotate-root",
+        "repo",
+        "--role",
+        "root",
+        "--add-key",
+        &newpub,
+        "--remove-key",
+        &old,
+        "--passphrase-env",
+        "KP",
+    ]);
+    // old root key signed (it was found at its recorded location); the new
+    // root's own key is offline, so the new root is not yet valid
+    let st = status_json(&env);
+    let root = &st["roles"][0];
+    assert_eq!(root["version"], 2);
+    assert_eq!(root["threshold_met"], false);
+    assert_eq!(root["missing"], serde_json::json!([new.clone()]));
+    assert_eq!(root["signed_by"], serde_json::json!([old.clone()]));
+    let err = env.fail(&["repo", "publish", "repo", "out"]);
+    assert!(err.contains("root"), "{err}");
+    env.ok(&[
+        "repo", "export", "repo", "--role", "root", "--out", "r.json",
+    ]);
+    env.ok(&[
+        "repo",
+        "sign-file",
+        "r.json",
+        "--key",
+        "newroot.pem",
+        "--passphrase-env",
+        "KP",
+    ]);
+    env.ok(&["repo", "merge", "repo", "--role", "root", "r.json"]);
+    let st = status_json(&env);
+    assert_eq!(st["roles"][0]["threshold_met"], true, "{st}");
+    assert!(st["publish_blocker"].is_null(), "{st}");
+    env.ok(&["repo", "publish", "repo", "out"]);
+}
