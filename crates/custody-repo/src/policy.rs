@@ -96,3 +96,16 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    proptest::proptest! {
+        #[test]
+        fn parse_duration_never_panics_and_is_positive(s in "\\PC{0,12}") {
+            if let Ok(d) = parse_duration(&s) {
+                proptest::prop_assert!(d.num_seconds() > 0);
+            }
+        }
+    }
+}

@@ -833,3 +833,32 @@ fn root_rotation_to_an_offline_key_needs_both_thresholds() {
     assert!(st["publish_blocker"].is_null(), "{st}");
     env.ok(&["repo", "publish", "repo", "out"]);
 }
+
+#[test]
+fn merge_refuses_a_file_whose_signed_content_was_changed() {
+    let env = Env::new();
+    env.init();
+    env.ok(&[
+        "repo", "export", "repo", "--role", "targets", "--out", "t.json",
+    ]);
+    // an offline signer (or someone on the way) edits the content, then signs
+    let text = std::fs::read_to_string(env.p("t.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["signed"]["targets"]["evil.bin"] = serde_json::json!({
+        "length": 1, "hashes": {"sha256": "00".repeat(32)}
+    });
+    std::fs::write(env.p("t.json"), serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    env.ok(&[
+        "repo",
+        "sign-file",
+        "t.json",
+        "--key",
+        "targets.pem",
+        "--passphrase-env",
+        "KP",
+    ]);
+    let before = tree(&env.p("repo"));
+    let err = env.fail(&["repo", "merge", "repo", "--role", "targets", "t.json"]);
+    assert!(err.contains("differs from the staged targets"), "{err}");
+    assert_eq!(tree(&env.p("repo")), before);
+}
