@@ -214,7 +214,8 @@ mod tests {
             max_signatures: 1,
             ..Limits::default()
         };
-        let doc = br#"{"payload":"aGk=","payloadType":"t","signatures":[{"sig":"aGk="},{"sig":"aGk="}]}"#;
+        let doc =
+            br#"{"payload":"aGk=","payloadType":"t","signatures":[{"sig":"aGk="},{"sig":"aGk="}]}"#;
         assert!(matches!(
             Envelope::parse(doc, &few),
             Err(ParseError::TooLarge { .. })

@@ -236,7 +236,9 @@ pub enum Reason {
     #[error("provenance names no source repository (looked in externalParameters.workflow.repository/ref and the first git+ uri of resolvedDependencies)")]
     NoSource,
     /// source repository not accepted
-    #[error("source repository {found:?} (from {origin:?}) is not accepted (accepted: {accepted:?})")]
+    #[error(
+        "source repository {found:?} (from {origin:?}) is not accepted (accepted: {accepted:?})"
+    )]
     SourceRepository {
         /// what the provenance says
         found: String,

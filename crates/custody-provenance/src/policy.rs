@@ -185,10 +185,7 @@ impl Policy {
                     "needs `paths` or `roles`, else it never applies",
                 ));
             }
-            for (field, list) in [
-                ("builders", &r.builders),
-                ("build_types", &r.build_types),
-            ] {
+            for (field, list) in [("builders", &r.builders), ("build_types", &r.build_types)] {
                 if list.is_empty() {
                     return Err(rule_err(n, format!("`{field}` must not be empty")));
                 }
