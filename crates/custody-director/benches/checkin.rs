@@ -1,1 +1,322 @@
-fn main(){}
+//! Per check-in cost of the director core, and the raw Ed25519 ceiling.
+//!
+//! One check-in = parse the signed manifest bytes + verify the device's
+//! signature and counter + build the device view and compute its assignment
+//! over a fleet policy (3 rollouts with maintenance windows, a pin table, a
+//! yank) + sign the device's director targets, snapshot and timestamp.
+//! Variants: with the signed-request check (a second Ed25519 verify, nonce
+//! cache insert), and the cached path (assignment unchanged: only the
+//! timestamp is re-signed).
+//!
+//! `cargo bench -p custody-director --bench checkin` prints figures for one
+//! thread and for 2 threads (the target machine has 2 cores).
+
+use std::time::Instant;
+
+use chrono::{Duration, TimeZone, Utc};
+use custody_director::director::{
+    build_director_metadata, refresh_timestamp, DeviceDirectorState, DirectorConfig,
+    DirectorSigners,
+};
+use custody_director::keys::MemorySigner;
+use custody_director::manifest::verify_manifest;
+use custody_director::policy::{
+    assign, DeviceView, FleetPolicy, Gate, MaintenanceWindow, Release, RollbackKeys, Rollout,
+    Selector, Stage, Yank,
+};
+use custody_director::registry::{
+    DeviceRecord, DeviceStatus, EnrolledWith, Purpose, ReattestationPolicy,
+};
+use custody_director::request::{
+    fresh_nonce, sign_request, verify_device_request, MemoryNonceCache, RequestPolicy, Route,
+};
+use custody_director::wire::{
+    DeviceAttributes, InstalledTarget, ManifestBody, SignedManifest, SignedRequest, TYPE_MANIFEST,
+    WIRE_VERSION,
+};
+use custody_repo::Signer;
+
+struct Dev {
+    rec: DeviceRecord,
+    manifest: Vec<u8>,
+    request: SignedRequest,
+}
+
+fn release(name: &str, rc: u64) -> Release {
+    Release {
+        name: name.into(),
+        length: 1 << 20,
+        hashes: [("sha256".to_owned(), "ab".repeat(32))].into(),
+        release_counter: rc,
+        hardware_ids: ["board-x".to_owned()].into(),
+    }
+}
+
+fn main() {
+    let now = Utc
+        .with_ymd_and_hms(2026, 6, 1, 0, 30, 0)
+        .single()
+        .unwrap_or_default();
+    let n_dev = 1000;
+    let devs: Vec<Dev> = (0..n_dev)
+        .map(|i| {
+            let k = MemorySigner::generate_ed25519().expect("keygen");
+            let rec = DeviceRecord {
+                id: k.keyid().to_owned(),
+                key: k.key().clone(),
+                hardware_id: "board-x".into(),
+                group: format!("g{}", i % 4),
+                attributes: DeviceAttributes {
+                    environment: "production".into(),
+                    tags: ["eu".to_owned()].into(),
+                    group: None,
+                },
+                enrolled_at: now,
+                enrolled_with: EnrolledWith::Token {
+                    token_hash_prefix: "0".into(),
+                },
+                status: DeviceStatus::Active,
+                last_attestation: now,
+            };
+            let body = ManifestBody {
+                type_: TYPE_MANIFEST.into(),
+                wire_version: WIRE_VERSION,
+                device_id: rec.id.clone(),
+                hardware_id: rec.hardware_id.clone(),
+                report_counter: 2,
+                device_time: now.timestamp(),
+                installed: [
+                    (
+                        "a".to_owned(),
+                        InstalledTarget {
+                            name: "app-1".into(),
+                            length: 1 << 20,
+                            hashes: [("sha256".to_owned(), "cd".repeat(32))].into(),
+                            release_counter: 1,
+                        },
+                    ),
+                    (
+                        "b".to_owned(),
+                        InstalledTarget {
+                            name: "app-0".into(),
+                            length: 1 << 20,
+                            hashes: [("sha256".to_owned(), "ef".repeat(32))].into(),
+                            release_counter: 0,
+                        },
+                    ),
+                ]
+                .into(),
+                active_slot: Some("a".into()),
+                attacks_detected: vec![],
+                install_reports: vec![],
+            };
+            let manifest = SignedManifest::sign(body, &k)
+                .and_then(|m| m.to_bytes())
+                .expect("manifest");
+            let request = sign_request(
+                &k,
+                "POST",
+                "/api/v1/device/checkin",
+                manifest.clone(),
+                now,
+                fresh_nonce().expect("nonce"),
+            )
+            .expect("request");
+            Dev {
+                rec,
+                manifest,
+                request,
+            }
+        })
+        .collect();
+    let window =
+        MaintenanceWindow::new("0 2 * * *", "Europe/Berlin", Duration::hours(2)).expect("window");
+    let stages = vec![
+        Stage {
+            share_bp: 1_000,
+            gate: Gate::default(),
+        },
+        Stage {
+            share_bp: 10_000,
+            gate: Gate::default(),
+        },
+    ];
+    let rollouts = (0..3)
+        .map(|i| {
+            let mut r = Rollout::new(
+                &format!("r{i}"),
+                &format!("seed{i}"),
+                release(&format!("app-{}", i + 2), i + 2),
+                Selector {
+                    environments: Some(["production".to_owned()].into()),
+                    ..Default::default()
+                },
+                stages.clone(),
+                vec![window.clone()],
+            )
+            .expect("rollout");
+            r.stage = 1;
+            r
+        })
+        .collect();
+    let policy = FleetPolicy {
+        rollouts,
+        pins: Default::default(),
+        yanks: vec![Yank {
+            target: "app-x".into(),
+            replacement: release("app-9", 9),
+        }],
+        rollback_authorizations: vec![],
+        rollback_keys: RollbackKeys {
+            keys: Default::default(),
+            threshold: 1,
+        },
+    };
+    let online = MemorySigner::generate_ed25519().expect("director key");
+    let online = &online;
+    let signers = move || DirectorSigners {
+        targets: online,
+        snapshot: online,
+        timestamp: online,
+    };
+    let cfg = DirectorConfig::default();
+    let reatt = ReattestationPolicy::default();
+
+    // One check-in; `with_request` adds the signed-request check.
+    // Each device checks in once per round; every round has a fresh nonce
+    // cache, so the replayed bench request is not refused.
+    let checkin = |d: &Dev, with_request: bool, cache: &MemoryNonceCache| -> usize {
+        if with_request {
+            let route = Route {
+                method: "POST",
+                path: "/api/v1/device/checkin",
+                purpose: Purpose::Normal,
+            };
+            verify_device_request(
+                &d.rec,
+                &d.request,
+                route,
+                now,
+                &RequestPolicy::default(),
+                cache,
+            )
+            .expect("request");
+        }
+        let m = SignedManifest::from_bytes(&d.manifest).expect("parse");
+        let body = verify_manifest(&d.rec, &m, Some(1), now, &reatt).expect("verify");
+        let view = DeviceView::new(&d.rec, Some(body), now, &reatt);
+        let a = assign(&view, &policy, now);
+        let targets: Vec<_> = a.director_target().into_iter().collect();
+        let md = build_director_metadata(
+            signers(),
+            &d.rec.id,
+            &d.rec.hardware_id,
+            &targets,
+            &DeviceDirectorState::default(),
+            now,
+            &cfg,
+        )
+        .expect("sign");
+        md.targets.len() + md.snapshot.len() + md.timestamp.len()
+    };
+
+    // sanity: the bench devices do get an assignment
+    {
+        let d = &devs[0];
+        let m = SignedManifest::from_bytes(&d.manifest).expect("parse");
+        let view = DeviceView::new(&d.rec, Some(&m.signed), now, &reatt);
+        let a = assign(&view, &policy, now);
+        assert!(a.director_target().is_some(), "{a:?}");
+    }
+
+    let rounds = std::env::var("CHECKIN_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5usize);
+    let run = |threads: usize, with_request: bool| -> f64 {
+        let start = Instant::now();
+        let mut total = 0usize;
+        for _ in 0..rounds {
+            let cache = MemoryNonceCache::new(4 * n_dev);
+            std::thread::scope(|s| {
+                let chunk = devs.len().div_ceil(threads);
+                let hs: Vec<_> = devs
+                    .chunks(chunk)
+                    .map(|c| {
+                        let cache = &cache;
+                        s.spawn(move || {
+                            c.iter()
+                                .map(|d| checkin(d, with_request, cache))
+                                .sum::<usize>()
+                        })
+                    })
+                    .collect();
+                for h in hs {
+                    total += h.join().expect("thread");
+                }
+            });
+        }
+        let n = (rounds * devs.len()) as f64;
+        std::hint::black_box(total);
+        n / start.elapsed().as_secs_f64()
+    };
+
+    // cached path: only the timestamp is re-signed
+    let md = build_director_metadata(
+        signers(),
+        &devs[0].rec.id,
+        "board-x",
+        &[],
+        &DeviceDirectorState::default(),
+        now,
+        &cfg,
+    )
+    .expect("md");
+    let ts_rate = {
+        let n = 20_000;
+        let start = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(
+                refresh_timestamp(online, &md.snapshot, &md.state, now, &cfg).expect("ts"),
+            );
+        }
+        f64::from(n) / start.elapsed().as_secs_f64()
+    };
+
+    // raw Ed25519 ceiling (ring)
+    let (sign_rate, verify_rate) = {
+        let k = MemorySigner::generate_ed25519().expect("k");
+        let pk = custody_tuf::PublicKey::from_key(k.key()).expect("pk");
+        let msg = [7u8; 300];
+        let n = 20_000;
+        let t = Instant::now();
+        let mut sig = Vec::new();
+        for _ in 0..n {
+            sig = k.sign(std::hint::black_box(&msg)).expect("sign");
+        }
+        let s = f64::from(n) / t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        for _ in 0..n {
+            assert!(pk.verify(std::hint::black_box(&msg), &sig));
+        }
+        (s, f64::from(n) / t.elapsed().as_secs_f64())
+    };
+
+    println!(
+        "custody-director check-in bench ({} devices x {rounds} rounds)",
+        devs.len()
+    );
+    println!("raw ed25519 (ring), 1 thread: sign {sign_rate:>9.0}/s   verify {verify_rate:>9.0}/s");
+    println!(
+        "  ceiling for 1 verify + 3 signs per check-in, 1 thread: {:>9.0}/s",
+        1.0 / (1.0 / verify_rate + 3.0 / sign_rate)
+    );
+    println!("timestamp-only re-sign (cached assignment), 1 thread: {ts_rate:>9.0}/s");
+    for threads in [1, 2] {
+        let a = run(threads, false);
+        let b = run(threads, true);
+        println!(
+            "check-in, {threads} thread(s): manifest verify + assign + sign targets/snapshot/timestamp {a:>8.0}/s;  + signed request {b:>8.0}/s"
+        );
+    }
+}

@@ -42,7 +42,9 @@
 
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use custody_repo::Signer;
-use custody_tuf::{Hashes, Key, MetaFile, RoleKeys, Root, Snapshot, TargetFile, Targets, Timestamp};
+use custody_tuf::{
+    Hashes, Key, MetaFile, RoleKeys, Root, Snapshot, TargetFile, Targets, Timestamp,
+};
 use ring::digest;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -167,7 +169,9 @@ pub enum DirectorError {
         found_hardware: String,
     },
     /// a target entry is bound to another device or lacks its binding
-    #[error("director targets: target {target:?}: custom.{field} is {found:?}, expected {expected:?}")]
+    #[error(
+        "director targets: target {target:?}: custom.{field} is {found:?}, expected {expected:?}"
+    )]
     TargetBinding {
         /// target path
         target: String,
@@ -196,12 +200,11 @@ fn sign_envelope<T: Serialize>(
         role,
         detail: e.to_string(),
     })?;
-    let msg = custody_tuf::cjson::canonical_bytes(role, &value).map_err(|e| {
-        DirectorError::Encode {
+    let msg =
+        custody_tuf::cjson::canonical_bytes(role, &value).map_err(|e| DirectorError::Encode {
             role,
             detail: e.to_string(),
-        }
-    })?;
+        })?;
     let mut sigs = Vec::with_capacity(signers.len());
     for s in signers {
         let sig = s.sign(&msg).map_err(|e| DirectorError::Sign {
@@ -423,12 +426,13 @@ pub fn verify_director_targets_for_device(
     device_id: &str,
     hardware_id: &str,
 ) -> Result<Vec<BoundTarget>, DirectorError> {
-    let binding = targets
-        .unknown
-        .get(DEVICE_BINDING_FIELD)
-        .ok_or_else(|| DirectorError::Unbound {
-            detail: "absent".into(),
-        })?;
+    let binding =
+        targets
+            .unknown
+            .get(DEVICE_BINDING_FIELD)
+            .ok_or_else(|| DirectorError::Unbound {
+                detail: "absent".into(),
+            })?;
     let get = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
     let (Some(d), Some(h)) = (get(binding, "device_id"), get(binding, "hardware_id")) else {
         return Err(DirectorError::Unbound {

@@ -185,9 +185,11 @@ impl FactoryCas {
     pub fn new(certs: Vec<Vec<u8>>) -> Result<Self, EnrolError> {
         for (i, c) in certs.iter().enumerate() {
             let der = CertificateDer::from(c.as_slice());
-            webpki::anchor_from_trusted_cert(&der).map_err(|e| EnrolError::Config(format!(
-                "manufacturer CA certificate #{i} is not a usable trust anchor: {e}"
-            )))?;
+            webpki::anchor_from_trusted_cert(&der).map_err(|e| {
+                EnrolError::Config(format!(
+                    "manufacturer CA certificate #{i} is not a usable trust anchor: {e}"
+                ))
+            })?;
         }
         Ok(FactoryCas { certs })
     }
@@ -444,15 +446,10 @@ pub fn enrol(
     let (group, with) = match &c.credential {
         EnrolmentCredential::Factory { .. } => {
             let chain = req.factory_chain_der()?.unwrap_or_default();
-            let fp = hex::decode(req.factory_proof.as_deref().unwrap_or_default())
-                .unwrap_or_default();
-            let ident = verify_factory_identity(
-                &policy.factory_cas,
-                &chain,
-                req.signed_bytes(),
-                &fp,
-                now,
-            )?;
+            let fp =
+                hex::decode(req.factory_proof.as_deref().unwrap_or_default()).unwrap_or_default();
+            let ident =
+                verify_factory_identity(&policy.factory_cas, &chain, req.signed_bytes(), &fp, now)?;
             if ident.hardware_id != c.hardware_id {
                 return Err(EnrolError::HardwareMismatch {
                     cert: ident.hardware_id,

@@ -67,7 +67,9 @@ pub fn device_id_for_key(key: &Key) -> Result<String, KeyError> {
 
 /// True if `s` has the shape of a device id (64 lowercase hex digits).
 pub fn is_device_id(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 enum Inner {
@@ -117,9 +119,10 @@ impl MemorySigner {
     /// A fresh ECDSA P-256 key.
     pub fn generate_p256() -> Result<Self, SignerError> {
         let rng = SystemRandom::new();
-        let doc =
-            rsig::EcdsaKeyPair::generate_pkcs8(&rsig::ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
-                .map_err(|_| SignerError::Generate("ecdsa-p256: ring key generation failed".into()))?;
+        let doc = rsig::EcdsaKeyPair::generate_pkcs8(&rsig::ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
+            .map_err(|_| {
+            SignerError::Generate("ecdsa-p256: ring key generation failed".into())
+        })?;
         Self::from_pkcs8(KeyType::EcdsaP256, doc.as_ref())
     }
 

@@ -36,7 +36,9 @@ pub enum ManifestError {
         found: String,
     },
     /// manifest names another hardware id
-    #[error("manifest: signed.hardware_id is {found:?}, device {device} is registered as {expected:?}")]
+    #[error(
+        "manifest: signed.hardware_id is {found:?}, device {device} is registered as {expected:?}"
+    )]
     WrongHardware {
         /// device id
         device: String,
@@ -115,7 +117,11 @@ pub fn verify_manifest<'m>(
         return Err(ManifestError::SignedByOtherKey {
             device: device.id.clone(),
             expected_keyid: keyid,
-            found: manifest.signatures.iter().map(|s| s.keyid.clone()).collect(),
+            found: manifest
+                .signatures
+                .iter()
+                .map(|s| s.keyid.clone())
+                .collect(),
         });
     }
     let mut keys = BTreeMap::new();

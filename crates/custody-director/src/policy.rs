@@ -204,7 +204,8 @@ pub struct Selector {
 impl Selector {
     /// Does `d` match?
     pub fn matches(&self, d: &DeviceView) -> bool {
-        let any = |set: &Option<BTreeSet<String>>, v: &str| set.as_ref().is_none_or(|s| s.contains(v));
+        let any =
+            |set: &Option<BTreeSet<String>>, v: &str| set.as_ref().is_none_or(|s| s.contains(v));
         any(&self.hardware_ids, &d.hardware_id)
             && any(&self.environments, &d.environment)
             && any(&self.groups, &d.group)
@@ -597,7 +598,8 @@ impl RollbackAuthorization {
             message: RB,
             reason,
         };
-        let v = custody_tuf::cjson::parse_strict(RB, bytes).map_err(|e| malformed(e.to_string()))?;
+        let v =
+            custody_tuf::cjson::parse_strict(RB, bytes).map_err(|e| malformed(e.to_string()))?;
         let canonical = v
             .get("signed")
             .map(|s| custody_tuf::cjson::canonical_bytes(RB, s))
@@ -622,7 +624,10 @@ impl RollbackAuthorization {
             ));
         }
         if a.signed.device_ids.is_empty() || a.signed.device_ids.len() > 100_000 {
-            return Err(f("signed.device_ids", "must list 1..=100000 devices".into()));
+            return Err(f(
+                "signed.device_ids",
+                "must list 1..=100000 devices".into(),
+            ));
         }
         crate::wire::check_name(RB, "signed.target", &a.signed.target)?;
         Ok(a)

@@ -174,11 +174,19 @@ fn truncate(s: &str) -> String {
     s.chars().take(64).collect()
 }
 
-fn check_hex(message: &'static str, f: &str, s: &str, min: usize, max: usize) -> Result<(), WireError> {
+fn check_hex(
+    message: &'static str,
+    f: &str,
+    s: &str,
+    min: usize,
+    max: usize,
+) -> Result<(), WireError> {
     if s.len() < min
         || s.len() > max
-        || s.len() % 2 != 0
-        || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        || !s.len().is_multiple_of(2)
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     {
         return Err(field(
             message,
@@ -212,7 +220,11 @@ fn check_hashes(
     hashes: &BTreeMap<String, String>,
 ) -> Result<(), WireError> {
     if hashes.is_empty() || hashes.len() > 8 {
-        return Err(field(message, f, format!("must list 1..=8 hashes, got {}", hashes.len())));
+        return Err(field(
+            message,
+            f,
+            format!("must list 1..=8 hashes, got {}", hashes.len()),
+        ));
     }
     for (alg, h) in hashes {
         check_name(message, &format!("{f}.{alg}"), alg)?;
@@ -222,6 +234,9 @@ fn check_hashes(
 }
 
 // ---------------------------------------------------------------- enrolment
+
+/// Signs the enrolment claims with the factory certificate's key (device side).
+pub type FactorySign<'a> = dyn Fn(&[u8]) -> Result<Vec<u8>, String> + 'a;
 
 /// Fleet attributes a device is enrolled with (used by rollout selectors).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -324,12 +339,12 @@ impl EnrolmentRequest {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, WireError> {
         let v = strict_value(ENROL, bytes, MAX_ENROLMENT_BYTES)?;
         let canonical = match v.get("signed") {
-            Some(s) => custody_tuf::cjson::canonical_bytes(ENROL, s).map_err(|e| {
-                WireError::Malformed {
+            Some(s) => {
+                custody_tuf::cjson::canonical_bytes(ENROL, s).map_err(|e| WireError::Malformed {
                     message: ENROL,
                     reason: e.to_string(),
-                }
-            })?,
+                })?
+            }
             None => return Err(field(ENROL, "signed", "missing")),
         };
         let mut req: EnrolmentRequest = typed(ENROL, v)?;
@@ -368,7 +383,10 @@ impl EnrolmentRequest {
                     return Err(field(
                         ENROL,
                         "signed.credential.chain",
-                        format!("must hold 1..={MAX_CHAIN} certificates, got {}", chain.len()),
+                        format!(
+                            "must hold 1..={MAX_CHAIN} certificates, got {}",
+                            chain.len()
+                        ),
                     ));
                 }
                 for (i, c) in chain.iter().enumerate() {
@@ -413,7 +431,7 @@ impl EnrolmentRequest {
     pub fn sign(
         claims: EnrolmentClaims,
         device_key: &dyn custody_repo::Signer,
-        factory_sign: Option<&dyn Fn(&[u8]) -> Result<Vec<u8>, String>>,
+        factory_sign: Option<&FactorySign<'_>>,
     ) -> Result<Self, WireError> {
         let canonical = custody_tuf::cjson::canonical_bytes(ENROL, &claims).map_err(|e| {
             WireError::Malformed {
@@ -421,10 +439,12 @@ impl EnrolmentRequest {
                 reason: e.to_string(),
             }
         })?;
-        let proof = device_key.sign(&canonical).map_err(|e| WireError::Malformed {
-            message: ENROL,
-            reason: e.to_string(),
-        })?;
+        let proof = device_key
+            .sign(&canonical)
+            .map_err(|e| WireError::Malformed {
+                message: ENROL,
+                reason: e.to_string(),
+            })?;
         let factory_proof = match factory_sign {
             Some(f) => Some(hex::encode(f(&canonical).map_err(|reason| {
                 WireError::Malformed {
@@ -545,14 +565,20 @@ impl SignedRequest {
             return Err(field(
                 REQ,
                 headers::TIMESTAMP,
-                format!("must be decimal seconds since the epoch, got {:?}", truncate(ts)),
+                format!(
+                    "must be decimal seconds since the epoch, got {:?}",
+                    truncate(ts)
+                ),
             ));
         }
         let timestamp: i64 = ts.parse().map_err(|e| {
             field(
                 REQ,
                 headers::TIMESTAMP,
-                format!("must be decimal seconds since the epoch, got {:?}: {e}", truncate(ts)),
+                format!(
+                    "must be decimal seconds since the epoch, got {:?}: {e}",
+                    truncate(ts)
+                ),
             )
         })?;
         let r = SignedRequest {
@@ -587,7 +613,10 @@ impl SignedRequest {
             return Err(field(
                 REQ,
                 "method",
-                format!("must be 1..=16 upper-case letters, got {:?}", truncate(&self.method)),
+                format!(
+                    "must be 1..=16 upper-case letters, got {:?}",
+                    truncate(&self.method)
+                ),
             ));
         }
         if !self.path.starts_with('/')
@@ -728,12 +757,12 @@ impl SignedManifest {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, WireError> {
         let v = strict_value(MAN, bytes, MAX_MANIFEST_BYTES)?;
         let canonical = match v.get("signed") {
-            Some(s) => custody_tuf::cjson::canonical_bytes(MAN, s).map_err(|e| {
-                WireError::Malformed {
+            Some(s) => {
+                custody_tuf::cjson::canonical_bytes(MAN, s).map_err(|e| WireError::Malformed {
                     message: MAN,
                     reason: e.to_string(),
-                }
-            })?,
+                })?
+            }
             None => return Err(field(MAN, "signed", "missing")),
         };
         let mut m: SignedManifest = typed(MAN, v)?;
@@ -806,7 +835,10 @@ impl SignedManifest {
                 return Err(field(
                     MAN,
                     "signed.active_slot",
-                    format!("names slot {:?}, which `installed` does not list", truncate(s)),
+                    format!(
+                        "names slot {:?}, which `installed` does not list",
+                        truncate(s)
+                    ),
                 ));
             }
         }
@@ -832,7 +864,10 @@ impl SignedManifest {
                 return Err(field(
                     MAN,
                     "signed.install_reports[].outcome",
-                    format!("must be one of {OUTCOMES:?}, got {:?}", truncate(&r.outcome)),
+                    format!(
+                        "must be one of {OUTCOMES:?}, got {:?}",
+                        truncate(&r.outcome)
+                    ),
                 ));
             }
             if let Some(reason) = &r.reason {

@@ -14,9 +14,8 @@ use custody_director::enrol::{
 use custody_director::keys::MemorySigner;
 use custody_director::manifest::{verify_manifest, ManifestError};
 use custody_director::policy::{
-    assign, Assignment, DeviceView, FleetPolicy, Installed, PolicyError, Release,
-    RollbackAuthorization, RollbackBody, RollbackKeys, Rollout, Selector, Stage, Gate,
-    TYPE_ROLLBACK,
+    assign, Assignment, DeviceView, FleetPolicy, Gate, Installed, PolicyError, Release,
+    RollbackAuthorization, RollbackBody, RollbackKeys, Rollout, Selector, Stage, TYPE_ROLLBACK,
 };
 use custody_director::registry::{Purpose, ReattestationPolicy, StatusError};
 use custody_director::request::{
@@ -98,7 +97,17 @@ fn replayed_and_reordered_manifests_are_refused() {
     );
     assert!(e.to_string().contains("replayed"), "{e}");
     let e = verify_manifest(&a, &m5, Some(9), t0(), &p).unwrap_err();
-    assert!(matches!(e, ManifestError::Reordered { last: 9, found: 5, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            ManifestError::Reordered {
+                last: 9,
+                found: 5,
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 #[test]
@@ -157,14 +166,44 @@ fn signed_requests_reject_forgery_staleness_replay_and_wrong_route() {
     let e = verify_device_request(&a, &f, route(path), now, &pol, &cache).unwrap_err();
     assert!(matches!(e, RequestError::BadSignature { .. }), "{e}");
     // stale and future
-    let old = sign_request(&k, "POST", path, vec![], now - Duration::minutes(6), nonce()).unwrap();
+    let old = sign_request(
+        &k,
+        "POST",
+        path,
+        vec![],
+        now - Duration::minutes(6),
+        nonce(),
+    )
+    .unwrap();
     let e = verify_device_request(&a, &old, route(path), now, &pol, &cache).unwrap_err();
-    assert!(matches!(e, RequestError::Stale { which, .. } if which.contains("too old")), "{e}");
-    let fut = sign_request(&k, "POST", path, vec![], now + Duration::minutes(6), nonce()).unwrap();
+    assert!(
+        matches!(e, RequestError::Stale { which, .. } if which.contains("too old")),
+        "{e}"
+    );
+    let fut = sign_request(
+        &k,
+        "POST",
+        path,
+        vec![],
+        now + Duration::minutes(6),
+        nonce(),
+    )
+    .unwrap();
     let e = verify_device_request(&a, &fut, route(path), now, &pol, &cache).unwrap_err();
-    assert!(matches!(e, RequestError::Stale { which, .. } if which.contains("future")), "{e}");
+    assert!(
+        matches!(e, RequestError::Stale { which, .. } if which.contains("future")),
+        "{e}"
+    );
     // within the window: fine
-    let ok = sign_request(&k, "POST", path, vec![], now - Duration::minutes(4), nonce()).unwrap();
+    let ok = sign_request(
+        &k,
+        "POST",
+        path,
+        vec![],
+        now - Duration::minutes(4),
+        nonce(),
+    )
+    .unwrap();
     verify_device_request(&a, &ok, route(path), now, &pol, &cache).unwrap();
     // a signature for one route used on another
     let r = sign_request(&k, "POST", path, vec![], now, nonce()).unwrap();
@@ -184,18 +223,27 @@ fn decommissioned_and_suspended_devices_are_refused_at_once() {
     a.suspend("lost in transit", now);
     let r = sign_request(&k, "POST", path, vec![], now, nonce()).unwrap();
     let e = verify_device_request(&a, &r, route(path), now, &pol, &cache).unwrap_err();
-    assert!(matches!(e, RequestError::Status(StatusError::Suspended { .. })), "{e}");
+    assert!(
+        matches!(e, RequestError::Status(StatusError::Suspended { .. })),
+        "{e}"
+    );
     assert!(a.resume());
     verify_device_request(&a, &r, route(path), now, &pol, &cache).unwrap();
     a.decommission(now);
     assert!(!a.resume(), "a decommissioned device cannot be resumed");
     let r = sign_request(&k, "POST", path, vec![], now, nonce()).unwrap();
     let e = verify_device_request(&a, &r, route(path), now, &pol, &cache).unwrap_err();
-    assert!(matches!(e, RequestError::Status(StatusError::Decommissioned { .. })), "{e}");
+    assert!(
+        matches!(e, RequestError::Status(StatusError::Decommissioned { .. })),
+        "{e}"
+    );
     assert!(e.to_string().contains("decommissioned"), "{e}");
     let m = signed_manifest(&k, manifest(&a, 1, "app", 1));
     let e = verify_manifest(&a, &m, None, now, &pol.reattestation).unwrap_err();
-    assert!(matches!(e, ManifestError::Status(StatusError::Decommissioned { .. })), "{e}");
+    assert!(
+        matches!(e, ManifestError::Status(StatusError::Decommissioned { .. })),
+        "{e}"
+    );
 }
 
 #[test]
@@ -207,7 +255,13 @@ fn overdue_reattestation_suspends_until_the_device_proves_possession() {
     let nonce = || custody_director::request::fresh_nonce().unwrap();
     let r = sign_request(&k, "POST", "/checkin", vec![], later, nonce()).unwrap();
     let e = verify_device_request(&a, &r, route("/checkin"), later, &pol, &cache).unwrap_err();
-    assert!(matches!(e, RequestError::Status(StatusError::ReattestationOverdue { .. })), "{e}");
+    assert!(
+        matches!(
+            e,
+            RequestError::Status(StatusError::ReattestationOverdue { .. })
+        ),
+        "{e}"
+    );
     let r = sign_request(&k, "POST", "/attest", vec![], later, nonce()).unwrap();
     let att = Route {
         method: "POST",
@@ -277,9 +331,12 @@ fn device_refresh(
     hw: &str,
 ) -> Result<Vec<custody_director::director::BoundTarget>, String> {
     let mut t = TrustedMetadata::new(root).map_err(|e| e.to_string())?;
-    t.update_timestamp(&md.timestamp, now).map_err(|e| e.to_string())?;
-    t.update_snapshot(&md.snapshot, now, false).map_err(|e| e.to_string())?;
-    t.update_targets(&md.targets, now).map_err(|e| e.to_string())?;
+    t.update_timestamp(&md.timestamp, now)
+        .map_err(|e| e.to_string())?;
+    t.update_snapshot(&md.snapshot, now, false)
+        .map_err(|e| e.to_string())?;
+    t.update_targets(&md.targets, now)
+        .map_err(|e| e.to_string())?;
     let targets = t.targets().ok_or("no targets")?;
     verify_director_targets_for_device(targets, device, hw).map_err(|e| e.to_string())
 }
@@ -316,7 +373,10 @@ fn director_metadata_for_device_a_is_refused_by_device_b() {
         &DirectorConfig::default(),
     )
     .unwrap();
-    assert_eq!(device_refresh(&d.root, &empty, now, &a.id, HW).unwrap(), vec![]);
+    assert_eq!(
+        device_refresh(&d.root, &empty, now, &a.id, HW).unwrap(),
+        vec![]
+    );
     let e = device_refresh(&d.root, &empty, now, &b.id, HW).unwrap_err();
     assert!(e.contains("is for device"), "{e}");
     let _ = &d.root_key;
@@ -350,7 +410,16 @@ fn director_binding_rejects_unbound_or_mixed_entries() {
         .unwrap(),
     );
     let e = verify_director_targets_for_device(&t, &a.id, HW).unwrap_err();
-    assert!(matches!(e, DirectorError::TargetBinding { field: "device_id", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            DirectorError::TargetBinding {
+                field: "device_id",
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 #[test]
@@ -358,13 +427,31 @@ fn expired_director_metadata_is_refused_and_fresh_metadata_recovers() {
     let d = director();
     let (_k, a) = enrolled(HW);
     let cfg = DirectorConfig::default();
-    let md1 = build_director_metadata(signers(&d), &a.id, HW, &[target("app", 1)], &DeviceDirectorState::default(), t0(), &cfg).unwrap();
+    let md1 = build_director_metadata(
+        signers(&d),
+        &a.id,
+        HW,
+        &[target("app", 1)],
+        &DeviceDirectorState::default(),
+        t0(),
+        &cfg,
+    )
+    .unwrap();
     let later = t0() + Duration::days(3);
     let e = device_refresh(&d.root, &md1, later, &a.id, HW).unwrap_err();
     assert!(e.contains("expired"), "{e}");
     // recovery: the device's stored (expired) timestamp is the rollback
     // reference, the fresh one (higher version) is accepted; no re-enrolment
-    let md2 = build_director_metadata(signers(&d), &a.id, HW, &[target("app", 1)], &md1.state, later, &cfg).unwrap();
+    let md2 = build_director_metadata(
+        signers(&d),
+        &a.id,
+        HW,
+        &[target("app", 1)],
+        &md1.state,
+        later,
+        &cfg,
+    )
+    .unwrap();
     let mut t = TrustedMetadata::new(&d.root).unwrap();
     assert!(t.update_timestamp(&md1.timestamp, later).is_err());
     t.update_timestamp(&md2.timestamp, later).unwrap();
@@ -406,7 +493,12 @@ fn rollback_keys(k: &MemorySigner) -> RollbackKeys {
     }
 }
 
-fn auth(device: &str, rc: u64, expires: chrono::DateTime<chrono::Utc>, by: &MemorySigner) -> RollbackAuthorization {
+fn auth(
+    device: &str,
+    rc: u64,
+    expires: chrono::DateTime<chrono::Utc>,
+    by: &MemorySigner,
+) -> RollbackAuthorization {
     let a = RollbackAuthorization::sign(
         RollbackBody {
             type_: TYPE_ROLLBACK.into(),
@@ -424,7 +516,12 @@ fn auth(device: &str, rc: u64, expires: chrono::DateTime<chrono::Utc>, by: &Memo
     RollbackAuthorization::from_bytes(&serde_json::to_vec(&a.to_value()).unwrap()).unwrap()
 }
 
-fn pinned_policy(dev: &str, rc: u64, rk: &MemorySigner, auths: Vec<RollbackAuthorization>) -> FleetPolicy {
+fn pinned_policy(
+    dev: &str,
+    rc: u64,
+    rk: &MemorySigner,
+    auths: Vec<RollbackAuthorization>,
+) -> FleetPolicy {
     FleetPolicy {
         rollouts: vec![],
         pins: [(
@@ -450,13 +547,22 @@ fn downgrade_needs_a_valid_rollback_authorisation() {
     let now = t0();
     // no authorisation
     let r = assign(&v, &pinned_policy(&a.id, 3, &rk, vec![]), now);
-    let Assignment::Refused(e @ PolicyError::Downgrade { .. }) = &r else { panic!("{r:?}") };
-    assert!(e.to_string().contains("needs a rollback authorisation"), "{e}");
+    let Assignment::Refused(e @ PolicyError::Downgrade { .. }) = &r else {
+        panic!("{r:?}")
+    };
+    assert!(
+        e.to_string().contains("needs a rollback authorisation"),
+        "{e}"
+    );
     // valid
     let good = auth(&a.id, 3, now + Duration::hours(1), &rk);
     let r = assign(&v, &pinned_policy(&a.id, 3, &rk, vec![good]), now);
     match &r {
-        Assignment::Install { release, rollback_authorization, .. } => {
+        Assignment::Install {
+            release,
+            rollback_authorization,
+            ..
+        } => {
             assert_eq!(release.release_counter, 3);
             assert!(rollback_authorization.is_some());
             let t = r.director_target().unwrap();
@@ -467,12 +573,16 @@ fn downgrade_needs_a_valid_rollback_authorisation() {
     // expired
     let expired = auth(&a.id, 3, now - Duration::seconds(1), &rk);
     let r = assign(&v, &pinned_policy(&a.id, 3, &rk, vec![expired]), now);
-    let Assignment::Refused(e) = &r else { panic!("{r:?}") };
+    let Assignment::Refused(e) = &r else {
+        panic!("{r:?}")
+    };
     assert!(e.to_string().contains("expired"), "{e}");
     // signed by a key that is not a rollback key (e.g. the director's)
     let forged = auth(&a.id, 3, now + Duration::hours(1), &other);
     let r = assign(&v, &pinned_policy(&a.id, 3, &rk, vec![forged]), now);
-    let Assignment::Refused(e) = &r else { panic!("{r:?}") };
+    let Assignment::Refused(e) = &r else {
+        panic!("{r:?}")
+    };
     assert!(e.to_string().contains("threshold"), "{e}");
     // for another device
     let (_kb, b) = enrolled(HW);
@@ -494,7 +604,10 @@ fn yanked_target_gets_remediation_and_is_never_rolled_out() {
         "seed",
         release("app-5", 5),
         Selector::default(),
-        vec![Stage { share_bp: 10_000, gate: Gate::default() }],
+        vec![Stage {
+            share_bp: 10_000,
+            gate: Gate::default(),
+        }],
         vec![],
     )
     .unwrap();
@@ -511,7 +624,10 @@ fn yanked_target_gets_remediation_and_is_never_rolled_out() {
     match assign(&v, &p, t0()) {
         Assignment::Install { release, via, .. } => {
             assert_eq!(release.name, "app-6");
-            assert!(matches!(via, custody_director::policy::Via::Remediation { .. }));
+            assert!(matches!(
+                via,
+                custody_director::policy::Via::Remediation { .. }
+            ));
         }
         other => panic!("{other:?}"),
     }
@@ -538,7 +654,14 @@ fn expired_and_used_tokens_are_refused() {
     let key = MemorySigner::generate_ed25519().unwrap();
     let mk = |k: &MemorySigner, at| {
         EnrolmentRequest::sign(
-            claims(k, HW, EnrolmentCredential::Token { token: token.clone() }, at),
+            claims(
+                k,
+                HW,
+                EnrolmentCredential::Token {
+                    token: token.clone(),
+                },
+                at,
+            ),
             k,
             None,
         )
@@ -546,33 +669,77 @@ fn expired_and_used_tokens_are_refused() {
     };
     // expired
     let late = now + Duration::minutes(11);
-    let e = enrol(&mk(&key, late), late, &EnrolmentPolicy::default(), &store, &|_| false).unwrap_err();
-    assert!(matches!(e, EnrolError::Token(TokenRefusal::Expired { .. })), "{e}");
+    let e = enrol(
+        &mk(&key, late),
+        late,
+        &EnrolmentPolicy::default(),
+        &store,
+        &|_| false,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, EnrolError::Token(TokenRefusal::Expired { .. })),
+        "{e}"
+    );
     // fresh token: first use fine, second refused
     let (token2, rec2) = issue_token("fleet-a", None, now, Duration::minutes(10)).unwrap();
     store.insert(rec2).unwrap();
     let mk2 = |k: &MemorySigner| {
         EnrolmentRequest::sign(
-            claims(k, HW, EnrolmentCredential::Token { token: token2.clone() }, now),
+            claims(
+                k,
+                HW,
+                EnrolmentCredential::Token {
+                    token: token2.clone(),
+                },
+                now,
+            ),
             k,
             None,
         )
         .unwrap()
     };
-    let dev = enrol(&mk2(&key), now, &EnrolmentPolicy::default(), &store, &|_| false).unwrap();
+    let dev = enrol(
+        &mk2(&key),
+        now,
+        &EnrolmentPolicy::default(),
+        &store,
+        &|_| false,
+    )
+    .unwrap();
     assert_eq!(dev.group, "fleet-a");
     let key2 = MemorySigner::generate_ed25519().unwrap();
-    let e = enrol(&mk2(&key2), now, &EnrolmentPolicy::default(), &store, &|_| false).unwrap_err();
-    assert!(matches!(e, EnrolError::Token(TokenRefusal::AlreadyUsed { .. })), "{e}");
+    let e = enrol(
+        &mk2(&key2),
+        now,
+        &EnrolmentPolicy::default(),
+        &store,
+        &|_| false,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, EnrolError::Token(TokenRefusal::AlreadyUsed { .. })),
+        "{e}"
+    );
     // unknown token
     let req = EnrolmentRequest::sign(
-        claims(&key2, HW, EnrolmentCredential::Token { token: "cet_nope".into() }, now),
+        claims(
+            &key2,
+            HW,
+            EnrolmentCredential::Token {
+                token: "cet_nope".into(),
+            },
+            now,
+        ),
         &key2,
         None,
     )
     .unwrap();
     let e = enrol(&req, now, &EnrolmentPolicy::default(), &store, &|_| false).unwrap_err();
-    assert!(matches!(e, EnrolError::Token(TokenRefusal::Unknown { .. })), "{e}");
+    assert!(
+        matches!(e, EnrolError::Token(TokenRefusal::Unknown { .. })),
+        "{e}"
+    );
 }
 
 #[test]
@@ -584,7 +751,14 @@ fn enrolment_without_key_possession_does_not_burn_the_token() {
     let victim = MemorySigner::generate_ed25519().unwrap();
     let attacker = MemorySigner::generate_ed25519().unwrap();
     // claims name the victim's key, signed by the attacker
-    let c = claims(&victim, HW, EnrolmentCredential::Token { token: token.clone() }, now);
+    let c = claims(
+        &victim,
+        HW,
+        EnrolmentCredential::Token {
+            token: token.clone(),
+        },
+        now,
+    );
     let req = EnrolmentRequest::sign(c, &attacker, None).unwrap();
     let req = EnrolmentRequest::from_bytes(&req.to_bytes().unwrap()).unwrap();
     let e = enrol(&req, now, &EnrolmentPolicy::default(), &store, &|_| false).unwrap_err();
@@ -606,7 +780,12 @@ fn token_group_scope_and_duplicate_enrolment_are_enforced() {
     store.insert(rec).unwrap();
     let key = MemorySigner::generate_ed25519().unwrap();
     // claims ask for fleet-a
-    let req = EnrolmentRequest::sign(claims(&key, HW, EnrolmentCredential::Token { token }, now), &key, None).unwrap();
+    let req = EnrolmentRequest::sign(
+        claims(&key, HW, EnrolmentCredential::Token { token }, now),
+        &key,
+        None,
+    )
+    .unwrap();
     let e = enrol(&req, now, &EnrolmentPolicy::default(), &store, &|_| false).unwrap_err();
     assert!(matches!(e, EnrolError::GroupMismatch { .. }), "{e}");
     let e = enrol(&req, now, &EnrolmentPolicy::default(), &store, &|_| true).unwrap_err();
@@ -633,14 +812,21 @@ fn factory_ca(name: &str) -> Factory {
 fn device_cert(f: &Factory, hw: &str) -> (Vec<u8>, MemorySigner) {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.distinguished_name.push(rcgen::DnType::CustomDnType(vec![2, 5, 4, 5]), hw);
-    p.distinguished_name.push(rcgen::DnType::CommonName, "device");
+    p.distinguished_name
+        .push(rcgen::DnType::CustomDnType(vec![2, 5, 4, 5]), hw);
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "device");
     let cert = p.signed_by(&key, &f.ca, &f.ca_key).unwrap();
     let signer = MemorySigner::from_pkcs8(KeyType::EcdsaP256, &key.serialize_der()).unwrap();
     (cert.der().to_vec(), signer)
 }
 
-fn factory_request(cert: &[u8], cert_key: &MemorySigner, hw: &str, now: chrono::DateTime<chrono::Utc>) -> (MemorySigner, EnrolmentRequest) {
+fn factory_request(
+    cert: &[u8],
+    cert_key: &MemorySigner,
+    hw: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> (MemorySigner, EnrolmentRequest) {
     use base64::Engine as _;
     let key = MemorySigner::generate_ed25519().unwrap();
     let chain = vec![base64::engine::general_purpose::STANDARD.encode(cert)];
@@ -693,9 +879,19 @@ fn factory_certificate_from_an_unknown_ca_is_refused() {
     let (_key, req) = factory_request(&cert, &ck, "SN-0001", now);
     let e = enrol(&req, now, &policy, &MemoryTokenStore::default(), &|_| false).unwrap_err();
     assert!(matches!(e, EnrolError::Certificate(_)), "{e}");
-    assert!(e.to_string().contains("does not chain to a configured manufacturer CA"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("does not chain to a configured manufacturer CA"),
+        "{e}"
+    );
     // no CA configured: factory enrolment disabled
-    let e = enrol(&req, now, &EnrolmentPolicy::default(), &MemoryTokenStore::default(), &|_| false)
-        .unwrap_err();
+    let e = enrol(
+        &req,
+        now,
+        &EnrolmentPolicy::default(),
+        &MemoryTokenStore::default(),
+        &|_| false,
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("no manufacturer CA"), "{e}");
 }

@@ -13,11 +13,26 @@ fn fleet(n: usize) -> Vec<DeviceView> {
     (0..n)
         .map(|i| DeviceView {
             // device ids have the shape of key ids
-            id: hex::encode(digest::digest(&digest::SHA256, format!("device-{i}").as_bytes())),
-            hardware_id: if i % 10 == 9 { "board-y".into() } else { "board-x".into() },
-            environment: if i % 5 == 4 { "staging".into() } else { "production".into() },
+            id: hex::encode(digest::digest(
+                &digest::SHA256,
+                format!("device-{i}").as_bytes(),
+            )),
+            hardware_id: if i % 10 == 9 {
+                "board-y".into()
+            } else {
+                "board-x".into()
+            },
+            environment: if i % 5 == 4 {
+                "staging".into()
+            } else {
+                "production".into()
+            },
             group: format!("g{}", i % 3),
-            tags: if i % 2 == 0 { ["even".to_owned()].into() } else { Default::default() },
+            tags: if i % 2 == 0 {
+                ["even".to_owned()].into()
+            } else {
+                Default::default()
+            },
             usable: true,
             installed: None,
         })
@@ -74,13 +89,24 @@ fn assigned(devs: &[DeviceView], p: &FleetPolicy, now: chrono::DateTime<Utc>) ->
 #[test]
 fn stage_shares_match_their_percentages_within_two_points() {
     let devs = fleet(1000);
-    let mut r = Rollout::new("r1", "seed-1", release(), Selector::default(), stages(), vec![]).unwrap();
+    let mut r = Rollout::new(
+        "r1",
+        "seed-1",
+        release(),
+        Selector::default(),
+        stages(),
+        vec![],
+    )
+    .unwrap();
     for (i, &share) in SHARES.iter().enumerate() {
         r.stage = i;
         let p = policy(r.clone());
         let n = assigned(&devs, &p, t0()).len() as f64 / devs.len() as f64;
         let want = f64::from(share) / f64::from(BUCKETS);
-        assert!((n - want).abs() <= 0.02, "stage {i}: share {n}, want {want}");
+        assert!(
+            (n - want).abs() <= 0.02,
+            "stage {i}: share {n}, want {want}"
+        );
     }
     // stages are nested: everyone in stage 1 is in stage 2
     r.stage = 1;
@@ -105,10 +131,15 @@ fn selector_limits_the_rollout() {
     assert!(!got.is_empty());
     for i in got {
         let d = &devs[i];
-        assert!(d.hardware_id == "board-x" && d.environment == "production" && d.tags.contains("even"));
+        assert!(
+            d.hardware_id == "board-x" && d.environment == "production" && d.tags.contains("even")
+        );
     }
     let only = devs[7].id.clone();
-    let sel = Selector { device_ids: Some([only.clone()].into()), ..Default::default() };
+    let sel = Selector {
+        device_ids: Some([only.clone()].into()),
+        ..Default::default()
+    };
     let mut r = Rollout::new("r", "s", release(), sel, stages(), vec![]).unwrap();
     r.stage = 3;
     assert_eq!(assigned(&devs, &policy(r), t0()), vec![7]);
@@ -117,24 +148,54 @@ fn selector_limits_the_rollout() {
 #[test]
 fn canary_gates_advance_on_success_and_pause_on_injected_failures() {
     let devs = fleet(1000);
-    let mut r = Rollout::new("r1", "seed-1", release(), Selector::default(), stages(), vec![]).unwrap();
+    let mut r = Rollout::new(
+        "r1",
+        "seed-1",
+        release(),
+        Selector::default(),
+        stages(),
+        vec![],
+    )
+    .unwrap();
     // healthy canary: every covered device reports success
     let covered = assigned(&devs, &policy(r.clone()), t0()).len() as u64;
     assert!(covered >= 5, "canary too small: {covered}");
-    let d = r.evaluate(&StageStats { successes: 2, failures: 0 });
-    assert!(matches!(d, GateDecision::Hold { .. }), "below min sample: {d:?}");
-    let d = r.evaluate(&StageStats { successes: covered, failures: 0 });
+    let d = r.evaluate(&StageStats {
+        successes: 2,
+        failures: 0,
+    });
+    assert!(
+        matches!(d, GateDecision::Hold { .. }),
+        "below min sample: {d:?}"
+    );
+    let d = r.evaluate(&StageStats {
+        successes: covered,
+        failures: 0,
+    });
     assert_eq!(d, GateDecision::Advance { to: 1 });
     r.apply(&d);
     assert_eq!(r.stage, 1);
 
     // a fresh rollout whose canary fails 30% of the time pauses at the canary
-    let mut bad = Rollout::new("r2", "seed-2", release(), Selector::default(), stages(), vec![]).unwrap();
+    let mut bad = Rollout::new(
+        "r2",
+        "seed-2",
+        release(),
+        Selector::default(),
+        stages(),
+        vec![],
+    )
+    .unwrap();
     let canary = assigned(&devs, &policy(bad.clone()), t0());
     let failures = (canary.len() as u64 * 3).div_ceil(10);
-    let stats = StageStats { successes: canary.len() as u64 - failures, failures };
+    let stats = StageStats {
+        successes: canary.len() as u64 - failures,
+        failures,
+    };
     let d = bad.evaluate(&stats);
-    let GateDecision::Pause { reason } = &d else { panic!("{d:?}") };
+    let GateDecision::Pause { reason } = &d else {
+        panic!("{d:?}")
+    };
     assert!(reason.contains("exceeds the limit"), "{reason}");
     bad.apply(&d);
     assert!(matches!(bad.state, RolloutState::Paused { .. }));
@@ -150,7 +211,10 @@ fn canary_gates_advance_on_success_and_pause_on_injected_failures() {
 
     // the last stage passing completes the rollout
     r.stage = 3;
-    let d = r.evaluate(&StageStats { successes: 100, failures: 1 });
+    let d = r.evaluate(&StageStats {
+        successes: 100,
+        failures: 1,
+    });
     assert_eq!(d, GateDecision::Complete);
     r.apply(&d);
     assert_eq!(assigned(&devs, &policy(r), t0()).len(), 1000);
@@ -172,7 +236,9 @@ fn outside_the_maintenance_window_a_device_gets_nothing() {
     assert!(assigned(&devs, &p, outside).is_empty());
     assert!(assigned(&devs, &p, edge).is_empty());
     match assign(&devs[0], &p, outside) {
-        Assignment::Nothing { reason } => assert!(reason.contains("maintenance window"), "{reason}"),
+        Assignment::Nothing { reason } => {
+            assert!(reason.contains("maintenance window"), "{reason}")
+        }
         other => panic!("{other:?}"),
     }
     // winter: CET (UTC+1): 02:30 Berlin = 01:30 UTC
@@ -192,16 +258,66 @@ fn same_seeds_give_same_buckets_and_seeds_reshuffle() {
     assert_ne!(a, c);
     // pinned value: the bucket function is part of the wire contract
     assert_eq!(bucket("seed", "device"), 8132); // u64_be(sha256("seed\0device")[..8]) % 10000
-    let r1 = Rollout::new("r", "seed-1", release(), Selector::default(), stages(), vec![]).unwrap();
-    let r2 = Rollout::new("r", "seed-1", release(), Selector::default(), stages(), vec![]).unwrap();
-    assert_eq!(assigned(&devs, &policy(r1), t0()), assigned(&devs, &policy(r2), t0()));
+    let r1 = Rollout::new(
+        "r",
+        "seed-1",
+        release(),
+        Selector::default(),
+        stages(),
+        vec![],
+    )
+    .unwrap();
+    let r2 = Rollout::new(
+        "r",
+        "seed-1",
+        release(),
+        Selector::default(),
+        stages(),
+        vec![],
+    )
+    .unwrap();
+    assert_eq!(
+        assigned(&devs, &policy(r1), t0()),
+        assigned(&devs, &policy(r2), t0())
+    );
 }
 
 #[test]
 fn stage_lists_are_checked() {
-    let s = |v: &[u32]| v.iter().map(|&share_bp| Stage { share_bp, gate: Gate::default() }).collect::<Vec<_>>();
+    let s = |v: &[u32]| {
+        v.iter()
+            .map(|&share_bp| Stage {
+                share_bp,
+                gate: Gate::default(),
+            })
+            .collect::<Vec<_>>()
+    };
     assert!(Rollout::new("r", "s", release(), Selector::default(), s(&[]), vec![]).is_err());
-    assert!(Rollout::new("r", "s", release(), Selector::default(), s(&[500, 500, 10_000]), vec![]).is_err());
-    assert!(Rollout::new("r", "s", release(), Selector::default(), s(&[500, 5_000]), vec![]).is_err());
-    assert!(Rollout::new("r", "s", release(), Selector::default(), s(&[500, 10_001]), vec![]).is_err());
+    assert!(Rollout::new(
+        "r",
+        "s",
+        release(),
+        Selector::default(),
+        s(&[500, 500, 10_000]),
+        vec![]
+    )
+    .is_err());
+    assert!(Rollout::new(
+        "r",
+        "s",
+        release(),
+        Selector::default(),
+        s(&[500, 5_000]),
+        vec![]
+    )
+    .is_err());
+    assert!(Rollout::new(
+        "r",
+        "s",
+        release(),
+        Selector::default(),
+        s(&[500, 10_001]),
+        vec![]
+    )
+    .is_err());
 }

@@ -13,7 +13,12 @@ pub fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 6, 1, 12, 0, 0).unwrap()
 }
 
-pub fn claims(key: &MemorySigner, hw: &str, cred: EnrolmentCredential, now: DateTime<Utc>) -> EnrolmentClaims {
+pub fn claims(
+    key: &MemorySigner,
+    hw: &str,
+    cred: EnrolmentCredential,
+    now: DateTime<Utc>,
+) -> EnrolmentClaims {
     EnrolmentClaims {
         type_: TYPE_ENROLMENT.into(),
         wire_version: WIRE_VERSION,
