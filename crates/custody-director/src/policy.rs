@@ -246,6 +246,20 @@ impl MaintenanceWindow {
                 detail: format!("must be in (0, 31 days], got {} s", duration.num_seconds()),
             });
         }
+        // A pattern that never fires (e.g. 31 February) would make every
+        // evaluation search to croner's year limit: refuse it up front.
+        let reference = DateTime::<Utc>::UNIX_EPOCH.with_timezone(&tz);
+        let fires = parsed
+            .find_next_occurrence(&reference, false)
+            .is_ok_and(|t| {
+                t.with_timezone(&Utc) < DateTime::<Utc>::UNIX_EPOCH + Duration::days(9 * 366)
+            });
+        if !fires {
+            return Err(PolicyError::Window {
+                field: "cron",
+                detail: format!("{cron:?} never fires (no occurrence within 9 years)"),
+            });
+        }
         Ok(MaintenanceWindow {
             cron_text: cron.to_owned(),
             cron: parsed,
@@ -494,7 +508,9 @@ impl Rollout {
         }
         match d {
             GateDecision::Hold { .. } => {}
-            GateDecision::Advance { to } => self.stage = (*to).min(self.stages.len() - 1),
+            GateDecision::Advance { to } => {
+                self.stage = (*to).min(self.stages.len().saturating_sub(1))
+            }
             GateDecision::Complete => self.state = RolloutState::Completed,
             GateDecision::Pause { reason } => {
                 self.state = RolloutState::Paused {

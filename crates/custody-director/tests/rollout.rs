@@ -245,6 +245,8 @@ fn outside_the_maintenance_window_a_device_gets_nothing() {
     let winter = Utc.with_ymd_and_hms(2026, 1, 15, 1, 30, 0).unwrap();
     assert_eq!(assigned(&devs, &p, winter).len(), 1000);
     assert!(MaintenanceWindow::new("not cron", "Europe/Berlin", Duration::hours(1)).is_err());
+    assert!(MaintenanceWindow::new("0 2 31 2 *", "UTC", Duration::hours(1)).is_err());
+    assert!(MaintenanceWindow::new("0 2 29 2 *", "UTC", Duration::hours(1)).is_ok());
     assert!(MaintenanceWindow::new("0 2 * * *", "Mars/Olympus", Duration::hours(1)).is_err());
 }
 

@@ -7,7 +7,10 @@ use custody_director::enrol::{verify_factory_identity, FactoryCas};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let now = Utc.timestamp_opt(1_700_000_000, 0).single().unwrap_or_default();
+    let now = Utc
+        .timestamp_opt(1_700_000_000, 0)
+        .single()
+        .unwrap_or_default();
     let chain: Vec<Vec<u8>> = data
         .windows(3)
         .position(|w| w == [0xff, 0x00, 0xff])

@@ -6,7 +6,12 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     if let Ok(r) = SignedRequest::from_bytes(data) {
         let _ = custody_director::request::request_message(
-            &r.method, &r.path, &r.device_id, r.timestamp, &r.nonce, &r.body,
+            &r.method,
+            &r.path,
+            &r.device_id,
+            r.timestamp,
+            &r.nonce,
+            &r.body,
         );
     }
 });
