@@ -895,3 +895,100 @@ fn factory_certificate_from_an_unknown_ca_is_refused() {
     .unwrap_err();
     assert!(e.to_string().contains("no manufacturer CA"), "{e}");
 }
+
+// ------------------------------------------------------------ wire boundary
+
+#[test]
+fn token_consume_is_single_use_under_concurrency() {
+    let now = t0();
+    let store = std::sync::Arc::new(MemoryTokenStore::default());
+    let (token, rec) = issue_token("fleet-a", None, now, Duration::hours(1)).unwrap();
+    store.insert(rec).unwrap();
+    let hash = custody_director::enrol::token_hash(&token);
+    let wins: usize = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                let hash = hash.clone();
+                s.spawn(move || usize::from(store.consume(&hash, now).unwrap().is_ok()))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(wins, 1);
+}
+
+#[test]
+fn wire_parsers_refuse_confusion_versions_unknown_fields_and_size() {
+    use custody_director::wire::{WireError, MAX_MANIFEST_BYTES};
+    let (k, a) = enrolled(HW);
+    let good = SignedManifest::sign(manifest(&a, 1, "app", 1), &k).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&good.to_bytes().unwrap()).unwrap();
+    let parse = |v: &serde_json::Value| SignedManifest::from_bytes(&serde_json::to_vec(v).unwrap());
+    // an enrolment's signed claims presented as a manifest (type confusion)
+    let mut t = v.clone();
+    t["signed"]["_type"] = "custody-enrolment".into();
+    let e = parse(&t).unwrap_err();
+    assert!(e.to_string().contains("_type"), "{e}");
+    // a future wire version
+    let mut t = v.clone();
+    t["signed"]["wire_version"] = 2.into();
+    let e = parse(&t).unwrap_err();
+    assert!(
+        matches!(e, WireError::Field { ref field, .. } if field == "wire_version"),
+        "{e}"
+    );
+    // a field this version does not know (would be signed but ignored)
+    let mut t = v.clone();
+    t["signed"]["priority"] = 1.into();
+    let e = parse(&t).unwrap_err();
+    assert!(e.to_string().contains("unknown field"), "{e}");
+    // duplicate keys (parser differential)
+    let dup = br#"{"signed":{"_type":"custody-manifest","_type":"x"},"signatures":[]}"#;
+    assert!(SignedManifest::from_bytes(dup)
+        .unwrap_err()
+        .to_string()
+        .contains("duplicate"));
+    // oversized
+    let big = vec![b' '; MAX_MANIFEST_BYTES + 1];
+    assert!(matches!(
+        SignedManifest::from_bytes(&big),
+        Err(WireError::TooLarge { .. })
+    ));
+    // headers: non-numeric timestamp, short nonce, newline in path
+    let id = a.id.clone();
+    let sig = "ab".repeat(32);
+    let nonce = "0".repeat(32);
+    assert!(SignedRequest::from_headers(&id, "12x", &nonce, &sig, "POST", "/a", vec![]).is_err());
+    assert!(SignedRequest::from_headers(&id, "12", "abcd", &sig, "POST", "/a", vec![]).is_err());
+    assert!(
+        SignedRequest::from_headers(&id, "12", &nonce, &sig, "POST", "/a\n/b", vec![]).is_err()
+    );
+    assert!(SignedRequest::from_headers("dev", "12", &nonce, &sig, "POST", "/a", vec![]).is_err());
+    SignedRequest::from_headers(&id, "12", &nonce, &sig, "POST", "/a?x=1", vec![]).unwrap();
+}
+
+#[test]
+fn request_for_another_device_record_is_refused() {
+    let (ka, _a) = enrolled(HW);
+    let (_kb, b) = enrolled(HW);
+    let r = sign_request(
+        &ka,
+        "POST",
+        "/x",
+        vec![],
+        t0(),
+        custody_director::request::fresh_nonce().unwrap(),
+    )
+    .unwrap();
+    let e = verify_device_request(
+        &b,
+        &r,
+        route("/x"),
+        t0(),
+        &RequestPolicy::default(),
+        &MemoryNonceCache::new(10),
+    )
+    .unwrap_err();
+    assert!(matches!(e, RequestError::WrongDevice { .. }), "{e}");
+}
