@@ -495,9 +495,7 @@ sources = [{{ repository = "{REPO}", refs = ["refs/heads/main"] }}]
 threshold = 1
 {}
 "#,
-        other
-            .toml_key("other")
-            .replace("[rule.signers.keys.other]", "[rule.signers.keys.other]")
+        other.toml_key("other")
     );
     let text =
         strict + &policy_toml(&[("ci", &ci)], 1).replace("allow_unattested = [\"docs/*\"]", "");
