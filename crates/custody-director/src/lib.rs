@@ -17,17 +17,27 @@
 //! | [`registry`] | the device record, status, re-attestation |
 //! | [`enrol`] | one-time tokens, factory X.509 identity, [`enrol::enrol`] |
 //! | [`director`] | per-device director metadata, [`verify_director_targets_for_device`] |
+//! | [`rollback`] | rollback authorisations (device and director verify them) |
 //! | [`policy`] | rollouts, stages, buckets, canary gates, windows, pins, anti-rollback, yanks |
+//!
+//! # Features
+//! `server` (default) adds [`enrol`] (rustls-webpki, x509-cert) and
+//! [`policy`] (croner, chrono-tz). A device agent uses
+//! `default-features = false`: wire types, request and manifest signing,
+//! the director binding check and rollback authorisation verification.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod director;
+#[cfg(feature = "server")]
 pub mod enrol;
 pub mod keys;
 pub mod manifest;
+#[cfg(feature = "server")]
 pub mod policy;
 pub mod registry;
 pub mod request;
+pub mod rollback;
 pub mod wire;
 
 pub use director::{verify_director_targets_for_device, DirectorError};
