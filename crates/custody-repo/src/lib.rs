@@ -27,6 +27,7 @@ pub mod fsutil;
 pub mod keyfile;
 pub mod keyring;
 pub mod keys;
+pub mod memsigner;
 pub mod passphrase;
 pub mod paths;
 pub mod pkcs11;

@@ -494,10 +494,18 @@ impl Repository {
         if self.dirty.contains("root") {
             out.push(("root".into(), checked_envelope_bytes("root", &self.root)?));
         }
-        for (role, env) in &self.targets {
-            if self.dirty.contains(role) {
-                out.push((role.clone(), checked_envelope_bytes(role, env)?));
-            }
+        let dirty_targets: Vec<(&String, &Envelope<Targets>)> = self
+            .targets
+            .iter()
+            .filter(|(role, _)| self.dirty.contains(*role))
+            .collect();
+        for ((role, _), bytes) in dirty_targets
+            .iter()
+            .zip(par_map(&dirty_targets, |(role, env)| {
+                checked_envelope_bytes(role, env)
+            }))
+        {
+            out.push(((*role).clone(), bytes?));
         }
         for (role, bytes) in [
             (
@@ -525,10 +533,15 @@ impl Repository {
         if self.lock.is_none() {
             self.lock = Some(lock_repo(&self.dir)?);
         }
+        // Each staged file was fsynced when staged; its directory entry is
+        // made durable by one fsync per directory after all renames.
+        let mut parents: BTreeSet<PathBuf> = BTreeSet::new();
         for (tmp, name) in std::mem::take(&mut self.pending_copies) {
             let dest = targets_dir.join(&name);
             let parent = dest.parent().unwrap_or(&targets_dir).to_owned();
-            std::fs::create_dir_all(&parent).map_err(io_err(&parent))?;
+            if !parents.contains(&parent) {
+                std::fs::create_dir_all(&parent).map_err(io_err(&parent))?;
+            }
             #[cfg(unix)]
             {
                 use std::os::unix::fs::PermissionsExt;
@@ -540,6 +553,9 @@ impl Repository {
                 path: dest.clone(),
                 source: e.error,
             })?;
+            parents.insert(parent);
+        }
+        for parent in parents {
             std::fs::File::open(&parent)
                 .and_then(|d| d.sync_all())
                 .map_err(io_err(&parent))?;
@@ -572,6 +588,9 @@ impl Repository {
         fsutil::write_replace(&cfg_path, &cfg).map_err(io_err(&cfg_path))?;
         self.flush_log()?;
         self.dirty.clear();
+        // What was saved is a finished version: the next change (same
+        // Repository value, library use) bumps again.
+        self.bumped.clear();
         self.new_root = false;
         Ok(())
     }
@@ -756,10 +775,22 @@ impl Repository {
             ring.ensure(id, loc.as_ref())?;
         }
         let msg = self.canonical_of(role)?;
+        self.sign_available_msg(role, &ids, &msg, ring)
+    }
+
+    /// [`Repository::sign_available`] with the role's key ids (already
+    /// ensured in `ring`) and canonical bytes computed by the caller.
+    fn sign_available_msg(
+        &mut self,
+        role: &str,
+        ids: &[String],
+        msg: &[u8],
+        ring: &KeyRing,
+    ) -> Result<Vec<String>, RepoError> {
         let mut new_sigs = Vec::new();
-        for id in &ids {
+        for id in ids {
             if let Some(signer) = ring.get(id) {
-                let sig = signer.sign(&msg)?;
+                let sig = signer.sign(msg)?;
                 new_sigs.push(Signature {
                     keyid: id.clone(),
                     sig: hex::encode(sig),
@@ -835,18 +866,7 @@ impl Repository {
         let info = self.role_keys(role)?;
         let msg = self.canonical_of(role)?;
         let sigs = self.signatures(role)?;
-        // ADAPTER (custody-tuf has no "report only" entry point): with a
-        // threshold of 0 verify_threshold never fails and returns the
-        // per-key report; the verdict below uses the real threshold.
-        let report = custody_tuf::verify_threshold(
-            role,
-            &info.delegator,
-            &msg,
-            sigs,
-            &info.keyids,
-            &info.keys,
-            0,
-        )?;
+        let report = custody_tuf::signature_report(role, &msg, sigs, &info.keyids, &info.keys)?;
         let mut threshold_met = custody_tuf::verify_threshold(
             role,
             &info.delegator,
@@ -866,14 +886,12 @@ impl Repository {
             let prev = self.previous_root()?;
             if let Some(prk) = prev.signed.roles.get("root") {
                 let delegator = format!("root v{}", prev.signed.version);
-                let prev_report = custody_tuf::verify_threshold(
+                let prev_report = custody_tuf::signature_report(
                     role,
-                    &delegator,
                     &msg,
                     sigs,
                     &prk.keyids,
                     &prev.signed.keys,
-                    0,
                 )?;
                 threshold_met &= custody_tuf::verify_threshold(
                     role,
@@ -1006,8 +1024,27 @@ impl Repository {
             .filter(|r| !["root", "snapshot", "timestamp"].contains(&r.as_str()))
             .cloned()
             .collect();
+        // Canonical bytes of every changed role in parallel (the expensive
+        // part for big roles), then sign each one (cheap, and the signers
+        // need not be thread-safe).
+        let mut keyids = Vec::with_capacity(changed.len());
         for role in &changed {
-            self.sign_available(role, ring)?;
+            let ids = self.signing_keyids(role)?;
+            for id in &ids {
+                let loc = self.config.keys.get(id).cloned();
+                ring.ensure(id, loc.as_ref())?;
+            }
+            keyids.push(ids);
+        }
+        let msgs = {
+            let envs = changed
+                .iter()
+                .map(|r| self.targets_env(r))
+                .collect::<Result<Vec<_>, _>>()?;
+            par_map(&envs, |env| canonical_signed("targets", env))
+        };
+        for ((role, ids), msg) in changed.iter().zip(&keyids).zip(msgs) {
+            self.sign_available_msg(role, ids, &msg?, ring)?;
         }
         self.refresh(ring, now)
     }
@@ -1317,15 +1354,7 @@ impl Repository {
                 }
             }
         }
-        let report = custody_tuf::verify_threshold(
-            role,
-            &info.delegator,
-            &staged,
-            &sigs,
-            &info.keyids,
-            &info.keys,
-            0,
-        )?;
+        let report = custody_tuf::signature_report(role, &staged, &sigs, &info.keyids, &info.keys)?;
         let good: Vec<Signature> = sigs
             .into_iter()
             .filter(|s| {
@@ -1769,6 +1798,20 @@ impl Repository {
         let top_name = trusted.remote_filename("targets").map_err(refuse)?;
         trusted.update_targets(&top, now).map_err(refuse)?;
         files.insert(top_name, PublishFile::Bytes(top));
+        // Serialize every delegated role in parallel up front; verification
+        // below is sequential (each role is checked against its delegator).
+        let delegated: Vec<(&String, &Envelope<Targets>)> = self
+            .targets
+            .iter()
+            .filter(|(r, _)| r.as_str() != "targets")
+            .collect();
+        let mut serialized: BTreeMap<&str, Vec<u8>> = BTreeMap::new();
+        for ((role, _), bytes) in delegated
+            .iter()
+            .zip(par_map(&delegated, |(_, env)| envelope_bytes(env)))
+        {
+            serialized.insert(role.as_str(), bytes?);
+        }
         // Delegated roles, breadth first from targets, each verified against
         // the delegator that lists it.
         let mut queue: std::collections::VecDeque<(String, String)> =
@@ -1786,7 +1829,10 @@ impl Repository {
                     "role {role} is delegated by {delegator} but has no metadata"
                 )));
             };
-            let bytes = envelope_bytes(env)?;
+            let bytes = match serialized.get(role.as_str()) {
+                Some(b) => b.clone(),
+                None => envelope_bytes(env)?,
+            };
             let name = trusted.remote_filename(&role).map_err(refuse)?;
             trusted
                 .update_delegated_targets(&bytes, &role, &delegator, now)
@@ -1826,8 +1872,18 @@ impl Repository {
     /// a mix. The previous tree is kept (readers may still be in it); older
     /// ones are removed.
     pub fn publish(&mut self, out: &Path, now: DateTime<Utc>) -> Result<PathBuf, RepoError> {
+        Ok(self.publish_with_stats(out, now)?.generation)
+    }
+
+    /// [`Repository::publish`], also reporting what was written and what
+    /// was reused (hard-linked) from the previous generation.
+    pub fn publish_with_stats(
+        &mut self,
+        out: &Path,
+        now: DateTime<Utc>,
+    ) -> Result<PublishStats, RepoError> {
         let files = self.build_publish_set(now)?;
-        let gen = publish_tree(out, &files, self.timestamp.signed.version)?;
+        let stats = publish_tree(out, &files, self.timestamp.signed.version)?;
         self.log_event(
             now,
             "publish",
@@ -1839,7 +1895,62 @@ impl Repository {
             }),
         );
         self.flush_log()?;
-        Ok(gen)
+        Ok(stats)
+    }
+}
+
+/// What one publish did on disk.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PublishStats {
+    /// the new generation directory (`out` now points at it)
+    pub generation: PathBuf,
+    /// files whose bytes were written (new or changed metadata, targets
+    /// that could not be hard-linked)
+    pub files_written: Vec<String>,
+    /// bytes written
+    pub bytes_written: u64,
+    /// files hard-linked from the previous generation (identical bytes) or
+    /// from the staging area (target contents)
+    pub files_linked: usize,
+}
+
+/// `items.map(f)` on up to `available_parallelism` threads (in order).
+/// Coarse chunks with `std::thread::scope`: used for canonicalising and
+/// serializing many roles (hash bins), where each item is a sizeable, equal
+/// piece of work; not worth a thread-pool dependency.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    if threads < 2 || items.len() < 2 {
+        return items.iter().map(f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|c| scope.spawn(move || c.iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        let mut out = Vec::with_capacity(items.len());
+        for h in handles {
+            match h.join() {
+                Ok(part) => out.extend(part),
+                // A panic in `f` is a bug; re-raise it on this thread.
+                Err(p) => std::panic::resume_unwind(p),
+            }
+        }
+        out
+    })
+}
+
+/// Whether `prev` holds exactly `bytes` (length first, then content).
+fn same_file_bytes(prev: &Path, bytes: &[u8]) -> bool {
+    match std::fs::metadata(prev) {
+        Ok(m) if m.is_file() && m.len() == bytes.len() as u64 => {
+            std::fs::read(prev).map(|b| b == bytes).unwrap_or(false)
+        }
+        _ => false,
     }
 }
 
@@ -1856,7 +1967,7 @@ fn publish_tree(
     out: &Path,
     files: &BTreeMap<String, PublishFile>,
     ts_version: u64,
-) -> Result<PathBuf, RepoError> {
+) -> Result<PublishStats, RepoError> {
     let name = out
         .file_name()
         .and_then(|n| n.to_str())
@@ -1882,6 +1993,15 @@ fn publish_tree(
         .prefix(&format!("{ts_version}-"))
         .tempdir_in(&gens)
         .map_err(io_err(&gens))?;
+    // The generation `out` points at now: files with identical bytes are
+    // hard-linked from it instead of written again (generations are never
+    // modified in place, so sharing inodes is safe). With hash bins this
+    // makes a one-target change write one bin, snapshot and timestamp.
+    let previous_gen = std::fs::read_link(out)
+        .ok()
+        .map(|l| if l.is_absolute() { l } else { parent.join(l) })
+        .filter(|p| p.is_dir());
+    let mut stats = PublishStats::default();
     for (rel, f) in files {
         let dest = tmp.path().join(rel);
         if let Some(p) = dest.parent() {
@@ -1889,13 +2009,25 @@ fn publish_tree(
         }
         match f {
             PublishFile::Bytes(b) => {
+                if let Some(prev) = previous_gen.as_ref().map(|g| g.join(rel)) {
+                    if same_file_bytes(&prev, b) && std::fs::hard_link(&prev, &dest).is_ok() {
+                        stats.files_linked += 1;
+                        continue;
+                    }
+                }
                 let mut fh = std::fs::File::create(&dest).map_err(io_err(&dest))?;
                 fh.write_all(b).map_err(io_err(&dest))?;
                 fh.sync_all().map_err(io_err(&dest))?;
+                stats.files_written.push(rel.clone());
+                stats.bytes_written += b.len() as u64;
             }
             PublishFile::Copy(src) => {
-                if std::fs::hard_link(src, &dest).is_err() {
-                    std::fs::copy(src, &dest).map_err(io_err(&dest))?;
+                if std::fs::hard_link(src, &dest).is_ok() {
+                    stats.files_linked += 1;
+                } else {
+                    let n = std::fs::copy(src, &dest).map_err(io_err(&dest))?;
+                    stats.files_written.push(rel.clone());
+                    stats.bytes_written += n;
                 }
             }
         }
@@ -1938,7 +2070,8 @@ fn publish_tree(
             }
         }
     }
-    Ok(gen_dir)
+    stats.generation = gen_dir;
+    Ok(stats)
 }
 
 /// Sign metadata `bytes` (read from `from`) with the loaded keys `keyids`,

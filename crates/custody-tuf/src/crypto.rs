@@ -217,17 +217,18 @@ pub struct SignatureReport {
     pub skipped: Vec<(String, String)>,
 }
 
-/// Verify that `threshold` distinct keys among `keyids` (looked up in
-/// `keys`) signed `msg`. `role` is the signed role, `delegator` the role
-/// whose keys are used; both appear in errors.
-pub fn verify_threshold(
+/// Report which of `keyids` (looked up in `keys`) validly signed `msg`,
+/// without a threshold verdict: the same code [`verify_threshold`] runs.
+/// Each distinct public key is counted once (`counted`); further key ids
+/// naming an already counted key land in `duplicate_keys`. A signatures
+/// array that repeats a key id is malformed and refused
+/// ([`Error::DuplicateSignatureKeyId`]).
+pub fn signature_report(
     role: &str,
-    delegator: &str,
     msg: &[u8],
     signatures: &[Signature],
     keyids: &[String],
     keys: &BTreeMap<String, Key>,
-    threshold: u64,
 ) -> Result<SignatureReport> {
     // Spec, "Metadata format": a key id MUST be unique in the signatures
     // array. Repeats never add to the threshold below, but a document that
@@ -280,7 +281,23 @@ pub fn verify_threshold(
             report.duplicate_keys.push(keyid.clone());
         }
     }
-    let valid = counted_keys.len() as u64;
+    Ok(report)
+}
+
+/// Verify that `threshold` distinct keys among `keyids` (looked up in
+/// `keys`) signed `msg`. `role` is the signed role, `delegator` the role
+/// whose keys are used; both appear in errors.
+pub fn verify_threshold(
+    role: &str,
+    delegator: &str,
+    msg: &[u8],
+    signatures: &[Signature],
+    keyids: &[String],
+    keys: &BTreeMap<String, Key>,
+    threshold: u64,
+) -> Result<SignatureReport> {
+    let report = signature_report(role, msg, signatures, keyids, keys)?;
+    let valid = report.counted.len() as u64;
     if valid < threshold {
         let mut detail = String::new();
         if !report.invalid.is_empty() {

@@ -87,7 +87,8 @@ pub mod trusted;
 pub mod verify;
 
 pub use crypto::{
-    verify_hashes, verify_threshold, Algorithm, HashAlgorithm, PublicKey, SignatureReport,
+    signature_report, verify_hashes, verify_threshold, Algorithm, HashAlgorithm, PublicKey,
+    SignatureReport,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use limits::{
