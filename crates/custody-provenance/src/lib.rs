@@ -355,11 +355,21 @@ fn check_rule(
     // Signatures first: nothing in the payload is looked at before it is
     // authenticated.
     let msg = env.signed_bytes();
-    let counted: Vec<String> = keys
-        .iter()
-        .filter(|k| env.signatures.iter().any(|s| k.key.verify(&msg, &s.sig)))
-        .map(|k| k.keyid.clone())
-        .collect();
+    // A signature that verified under one rule key is not tried again for
+    // the others (it cannot make a second key count; this only saves work).
+    let mut used = vec![false; env.signatures.len()];
+    let mut counted: Vec<String> = Vec::new();
+    for k in keys {
+        let hit = env
+            .signatures
+            .iter()
+            .zip(used.iter_mut())
+            .find(|(s, u)| !**u && k.key.verify(&msg, &s.sig));
+        if let Some((_, u)) = hit {
+            *u = true;
+            counted.push(k.keyid.clone());
+        }
+    }
     let valid = counted.len() as u64;
     if valid < rule.signers.threshold {
         return Err(Reason::Threshold {

@@ -31,7 +31,12 @@ fn python() -> PathBuf {
 }
 
 fn run(cmd: &mut Command) -> Vec<u8> {
-    let out = cmd.output().expect("spawn");
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!(
+            "cannot run {:?} ({e}); the interop tests need python (./scripts/test) and the openssl CLI (apt-get install openssl)",
+            cmd.get_program()
+        )
+    });
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}",
