@@ -52,6 +52,27 @@ fn release(name: &str, rc: u64) -> Release {
     }
 }
 
+/// Process CPU time (user + system, all threads).
+fn cpu() -> f64 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    getrusage(UsageWho::RUSAGE_SELF)
+        .map(|u| {
+            let tv = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 * 1e-6;
+            tv(u.user_time()) + tv(u.system_time())
+        })
+        .unwrap_or(0.0)
+}
+
+/// Run `f` `n` times; (wall ops/s, CPU µs per op).
+fn measure(n: usize, mut f: impl FnMut()) -> (f64, f64) {
+    let (w, c) = (Instant::now(), cpu());
+    for _ in 0..n {
+        f();
+    }
+    let (wall, cpu_s) = (w.elapsed().as_secs_f64(), cpu() - c);
+    (n as f64 / wall, cpu_s * 1e6 / n as f64)
+}
+
 fn main() {
     let now = Utc
         .with_ymd_and_hms(2026, 6, 1, 0, 30, 0)
@@ -233,8 +254,9 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5usize);
-    let run = |threads: usize, with_request: bool| -> f64 {
+    let run = |threads: usize, with_request: bool| -> (f64, f64) {
         let start = Instant::now();
+        let c0 = cpu();
         let mut total = 0usize;
         for _ in 0..rounds {
             let cache = MemoryNonceCache::new(4 * n_dev);
@@ -258,7 +280,7 @@ fn main() {
         }
         let n = (rounds * devs.len()) as f64;
         std::hint::black_box(total);
-        n / start.elapsed().as_secs_f64()
+        (n / start.elapsed().as_secs_f64(), (cpu() - c0) * 1e6 / n)
     };
 
     // cached path: only the timestamp is re-signed
@@ -272,51 +294,131 @@ fn main() {
         &cfg,
     )
     .expect("md");
-    let ts_rate = {
-        let n = 20_000;
-        let start = Instant::now();
-        for _ in 0..n {
-            std::hint::black_box(
-                refresh_timestamp(online, &md.snapshot, &md.state, now, &cfg).expect("ts"),
-            );
-        }
-        f64::from(n) / start.elapsed().as_secs_f64()
-    };
-
-    // raw Ed25519 ceiling (ring)
-    let (sign_rate, verify_rate) = {
-        let k = MemorySigner::generate_ed25519().expect("k");
-        let pk = custody_tuf::PublicKey::from_key(k.key()).expect("pk");
-        let msg = [7u8; 300];
-        let n = 20_000;
-        let t = Instant::now();
-        let mut sig = Vec::new();
-        for _ in 0..n {
-            sig = k.sign(std::hint::black_box(&msg)).expect("sign");
-        }
-        let s = f64::from(n) / t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        for _ in 0..n {
-            assert!(pk.verify(std::hint::black_box(&msg), &sig));
-        }
-        (s, f64::from(n) / t.elapsed().as_secs_f64())
-    };
+    let n = 5_000;
+    let d0 = &devs[0];
+    let parsed = SignedManifest::from_bytes(&d0.manifest).expect("parse");
+    let view = DeviceView::new(&d0.rec, Some(&parsed.signed), now, &reatt);
+    let assigned = assign(&view, &policy, now);
+    let targets: Vec<_> = assigned.director_target().into_iter().collect();
+    let k = MemorySigner::generate_ed25519().expect("k");
+    let pk = custody_tuf::PublicKey::from_key(k.key()).expect("pk");
+    let msg = [7u8; 300];
+    let sig = k.sign(&msg).expect("sign");
+    let steps: Vec<(&str, (f64, f64))> = vec![
+        (
+            "raw ed25519 sign (ring)",
+            measure(n, || {
+                std::hint::black_box(k.sign(std::hint::black_box(&msg)).expect("sign"));
+            }),
+        ),
+        (
+            "raw ed25519 verify (ring)",
+            measure(n, || {
+                assert!(pk.verify(std::hint::black_box(&msg), &sig));
+            }),
+        ),
+        (
+            "parse manifest bytes",
+            measure(n, || {
+                std::hint::black_box(SignedManifest::from_bytes(&d0.manifest).expect("parse"));
+            }),
+        ),
+        (
+            "verify_manifest",
+            measure(n, || {
+                std::hint::black_box(
+                    verify_manifest(&d0.rec, &parsed, Some(1), now, &reatt).expect("v"),
+                );
+            }),
+        ),
+        (
+            "verify_device_request",
+            measure(n, || {
+                let cache = MemoryNonceCache::new(4);
+                let route = Route {
+                    method: "POST",
+                    path: "/api/v1/device/checkin",
+                    purpose: Purpose::Normal,
+                };
+                verify_device_request(
+                    &d0.rec,
+                    &d0.request,
+                    route,
+                    now,
+                    &RequestPolicy::default(),
+                    &cache,
+                )
+                .expect("r");
+            }),
+        ),
+        (
+            "assign (3 rollouts, windows, yank)",
+            measure(n, || {
+                std::hint::black_box(assign(&view, &policy, now));
+            }),
+        ),
+        (
+            "build targets+snapshot+timestamp",
+            measure(n, || {
+                std::hint::black_box(
+                    build_director_metadata(
+                        signers(),
+                        &d0.rec.id,
+                        "board-x",
+                        &targets,
+                        &DeviceDirectorState::default(),
+                        now,
+                        &cfg,
+                    )
+                    .expect("b"),
+                );
+            }),
+        ),
+        (
+            "refresh_timestamp only",
+            measure(n, || {
+                std::hint::black_box(
+                    refresh_timestamp(online, &md.snapshot, &md.state, now, &cfg).expect("ts"),
+                );
+            }),
+        ),
+    ];
 
     println!(
         "custody-director check-in bench ({} devices x {rounds} rounds)",
         devs.len()
     );
-    println!("raw ed25519 (ring), 1 thread: sign {sign_rate:>9.0}/s   verify {verify_rate:>9.0}/s");
+    println!("CPU µs are process user+sys time per operation: on this shared machine wall time");
+    println!("mostly measures other jobs; capacity = 2 cores / CPU cost.");
     println!(
-        "  ceiling for 1 verify + 3 signs per check-in, 1 thread: {:>9.0}/s",
-        1.0 / (1.0 / verify_rate + 3.0 / sign_rate)
+        "{:<38} {:>10} {:>10}",
+        "step (1 thread)", "wall op/s", "CPU µs"
     );
-    println!("timestamp-only re-sign (cached assignment), 1 thread: {ts_rate:>9.0}/s");
-    for threads in [1, 2] {
-        let a = run(threads, false);
-        let b = run(threads, true);
-        println!(
-            "check-in, {threads} thread(s): manifest verify + assign + sign targets/snapshot/timestamp {a:>8.0}/s;  + signed request {b:>8.0}/s"
-        );
+    for (name, (rate, us)) in &steps {
+        println!("{name:<38} {rate:>10.0} {us:>10.1}");
     }
+    let us = |name: &str| steps.iter().find(|s| s.0 == name).map_or(0.0, |s| s.1 .1);
+    let ceiling = us("raw ed25519 verify (ring)") + 3.0 * us("raw ed25519 sign (ring)");
+    println!(
+        "ed25519 ceiling, 1 verify + 3 signs: {ceiling:.1} CPU µs = {:.0} check-ins/s on 2 cores",
+        2e6 / ceiling
+    );
+    for threads in [1, 2] {
+        for (label, with_request) in [("full", false), ("full + signed request", true)] {
+            let (rate, us) = run(threads, with_request);
+            println!(
+                "check-in {label:<22} {threads} thread(s): wall {rate:>7.0}/s, CPU {us:>6.1} µs => {:>6.0}/s on 2 cores",
+                2e6 / us
+            );
+        }
+    }
+    let cached = us("verify_device_request")
+        + us("parse manifest bytes")
+        + us("verify_manifest")
+        + us("assign (3 rollouts, windows, yank)")
+        + us("refresh_timestamp only");
+    println!(
+        "cached check-in (request + manifest verify + assign + timestamp re-sign, sum of steps): {cached:.1} CPU µs => {:.0}/s on 2 cores",
+        2e6 / cached
+    );
 }
