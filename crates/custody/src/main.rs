@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod client;
+mod demo;
 mod key;
 mod repo;
 mod serve;
@@ -30,6 +31,10 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the whole trust chain on this machine, narrated: repository,
+    /// server, two devices that verify, install and commit, and a tampered
+    /// payload refused.
+    Demo(demo::DemoArgs),
     /// TUF client: initialise trust, refresh metadata, download verified targets.
     Client(client::ClientArgs),
     /// Signing keys: generate encrypted key files, show key ids (files and PKCS#11 tokens).
@@ -53,6 +58,7 @@ fn main() -> ExitCode {
     };
     init_tracing();
     let result = match cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::Client(args) => client::run(args),
         Command::Key(args) => key::run(args),
         Command::Repo(args) => repo::run(args),
