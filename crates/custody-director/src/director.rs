@@ -168,6 +168,18 @@ pub enum DirectorError {
         /// the metadata's hardware id
         found_hardware: String,
     },
+    /// director and image repository disagree on a target
+    #[error("target {target:?}: director and image repository disagree on {field}: director {director}, image repository {image}")]
+    ImageMismatch {
+        /// target path
+        target: String,
+        /// `length` or `hashes`
+        field: &'static str,
+        /// director's value
+        director: String,
+        /// image repository's value
+        image: String,
+    },
     /// a target entry is bound to another device or lacks its binding
     #[error(
         "director targets: target {target:?}: custom.{field} is {found:?}, expected {expected:?}"
@@ -409,12 +421,65 @@ pub fn build_director_root(
 }
 
 /// What a device learns from its verified director targets.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BoundTarget {
     /// target path
     pub name: String,
     /// release counter
     pub release_counter: u64,
+    /// length the director signed
+    pub length: u64,
+    /// hashes the director signed
+    pub hashes: Hashes,
+    /// a rollback authorisation, when the director assigns a downgrade (the
+    /// device verifies it with its provisioned rollback keys)
+    pub rollback_authorization: Option<Value>,
+}
+
+impl BoundTarget {
+    /// Uptane's "both repositories agree": the image repository's entry for
+    /// this path must have the same length, share at least one hash
+    /// algorithm with the director's entry, and match on every shared one.
+    pub fn agrees_with_image(&self, image: &TargetFile) -> Result<(), DirectorError> {
+        let mismatch =
+            |field: &'static str, expected: String, found: String| DirectorError::ImageMismatch {
+                target: self.name.clone(),
+                field,
+                director: expected,
+                image: found,
+            };
+        if image.length != self.length {
+            return Err(mismatch(
+                "length",
+                self.length.to_string(),
+                image.length.to_string(),
+            ));
+        }
+        let mut shared = 0;
+        for (alg, d) in &self.hashes {
+            if let Some(i) = image.hashes.get(alg) {
+                if !d.eq_ignore_ascii_case(i) {
+                    return Err(mismatch(
+                        "hashes",
+                        format!("{alg}:{d}"),
+                        format!("{alg}:{i}"),
+                    ));
+                }
+                shared += 1;
+            }
+        }
+        if shared == 0 {
+            return Err(mismatch(
+                "hashes",
+                format!("{:?}", self.hashes.keys().collect::<Vec<_>>()),
+                format!(
+                    "{:?} (no algorithm in common)",
+                    image.hashes.keys().collect::<Vec<_>>()
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Device side: after custody-tuf verified `targets` (signatures, version,
@@ -475,6 +540,9 @@ pub fn verify_director_targets_for_device(
         out.push(BoundTarget {
             name: name.clone(),
             release_counter: rc,
+            length: t.length,
+            hashes: t.hashes.clone(),
+            rollback_authorization: custom.get("rollback_authorization").cloned(),
         });
     }
     Ok(out)

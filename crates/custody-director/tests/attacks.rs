@@ -992,3 +992,52 @@ fn request_for_another_device_record_is_refused() {
     .unwrap_err();
     assert!(matches!(e, RequestError::WrongDevice { .. }), "{e}");
 }
+
+#[test]
+fn director_and_image_repository_must_agree() {
+    let d = director();
+    let (_k, a) = enrolled(HW);
+    let md = build_director_metadata(
+        signers(&d),
+        &a.id,
+        HW,
+        &[target("app", 1)],
+        &DeviceDirectorState::default(),
+        t0(),
+        &DirectorConfig::default(),
+    )
+    .unwrap();
+    let bound = device_refresh(&d.root, &md, t0(), &a.id, HW).unwrap();
+    let image = |len: u64, h: &str| -> custody_tuf::TargetFile {
+        serde_json::from_value(serde_json::json!({"length": len, "hashes": {"sha256": h}})).unwrap()
+    };
+    bound[0]
+        .agrees_with_image(&image(3, &"cd".repeat(32)))
+        .unwrap();
+    let e = bound[0]
+        .agrees_with_image(&image(4, &"cd".repeat(32)))
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            DirectorError::ImageMismatch {
+                field: "length",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = bound[0]
+        .agrees_with_image(&image(3, &"ce".repeat(32)))
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            DirectorError::ImageMismatch {
+                field: "hashes",
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
