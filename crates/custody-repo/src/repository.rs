@@ -150,6 +150,9 @@ pub struct Repository {
     bumped: BTreeSet<String>,
     new_root: bool,
     pending_copies: Vec<(tempfile::NamedTempFile, String)>,
+    /// staged target files whose data was not fsynced one by one (bulk
+    /// adds): `save` syncs the whole file system once before any metadata
+    pending_unsynced: bool,
     lock: Option<std::fs::File>,
     pending_removals: Vec<String>,
     log: Vec<serde_json::Value>,
@@ -417,6 +420,7 @@ impl Repository {
             bumped: TOP_LEVEL_ROLES.iter().map(|r| r.to_string()).collect(),
             new_root: true,
             pending_copies: vec![],
+            pending_unsynced: false,
             pending_removals: vec![],
             log: vec![],
             lock: None,
@@ -479,6 +483,7 @@ impl Repository {
             bumped: BTreeSet::new(),
             new_root: false,
             pending_copies: vec![],
+            pending_unsynced: false,
             pending_removals: vec![],
             log: vec![],
             lock: Some(lock),
@@ -555,10 +560,17 @@ impl Repository {
             })?;
             parents.insert(parent);
         }
-        for parent in parents {
-            std::fs::File::open(&parent)
-                .and_then(|d| d.sync_all())
-                .map_err(io_err(&parent))?;
+        if std::mem::take(&mut self.pending_unsynced) {
+            // Bulk add: one syncfs makes every staged file's data and every
+            // rename durable, instead of one fsync per file, and before any
+            // metadata naming them is written.
+            bulk_sync(&targets_dir)?;
+        } else {
+            for parent in parents {
+                std::fs::File::open(&parent)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io_err(&parent))?;
+            }
         }
         for name in std::mem::take(&mut self.pending_removals) {
             let p = targets_dir.join(&name);
@@ -571,16 +583,29 @@ impl Repository {
         // Order: root (and its history file), targets roles, snapshot,
         // timestamp last, so a crash mid-way never leaves a timestamp that
         // points at a snapshot not yet written.
+        let mut writes: Vec<(PathBuf, &[u8])> = Vec::new();
         for (role, bytes) in &out {
             if role == "root" {
                 let hist = meta_dir.join(custody_tuf::metadata_filename(
                     "root",
                     Some(self.root.signed.version),
                 ));
-                fsutil::write_replace(&hist, bytes).map_err(io_err(&hist))?;
+                writes.push((hist, bytes));
             }
-            let p = meta_dir.join(custody_tuf::metadata_filename(role, None));
-            fsutil::write_replace(&p, bytes).map_err(io_err(&p))?;
+            writes.push((
+                meta_dir.join(custody_tuf::metadata_filename(role, None)),
+                bytes,
+            ));
+        }
+        if writes.len() > BULK_FILES {
+            // Many roles (hash bins): write every temp file, one syncfs,
+            // then the renames in order, the timestamp's after a directory
+            // fsync of all the others.
+            write_replace_bulk(&meta_dir, &writes)?;
+        } else {
+            for (p, bytes) in &writes {
+                fsutil::write_replace(p, bytes).map_err(io_err(p))?;
+            }
         }
         let cfg = serde_json::to_vec_pretty(&self.config)
             .map_err(|e| RepoError::Invalid(format!("serializing config: {e}")))?;
@@ -1200,9 +1225,14 @@ impl Repository {
             )));
         }
         let mut added = Vec::new();
+        // Many files: skip the per-file fsync, `save` syncs once (syncfs).
+        let sync_each = files.len() <= BULK_FILES;
+        if !sync_each {
+            self.pending_unsynced = true;
+        }
         for (file, target) in files {
             validate_target_path(&target)?;
-            let (staged, length, sha256) = self.stage_file(&file)?;
+            let (staged, length, sha256) = self.stage_file(&file, sync_each)?;
             let role = self.role_for_path(&target);
             self.bump(&role, now)?;
             let env = self.targets.get_mut(&role).ok_or_else(|| RepoError::Role {
@@ -1232,7 +1262,11 @@ impl Repository {
     /// directory, hashing while copying, so the staged bytes are exactly the
     /// hashed bytes (no window for the source to change) and memory use is
     /// constant. The temp file disappears if the command fails before save.
-    fn stage_file(&self, src: &Path) -> Result<(tempfile::NamedTempFile, u64, String), RepoError> {
+    fn stage_file(
+        &self,
+        src: &Path,
+        sync: bool,
+    ) -> Result<(tempfile::NamedTempFile, u64, String), RepoError> {
         use std::io::Read;
         let tdir = self.dir.join(TARGETS_DIR);
         let mut tmp = tempfile::Builder::new()
@@ -1253,7 +1287,9 @@ impl Repository {
             tmp.write_all(chunk).map_err(io_err(tmp.path()))?;
             len += n as u64;
         }
-        tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
+        if sync {
+            tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
+        }
         Ok((tmp, len, hex::encode(ctx.finish().as_ref())))
     }
 
@@ -1944,6 +1980,81 @@ fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> 
     })
 }
 
+/// Above this many files, `add_targets` stages without one fsync per file
+/// and `save` syncs the file system once.
+const BULK_FILES: usize = 64;
+
+/// Replace many files in `dir` (in order; the last one, the timestamp when
+/// present, becomes visible only after all others are durable).
+fn write_replace_bulk(dir: &Path, writes: &[(PathBuf, &[u8])]) -> Result<(), RepoError> {
+    let mut temps = Vec::with_capacity(writes.len());
+    for (path, bytes) in writes {
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".custody-tmp-")
+            .tempfile_in(dir)
+            .map_err(io_err(dir))?;
+        tmp.write_all(bytes).map_err(io_err(path))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))
+                .map_err(io_err(path))?;
+        }
+        temps.push((tmp, path));
+    }
+    bulk_sync(dir)?;
+    let sync_dir = || {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(dir))
+    };
+    let last = temps.pop();
+    for (tmp, path) in temps {
+        tmp.persist(path).map_err(|e| RepoError::Io {
+            path: path.clone(),
+            source: e.error,
+        })?;
+    }
+    sync_dir()?;
+    if let Some((tmp, path)) = last {
+        tmp.persist(path).map_err(|e| RepoError::Io {
+            path: path.clone(),
+            source: e.error,
+        })?;
+        sync_dir()?;
+    }
+    Ok(())
+}
+
+/// Make everything written under `dir` durable with one `syncfs(2)` (Linux);
+/// elsewhere `sync(2)`-less fallback: fsync every file under `dir`.
+fn bulk_sync(dir: &Path) -> Result<(), RepoError> {
+    let d = std::fs::File::open(dir).map_err(io_err(dir))?;
+    #[cfg(target_os = "linux")]
+    {
+        nix::unistd::syncfs(&d).map_err(|e| RepoError::Io {
+            path: dir.to_owned(),
+            source: std::io::Error::from(e),
+        })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        fn fsync_tree(p: &Path) -> std::io::Result<()> {
+            for e in std::fs::read_dir(p)? {
+                let e = e?;
+                if e.file_type()?.is_dir() {
+                    fsync_tree(&e.path())?;
+                }
+                std::fs::File::open(e.path())?.sync_all()?;
+            }
+            Ok(())
+        }
+        fsync_tree(dir).map_err(io_err(dir))?;
+        d.sync_all().map_err(io_err(dir))
+    }
+}
+
 /// Whether `prev` holds exactly `bytes` (length first, then content).
 fn same_file_bytes(prev: &Path, bytes: &[u8]) -> bool {
     match std::fs::metadata(prev) {
@@ -2002,6 +2113,8 @@ fn publish_tree(
         .map(|l| if l.is_absolute() { l } else { parent.join(l) })
         .filter(|p| p.is_dir());
     let mut stats = PublishStats::default();
+    // Many files: no fsync per file, one syncfs before the switch.
+    let bulk = files.len() > BULK_FILES;
     for (rel, f) in files {
         let dest = tmp.path().join(rel);
         if let Some(p) = dest.parent() {
@@ -2017,7 +2130,9 @@ fn publish_tree(
                 }
                 let mut fh = std::fs::File::create(&dest).map_err(io_err(&dest))?;
                 fh.write_all(b).map_err(io_err(&dest))?;
-                fh.sync_all().map_err(io_err(&dest))?;
+                if !bulk {
+                    fh.sync_all().map_err(io_err(&dest))?;
+                }
                 stats.files_written.push(rel.clone());
                 stats.bytes_written += b.len() as u64;
             }
@@ -2031,6 +2146,9 @@ fn publish_tree(
                 }
             }
         }
+    }
+    if bulk {
+        bulk_sync(tmp.path())?;
     }
     let gen_dir = tmp.keep();
     #[cfg(unix)]
