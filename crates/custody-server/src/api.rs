@@ -20,6 +20,7 @@ use crate::auth::credential::{self, PresentedCredential};
 use crate::auth::oidc::OidcError;
 use crate::auth::token::{self, Claims};
 use crate::auth::Caller;
+use crate::authoring::{AuthoringError, PublishOutcome, RoleSigState, WantedTarget};
 use crate::blobs::{random_hex, Sha256Hex};
 use crate::error::{ApiError, ErrorBody};
 use crate::scope::{validate_repo_name, validate_role_name, Scope, ScopeKind, ScopeSet};
@@ -91,6 +92,8 @@ pub fn router() -> Router<Arc<AppState>> {
             "/api/v1/repos/{repo}/yanks",
             post(yank_target).get(list_yanks),
         )
+        .route("/api/v1/repos/{repo}", post(create_repo))
+        .route("/api/v1/repos/{repo}/roles/{role}", get(get_role))
         .route("/api/v1/repos/{repo}/publish", post(publish))
         .route("/api/v1/repos/{repo}/publishes", get(list_publishes))
         .route(
@@ -768,15 +771,189 @@ async fn list_yanks(
 
 // ------------------------------------------------------ publish and sign
 
-const PUBLISH_PENDING: &str = "publishing is not available yet: it needs custody-repo \
-    (TUF metadata authoring and the signer backends), which is not wired into the server. \
-    Staged targets, blobs and yank requests are kept and will be used by the first publish \
-    once it lands.";
+fn authoring_error(e: AuthoringError) -> ApiError {
+    match e {
+        AuthoringError::NoRepo(_) => ApiError::not_found(e.to_string()),
+        AuthoringError::Exists(_) | AuthoringError::Busy { .. } => {
+            ApiError::conflict(e.to_string())
+        }
+        AuthoringError::Unsigned { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "signatures_missing", e.to_string())
+        }
+        AuthoringError::Invalid(_) => ApiError::bad_request(e.to_string()),
+        AuthoringError::Repo { .. } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "repository_rejected",
+            e.to_string(),
+        ),
+        AuthoringError::Host(_) | AuthoringError::Io { .. } => {
+            tracing::error!(error = %e, "authoring failed");
+            ApiError::internal(e.to_string())
+        }
+    }
+}
+
+/// Runs blocking authoring work on the blocking pool, one at a time per
+/// server process (the repository file lock covers other processes).
+async fn authoring<T: Send + 'static>(
+    st: &Arc<AppState>,
+    f: impl FnOnce(&AppState) -> Result<T, AuthoringError> + Send + 'static,
+) -> ApiResult<T> {
+    let _guard = st.authoring.lock.lock().await;
+    let st2 = Arc::clone(st);
+    tokio::task::spawn_blocking(move || f(&st2))
+        .await
+        .map_err(|e| ApiError::internal(format!("authoring task failed: {e}")))?
+        .map_err(authoring_error)
+}
+
+/// Keys and threshold of an offline role.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OfflineRole {
+    /// TUF public key objects (`keytype`, `scheme`, `keyval`).
+    #[schema(value_type = Vec<Object>)]
+    pub keys: Vec<serde_json::Value>,
+    pub threshold: u64,
+}
+
+/// A new hosted repository: the server creates its online snapshot and
+/// timestamp keys; root and targets keys stay offline.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRepo {
+    pub root: OfflineRole,
+    pub targets: OfflineRole,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreatedRepo {
+    pub repo: String,
+    /// role → key id of the server's online key
+    pub online_keys: std::collections::BTreeMap<String, String>,
+    /// roles that need offline signatures before the first publish
+    pub unsigned_roles: Vec<String>,
+}
+
+fn parse_keys(
+    role: &str,
+    keys: &[serde_json::Value],
+) -> ApiResult<Vec<custody_repo::TufPublicKey>> {
+    if keys.is_empty() || keys.len() > 100 {
+        return Err(ApiError::bad_request(format!(
+            "{role}.keys must list 1..=100 public keys, got {}",
+            keys.len()
+        )));
+    }
+    keys.iter()
+        .enumerate()
+        .map(|(i, k)| {
+            serde_json::from_value(k.clone()).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "{role}.keys[{i}] is not a TUF public key (keytype, scheme, keyval): {e}"
+                ))
+            })
+        })
+        .collect()
+}
+
+#[utoipa::path(post, path = "/api/v1/repos/{repo}", tag = "publish",
+    security(("bearer" = [])), params(("repo" = String, Path)), request_body = CreateRepo,
+    responses((status = 201, body = CreatedRepo), (status = 409, body = ErrorBody)))]
+async fn create_repo(
+    State(st): St,
+    caller: Caller,
+    Path(repo): Path<String>,
+    body: Result<Json<CreateRepo>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<CreatedRepo>)> {
+    repo_param(&repo)?;
+    st.authorize(&caller, fleet_admin(), "repo.create", Some(&repo))
+        .await?;
+    let req = json_body(body)?;
+    let root = (parse_keys("root", &req.root.keys)?, req.root.threshold);
+    let targets = (
+        parse_keys("targets", &req.targets.keys)?,
+        req.targets.threshold,
+    );
+    let r = repo.clone();
+    let result = authoring(&st, move |s| {
+        s.authoring.create(&r, root, targets, chrono::Utc::now())
+    })
+    .await;
+    let online_keys = match result {
+        Ok(k) => k,
+        Err(e) => {
+            st.audit(
+                &caller,
+                "repo.create",
+                Some(&repo),
+                None,
+                "failed",
+                &e.to_string(),
+            )
+            .await?;
+            return Err(e);
+        }
+    };
+    st.audit(
+        &caller,
+        "repo.create",
+        Some(&repo),
+        None,
+        "ok",
+        &format!("online keys {online_keys:?}"),
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedRepo {
+            repo,
+            online_keys,
+            unsigned_roles: vec!["root".into(), "targets".into()],
+        }),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/repos/{repo}/roles/{role}", tag = "publish",
+    security(("bearer" = [])), params(("repo" = String, Path), ("role" = String, Path)),
+    responses((status = 200, description = "the staged (draft) metadata of the role, to sign offline"),
+              (status = 404, body = ErrorBody)))]
+async fn get_role(
+    State(st): St,
+    caller: Caller,
+    Path((repo, role)): Path<(String, String)>,
+) -> ApiResult<(HeaderMap, Vec<u8>)> {
+    repo_param(&repo)?;
+    validate_role_name(&role).map_err(ApiError::bad_request)?;
+    st.authorize_read(&caller, &repo, "role.read").await?;
+    let (r, ro) = (repo.clone(), role.clone());
+    let bytes = authoring(&st, move |s| s.authoring.export_role(&r, &ro)).await?;
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    Ok((h, bytes))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PublishResponse {
+    /// server publish counter (`Storage::next_publish_version`)
+    pub version: i64,
+    #[serde(flatten)]
+    pub outcome: PublishOutcome,
+}
 
 #[utoipa::path(post, path = "/api/v1/repos/{repo}/publish", tag = "publish",
     security(("bearer" = [])), params(("repo" = String, Path)),
-    responses((status = 501, body = ErrorBody, description = "not wired to custody-repo yet")))]
-async fn publish(State(st): St, caller: Caller, Path(repo): Path<String>) -> ApiResult<StatusCode> {
+    responses((status = 200, body = PublishResponse),
+              (status = 409, body = ErrorBody, description = "targets need offline signatures (names the missing key ids); the draft is kept"),
+              (status = 422, body = ErrorBody, description = "custody-repo or custody-tuf refused the repository")))]
+async fn publish(
+    State(st): St,
+    caller: Caller,
+    Path(repo): Path<String>,
+) -> ApiResult<Json<PublishResponse>> {
     repo_param(&repo)?;
     st.authorize(
         &caller,
@@ -785,16 +962,97 @@ async fn publish(State(st): St, caller: Caller, Path(repo): Path<String>) -> Api
         None,
     )
     .await?;
+    let staged = st.storage.list_staged(&repo).await?;
+    let yanks = st.storage.list_yanks(&repo).await?;
+    // A yank wins over a staging that is not newer than it; staging the
+    // target again after the yank brings it back.
+    let yanked_at = |name: &str| {
+        yanks
+            .iter()
+            .filter(|y| y.target == name)
+            .map(|y| y.requested_at)
+            .max()
+    };
+    let mut wanted = Vec::new();
+    for t in &staged {
+        if yanked_at(&t.name).is_some_and(|at| at >= t.staged_at) {
+            continue;
+        }
+        let hash = Sha256Hex::parse(&t.blob_sha256)
+            .map_err(|e| ApiError::internal(format!("staged target {:?}: {e}", t.name)))?;
+        let blob = st.blobs.local_path(&hash).ok_or_else(|| {
+            ApiError::internal("the blob store has no local files; publishing needs them")
+        })?;
+        let custom = match &t.custom {
+            serde_json::Value::Object(m) if m.is_empty() => None,
+            v => Some(v.clone()),
+        };
+        wanted.push(WantedTarget {
+            name: t.name.clone(),
+            blob,
+            sha256: t.blob_sha256.clone(),
+            length: u64::try_from(t.length).unwrap_or(0),
+            custom,
+        });
+    }
+    let mut yanked: Vec<String> = yanks
+        .iter()
+        .filter(|y| {
+            !staged
+                .iter()
+                .any(|t| t.name == y.target && t.staged_at > y.requested_at)
+        })
+        .map(|y| y.target.clone())
+        .collect();
+    yanked.sort();
+    yanked.dedup();
+    let r = repo.clone();
+    let result = authoring(&st, move |s| {
+        s.authoring
+            .publish(&r, &wanted, &yanked, &s.hosting, chrono::Utc::now())
+    })
+    .await;
+    let outcome = match result {
+        Ok(o) => o,
+        Err(e) => {
+            let outcome = if e.code == "signatures_missing" {
+                "pending_signatures"
+            } else {
+                "failed"
+            };
+            st.audit(
+                &caller,
+                "repo.publish",
+                Some(&repo),
+                None,
+                outcome,
+                &e.message,
+            )
+            .await?;
+            return Err(e);
+        }
+    };
+    let version = st
+        .storage
+        .next_publish_version(&repo, caller.identity(), now())
+        .await?;
     st.audit(
         &caller,
         "repo.publish",
         Some(&repo),
         None,
-        "not_implemented",
-        "",
+        "ok",
+        &format!(
+            "publish {version}: targets v{}, snapshot v{}, timestamp v{}; added {:?}; removed {:?}",
+            outcome.targets_version,
+            outcome.snapshot_version,
+            outcome.timestamp_version,
+            outcome.added,
+            outcome.removed
+        ),
     )
     .await?;
-    Err(ApiError::not_implemented(PUBLISH_PENDING))
+    Ok(Json(PublishResponse { version, outcome }))
 }
 
 #[utoipa::path(get, path = "/api/v1/repos/{repo}/publishes", tag = "publish",
@@ -810,14 +1068,26 @@ async fn list_publishes(
     Ok(Json(st.storage.list_publishes(&repo).await?))
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SignResponse {
+    /// key ids whose signatures verified and were merged
+    pub merged: Vec<String>,
+    pub role: RoleSigState,
+    /// set when this signature completed the draft and it went live
+    pub published: Option<PublishResponse>,
+}
+
 #[utoipa::path(post, path = "/api/v1/repos/{repo}/roles/{role}/signatures", tag = "publish",
     security(("bearer" = [])), params(("repo" = String, Path), ("role" = String, Path)),
-    responses((status = 501, body = ErrorBody, description = "not wired to custody-repo yet")))]
+    request_body(content = Object, description = "a signed copy of the staged role metadata (GET …/roles/{role}) carrying the new signatures"),
+    responses((status = 200, body = SignResponse),
+              (status = 422, body = ErrorBody, description = "content differs from the draft, or no signature verifies")))]
 async fn sign_role(
     State(st): St,
     caller: Caller,
     Path((repo, role)): Path<(String, String)>,
-) -> ApiResult<StatusCode> {
+    body: bytes::Bytes,
+) -> ApiResult<Json<SignResponse>> {
     repo_param(&repo)?;
     validate_role_name(&role).map_err(ApiError::bad_request)?;
     st.authorize(
@@ -827,19 +1097,68 @@ async fn sign_role(
         Some(&role),
     )
     .await?;
+    let (r, ro) = (repo.clone(), role.clone());
+    let result = authoring(&st, move |s| {
+        s.authoring
+            .merge_signatures(&r, &ro, &body, &s.hosting, chrono::Utc::now())
+    })
+    .await;
+    let (merged, state, live) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            st.audit(
+                &caller,
+                "role.sign",
+                Some(&repo),
+                Some(&role),
+                "rejected",
+                &e.message,
+            )
+            .await?;
+            return Err(e);
+        }
+    };
     st.audit(
         &caller,
         "role.sign",
         Some(&repo),
         Some(&role),
-        "not_implemented",
-        "",
+        "ok",
+        &format!(
+            "merged signatures by {merged:?}; {} of {} (threshold met: {})",
+            state.signed_by.len(),
+            state.threshold,
+            state.threshold_met
+        ),
     )
     .await?;
-    Err(ApiError::not_implemented(
-        "signature submission is not available yet: it needs custody-repo (signature merge \
-         into role metadata), which is not wired into the server",
-    ))
+    let published = match live {
+        Some(outcome) => {
+            let version = st
+                .storage
+                .next_publish_version(&repo, caller.identity(), now())
+                .await?;
+            st.audit(
+                &caller,
+                "repo.publish",
+                Some(&repo),
+                None,
+                "ok",
+                &format!(
+                    "publish {version} on signature of {role}: targets v{}, snapshot v{}, timestamp v{}",
+                    outcome.targets_version, outcome.snapshot_version, outcome.timestamp_version
+                ),
+            )
+            .await?;
+            Some(PublishResponse { version, outcome })
+        }
+        None => None,
+    };
+    Ok(Json(SignResponse {
+        merged,
+        role: state,
+        published,
+    }))
 }
 
 // ----------------------------------------------------------------- audit
@@ -904,11 +1223,12 @@ impl Modify for BearerAuth {
                         Every call except POST /api/v1/token needs a bearer token."),
     paths(mint_token, revoke_own_token, whoami, create_credential, list_credentials,
           rotate_credential, revoke_credential, upload_blob, get_blob, list_blobs,
-          stage_target, get_staged, list_staged, yank_target, list_yanks, publish,
+          stage_target, get_staged, list_staged, yank_target, list_yanks, create_repo, get_role, publish,
           list_publishes, sign_role, list_audit),
     components(schemas(ErrorBody, TokenRequest, TokenResponse, WhoAmI, CreateCredential,
                        CredentialSecret, CredentialRecord, BlobRecord, StageTarget, StagedTarget,
-                       YankRequest, YankRecord, PublishRecord, AuditRecord)),
+                       YankRequest, YankRecord, PublishRecord, AuditRecord, OfflineRole, CreateRepo,
+                       CreatedRepo, PublishResponse, PublishOutcome, SignResponse, RoleSigState)),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;

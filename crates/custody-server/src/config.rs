@@ -67,6 +67,9 @@ pub struct ServerConfig {
     /// Token-signing key file (32+ random bytes). Default: a key kept in the
     /// database, shared by every replica that uses the same database.
     pub token_key_file: Option<PathBuf>,
+    /// File holding the passphrase of the online (snapshot, timestamp) key
+    /// files. Default: the `CUSTODY_KEY_PASSPHRASE` environment variable.
+    pub key_passphrase_file: Option<PathBuf>,
     /// CI identity providers whose OIDC ID tokens may be exchanged.
     pub oidc: Vec<OidcProviderConfig>,
 }
@@ -87,6 +90,7 @@ impl Default for ServerConfig {
             metadata_cache_total_bytes: 64 << 20,
             header_read_timeout_seconds: 20,
             token_key_file: None,
+            key_passphrase_file: None,
             oidc: Vec::new(),
         }
     }

@@ -553,6 +553,9 @@ impl GenerationBuilder {
     pub fn write_metadata(&self, name: &str, bytes: &[u8]) -> Result<(), HostError> {
         check_segment(name)?;
         let path = self.tmp.join("metadata").join(name);
+        // The file may be a hard link into the live generation
+        // (inherit_current): unlink first, never truncate a served inode.
+        let _ = std::fs::remove_file(&path);
         write_file_synced(&path, bytes).map_err(self.io("write metadata", &path))
     }
 
@@ -588,6 +591,7 @@ impl GenerationBuilder {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(self.io("create directory", parent))?;
         }
+        let _ = std::fs::remove_file(&path);
         write_file_synced(&path, bytes).map_err(self.io("write target", &path))
     }
 

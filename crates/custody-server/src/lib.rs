@@ -4,6 +4,8 @@
 //!   with strong ETags, single-range requests, immutable/no-cache headers
 //!   and atomic generation switches; small metadata from memory.
 //! - [`api`]: the admin API under `/api/v1` with its OpenAPI document.
+//! - [`authoring`]: server-side TUF repositories (custody-repo): drafts,
+//!   online snapshot/timestamp keys, signature merge, publish into hosting.
 //! - [`auth`]: bootstrap credentials, OIDC workload identity, short-lived
 //!   scoped tokens, separation of duties, audit.
 //! - [`storage`]: one async trait, SQLite (default) and PostgreSQL.
@@ -13,6 +15,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod authoring;
 pub mod blobs;
 pub mod config;
 pub mod error;

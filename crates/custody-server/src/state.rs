@@ -9,6 +9,7 @@ use ring::rand::SecureRandom;
 use crate::auth::credential;
 use crate::auth::oidc::OidcVerifier;
 use crate::auth::token::{TokenError, TokenKeys};
+use crate::authoring::{Authoring, AuthoringError};
 use crate::blobs::{BlobError, BlobStore, LocalBlobStore};
 use crate::config::{ConfigError, ServerConfig};
 use crate::hosting::Hosting;
@@ -36,6 +37,8 @@ pub enum StartError {
         op: &'static str,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Authoring(#[from] AuthoringError),
     #[error("TLS: {0}")]
     Tls(String),
     #[error("the OS random number generator failed")]
@@ -57,6 +60,7 @@ pub struct AppState {
     pub storage: Arc<dyn Storage>,
     pub blobs: Arc<dyn BlobStore>,
     pub hosting: Hosting,
+    pub authoring: Authoring,
     pub tokens: TokenKeys,
     pub oidc: OidcVerifier,
     pub metrics: Metrics,
@@ -150,12 +154,14 @@ impl AppState {
             config.metadata_cache_file_bytes,
             config.metadata_cache_total_bytes,
         );
+        let authoring = Authoring::new(&data, config.key_passphrase_file.as_deref())?;
         let oidc = OidcVerifier::new(&config.oidc);
         let state = AppState {
             config,
             storage,
             blobs,
             hosting,
+            authoring,
             tokens,
             oidc,
             metrics: Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?,

@@ -1,5 +1,5 @@
 //! Admin API behaviour: blob upload (streaming, size limit, hash check),
-//! blob listing, staging, yanks, and the 501 publish/sign stubs.
+//! blob listing, staging, yanks, and publish/sign before a repository exists.
 
 mod common;
 
@@ -178,14 +178,14 @@ async fn upload_stage_yank_and_stubs() {
     let r = s.api("GET", "/api/v1/repos/App/blobs", &t, None).await;
     assert_eq!(r.status, 400);
 
-    // publish and sign: authorised callers get an explicit 501
+    // publish and sign before the repository is created: 404 naming it
     let p = s
         .credential("publisher", &["repo:publish@app", "role:sign:targets@app"])
         .await;
     let pt = s.token(&p, None).await;
     let r = s.api("POST", "/api/v1/repos/app/publish", &pt, None).await;
-    assert_eq!(r.status, 501);
-    assert_eq!(r.json()["error"], "not_implemented");
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(r.text().contains("create it first"), "{}", r.text());
     let r = s
         .api(
             "POST",
@@ -194,7 +194,7 @@ async fn upload_stage_yank_and_stubs() {
             None,
         )
         .await;
-    assert_eq!(r.status, 501);
+    assert_eq!(r.status, 404);
     let r = s.api("GET", "/api/v1/repos/app/publishes", &pt, None).await;
     assert_eq!(r.json(), json!([]));
 }

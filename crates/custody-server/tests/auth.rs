@@ -128,15 +128,15 @@ async fn each_scope_is_denied_outside_its_grant() {
             );
         }
     }
-    // Publish and sign are guarded, then answer 501 until custody-repo is wired.
+    // Publish is guarded; authorised, it names the missing repository.
     let publisher = s.credential("publisher", &["repo:publish@app"]).await;
     let t = s.token(&publisher, None).await;
     let r = s.api("POST", "/api/v1/repos/app/publish", &t, None).await;
-    assert_eq!(r.status, 501);
+    assert_eq!(r.status, 404);
     assert!(r.json()["message"]
         .as_str()
         .unwrap()
-        .contains("custody-repo"));
+        .contains("does not exist"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,459 @@
+//! Server-side TUF repository authoring: one `custody-repo` repository per
+//! hosted repository under `<data-dir>/authoring/<repo>/`, online snapshot
+//! and timestamp keys under `<data-dir>/keys/<repo>/` (encrypted PKCS#8, the
+//! passphrase from `CUSTODY_KEY_PASSPHRASE`), publishing into [`Hosting`].
+//!
+//! The server never holds root or targets keys: those roles are drafted
+//! here and signed offline, the signatures arriving through the sign
+//! endpoint ([`merge_signatures`]), where custody-tuf checks each one. A
+//! publish whose targets role is under threshold is kept as a draft and goes
+//! live when the last missing signature is merged.
+//!
+//! Every function here is blocking (file system, signing): callers run
+//! them on the blocking pool while holding [`Authoring::lock`], and
+//! `Repository::open` takes the repository's file lock (another process or
+//! replica working on it gives [`AuthoringError::Busy`]).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use custody_repo::keyring::{KeyLocation, KeyRing};
+use custody_repo::passphrase::SecretSource;
+use custody_repo::policy::ExpiryPolicy;
+use custody_repo::repository::{InitOptions, PublishFile, RoleInit};
+use custody_repo::{KeyType, RepoError, Repository, TufPublicKey};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::hosting::{HostError, Hosting};
+
+/// Environment variable holding the passphrase of the online key files.
+pub const KEY_PASSPHRASE_ENV: &str = "CUSTODY_KEY_PASSPHRASE";
+
+/// Committed hosting generations kept per repository (the newest ones).
+const KEEP_GENERATIONS: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthoringError {
+    #[error(
+        "repository {0:?} does not exist on this server; create it first (POST /api/v1/repos/{0})"
+    )]
+    NoRepo(String),
+    #[error("repository {0:?} already exists")]
+    Exists(String),
+    #[error("repository {repo:?} is busy: {detail}")]
+    Busy { repo: String, detail: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error(
+        "role {role} of repository {repo:?} is under threshold ({have} of {threshold} valid signatures); missing signatures by key ids {missing:?}; the draft is kept: sign it through POST /api/v1/repos/{repo}/roles/{role}/signatures"
+    )]
+    Unsigned {
+        repo: String,
+        role: String,
+        threshold: u64,
+        have: usize,
+        missing: Vec<String>,
+    },
+    #[error("repository {repo:?}: {source}")]
+    Repo {
+        repo: String,
+        #[source]
+        source: RepoError,
+    },
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error("{path}: {op}: {source}")]
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        source: std::io::Error,
+    },
+}
+
+fn repo_err(repo: &str) -> impl FnOnce(RepoError) -> AuthoringError + '_ {
+    move |source| {
+        let text = source.to_string();
+        if text.contains("lock") && text.contains("is held") {
+            AuthoringError::Busy {
+                repo: repo.to_owned(),
+                detail: text,
+            }
+        } else {
+            AuthoringError::Repo {
+                repo: repo.to_owned(),
+                source,
+            }
+        }
+    }
+}
+
+/// One target a publish should list.
+#[derive(Debug, Clone)]
+pub struct WantedTarget {
+    pub name: String,
+    pub blob: PathBuf,
+    pub sha256: String,
+    pub length: u64,
+    pub custom: Option<serde_json::Value>,
+}
+
+/// What a publish or a signature merge changed and whether it went live.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PublishOutcome {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub targets_version: u64,
+    pub snapshot_version: u64,
+    pub timestamp_version: u64,
+    /// hosting generation id, when the repository went live
+    pub generation: Option<String>,
+}
+
+/// Signature state of a role after a merge.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RoleSigState {
+    pub role: String,
+    pub version: u64,
+    pub threshold: u64,
+    pub signed_by: Vec<String>,
+    pub missing: Vec<String>,
+    pub threshold_met: bool,
+}
+
+pub struct Authoring {
+    dir: PathBuf,
+    keys_dir: PathBuf,
+    passphrase: SecretSource,
+    /// Serialises authoring within this process (the file lock inside
+    /// `Repository::open` serialises across processes).
+    pub lock: tokio::sync::Mutex<()>,
+}
+
+fn io<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> AuthoringError + 'a {
+    move |source| AuthoringError::Io {
+        path: path.to_owned(),
+        op,
+        source,
+    }
+}
+
+impl Authoring {
+    /// `passphrase_file`: where the online key passphrase is read from
+    /// (default: the `CUSTODY_KEY_PASSPHRASE` environment variable).
+    pub fn new(
+        data_dir: &Path,
+        passphrase_file: Option<&Path>,
+    ) -> Result<Authoring, AuthoringError> {
+        let dir = data_dir.join("authoring");
+        let keys_dir = data_dir.join("keys");
+        std::fs::create_dir_all(&dir).map_err(io(&dir, "create directory"))?;
+        std::fs::create_dir_all(&keys_dir).map_err(io(&keys_dir, "create directory"))?;
+        let passphrase = match passphrase_file {
+            Some(p) => SecretSource::File(p.to_owned()),
+            None => SecretSource::Env(KEY_PASSPHRASE_ENV.into()),
+        };
+        Ok(Authoring {
+            dir,
+            keys_dir,
+            passphrase,
+            lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn keyring(&self) -> KeyRing {
+        KeyRing::new(self.passphrase.clone())
+    }
+
+    fn repo_dir(&self, repo: &str) -> PathBuf {
+        self.dir.join(repo)
+    }
+
+    pub fn exists(&self, repo: &str) -> bool {
+        self.repo_dir(repo)
+            .join(custody_repo::repository::CONFIG_FILE)
+            .is_file()
+    }
+
+    fn open(&self, repo: &str) -> Result<Repository, AuthoringError> {
+        if !self.exists(repo) {
+            return Err(AuthoringError::NoRepo(repo.to_owned()));
+        }
+        Repository::open(&self.repo_dir(repo)).map_err(repo_err(repo))
+    }
+
+    /// Creates the repository: fresh online snapshot and timestamp keys
+    /// (key files under `keys/<repo>/`), root and targets keys given as
+    /// public keys only (offline). Root and targets version 1 stay unsigned
+    /// until their offline keys sign them through the sign endpoint.
+    pub fn create(
+        &self,
+        repo: &str,
+        root: (Vec<TufPublicKey>, u64),
+        targets: (Vec<TufPublicKey>, u64),
+        now: DateTime<Utc>,
+    ) -> Result<BTreeMap<String, String>, AuthoringError> {
+        let dir = self.repo_dir(repo);
+        if self.exists(repo) {
+            return Err(AuthoringError::Exists(repo.to_owned()));
+        }
+        let pass = self
+            .passphrase
+            .read("passphrase for the server's online keys", false)
+            .map_err(|e| {
+                AuthoringError::Invalid(format!(
+                    "the server has no passphrase for its online keys (set {KEY_PASSPHRASE_ENV} or key_passphrase_file): {e}"
+                ))
+            })?;
+        if pass.is_empty() {
+            return Err(AuthoringError::Invalid(format!(
+                "{KEY_PASSPHRASE_ENV} is empty; online key files must be encrypted"
+            )));
+        }
+        let kdir = self.keys_dir.join(repo);
+        std::fs::create_dir_all(&kdir).map_err(io(&kdir, "create directory"))?;
+        let mut ring = self.keyring();
+        let mut roles = BTreeMap::new();
+        let mut online = BTreeMap::new();
+        for role in ["snapshot", "timestamp"] {
+            // A leftover key of an earlier failed creation is replaced: it
+            // was never listed in any published root.
+            let path = kdir.join(format!("{role}.pem"));
+            let _ = std::fs::remove_file(&path);
+            let signer = custody_repo::keyfile::generate(&path, KeyType::Ed25519, pass.as_bytes())
+                .map_err(|e| repo_err(repo)(RepoError::from(e)))?;
+            let key = custody_repo::Signer::key(&signer).clone();
+            let id = custody_repo::Signer::keyid(&signer).to_owned();
+            online.insert(role.to_owned(), id.clone());
+            ring.add(Box::new(signer));
+            roles.insert(
+                role.to_owned(),
+                RoleInit {
+                    keys: vec![(key, id, KeyLocation::File { path })],
+                    threshold: 1,
+                },
+            );
+        }
+        for (role, (keys, threshold)) in [("root", root), ("targets", targets)] {
+            let mut list = Vec::new();
+            for k in keys {
+                let id = custody_repo::keys::keyid(&k)
+                    .map_err(|e| repo_err(repo)(RepoError::from(e)))?;
+                list.push((k, id, KeyLocation::Offline));
+            }
+            roles.insert(
+                role.to_owned(),
+                RoleInit {
+                    keys: list,
+                    threshold,
+                },
+            );
+        }
+        let opts = InitOptions {
+            roles,
+            expiry: ExpiryPolicy::default(),
+            consistent_snapshot: true,
+            allow_shared_keys: false,
+        };
+        if dir.exists() {
+            // A half-created directory from an earlier failed attempt (no
+            // config file, so never opened): start over.
+            std::fs::remove_dir_all(&dir).map_err(io(&dir, "remove incomplete repository"))?;
+        }
+        let mut r = Repository::init(&dir, opts, &mut ring, now).map_err(repo_err(repo))?;
+        r.save().map_err(repo_err(repo))?;
+        Ok(online)
+    }
+
+    /// The staged bytes of `role` (what offline signers sign).
+    pub fn export_role(&self, repo: &str, role: &str) -> Result<Vec<u8>, AuthoringError> {
+        let r = self.open(repo)?;
+        r.export_role(role).map_err(repo_err(repo))
+    }
+
+    /// Applies the wanted targets (adding new or changed ones, removing
+    /// yanked ones), refreshes snapshot and timestamp with the online keys,
+    /// saves, and goes live if every role is at threshold.
+    pub fn publish(
+        &self,
+        repo: &str,
+        wanted: &[WantedTarget],
+        yanked: &[String],
+        hosting: &Hosting,
+        now: DateTime<Utc>,
+    ) -> Result<PublishOutcome, AuthoringError> {
+        let mut r = self.open(repo)?;
+        let mut ring = self.keyring();
+        let mut added = Vec::new();
+        let mut removed = Vec::new();
+        for t in wanted {
+            let role = r.role_for_path(&t.name);
+            let present = r
+                .targets_role(&role)
+                .and_then(|env| env.signed.targets.get(&t.name))
+                .map(|tf| {
+                    tf.length == t.length
+                        && tf.hashes.get("sha256") == Some(&t.sha256)
+                        && tf.custom == t.custom
+                })
+                .unwrap_or(false);
+            if present {
+                continue;
+            }
+            r.add_targets(&t.blob, Some(&t.name), t.custom.clone(), &mut ring, now)
+                .map_err(repo_err(repo))?;
+            added.push(t.name.clone());
+        }
+        for name in yanked {
+            let listed = r.targets_roles().iter().any(|role| {
+                r.targets_role(role)
+                    .is_some_and(|env| env.signed.targets.contains_key(name))
+            });
+            if listed {
+                r.remove_target(name, &mut ring, now)
+                    .map_err(repo_err(repo))?;
+                removed.push(name.clone());
+            }
+        }
+        // New snapshot and timestamp with the online keys, also when no
+        // target changed (a publish then renews their expiry).
+        r.refresh(&mut ring, now).map_err(repo_err(repo))?;
+        r.save().map_err(repo_err(repo))?;
+        self.go_live(repo, &r, added, removed, hosting, now)
+    }
+
+    /// Merges the signatures of `bytes` (a signed copy of the staged
+    /// `role`) and goes live when nothing is under threshold any more.
+    pub fn merge_signatures(
+        &self,
+        repo: &str,
+        role: &str,
+        bytes: &[u8],
+        hosting: &Hosting,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<String>, RoleSigState, Option<PublishOutcome>), AuthoringError> {
+        let mut r = self.open(repo)?;
+        let mut ring = self.keyring();
+        let from = PathBuf::from(format!("<request body: signed {role}>"));
+        let merged = r
+            .merge_signatures(role, bytes, &from, &mut ring, now)
+            .map_err(repo_err(repo))?;
+        r.save().map_err(repo_err(repo))?;
+        let st = r.role_status(role, now).map_err(repo_err(repo))?;
+        let state = RoleSigState {
+            role: st.role,
+            version: st.version,
+            threshold: st.threshold,
+            signed_by: st.signed_by,
+            missing: st.missing,
+            threshold_met: st.threshold_met,
+        };
+        let status = r.status(now).map_err(repo_err(repo))?;
+        let live = if status.publish_blocker.is_none() {
+            Some(self.go_live(repo, &r, vec![], vec![], hosting, now)?)
+        } else {
+            None
+        };
+        Ok((merged, state, live))
+    }
+
+    /// Renews the timestamp (online key) and republishes, if the hosted
+    /// timestamp expires within `within`. Returns the new timestamp version.
+    pub fn renew_timestamp(
+        &self,
+        repo: &str,
+        within: chrono::Duration,
+        hosting: &Hosting,
+        now: DateTime<Utc>,
+    ) -> Result<Option<u64>, AuthoringError> {
+        let mut r = self.open(repo)?;
+        if r.timestamp().signed.expires > now + within {
+            return Ok(None);
+        }
+        let status = r.status(now).map_err(repo_err(repo))?;
+        if status.publish_blocker.is_some() {
+            // A draft waits for offline signatures; renewing would publish it.
+            return Ok(None);
+        }
+        let mut ring = self.keyring();
+        r.refresh_timestamp(&mut ring, now)
+            .map_err(repo_err(repo))?;
+        r.save().map_err(repo_err(repo))?;
+        let out = self.go_live(repo, &r, vec![], vec![], hosting, now)?;
+        Ok(Some(out.timestamp_version))
+    }
+
+    /// Repositories with authoring state.
+    pub fn repos(&self) -> Vec<String> {
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return vec![];
+        };
+        let mut v: Vec<String> = rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+            .filter(|n| !n.starts_with('.') && self.exists(n))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn go_live(
+        &self,
+        repo: &str,
+        r: &Repository,
+        added: Vec<String>,
+        removed: Vec<String>,
+        hosting: &Hosting,
+        now: DateTime<Utc>,
+    ) -> Result<PublishOutcome, AuthoringError> {
+        let versions = |r: &Repository| {
+            (
+                r.targets_role("targets")
+                    .map(|e| e.signed.version)
+                    .unwrap_or(0),
+                r.snapshot().signed.version,
+                r.timestamp().signed.version,
+            )
+        };
+        let (tv, sv, tsv) = versions(r);
+        let status = r.status(now).map_err(repo_err(repo))?;
+        if status.publish_blocker.is_some() {
+            if let Some(role) = status.roles.iter().find(|s| !s.threshold_met) {
+                return Err(AuthoringError::Unsigned {
+                    repo: repo.to_owned(),
+                    role: role.role.clone(),
+                    threshold: role.threshold,
+                    have: role.signed_by.len(),
+                    missing: role.missing.clone(),
+                });
+            }
+        }
+        let files = r.build_publish_set(now).map_err(repo_err(repo))?;
+        let generation = hosting.begin_generation(repo)?;
+        generation.inherit_current()?;
+        for (name, file) in &files {
+            match (name.strip_prefix("targets/"), file) {
+                (Some(rel), PublishFile::Copy(src)) => generation.add_target_file(rel, src)?,
+                (Some(rel), PublishFile::Bytes(b)) => generation.write_target(rel, b)?,
+                (None, PublishFile::Bytes(b)) => generation.write_metadata(name, b)?,
+                (None, PublishFile::Copy(src)) => {
+                    let b = std::fs::read(src).map_err(io(src, "read metadata"))?;
+                    generation.write_metadata(name, &b)?;
+                }
+            }
+        }
+        let id = generation.commit(hosting)?;
+        if let Err(e) = hosting.prune_generations(repo, KEEP_GENERATIONS) {
+            tracing::warn!(repo, error = %e, "pruning old generations failed");
+        }
+        Ok(PublishOutcome {
+            added,
+            removed,
+            targets_version: tv,
+            snapshot_version: sv,
+            timestamp_version: tsv,
+            generation: Some(id),
+        })
+    }
+}

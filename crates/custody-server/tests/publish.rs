@@ -1,0 +1,244 @@
+//! Publish and sign wired to custody-repo: create a repository with offline
+//! root/targets keys, sign its drafts through the API, upload + stage as
+//! one identity, publish as another (409 until the offline targets key
+//! signs), then verify what the server hosts with custody-tuf, the client's
+//! own verification code. Also: signatures that don't verify are refused,
+//! and a yank removes the target in a new targets version.
+
+mod common;
+
+use common::{start_with, TestServer};
+use custody_repo::keyring::KeyRing;
+use custody_repo::memsigner::MemorySigner;
+use custody_repo::passphrase::SecretSource;
+use custody_repo::Signer;
+use serde_json::{json, Value};
+
+struct Offline {
+    ring: KeyRing,
+    root: String,
+    targets: String,
+    stranger: String,
+}
+
+fn offline_keys() -> (Offline, Value, Value) {
+    let ring = KeyRing::new(SecretSource::Env("UNUSED".into()));
+    let root = MemorySigner::generate().unwrap();
+    let targets = MemorySigner::generate().unwrap();
+    let stranger = MemorySigner::generate().unwrap();
+    let (rk, tk) = (
+        serde_json::to_value(root.key()).unwrap(),
+        serde_json::to_value(targets.key()).unwrap(),
+    );
+    let o = Offline {
+        root: root.keyid().to_string(),
+        targets: targets.keyid().to_string(),
+        stranger: stranger.keyid().to_string(),
+        ring,
+    };
+    let mut o = o;
+    o.ring.add(Box::new(root));
+    o.ring.add(Box::new(targets));
+    o.ring.add(Box::new(stranger));
+    (o, rk, tk)
+}
+
+/// GET the draft of `role`, sign it with `keyid`, POST it back.
+async fn sign(s: &TestServer, token: &str, o: &Offline, role: &str, keyid: &str) -> common::Resp {
+    let draft = s
+        .api(
+            "GET",
+            &format!("/api/v1/repos/app/roles/{role}"),
+            token,
+            None,
+        )
+        .await;
+    assert_eq!(draft.status, 200, "{}", draft.text());
+    let (_, signed) = custody_repo::repository::sign_metadata_bytes(
+        &draft.body,
+        std::path::Path::new("draft.json"),
+        &[keyid.to_string()],
+        &o.ring,
+    )
+    .unwrap();
+    common::http(
+        "POST",
+        &format!("{}/api/v1/repos/app/roles/{role}/signatures", s.url),
+        &[
+            ("authorization", &format!("Bearer {token}")),
+            ("content-type", "application/json"),
+        ],
+        Some(signed),
+    )
+    .await
+}
+
+/// Everything a client would do, with custody-tuf: root 1, timestamp,
+/// snapshot, targets, then the target bytes by their consistent name.
+async fn client_view(s: &TestServer) -> (custody_tuf::TrustedMetadata, Vec<(String, Vec<u8>)>) {
+    let now = chrono::Utc::now();
+    let get = |p: String| async move {
+        let r = s.get(&format!("/repos/app/{p}"), &[]).await;
+        assert_eq!(r.status, 200, "{p}: {}", r.text());
+        r.body
+    };
+    let root = get("metadata/1.root.json".into()).await;
+    let mut t = custody_tuf::TrustedMetadata::new(&root).unwrap();
+    let ts = get("metadata/timestamp.json".into()).await;
+    t.update_timestamp(&ts, now).unwrap();
+    let sn = t.remote_filename("snapshot").unwrap();
+    let snap = get(format!("metadata/{sn}")).await;
+    t.update_snapshot(&snap, now, false).unwrap();
+    let tn = t.remote_filename("targets").unwrap();
+    let tg = get(format!("metadata/{tn}")).await;
+    t.update_targets(&tg, now).unwrap();
+    let mut files = Vec::new();
+    let list: Vec<(String, custody_tuf::TargetFile)> = t
+        .targets()
+        .unwrap()
+        .targets
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (name, tf) in list {
+        let remote = t.target_remote_path(&name, &tf);
+        let bytes = get(format!("targets/{remote}")).await;
+        let mut v = custody_tuf::TargetVerifier::new(&name, &tf).unwrap();
+        v.update(&bytes).unwrap();
+        v.finish().unwrap();
+        files.push((name, bytes));
+    }
+    (t, files)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_sign_upload_stage_publish_sign_verify_yank() {
+    let keydir = tempfile::tempdir().unwrap();
+    let pass = keydir.path().join("passphrase");
+    std::fs::write(&pass, "correct horse battery staple\n").unwrap();
+    let s = start_with(|c| c.key_passphrase_file = Some(pass.clone())).await;
+    let (o, root_key, targets_key) = offline_keys();
+
+    // Creating needs fleet:admin; the server makes its online keys.
+    let admin = s.token(&s.bootstrap, None).await;
+    let body = json!({
+        "root": {"keys": [root_key], "threshold": 1},
+        "targets": {"keys": [targets_key], "threshold": 1},
+    });
+    let r = s
+        .api("POST", "/api/v1/repos/app", &admin, Some(body.clone()))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let created = r.json();
+    assert!(created["online_keys"]["timestamp"].is_string());
+    let r = s.api("POST", "/api/v1/repos/app", &admin, Some(body)).await;
+    assert_eq!(r.status, 409, "second create: {}", r.text());
+    // Online key files are encrypted PKCS#8, mode 0600.
+    let kf = s.dir.path().join("keys/app/timestamp.pem");
+    let pem = std::fs::read_to_string(&kf).unwrap();
+    assert!(pem.contains("ENCRYPTED PRIVATE KEY"));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&kf).unwrap().permissions().mode() & 0o077,
+        0
+    );
+
+    let signer = s
+        .credential(
+            "offline signer",
+            &["role:sign:root@app", "role:sign:targets@app"],
+        )
+        .await;
+    let st = s.token(&signer, None).await;
+    // A signature by a key outside the role is refused, nothing merged.
+    let r = sign(&s, &st, &o, "root", &o.stranger).await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("no new signature"), "{}", r.text());
+    // Root first (not live yet: targets still unsigned), then targets.
+    let r = sign(&s, &st, &o, "root", &o.root).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["merged"], json!([o.root]));
+    assert_eq!(r.json()["published"], Value::Null);
+    let r = sign(&s, &st, &o, "targets", &o.targets).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["published"]["version"].is_i64(), "{}", r.text());
+    let (_, files) = client_view(&s).await;
+    assert!(files.is_empty());
+
+    // CI uploads and stages; a separate publisher publishes.
+    let ci = s
+        .credential("ci", &["target:upload@app", "target:stage@app"])
+        .await;
+    let ct = s.token(&ci, None).await;
+    let data = b"firmware image 1.2.3".repeat(1000);
+    let sha = common::sha256_hex(&data);
+    let r = common::http(
+        "PUT",
+        &format!("{}/api/v1/repos/app/blobs/{sha}", s.url),
+        &[("authorization", &format!("Bearer {ct}"))],
+        Some(data.clone()),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = s
+        .api(
+            "PUT",
+            "/api/v1/repos/app/targets/fw/app.bin",
+            &ct,
+            Some(json!({"blob_sha256": sha, "custom": {"hw": "rev-b"}})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // CI cannot publish.
+    let r = s.api("POST", "/api/v1/repos/app/publish", &ct, None).await;
+    assert_eq!(r.status, 403);
+
+    let publisher = s.credential("publisher", &["repo:publish@app"]).await;
+    let pt = s.token(&publisher, None).await;
+    let r = s.api("POST", "/api/v1/repos/app/publish", &pt, None).await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(r.json()["error"], "signatures_missing");
+    assert!(r.text().contains(&o.targets), "names the key: {}", r.text());
+    // Nothing new is live yet.
+    assert!(client_view(&s).await.1.is_empty());
+
+    let r = sign(&s, &st, &o, "targets", &o.targets).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["published"]["version"].is_i64(), "{}", r.text());
+    let (t, files) = client_view(&s).await;
+    assert_eq!(files, vec![("fw/app.bin".to_string(), data.clone())]);
+    let tf = t.targets().unwrap().targets.get("fw/app.bin").unwrap();
+    assert_eq!(tf.custom, Some(json!({"hw": "rev-b"})));
+
+    // Publishing again with nothing new renews snapshot/timestamp only: it
+    // goes live at once (online keys), the targets version stays.
+    let tv = t.targets().unwrap().version;
+    let r = s.api("POST", "/api/v1/repos/app/publish", &pt, None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["added"], json!([]));
+    let (t2, _) = client_view(&s).await;
+    assert_eq!(t2.targets().unwrap().version, tv);
+
+    // Yank: a new targets version without the target, reason recorded.
+    let revoker = s.credential("revoker", &["target:revoke@app"]).await;
+    let rt = s.token(&revoker, None).await;
+    let r = s
+        .api(
+            "POST",
+            "/api/v1/repos/app/yanks",
+            &rt,
+            Some(json!({"target": "fw/app.bin", "reason": "boot loop"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = s.api("POST", "/api/v1/repos/app/publish", &pt, None).await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    let r = sign(&s, &st, &o, "targets", &o.targets).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (t3, files) = client_view(&s).await;
+    assert!(files.is_empty());
+    assert!(t3.targets().unwrap().version > tv);
+
+    let r = s.api("GET", "/api/v1/repos/app/publishes", &pt, None).await;
+    assert!(r.json().as_array().unwrap().len() >= 4, "{}", r.text());
+}
