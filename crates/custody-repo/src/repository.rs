@@ -149,7 +149,9 @@ pub struct Repository {
     dirty: BTreeSet<String>,
     bumped: BTreeSet<String>,
     new_root: bool,
-    pending_copies: Vec<(tempfile::NamedTempFile, String)>,
+    /// staged target files (closed: a bulk add must not hold one open file
+    /// per target), removed on drop unless `save` renames them
+    pending_copies: Vec<(tempfile::TempPath, String)>,
     /// staged target files whose data was not fsynced one by one (bulk
     /// adds): `save` syncs the whole file system once before any metadata
     pending_unsynced: bool,
@@ -546,13 +548,6 @@ impl Repository {
             let parent = dest.parent().unwrap_or(&targets_dir).to_owned();
             if !parents.contains(&parent) {
                 std::fs::create_dir_all(&parent).map_err(io_err(&parent))?;
-            }
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                tmp.as_file()
-                    .set_permissions(std::fs::Permissions::from_mode(0o644))
-                    .map_err(io_err(&dest))?;
             }
             tmp.persist(&dest).map_err(|e| RepoError::Io {
                 path: dest.clone(),
@@ -1266,7 +1261,7 @@ impl Repository {
         &self,
         src: &Path,
         sync: bool,
-    ) -> Result<(tempfile::NamedTempFile, u64, String), RepoError> {
+    ) -> Result<(tempfile::TempPath, u64, String), RepoError> {
         use std::io::Read;
         let tdir = self.dir.join(TARGETS_DIR);
         let mut tmp = tempfile::Builder::new()
@@ -1287,10 +1282,22 @@ impl Repository {
             tmp.write_all(chunk).map_err(io_err(tmp.path()))?;
             len += n as u64;
         }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))
+                .map_err(io_err(tmp.path()))?;
+        }
         if sync {
             tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
         }
-        Ok((tmp, len, hex::encode(ctx.finish().as_ref())))
+        // Close the file now; the path is still deleted if never saved.
+        Ok((
+            tmp.into_temp_path(),
+            len,
+            hex::encode(ctx.finish().as_ref()),
+        ))
     }
 
     /// Remove target `path` from whichever role lists it.
@@ -2001,7 +2008,8 @@ fn write_replace_bulk(dir: &Path, writes: &[(PathBuf, &[u8])]) -> Result<(), Rep
                 .set_permissions(std::fs::Permissions::from_mode(0o644))
                 .map_err(io_err(path))?;
         }
-        temps.push((tmp, path));
+        // closed now: 2^16 bins must not mean 2^16 open files
+        temps.push((tmp.into_temp_path(), path));
     }
     bulk_sync(dir)?;
     let sync_dir = || {

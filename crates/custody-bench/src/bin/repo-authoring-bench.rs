@@ -1,0 +1,369 @@
+//! `repo-authoring-bench`: create, sign and publish a hash-binned TUF
+//! repository with custody's library API, then add one target, against
+//! python-tuf's Metadata API doing the same (scripts/bench/py_repo_authoring.py,
+//! run in the same invocation).
+//!
+//! custody side (in-memory Ed25519 keys, `custody_repo::memsigner`: key
+//! file decryption is a one-off cost that says nothing about authoring):
+//! 1. contents (not compared): write N small target files to a source dir;
+//! 2. create: `init` + `hash_bins` (2^bit_length bins) + `add_targets` (stage
+//!    = copy + hash each file, one syncfs) + sign every changed role + `save`;
+//! 3. publish: replay the client workflow over every file, build the
+//!    generation, switch the symlink;
+//! 4. add one target (stateless, like a CI job: `open` from disk, add,
+//!    re-sign, `save`, `publish`), reporting the bytes written by save and
+//!    by publish.
+//!
+//! Goals: create + sign + publish >= 10x faster than python-tuf's create
+//! (which writes no target contents); add-one-target bytes rewritten
+//! O(one bin).
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use chrono::Utc;
+use clap::Parser;
+use custody_bench::{python, workspace_root, Machine};
+use custody_repo::keyring::{KeyLocation, KeyRing};
+use custody_repo::memsigner::MemorySigner;
+use custody_repo::passphrase::SecretSource;
+use custody_repo::policy::ExpiryPolicy;
+use custody_repo::repository::{InitOptions, RoleInit};
+use custody_repo::{Repository, Signer};
+use serde::Serialize;
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "custody repository authoring (create/sign/publish, add one target) vs python-tuf"
+)]
+struct Args {
+    #[arg(long, default_value_t = 100_000)]
+    targets: usize,
+    #[arg(long, default_value_t = 8)]
+    bit_length: u32,
+    /// Parent of the temporary work directory (default: system temp).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    #[arg(long)]
+    workspace: Option<PathBuf>,
+    /// Python with python-tuf (default CUSTODY_PYTHON or <workspace>/.venv/bin/python).
+    #[arg(long)]
+    python: Option<PathBuf>,
+    /// Do not run the python-tuf baseline.
+    #[arg(long)]
+    skip_python: bool,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Custody {
+    keys: &'static str,
+    contents_seconds: f64,
+    init_and_bins_seconds: f64,
+    add_targets_seconds: f64,
+    save_seconds: f64,
+    publish_seconds: f64,
+    create_sign_publish_seconds: f64,
+    create_files_written: usize,
+    create_bytes_written: u64,
+    add_one: AddOne,
+}
+
+#[derive(Serialize)]
+struct AddOne {
+    role: String,
+    open_seconds: f64,
+    add_and_sign_seconds: f64,
+    save_seconds: f64,
+    publish_seconds: f64,
+    total_seconds: f64,
+    staged_files_written: Vec<String>,
+    publish_files_written: Vec<String>,
+    publish_bytes_written: u64,
+    publish_files_linked: usize,
+    bin_bytes: u64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    bench: &'static str,
+    machine: Machine,
+    targets: usize,
+    bins: usize,
+    custody: Custody,
+    python_tuf: Option<serde_json::Value>,
+    create_speedup_vs_python: Option<f64>,
+}
+
+fn secs(t: Instant) -> f64 {
+    (t.elapsed().as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+type KeyEntry = (custody_tuf::Key, String, KeyLocation);
+
+fn keys(ring: &mut KeyRing) -> Result<(BTreeMap<String, RoleInit>, Vec<KeyEntry>)> {
+    let mut entry = || -> Result<KeyEntry> {
+        let s = MemorySigner::generate()?;
+        let e = (s.key().clone(), s.keyid().to_owned(), KeyLocation::Offline);
+        ring.add(Box::new(s));
+        Ok(e)
+    };
+    let mut roles = BTreeMap::new();
+    for role in ["root", "targets", "snapshot", "timestamp"] {
+        roles.insert(
+            role.to_owned(),
+            RoleInit {
+                keys: vec![entry()?],
+                threshold: 1,
+            },
+        );
+    }
+    let bins = vec![entry()?];
+    Ok((roles, bins))
+}
+
+fn staged_mtimes(dir: &Path) -> Result<BTreeMap<String, std::time::SystemTime>> {
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(dir.join("metadata"))? {
+        let e = e?;
+        out.insert(
+            e.file_name().to_string_lossy().into_owned(),
+            e.metadata()?.modified()?,
+        );
+    }
+    Ok(out)
+}
+
+fn run_custody(args: &Args, work: &Path) -> Result<Custody> {
+    let src = work.join("src");
+    let dir = work.join("repo");
+    let out = work.join("published");
+    let t = Instant::now();
+    std::fs::create_dir_all(&src)?;
+    for i in 0..args.targets {
+        // Names as python's make_repo (files/NNNNNNN.bin); small contents:
+        // metadata size does not depend on the content size.
+        std::fs::write(
+            src.join(format!("{i:07}.bin")),
+            format!("custody bench target {i}\n"),
+        )?;
+    }
+    let contents_seconds = secs(t);
+
+    let mut ring = KeyRing::new(SecretSource::Env("UNUSED".into()));
+    let (roles, bin_keys) = keys(&mut ring)?;
+    let now = Utc::now();
+    let total = Instant::now();
+    let t = Instant::now();
+    let opts = InitOptions {
+        roles,
+        expiry: ExpiryPolicy::default(),
+        consistent_snapshot: true,
+        allow_shared_keys: false,
+    };
+    let mut repo = Repository::init(&dir, opts, &mut ring, now)?;
+    repo.save()?;
+    repo.hash_bins(
+        "targets",
+        "bin",
+        args.bit_length,
+        &bin_keys,
+        1,
+        &mut ring,
+        now,
+    )?;
+    let init_and_bins_seconds = secs(t);
+    let t = Instant::now();
+    repo.add_targets(&src, Some("files"), None, &mut ring, now)?;
+    let add_targets_seconds = secs(t);
+    let t = Instant::now();
+    repo.save()?;
+    let save_seconds = secs(t);
+    let t = Instant::now();
+    let first = repo.publish_with_stats(&out, now)?;
+    let publish_seconds = secs(t);
+    let create_sign_publish_seconds = secs(total);
+    drop(repo);
+
+    // Add one target, stateless.
+    let extra = work.join("extra.bin");
+    std::fs::write(&extra, b"one more target\n")?;
+    let before = staged_mtimes(&dir)?;
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let total = Instant::now();
+    let t = Instant::now();
+    let mut repo = Repository::open(&dir)?;
+    let open_seconds = secs(t);
+    let t = Instant::now();
+    let added = repo.add_targets(&extra, Some("files/extra.bin"), None, &mut ring, now)?;
+    let add_and_sign_seconds = secs(t);
+    let t = Instant::now();
+    repo.save()?;
+    let save1 = secs(t);
+    let t = Instant::now();
+    let second = repo.publish_with_stats(&out, now)?;
+    let publish1 = secs(t);
+    let total1 = secs(total);
+    let staged_files_written = staged_mtimes(&dir)?
+        .into_iter()
+        .filter(|(n, m)| before.get(n) != Some(m))
+        .map(|(n, _)| n)
+        .collect();
+    let role = added
+        .first()
+        .map(|(_, r)| r.clone())
+        .context("add_targets added nothing")?;
+    let bin_version = repo
+        .targets_role(&role)
+        .context("bin role missing")?
+        .signed
+        .version;
+    let bin_bytes = std::fs::metadata(out.join(format!("{bin_version}.{role}.json")))?.len();
+    Ok(Custody {
+        keys: "in-memory Ed25519 (custody_repo::memsigner::MemorySigner, ring)",
+        contents_seconds,
+        init_and_bins_seconds,
+        add_targets_seconds,
+        save_seconds,
+        publish_seconds,
+        create_sign_publish_seconds,
+        create_files_written: first.files_written.len(),
+        create_bytes_written: first.bytes_written,
+        add_one: AddOne {
+            role,
+            open_seconds,
+            add_and_sign_seconds,
+            save_seconds: save1,
+            publish_seconds: publish1,
+            total_seconds: total1,
+            staged_files_written,
+            publish_files_written: second.files_written,
+            publish_bytes_written: second.bytes_written,
+            publish_files_linked: second.files_linked,
+            bin_bytes,
+        },
+    })
+}
+
+fn run_python(args: &Args, work: &Path) -> Result<serde_json::Value> {
+    let ws = workspace_root(args.workspace.as_deref());
+    let py = python(args.python.as_deref(), &ws)?;
+    let script = ws.join("scripts/bench/py_repo_authoring.py");
+    let out = Command::new(&py)
+        .arg(&script)
+        .args(["--targets", &args.targets.to_string()])
+        .args(["--bit-length", &args.bit_length.to_string()])
+        .arg("--work-dir")
+        .arg(work)
+        .output()
+        .with_context(|| format!("running {} {}", py.display(), script.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("py_repo_authoring.py printed no JSON")
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let machine = Machine::probe();
+    let tmp = match &args.work_dir {
+        Some(d) => tempfile::tempdir_in(d)?,
+        None => tempfile::tempdir()?,
+    };
+    let custody = run_custody(&args, tmp.path())?;
+    let python_tuf = if args.skip_python {
+        None
+    } else {
+        Some(run_python(&args, tmp.path())?)
+    };
+    let create_speedup_vs_python = python_tuf
+        .as_ref()
+        .and_then(|p| p.pointer("/create/total_seconds_excluding_contents"))
+        .and_then(|v| v.as_f64())
+        .map(|py| (py / custody.create_sign_publish_seconds.max(1e-6) * 10.0).round() / 10.0);
+    let report = Report {
+        bench: "repo-authoring-bench",
+        machine,
+        targets: args.targets,
+        bins: 1usize << args.bit_length,
+        custody,
+        python_tuf,
+        create_speedup_vs_python,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    let c = &report.custody;
+    println!(
+        "repo-authoring-bench: {} targets, {} bins, load average {}",
+        report.targets, report.bins, report.machine.load_average
+    );
+    println!("custody ({})", c.keys);
+    println!(
+        "  contents (write {} source files, not compared) {:>8.3} s",
+        report.targets, c.contents_seconds
+    );
+    println!(
+        "  init + hash bins                         {:>8.3} s",
+        c.init_and_bins_seconds
+    );
+    println!(
+        "  add targets (stage copy+hash, sign bins) {:>8.3} s",
+        c.add_targets_seconds
+    );
+    println!(
+        "  save                                     {:>8.3} s",
+        c.save_seconds
+    );
+    println!(
+        "  publish (verify all, write generation)   {:>8.3} s",
+        c.publish_seconds
+    );
+    println!(
+        "  create + sign + publish                  {:>8.3} s ({} files, {} bytes)",
+        c.create_sign_publish_seconds, c.create_files_written, c.create_bytes_written
+    );
+    let a = &c.add_one;
+    println!(
+        "  add one target (open {:.3} + add/sign {:.3} + save {:.3} + publish {:.3}) {:.3} s",
+        a.open_seconds, a.add_and_sign_seconds, a.save_seconds, a.publish_seconds, a.total_seconds
+    );
+    println!("    staged files rewritten: {:?}", a.staged_files_written);
+    println!(
+        "    publish wrote {:?} = {} bytes (bin {} is {} bytes), linked {} files",
+        a.publish_files_written,
+        a.publish_bytes_written,
+        a.role,
+        a.bin_bytes,
+        a.publish_files_linked
+    );
+    if let Some(p) = &report.python_tuf {
+        let g = |ptr: &str| p.pointer(ptr).cloned().unwrap_or(serde_json::Value::Null);
+        println!("python-tuf {}", g("/python_tuf"));
+        println!(
+            "  create (build+sign+write, excluding contents) {} s, {} bytes",
+            g("/create/total_seconds_excluding_contents"),
+            g("/create/bytes_written")
+        );
+        println!(
+            "  add one target from disk {} s, {} bytes",
+            g("/add_one_target_from_disk/total_seconds"),
+            g("/add_one_target_from_disk/bytes_written")
+        );
+    }
+    if let Some(s) = report.create_speedup_vs_python {
+        println!("create+sign+publish speedup vs python-tuf: {s}x (goal >= 10x)");
+    }
+    Ok(())
+}
