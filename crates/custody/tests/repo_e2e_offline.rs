@@ -124,22 +124,52 @@ fn two_of_three_signed_in_separate_processes_with_one_hsm_signer() {
     env.tool(
         "softhsm2-util",
         &[
-            "--init-token", "--free", "--label", "offline-hsm", "--so-pin", "1111", "--pin", PIN,
+            "--init-token",
+            "--free",
+            "--label",
+            "offline-hsm",
+            "--so-pin",
+            "1111",
+            "--pin",
+            PIN,
         ],
     );
     for label in ["root-hsm", "targets-hsm"] {
         env.tool(
             "pkcs11-tool",
             &[
-                "--module", MODULE, "--token-label", "offline-hsm", "--login", "--pin", PIN,
-                "--keypairgen", "--key-type", "EC:edwards25519", "--label", label,
+                "--module",
+                MODULE,
+                "--token-label",
+                "offline-hsm",
+                "--login",
+                "--pin",
+                PIN,
+                "--keypairgen",
+                "--key-type",
+                "EC:edwards25519",
+                "--label",
+                label,
             ],
         );
     }
-    for k in ["root-a", "root-b", "targets-a", "targets-b", "snapshot", "timestamp"] {
+    for k in [
+        "root-a",
+        "root-b",
+        "targets-a",
+        "targets-b",
+        "snapshot",
+        "timestamp",
+    ] {
         env.ok(&[
-            "key", "generate", "--type", "ed25519", "--out", &format!("{k}.pem"),
-            "--passphrase-env", "KP",
+            "key",
+            "generate",
+            "--type",
+            "ed25519",
+            "--out",
+            &format!("{k}.pem"),
+            "--passphrase-env",
+            "KP",
         ]);
     }
     // Root and targets keys are given as public keys only: the repository
@@ -147,36 +177,80 @@ fn two_of_three_signed_in_separate_processes_with_one_hsm_signer() {
     // separate sign-file process.
     let mut pubs = BTreeMap::new();
     for role in ["root", "targets"] {
-        let hsm = env.public(&format!("{role}-hsm"), &["--pkcs11", &uri(&format!("{role}-hsm"))]);
-        let a = env.public(&format!("{role}-a"), &[&format!("{role}-a.pem"), "--passphrase-env", "KP"]);
-        let b = env.public(&format!("{role}-b"), &[&format!("{role}-b.pem"), "--passphrase-env", "KP"]);
+        let hsm = env.public(
+            &format!("{role}-hsm"),
+            &["--pkcs11", &uri(&format!("{role}-hsm"))],
+        );
+        let a = env.public(
+            &format!("{role}-a"),
+            &[&format!("{role}-a.pem"), "--passphrase-env", "KP"],
+        );
+        let b = env.public(
+            &format!("{role}-b"),
+            &[&format!("{role}-b.pem"), "--passphrase-env", "KP"],
+        );
         pubs.insert(role, [hsm, a, b]);
     }
     let mut init = vec!["repo", "init", "repo"];
     for role in ["root", "targets"] {
         for p in &pubs[role] {
-            init.push(if role == "root" { "--root-key" } else { "--targets-key" });
+            init.push(if role == "root" {
+                "--root-key"
+            } else {
+                "--targets-key"
+            });
             init.push(p);
         }
     }
     init.extend_from_slice(&[
-        "--root-threshold", "2", "--targets-threshold", "2", "--snapshot-key", "snapshot.pem",
-        "--timestamp-key", "timestamp.pem", "--passphrase-env", "KP",
+        "--root-threshold",
+        "2",
+        "--targets-threshold",
+        "2",
+        "--snapshot-key",
+        "snapshot.pem",
+        "--timestamp-key",
+        "timestamp.pem",
+        "--passphrase-env",
+        "KP",
     ]);
     env.ok(&init);
     std::fs::write(env.p("app.bin"), b"offline-signed application").unwrap();
-    env.ok(&["repo", "add-target", "repo", "app.bin", "--passphrase-env", "KP"]);
+    env.ok(&[
+        "repo",
+        "add-target",
+        "repo",
+        "app.bin",
+        "--passphrase-env",
+        "KP",
+    ]);
 
     // Export each role once; each signer signs its own copy in its own
     // process.
     let sign = |role: &str, signer: &str, key: &str| -> String {
         let f = format!("{role}.{signer}.json");
         std::fs::copy(env.p(&format!("{role}.export.json")), env.p(&f)).unwrap();
-        env.ok(&["repo", "sign-file", &f, "--key", key, "--passphrase-env", "KP"]);
+        env.ok(&[
+            "repo",
+            "sign-file",
+            &f,
+            "--key",
+            key,
+            "--passphrase-env",
+            "KP",
+        ]);
         f
     };
     for role in ["root", "targets"] {
-        env.ok(&["repo", "export", "repo", "--role", role, "--out", &format!("{role}.export.json")]);
+        env.ok(&[
+            "repo",
+            "export",
+            "repo",
+            "--role",
+            role,
+            "--out",
+            &format!("{role}.export.json"),
+        ]);
     }
     // First signer (a key file) only: 1 of 3.
     for role in ["root", "targets"] {
@@ -186,14 +260,26 @@ fn two_of_three_signed_in_separate_processes_with_one_hsm_signer() {
     let st: serde_json::Value =
         serde_json::from_str(&env.ok(&["repo", "status", "repo", "--json"])).unwrap();
     assert_eq!(st["roles"][0]["role"], "root");
-    assert_eq!(st["roles"][0]["signed_by"].as_array().unwrap().len(), 1, "{st}");
+    assert_eq!(
+        st["roles"][0]["signed_by"].as_array().unwrap().len(),
+        1,
+        "{st}"
+    );
     assert_eq!(st["roles"][0]["threshold_met"], false);
     let before = tree(env.dir.path());
     let o = env.run(&["repo", "publish", "repo", "out"]);
-    assert_eq!(o.status.code(), Some(1), "publish with 1 of 3 must fail: {o:?}");
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "publish with 1 of 3 must fail: {o:?}"
+    );
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("threshold"), "{err}");
-    assert_eq!(tree(env.dir.path()), before, "a refused publish changed files");
+    assert_eq!(
+        tree(env.dir.path()),
+        before,
+        "a refused publish changed files"
+    );
     assert!(!env.p("out").exists());
 
     // Second signer on the token (its own process), then the third key file

@@ -41,7 +41,14 @@ impl Env {
     fn key(&self, name: &str) -> String {
         let f = format!("{name}.pem");
         self.ok(&[
-            "key", "generate", "--type", "ed25519", "--out", &f, "--passphrase-env", "KP",
+            "key",
+            "generate",
+            "--type",
+            "ed25519",
+            "--out",
+            &f,
+            "--passphrase-env",
+            "KP",
         ]);
         f
     }
@@ -99,16 +106,41 @@ fn client_follows_two_rotations_and_refuses_one_sided_ones() {
     let env = Env {
         dir: tempfile::tempdir().unwrap(),
     };
-    for k in ["root1", "targets", "snapshot", "timestamp", "root2", "root3", "root4"] {
+    for k in [
+        "root1",
+        "targets",
+        "snapshot",
+        "timestamp",
+        "root2",
+        "root3",
+        "root4",
+    ] {
         env.key(k);
     }
     env.ok(&[
-        "repo", "init", "repo", "--root-key", "root1.pem", "--targets-key", "targets.pem",
-        "--snapshot-key", "snapshot.pem", "--timestamp-key", "timestamp.pem",
-        "--passphrase-env", "KP",
+        "repo",
+        "init",
+        "repo",
+        "--root-key",
+        "root1.pem",
+        "--targets-key",
+        "targets.pem",
+        "--snapshot-key",
+        "snapshot.pem",
+        "--timestamp-key",
+        "timestamp.pem",
+        "--passphrase-env",
+        "KP",
     ]);
     std::fs::write(env.p("app.bin"), b"application v1").unwrap();
-    env.ok(&["repo", "add-target", "repo", "app.bin", "--passphrase-env", "KP"]);
+    env.ok(&[
+        "repo",
+        "add-target",
+        "repo",
+        "app.bin",
+        "--passphrase-env",
+        "KP",
+    ]);
     env.ok(&["repo", "publish", "repo", "out"]);
 
     // the client trusts root v1
@@ -139,7 +171,15 @@ fn client_follows_two_rotations_and_refuses_one_sided_ones() {
     // old keys only".
     let root4_pub = env.pubkey("root4.pem");
     env.rotate(&root4_pub, &env.keyid("root3.pem"));
-    env.ok(&["repo", "export", "repo", "--role", "root", "--out", "old-only.json"]);
+    env.ok(&[
+        "repo",
+        "export",
+        "repo",
+        "--role",
+        "root",
+        "--out",
+        "old-only.json",
+    ]);
     let old_only = std::fs::read(env.p("old-only.json")).unwrap();
     let v: serde_json::Value = serde_json::from_slice(&old_only).unwrap();
     assert_eq!(v["signed"]["version"], 4);
@@ -155,14 +195,27 @@ fn client_follows_two_rotations_and_refuses_one_sided_ones() {
     // content is unchanged) and sign with root4 in a separate process.
     let mut new_only: serde_json::Value = v.clone();
     new_only["signatures"] = serde_json::json!([]);
-    std::fs::write(env.p("new-only.json"), serde_json::to_vec(&new_only).unwrap()).unwrap();
+    std::fs::write(
+        env.p("new-only.json"),
+        serde_json::to_vec(&new_only).unwrap(),
+    )
+    .unwrap();
     env.ok(&[
-        "repo", "sign-file", "new-only.json", "--key", "root4.pem", "--passphrase-env", "KP",
+        "repo",
+        "sign-file",
+        "new-only.json",
+        "--key",
+        "root4.pem",
+        "--passphrase-env",
+        "KP",
     ]);
     let new_only = std::fs::read(env.p("new-only.json")).unwrap();
     let nv: serde_json::Value = serde_json::from_slice(&new_only).unwrap();
     assert_eq!(nv["signatures"].as_array().unwrap().len(), 1);
-    assert_eq!(nv["signatures"][0]["keyid"], env.keyid("root4.pem").as_str());
+    assert_eq!(
+        nv["signatures"][0]["keyid"],
+        env.keyid("root4.pem").as_str()
+    );
 
     // custody's own publish refuses it too
     let o = env.run(&["repo", "publish", "repo", "out"]);
@@ -172,7 +225,11 @@ fn client_follows_two_rotations_and_refuses_one_sided_ones() {
         // trusted root v3's keys (root3) did not sign
         ("new keys only", &new_only, "root v3"),
         // the new root's own keys (root4) did not sign
-        ("old keys only", &old_only, "root: signature threshold not met"),
+        (
+            "old keys only",
+            &old_only,
+            "root: signature threshold not met",
+        ),
     ] {
         std::fs::write(srv.join("metadata/4.root.json"), bytes).unwrap();
         let r = client.refresh(&server, &[]);
