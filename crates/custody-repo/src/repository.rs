@@ -464,15 +464,24 @@ impl Repository {
         let timestamp: Envelope<Timestamp> = load_role(dir, "timestamp")?;
         let mut targets = BTreeMap::new();
         // Load delegated roles reachable from targets (breadth first).
-        let mut queue: Vec<String> = delegated_names(&top.signed);
+        // One delegation level at a time, each level's files parsed in
+        // parallel (256 hash bins are one level).
+        let mut level: Vec<String> = delegated_names(&top.signed);
         targets.insert("targets".to_owned(), top);
-        while let Some(role) = queue.pop() {
-            if targets.contains_key(&role) || TOP_LEVEL_ROLES.contains(&role.as_str()) {
-                continue;
+        while !level.is_empty() {
+            let mut names: Vec<String> = level
+                .into_iter()
+                .filter(|r| !targets.contains_key(r) && !TOP_LEVEL_ROLES.contains(&r.as_str()))
+                .collect();
+            names.sort();
+            names.dedup();
+            let loaded = par_map(&names, |role| load_role::<Targets>(dir, role));
+            level = Vec::new();
+            for (role, env) in names.into_iter().zip(loaded) {
+                let env = env?;
+                level.extend(delegated_names(&env.signed));
+                targets.insert(role, env);
             }
-            let env: Envelope<Targets> = load_role(dir, &role)?;
-            queue.extend(delegated_names(&env.signed));
-            targets.insert(role, env);
         }
         Ok(Repository {
             dir: dir.to_owned(),
