@@ -201,8 +201,10 @@ where
 }
 
 /// Hourly: drop revocations of tokens that expired (with a margin for
-/// the verification leeway). Runs until the runtime stops.
+/// the verification leeway); every 10 minutes: timestamp renewal (see
+/// [`renew_timestamps`]). Runs until the runtime stops.
 fn spawn_housekeeping(state: Arc<AppState>) {
+    tokio::spawn(renew_timestamps(state.clone()));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
         loop {
@@ -218,6 +220,57 @@ fn spawn_housekeeping(state: Arc<AppState>) {
             }
         }
     });
+}
+
+/// How often the timestamp renewal runs, and how close to expiry a hosted
+/// timestamp may get before it is re-signed (default lifetime: 1 day).
+const TIMESTAMP_CHECK: Duration = Duration::from_secs(600);
+const TIMESTAMP_RENEW_WITHIN_HOURS: i64 = 6;
+
+/// Every 10 minutes: re-sign (online key) and republish the timestamp of
+/// every repository whose timestamp expires within 6 hours, so clients
+/// never see an expired timestamp while the server runs. Repositories
+/// waiting for offline signatures are skipped (renewing would publish the
+/// draft). Failures are logged and retried on the next tick.
+async fn renew_timestamps(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(TIMESTAMP_CHECK);
+    loop {
+        tick.tick().await;
+        for repo in state.authoring.repos() {
+            let guard = state.authoring.lock.lock().await;
+            let st = state.clone();
+            let r = repo.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                st.authoring.renew_timestamp(
+                    &r,
+                    chrono::Duration::hours(TIMESTAMP_RENEW_WITHIN_HOURS),
+                    &st.hosting,
+                    chrono::Utc::now(),
+                )
+            })
+            .await;
+            drop(guard);
+            match result {
+                Ok(Ok(Some(v))) => {
+                    tracing::info!(repo, timestamp_version = v, "timestamp renewed");
+                    let _ = state
+                        .audit_as(
+                            "server",
+                            &[],
+                            "timestamp.renew",
+                            Some(&repo),
+                            None,
+                            "ok",
+                            &format!("timestamp v{v}"),
+                        )
+                        .await;
+                }
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => tracing::warn!(repo, error = %e, "timestamp renewal failed"),
+                Err(e) => tracing::warn!(repo, error = %e, "timestamp renewal task failed"),
+            }
+        }
+    }
 }
 
 /// Resolves when SIGTERM or SIGINT arrives.

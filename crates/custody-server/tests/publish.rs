@@ -239,6 +239,39 @@ async fn create_sign_upload_stage_publish_sign_verify_yank() {
     assert!(files.is_empty());
     assert!(t3.targets().unwrap().version > tv);
 
+    // The housekeeping renewal re-signs the timestamp with the online key
+    // when it is close to expiry (forced here with a 2-day window).
+    let ts_before = t3.timestamp().unwrap().version;
+    let st2 = s.server.state.clone();
+    let renewed = tokio::task::spawn_blocking(move || {
+        st2.authoring.renew_timestamp(
+            "app",
+            chrono::Duration::days(2),
+            &st2.hosting,
+            chrono::Utc::now(),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(renewed, Some(ts_before + 1));
+    let (t4, _) = client_view(&s).await;
+    assert_eq!(t4.timestamp().unwrap().version, ts_before + 1);
+    // Not due yet: nothing happens.
+    let st2 = s.server.state.clone();
+    let again = tokio::task::spawn_blocking(move || {
+        st2.authoring.renew_timestamp(
+            "app",
+            chrono::Duration::hours(1),
+            &st2.hosting,
+            chrono::Utc::now(),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(again, None);
+
     let r = s.api("GET", "/api/v1/repos/app/publishes", &pt, None).await;
     assert!(r.json().as_array().unwrap().len() >= 4, "{}", r.text());
 }
