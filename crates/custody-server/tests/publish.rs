@@ -1,6 +1,6 @@
 //! Publish and sign wired to custody-repo: create a repository with offline
 //! root/targets keys, sign its drafts through the API, upload + stage as
-//! one identity, publish as another (409 until the offline targets key
+//! a CI identity (OIDC ID token from a local issuer), publish as another (409 until the offline targets key
 //! signs), then verify what the server hosts with custody-tuf, the client's
 //! own verification code. Also: signatures that don't verify are refused,
 //! and a yank removes the target in a new targets version.
@@ -13,6 +13,76 @@ use custody_repo::memsigner::MemorySigner;
 use custody_repo::passphrase::SecretSource;
 use custody_repo::Signer;
 use serde_json::{json, Value};
+
+/// A local OIDC issuer (discovery + JWKS on loopback) with one P-256 key;
+/// returns its URL and a function minting CI ID tokens.
+async fn oidc_issuer() -> (String, jsonwebtoken::EncodingKey) {
+    use axum::routing::get;
+    use base64::Engine;
+    use ring::signature::KeyPair;
+    let b64 = |d: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d);
+    let rng = ring::rand::SystemRandom::new();
+    let alg = &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING;
+    let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(alg, &rng).unwrap();
+    let pair = ring::signature::EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng).unwrap();
+    let point = pair.public_key().as_ref().to_vec();
+    let jwk = json!({
+        "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": "ci1",
+        "x": b64(&point[1..33]), "y": b64(&point[33..65]),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let discovery = json!({"issuer": url, "jwks_uri": format!("{url}/keys")});
+    let jwks = json!({ "keys": [jwk] });
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            get(move || async move { axum::Json(discovery) }),
+        )
+        .route("/keys", get(move || async move { axum::Json(jwks) }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref()))
+}
+
+fn ci_provider(issuer: &str) -> custody_server::config::OidcProviderConfig {
+    custody_server::config::OidcProviderConfig {
+        issuer: issuer.into(),
+        audience: "custody".into(),
+        jwks_cache_seconds: 600,
+        jwks_min_refetch_seconds: 600,
+        leeway_seconds: 60,
+        rules: vec![custody_server::config::OidcRule {
+            name: "app builds on main".into(),
+            claims: [
+                ("repository".to_string(), "acme/app".to_string()),
+                ("ref".to_string(), "refs/heads/main".to_string()),
+            ]
+            .into(),
+            scopes: vec!["target:upload@app".into(), "target:stage@app".into()],
+        }],
+    }
+}
+
+async fn ci_token(s: &TestServer, issuer: &str, key: &jsonwebtoken::EncodingKey) -> String {
+    let t = chrono::Utc::now().timestamp();
+    let claims = json!({
+        "iss": issuer, "aud": "custody", "sub": "repo:acme/app:ref:refs/heads/main",
+        "iat": t, "nbf": t, "exp": t + 300,
+        "repository": "acme/app", "ref": "refs/heads/main",
+    });
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some("ci1".into());
+    let id_token = jsonwebtoken::encode(&header, &claims, key).unwrap();
+    let r = common::http(
+        "POST",
+        &format!("{}/api/v1/token", s.url),
+        &[("content-type", "application/json")],
+        Some(serde_json::to_vec(&json!({ "oidc_token": id_token })).unwrap()),
+    )
+    .await;
+    assert_eq!(r.status, 200, "OIDC exchange: {}", r.text());
+    r.json()["token"].as_str().unwrap().to_string()
+}
 
 struct Offline {
     ring: KeyRing,
@@ -116,7 +186,12 @@ async fn create_sign_upload_stage_publish_sign_verify_yank() {
     let keydir = tempfile::tempdir().unwrap();
     let pass = keydir.path().join("passphrase");
     std::fs::write(&pass, "correct horse battery staple\n").unwrap();
-    let s = start_with(|c| c.key_passphrase_file = Some(pass.clone())).await;
+    let (issuer, ci_key) = oidc_issuer().await;
+    let s = start_with(|c| {
+        c.key_passphrase_file = Some(pass.clone());
+        c.oidc = vec![ci_provider(&issuer)];
+    })
+    .await;
     let (o, root_key, targets_key) = offline_keys();
 
     // Creating needs fleet:admin; the server makes its online keys.
@@ -165,11 +240,9 @@ async fn create_sign_upload_stage_publish_sign_verify_yank() {
     let (_, files) = client_view(&s).await;
     assert!(files.is_empty());
 
-    // CI uploads and stages; a separate publisher publishes.
-    let ci = s
-        .credential("ci", &["target:upload@app", "target:stage@app"])
-        .await;
-    let ct = s.token(&ci, None).await;
+    // CI (OIDC workload identity) uploads and stages; a separate
+    // publisher publishes.
+    let ct = ci_token(&s, &issuer, &ci_key).await;
     let data = b"firmware image 1.2.3".repeat(1000);
     let sha = common::sha256_hex(&data);
     let r = common::http(
