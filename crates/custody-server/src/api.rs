@@ -73,6 +73,14 @@ pub fn router() -> Router<Arc<AppState>> {
         )
         // Uploads are streamed to disk with our own limit (max_blob_bytes).
         .layer(DefaultBodyLimit::disable());
+    // A signed copy of a big targets role can exceed the 1 MiB JSON limit;
+    // custody-repo reads its own metadata up to 64 MiB.
+    let sign = Router::new()
+        .route(
+            "/api/v1/repos/{repo}/roles/{role}/signatures",
+            post(sign_role),
+        )
+        .layer(DefaultBodyLimit::max(64 << 20));
     Router::new()
         .route("/api/v1/token", post(mint_token).delete(revoke_own_token))
         .route("/api/v1/whoami", get(whoami))
@@ -96,13 +104,10 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/api/v1/repos/{repo}/roles/{role}", get(get_role))
         .route("/api/v1/repos/{repo}/publish", post(publish))
         .route("/api/v1/repos/{repo}/publishes", get(list_publishes))
-        .route(
-            "/api/v1/repos/{repo}/roles/{role}/signatures",
-            post(sign_role),
-        )
         .route("/api/v1/audit", get(list_audit))
         .layer(DefaultBodyLimit::max(1 << 20))
         .merge(upload)
+        .merge(sign)
         .route("/openapi.json", get(openapi_json))
 }
 
@@ -786,7 +791,7 @@ fn authoring_error(e: AuthoringError) -> ApiError {
             "repository_rejected",
             e.to_string(),
         ),
-        AuthoringError::Host(_) | AuthoringError::Io { .. } => {
+        AuthoringError::Host(_) | AuthoringError::Io { .. } | AuthoringError::Corrupt(_) => {
             tracing::error!(error = %e, "authoring failed");
             ApiError::internal(e.to_string())
         }

@@ -46,6 +46,8 @@ pub enum AuthoringError {
     Busy { repo: String, detail: String },
     #[error("{0}")]
     Invalid(String),
+    #[error("{0}")]
+    Corrupt(String),
     #[error(
         "role {role} of repository {repo:?} is under threshold ({have} of {threshold} valid signatures); missing signatures by key ids {missing:?}; the draft is kept: sign it through POST /api/v1/repos/{repo}/roles/{role}/signatures"
     )]
@@ -125,10 +127,23 @@ pub struct RoleSigState {
 pub struct Authoring {
     dir: PathBuf,
     keys_dir: PathBuf,
+    tmp_dir: PathBuf,
     passphrase: SecretSource,
     /// Serialises authoring within this process (the file lock inside
     /// `Repository::open` serialises across processes).
     pub lock: tokio::sync::Mutex<()>,
+}
+
+/// `t` is listed by the role it belongs to with its length, sha256 and custom.
+fn listed_as(r: &Repository, t: &WantedTarget) -> bool {
+    let role = r.role_for_path(&t.name);
+    r.targets_role(&role)
+        .and_then(|env| env.signed.targets.get(&t.name))
+        .is_some_and(|tf| {
+            tf.length == t.length
+                && tf.hashes.get("sha256") == Some(&t.sha256)
+                && tf.custom == t.custom
+        })
 }
 
 fn io<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> AuthoringError + 'a {
@@ -157,6 +172,7 @@ impl Authoring {
         Ok(Authoring {
             dir,
             keys_dir,
+            tmp_dir: data_dir.join("tmp"),
             passphrase,
             lock: tokio::sync::Mutex::new(()),
         })
@@ -287,23 +303,40 @@ impl Authoring {
         let mut ring = self.keyring();
         let mut added = Vec::new();
         let mut removed = Vec::new();
+        // Targets not yet listed with these bytes and this custom, grouped
+        // by custom: each group is added by one add_targets call over a
+        // tree of hard links (one targets version bump and one snapshot /
+        // timestamp re-sign per group instead of per target).
+        let mut groups: BTreeMap<String, (Option<serde_json::Value>, Vec<&WantedTarget>)> =
+            BTreeMap::new();
         for t in wanted {
-            let role = r.role_for_path(&t.name);
-            let present = r
-                .targets_role(&role)
-                .and_then(|env| env.signed.targets.get(&t.name))
-                .map(|tf| {
-                    tf.length == t.length
-                        && tf.hashes.get("sha256") == Some(&t.sha256)
-                        && tf.custom == t.custom
-                })
-                .unwrap_or(false);
-            if present {
+            if listed_as(&r, t) {
                 continue;
             }
-            r.add_targets(&t.blob, Some(&t.name), t.custom.clone(), &mut ring, now)
-                .map_err(repo_err(repo))?;
-            added.push(t.name.clone());
+            let key = t.custom.as_ref().map(|c| c.to_string()).unwrap_or_default();
+            groups
+                .entry(key)
+                .or_insert_with(|| (t.custom.clone(), Vec::new()))
+                .1
+                .push(t);
+        }
+        for (custom, group) in groups.into_values() {
+            self.add_group(repo, &mut r, &group, custom, &mut ring, now)?;
+            for t in &group {
+                // The staged bytes were hashed again by custody-repo: a blob
+                // changed on disk since its verified upload is refused here
+                // instead of being signed.
+                if !listed_as(&r, t) {
+                    return Err(AuthoringError::Corrupt(format!(
+                        "target {:?}: the blob file {} no longer has the uploaded length {} and sha256 {}; refusing to publish it",
+                        t.name,
+                        t.blob.display(),
+                        t.length,
+                        t.sha256
+                    )));
+                }
+                added.push(t.name.clone());
+            }
         }
         for name in yanked {
             let listed = r.targets_roles().iter().any(|role| {
@@ -321,6 +354,59 @@ impl Authoring {
         r.refresh(&mut ring, now).map_err(repo_err(repo))?;
         r.save().map_err(repo_err(repo))?;
         self.go_live(repo, &r, added, removed, hosting, now)
+    }
+
+    fn add_group(
+        &self,
+        repo: &str,
+        r: &mut Repository,
+        group: &[&WantedTarget],
+        custom: Option<serde_json::Value>,
+        ring: &mut KeyRing,
+        now: DateTime<Utc>,
+    ) -> Result<(), AuthoringError> {
+        if let [t] = group {
+            r.add_targets(&t.blob, Some(&t.name), custom, ring, now)
+                .map_err(repo_err(repo))?;
+            return Ok(());
+        }
+        let tree = self
+            .tmp_dir
+            .join(format!("publish-{}", crate::blobs::random_hex(8)));
+        let built = (|| -> std::io::Result<()> {
+            for t in group {
+                let mut path = tree.clone();
+                // Names were validated when staged (relative, no `.`/`..`).
+                for seg in t.name.split('/') {
+                    path.push(seg);
+                }
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                if std::fs::hard_link(&t.blob, &path).is_err() {
+                    std::fs::copy(&t.blob, &path)?;
+                }
+            }
+            Ok(())
+        })();
+        let result = match built {
+            Ok(()) => r
+                .add_targets(&tree, None, custom, ring, now)
+                .map(|_| ())
+                .map_err(repo_err(repo)),
+            // e.g. a target that is also a directory prefix of another:
+            // fall back to one add per target.
+            Err(e) => {
+                tracing::debug!(repo, error = %e, "publish tree not buildable; adding targets one by one");
+                group.iter().try_for_each(|t| {
+                    r.add_targets(&t.blob, Some(&t.name), custom.clone(), ring, now)
+                        .map(|_| ())
+                        .map_err(repo_err(repo))
+                })
+            }
+        };
+        let _ = std::fs::remove_dir_all(&tree);
+        result
     }
 
     /// Merges the signatures of `bytes` (a signed copy of the staged

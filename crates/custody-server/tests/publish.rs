@@ -345,6 +345,47 @@ async fn create_sign_upload_stage_publish_sign_verify_yank() {
     .unwrap();
     assert_eq!(again, None);
 
+    // A blob changed on disk after its verified upload is never signed.
+    let evil = b"second release".to_vec();
+    let evil_sha = common::sha256_hex(&evil);
+    let r = common::http(
+        "PUT",
+        &format!("{}/api/v1/repos/app/blobs/{evil_sha}", s.url),
+        &[("authorization", &format!("Bearer {ct}"))],
+        Some(evil.clone()),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = s
+        .api(
+            "PUT",
+            "/api/v1/repos/app/targets/fw/next.bin",
+            &ct,
+            Some(json!({ "blob_sha256": evil_sha })),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let blob = s
+        .dir
+        .path()
+        .join("blobs/sha256")
+        .join(&evil_sha[..2])
+        .join(&evil_sha);
+    std::fs::remove_file(&blob).unwrap();
+    std::fs::write(&blob, b"tampered on disk").unwrap();
+    let draft_before = s
+        .api("GET", "/api/v1/repos/app/roles/targets", &pt, None)
+        .await
+        .body;
+    let r = s.api("POST", "/api/v1/repos/app/publish", &pt, None).await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(r.text().contains("refusing to publish"), "{}", r.text());
+    let draft_after = s
+        .api("GET", "/api/v1/repos/app/roles/targets", &pt, None)
+        .await
+        .body;
+    assert_eq!(draft_before, draft_after, "nothing saved");
+
     let r = s.api("GET", "/api/v1/repos/app/publishes", &pt, None).await;
     assert!(r.json().as_array().unwrap().len() >= 4, "{}", r.text());
 }
