@@ -479,6 +479,48 @@ impl Hosting {
         })
     }
 
+    /// Removes what a killed publish left behind: unfinished generation
+    /// directories (`generations/.tmp-*`, never served) and temporary
+    /// `current` symlinks. Called at startup, before any publish runs.
+    pub fn remove_abandoned(&self) -> usize {
+        let mut removed = 0;
+        let Ok(repos) = std::fs::read_dir(&self.repos_dir) else {
+            return 0;
+        };
+        for repo in repos.filter_map(|e| e.ok()) {
+            let dir = repo.path();
+            let mut leftovers: Vec<PathBuf> = Vec::new();
+            for (sub, prefix) in [("generations", ".tmp-"), ("", ".current-")] {
+                let d = if sub.is_empty() {
+                    dir.clone()
+                } else {
+                    dir.join(sub)
+                };
+                if let Ok(rd) = std::fs::read_dir(&d) {
+                    leftovers.extend(
+                        rd.filter_map(|e| e.ok())
+                            .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+                            .map(|e| e.path()),
+                    );
+                }
+            }
+            for p in leftovers {
+                let gone = match std::fs::symlink_metadata(&p) {
+                    Ok(m) if m.is_dir() => std::fs::remove_dir_all(&p),
+                    Ok(_) => std::fs::remove_file(&p),
+                    Err(e) => Err(e),
+                };
+                match gone {
+                    Ok(()) => removed += 1,
+                    Err(e) => {
+                        tracing::warn!(path = %p.display(), error = %e, "cannot remove an abandoned publish leftover")
+                    }
+                }
+            }
+        }
+        removed
+    }
+
     /// Deletes committed generations beyond the newest `keep` (never the
     /// current one). Readers holding open files are unaffected.
     pub fn prune_generations(&self, repo: &str, keep: usize) -> Result<usize, HostError> {

@@ -154,6 +154,13 @@ impl AppState {
             config.metadata_cache_file_bytes,
             config.metadata_cache_total_bytes,
         );
+        let abandoned = hosting.remove_abandoned();
+        if abandoned > 0 {
+            tracing::info!(
+                removed = abandoned,
+                "removed unfinished generations of interrupted publishes"
+            );
+        }
         let authoring = Authoring::new(&data, config.key_passphrase_file.as_deref())?;
         let oidc = OidcVerifier::new(&config.oidc);
         let state = AppState {

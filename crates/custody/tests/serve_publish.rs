@@ -455,6 +455,11 @@ fn kill_9_during_upload_and_publish_loses_nothing_published() {
         kill9(&mut s);
         let _ = publishing.join();
         s = start(&data_dir);
+        // Unfinished generations of the killed publish are gone.
+        for e in std::fs::read_dir(data_dir.join("repos/app/generations")).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(!name.starts_with(".tmp-"), "leftover {name} after restart");
+        }
         // Everything published before the crash is still served and verifies.
         let names: Vec<String> = published.iter().map(|(n, _)| n.clone()).collect();
         let got = client_download(&s, dir.path(), &names);
