@@ -253,6 +253,12 @@ impl Server {
                     let app = Router::new()
                         .fallback_service(ServeDir::new(&root))
                         .layer(middleware::from_fn_with_state(c.clone(), count));
+                    // TCP_NODELAY as custody-server sets it: otherwise Nagle +
+                    // delayed ACK add up to 40 ms to each small response and
+                    // the bench measures the server, not the clients.
+                    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                        let _ = tcp.set_nodelay(true);
+                    });
                     axum::serve(listener, app)
                         .with_graceful_shutdown(async {
                             let _ = shutdown_rx.await;

@@ -131,6 +131,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let task = match tls {
         None => {
             scheme = "http";
+            // Responses go out as header + body writes; without TCP_NODELAY
+            // Nagle holds the body until the client's delayed ACK (up to
+            // 40 ms on Linux) for every small metadata response.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "TCP_NODELAY not set");
+                }
+            });
             tokio::spawn(serve_connections(listener, app, header_timeout, stop))
         }
         Some(acceptor) => {
@@ -346,6 +354,9 @@ impl TlsListener {
                 };
                 if tx.is_closed() {
                     break;
+                }
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(error = %e, "TCP_NODELAY not set");
                 }
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
