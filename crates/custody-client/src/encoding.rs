@@ -50,12 +50,8 @@ pub fn remote_role_file_name(role: &str, version: Option<u64>) -> String {
 /// its whole path encoded as one component. `None` for the empty path, which
 /// names no file. The names `.` and `..` have their dots escaped too.
 pub fn target_file_name(target_path: &str) -> Option<String> {
-    match target_path {
-        "" => None,
-        "." => Some("%2E".to_owned()),
-        ".." => Some("%2E%2E".to_owned()),
-        other => Some(custody_tuf::encode_target_filename(other)),
-    }
+    // custody-tuf escapes "." and ".."; the empty path names no file.
+    (!target_path.is_empty()).then(|| custody_tuf::encode_target_filename(target_path))
 }
 
 /// Escape a remote target path (from custody-tuf's `target_remote_path`,

@@ -265,24 +265,11 @@ impl<T: Transport> Updater<T> {
                 Err(e) => tracing::debug!(role, error = %e, "local targets metadata not usable"),
             }
         }
-        // Like python-tuf: no request for a role the snapshot does not list.
-        // custody-tuf would reject it anyway (MissingMeta); this only avoids
-        // a useless download. CUSTODY-TUF-GAP: a public `meta_for(role)`
-        // would let us ask instead of looking.
-        let listed = self
-            .trusted
-            .snapshot()
-            .is_some_and(|s| s.meta.contains_key(&format!("{role}.json")));
-        if !listed {
-            return Err(ClientError::rejected(
-                "snapshot",
-                custody_tuf::Error::MissingMeta {
-                    role: role.to_owned(),
-                    source_role: "snapshot".to_owned(),
-                    file: format!("{role}.json"),
-                },
-            ));
-        }
+        // Like python-tuf: no request for a role the snapshot does not list
+        // (custody-tuf answers MissingMeta, naming the role and the file).
+        self.trusted
+            .meta_for(role)
+            .map_err(|e| ClientError::rejected("snapshot", e))?;
         let name = self
             .trusted
             .remote_filename(role)
