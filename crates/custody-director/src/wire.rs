@@ -884,3 +884,170 @@ impl SignedManifest {
         Ok(())
     }
 }
+
+// ---------------------------------------------------------------- responses
+
+/// Largest enrolment or check-in response a device accepts (bytes). Director
+/// metadata for one device is a few KiB; a long root chain fits many times.
+pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+/// Most root versions a response may carry (a device that was offline for a
+/// long time fetches the rest on the next check-in).
+pub const MAX_ROOT_CHAIN: usize = 64;
+
+/// Signed director metadata for one device, as raw bytes exactly as signed
+/// (base64 in JSON, so no re-serialisation can change what was signed).
+///
+/// The device feeds these through custody-tuf's `TrustedMetadata` in order:
+/// each of `roots` (consecutive versions after the one it trusts), then
+/// `timestamp`, `snapshot`, `targets`. The same type is used online (the
+/// check-in response) and offline (bundles), so both take one code path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectorMetadataSet {
+    /// root versions newer than the one the device said it trusts, ascending
+    #[serde(default, with = "b64_vec")]
+    pub roots: Vec<Vec<u8>>,
+    /// `timestamp.json`
+    #[serde(with = "b64")]
+    pub timestamp: Vec<u8>,
+    /// `snapshot.json`
+    #[serde(with = "b64")]
+    pub snapshot: Vec<u8>,
+    /// `targets.json` (bound to the device)
+    #[serde(with = "b64")]
+    pub targets: Vec<u8>,
+}
+
+/// Server → device answer to `POST /device/v1/enrol`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrolResponse {
+    /// [`WIRE_VERSION`]
+    pub wire_version: u32,
+    /// the device id the server registered (must equal the key id of the
+    /// device key; the agent checks)
+    pub device_id: String,
+    /// the director's current `root.json`, to pin (trust on first use unless
+    /// supplied out of band)
+    #[serde(with = "b64")]
+    pub director_root: Vec<u8>,
+    /// name of the image repository the director assigns from
+    pub image_repository: String,
+    /// that repository's current `root.json`, to pin
+    #[serde(with = "b64")]
+    pub image_root: Vec<u8>,
+    /// metadata base URL of the image repository, relative to the server
+    /// (e.g. `/repos/main/metadata/`)
+    pub image_metadata_path: String,
+    /// targets base URL of the image repository, relative to the server
+    pub image_targets_path: String,
+}
+
+/// Server → device answer to `POST /device/v1/checkin`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckinResponse {
+    /// [`WIRE_VERSION`]
+    pub wire_version: u32,
+    /// the manifest's report counter the server recorded; the device drops
+    /// queued reports that manifest carried
+    pub accepted_counter: u64,
+    /// fresh director metadata for this device
+    pub director: DirectorMetadataSet,
+    /// suggested seconds until the next check-in (the agent adds jitter)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_checkin_secs: Option<u64>,
+}
+
+/// Error body of every device and admin endpoint answering 4xx/5xx.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// stable machine-readable code (`replayed_counter`, `decommissioned`, …)
+    pub error: String,
+    /// human message naming the field and the rule
+    pub message: String,
+}
+
+mod b64_vec {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            v.iter()
+                .map(|b| base64::engine::general_purpose::STANDARD.encode(b)),
+        )
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
+        let v = Vec::<String>::deserialize(d)?;
+        v.into_iter()
+            .map(|s| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(s)
+                    .map_err(serde::de::Error::custom)
+            })
+            .collect()
+    }
+}
+
+const RESP: &str = "server response";
+
+fn check_metadata_set(set: &DirectorMetadataSet) -> Result<(), WireError> {
+    if set.roots.len() > MAX_ROOT_CHAIN {
+        return Err(field(
+            RESP,
+            "director.roots",
+            format!(
+                "at most {MAX_ROOT_CHAIN} root versions, got {}",
+                set.roots.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl EnrolResponse {
+    /// Parse untrusted bytes (limit [`MAX_RESPONSE_BYTES`]). Only shape is
+    /// checked here; the roots are verified by custody-tuf.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, WireError> {
+        let v = strict_value(RESP, bytes, MAX_RESPONSE_BYTES)?;
+        let r: EnrolResponse = typed(RESP, v)?;
+        check_version(RESP, r.wire_version)?;
+        check_device_id(RESP, "device_id", &r.device_id)?;
+        check_name(RESP, "image_repository", &r.image_repository)?;
+        for (f, p) in [
+            ("image_metadata_path", &r.image_metadata_path),
+            ("image_targets_path", &r.image_targets_path),
+        ] {
+            if !p.starts_with('/') || p.contains("..") || p.len() > 2048 {
+                return Err(field(
+                    RESP,
+                    f,
+                    format!(
+                        "must be an absolute path without '..', got {:?}",
+                        truncate(p)
+                    ),
+                ));
+            }
+        }
+        Ok(r)
+    }
+}
+
+impl CheckinResponse {
+    /// Parse untrusted bytes (limit [`MAX_RESPONSE_BYTES`]). Only shape is
+    /// checked here; the metadata is verified by custody-tuf.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, WireError> {
+        let v = strict_value(RESP, bytes, MAX_RESPONSE_BYTES)?;
+        let r: CheckinResponse = typed(RESP, v)?;
+        check_version(RESP, r.wire_version)?;
+        check_metadata_set(&r.director)?;
+        Ok(r)
+    }
+}
+
+impl DirectorMetadataSet {
+    /// Check the shape rules (root chain length).
+    pub fn validate(&self) -> Result<(), WireError> {
+        check_metadata_set(self)
+    }
+}
