@@ -155,11 +155,26 @@ fn oidc_error(e: OidcError) -> ApiError {
 
 #[utoipa::path(post, path = "/api/v1/token", tag = "auth", request_body = TokenRequest,
     responses((status = 200, body = TokenResponse), (status = 400, body = ErrorBody),
-              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 429, body = ErrorBody, description = "too many token requests from this address; see Retry-After")))]
 async fn mint_token(
     State(st): St,
+    peer: Option<axum::Extension<crate::ratelimit::PeerAddr>>,
     body: Result<Json<TokenRequest>, JsonRejection>,
 ) -> ApiResult<Json<TokenResponse>> {
+    // Before anything is parsed or looked up: guessing secrets costs time.
+    let ip = peer.map(|axum::Extension(p)| p.0.ip());
+    if let Err(wait) = st.token_limiter.check(ip) {
+        tracing::warn!(peer = ?ip, "token request rate limited");
+        return Err(ApiError::rate_limited(
+            wait,
+            format!(
+                "too many token requests from this address (limit {} per minute, token_requests_per_minute); retry in {} ms",
+                st.token_limiter.per_minute(),
+                wait.as_millis()
+            ),
+        ));
+    }
     let req = json_body(body)?;
     let cfg = &st.config;
     let at = now();

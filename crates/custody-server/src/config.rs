@@ -72,6 +72,12 @@ pub struct ServerConfig {
     pub key_passphrase_file: Option<PathBuf>,
     /// CI identity providers whose OIDC ID tokens may be exchanged.
     pub oidc: Vec<OidcProviderConfig>,
+    /// `POST /api/v1/token` requests per minute per client address
+    /// (sustained), against secret guessing. Behind a proxy all clients
+    /// share the proxy's address: raise it or limit at the proxy.
+    pub token_requests_per_minute: u32,
+    /// Burst allowance on top of the sustained token-request rate.
+    pub token_request_burst: u32,
 }
 
 impl Default for ServerConfig {
@@ -92,6 +98,8 @@ impl Default for ServerConfig {
             token_key_file: None,
             key_passphrase_file: None,
             oidc: Vec::new(),
+            token_requests_per_minute: 30,
+            token_request_burst: 10,
         }
     }
 }

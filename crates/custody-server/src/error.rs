@@ -14,6 +14,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds for a `Retry-After` header (429 answers).
+    pub retry_after: Option<u64>,
 }
 
 /// Error body of every admin API failure.
@@ -31,7 +33,14 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+    /// 429 with `Retry-After` (whole seconds, at least 1).
+    pub fn rate_limited(wait: std::time::Duration, m: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", m);
+        e.retry_after = Some(wait.as_secs().max(1) + u64::from(wait.subsec_nanos() > 0));
+        e
     }
     pub fn unauthorized(m: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", m)
@@ -74,7 +83,9 @@ impl IntoResponse for ApiError {
             error: self.code.to_string(),
             message: self.message,
         });
-        if self.status == StatusCode::UNAUTHORIZED {
+        if let Some(secs) = self.retry_after {
+            (self.status, [(header::RETRY_AFTER, secs.to_string())], body).into_response()
+        } else if self.status == StatusCode::UNAUTHORIZED {
             (
                 self.status,
                 [(header::WWW_AUTHENTICATE, "Bearer error=\"invalid_token\"")],

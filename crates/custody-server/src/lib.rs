@@ -21,6 +21,7 @@ pub mod config;
 pub mod error;
 pub mod hosting;
 pub mod metrics;
+pub mod ratelimit;
 pub mod scope;
 pub mod server;
 pub mod state;

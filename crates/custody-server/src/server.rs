@@ -170,7 +170,7 @@ async fn serve_connections<L>(
     stop: impl Future<Output = ()>,
 ) -> std::io::Result<()>
 where
-    L: axum::serve::Listener,
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
 {
     use hyper_util::rt::{TokioIo, TokioTimer};
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -182,8 +182,18 @@ where
     tokio::pin!(stop);
     loop {
         tokio::select! {
-            (io, _peer) = listener.accept() => {
-                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+            (io, peer) = listener.accept() => {
+                // The connection's peer address, for per-client rate limits
+                // (never taken from a forwarding header: that is the
+                // client's word).
+                let app = tower::ServiceExt::map_request(
+                    app.clone(),
+                    move |mut req: hyper::Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(crate::ratelimit::PeerAddr(peer));
+                        req
+                    },
+                );
+                let service = hyper_util::service::TowerToHyperService::new(app);
                 let conn = builder.serve_connection(TokioIo::new(io), service);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
@@ -217,6 +227,7 @@ fn spawn_housekeeping(state: Arc<AppState>) {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
         loop {
             tick.tick().await;
+            state.token_limiter.prune();
             match state
                 .storage
                 .purge_revoked_tokens(crate::state::now() - 300)

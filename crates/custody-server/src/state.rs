@@ -66,6 +66,8 @@ pub struct AppState {
     pub metrics: Metrics,
     pub ready: AtomicBool,
     pub tmp_dir: std::path::PathBuf,
+    /// Per-client-address limit on `POST /api/v1/token`.
+    pub token_limiter: crate::ratelimit::RateLimiter,
 }
 
 /// Unix seconds now.
@@ -163,7 +165,12 @@ impl AppState {
         }
         let authoring = Authoring::new(&data, config.key_passphrase_file.as_deref())?;
         let oidc = OidcVerifier::new(&config.oidc);
+        let token_limiter = crate::ratelimit::RateLimiter::new(
+            config.token_requests_per_minute,
+            config.token_request_burst,
+        );
         let state = AppState {
+            token_limiter,
             config,
             storage,
             blobs,

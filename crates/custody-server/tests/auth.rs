@@ -531,3 +531,41 @@ async fn admin_actions_are_audited() {
         .iter()
         .any(|a| a["action"] == "token.mint" && a["outcome"] == "ok"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_requests_are_rate_limited_per_address_before_any_lookup() {
+    let s = custody_server_tests_start_limited().await;
+    // A guesser burns the burst with wrong secrets…
+    let mut wrong = s.bootstrap.clone();
+    wrong.pop();
+    wrong.push(if s.bootstrap.ends_with('A') { 'B' } else { 'A' });
+    for _ in 0..3 {
+        let r = s.mint(&wrong, None).await;
+        assert_eq!(r.status, 401, "{}", r.text());
+    }
+    // …then even the right secret is refused from that address, with a
+    // Retry-After, and the message names the setting.
+    let r = s.mint(&s.bootstrap, None).await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.json()["error"], "rate_limited");
+    assert!(
+        r.text().contains("token_requests_per_minute"),
+        "{}",
+        r.text()
+    );
+    let retry = r
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
+        .map(|(_, v)| v.parse::<u64>().expect("Retry-After is whole seconds"))
+        .expect("Retry-After header");
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+}
+
+async fn custody_server_tests_start_limited() -> TestServer {
+    start_with(|c| {
+        c.token_requests_per_minute = 1;
+        c.token_request_burst = 3;
+    })
+    .await
+}

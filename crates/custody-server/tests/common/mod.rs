@@ -93,6 +93,10 @@ pub fn config(data_dir: &std::path::Path) -> ServerConfig {
     ServerConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         data_dir: data_dir.to_path_buf(),
+        // Tests mint dozens of tokens from 127.0.0.1 within a second; the
+        // limit itself is tested in auth.rs with its own low setting.
+        token_requests_per_minute: 100_000,
+        token_request_burst: 10_000,
         ..ServerConfig::default()
     }
 }
