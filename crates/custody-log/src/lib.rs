@@ -78,6 +78,8 @@
 #![warn(missing_docs)]
 
 pub mod checkpoint;
+#[cfg(feature = "fs")]
+pub mod fs;
 pub mod hash;
 pub mod note;
 pub mod proof;

@@ -248,6 +248,14 @@ impl<S: HashStore> Appender<S> {
         &self.store
     }
 
+    /// The underlying store, mutably: for a durable store in this crate to
+    /// take what an append produced. Not public: changing the store behind
+    /// the appender's frontier would break it.
+    #[cfg_attr(not(feature = "fs"), allow(dead_code))]
+    pub(crate) fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
     /// Give back the underlying store.
     pub fn into_store(self) -> S {
         self.store
