@@ -5,9 +5,11 @@ With python-tuf's Metadata API (same repository shape as make_repo.py: N
 targets, 2**bit_length succinct hash bins, consistent snapshots, Ed25519,
 compact JSON):
 
-1. create: generate and hash N target contents (timed separately: the same
-   work for any implementation), build targets + bins metadata, sign every
-   role, write every metadata file;
+1. create: generate and hash N target contents (timed separately, not
+   part of the comparison: a release pipeline or artifact store knows each
+   upload's length and digest; custody's bench reads the same (name, length,
+   sha256) inputs from --entries-out), build targets + bins metadata, sign
+   every role, write every metadata file;
 2. add one target, stateless (how a CI publishing job works): read
    timestamp.json, the snapshot and the one affected bin from disk, add the
    target, bump versions and re-sign only that bin, snapshot and timestamp,
@@ -127,6 +129,11 @@ def main() -> int:
     p.add_argument("--expires", default="2036-01-01T00:00:00Z")
     p.add_argument("--work-dir", type=Path, help="parent of the temporary repository (default: system temp)")
     p.add_argument("--keep", action="store_true", help="keep the written repository")
+    p.add_argument(
+        "--entries-out",
+        type=Path,
+        help="write the N (name, length, sha256) inputs as JSON lines, for custody to take the same inputs",
+    )
     a = p.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="py-authoring-", dir=a.work_dir))
@@ -138,6 +145,11 @@ def main() -> int:
             name = tr.target_name(i)
             tfs.append(tr.target_file_for(name, tr.target_content(a.seed, name)))
         t_hash = time.perf_counter() - t0
+        if a.entries_out:
+            with open(a.entries_out, "w") as f:
+                for tf in tfs:
+                    f.write(json.dumps({"name": tf.path, "length": tf.length, "hashes": tf.hashes}))
+                    f.write("\n")
 
         c1 = time.process_time()
         t1 = time.perf_counter()

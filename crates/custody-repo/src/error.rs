@@ -54,4 +54,12 @@ pub enum RepoError {
     Invalid(String),
     #[error("publish refused: {0}")]
     Publish(String),
+    #[error("target {target:?} refused by the {policy}: {detail}")]
+    Provenance {
+        target: String,
+        /// which policy refused (the repository's stored one or the one
+        /// given for this command)
+        policy: String,
+        detail: String,
+    },
 }

@@ -83,6 +83,9 @@ impl Signer for FileSigner {
     fn key_type(&self) -> KeyType {
         self.key_type
     }
+    fn as_sync(&self) -> Option<&(dyn Signer + Sync)> {
+        Some(self)
+    }
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, SignerError> {
         let err = |detail: String| SignerError::Sign {
             keyid: self.keyid.clone(),

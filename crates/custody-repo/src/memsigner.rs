@@ -51,6 +51,9 @@ impl Signer for MemorySigner {
     fn key_type(&self) -> KeyType {
         KeyType::Ed25519
     }
+    fn as_sync(&self) -> Option<&(dyn Signer + Sync)> {
+        Some(self)
+    }
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, SignerError> {
         Ok(self.pair.sign(msg).as_ref().to_vec())
     }

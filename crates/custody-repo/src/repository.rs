@@ -28,6 +28,7 @@ use crate::fsutil;
 use crate::keyring::{KeyLocation, KeyRing};
 use crate::paths::validate_target_path;
 use crate::policy::ExpiryPolicy;
+use crate::signer::Signer;
 
 /// Repository configuration file name.
 pub const CONFIG_FILE: &str = "custody-repo.json";
@@ -158,6 +159,98 @@ pub struct Repository {
     lock: Option<std::fs::File>,
     pending_removals: Vec<String>,
     log: Vec<serde_json::Value>,
+    /// the exact bytes of each targets role's staged file, for roles not
+    /// changed since they were read (`open`) or written (`save`): publish
+    /// verifies and publishes these instead of serializing again
+    staged: BTreeMap<String, std::sync::Arc<Vec<u8>>>,
+    /// targets listed without contents (added by length and hashes:
+    /// [`TargetEntry`]), per role; loaded on first use
+    external: Option<BTreeMap<String, BTreeSet<String>>>,
+    /// roles whose external-target list changed since the last save
+    external_dirty: BTreeSet<String>,
+    /// provenance policy to store (`Some(None)`: remove) at save
+    pending_policy: Option<Option<Vec<u8>>>,
+    /// accepted provenance envelopes to store at save: (sha256, bytes)
+    pending_provenance: Vec<(String, Vec<u8>)>,
+}
+
+/// The repository's stored provenance policy (JSON form of
+/// `custody_provenance::PolicySpec`).
+pub const PROVENANCE_POLICY_FILE: &str = "provenance-policy.json";
+/// Accepted provenance envelopes, `provenance/<sha256>.dsse.json`.
+pub const PROVENANCE_DIR: &str = "provenance";
+
+/// Provenance given with targets being added.
+#[derive(Debug, Clone, Default)]
+pub struct ProvenanceInput {
+    /// DSSE envelope bytes (in-toto Statement v1 with SLSA Provenance v1);
+    /// its subjects must include each added file's digest
+    pub envelope: Option<Vec<u8>>,
+    /// a policy for this command only, checked in addition to the
+    /// repository's stored policy (it can add rules, never waive the
+    /// stored ones)
+    pub policy: Option<custody_provenance::Policy>,
+}
+
+/// A key id and its thread-safe signer.
+type SyncSigner<'a> = (&'a String, &'a (dyn Signer + Sync));
+
+/// Directory of the per-role lists of targets whose contents custody does
+/// not hold (added by length and hashes).
+pub const EXTERNAL_DIR: &str = "external-targets";
+
+/// A target added by its length and hashes, without its contents: what a
+/// release pipeline or an artifact store knows once a build is uploaded
+/// (e.g. a package index computing digests at upload). Its contents are
+/// served by that store; `publish` writes metadata only for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetEntry {
+    /// target path (the TUF target name)
+    pub name: String,
+    /// length in bytes
+    pub length: u64,
+    /// hash algorithm -> lowercase hex digest; must include `sha256`
+    pub hashes: BTreeMap<String, String>,
+    /// `custom` metadata of the target
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom: Option<serde_json::Value>,
+    /// DSSE provenance envelope for this target, checked against the
+    /// repository's provenance policy when one is set
+    #[serde(skip)]
+    pub provenance: Option<Vec<u8>>,
+}
+
+impl TargetEntry {
+    /// Check the path rules and the digests (known algorithm, hex, length).
+    pub fn check(&self) -> Result<(), RepoError> {
+        validate_target_path(&self.name)?;
+        if !self.hashes.contains_key("sha256") {
+            return Err(RepoError::Invalid(format!(
+                "target {:?}: hashes {:?} has no sha256; custody needs sha256 (consistent-snapshot file names, client checks)",
+                self.name,
+                self.hashes.keys().collect::<Vec<_>>()
+            )));
+        }
+        for (alg, hex) in &self.hashes {
+            let want = match alg.as_str() {
+                "sha256" => 64,
+                "sha512" => 128,
+                other => {
+                    return Err(RepoError::Invalid(format!(
+                        "target {:?}: hash algorithm {other:?} is not supported (sha256, sha512)",
+                        self.name
+                    )))
+                }
+            };
+            if hex.len() != want || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                return Err(RepoError::Invalid(format!(
+                    "target {:?}: {alg} digest {hex:?} must be {want} lowercase hex digits",
+                    self.name
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RepoError + '_ {
@@ -245,11 +338,19 @@ fn load_role<T: Signed + DeserializeOwned>(
     dir: &Path,
     role: &str,
 ) -> Result<Envelope<T>, RepoError> {
+    Ok(load_role_bytes(dir, role)?.0)
+}
+
+/// [`load_role`], also returning the file's bytes.
+fn load_role_bytes<T: Signed + DeserializeOwned>(
+    dir: &Path,
+    role: &str,
+) -> Result<(Envelope<T>, Vec<u8>), RepoError> {
     let path = dir
         .join(METADATA_DIR)
         .join(custody_tuf::metadata_filename(role, None));
     let bytes = read_bounded(&path)?;
-    parse_envelope(role, &bytes, &path)
+    Ok((parse_envelope(role, &bytes, &path)?, bytes))
 }
 
 /// Expiry `now + d`, whole seconds (TUF timestamps have no fractions).
@@ -426,6 +527,11 @@ impl Repository {
             pending_removals: vec![],
             log: vec![],
             lock: None,
+            staged: BTreeMap::new(),
+            external: Some(BTreeMap::new()),
+            external_dirty: BTreeSet::new(),
+            pending_policy: None,
+            pending_provenance: vec![],
         };
         repo.sign_available("root", ring)?;
         repo.sign_available("targets", ring)?;
@@ -459,7 +565,9 @@ impl Repository {
             });
         }
         let root: Envelope<Root> = load_role(dir, "root")?;
-        let top: Envelope<Targets> = load_role(dir, "targets")?;
+        let (top, top_bytes) = load_role_bytes::<Targets>(dir, "targets")?;
+        let mut staged = BTreeMap::new();
+        staged.insert("targets".to_owned(), std::sync::Arc::new(top_bytes));
         let snapshot: Envelope<Snapshot> = load_role(dir, "snapshot")?;
         let timestamp: Envelope<Timestamp> = load_role(dir, "timestamp")?;
         let mut targets = BTreeMap::new();
@@ -475,11 +583,12 @@ impl Repository {
                 .collect();
             names.sort();
             names.dedup();
-            let loaded = par_map(&names, |role| load_role::<Targets>(dir, role));
+            let loaded = par_map(&names, |role| load_role_bytes::<Targets>(dir, role));
             level = Vec::new();
             for (role, env) in names.into_iter().zip(loaded) {
-                let env = env?;
+                let (env, bytes) = env?;
                 level.extend(delegated_names(&env.signed));
+                staged.insert(role.clone(), std::sync::Arc::new(bytes));
                 targets.insert(role, env);
             }
         }
@@ -498,6 +607,11 @@ impl Repository {
             pending_removals: vec![],
             log: vec![],
             lock: Some(lock),
+            staged,
+            external: None,
+            external_dirty: BTreeSet::new(),
+            pending_policy: None,
+            pending_provenance: vec![],
         })
     }
 
@@ -576,6 +690,36 @@ impl Repository {
                     .map_err(io_err(&parent))?;
             }
         }
+        // Lists of contents-less targets: before the metadata naming them.
+        // Many lists (hash bins) are written without a per-file fsync; the
+        // metadata write below syncs the file system once before any
+        // metadata rename (and a list lost in a crash only makes publish
+        // refuse, naming the target: it never publishes a wrong file).
+        let unsynced_lists = self.write_external()?;
+        // Provenance envelopes before the metadata that names their digest.
+        if !self.pending_provenance.is_empty() {
+            let pdir = self.dir.join(PROVENANCE_DIR);
+            std::fs::create_dir_all(&pdir).map_err(io_err(&pdir))?;
+            for (sha, bytes) in std::mem::take(&mut self.pending_provenance) {
+                let p = pdir.join(format!("{sha}.dsse.json"));
+                fsutil::write_replace(&p, &bytes).map_err(io_err(&p))?;
+            }
+        }
+        match self.pending_policy.take() {
+            Some(Some(bytes)) => {
+                let p = self.dir.join(PROVENANCE_POLICY_FILE);
+                fsutil::write_replace(&p, &bytes).map_err(io_err(&p))?;
+            }
+            Some(None) => {
+                let p = self.dir.join(PROVENANCE_POLICY_FILE);
+                match std::fs::remove_file(&p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(RepoError::Io { path: p, source: e }),
+                }
+            }
+            None => {}
+        }
         for name in std::mem::take(&mut self.pending_removals) {
             let p = targets_dir.join(&name);
             match std::fs::remove_file(&p) {
@@ -607,8 +751,17 @@ impl Repository {
             // fsync of all the others.
             write_replace_bulk(&meta_dir, &writes)?;
         } else {
+            if unsynced_lists {
+                bulk_sync(&meta_dir)?;
+            }
             for (p, bytes) in &writes {
                 fsutil::write_replace(p, bytes).map_err(io_err(p))?;
+            }
+        }
+        drop(writes);
+        for (role, bytes) in out {
+            if !TOP_LEVEL_ROLES.contains(&role.as_str()) || role == "targets" {
+                self.staged.insert(role, std::sync::Arc::new(bytes));
             }
         }
         let cfg = serde_json::to_vec_pretty(&self.config)
@@ -622,6 +775,126 @@ impl Repository {
         self.bumped.clear();
         self.new_root = false;
         Ok(())
+    }
+
+    /// The provenance policy stored in the repository (or set in this run
+    /// and not yet saved), if any.
+    pub fn provenance_policy(&self) -> Result<Option<custody_provenance::Policy>, RepoError> {
+        let path = self.dir.join(PROVENANCE_POLICY_FILE);
+        let bytes = match &self.pending_policy {
+            Some(Some(b)) => b.clone(),
+            Some(None) => return Ok(None),
+            None => match std::fs::metadata(&path) {
+                Ok(_) => read_bounded(&path)?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(RepoError::Io { path, source: e }),
+            },
+        };
+        custody_provenance::Policy::from_json(PROVENANCE_POLICY_FILE, &bytes)
+            .map(Some)
+            .map_err(|e| RepoError::BadFile {
+                path,
+                detail: format!("stored provenance policy: {e}"),
+            })
+    }
+
+    /// Store a provenance policy (TOML or JSON, by `file_name`'s
+    /// extension; checked by custody-provenance) in the repository: from
+    /// the next add on, every added target must pass it. Written by `save`;
+    /// logged with the policy's sha256.
+    pub fn set_provenance_policy(
+        &mut self,
+        file_name: &str,
+        bytes: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<custody_provenance::Policy, RepoError> {
+        let policy = custody_provenance::Policy::from_file_contents(file_name, bytes)
+            .map_err(|e| RepoError::Invalid(format!("provenance policy {file_name}: {e}")))?;
+        let json = serde_json::to_vec_pretty(policy.spec())
+            .map_err(|e| RepoError::Invalid(format!("serializing provenance policy: {e}")))?;
+        self.log_event(
+            now,
+            "provenance-policy-set",
+            serde_json::json!({
+                "from": file_name,
+                "sha256": custody_tuf::crypto::sha256_hex(&json),
+                "rules": policy.spec().rules.iter().map(|r| r.name.clone()).collect::<Vec<_>>(),
+            }),
+        );
+        self.pending_policy = Some(Some(json));
+        Ok(policy)
+    }
+
+    /// Remove the stored provenance policy (logged).
+    pub fn clear_provenance_policy(&mut self, now: DateTime<Utc>) {
+        self.log_event(now, "provenance-policy-clear", serde_json::json!({}));
+        self.pending_policy = Some(None);
+    }
+
+    /// Load the per-role lists of contents-less targets (once).
+    fn external_mut(&mut self) -> Result<&mut BTreeMap<String, BTreeSet<String>>, RepoError> {
+        if self.external.is_none() {
+            self.external = Some(load_external(&self.dir)?);
+        }
+        Ok(self.external.get_or_insert_with(BTreeMap::new))
+    }
+
+    /// Write the changed contents-less target lists. Returns whether files
+    /// were written without fsync (the caller must sync before metadata).
+    fn write_external(&mut self) -> Result<bool, RepoError> {
+        if self.external_dirty.is_empty() {
+            return Ok(false);
+        }
+        let ext_dir = self.dir.join(EXTERNAL_DIR);
+        std::fs::create_dir_all(&ext_dir).map_err(io_err(&ext_dir))?;
+        let empty = BTreeSet::new();
+        let mut writes: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+        let mut removes = Vec::new();
+        for role in &self.external_dirty {
+            let set = self
+                .external
+                .as_ref()
+                .and_then(|m| m.get(role))
+                .unwrap_or(&empty);
+            let path = ext_dir.join(external_file_name(role));
+            if set.is_empty() {
+                removes.push(path);
+            } else {
+                let bytes =
+                    serde_json::to_vec(&serde_json::json!({ "role": role, "targets": set }))
+                        .map_err(|e| {
+                            RepoError::Invalid(format!("serializing {}: {e}", path.display()))
+                        })?;
+                writes.push((path, bytes));
+            }
+        }
+        let bulk = writes.len() > BULK_FILES;
+        for (path, bytes) in &writes {
+            if bulk {
+                let mut tmp = tempfile::Builder::new()
+                    .prefix(".custody-tmp-")
+                    .tempfile_in(&ext_dir)
+                    .map_err(io_err(&ext_dir))?;
+                tmp.write_all(bytes).map_err(io_err(path))?;
+                tmp.into_temp_path()
+                    .persist(path)
+                    .map_err(|e| RepoError::Io {
+                        path: path.clone(),
+                        source: e.error,
+                    })?;
+            } else {
+                fsutil::write_replace(path, bytes).map_err(io_err(path))?;
+            }
+        }
+        for p in removes {
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(RepoError::Io { path: p, source: e }),
+            }
+        }
+        self.external_dirty.clear();
+        Ok(bulk)
     }
 
     fn log_event(&mut self, now: DateTime<Utc>, action: &str, detail: serde_json::Value) {
@@ -827,6 +1100,15 @@ impl Repository {
                 });
             }
         }
+        self.apply_signatures(role, new_sigs)
+    }
+
+    /// Put `new_sigs` on `role` (replacing earlier ones by the same keys).
+    fn apply_signatures(
+        &mut self,
+        role: &str,
+        new_sigs: Vec<Signature>,
+    ) -> Result<Vec<String>, RepoError> {
         let signed: Vec<String> = new_sigs.iter().map(|s| s.keyid.clone()).collect();
         let sigs = self.signatures_mut(role)?;
         for s in new_sigs {
@@ -1065,15 +1347,50 @@ impl Repository {
             }
             keyids.push(ids);
         }
-        let msgs = {
-            let envs = changed
-                .iter()
-                .map(|r| self.targets_env(r))
-                .collect::<Result<Vec<_>, _>>()?;
-            par_map(&envs, |env| canonical_signed("targets", env))
-        };
-        for ((role, ids), msg) in changed.iter().zip(&keyids).zip(msgs) {
-            self.sign_available_msg(role, ids, &msg?, ring)?;
+        let ring_ref: &KeyRing = ring;
+        // Thread-safe signers (key files, in-memory keys) sign on all cores
+        // together with the canonicalisation; others (tokens) one by one.
+        let sync_signers: Option<Vec<Vec<SyncSigner<'_>>>> = keyids
+            .iter()
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|id| ring_ref.get(id).map(|s| (id, s)))
+                    .map(|(id, s)| s.as_sync().map(|ss| (id, ss)))
+                    .collect::<Option<Vec<_>>>()
+            })
+            .collect();
+        let envs = changed
+            .iter()
+            .map(|r| self.targets_env(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(signers) = sync_signers {
+            let jobs: Vec<_> = envs.into_iter().zip(signers).collect();
+            let sigs = par_map(
+                &jobs,
+                |(env, signers)| -> Result<Vec<Signature>, RepoError> {
+                    let msg = canonical_signed("targets", env)?;
+                    signers
+                        .iter()
+                        .map(|(id, s)| {
+                            Ok(Signature {
+                                keyid: (*id).clone(),
+                                sig: hex::encode(s.sign(&msg)?),
+                                unknown: Default::default(),
+                            })
+                        })
+                        .collect()
+                },
+            );
+            drop(jobs);
+            for (role, sigs) in changed.iter().zip(sigs) {
+                self.apply_signatures(role, sigs?)?;
+            }
+        } else {
+            let msgs = par_map(&envs, |env| canonical_signed("targets", env));
+            drop(envs);
+            for ((role, ids), msg) in changed.iter().zip(&keyids).zip(msgs) {
+                self.sign_available_msg(role, ids, &msg?, ring_ref)?;
+            }
         }
         self.refresh(ring, now)
     }
@@ -1189,6 +1506,34 @@ impl Repository {
         ring: &mut KeyRing,
         now: DateTime<Utc>,
     ) -> Result<Vec<(String, String)>, RepoError> {
+        self.add_targets_with_provenance(
+            source,
+            name,
+            custom,
+            &ProvenanceInput::default(),
+            ring,
+            now,
+        )
+    }
+
+    /// [`Repository::add_targets`] through the provenance gate: every file
+    /// is evaluated (custody-provenance's `evaluate_for_role`, with the role
+    /// that will list it) against the repository's stored policy and
+    /// `provenance.policy`; any refusal refuses the whole command before
+    /// anything changes. An accepted envelope is stored as
+    /// `provenance/<sha256>.dsse.json` and its digest is put in the
+    /// target's `custom.custody.provenance.sha256`. An envelope with no
+    /// policy to check it is refused rather than recorded unchecked.
+    pub fn add_targets_with_provenance(
+        &mut self,
+        source: &Path,
+        name: Option<&str>,
+        custom: Option<serde_json::Value>,
+        provenance: &ProvenanceInput,
+        ring: &mut KeyRing,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, String)>, RepoError> {
+        let stored_policy = self.provenance_policy()?;
         let meta = std::fs::symlink_metadata(source).map_err(io_err(source))?;
         let mut files: Vec<(PathBuf, String)> = Vec::new();
         if meta.is_dir() {
@@ -1234,10 +1579,59 @@ impl Repository {
         if !sync_each {
             self.pending_unsynced = true;
         }
-        for (file, target) in files {
-            validate_target_path(&target)?;
-            let (staged, length, sha256) = self.stage_file(&file, sync_each)?;
+        for (_, target) in &files {
+            validate_target_path(target)?;
+        }
+        // Copy + hash every file on all cores (each staged file is hashed
+        // while copied, so the recorded digest is of the staged bytes).
+        let staged_files = par_map(&files, |(file, _)| self.stage_file(file, sync_each));
+        let staged_files = staged_files.into_iter().collect::<Result<Vec<_>, _>>()?;
+        // The provenance gate, for every file, before anything changes.
+        let mut attested: Vec<Option<String>> = Vec::with_capacity(files.len());
+        for ((_, target), (_, _, sha256)) in files.iter().zip(&staged_files) {
+            let role = self.role_for_path(target);
+            let hashes = [("sha256".to_owned(), sha256.clone())].into();
+            attested.push(provenance_gate(
+                stored_policy.as_ref(),
+                provenance.policy.as_ref(),
+                target,
+                &role,
+                &hashes,
+                provenance.envelope.as_deref(),
+            )?);
+        }
+        let custom_for = |sha: &Option<String>| -> Result<Option<serde_json::Value>, RepoError> {
+            match sha {
+                None => Ok(custom.clone()),
+                Some(s) => with_provenance_digest(custom.clone(), s).map(Some),
+            }
+        };
+        let customs = attested
+            .iter()
+            .map(custom_for)
+            .collect::<Result<Vec<_>, _>>()?;
+        if let (Some(env), Some(sha)) = (
+            provenance.envelope.as_ref(),
+            attested.iter().flatten().next(),
+        ) {
+            self.pending_provenance.push((sha.clone(), env.clone()));
+        }
+        for ((((_, target), staged), custom), prov) in files
+            .into_iter()
+            .zip(staged_files)
+            .zip(customs)
+            .zip(attested)
+        {
+            let (staged, length, sha256) = staged;
             let role = self.role_for_path(&target);
+            // A removal of the same name earlier in this run must not
+            // delete the file staged now (save renames, then removes).
+            self.pending_removals.retain(|n| n != &target);
+            if let Some(set) = self.external_mut()?.get_mut(&role) {
+                if set.remove(&target) {
+                    self.external_dirty.insert(role.clone());
+                }
+            }
             self.bump(&role, now)?;
             let env = self.targets.get_mut(&role).ok_or_else(|| RepoError::Role {
                 role: role.clone(),
@@ -1254,10 +1648,130 @@ impl Repository {
             self.log_event(
                 now,
                 "add-target",
-                serde_json::json!({ "target": target, "role": role, "length": length, "sha256": sha256 }),
+                serde_json::json!({ "target": target, "role": role, "length": length, "sha256": sha256, "provenance_sha256": prov }),
             );
             added.push((target, role));
         }
+        self.commit_targets_change(ring, now)?;
+        Ok(added)
+    }
+
+    /// Add targets by length and hashes, without contents (see
+    /// [`TargetEntry`]): the bulk path for a release pipeline or artifact
+    /// store that already hashed what it uploaded. Each entry goes to the
+    /// role [`Repository::role_for_path`] picks; every changed role is
+    /// re-signed (canonicalised and, for thread-safe signers, signed on all
+    /// cores), then snapshot and timestamp. One custody-log entry records
+    /// the batch: its size and the sha256 of its sorted
+    /// `name\tlength\tsha256` lines. Returns (target path, role) per entry.
+    pub fn add_target_entries(
+        &mut self,
+        entries: Vec<TargetEntry>,
+        ring: &mut KeyRing,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, String)>, RepoError> {
+        if entries.is_empty() {
+            return Err(RepoError::Invalid("add_target_entries: no entries".into()));
+        }
+        let mut seen = BTreeSet::new();
+        for e in &entries {
+            e.check()?;
+            if !seen.insert(e.name.as_str()) {
+                return Err(RepoError::Invalid(format!(
+                    "target {:?} is listed twice in one batch",
+                    e.name
+                )));
+            }
+        }
+        drop(seen);
+        let stored_policy = self.provenance_policy()?;
+        let mut entries = entries;
+        if stored_policy.is_some() || entries.iter().any(|e| e.provenance.is_some()) {
+            for e in &mut entries {
+                let role = self.role_for_path(&e.name);
+                if let Some(sha) = provenance_gate(
+                    stored_policy.as_ref(),
+                    None,
+                    &e.name,
+                    &role,
+                    &e.hashes,
+                    e.provenance.as_deref(),
+                )? {
+                    e.custom = Some(with_provenance_digest(e.custom.take(), &sha)?);
+                    if let Some(env) = e.provenance.take() {
+                        self.pending_provenance.push((sha, env));
+                    }
+                }
+            }
+        }
+        let mut digest_lines: Vec<String> = entries
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}\t{}\t{}",
+                    e.name,
+                    e.length,
+                    e.hashes.get("sha256").map(String::as_str).unwrap_or("")
+                )
+            })
+            .collect();
+        digest_lines.sort();
+        let batch_digest = custody_tuf::crypto::sha256_hex(digest_lines.join("\n").as_bytes());
+        drop(digest_lines);
+        self.external_mut()?;
+        let pending: BTreeSet<&str> = self
+            .pending_copies
+            .iter()
+            .map(|(_, n)| n.as_str())
+            .collect();
+        let replaced_pending: BTreeSet<String> = entries
+            .iter()
+            .filter(|e| pending.contains(e.name.as_str()))
+            .map(|e| e.name.clone())
+            .collect();
+        if !replaced_pending.is_empty() {
+            self.pending_copies
+                .retain(|(_, n)| !replaced_pending.contains(n));
+        }
+        let count = entries.len();
+        let mut added = Vec::with_capacity(count);
+        let mut touched: BTreeSet<String> = BTreeSet::new();
+        for e in entries {
+            let role = self.role_for_path(&e.name);
+            if touched.insert(role.clone()) {
+                self.bump(&role, now)?;
+            }
+            let env = self.targets.get_mut(&role).ok_or_else(|| RepoError::Role {
+                role: role.clone(),
+                detail: "no metadata".into(),
+            })?;
+            let previous = env.signed.targets.insert(
+                e.name.clone(),
+                TargetFile {
+                    length: e.length,
+                    hashes: e.hashes,
+                    custom: e.custom,
+                    unknown: Default::default(),
+                },
+            );
+            let set = self
+                .external
+                .get_or_insert_with(BTreeMap::new)
+                .entry(role.clone())
+                .or_default();
+            let was_external = !set.insert(e.name.clone());
+            if previous.is_some() && !was_external {
+                // It had staged contents; they are no longer published.
+                self.pending_removals.push(e.name.clone());
+            }
+            self.external_dirty.insert(role.clone());
+            added.push((e.name, role));
+        }
+        self.log_event(
+            now,
+            "add-target-entries",
+            serde_json::json!({ "count": count, "roles": touched.len(), "sha256_of_sorted_entries": batch_digest }),
+        );
         self.commit_targets_change(ring, now)?;
         Ok(added)
     }
@@ -1329,7 +1843,13 @@ impl Repository {
         if let Some(env) = self.targets.get_mut(&role) {
             env.signed.targets.remove(path);
         }
-        if !self
+        let was_external = self
+            .external_mut()?
+            .get_mut(&role)
+            .is_some_and(|s| s.remove(path));
+        if was_external {
+            self.external_dirty.insert(role.clone());
+        } else if !self
             .targets
             .values()
             .any(|e| e.signed.targets.contains_key(path))
@@ -1846,53 +2366,115 @@ impl Repository {
         let snap_name = trusted.remote_filename("snapshot").map_err(refuse)?;
         trusted.update_snapshot(&snap, now, false).map_err(refuse)?;
         files.insert(snap_name, PublishFile::Bytes(snap));
-        let top = envelope_bytes(self.targets_env("targets")?)?;
+        // Roles unchanged since read or written: their staged bytes (the
+        // client workflow below verifies whatever bytes are published).
+        let role_bytes = |role: &str, env: &Envelope<Targets>| -> Result<Vec<u8>, RepoError> {
+            match self.staged.get(role) {
+                Some(b) if !self.dirty.contains(role) => Ok(b.as_ref().clone()),
+                _ => envelope_bytes(env),
+            }
+        };
+        let loaded_external;
+        let external = match &self.external {
+            Some(m) => m,
+            None => {
+                loaded_external = load_external(&self.dir)?;
+                &loaded_external
+            }
+        };
+        let tdir = self.dir.join(TARGETS_DIR);
+        // Target contents of one verified role: taken from the metadata
+        // custody-tuf just verified, so what is copied is what clients will
+        // check. Contents-less targets (artifact store) are skipped.
+        let contents = |role: &str,
+                        verified: &Targets,
+                        t: &custody_tuf::TrustedMetadata|
+         -> Result<Vec<(String, PublishFile)>, RepoError> {
+            let ext = external.get(role);
+            let mut out = Vec::new();
+            for (path, tf) in &verified.targets {
+                validate_target_path(path)?;
+                if ext.is_some_and(|s| s.contains(path)) {
+                    continue;
+                }
+                let src = tdir.join(path);
+                verify_target_file(path, tf, &src)?;
+                let remote = t.target_remote_path(path, tf);
+                validate_target_path(&remote)?;
+                out.push((format!("{TARGETS_DIR}/{remote}"), PublishFile::Copy(src)));
+            }
+            Ok(out)
+        };
+        let top_env = self.targets_env("targets")?;
+        let top = role_bytes("targets", top_env)?;
         let top_name = trusted.remote_filename("targets").map_err(refuse)?;
         trusted.update_targets(&top, now).map_err(refuse)?;
         files.insert(top_name, PublishFile::Bytes(top));
-        // Serialize every delegated role in parallel up front; verification
-        // below is sequential (each role is checked against its delegator).
-        let delegated: Vec<(&String, &Envelope<Targets>)> = self
-            .targets
-            .iter()
-            .filter(|(r, _)| r.as_str() != "targets")
+        let verified_top = trusted
+            .targets()
+            .ok_or_else(|| RepoError::Publish("targets not loaded after verification".into()))?;
+        files.extend(contents("targets", verified_top, &trusted)?);
+        // Delegated roles, one delegation level at a time, each verified
+        // against the delegator that lists it. Roles that delegate further
+        // are verified on the main trusted state (their children need it);
+        // leaf roles (e.g. 256 hash bins) are independent: they are
+        // verified in parallel, each thread on its own copy of the trusted
+        // state, with the same custody-tuf calls.
+        let mut level: Vec<(String, String)> = delegated_names(&top_env.signed)
+            .into_iter()
+            .map(|r| (r, "targets".to_owned()))
             .collect();
-        let mut serialized: BTreeMap<&str, Vec<u8>> = BTreeMap::new();
-        for ((role, _), bytes) in delegated
-            .iter()
-            .zip(par_map(&delegated, |(_, env)| envelope_bytes(env)))
-        {
-            serialized.insert(role.as_str(), bytes?);
-        }
-        // Delegated roles, breadth first from targets, each verified against
-        // the delegator that lists it.
-        let mut queue: std::collections::VecDeque<(String, String)> =
-            delegated_names(&self.targets_env("targets")?.signed)
-                .into_iter()
-                .map(|r| (r, "targets".to_owned()))
-                .collect();
         let mut done = BTreeSet::new();
-        while let Some((role, delegator)) = queue.pop_front() {
-            if !done.insert((role.clone(), delegator.clone())) {
-                continue;
+        while !level.is_empty() {
+            let mut next = Vec::new();
+            let mut leaves = Vec::new();
+            for (role, delegator) in level {
+                if !done.insert((role.clone(), delegator.clone())) {
+                    continue;
+                }
+                let Some(env) = self.targets.get(&role) else {
+                    return Err(RepoError::Publish(format!(
+                        "role {role} is delegated by {delegator} but has no metadata"
+                    )));
+                };
+                let children = delegated_names(&env.signed);
+                if children.is_empty() {
+                    leaves.push((role, delegator, env));
+                    continue;
+                }
+                let bytes = role_bytes(&role, env)?;
+                let name = trusted.remote_filename(&role).map_err(refuse)?;
+                trusted
+                    .update_delegated_targets(&bytes, &role, &delegator, now)
+                    .map_err(refuse)?;
+                let verified = trusted.delegated_targets(&role).ok_or_else(|| {
+                    RepoError::Publish(format!("{role} not loaded after verification"))
+                })?;
+                files.extend(contents(&role, verified, &trusted)?);
+                files.insert(name, PublishFile::Bytes(bytes));
+                next.extend(children.into_iter().map(|c| (c, role.clone())));
             }
-            let Some(env) = self.targets.get(&role) else {
-                return Err(RepoError::Publish(format!(
-                    "role {role} is delegated by {delegator} but has no metadata"
-                )));
-            };
-            let bytes = match serialized.get(role.as_str()) {
-                Some(b) => b.clone(),
-                None => envelope_bytes(env)?,
-            };
-            let name = trusted.remote_filename(&role).map_err(refuse)?;
-            trusted
-                .update_delegated_targets(&bytes, &role, &delegator, now)
-                .map_err(refuse)?;
-            files.insert(name, PublishFile::Bytes(bytes));
-            for child in delegated_names(&env.signed) {
-                queue.push_back((child, role.clone()));
+            let results = par_map_with(
+                &leaves,
+                || trusted.clone(),
+                |t, (role, delegator, env)| -> Result<_, RepoError> {
+                    let bytes = role_bytes(role, env)?;
+                    let name = t.remote_filename(role).map_err(refuse)?;
+                    t.update_delegated_targets(&bytes, role, delegator, now)
+                        .map_err(refuse)?;
+                    let verified = t.delegated_targets(role).ok_or_else(|| {
+                        RepoError::Publish(format!("{role} not loaded after verification"))
+                    })?;
+                    let c = contents(role, verified, t)?;
+                    Ok((name, bytes, c))
+                },
+            );
+            for r in results {
+                let (name, bytes, c) = r?;
+                files.insert(name, PublishFile::Bytes(bytes));
+                files.extend(c);
             }
+            level = next;
         }
         if let Some(orphan) = self
             .targets
@@ -1902,18 +2484,6 @@ impl Repository {
             return Err(RepoError::Publish(format!(
                 "role {orphan} has metadata but no delegation points to it"
             )));
-        }
-        // Target contents.
-        let tdir = self.dir.join(TARGETS_DIR);
-        for env in self.targets.values() {
-            for (path, tf) in &env.signed.targets {
-                validate_target_path(path)?;
-                let src = tdir.join(path);
-                verify_target_file(path, tf, &src)?;
-                let remote = trusted.target_remote_path(path, tf);
-                validate_target_path(&remote)?;
-                files.insert(format!("{TARGETS_DIR}/{remote}"), PublishFile::Copy(src));
-            }
         }
         Ok(files)
     }
@@ -1935,7 +2505,8 @@ impl Repository {
         now: DateTime<Utc>,
     ) -> Result<PublishStats, RepoError> {
         let files = self.build_publish_set(now)?;
-        let stats = publish_tree(out, &files, self.timestamp.signed.version)?;
+        let meta_dir = self.dir.join(METADATA_DIR);
+        let stats = publish_tree(out, &files, self.timestamp.signed.version, Some(&meta_dir))?;
         self.log_event(
             now,
             "publish",
@@ -1964,6 +2535,11 @@ pub struct PublishStats {
     /// files hard-linked from the previous generation (identical bytes) or
     /// from the staging area (target contents)
     pub files_linked: usize,
+    /// of `files_linked`: new metadata files linked from the staging area
+    /// (bytes `save` already wrote, not written a second time)
+    pub linked_from_staging: Vec<String>,
+    /// bytes of the files in `linked_from_staging`
+    pub bytes_linked_from_staging: u64,
 }
 
 /// `items.map(f)` on up to `available_parallelism` threads (in order).
@@ -1989,6 +2565,43 @@ fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> 
             match h.join() {
                 Ok(part) => out.extend(part),
                 // A panic in `f` is a bug; re-raise it on this thread.
+                Err(p) => std::panic::resume_unwind(p),
+            }
+        }
+        out
+    })
+}
+
+/// [`par_map`] where each thread first builds its own state with `init`
+/// (e.g. a copy of the trusted metadata) and `f` may change it.
+fn par_map_with<T: Sync, S, R: Send>(
+    items: &[T],
+    init: impl Fn() -> S + Sync,
+    f: impl Fn(&mut S, &T) -> R + Sync,
+) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    if threads < 2 || items.len() < 2 {
+        let mut st = init();
+        return items.iter().map(|i| f(&mut st, i)).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    let (f, init) = (&f, &init);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|c| {
+                scope.spawn(move || {
+                    let mut st = init();
+                    c.iter().map(|i| f(&mut st, i)).collect::<Vec<R>>()
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(items.len());
+        for h in handles {
+            match h.join() {
+                Ok(part) => out.extend(part),
                 Err(p) => std::panic::resume_unwind(p),
             }
         }
@@ -2095,6 +2708,7 @@ fn publish_tree(
     out: &Path,
     files: &BTreeMap<String, PublishFile>,
     ts_version: u64,
+    staged_meta: Option<&Path>,
 ) -> Result<PublishStats, RepoError> {
     let name = out
         .file_name()
@@ -2142,6 +2756,26 @@ fn publish_tree(
                 if let Some(prev) = previous_gen.as_ref().map(|g| g.join(rel)) {
                     if same_file_bytes(&prev, b) && std::fs::hard_link(&prev, &dest).is_ok() {
                         stats.files_linked += 1;
+                        continue;
+                    }
+                }
+                // New metadata that `save` already wrote to the staging
+                // area (`N.role.json` staged as `role.json`): link the
+                // staged file if it holds exactly these bytes. Staged files
+                // are only ever replaced by rename, never changed in place,
+                // so the generation keeps these bytes.
+                if let Some(meta) = staged_meta.filter(|_| !rel.contains('/')) {
+                    let unversioned = match rel.split_once('.') {
+                        Some((v, rest)) if v.bytes().all(|c| c.is_ascii_digit()) => rest,
+                        _ => rel.as_str(),
+                    };
+                    let linked = [meta.join(rel), meta.join(unversioned)]
+                        .iter()
+                        .any(|c| same_file_bytes(c, b) && std::fs::hard_link(c, &dest).is_ok());
+                    if linked {
+                        stats.files_linked += 1;
+                        stats.linked_from_staging.push(rel.clone());
+                        stats.bytes_linked_from_staging += b.len() as u64;
                         continue;
                     }
                 }
@@ -2391,6 +3025,138 @@ pub fn verify_log(dir: &Path) -> Result<usize, RepoError> {
         n += 1;
     }
     Ok(n)
+}
+
+/// Evaluate one target against the stored policy and the command's policy
+/// (each must accept). Returns the accepted envelope's sha256, if any.
+fn provenance_gate(
+    stored: Option<&custody_provenance::Policy>,
+    given: Option<&custody_provenance::Policy>,
+    target: &str,
+    role: &str,
+    hashes: &BTreeMap<String, String>,
+    envelope: Option<&[u8]>,
+) -> Result<Option<String>, RepoError> {
+    let policies: Vec<(&str, &custody_provenance::Policy)> = stored
+        .map(|p| ("repository's provenance policy", p))
+        .into_iter()
+        .chain(given.map(|p| ("provenance policy given for this command", p)))
+        .collect();
+    if policies.is_empty() {
+        if envelope.is_some() {
+            return Err(RepoError::Provenance {
+                target: target.to_owned(),
+                policy: "(no policy)".into(),
+                detail: "a provenance envelope was given but no provenance policy is set (stored in the repository or given with the command): nothing could check it, and custody does not record provenance unchecked".into(),
+            });
+        }
+        return Ok(None);
+    }
+    let mut accepted = None;
+    for (which, policy) in policies {
+        match custody_provenance::evaluate_for_role(policy, target, Some(role), hashes, envelope) {
+            Ok(custody_provenance::Decision::Attested(a)) => accepted = Some(a.envelope_sha256),
+            Ok(custody_provenance::Decision::Unattested { .. }) => {}
+            Err(refused) => {
+                return Err(RepoError::Provenance {
+                    target: target.to_owned(),
+                    policy: which.to_owned(),
+                    detail: refused.to_string(),
+                })
+            }
+        }
+    }
+    Ok(accepted)
+}
+
+/// `custom` with `custody.provenance.sha256` set (custody-provenance's
+/// `PROVENANCE_CUSTOM_FIELD`), keeping everything else.
+fn with_provenance_digest(
+    custom: Option<serde_json::Value>,
+    sha256: &str,
+) -> Result<serde_json::Value, RepoError> {
+    use serde_json::{Map, Value};
+    let mut obj = match custom {
+        None => Map::new(),
+        Some(Value::Object(m)) => m,
+        Some(other) => {
+            return Err(RepoError::Invalid(format!(
+                "custom metadata {other} is not a JSON object: it cannot also carry {}",
+                custody_provenance::PROVENANCE_CUSTOM_FIELD
+            )))
+        }
+    };
+    let custody = obj
+        .entry("custody")
+        .or_insert_with(|| Value::Object(Map::new()));
+    let Value::Object(custody) = custody else {
+        return Err(RepoError::Invalid(format!(
+            "custom.custody is not a JSON object: it cannot carry {}",
+            custody_provenance::PROVENANCE_CUSTOM_FIELD
+        )));
+    };
+    custody.insert("provenance".into(), serde_json::json!({ "sha256": sha256 }));
+    Ok(Value::Object(obj))
+}
+
+/// File name of `role`'s contents-less target list: the role name hashed,
+/// since delegated role names are arbitrary strings (never a path).
+fn external_file_name(role: &str) -> String {
+    format!("{}.json", custody_tuf::crypto::sha256_hex(role.as_bytes()))
+}
+
+#[derive(Deserialize)]
+struct ExternalList {
+    role: String,
+    targets: BTreeSet<String>,
+}
+
+/// Read every contents-less target list of the repository in `dir`.
+fn load_external(dir: &Path) -> Result<BTreeMap<String, BTreeSet<String>>, RepoError> {
+    let ext_dir = dir.join(EXTERNAL_DIR);
+    let mut files = Vec::new();
+    match std::fs::read_dir(&ext_dir) {
+        Ok(entries) => {
+            for e in entries {
+                let e = e.map_err(io_err(&ext_dir))?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".json") && !name.starts_with('.') {
+                    files.push(e.path());
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => {
+            return Err(RepoError::Io {
+                path: ext_dir,
+                source: e,
+            })
+        }
+    }
+    let parsed = par_map(&files, |p| -> Result<ExternalList, RepoError> {
+        let bytes = read_bounded(p)?;
+        let list: ExternalList =
+            serde_json::from_slice(&bytes).map_err(|e| RepoError::BadFile {
+                path: p.clone(),
+                detail: format!("not a custody external-target list: {e}"),
+            })?;
+        if p.file_name().and_then(|n| n.to_str()) != Some(external_file_name(&list.role).as_str()) {
+            return Err(RepoError::BadFile {
+                path: p.clone(),
+                detail: format!(
+                    "lists role {:?}, whose list has another file name",
+                    list.role
+                ),
+            });
+        }
+        Ok(list)
+    });
+    let mut out = BTreeMap::new();
+    for l in parsed {
+        let l = l?;
+        out.insert(l.role, l.targets);
+    }
+    Ok(out)
 }
 
 /// Name of the lock file in the repository directory.

@@ -17,4 +17,11 @@ pub trait Signer {
     /// key's TUF scheme. ECDSA signatures are DER (`ECDSA-Sig-Value`), as
     /// TUF and securesystemslib expect; the caller hex-encodes.
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, SignerError>;
+    /// This signer as a thread-safe one, if it is (key files, in-memory
+    /// keys: stateless `ring` key pairs). Lets a change to many roles (hash
+    /// bins) be signed on all cores. Token sessions are not thread-safe and
+    /// keep the default `None`: they sign one role at a time.
+    fn as_sync(&self) -> Option<&(dyn Signer + Sync)> {
+        None
+    }
 }
