@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::{kill_orphaned_hook, HookCommand};
 use crate::error::{io_err, AgentError};
-use crate::fsutil::{digest_file, ensure_dir, read_json, remove_temp_files, write_json, Probe};
+use crate::fsutil::{
+    digest_and_verify, ensure_dir, read_json, remove_temp_files, write_json, Probe,
+};
 use crate::installer::{InstallPlan, Installer, StepCtx};
 use crate::report::{report_id, Outcome, Report, ReportQueue, ReportSink};
 use crate::state::{
@@ -216,6 +218,18 @@ impl Agent {
     /// ends it `Failed`; in both cases the report is queued before the
     /// error is returned.
     pub fn begin(&mut self, target: TargetMeta) -> Result<u64, AgentError> {
+        self.begin_with(target, false)
+    }
+
+    /// [`begin`](Self::begin), except that with `rollback_authorized` a
+    /// lower release counter is accepted: only for a target whose rollback
+    /// authorisation the network half verified with the device's rollback
+    /// keys (`verify::verify_update` decides that, never the caller's whim).
+    pub fn begin_with(
+        &mut self,
+        target: TargetMeta,
+        rollback_authorized: bool,
+    ) -> Result<u64, AgentError> {
         if self.state.attempt.is_some() {
             return Err(AgentError::WrongState {
                 state: self.state.describe(),
@@ -225,7 +239,7 @@ impl Agent {
         }
         target.validate()?;
         let id = self.state.next_attempt;
-        let refusal = self.refusal(&target, id);
+        let refusal = self.refusal(&target, id, rollback_authorized);
         self.state.next_attempt = id.saturating_add(1);
         self.state.attempt = Some(Attempt {
             id,
@@ -252,9 +266,14 @@ impl Agent {
     }
 
     /// Why `target` must not be attempted, if it must not.
-    fn refusal(&self, target: &TargetMeta, id: u64) -> Option<AgentError> {
+    fn refusal(
+        &self,
+        target: &TargetMeta,
+        id: u64,
+        rollback_authorized: bool,
+    ) -> Option<AgentError> {
         if let Some(c) = &self.state.committed {
-            if target.release_counter < c.target.release_counter {
+            if target.release_counter < c.target.release_counter && !rollback_authorized {
                 return Some(AgentError::Downgrade {
                     target: target.name.clone(),
                     offered: target.release_counter,
@@ -400,9 +419,9 @@ impl Agent {
                     })
                 }
                 (Phase::Downloaded { payload }, _) => {
-                    let verified = digest_file(payload)
+                    let verified = digest_and_verify(payload, &attempt.target)
                         .map_err(|e| e.to_string())
-                        .and_then(|d| attempt.target.check_digest(&d));
+                        .and_then(|(_, v)| v);
                     match verified {
                         Err(e) => self.set_phase(Phase::Failed {
                             reason: format!(

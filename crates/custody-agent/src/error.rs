@@ -99,6 +99,14 @@ pub enum AgentError {
         /// what is wrong
         detail: String,
     },
+    /// The device key backend failed or holds an unusable key.
+    #[error("device key ({backend}): {detail}")]
+    Key {
+        /// backend description
+        backend: String,
+        /// what is wrong
+        detail: String,
+    },
     /// A report sink refused or failed; the report stays queued.
     #[error("report {seq} ({id}): upload failed: {reason}")]
     Upload {

@@ -12,7 +12,10 @@ use custody_client::store::{read_bounded, sync_dir, write_atomic};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use custody_tuf::verify::TargetVerifier;
+
 use crate::error::{io_err, AgentError};
+use crate::target::TargetMeta;
 
 /// Copy buffer size (also the granularity of the crash probes inside a copy).
 pub const CHUNK_SIZE: usize = 64 * 1024;
@@ -189,16 +192,46 @@ pub fn read_symlink(link: &Path) -> Result<Option<PathBuf>, AgentError> {
 
 /// Copy `src` to `dest` durably (temp file in `dest`'s directory, fsync,
 /// rename, directory fsync) while computing SHA-256 and SHA-512 of what was
-/// copied. Returns (length, sha256 hex, sha512 hex). `probe` is hit after
-/// every chunk.
+/// copied. `probe` is hit after every chunk.
 pub fn copy_hashed(src: &Path, dest: &Path, probe: &Probe) -> Result<FileDigest, AgentError> {
+    copy_inner(src, dest, probe, None).map(|(d, _)| d)
+}
+
+/// Like [`copy_hashed`], and the bytes also stream through custody-tuf's
+/// [`TargetVerifier`] for `target` (signed length and hashes, the one rule
+/// shared with the TUF client). A file that fails it is never renamed into
+/// place: `Ok(Err(reason))`.
+pub fn copy_verified(
+    src: &Path,
+    dest: &Path,
+    probe: &Probe,
+    target: &TargetMeta,
+) -> Result<Result<FileDigest, String>, AgentError> {
+    let verifier = match target.verifier() {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(e)),
+    };
+    match copy_inner(src, dest, probe, Some(verifier))? {
+        (d, None | Some(Ok(()))) => Ok(Ok(d)),
+        (_, Some(Err(e))) => Ok(Err(e)),
+    }
+}
+
+type Verdict = Option<Result<(), String>>;
+
+fn copy_inner(
+    src: &Path,
+    dest: &Path,
+    probe: &Probe,
+    verifier: Option<TargetVerifier>,
+) -> Result<(FileDigest, Verdict), AgentError> {
     let mut input = File::open(src).map_err(io_err(src, "open payload"))?;
     let dir = parent(dest);
     let mut tmp = tempfile::Builder::new()
         .prefix(".custody-copy-")
         .tempfile_in(dir)
         .map_err(io_err(dir, "create temp file"))?;
-    let mut hasher = Hasher::new();
+    let mut hasher = Hasher::new(verifier);
     let mut buf = vec![0u8; CHUNK_SIZE];
     loop {
         let n = match input.read(&mut buf) {
@@ -213,13 +246,18 @@ pub fn copy_hashed(src: &Path, dest: &Path, probe: &Probe) -> Result<FileDigest,
             .map_err(io_err(tmp.path().to_owned(), "write temp file"))?;
         probe.hit("copy:chunk");
     }
+    let (digest, verdict) = hasher.finish();
+    if let Some(Err(_)) = &verdict {
+        // dropped temp file is removed; nothing lands at `dest`
+        return Ok((digest, verdict));
+    }
     tmp.as_file()
         .sync_all()
         .map_err(io_err(dest, "fsync temp file"))?;
     tmp.persist(dest)
         .map_err(|e| io_err(dest, "rename temp file into place")(e.error))?;
     sync_dir(dir)?;
-    Ok(hasher.finish())
+    Ok((digest, verdict))
 }
 
 /// Length and digests of a file.
@@ -237,34 +275,50 @@ struct Hasher {
     length: u64,
     sha256: ring::digest::Context,
     sha512: ring::digest::Context,
+    verifier: Option<Result<TargetVerifier, String>>,
 }
 
 impl Hasher {
-    fn new() -> Self {
+    fn new(verifier: Option<TargetVerifier>) -> Self {
         Hasher {
             length: 0,
             sha256: ring::digest::Context::new(&ring::digest::SHA256),
             sha512: ring::digest::Context::new(&ring::digest::SHA512),
+            verifier: verifier.map(Ok),
         }
     }
     fn update(&mut self, chunk: &[u8]) {
         self.length = self.length.saturating_add(chunk.len() as u64);
         self.sha256.update(chunk);
         self.sha512.update(chunk);
-    }
-    fn finish(self) -> FileDigest {
-        FileDigest {
-            length: self.length,
-            sha256: hex::encode(self.sha256.finish()),
-            sha512: hex::encode(self.sha512.finish()),
+        if let Some(Ok(v)) = &mut self.verifier {
+            if let Err(e) = v.update(chunk) {
+                self.verifier = Some(Err(e.to_string()));
+            }
         }
+    }
+    fn finish(self) -> (FileDigest, Verdict) {
+        let verdict = self.verifier.map(|v| match v {
+            Ok(v) => v.finish().map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        });
+        (
+            FileDigest {
+                length: self.length,
+                sha256: hex::encode(self.sha256.finish()),
+                sha512: hex::encode(self.sha512.finish()),
+            },
+            verdict,
+        )
     }
 }
 
-/// Length and digests of the file at `path` (streamed, bounded memory).
-pub fn digest_file(path: &Path) -> Result<FileDigest, AgentError> {
+fn hash_file(
+    path: &Path,
+    verifier: Option<TargetVerifier>,
+) -> Result<(FileDigest, Verdict), AgentError> {
     let mut input = File::open(path).map_err(io_err(path, "open"))?;
-    let mut hasher = Hasher::new();
+    let mut hasher = Hasher::new(verifier);
     let mut buf = vec![0u8; CHUNK_SIZE];
     loop {
         let n = match input.read(&mut buf) {
@@ -276,6 +330,26 @@ pub fn digest_file(path: &Path) -> Result<FileDigest, AgentError> {
         hasher.update(buf.get(..n).unwrap_or_default());
     }
     Ok(hasher.finish())
+}
+
+/// Length and digests of the file at `path` (streamed, bounded memory).
+pub fn digest_file(path: &Path) -> Result<FileDigest, AgentError> {
+    hash_file(path, None).map(|(d, _)| d)
+}
+
+/// Digests of the file at `path`, and the verdict of custody-tuf's
+/// [`TargetVerifier`] for `target` on the same pass: `Err(reason)` names
+/// the length or hash rule that failed and both values.
+pub fn digest_and_verify(
+    path: &Path,
+    target: &TargetMeta,
+) -> Result<(FileDigest, Result<(), String>), AgentError> {
+    let verifier = match target.verifier() {
+        Ok(v) => v,
+        Err(e) => return Ok((digest_file(path)?, Err(e))),
+    };
+    let (d, verdict) = hash_file(path, Some(verifier))?;
+    Ok((d, verdict.unwrap_or(Ok(()))))
 }
 
 /// Bytes available to an unprivileged writer on the filesystem holding

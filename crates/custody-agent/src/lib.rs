@@ -105,15 +105,21 @@
 #![forbid(unsafe_code)]
 
 mod agent;
+pub mod bundle;
 pub mod cmd_installer;
 pub mod command;
+pub mod daemon;
+pub mod device;
+pub mod download;
 mod error;
 pub mod fsutil;
 pub mod installer;
+pub mod keystore;
 pub mod report;
 pub mod slot;
 pub mod state;
 pub mod target;
+pub mod verify;
 
 pub use agent::{Agent, AgentConfig};
 pub use cmd_installer::CommandInstaller;

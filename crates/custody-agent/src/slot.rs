@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::AgentError;
 use crate::fsutil::{
-    copy_hashed, digest_file, ensure_dir, read_json, read_symlink, remove_file_durable,
+    copy_verified, digest_and_verify, ensure_dir, read_json, read_symlink, remove_file_durable,
     remove_symlink, remove_temp_files, switch_symlink, write_json, Probe,
 };
 use crate::installer::{InstallPlan, Installer, Slot, StepCtx};
@@ -122,7 +122,8 @@ impl SlotInstaller {
             .manifest(slot)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("slot {}: no manifest (incomplete slot)", slot.name()))?;
-        let d = digest_file(&self.payload_path(slot)).map_err(|e| e.to_string())?;
+        let (d, signed) =
+            digest_and_verify(&self.payload_path(slot), &m.target).map_err(|e| e.to_string())?;
         if d.length != m.length || d.sha256 != m.sha256 || d.sha512 != m.sha512 {
             return Err(format!(
                 "slot {}: payload does not match manifest: length {} vs {}, sha256 {} vs {}",
@@ -133,9 +134,7 @@ impl SlotInstaller {
                 m.sha256
             ));
         }
-        m.target
-            .check_digest(&d)
-            .map_err(|e| format!("slot {}: payload vs signed target: {e}", slot.name()))?;
+        signed.map_err(|e| format!("slot {}: payload vs signed target: {e}", slot.name()))?;
         Ok(m)
     }
 
@@ -194,17 +193,17 @@ impl Installer for SlotInstaller {
         remove_temp_files(&self.slot_dir(new))?;
         ctx.probe.hit("slot:manifest-removed");
         remove_file_durable(&self.payload_path(new))?;
-        let digest = match copy_hashed(payload, &self.payload_path(new), ctx.probe) {
-            Ok(d) => d,
+        let digest = match copy_verified(payload, &self.payload_path(new), ctx.probe, ctx.target) {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => {
+                return Ok(Err(format!(
+                    "slot {}: copied payload does not match the signed target: {e}",
+                    new.name()
+                )))
+            }
             Err(e) => return Ok(Err(format!("copy into slot {}: {e}", new.name()))),
         };
         ctx.probe.hit("slot:payload-written");
-        if let Err(e) = ctx.target.check_digest(&digest) {
-            return Ok(Err(format!(
-                "slot {}: copied payload does not match the signed target: {e}",
-                new.name()
-            )));
-        }
         let manifest = SlotManifest {
             slot: new,
             target: ctx.target.clone(),

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::AgentError;
-use crate::fsutil::FileDigest;
+use custody_tuf::verify::TargetVerifier;
+use custody_tuf::TargetFile;
 
 /// Longest accepted target name (bytes).
 pub const MAX_TARGET_NAME: usize = 1024;
@@ -71,23 +72,20 @@ impl TargetMeta {
         Ok(())
     }
 
-    /// Compare a file's digest with the signed length and every hash the
-    /// agent can recompute. `Err` names the field and both values.
-    pub fn check_digest(&self, digest: &FileDigest) -> Result<(), String> {
-        if digest.length != self.length {
-            return Err(format!(
-                "length: expected {} bytes, file has {}",
-                self.length, digest.length
-            ));
+    /// The signed length and hashes in TUF form.
+    pub fn tuf_target(&self) -> TargetFile {
+        TargetFile {
+            length: self.length,
+            hashes: self.hashes.clone().into_iter().collect(),
+            custom: self.custom.clone(),
+            unknown: Default::default(),
         }
-        for (alg, got) in [("sha256", &digest.sha256), ("sha512", &digest.sha512)] {
-            if let Some(want) = self.hashes.get(alg) {
-                if !want.eq_ignore_ascii_case(got) {
-                    return Err(format!("{alg}: expected {want}, file has {got}"));
-                }
-            }
-        }
-        Ok(())
+    }
+
+    /// custody-tuf's streaming verifier for this target (the same length
+    /// and hash rule the TUF client applies; not re-implemented here).
+    pub fn verifier(&self) -> Result<TargetVerifier, String> {
+        TargetVerifier::new(&self.name, &self.tuf_target()).map_err(|e| e.to_string())
     }
 
     /// The signed sha256, if any.

@@ -1,0 +1,1007 @@
+//! The network half: enrolment, check-in, verification, download, install,
+//! reports, bundles. Thin IO around [`crate::verify::verify_update`] (every
+//! trust decision) and [`crate::Agent`] (every install step).
+//!
+//! # State directory
+//!
+//! ```text
+//! <state>/device.json        DeviceConfig: server, device id, hardware id, image repository
+//! <state>/device-key.json    the device key (FileKeyBackend, 0600)
+//! <state>/director/          trusted director metadata (root pinned at enrolment)
+//! <state>/image/             trusted image repository metadata (root pinned at enrolment)
+//! <state>/net.json           NetState: report counter, attacks not yet acknowledged
+//! <state>/agent/             the device-local Agent (state.json, downloads/, reports/)
+//! <state>/slots/             default A/B slots (unless the local config names an installer)
+//! ```
+//!
+//! # One check-in ([`Device::check_once`])
+//!
+//! 1. `recover()` whatever a crash interrupted;
+//! 2. sign a manifest (committed target per slot, a fresh report counter,
+//!    queued install reports, unacknowledged attack reports) and POST it as a
+//!    signed request to `/device/v1/checkin?root=N`;
+//! 3. if the server answered `accepted_counter` = this manifest's counter,
+//!    drop exactly the reports that manifest carried (never before);
+//! 4. [`verify_update`] the director metadata of the answer and the image
+//!    repository (HTTP); a broken rule becomes an attack report;
+//! 5. download (verified while streaming, `Range` resume), install,
+//!    health-check, commit or roll back; the outcome is queued;
+//! 6. a second check-in carries the outcome at once.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use custody_director::request::{fresh_nonce, sign_request};
+use custody_director::rollback::RollbackKeys;
+use custody_director::wire::{
+    headers, AttackReport, CheckinResponse, DeviceAttributes, DirectorMetadataSet, EnrolResponse,
+    EnrolmentClaims, EnrolmentCredential, EnrolmentRequest, ErrorBody, FactorySign, InstallReport,
+    InstalledTarget, ManifestBody, SignedManifest, MAX_REPORTS, MAX_RESPONSE_BYTES, TYPE_ENROLMENT,
+    TYPE_MANIFEST, WIRE_VERSION,
+};
+use custody_tuf::Key;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::bundle::{Bundle, BundleError};
+use crate::download::{copy_payload, download_payload, http_agent, DownloadConfig, DownloadError};
+use crate::fsutil::{ensure_dir, read_json, write_json};
+use crate::installer::{InstallPlan, InstallerConfig};
+use crate::keystore::{DeviceKeyType, DeviceSigner, FileKeyBackend, KeyBackend};
+use crate::report::{Outcome, Report};
+use crate::verify::{
+    trusted_root_version, verify_update, DeviceTrust, MemoryTransport, VerifiedTarget,
+    IMAGE_MEM_URL,
+};
+use crate::{Agent, AgentConfig, AgentError, HookCommand, Probe};
+
+/// Format of `device.json`.
+pub const DEVICE_FORMAT: u32 = 1;
+/// Most attack reports kept while the server is unreachable (oldest are
+/// dropped first, and the drop itself is recorded in the next one).
+pub const MAX_PENDING_ATTACKS: usize = 256;
+
+/// Everything that can stop a check-in, an enrolment or a bundle install.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// Device-local step failed.
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    /// The server could not be reached or answered garbage.
+    #[error("{url}: {reason}")]
+    Http {
+        /// URL
+        url: String,
+        /// what went wrong
+        reason: String,
+    },
+    /// The server refused the request.
+    #[error("{url}: server answered HTTP {status} {code}: {message}")]
+    Server {
+        /// URL
+        url: String,
+        /// status
+        status: u16,
+        /// stable error code
+        code: String,
+        /// server's message
+        message: String,
+    },
+    /// The enrolment answer is not acceptable.
+    #[error("enrolment: {0}")]
+    Enrol(String),
+    /// The device's configuration is missing or unusable.
+    #[error("{}: {detail}", path.display())]
+    Config {
+        /// file
+        path: PathBuf,
+        /// what is wrong
+        detail: String,
+    },
+    /// The bundle cannot be read.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// Local TUF metadata store failure.
+    #[error(transparent)]
+    Client(#[from] custody_client::ClientError),
+}
+
+/// Rollback keys as stored in `device.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackKeysConfig {
+    /// key id → TUF key
+    pub keys: BTreeMap<String, Key>,
+    /// distinct signatures needed
+    pub threshold: u64,
+}
+
+/// `device.json`: who this device is and where its server is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// [`DEVICE_FORMAT`]
+    pub format: u32,
+    /// server base URL (`https://updates.example`)
+    pub server: String,
+    /// this device's id (key id of its key)
+    pub device_id: String,
+    /// hardware id
+    pub hardware_id: String,
+    /// key algorithm
+    pub key_type: DeviceKeyType,
+    /// image repository name
+    pub image_repository: String,
+    /// image metadata path on the server (`/repos/main/metadata/`)
+    pub image_metadata_path: String,
+    /// image targets path on the server
+    pub image_targets_path: String,
+    /// keys that may authorise a rollback; none: never downgrade
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_keys: Option<RollbackKeysConfig>,
+}
+
+/// Device-local settings (`agent.json` in the state directory, or a file
+/// given with `--config`):
+///
+/// ```json
+/// {"installer": {"kind": "slot", "root": "/var/lib/custody/slots"},
+///  "health_check": {"argv": ["/usr/bin/selftest"], "timeout_secs": 60},
+///  "reserve_bytes": 1048576, "poll_secs": 300}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LocalConfig {
+    /// installer; default: A/B slots in `<state>/slots`
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installer: Option<InstallerConfig>,
+    /// health check after activation
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HookCommand>,
+    /// free space kept after download and install
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserve_bytes: Option<u64>,
+    /// seconds between check-ins (daemon), before jitter
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_secs: Option<u64>,
+}
+
+/// `net.json`: the network half's durable state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetState {
+    /// last manifest counter used (strictly increasing; persisted before use)
+    pub report_counter: u64,
+    /// attacks detected and not yet acknowledged by the server
+    #[serde(default)]
+    pub attacks: Vec<AttackReport>,
+    /// targets whose attempt ended without being committed (name, sha256):
+    /// not retried until the director assigns something else
+    #[serde(default)]
+    pub given_up: Vec<(String, String)>,
+}
+
+/// Signs with a factory certificate's private key.
+pub type FactorySigner = std::sync::Arc<dyn Fn(&[u8]) -> Result<Vec<u8>, String> + Send + Sync>;
+
+/// How the device proves it may join.
+#[derive(Clone)]
+pub enum Credential {
+    /// one-time enrolment token
+    Token(String),
+    /// factory X.509 identity: chain (DER, leaf first) and a signer for the
+    /// leaf's key
+    Factory {
+        /// DER certificates, leaf first
+        chain: Vec<Vec<u8>>,
+        /// signs with the certificate's private key
+        sign: FactorySigner,
+    },
+}
+
+/// Enrolment options.
+#[derive(Clone)]
+pub struct EnrollOptions {
+    /// server base URL
+    pub server: String,
+    /// credential
+    pub credential: Credential,
+    /// hardware id
+    pub hardware_id: String,
+    /// fleet attributes
+    pub attributes: DeviceAttributes,
+    /// state directory (created)
+    pub state_dir: PathBuf,
+    /// key algorithm
+    pub key_type: DeviceKeyType,
+    /// director root supplied out of band (else the server's, trust on
+    /// first use)
+    pub director_root: Option<Vec<u8>>,
+    /// image root supplied out of band
+    pub image_root: Option<Vec<u8>>,
+    /// rollback keys to provision
+    pub rollback_keys: Option<RollbackKeysConfig>,
+}
+
+/// What one check-in (or bundle install) did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Action {
+    /// nothing to install
+    UpToDate {
+        /// committed target, if any
+        installed: Option<String>,
+    },
+    /// a new version is committed
+    Installed {
+        /// target
+        target: String,
+        /// counter
+        release_counter: u64,
+    },
+    /// the update was refused by verification (attack report queued)
+    Refused {
+        /// what
+        subject: String,
+        /// why
+        reason: String,
+    },
+    /// the attempt failed (nothing installed)
+    Failed {
+        /// target
+        target: String,
+        /// why
+        reason: String,
+    },
+    /// the new version did not pass its trial
+    RolledBack {
+        /// target
+        target: String,
+        /// why
+        reason: String,
+    },
+    /// a target that failed before is assigned again: not retried
+    Skipped {
+        /// target
+        target: String,
+    },
+}
+
+/// Report of one check-in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckReport {
+    /// device id
+    pub device_id: String,
+    /// what happened
+    pub action: Action,
+    /// manifest counters the server acknowledged
+    pub accepted_counters: Vec<u64>,
+    /// install reports delivered and dropped from the queue
+    pub reports_delivered: usize,
+    /// attack reports delivered
+    pub attacks_delivered: usize,
+    /// director targets version trusted now
+    pub director_targets_version: Option<u64>,
+    /// suggested seconds to the next check-in
+    pub next_checkin_secs: Option<u64>,
+    /// committed target after the check-in
+    pub installed: Option<String>,
+}
+
+/// An enrolled device: identity, key, local agent.
+pub struct Device {
+    state_dir: PathBuf,
+    config: DeviceConfig,
+    signer: DeviceSigner,
+    agent: Agent,
+    http: ureq::Agent,
+    dl: DownloadConfig,
+    local: LocalConfig,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("state_dir", &self.state_dir)
+            .field("device_id", &self.config.device_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_secs() -> i64 {
+    Utc::now().timestamp()
+}
+
+/// Paths inside the state directory.
+pub fn device_json(state: &Path) -> PathBuf {
+    state.join("device.json")
+}
+fn key_path(state: &Path) -> PathBuf {
+    state.join("device-key.json")
+}
+fn net_json(state: &Path) -> PathBuf {
+    state.join("net.json")
+}
+
+fn read_body(
+    url: &str,
+    resp: ureq::http::Response<ureq::Body>,
+) -> Result<(u16, Vec<u8>), DeviceError> {
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .with_config()
+        .limit(MAX_RESPONSE_BYTES as u64)
+        .read_to_vec()
+        .map_err(|e| DeviceError::Http {
+            url: url.to_owned(),
+            reason: format!("reading the answer (limit {MAX_RESPONSE_BYTES} bytes): {e}"),
+        })?;
+    Ok((status, body))
+}
+
+fn server_error(url: &str, status: u16, body: &[u8]) -> DeviceError {
+    let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
+    let (code, message) = match parsed {
+        Some(b) => (b.error, b.message),
+        None => (
+            "unknown".to_owned(),
+            String::from_utf8_lossy(body.get(..512).unwrap_or(body)).into_owned(),
+        ),
+    };
+    DeviceError::Server {
+        url: url.to_owned(),
+        status,
+        code,
+        message,
+    }
+}
+
+fn join(server: &str, path: &str) -> String {
+    format!("{}{}", server.trim_end_matches('/'), path)
+}
+
+/// Enrol: generate the device key, send the enrolment request, pin the
+/// roots, write `device.json`. The returned device id equals the key id.
+pub fn enroll(opts: &EnrollOptions) -> Result<DeviceConfig, DeviceError> {
+    let state = &opts.state_dir;
+    ensure_dir(state)?;
+    if device_json(state).exists() {
+        return Err(DeviceError::Config {
+            path: device_json(state),
+            detail: "already enrolled (a new enrolment needs a new state directory: a new key is a new device)".into(),
+        });
+    }
+    let backend = FileKeyBackend::new(key_path(state));
+    let signer = if backend.path().exists() {
+        // a previous enrolment attempt that failed after key generation
+        backend.load()?
+    } else {
+        backend.generate(opts.key_type)?
+    };
+    let nonce = fresh_nonce().map_err(|e| DeviceError::Enrol(e.to_string()))?;
+    let credential = match &opts.credential {
+        Credential::Token(t) => EnrolmentCredential::Token { token: t.clone() },
+        Credential::Factory { chain, .. } => EnrolmentCredential::Factory {
+            chain: chain
+                .iter()
+                .map(|c| {
+                    use base64::Engine as _;
+                    base64::engine::general_purpose::STANDARD.encode(c)
+                })
+                .collect(),
+        },
+    };
+    let claims = EnrolmentClaims {
+        type_: TYPE_ENROLMENT.to_owned(),
+        wire_version: WIRE_VERSION,
+        key: signer.key().clone(),
+        hardware_id: opts.hardware_id.clone(),
+        attributes: opts.attributes.clone(),
+        credential,
+        timestamp: now_secs(),
+        nonce,
+    };
+    let factory_fn;
+    let factory: Option<&FactorySign<'_>> = match &opts.credential {
+        Credential::Factory { sign, .. } => {
+            let s = sign.clone();
+            factory_fn = move |m: &[u8]| s(m);
+            Some(&factory_fn)
+        }
+        Credential::Token(_) => None,
+    };
+    let req = EnrolmentRequest::sign(claims, signer.as_ref(), factory)
+        .map_err(|e| DeviceError::Enrol(e.to_string()))?;
+    let body = req
+        .to_bytes()
+        .map_err(|e| DeviceError::Enrol(e.to_string()))?;
+    let url = join(&opts.server, "/device/v1/enrol");
+    let http = http_agent(&DownloadConfig::default());
+    let resp = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .send(&body[..])
+        .map_err(|e| DeviceError::Http {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+    let (status, body) = read_body(&url, resp)?;
+    if !(200..300).contains(&status) {
+        return Err(server_error(&url, status, &body));
+    }
+    let er = EnrolResponse::from_bytes(&body).map_err(|e| DeviceError::Enrol(e.to_string()))?;
+    if er.device_id != signer.keyid() {
+        return Err(DeviceError::Enrol(format!(
+            "the server registered device id {}, but this device's key id is {}: refusing (the device id must be the key id)",
+            er.device_id,
+            signer.keyid()
+        )));
+    }
+    // Pin the roots: out of band if given, else the server's (TOFU). Each
+    // must be a root signed by a threshold of its own keys (custody-tuf).
+    for (what, dir, given, served) in [
+        (
+            "director",
+            state.join("director"),
+            &opts.director_root,
+            &er.director_root,
+        ),
+        (
+            "image",
+            state.join("image"),
+            &opts.image_root,
+            &er.image_root,
+        ),
+    ] {
+        let bytes = given.as_ref().unwrap_or(served);
+        custody_tuf::TrustedMetadata::new(bytes).map_err(|e| {
+            DeviceError::Enrol(format!("{what} root: not a valid self-signed root: {e}"))
+        })?;
+        let store = custody_client::MetadataStore::create(&dir)
+            .map_err(custody_client::ClientError::from)?;
+        store
+            .persist("root", bytes)
+            .map_err(custody_client::ClientError::from)?;
+    }
+    let config = DeviceConfig {
+        format: DEVICE_FORMAT,
+        server: opts.server.trim_end_matches('/').to_owned(),
+        device_id: er.device_id,
+        hardware_id: opts.hardware_id.clone(),
+        key_type: opts.key_type,
+        image_repository: er.image_repository,
+        image_metadata_path: er.image_metadata_path,
+        image_targets_path: er.image_targets_path,
+        rollback_keys: opts.rollback_keys.clone(),
+    };
+    write_json(&device_json(state), &config)?;
+    Ok(config)
+}
+
+fn installed_target(t: &crate::TargetMeta) -> InstalledTarget {
+    InstalledTarget {
+        name: t.name.clone(),
+        length: t.length,
+        hashes: t.hashes.clone(),
+        release_counter: t.release_counter,
+    }
+}
+
+fn install_report(r: &Report) -> InstallReport {
+    let reason = match &r.outcome {
+        Outcome::Installed => None,
+        Outcome::Failed { reason }
+        | Outcome::RolledBack { reason }
+        | Outcome::AttackDetected { reason } => Some(truncate_text(reason)),
+    };
+    InstallReport {
+        id: r.id.clone(),
+        target: r.target.name.clone(),
+        release_counter: r.target.release_counter,
+        outcome: r.outcome.kind().to_owned(),
+        reason,
+        time: i64::try_from(r.decided_at).unwrap_or(i64::MAX),
+    }
+}
+
+fn truncate_text(s: &str) -> String {
+    let max = custody_director::wire::MAX_TEXT;
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max - 3;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", s.get(..end).unwrap_or_default())
+}
+
+impl Device {
+    /// Open an enrolled device: load `device.json`, the key, the local
+    /// agent (and run its crash recovery).
+    pub fn open(state_dir: &Path, local: Option<LocalConfig>) -> Result<Self, DeviceError> {
+        let config: DeviceConfig = read_json(&device_json(state_dir), "device configuration")?
+            .ok_or_else(|| DeviceError::Config {
+                path: device_json(state_dir),
+                detail: "missing: enrol first (`custody agent enroll`)".into(),
+            })?;
+        if config.format != DEVICE_FORMAT {
+            return Err(DeviceError::Config {
+                path: device_json(state_dir),
+                detail: format!("format {} is not {DEVICE_FORMAT}", config.format),
+            });
+        }
+        let local = match local {
+            Some(l) => l,
+            None => {
+                read_json(&state_dir.join("agent.json"), "agent configuration")?.unwrap_or_default()
+            }
+        };
+        let signer = FileKeyBackend::new(key_path(state_dir)).load()?;
+        if signer.keyid() != config.device_id {
+            return Err(DeviceError::Config {
+                path: key_path(state_dir),
+                detail: format!(
+                    "key id {} is not the enrolled device id {}",
+                    signer.keyid(),
+                    config.device_id
+                ),
+            });
+        }
+        let installer = local
+            .installer
+            .clone()
+            .unwrap_or(InstallerConfig::Slot {
+                root: state_dir.join("slots"),
+            })
+            .build()?;
+        let mut ac = AgentConfig::new(state_dir.join("agent"));
+        ac.health_check = local.health_check.clone();
+        if let Some(r) = local.reserve_bytes {
+            ac.reserve_bytes = r;
+        }
+        let mut agent = Agent::open(ac, installer, Probe::none())?;
+        agent.recover()?;
+        let dl = DownloadConfig::default();
+        Ok(Device {
+            state_dir: state_dir.to_owned(),
+            http: http_agent(&dl),
+            dl,
+            config,
+            signer,
+            agent,
+            local,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DeviceConfig {
+        &self.config
+    }
+
+    /// The local configuration.
+    pub fn local(&self) -> &LocalConfig {
+        &self.local
+    }
+
+    /// The device-local agent.
+    pub fn agent(&self) -> &Agent {
+        &self.agent
+    }
+
+    /// The committed target.
+    pub fn installed(&self) -> Option<&crate::TargetMeta> {
+        self.agent.state().committed.as_ref().map(|c| &c.target)
+    }
+
+    fn net(&self) -> Result<NetState, DeviceError> {
+        Ok(read_json(&net_json(&self.state_dir), "network state")?.unwrap_or_default())
+    }
+
+    fn save_net(&self, n: &NetState) -> Result<(), DeviceError> {
+        write_json(&net_json(&self.state_dir), n)?;
+        Ok(())
+    }
+
+    /// Record an attack for the next manifest.
+    pub fn record_attack(&self, subject: &str, reason: &str) -> Result<(), DeviceError> {
+        let mut n = self.net()?;
+        if n.attacks.len() >= MAX_PENDING_ATTACKS {
+            n.attacks.remove(0);
+        }
+        n.attacks.push(AttackReport {
+            subject: truncate_text(subject).chars().take(1000).collect(),
+            reason: truncate_text(reason),
+            time: now_secs(),
+        });
+        self.save_net(&n)
+    }
+
+    fn rollback_keys(&self) -> Option<RollbackKeys> {
+        self.config.rollback_keys.as_ref().map(|k| RollbackKeys {
+            keys: k.keys.clone(),
+            threshold: k.threshold,
+        })
+    }
+
+    /// One check-in round trip: sign and send the manifest, drop what the
+    /// server acknowledged. Returns the answer and (reports, attacks)
+    /// delivered.
+    fn send_manifest(&mut self) -> Result<(CheckinResponse, usize, usize), DeviceError> {
+        let mut net = self.net()?;
+        net.report_counter = net.report_counter.saturating_add(1);
+        // Persist the counter before it leaves the device: a crash after
+        // sending can never make the device reuse it.
+        self.save_net(&net)?;
+        let counter = net.report_counter;
+        let pending = self.agent.queue().pending()?;
+        let carried: Vec<_> = pending.into_iter().take(MAX_REPORTS).collect();
+        let attacks: Vec<AttackReport> = net.attacks.iter().take(MAX_REPORTS).cloned().collect();
+        let mut installed = BTreeMap::new();
+        let mut active = None;
+        if let Some(c) = &self.agent.state().committed {
+            let slot = match &c.plan {
+                InstallPlan::Slot { new, .. } => new.name().to_owned(),
+                InstallPlan::Command => "main".to_owned(),
+            };
+            installed.insert(slot.clone(), installed_target(&c.target));
+            active = Some(slot);
+        }
+        let body = ManifestBody {
+            type_: TYPE_MANIFEST.to_owned(),
+            wire_version: WIRE_VERSION,
+            device_id: self.config.device_id.clone(),
+            hardware_id: self.config.hardware_id.clone(),
+            report_counter: counter,
+            device_time: now_secs(),
+            installed,
+            active_slot: active,
+            attacks_detected: attacks.clone(),
+            install_reports: carried.iter().map(|q| install_report(&q.report)).collect(),
+        };
+        let manifest = SignedManifest::sign(body, self.signer.as_ref())
+            .and_then(|m| m.to_bytes())
+            .map_err(|e| DeviceError::Config {
+                path: key_path(&self.state_dir),
+                detail: format!("signing the manifest: {e}"),
+            })?;
+        let root = trusted_root_version(&self.state_dir.join("director"))?;
+        let path = format!("/device/v1/checkin?root={root}");
+        let url = join(&self.config.server, &path);
+        let nonce = fresh_nonce().map_err(|e| DeviceError::Http {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+        let req = sign_request(
+            self.signer.as_ref(),
+            "POST",
+            &path,
+            manifest,
+            Utc::now(),
+            nonce,
+        )
+        .map_err(|e| DeviceError::Config {
+            path: key_path(&self.state_dir),
+            detail: format!("signing the request: {e}"),
+        })?;
+        let resp = self
+            .http
+            .post(&url)
+            .header("content-type", "application/json")
+            .header(headers::DEVICE, &req.device_id)
+            .header(headers::TIMESTAMP, req.timestamp.to_string())
+            .header(headers::NONCE, &req.nonce)
+            .header(headers::SIGNATURE, &req.signature)
+            .send(&req.body[..])
+            .map_err(|e| DeviceError::Http {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
+        let (status, bytes) = read_body(&url, resp)?;
+        if status != 200 {
+            return Err(server_error(&url, status, &bytes));
+        }
+        let answer = CheckinResponse::from_bytes(&bytes).map_err(|e| DeviceError::Http {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+        let (mut reports, mut attacks_n) = (0, 0);
+        if answer.accepted_counter == counter {
+            for q in &carried {
+                self.agent.queue().ack(q)?;
+                reports += 1;
+            }
+            let mut net = self.net()?;
+            let n = attacks.len().min(net.attacks.len());
+            // the carried ones are the oldest; new ones may have been added
+            if net.attacks.get(..n) == Some(&attacks[..n]) {
+                net.attacks.drain(..n);
+                attacks_n = n;
+            }
+            self.save_net(&net)?;
+        } else {
+            tracing::warn!(
+                sent = counter,
+                accepted = answer.accepted_counter,
+                "server acknowledged another counter; reports stay queued"
+            );
+        }
+        Ok((answer, reports, attacks_n))
+    }
+
+    fn report(&self, action: Action) -> CheckReport {
+        CheckReport {
+            device_id: self.config.device_id.clone(),
+            action,
+            accepted_counters: Vec::new(),
+            reports_delivered: 0,
+            attacks_delivered: 0,
+            director_targets_version: None,
+            next_checkin_secs: None,
+            installed: self.installed().map(|t| t.name.clone()),
+        }
+    }
+
+    /// Check in once: report, verify, download, install, report the outcome.
+    pub fn check_once(&mut self) -> Result<CheckReport, DeviceError> {
+        let (answer, r, a) = self.send_manifest()?;
+        let image_url = Url::parse(&join(&self.config.server, &self.config.image_metadata_path))
+            .map_err(|e| DeviceError::Config {
+                path: device_json(&self.state_dir),
+                detail: format!("image_metadata_path: {e}"),
+            })?;
+        let transport = custody_client::AnyTransport::new(custody_client::Timeouts::default());
+        let targets_base = join(&self.config.server, &self.config.image_targets_path);
+        let mut report = self.apply(
+            &answer.director,
+            image_url,
+            transport,
+            &PayloadSource::Http(targets_base),
+        )?;
+        report.accepted_counters.push(answer.accepted_counter);
+        report.reports_delivered += r;
+        report.attacks_delivered += a;
+        report.next_checkin_secs = answer.next_checkin_secs;
+        let queued = !self.agent.queue().pending()?.is_empty() || !self.net()?.attacks.is_empty();
+        if queued {
+            // carry the outcome to the server now, not a poll interval later
+            match self.send_manifest() {
+                Ok((answer2, r2, a2)) => {
+                    report.accepted_counters.push(answer2.accepted_counter);
+                    report.reports_delivered += r2;
+                    report.attacks_delivered += a2;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reporting the outcome failed; it stays queued")
+                }
+            }
+        }
+        report.installed = self.installed().map(|t| t.name.clone());
+        Ok(report)
+    }
+
+    /// Install from an offline bundle, through the same verification.
+    pub fn install_bundle(&mut self, path: &Path) -> Result<CheckReport, DeviceError> {
+        let bundle = Bundle::open(path)?;
+        let Some(set) = bundle.header.director.get(&self.config.device_id).cloned() else {
+            let listed: Vec<&str> = bundle.header.director.keys().map(String::as_str).collect();
+            let reason = format!(
+                "bundle {} carries director metadata for device(s) [{}], not for this device {}: refusing it",
+                path.display(),
+                listed.join(", "),
+                self.config.device_id
+            );
+            self.record_attack("bundle", &reason)?;
+            return Ok(self.report(Action::Refused {
+                subject: "bundle".into(),
+                reason,
+            }));
+        };
+        let files = bundle.image_files()?;
+        let url = Url::parse(IMAGE_MEM_URL).map_err(|e| DeviceError::Http {
+            url: IMAGE_MEM_URL.into(),
+            reason: e.to_string(),
+        })?;
+        let mut report = self.apply(
+            &set,
+            url,
+            MemoryTransport::new(files),
+            &PayloadSource::Bundle(&bundle),
+        )?;
+        if let Action::Refused { reason, .. } = &mut report.action {
+            *reason = format!(
+                "bundle {} (created {}): {reason}",
+                path.display(),
+                DateTime::<Utc>::from_timestamp(bundle.header.created, 0)
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default()
+            );
+        }
+        Ok(report)
+    }
+
+    /// Verify and act on one director metadata set (online or bundle).
+    fn apply<T: custody_client::Transport>(
+        &mut self,
+        set: &DirectorMetadataSet,
+        image_url: Url,
+        image_transport: T,
+        source: &PayloadSource<'_>,
+    ) -> Result<CheckReport, DeviceError> {
+        let rollback_keys = self.rollback_keys();
+        let director_dir = self.state_dir.join("director");
+        let image_dir = self.state_dir.join("image");
+        let trust = DeviceTrust {
+            director_dir: &director_dir,
+            image_dir: &image_dir,
+            device_id: &self.config.device_id,
+            hardware_id: &self.config.hardware_id,
+            rollback_keys: rollback_keys.as_ref(),
+        };
+        let installed = self.installed().cloned();
+        let verified = match verify_update(
+            &trust,
+            set,
+            image_url,
+            image_transport,
+            installed.as_ref(),
+            Utc::now(),
+        ) {
+            Ok(v) => v,
+            Err(e) if e.is_attack() => {
+                let (subject, reason) = (e.subject(), e.to_string());
+                tracing::warn!(%subject, %reason, "update refused");
+                self.record_attack(&subject, &reason)?;
+                return Ok(self.report(Action::Refused { subject, reason }));
+            }
+            Err(e) => {
+                return Err(DeviceError::Http {
+                    url: "verification".into(),
+                    reason: e.to_string(),
+                })
+            }
+        };
+        let mut report = match verified.install {
+            None => self.report(Action::UpToDate {
+                installed: installed.map(|t| t.name),
+            }),
+            Some(t) => self.install_target(&t, source)?,
+        };
+        report.director_targets_version = Some(verified.director_targets_version);
+        Ok(report)
+    }
+
+    fn install_target(
+        &mut self,
+        t: &VerifiedTarget,
+        source: &PayloadSource<'_>,
+    ) -> Result<CheckReport, DeviceError> {
+        let sha = t.meta.sha256().unwrap_or_default().to_owned();
+        let key = (t.meta.name.clone(), sha);
+        if self.net()?.given_up.contains(&key) {
+            return Ok(self.report(Action::Skipped {
+                target: t.meta.name.clone(),
+            }));
+        }
+        let name = t.meta.name.clone();
+        let attempt = match self.agent.begin_with(t.meta.clone(), t.rollback_authorized) {
+            Ok(a) => a,
+            Err(e @ (AgentError::Downgrade { .. } | AgentError::InsufficientSpace { .. })) => {
+                // the attempt ended and its report is queued
+                self.give_up(key)?;
+                let reason = e.to_string();
+                return Ok(self.report(match e {
+                    AgentError::Downgrade { .. } => Action::Refused {
+                        subject: name,
+                        reason,
+                    },
+                    _ => Action::Failed {
+                        target: name,
+                        reason,
+                    },
+                }));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let dest = self.agent.download_path(attempt);
+        let got = match source {
+            PayloadSource::Http(base) => {
+                let rel = custody_client::encoding::escape_url_path(&t.remote_path);
+                let url = format!("{}/{}", base.trim_end_matches('/'), rel);
+                download_payload(&self.http, &url, &name, &t.image, &dest, &self.dl)
+            }
+            PayloadSource::Bundle(b) => match b.payload(&name) {
+                Ok(r) => copy_payload(r, &b.path().display().to_string(), &name, &t.image, &dest),
+                Err(e) => Err(DownloadError::Rejected {
+                    url: b.path().display().to_string(),
+                    reason: e.to_string(),
+                }),
+            },
+        };
+        let outcome = match got {
+            Ok(()) => {
+                self.agent.downloaded(attempt, &dest)?;
+                self.agent.install(attempt)?
+            }
+            Err(e) if e.is_attack() => self.agent.abort(
+                attempt,
+                Outcome::AttackDetected {
+                    reason: e.to_string(),
+                },
+            )?,
+            Err(e) => {
+                // transient: the next check-in starts a new attempt
+                let o = self.agent.abort(
+                    attempt,
+                    Outcome::Failed {
+                        reason: e.to_string(),
+                    },
+                )?;
+                return Ok(self.report(match o {
+                    Outcome::Failed { reason } => Action::Failed {
+                        target: name,
+                        reason,
+                    },
+                    _ => Action::Failed {
+                        target: name,
+                        reason: e.to_string(),
+                    },
+                }));
+            }
+        };
+        let action = match outcome {
+            Outcome::Installed => Action::Installed {
+                target: name,
+                release_counter: t.meta.release_counter,
+            },
+            Outcome::Failed { reason } => {
+                self.give_up(key)?;
+                Action::Failed {
+                    target: name,
+                    reason,
+                }
+            }
+            Outcome::RolledBack { reason } => {
+                self.give_up(key)?;
+                Action::RolledBack {
+                    target: name,
+                    reason,
+                }
+            }
+            Outcome::AttackDetected { reason } => {
+                self.give_up(key)?;
+                Action::Refused {
+                    subject: name,
+                    reason,
+                }
+            }
+        };
+        Ok(self.report(action))
+    }
+
+    fn give_up(&self, key: (String, String)) -> Result<(), DeviceError> {
+        let mut n = self.net()?;
+        if !n.given_up.contains(&key) {
+            if n.given_up.len() >= 64 {
+                n.given_up.remove(0);
+            }
+            n.given_up.push(key);
+        }
+        self.save_net(&n)
+    }
+
+    /// Poll interval from the local configuration (default 300 s).
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_secs(self.local.poll_secs.unwrap_or(300).max(1))
+    }
+}
+
+/// Where payloads come from.
+enum PayloadSource<'a> {
+    /// the image repository's targets URL
+    Http(String),
+    /// an offline bundle
+    Bundle(&'a Bundle),
+}
