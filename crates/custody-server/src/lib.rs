@@ -20,6 +20,7 @@ pub mod blobs;
 pub mod config;
 pub mod error;
 pub mod hosting;
+pub mod log;
 pub mod metrics;
 pub mod ratelimit;
 pub mod scope;

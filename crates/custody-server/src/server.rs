@@ -52,6 +52,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(crate::metrics::metrics_handler))
         .merge(crate::api::router())
+        .merge(crate::log::router())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::metrics::track,

@@ -45,6 +45,8 @@ pub enum StartError {
     Rng,
     #[error("metrics registry: {0}")]
     Metrics(String),
+    #[error(transparent)]
+    Log(#[from] crate::log::LogError),
 }
 
 fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> StartError + 'a {
@@ -68,6 +70,8 @@ pub struct AppState {
     pub tmp_dir: std::path::PathBuf,
     /// Per-client-address limit on `POST /api/v1/token`.
     pub token_limiter: crate::ratelimit::RateLimiter,
+    /// The transparency log (`crate::log`): append with `state.log.append(..)`.
+    pub log: Arc<crate::log::ServerLog>,
 }
 
 /// Unix seconds now.
@@ -165,6 +169,7 @@ impl AppState {
         }
         let authoring = Authoring::new(&data, config.key_passphrase_file.as_deref())?;
         let oidc = OidcVerifier::new(&config.oidc);
+        let log = Arc::new(crate::log::ServerLog::open(&data)?);
         let token_limiter = crate::ratelimit::RateLimiter::new(
             config.token_requests_per_minute,
             config.token_request_burst,
@@ -181,6 +186,7 @@ impl AppState {
             metrics: Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?,
             ready: AtomicBool::new(true),
             tmp_dir,
+            log,
         };
         Ok(Built {
             state: Arc::new(state),

@@ -1,0 +1,902 @@
+//! The server's transparency log (issue #7): every release, delivery,
+//! install report, yank, key change, decommission and admin action is an
+//! entry of an RFC 6962 log in C2SP tlog-tiles layout, stored durably by
+//! custody-log's file-system store (group commit: an append returns once
+//! the checkpoint covering it is on disk).
+//!
+//! - Data: `<data-dir>/log/` (tiles, entry bundles, `checkpoint`,
+//!   `cosigned`, optional `witnesses` allow-list). Key:
+//!   `<data-dir>/keys/log/log.key` (note private key, mode 0600) and
+//!   `log.vkey` (its verifier key).
+//! - Entry format: [`LogEntry`] (JSON, version [`ENTRY_FORMAT_VERSION`]),
+//!   documented in `docs/LOG.md`.
+//! - HTTP ([`router`]): `GET /log/v1/checkpoint`, `/log/v1/checkpoint/cosigned`,
+//!   `/log/v1/key`, `/log/v1/tile/...` (full tiles immutable),
+//!   `/log/v1/proof/inclusion?index=&size=`,
+//!   `/log/v1/proof/consistency?old=&new=`, `POST /log/v1/cosign`.
+//!
+//! Other modules append with [`ServerLog::append`]:
+//! ```ignore
+//! let index = state.log.append(EntryBody::AssignmentDelivered { .. }).await?;
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use custody_log::fs::{FsError, FsLog, LogWriter, WriterOptions};
+use custody_log::tile::{parse_tile_path, TilePath, TILE_WIDTH};
+use custody_log::{
+    consistency_proof, inclusion_proof, root_at, KeyType, LogVerifier, Note, NoteSignature,
+    NoteSigner, VerifierKey,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Version of the entry format written by this server (field `v`).
+pub const ENTRY_FORMAT_VERSION: u32 = 1;
+
+/// Environment variable naming the log origin on first start (default
+/// [`DEFAULT_ORIGIN`]); afterwards the origin is the key's name.
+pub const ORIGIN_ENV: &str = "CUSTODY_LOG_ORIGIN";
+/// Default checkpoint origin.
+pub const DEFAULT_ORIGIN: &str = "custody.local/log";
+/// Most cosignatures kept per checkpoint.
+pub const MAX_COSIGNATURES: usize = 16;
+
+/// Errors of the server log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The store failed.
+    #[error("transparency log: {0}")]
+    Store(#[from] FsError),
+    /// A file of the log key or state.
+    #[error("transparency log: {path}: {op}: {source}")]
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The log key file does not parse.
+    #[error("transparency log key {path}: {reason}")]
+    Key { path: PathBuf, reason: String },
+    /// An entry could not be encoded.
+    #[error("transparency log entry: {0}")]
+    Encode(String),
+}
+
+impl From<LogError> for ApiError {
+    fn from(e: LogError) -> Self {
+        tracing::error!(error = %e, "transparency log append failed");
+        ApiError::internal(format!("the transparency log refused the entry: {e}"))
+    }
+}
+
+fn io<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> LogError + 'a {
+    move |source| LogError::Io {
+        path: path.to_path_buf(),
+        op,
+        source,
+    }
+}
+
+// ------------------------------------------------------------ entry format
+
+/// One log entry: `{"v": 1, "time": <unix seconds>, "type": ..., ...}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// Entry format version ([`ENTRY_FORMAT_VERSION`]).
+    pub v: u32,
+    /// Server time of the append, seconds since the epoch.
+    pub time: i64,
+    /// What happened.
+    #[serde(flatten)]
+    pub body: EntryBody,
+}
+
+/// The kinds of entries. Field names are part of the format (docs/LOG.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EntryBody {
+    /// A target went live in a published repository.
+    TargetPublish {
+        repo: String,
+        name: String,
+        /// algorithm → lowercase hex
+        hashes: BTreeMap<String, String>,
+        length: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        release_counter: Option<u64>,
+        /// key ids whose signatures are on the targets role that lists it
+        signing_keyids: Vec<String>,
+        /// sha256 of the DSSE provenance envelope, if the target has one
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        provenance_sha256: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        targets_version: Option<u64>,
+    },
+    /// The director delivered an assignment (director targets) to a device.
+    AssignmentDelivered {
+        device_id: String,
+        target: String,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        hashes: BTreeMap<String, String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        release_counter: Option<u64>,
+        /// when it was delivered (seconds since the epoch)
+        delivered_at: i64,
+    },
+    /// A device's signed install report (its version manifest).
+    InstallReport {
+        device_id: String,
+        target: String,
+        /// `installed`, `failed`, `rolled_back`, `attack_detected`
+        outcome: String,
+        /// sha256 of the signed manifest bytes
+        manifest_sha256: String,
+        /// the signed manifest bytes, base64 (omitted above 48 KiB)
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        manifest: Option<String>,
+        /// the device's public key (TUF key JSON), so auditors can check
+        /// the manifest signature without the server
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device_key: Option<serde_json::Value>,
+    },
+    /// A target was yanked (removed from the next publish).
+    Yank {
+        repo: String,
+        target: String,
+        reason: String,
+        by: String,
+    },
+    /// A signing key was rotated in or revoked.
+    KeyChange {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        repo: Option<String>,
+        role: String,
+        /// `rotate` or `revoke`
+        action: String,
+        #[serde(default)]
+        added_keyids: Vec<String>,
+        #[serde(default)]
+        removed_keyids: Vec<String>,
+        by: String,
+    },
+    /// A device was decommissioned.
+    Decommission {
+        device_id: String,
+        reason: String,
+        by: String,
+    },
+    /// An administrative action (every admin audit record).
+    AdminAction {
+        identity: String,
+        action: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        repo: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target: Option<String>,
+        outcome: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        detail: String,
+    },
+}
+
+/// Largest manifest embedded in an install report entry.
+pub const MAX_EMBEDDED_MANIFEST: usize = 48 * 1024;
+
+impl LogEntry {
+    /// A version-1 entry stamped now.
+    pub fn now(body: EntryBody) -> Self {
+        LogEntry {
+            v: ENTRY_FORMAT_VERSION,
+            time: crate::state::now(),
+            body,
+        }
+    }
+
+    /// The bytes appended to the log (JSON, fields in declaration order).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, LogError> {
+        serde_json::to_vec(self).map_err(|e| LogError::Encode(e.to_string()))
+    }
+
+    /// Parse entry bytes (from a bundle).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        let v: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+        match v.get("v").and_then(serde_json::Value::as_u64) {
+            Some(1) => {}
+            Some(other) => {
+                return Err(format!(
+                    "entry format version {other} is not supported (this build reads {ENTRY_FORMAT_VERSION})"
+                ))
+            }
+            None => return Err("field v (entry format version) is missing".into()),
+        }
+        serde_json::from_value(v).map_err(|e| format!("entry: {e}"))
+    }
+
+    /// The device this entry is about, if any.
+    pub fn device_id(&self) -> Option<&str> {
+        match &self.body {
+            EntryBody::AssignmentDelivered { device_id, .. }
+            | EntryBody::InstallReport { device_id, .. }
+            | EntryBody::Decommission { device_id, .. } => Some(device_id),
+            _ => None,
+        }
+    }
+
+    /// The target this entry is about, if any.
+    pub fn target(&self) -> Option<&str> {
+        match &self.body {
+            EntryBody::TargetPublish { name, .. } => Some(name),
+            EntryBody::AssignmentDelivered { target, .. }
+            | EntryBody::InstallReport { target, .. }
+            | EntryBody::Yank { target, .. } => Some(target),
+            EntryBody::AdminAction { target, .. } => target.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The entry type name (`target_publish`, ...).
+    pub fn type_name(&self) -> &'static str {
+        match &self.body {
+            EntryBody::TargetPublish { .. } => "target_publish",
+            EntryBody::AssignmentDelivered { .. } => "assignment_delivered",
+            EntryBody::InstallReport { .. } => "install_report",
+            EntryBody::Yank { .. } => "yank",
+            EntryBody::KeyChange { .. } => "key_change",
+            EntryBody::Decommission { .. } => "decommission",
+            EntryBody::AdminAction { .. } => "admin_action",
+        }
+    }
+}
+
+// ------------------------------------------------------------ the log
+
+/// Cosignatures collected for one checkpoint.
+#[derive(Debug, Clone)]
+struct Cosigned {
+    size: u64,
+    /// the checkpoint note text (body)
+    text: String,
+    /// the log's own signature line
+    log_sig: NoteSignature,
+    cosigs: Vec<(VerifierKey, NoteSignature)>,
+}
+
+/// The server's log handle (held in [`AppState::log`]).
+pub struct ServerLog {
+    writer: LogWriter,
+    origin: String,
+    verifier: VerifierKey,
+    dir: PathBuf,
+    /// Newest cosigned checkpoints, by size (at most 16 kept).
+    cosigned: Mutex<BTreeMap<u64, Cosigned>>,
+    witnesses: Option<Vec<VerifierKey>>,
+}
+
+impl std::fmt::Debug for ServerLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerLog")
+            .field("origin", &self.origin)
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn write_atomic(path: &Path, data: &[u8], mode: Option<u32>) -> Result<(), LogError> {
+    use std::io::Write as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("tmp");
+    {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        if let Some(m) = mode {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            opts.mode(m);
+        }
+        #[cfg(not(unix))]
+        let _ = mode;
+        let mut f = opts.open(&tmp).map_err(io(&tmp, "create"))?;
+        f.write_all(data).map_err(io(&tmp, "write"))?;
+        f.sync_all().map_err(io(&tmp, "fsync"))?;
+    }
+    std::fs::rename(&tmp, path).map_err(io(path, "rename into place"))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir, "fsync directory"))
+}
+
+/// Load `<data-dir>/keys/log/log.key`, creating it on first start.
+fn load_or_create_key(data_dir: &Path) -> Result<NoteSigner, LogError> {
+    let kdir = data_dir.join("keys").join("log");
+    std::fs::create_dir_all(&kdir).map_err(io(&kdir, "create directory"))?;
+    let path = kdir.join("log.key");
+    match std::fs::read_to_string(&path) {
+        Ok(s) => NoteSigner::parse_private_key(s.trim()).map_err(|e| LogError::Key {
+            path: path.clone(),
+            reason: e.to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let origin = std::env::var(ORIGIN_ENV).unwrap_or_else(|_| DEFAULT_ORIGIN.to_owned());
+            let signer = NoteSigner::generate(&origin).map_err(|e| LogError::Key {
+                path: path.clone(),
+                reason: format!("{ORIGIN_ENV}={origin:?}: {e}"),
+            })?;
+            write_atomic(
+                &path,
+                format!("{}\n", signer.to_private_key()).as_bytes(),
+                Some(0o600),
+            )?;
+            write_atomic(
+                &kdir.join("log.vkey"),
+                format!("{}\n", signer.verifier_key().to_vkey()).as_bytes(),
+                Some(0o644),
+            )?;
+            Ok(signer)
+        }
+        Err(e) => Err(io(&path, "read")(e)),
+    }
+}
+
+impl ServerLog {
+    /// Open (or create) the log of a server data directory.
+    pub fn open(data_dir: &Path) -> Result<ServerLog, LogError> {
+        let signer = load_or_create_key(data_dir)?;
+        let origin = signer.name().to_owned();
+        let verifier = signer.verifier_key();
+        let dir = data_dir.join("log");
+        let log = FsLog::open(&dir, &origin, signer)?;
+        let writer = LogWriter::spawn(log, WriterOptions::default())?;
+        let witnesses = match std::fs::read_to_string(dir.join("witnesses")) {
+            Ok(s) => {
+                let mut keys = Vec::new();
+                for line in s.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+                    keys.push(VerifierKey::parse(line).map_err(|e| LogError::Key {
+                        path: dir.join("witnesses"),
+                        reason: e.to_string(),
+                    })?);
+                }
+                Some(keys)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(&dir.join("witnesses"), "read")(e)),
+        };
+        let me = ServerLog {
+            writer,
+            origin,
+            verifier,
+            dir,
+            cosigned: Mutex::new(BTreeMap::new()),
+            witnesses,
+        };
+        me.load_cosigned();
+        Ok(me)
+    }
+
+    /// Append an entry stamped now; returns its index once durable.
+    pub async fn append(&self, body: EntryBody) -> Result<u64, LogError> {
+        self.append_entry(&LogEntry::now(body)).await
+    }
+
+    /// Append a prepared entry; returns its index once durable.
+    pub async fn append_entry(&self, entry: &LogEntry) -> Result<u64, LogError> {
+        Ok(self.writer.append(entry.to_bytes()?).await?)
+    }
+
+    /// The checkpoint origin.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The log's verifier key (note format).
+    pub fn verifier_key(&self) -> &VerifierKey {
+        &self.verifier
+    }
+
+    /// Current durable size.
+    pub fn size(&self) -> u64 {
+        self.writer.committed().size
+    }
+
+    /// The writer (read side, stats).
+    pub fn writer(&self) -> &LogWriter {
+        &self.writer
+    }
+
+    fn verifier(&self) -> Result<LogVerifier, ApiError> {
+        LogVerifier::new(&self.origin, self.verifier.clone())
+            .map_err(|e| ApiError::internal(e.to_string()))
+    }
+
+    /// The latest checkpoint, with the cosignatures collected for it.
+    pub fn checkpoint(&self) -> Vec<u8> {
+        let c = self.writer.committed();
+        let Ok(map) = self.cosigned.lock() else {
+            return c.checkpoint.clone();
+        };
+        match map.get(&c.size) {
+            Some(cs) if !cs.cosigs.is_empty() => render(cs),
+            _ => c.checkpoint.clone(),
+        }
+    }
+
+    /// The newest checkpoint that has cosignatures, with them.
+    pub fn cosigned_checkpoint(&self) -> Option<Vec<u8>> {
+        let map = self.cosigned.lock().ok()?;
+        map.values().rev().find(|c| !c.cosigs.is_empty()).map(render)
+    }
+
+    fn load_cosigned(&self) {
+        let path = self.dir.join("cosigned");
+        let Ok(bytes) = std::fs::read(&path) else {
+            return;
+        };
+        let Ok(v) = self.verifier() else { return };
+        let Ok(vc) = v.verify(&bytes) else {
+            tracing::warn!(path = %path.display(), "stored cosigned checkpoint does not verify; ignored");
+            return;
+        };
+        let Some(log_sig) = vc
+            .note
+            .signatures()
+            .iter()
+            .find(|s| s.key_id == self.verifier.key_id() && s.name == self.verifier.name())
+            .cloned()
+        else {
+            return;
+        };
+        // Cosignatures are re-verified against their keys on the next POST;
+        // here they are kept as stored (they verified when accepted).
+        let keys: Vec<VerifierKey> = std::fs::read_to_string(self.dir.join("cosigned.keys"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| VerifierKey::parse(l.trim()).ok())
+            .collect();
+        let mut cosigs = Vec::new();
+        for s in vc.note.signatures() {
+            if let Some(k) = keys
+                .iter()
+                .find(|k| k.name() == s.name && k.key_id() == s.key_id)
+            {
+                if k.verify_signature(vc.note.text(), &s.signature).is_ok() {
+                    cosigs.push((k.clone(), s.clone()));
+                }
+            }
+        }
+        if let Ok(mut map) = self.cosigned.lock() {
+            map.insert(
+                vc.checkpoint.size,
+                Cosigned {
+                    size: vc.checkpoint.size,
+                    text: vc.note.text().to_owned(),
+                    log_sig,
+                    cosigs,
+                },
+            );
+        }
+    }
+
+    /// Accept a witness cosignature for a checkpoint of this log.
+    pub fn add_cosignature(&self, req: &CosignRequest) -> Result<CosignResponse, ApiError> {
+        let key = VerifierKey::parse(req.key.trim())
+            .map_err(|e| ApiError::bad_request(format!("key: {e}")))?;
+        if key.key_type() != KeyType::CosignatureV1 {
+            return Err(ApiError::bad_request(format!(
+                "key {}: must be a cosignature/v1 (type 0x04) witness key, got {:?}",
+                key.name(),
+                key.key_type()
+            )));
+        }
+        if let Some(allowed) = &self.witnesses {
+            if !allowed.iter().any(|k| k == &key) {
+                return Err(ApiError::forbidden(format!(
+                    "witness key {}+{:08x} is not in this log's witnesses list",
+                    key.name(),
+                    key.key_id()
+                )));
+            }
+        }
+        let vc = self
+            .verifier()?
+            .verify(req.checkpoint.as_bytes())
+            .map_err(|e| ApiError::bad_request(format!("checkpoint: {e}")))?;
+        let size = vc.checkpoint.size;
+        let committed = self.writer.committed();
+        if size > committed.size {
+            return Err(ApiError::bad_request(format!(
+                "checkpoint size {size} is beyond this log's size {}",
+                committed.size
+            )));
+        }
+        let root = root_at(&self.writer.tiles().at(committed.size), size)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        if root != vc.checkpoint.root {
+            return Err(ApiError::bad_request(format!(
+                "checkpoint of size {size} has a root this log never had"
+            )));
+        }
+        let sig = NoteSignature::parse_line(req.signature.trim_end_matches('\n'))
+            .map_err(|e| ApiError::bad_request(format!("signature: {e}")))?;
+        if sig.name != key.name() || sig.key_id != key.key_id() {
+            return Err(ApiError::bad_request(format!(
+                "signature line is by {}+{:08x}, the key is {}+{:08x}",
+                sig.name,
+                sig.key_id,
+                key.name(),
+                key.key_id()
+            )));
+        }
+        key.verify_signature(vc.note.text(), &sig.signature)
+            .map_err(|e| ApiError::bad_request(format!("cosignature does not verify: {e}")))?;
+        let log_sig = vc
+            .note
+            .signatures()
+            .iter()
+            .find(|s| s.key_id == self.verifier.key_id() && s.name == self.verifier.name())
+            .cloned()
+            .ok_or_else(|| ApiError::bad_request("checkpoint lacks the log signature"))?;
+        let (rendered, count) = {
+            let mut map = self
+                .cosigned
+                .lock()
+                .map_err(|_| ApiError::internal("cosignature state poisoned"))?;
+            let entry = map.entry(size).or_insert_with(|| Cosigned {
+                size,
+                text: vc.note.text().to_owned(),
+                log_sig,
+                cosigs: Vec::new(),
+            });
+            if let Some(slot) = entry
+                .cosigs
+                .iter_mut()
+                .find(|(k, _)| k.public_key() == key.public_key())
+            {
+                *slot = (key.clone(), sig);
+            } else if entry.cosigs.len() >= MAX_COSIGNATURES {
+                return Err(ApiError::conflict(format!(
+                    "checkpoint {size} already has {MAX_COSIGNATURES} cosignatures"
+                )));
+            } else {
+                entry.cosigs.push((key.clone(), sig));
+            }
+            let out = (render(entry), entry.cosigs.len());
+            while map.len() > 16 {
+                let Some(first) = map.keys().next().copied() else {
+                    break;
+                };
+                map.remove(&first);
+            }
+            out
+        };
+        // Persist the newest cosigned checkpoint (and its witness keys).
+        let newest = self
+            .cosigned
+            .lock()
+            .ok()
+            .and_then(|m| m.keys().next_back().copied());
+        if newest == Some(size) {
+            let keys: String = self
+                .cosigned
+                .lock()
+                .ok()
+                .and_then(|m| {
+                    m.get(&size).map(|c| {
+                        c.cosigs
+                            .iter()
+                            .map(|(k, _)| format!("{}\n", k.to_vkey()))
+                            .collect()
+                    })
+                })
+                .unwrap_or_default();
+            write_atomic(&self.dir.join("cosigned.keys"), keys.as_bytes(), None)
+                .and_then(|()| write_atomic(&self.dir.join("cosigned"), &rendered, None))
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+        }
+        Ok(CosignResponse {
+            size,
+            cosignatures: count,
+        })
+    }
+}
+
+fn render(c: &Cosigned) -> Vec<u8> {
+    let mut note = match Note::new(c.text.clone()) {
+        Ok(n) => n,
+        Err(_) => return Vec::new(),
+    };
+    note.add_signature(c.log_sig.clone());
+    for (_, s) in &c.cosigs {
+        note.add_signature(s.clone());
+    }
+    let _ = c.size;
+    note.to_bytes()
+}
+
+// ------------------------------------------------------------ wiring helpers
+
+/// Append `body`; maps a failure to a 500 for API handlers.
+pub async fn record(st: &AppState, body: EntryBody) -> Result<u64, ApiError> {
+    Ok(st.log.append(body).await?)
+}
+
+/// Log every target a successful publish made live.
+pub async fn record_publish(
+    st: &Arc<AppState>,
+    repo: &str,
+    wanted: &[crate::authoring::WantedTarget],
+    outcome: &crate::authoring::PublishOutcome,
+) -> Result<(), ApiError> {
+    if outcome.generation.is_none() {
+        return Ok(());
+    }
+    let keyids = {
+        let (st2, r) = (st.clone(), repo.to_owned());
+        tokio::task::spawn_blocking(move || st2.authoring.export_role(&r, "targets"))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .map(|v| {
+                v.get("signatures")
+                    .and_then(serde_json::Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|s| s.get("keyid")?.as_str().map(str::to_owned))
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default()
+    };
+    for name in &outcome.added {
+        let Some(t) = wanted.iter().find(|t| &t.name == name) else {
+            continue;
+        };
+        let custom = t.custom.as_ref();
+        let release_counter = custom
+            .and_then(|c| c.get("release_counter"))
+            .and_then(serde_json::Value::as_u64);
+        let provenance_sha256 = custom
+            .and_then(|c| c.pointer("/custody/provenance/sha256"))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned);
+        let mut hashes = BTreeMap::new();
+        hashes.insert("sha256".to_owned(), t.sha256.clone());
+        record(
+            st,
+            EntryBody::TargetPublish {
+                repo: repo.to_owned(),
+                name: t.name.clone(),
+                hashes,
+                length: t.length,
+                release_counter,
+                signing_keyids: keyids.clone(),
+                provenance_sha256,
+                targets_version: Some(outcome.targets_version),
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------ HTTP
+
+type St = State<Arc<AppState>>;
+
+/// `POST /log/v1/cosign` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CosignRequest {
+    /// the witness's verifier key (`name+hash+base64`, type cosignature/v1)
+    pub key: String,
+    /// the signed checkpoint as served by this log (log signature included)
+    pub checkpoint: String,
+    /// the witness's signature line (`— name base64`)
+    pub signature: String,
+}
+
+/// `POST /log/v1/cosign` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CosignResponse {
+    /// size of the cosigned checkpoint
+    pub size: u64,
+    /// cosignatures it now has
+    pub cosignatures: usize,
+}
+
+/// Inclusion proof answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InclusionProof {
+    pub index: u64,
+    pub size: u64,
+    /// base64 hashes, leaf's sibling first
+    pub proof: Vec<String>,
+}
+
+/// Consistency proof answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConsistencyProof {
+    pub old: u64,
+    pub new: u64,
+    /// base64 hashes
+    pub proof: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InclusionQuery {
+    index: u64,
+    size: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ConsistencyQuery {
+    old: u64,
+    new: Option<u64>,
+}
+
+/// The log's HTTP surface (merged into the server router).
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/log/v1/checkpoint", get(get_checkpoint))
+        .route("/log/v1/checkpoint/cosigned", get(get_cosigned))
+        .route("/log/v1/key", get(get_key))
+        .route("/log/v1/tile/{*path}", get(get_tile))
+        .route("/log/v1/proof/inclusion", get(get_inclusion))
+        .route("/log/v1/proof/consistency", get(get_consistency))
+        .route("/log/v1/cosign", post(post_cosign))
+}
+
+fn text(body: Vec<u8>, cache: &'static str) -> Response {
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    (StatusCode::OK, h, body).into_response()
+}
+
+async fn get_checkpoint(State(st): St) -> Response {
+    text(st.log.checkpoint(), "no-cache")
+}
+
+async fn get_cosigned(State(st): St) -> Result<Response, ApiError> {
+    st.log
+        .cosigned_checkpoint()
+        .map(|b| text(b, "no-cache"))
+        .ok_or_else(|| ApiError::not_found("no checkpoint of this log has been cosigned yet"))
+}
+
+async fn get_key(State(st): St) -> Response {
+    text(
+        format!("{}\n", st.log.verifier_key().to_vkey()).into_bytes(),
+        "public, max-age=3600",
+    )
+}
+
+async fn get_tile(State(st): St, UrlPath(path): UrlPath<String>) -> Result<Response, ApiError> {
+    let full_path = format!("tile/{path}");
+    let parsed = parse_tile_path(&full_path).map_err(|e| ApiError::not_found(e.to_string()))?;
+    let size = st.log.size();
+    let tiles = st.log.writer().tiles().clone();
+    let not_found = || ApiError::not_found(format!("{full_path}: not in the tree of size {size}"));
+    // What exists at this size: full tiles below count>>8, and the partial
+    // of width count&255 (and every narrower one, same bytes).
+    let (count, width, index) = match parsed {
+        TilePath::Tile(t) => (
+            size.checked_shr(u32::from(t.level) * 8).unwrap_or(0),
+            t.width,
+            t.index,
+        ),
+        TilePath::Entries(b) => (size, b.width, b.index),
+    };
+    let ok = if width == TILE_WIDTH {
+        index < count >> 8
+    } else {
+        index < count >> 8 || (index == count >> 8 && u64::from(width) <= count & 0xff)
+    };
+    if !ok {
+        return Err(not_found());
+    }
+    let bytes = tokio::task::spawn_blocking(move || match parsed {
+        TilePath::Tile(t) => tiles.tile_bytes(t),
+        TilePath::Entries(b) => tiles.bundle_bytes(b),
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .ok_or_else(not_found)?;
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    // Every tile path names fixed bytes (a partial of width W is the same
+    // forever too), but partials are short-lived: let caches drop them.
+    let cache = if width == TILE_WIDTH {
+        "public, max-age=31536000, immutable"
+    } else {
+        "public, max-age=60"
+    };
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    Ok((StatusCode::OK, h, bytes).into_response())
+}
+
+async fn get_inclusion(
+    State(st): St,
+    Query(q): Query<InclusionQuery>,
+) -> Result<Json<InclusionProof>, ApiError> {
+    let cur = st.log.size();
+    let size = q.size.unwrap_or(cur);
+    if size > cur || q.index >= size {
+        return Err(ApiError::bad_request(format!(
+            "inclusion proof: need index < size <= {cur} (current size), got index {} size {size}",
+            q.index
+        )));
+    }
+    let tiles = st.log.writer().tiles().clone();
+    let index = q.index;
+    let proof = tokio::task::spawn_blocking(move || inclusion_proof(&tiles.at(cur), index, size))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(InclusionProof {
+        index,
+        size,
+        proof: proof.iter().map(|h| B64.encode(h)).collect(),
+    }))
+}
+
+async fn get_consistency(
+    State(st): St,
+    Query(q): Query<ConsistencyQuery>,
+) -> Result<Json<ConsistencyProof>, ApiError> {
+    let cur = st.log.size();
+    let new = q.new.unwrap_or(cur);
+    if new > cur || q.old > new {
+        return Err(ApiError::bad_request(format!(
+            "consistency proof: need old <= new <= {cur} (current size), got old {} new {new}",
+            q.old
+        )));
+    }
+    let tiles = st.log.writer().tiles().clone();
+    let old = q.old;
+    let proof = tokio::task::spawn_blocking(move || consistency_proof(&tiles.at(cur), old, new))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(ConsistencyProof {
+        old,
+        new,
+        proof: proof.iter().map(|h| B64.encode(h)).collect(),
+    }))
+}
+
+async fn post_cosign(
+    State(st): St,
+    body: Result<Json<CosignRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<CosignResponse>, ApiError> {
+    let Json(req) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if req.checkpoint.len() > 64 * 1024 {
+        return Err(ApiError::bad_request("checkpoint: larger than 64 KiB"));
+    }
+    let st2 = st.clone();
+    tokio::task::spawn_blocking(move || st2.log.add_cosignature(&req))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map(Json)
+}
