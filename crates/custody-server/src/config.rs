@@ -72,6 +72,8 @@ pub struct ServerConfig {
     pub key_passphrase_file: Option<PathBuf>,
     /// CI identity providers whose OIDC ID tokens may be exchanged.
     pub oidc: Vec<OidcProviderConfig>,
+    /// The director (`[director]`): device API and fleet API.
+    pub director: crate::director::DirectorSettings,
     /// `POST /api/v1/token` requests per minute per client address
     /// (sustained), against secret guessing. Behind a proxy all clients
     /// share the proxy's address: raise it or limit at the proxy.
@@ -98,6 +100,7 @@ impl Default for ServerConfig {
             token_key_file: None,
             key_passphrase_file: None,
             oidc: Vec::new(),
+            director: crate::director::DirectorSettings::default(),
             token_requests_per_minute: 30,
             token_request_burst: 10,
         }
@@ -160,6 +163,9 @@ impl ServerConfig {
 
     /// Checks the cross-field rules; run before starting.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.director
+            .validate()
+            .map_err(|e| invalid("director", e))?;
         if self.token_max_ttl_seconds == 0 || self.token_max_ttl_seconds > MAX_TOKEN_TTL_SECONDS {
             return Err(invalid(
                 "token_max_ttl_seconds",

@@ -18,6 +18,7 @@ pub mod auth;
 pub mod authoring;
 pub mod blobs;
 pub mod config;
+pub mod director;
 pub mod error;
 pub mod hosting;
 pub mod log;

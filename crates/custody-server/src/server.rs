@@ -53,6 +53,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(crate::metrics::metrics_handler))
         .merge(crate::api::router())
         .merge(crate::log::router())
+        .merge(crate::director::device::router())
+        .merge(crate::director::fleet::router())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::metrics::track,

@@ -68,6 +68,9 @@ pub struct AppState {
     pub metrics: Metrics,
     pub ready: AtomicBool,
     pub tmp_dir: std::path::PathBuf,
+    /// The director (device API, fleet API); `None` when disabled or
+    /// without a key passphrase (device routes then answer 503).
+    pub director: Option<Arc<crate::director::Director>>,
     /// Per-client-address limit on `POST /api/v1/token`.
     pub token_limiter: crate::ratelimit::RateLimiter,
     /// The transparency log (`crate::log`): append with `state.log.append(..)`.
@@ -103,9 +106,21 @@ impl AppState {
         let repos = data.join("repos");
         std::fs::create_dir_all(&repos).map_err(io_err(&repos, "create directory"))?;
 
-        let storage: Arc<dyn Storage> = match &config.database_url {
-            Some(url) => Arc::new(PgStorage::connect(url).await?),
-            None => Arc::new(SqliteStorage::open(&data.join("custody.db")).await?),
+        // The director's tables live in the same database, on the same pool.
+        let (storage, director_db): (
+            Arc<dyn Storage>,
+            Arc<dyn crate::director::store::DirectorDb>,
+        ) = match &config.database_url {
+            Some(url) => {
+                let s = PgStorage::connect(url).await?;
+                let d = crate::director::store::PgDirectorDb::new(s.pool().clone());
+                (Arc::new(s), Arc::new(d))
+            }
+            None => {
+                let s = SqliteStorage::open(&data.join("custody.db")).await?;
+                let d = crate::director::store::SqliteDirectorDb::new(s.pool().clone());
+                (Arc::new(s), Arc::new(d))
+            }
         };
         storage.migrate().await?;
 
@@ -170,6 +185,7 @@ impl AppState {
         let authoring = Authoring::new(&data, config.key_passphrase_file.as_deref())?;
         let oidc = OidcVerifier::new(&config.oidc);
         let log = Arc::new(crate::log::ServerLog::open(&data)?);
+        let director = crate::director::start(&config, director_db).await?;
         let token_limiter = crate::ratelimit::RateLimiter::new(
             config.token_requests_per_minute,
             config.token_request_burst,
@@ -187,6 +203,7 @@ impl AppState {
             ready: AtomicBool::new(true),
             tmp_dir,
             log,
+            director,
         };
         Ok(Built {
             state: Arc::new(state),

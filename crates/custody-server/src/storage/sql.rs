@@ -137,6 +137,11 @@ impl SqliteStorage {
             .map_err(db("open sqlite database"))?;
         Ok(SqliteStorage { pool })
     }
+
+    /// The pool, for the director's tables (`director::store`).
+    pub fn pool(&self) -> &sqlx::SqlitePool {
+        &self.pool
+    }
 }
 
 /// Scale path: PostgreSQL (or a PostgreSQL-wire engine).
@@ -155,6 +160,11 @@ impl PgStorage {
             .await
             .map_err(db("connect to postgresql"))?;
         Ok(PgStorage { pool })
+    }
+
+    /// The pool, for the director's tables (`director::store`).
+    pub fn pool(&self) -> &sqlx::PgPool {
+        &self.pool
     }
 }
 
