@@ -773,6 +773,16 @@ async fn yank_target(
         reason,
     )
     .await?;
+    crate::log::record(
+        &st,
+        crate::log::EntryBody::Yank {
+            repo: repo.clone(),
+            target: req.target.clone(),
+            reason: reason.to_owned(),
+            by: caller.identity().to_owned(),
+        },
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(record)))
 }
 
@@ -1072,6 +1082,7 @@ async fn publish(
         ),
     )
     .await?;
+    crate::log::record_publish(&st, &repo, &outcome).await?;
     Ok(Json(PublishResponse { version, outcome }))
 }
 
@@ -1170,6 +1181,7 @@ async fn sign_role(
                 ),
             )
             .await?;
+            crate::log::record_publish(&st, &repo, &outcome).await?;
             Some(PublishResponse { version, outcome })
         }
         None => None,

@@ -363,7 +363,11 @@ impl ServerLog {
         let witnesses = match std::fs::read_to_string(dir.join("witnesses")) {
             Ok(s) => {
                 let mut keys = Vec::new();
-                for line in s.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+                for line in s
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                {
                     keys.push(VerifierKey::parse(line).map_err(|e| LogError::Key {
                         path: dir.join("witnesses"),
                         reason: e.to_string(),
@@ -436,7 +440,10 @@ impl ServerLog {
     /// The newest checkpoint that has cosignatures, with them.
     pub fn cosigned_checkpoint(&self) -> Option<Vec<u8>> {
         let map = self.cosigned.lock().ok()?;
-        map.values().rev().find(|c| !c.cosigs.is_empty()).map(render)
+        map.values()
+            .rev()
+            .find(|c| !c.cosigs.is_empty())
+            .map(render)
     }
 
     fn load_cosigned(&self) {
@@ -632,59 +639,73 @@ pub async fn record(st: &AppState, body: EntryBody) -> Result<u64, ApiError> {
     Ok(st.log.append(body).await?)
 }
 
-/// Log every target a successful publish made live.
+/// Log every target a publish made live (a publish, or the signature that
+/// completed a draft). Reads the targets role as published: hashes,
+/// length, custom (`release_counter`, `custody.provenance.sha256`) and the
+/// key ids of its signatures.
 pub async fn record_publish(
     st: &Arc<AppState>,
     repo: &str,
-    wanted: &[crate::authoring::WantedTarget],
     outcome: &crate::authoring::PublishOutcome,
 ) -> Result<(), ApiError> {
-    if outcome.generation.is_none() {
+    if outcome.generation.is_none() || outcome.added.is_empty() {
         return Ok(());
     }
-    let keyids = {
-        let (st2, r) = (st.clone(), repo.to_owned());
+    let (st2, r) = (st.clone(), repo.to_owned());
+    let targets: serde_json::Value =
         tokio::task::spawn_blocking(move || st2.authoring.export_role(&r, "targets"))
             .await
-            .ok()
-            .and_then(Result::ok)
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .map(|v| {
-                v.get("signatures")
-                    .and_then(serde_json::Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|s| s.get("keyid")?.as_str().map(str::to_owned))
-                            .collect::<Vec<_>>()
-                    })
-                    .unwrap_or_default()
-            })
-            .unwrap_or_default()
-    };
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .map_err(|e| ApiError::internal(format!("log: reading published targets: {e}")))
+            .and_then(|b| {
+                serde_json::from_slice(&b)
+                    .map_err(|e| ApiError::internal(format!("log: targets role: {e}")))
+            })?;
+    let keyids: Vec<String> = targets
+        .get("signatures")
+        .and_then(serde_json::Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.get("keyid")?.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
     for name in &outcome.added {
-        let Some(t) = wanted.iter().find(|t| &t.name == name) else {
+        let Some(t) = targets
+            .get("signed")
+            .and_then(|s| s.get("targets"))
+            .and_then(|t| t.get(name))
+        else {
             continue;
         };
-        let custom = t.custom.as_ref();
-        let release_counter = custom
-            .and_then(|c| c.get("release_counter"))
-            .and_then(serde_json::Value::as_u64);
-        let provenance_sha256 = custom
-            .and_then(|c| c.pointer("/custody/provenance/sha256"))
-            .and_then(serde_json::Value::as_str)
-            .map(str::to_owned);
-        let mut hashes = BTreeMap::new();
-        hashes.insert("sha256".to_owned(), t.sha256.clone());
+        let hashes: BTreeMap<String, String> = t
+            .get("hashes")
+            .and_then(serde_json::Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let custom = t.get("custom");
         record(
             st,
             EntryBody::TargetPublish {
                 repo: repo.to_owned(),
-                name: t.name.clone(),
+                name: name.clone(),
                 hashes,
-                length: t.length,
-                release_counter,
+                length: t
+                    .get("length")
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(0),
+                release_counter: custom
+                    .and_then(|c| c.get("release_counter"))
+                    .and_then(serde_json::Value::as_u64),
                 signing_keyids: keyids.clone(),
-                provenance_sha256,
+                provenance_sha256: custom
+                    .and_then(|c| c.pointer("/custody/provenance/sha256"))
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned),
                 targets_version: Some(outcome.targets_version),
             },
         )

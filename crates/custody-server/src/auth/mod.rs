@@ -186,6 +186,17 @@ impl AppState {
             tracing::error!(error = %e, action, "audit record could not be written");
             ApiError::internal("audit record could not be written (see server log)")
         })?;
+        // Every audit record is also an entry of the transparency log.
+        self.log
+            .append(crate::log::EntryBody::AdminAction {
+                identity: entry.identity,
+                action: entry.action,
+                repo: entry.repo,
+                target: entry.target,
+                outcome: entry.outcome,
+                detail: entry.detail,
+            })
+            .await?;
         Ok(())
     }
 }
