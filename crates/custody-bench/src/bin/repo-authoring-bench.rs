@@ -69,6 +69,7 @@ struct Custody {
     save_seconds: f64,
     publish_seconds: f64,
     create_sign_publish_seconds: f64,
+    create_cpu_seconds: f64,
     create_files_written: usize,
     create_bytes_written: u64,
     add_one: AddOne,
@@ -82,6 +83,7 @@ struct AddOne {
     save_seconds: f64,
     publish_seconds: f64,
     total_seconds: f64,
+    cpu_seconds: f64,
     staged_files_written: Vec<String>,
     staged_bytes_written: u64,
     publish_new_files: Vec<String>,
@@ -100,6 +102,17 @@ struct Report {
     custody: Custody,
     python_tuf: Option<serde_json::Value>,
     create_speedup_vs_python: Option<f64>,
+}
+
+/// CPU time of this process so far (user + system, all threads).
+fn cpu_now() -> f64 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    getrusage(UsageWho::RUSAGE_SELF)
+        .map(|u| {
+            let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+            t(u.user_time()) + t(u.system_time())
+        })
+        .unwrap_or(0.0)
 }
 
 fn secs(t: Instant) -> f64 {
@@ -187,6 +200,7 @@ fn run_custody(args: &Args, work: &Path, entries: Vec<TargetEntry>) -> Result<Cu
     let (roles, bin_keys) = keys(&mut ring)?;
     let now = Utc::now();
     let extra = extra_entry();
+    let cpu0 = cpu_now();
     let total = Instant::now();
     let t = Instant::now();
     let opts = InitOptions {
@@ -217,11 +231,13 @@ fn run_custody(args: &Args, work: &Path, entries: Vec<TargetEntry>) -> Result<Cu
     let first = repo.publish_with_stats(&out, now)?;
     let publish_seconds = secs(t);
     let create_sign_publish_seconds = secs(total);
+    let create_cpu_seconds = ((cpu_now() - cpu0) * 1000.0).round() / 1000.0;
     drop(repo);
 
     // Add one target, stateless (a CI job: open, add, sign, save, publish).
     let before = staged_mtimes(&dir)?;
     std::thread::sleep(std::time::Duration::from_millis(20));
+    let cpu1 = cpu_now();
     let total = Instant::now();
     let t = Instant::now();
     let mut repo = Repository::open(&dir)?;
@@ -236,6 +252,7 @@ fn run_custody(args: &Args, work: &Path, entries: Vec<TargetEntry>) -> Result<Cu
     let second = repo.publish_with_stats(&out, now)?;
     let publish1 = secs(t);
     let total1 = secs(total);
+    let cpu_seconds = ((cpu_now() - cpu1) * 1000.0).round() / 1000.0;
     let staged_files_written: Vec<String> = staged_mtimes(&dir)?
         .into_iter()
         .filter(|(n, m)| before.get(n) != Some(m))
@@ -259,6 +276,7 @@ fn run_custody(args: &Args, work: &Path, entries: Vec<TargetEntry>) -> Result<Cu
         save_seconds,
         publish_seconds,
         create_sign_publish_seconds,
+        create_cpu_seconds,
         create_files_written: first.files_written.len() + first.linked_from_staging.len(),
         create_bytes_written: first.bytes_written + first.bytes_linked_from_staging,
         add_one: AddOne {
@@ -268,6 +286,7 @@ fn run_custody(args: &Args, work: &Path, entries: Vec<TargetEntry>) -> Result<Cu
             save_seconds: save1,
             publish_seconds: publish1,
             total_seconds: total1,
+            cpu_seconds,
             staged_files_written,
             staged_bytes_written,
             publish_new_files: second
@@ -385,13 +404,21 @@ fn main() -> Result<()> {
         c.publish_seconds
     );
     println!(
-        "  create + sign + publish                  {:>8.3} s ({} files, {} bytes)",
-        c.create_sign_publish_seconds, c.create_files_written, c.create_bytes_written
+        "  create + sign + publish                  {:>8.3} s, cpu {:.3} s ({} files, {} bytes)",
+        c.create_sign_publish_seconds,
+        c.create_cpu_seconds,
+        c.create_files_written,
+        c.create_bytes_written
     );
     let a = &c.add_one;
     println!(
-        "  add one target (open {:.3} + add/sign {:.3} + save {:.3} + publish {:.3}) {:.3} s",
-        a.open_seconds, a.add_and_sign_seconds, a.save_seconds, a.publish_seconds, a.total_seconds
+        "  add one target (open {:.3} + add/sign {:.3} + save {:.3} + publish {:.3}) {:.3} s, cpu {:.3} s",
+        a.open_seconds,
+        a.add_and_sign_seconds,
+        a.save_seconds,
+        a.publish_seconds,
+        a.total_seconds,
+        a.cpu_seconds
     );
     println!(
         "    save rewrote {:?} = {} bytes",
@@ -410,13 +437,15 @@ fn main() -> Result<()> {
         let g = |ptr: &str| p.pointer(ptr).cloned().unwrap_or(serde_json::Value::Null);
         println!("python-tuf {}", g("/python_tuf"));
         println!(
-            "  create (build+sign+write, excluding contents) {} s, {} bytes",
+            "  create (build+sign+write, excluding contents) {} s, cpu {} s, {} bytes",
             g("/create/total_seconds_excluding_contents"),
+            g("/create/cpu_seconds_excluding_contents"),
             g("/create/bytes_written")
         );
         println!(
-            "  add one target from disk {} s, {} bytes",
+            "  add one target from disk {} s, cpu {} s, {} bytes",
             g("/add_one_target_from_disk/total_seconds"),
+            g("/add_one_target_from_disk/cpu_seconds"),
             g("/add_one_target_from_disk/bytes_written")
         );
     }
