@@ -72,12 +72,25 @@
 //! [`tile::encode_entry_bundle`], [`tile::parse_entry_bundle`] and
 //! [`tile::check_bundle_against_tile`].
 //!
+//! ## Client check ([`client`])
+//!
+//! [`client::check_logged_entry`]: what an agent or client runs before
+//! installing a target: publish entry included, checkpoint signed by the
+//! pinned log key and cosigned by k of n witnesses, consistent with the
+//! last stored checkpoint; otherwise a typed [`client::LogAttack`].
+//!
+//! ## Durable store ([`fs`], feature `fs`)
+//!
+//! The only IO in the crate, behind a feature: tiles, bundles and the
+//! checkpoint on the local file system, group commit, crash recovery.
+//!
 //! Tiles are untrusted: anything computed from them is only trusted after
 //! it verifies against a verified checkpoint's root.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod checkpoint;
+pub mod client;
 #[cfg(feature = "fs")]
 pub mod fs;
 pub mod hash;

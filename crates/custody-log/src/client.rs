@@ -1,0 +1,222 @@
+//! The check a device agent or TUF client runs before installing a target
+//! (issue #7, part 4), sans-IO: the target's publish entry is in the log,
+//! the checkpoint is signed by the pinned log key and cosigned by `k` of
+//! the configured witnesses, and it is consistent with the last checkpoint
+//! the client stored. Anything else is a typed [`LogAttack`].
+//!
+//! ```
+//! use custody_log::client::{check_logged_entry, LogEvidence, LogTrust};
+//! use custody_log::{inclusion_proof, Appender, Cosigner, MemoryStore, NoteSigner};
+//! let log_key = NoteSigner::generate("log.example")?;
+//! let w = Cosigner::generate("witness.example")?;
+//! let mut log = Appender::open(MemoryStore::new())?;
+//! let r = log.append_entries(&[b"publish fw-1.0".as_slice()])?;
+//! let mut note = log.checkpoint("log.example")?.sign(&log_key)?;
+//! note.add_signature(w.cosign(note.text(), 1_700_000_000)?);
+//! let trust = LogTrust::new("log.example", log_key.verifier_key(), vec![w.verifier_key()], 1)?;
+//! let proof = inclusion_proof(log.store(), 0, r.new_size)?;
+//! let accepted = check_logged_entry(&trust, None, &LogEvidence {
+//!     entry: b"publish fw-1.0", index: 0, inclusion_proof: &proof,
+//!     checkpoint: &note.to_bytes(), consistency_proof: &[],
+//! })?;
+//! // Store `accepted.checkpoint` durably as the new "last" before installing.
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use crate::checkpoint::{
+    Checkpoint, CheckpointError, LogVerifier, VerifiedCheckpoint, WitnessPolicy,
+};
+use crate::hash::{leaf_hash, Hash};
+use crate::note::VerifierKey;
+use crate::proof::{verify_inclusion, ProofError};
+use crate::witness::{check_update, Update, WitnessError};
+
+/// What the client trusts: the log (origin and pinned key) and its witness
+/// policy (`k` of `n` cosignature/v1 keys; `k = 0` means no witnesses).
+#[derive(Debug, Clone)]
+pub struct LogTrust {
+    verifier: LogVerifier,
+}
+
+impl LogTrust {
+    /// Pin `log_key` for `origin` and require `k` of `witnesses`.
+    pub fn new(
+        origin: &str,
+        log_key: VerifierKey,
+        witnesses: Vec<VerifierKey>,
+        k: usize,
+    ) -> Result<Self, CheckpointError> {
+        let mut verifier = LogVerifier::new(origin, log_key)?;
+        if k > 0 {
+            verifier = verifier.with_witness_policy(WitnessPolicy::new(witnesses, k)?);
+        }
+        Ok(LogTrust { verifier })
+    }
+
+    /// The checkpoint verifier.
+    pub fn verifier(&self) -> &LogVerifier {
+        &self.verifier
+    }
+}
+
+/// What the client received with a target.
+#[derive(Debug, Clone, Copy)]
+pub struct LogEvidence<'a> {
+    /// The target's publish entry, as stored in the log.
+    pub entry: &'a [u8],
+    /// Its index in the log.
+    pub index: u64,
+    /// Inclusion proof of `entry` at `index` in the checkpoint's tree.
+    pub inclusion_proof: &'a [Hash],
+    /// The signed checkpoint with its cosignatures.
+    pub checkpoint: &'a [u8],
+    /// Consistency proof from the last stored checkpoint's size to this
+    /// checkpoint's size (empty if there is no stored checkpoint or the
+    /// sizes are equal).
+    pub consistency_proof: &'a [Hash],
+}
+
+/// Why a target must be refused: each variant is an attack (or a broken
+/// log), never a transient condition.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogAttack {
+    /// The checkpoint is not signed by the pinned log key (or is malformed,
+    /// or for another origin).
+    #[error("log attack: checkpoint rejected: {0}")]
+    BadSignature(CheckpointError),
+    /// Not enough trusted witnesses cosigned the checkpoint.
+    #[error("log attack: checkpoint has {got} of the required {need} witness cosignatures (cosigned by: {cosigners})")]
+    TooFewCosignatures {
+        /// Distinct trusted witnesses with a valid cosignature.
+        got: usize,
+        /// Required.
+        need: usize,
+        /// Who did.
+        cosigners: String,
+    },
+    /// Two checkpoints of the same size with different roots: the log shows
+    /// different trees to different clients.
+    #[error("log attack: fork: checkpoints of size {size} with different roots (stored {stored_root}, new {new_root})")]
+    Fork {
+        /// The size.
+        size: u64,
+        /// Hex root of the stored checkpoint.
+        stored_root: String,
+        /// Hex root of the new one.
+        new_root: String,
+    },
+    /// The new checkpoint is smaller than the stored one.
+    #[error(
+        "log attack: rollback: checkpoint size {new_size} is below the stored size {stored_size}"
+    )]
+    Rollback {
+        /// Stored size.
+        stored_size: u64,
+        /// New size.
+        new_size: u64,
+    },
+    /// The new checkpoint is larger but not proven to extend the stored one
+    /// (a fork at a later size).
+    #[error("log attack: checkpoint of size {new_size} is not proven consistent with the stored size {stored_size}: {reason}")]
+    Inconsistent {
+        /// Stored size.
+        stored_size: u64,
+        /// New size.
+        new_size: u64,
+        /// The proof failure.
+        reason: String,
+    },
+    /// The target's entry is not in the tree the checkpoint commits to.
+    #[error("log attack: entry at index {index} is not included in the checkpoint of size {size}: {reason}")]
+    NotIncluded {
+        /// Claimed index.
+        index: u64,
+        /// Checkpoint size.
+        size: u64,
+        /// The proof failure.
+        reason: String,
+    },
+}
+
+/// A successful check: the checkpoint to store as the new "last" (durably,
+/// before installing) and how it moved.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    /// The verified checkpoint (with the cosignatures that counted).
+    pub checkpoint: VerifiedCheckpoint,
+    /// First / unchanged / advanced.
+    pub update: Update,
+}
+
+/// Run the four checks, in this order: log signature, witness quorum,
+/// consistency with `stored` (rollback / fork), inclusion of the entry.
+pub fn check_logged_entry(
+    trust: &LogTrust,
+    stored: Option<&Checkpoint>,
+    ev: &LogEvidence<'_>,
+) -> Result<Accepted, LogAttack> {
+    let vc = trust.verifier.verify(ev.checkpoint).map_err(|e| match e {
+        CheckpointError::WitnessQuorum {
+            got,
+            need,
+            cosigners,
+        } => LogAttack::TooFewCosignatures {
+            got,
+            need,
+            cosigners,
+        },
+        other => LogAttack::BadSignature(other),
+    })?;
+    let new = &vc.checkpoint;
+    let update = check_update(stored, new, ev.consistency_proof).map_err(|e| match e {
+        WitnessError::Rollback {
+            last_size,
+            new_size,
+        } => LogAttack::Rollback {
+            stored_size: last_size,
+            new_size,
+        },
+        WitnessError::Fork {
+            size,
+            last_root,
+            new_root,
+        } => LogAttack::Fork {
+            size,
+            stored_root: last_root,
+            new_root,
+        },
+        WitnessError::Inconsistent {
+            last_size,
+            new_size,
+            source,
+        } => LogAttack::Inconsistent {
+            stored_size: last_size,
+            new_size,
+            reason: source.to_string(),
+        },
+        WitnessError::OriginMismatch { expected, got } => {
+            LogAttack::BadSignature(CheckpointError::WrongOrigin { expected, got })
+        }
+        other => LogAttack::Inconsistent {
+            stored_size: stored.map_or(0, |s| s.size),
+            new_size: new.size,
+            reason: other.to_string(),
+        },
+    })?;
+    verify_inclusion(
+        &leaf_hash(ev.entry),
+        ev.index,
+        new.size,
+        ev.inclusion_proof,
+        &new.root,
+    )
+    .map_err(|e: ProofError| LogAttack::NotIncluded {
+        index: ev.index,
+        size: new.size,
+        reason: e.to_string(),
+    })?;
+    Ok(Accepted {
+        checkpoint: vc,
+        update,
+    })
+}
