@@ -1005,3 +1005,77 @@ enum PayloadSource<'a> {
     /// an offline bundle
     Bundle(&'a Bundle),
 }
+
+/// A factory credential from PEM files: the certificate chain (leaf first)
+/// and the leaf's PKCS#8 private key (ECDSA P-256 or Ed25519).
+pub fn factory_credential(chain_pem: &[u8], key_pem: &[u8]) -> Result<Credential, String> {
+    let mut chain = Vec::new();
+    for item in ureq::tls::parse_pem(chain_pem) {
+        let item = item.map_err(|e| format!("factory certificate: invalid PEM: {e}"))?;
+        if let ureq::tls::PemItem::Certificate(c) = item {
+            chain.push(c.der().to_vec());
+        }
+    }
+    if chain.is_empty() {
+        return Err("factory certificate: no CERTIFICATE block".into());
+    }
+    let mut der = None;
+    for item in ureq::tls::parse_pem(key_pem) {
+        if let Ok(ureq::tls::PemItem::PrivateKey(k)) = item {
+            der = Some(k.der().to_vec());
+        }
+    }
+    let der = der.ok_or("factory key: no PKCS#8 PRIVATE KEY block")?;
+    let rng = ring::rand::SystemRandom::new();
+    let sign: FactorySigner = if let Ok(k) = ring::signature::EcdsaKeyPair::from_pkcs8(
+        &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+        &der,
+        &rng,
+    ) {
+        std::sync::Arc::new(move |m: &[u8]| {
+            k.sign(&ring::rand::SystemRandom::new(), m)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(|_| "ECDSA signing failed".to_owned())
+        })
+    } else if let Ok(k) = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der) {
+        std::sync::Arc::new(move |m: &[u8]| Ok(k.sign(m).as_ref().to_vec()))
+    } else {
+        return Err("factory key: not an ECDSA P-256 or Ed25519 PKCS#8 key".into());
+    };
+    Ok(Credential::Factory { chain, sign })
+}
+
+/// Status of an enrolled device without touching the network.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// configuration
+    pub device: DeviceConfig,
+    /// committed target
+    pub installed: Option<crate::TargetMeta>,
+    /// attempt in progress
+    pub state: String,
+    /// install reports queued
+    pub queued_reports: usize,
+    /// attack reports not yet acknowledged
+    pub pending_attacks: Vec<AttackReport>,
+    /// last manifest counter
+    pub report_counter: u64,
+    /// trusted director root version
+    pub director_root_version: Option<u64>,
+}
+
+impl Device {
+    /// Local status.
+    pub fn status(&self) -> Result<Status, DeviceError> {
+        let net = self.net()?;
+        Ok(Status {
+            device: self.config.clone(),
+            installed: self.installed().cloned(),
+            state: self.agent.state().describe(),
+            queued_reports: self.agent.queue().pending()?.len(),
+            pending_attacks: net.attacks,
+            report_counter: net.report_counter,
+            director_root_version: trusted_root_version(&self.state_dir.join("director")).ok(),
+        })
+    }
+}

@@ -57,14 +57,14 @@ pub enum VerifyError {
     /// custody-tuf refused the director metadata (signature, version
     /// rollback, expiry, ...), or it could not be read.
     #[error("director repository: {0}")]
-    Director(ClientError),
+    Director(Box<ClientError>),
     /// The director metadata is not bound to this device.
     #[error("{0}")]
-    Binding(DirectorError),
+    Binding(Box<DirectorError>),
     /// custody-tuf refused the image repository metadata, or it could not
     /// be fetched.
     #[error("image repository: {0}")]
-    Image(ClientError),
+    Image(Box<ClientError>),
     /// The director assigned a target the image repository does not sign.
     #[error("target {target:?}: assigned by the director but not signed by the image repository: {detail}")]
     NotInImage {
@@ -75,7 +75,7 @@ pub enum VerifyError {
     },
     /// Director and image repository disagree (length, hashes).
     #[error("{0}")]
-    Disagree(DirectorError),
+    Disagree(Box<DirectorError>),
     /// The image repository's signed custom metadata contradicts the
     /// director's assignment or this device.
     #[error("target {target:?}: image repository custom.{field} is {image}, but {expected_from} says {expected}")]
@@ -145,8 +145,10 @@ impl VerifyError {
             VerifyError::NotInImage { target, .. }
             | VerifyError::ImageCustom { target, .. }
             | VerifyError::Downgrade { target, .. } => target.clone(),
-            VerifyError::Disagree(DirectorError::ImageMismatch { target, .. }) => target.clone(),
-            VerifyError::Disagree(_) => "director".to_owned(),
+            VerifyError::Disagree(d) => match d.as_ref() {
+                DirectorError::ImageMismatch { target, .. } => target.clone(),
+                _ => "director".to_owned(),
+            },
         }
     }
 }
@@ -396,7 +398,7 @@ pub fn verify_update<I: Transport>(
 ) -> Result<VerifiedUpdate, VerifyError> {
     // 1. director repository, through the TUF workflow
     let url = Url::parse(DIRECTOR_MEM_URL)
-        .map_err(|e| VerifyError::Director(ClientError::Usage(e.to_string())))?;
+        .map_err(|e| VerifyError::Director(Box::new(ClientError::Usage(e.to_string()))))?;
     let mut dir_updater = Updater::new(
         trust.director_dir,
         url,
@@ -404,17 +406,19 @@ pub fn verify_update<I: Transport>(
         UpdaterConfig::default(),
         now,
     )
-    .map_err(VerifyError::Director)?;
-    dir_updater.refresh().map_err(VerifyError::Director)?;
+    .map_err(|e| VerifyError::Director(Box::new(e)))?;
+    dir_updater
+        .refresh()
+        .map_err(|e| VerifyError::Director(Box::new(e)))?;
     let Some(dtargets) = dir_updater.trusted().targets() else {
-        return Err(VerifyError::Director(ClientError::Usage(
+        return Err(VerifyError::Director(Box::new(ClientError::Usage(
             "refresh ended without trusted targets".into(),
-        )));
+        ))));
     };
     let director_targets_version = dtargets.version;
     // 2. bound to this device
     let bound = verify_director_targets_for_device(dtargets, trust.device_id, trust.hardware_id)
-        .map_err(VerifyError::Binding)?;
+        .map_err(|e| VerifyError::Binding(Box::new(e)))?;
     if bound.is_empty() {
         return Ok(VerifiedUpdate {
             director_targets_version,
@@ -430,18 +434,22 @@ pub fn verify_update<I: Transport>(
         UpdaterConfig::default(),
         now,
     )
-    .map_err(VerifyError::Image)?;
-    img.refresh().map_err(VerifyError::Image)?;
+    .map_err(|e| VerifyError::Image(Box::new(e)))?;
+    img.refresh().map_err(|e| VerifyError::Image(Box::new(e)))?;
     let mut targets = Vec::with_capacity(bound.len());
     for b in &bound {
-        let Some((_role, info)) = img.get_target_info(&b.name).map_err(VerifyError::Image)? else {
+        let Some((_role, info)) = img
+            .get_target_info(&b.name)
+            .map_err(|e| VerifyError::Image(Box::new(e)))?
+        else {
             return Err(VerifyError::NotInImage {
                 target: b.name.clone(),
                 detail: "no trusted targets role lists it".into(),
             });
         };
         // 4. both repositories agree
-        b.agrees_with_image(&info).map_err(VerifyError::Disagree)?;
+        b.agrees_with_image(&info)
+            .map_err(|e| VerifyError::Disagree(Box::new(e)))?;
         image_custom_agrees(b, &info, trust.hardware_id)?;
         // 5. anti-rollback
         let rollback_authorized = check_counter(trust, b, installed, now)?;

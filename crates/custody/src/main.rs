@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod agent;
+mod bundle;
 mod client;
 mod demo;
 mod key;
@@ -35,6 +37,11 @@ enum Command {
     /// server, two devices that verify, install and commit, and a tampered
     /// payload refused.
     Demo(demo::DemoArgs),
+    /// Device agent: enrol, check in, verify, install with health check and
+    /// rollback, report; offline bundles.
+    Agent(agent::AgentArgs),
+    /// Offline bundles for USB / air-gapped delivery.
+    Bundle(bundle::BundleArgs),
     /// TUF client: initialise trust, refresh metadata, download verified targets.
     Client(client::ClientArgs),
     /// Signing keys: generate encrypted key files, show key ids (files and PKCS#11 tokens).
@@ -59,6 +66,8 @@ fn main() -> ExitCode {
     init_tracing();
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
+        Command::Agent(args) => agent::run(args),
+        Command::Bundle(args) => bundle::run(args),
         Command::Client(args) => client::run(args),
         Command::Key(args) => key::run(args),
         Command::Repo(args) => repo::run(args),
