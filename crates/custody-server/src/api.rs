@@ -1266,7 +1266,9 @@ impl Modify for BearerAuth {
 pub struct ApiDoc;
 
 async fn openapi_json() -> ApiResult<(HeaderMap, String)> {
-    let text = ApiDoc::openapi()
+    let mut doc = ApiDoc::openapi();
+    doc.merge(crate::director::fleet::FleetDoc::openapi());
+    let text = doc
         .to_json()
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let mut h = HeaderMap::new();
