@@ -9,9 +9,13 @@ use clap::{Parser, Subcommand};
 mod agent;
 mod bundle;
 mod client;
+#[cfg(feature = "server")]
 mod demo;
+#[cfg(feature = "authoring")]
 mod key;
+#[cfg(feature = "authoring")]
 mod repo;
+#[cfg(feature = "server")]
 mod serve;
 
 /// custody: the software update trust chain.
@@ -36,6 +40,7 @@ enum Command {
     /// Run the whole trust chain on this machine, narrated: repository,
     /// server, two devices that verify, install and commit, and a tampered
     /// payload refused.
+    #[cfg(feature = "server")]
     Demo(demo::DemoArgs),
     /// Device agent: enrol, check in, verify, install with health check and
     /// rollback, report; offline bundles.
@@ -45,10 +50,13 @@ enum Command {
     /// TUF client: initialise trust, refresh metadata, download verified targets.
     Client(client::ClientArgs),
     /// Signing keys: generate encrypted key files, show key ids (files and PKCS#11 tokens).
+    #[cfg(feature = "authoring")]
     Key(key::KeyArgs),
     /// TUF repository authoring: init, targets, signing, thresholds, publish.
+    #[cfg(feature = "authoring")]
     Repo(repo::RepoArgs),
     /// HTTP server: host TUF repositories, admin API, metrics.
+    #[cfg(feature = "server")]
     Serve(serve::ServeArgs),
 }
 
@@ -65,12 +73,16 @@ fn main() -> ExitCode {
     };
     init_tracing();
     let result = match cli.command {
+        #[cfg(feature = "server")]
         Command::Demo(args) => demo::run(args),
         Command::Agent(args) => agent::run(args),
         Command::Bundle(args) => bundle::run(args),
         Command::Client(args) => client::run(args),
+        #[cfg(feature = "authoring")]
         Command::Key(args) => key::run(args),
+        #[cfg(feature = "authoring")]
         Command::Repo(args) => repo::run(args),
+        #[cfg(feature = "server")]
         Command::Serve(args) => serve::run(args),
     };
     match result {
