@@ -544,7 +544,7 @@ fn reported_attack_id(device: &str, counter: u64, i: usize) -> String {
 }
 
 async fn checkin_inner(
-    st: &AppState,
+    st: &Arc<AppState>,
     d: &Arc<Director>,
     method: &Method,
     uri: &Uri,
@@ -634,7 +634,13 @@ async fn checkin_inner(
                 device_time: r.time,
                 received_at: at,
                 rollout_id: ro.map(|x| x.id.clone()),
-                stage: ro.map(|x| x.stage as u64),
+                // The device's own stage (the first whose share covers its
+                // bucket), not the rollout's current one: a late report of
+                // a canary device must not count for the next stage's gate.
+                stage: ro.map(|x| {
+                    let b = custody_director::policy::bucket(&x.seed, &id);
+                    x.stages.iter().position(|s| b < s.share_bp).unwrap_or(0) as u64
+                }),
             }
         })
         .collect();
@@ -678,9 +684,27 @@ async fn checkin_inner(
         }) => {
             for r in rollouts_with_new_reports {
                 let d = d.clone();
+                let st = st.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = d.evaluate_gate(&r).await {
-                        tracing::warn!(rollout = %r, error = %e, "canary gate evaluation failed");
+                    match d.evaluate_gate(&r).await {
+                        Ok(Some(decision)) => {
+                            tracing::info!(rollout = %r, ?decision, "canary gate decision");
+                            let _ = st
+                                .audit_as(
+                                    "director",
+                                    &[],
+                                    "fleet.rollout.gate",
+                                    None,
+                                    Some(&r),
+                                    "ok",
+                                    &format!("{decision:?}"),
+                                )
+                                .await;
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(rollout = %r, error = %e, "canary gate evaluation failed")
+                        }
                     }
                 });
             }

@@ -325,7 +325,21 @@ pub struct Device {
 
 impl Device {
     pub fn new(hw: &str, group: &str) -> Self {
-        let key = DeviceKey::generate_ed25519().unwrap();
+        Self::with_key(DeviceKey::generate_ed25519().unwrap(), hw, group)
+    }
+
+    /// A device whose Ed25519 key comes from `seed` (stable device ids, so
+    /// bucket shares are the same on every run).
+    pub fn seeded(seed: &str, hw: &str, group: &str) -> Self {
+        let mut der = hex::decode("302e020100300506032b657004220420").unwrap();
+        der.extend_from_slice(
+            ring::digest::digest(&ring::digest::SHA256, seed.as_bytes()).as_ref(),
+        );
+        let key = DeviceKey::from_pkcs8(custody_repo::KeyType::Ed25519, &der).unwrap();
+        Self::with_key(key, hw, group)
+    }
+
+    pub fn with_key(key: DeviceKey, hw: &str, group: &str) -> Self {
         Device {
             id: key.keyid().to_string(),
             key,
