@@ -1010,9 +1010,7 @@ async fn publish(
         }
         let hash = Sha256Hex::parse(&t.blob_sha256)
             .map_err(|e| ApiError::internal(format!("staged target {:?}: {e}", t.name)))?;
-        let blob = st.blobs.local_path(&hash).ok_or_else(|| {
-            ApiError::internal("the blob store has no local files; publishing needs them")
-        })?;
+        let blob = st.blobs.local_file(&hash).await?;
         let custom = match &t.custom {
             serde_json::Value::Object(m) if m.is_empty() => None,
             v => Some(v.clone()),

@@ -1,7 +1,7 @@
 //! Content-addressed blob store for uploaded target files.
 //!
 //! The trait is the seam for object storage (S3 via the `object_store`
-//! crate) on the scale path. The local implementation is hand-written
+//! crate, [`crate::blobs_object`]) on the scale path. The local implementation is hand-written
 //! because the crash-safety rule (write temp, fsync file, rename, fsync
 //! directory) is ours to guarantee; `object_store`'s local backend renames
 //! without fsync.
@@ -76,6 +76,15 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Local path of a stored blob, for hard-linking into a hosted
     /// generation; `None` for remote stores.
     fn local_path(&self, hash: &Sha256Hex) -> Option<PathBuf>;
+    /// A local file holding the blob, for publishing: the store's own file,
+    /// or (remote stores) a downloaded copy whose hash was checked again.
+    async fn local_file(&self, hash: &Sha256Hex) -> Result<PathBuf, BlobError> {
+        self.local_path(hash).ok_or_else(|| BlobError::Io {
+            path: PathBuf::from(hash.as_str()),
+            op: "local file",
+            source: io::Error::other("this blob store keeps no local files"),
+        })
+    }
 }
 
 /// Blobs under `<root>/sha256/<aa>/<full hash>`, uploads staged in `<tmp>`
@@ -131,45 +140,11 @@ impl BlobStore for LocalBlobStore {
     async fn put(
         &self,
         expected: &Sha256Hex,
-        mut body: BodyStream,
+        body: BodyStream,
         limit: u64,
     ) -> Result<u64, BlobError> {
-        let tmp_path = self.tmp.join(format!("upload-{}", random_hex(12)));
+        let (tmp_path, size) = spool_verified(&self.tmp, expected, body, limit).await?;
         let result = async {
-            let mut file = tokio::fs::File::create(&tmp_path)
-                .await
-                .map_err(io_err(&tmp_path, "create temp file"))?;
-            let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-            let mut size: u64 = 0;
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|reason| BlobError::Body {
-                    received: size,
-                    reason,
-                })?;
-                size = size.saturating_add(chunk.len() as u64);
-                if size > limit {
-                    return Err(BlobError::TooLarge { limit });
-                }
-                ctx.update(&chunk);
-                file.write_all(&chunk)
-                    .await
-                    .map_err(io_err(&tmp_path, "write temp file"))?;
-            }
-            let actual = hex::encode(ctx.finish().as_ref());
-            if actual != expected.as_str() {
-                return Err(BlobError::HashMismatch {
-                    declared: expected.as_str().to_string(),
-                    actual,
-                    size,
-                });
-            }
-            file.flush()
-                .await
-                .map_err(io_err(&tmp_path, "flush temp file"))?;
-            file.sync_all()
-                .await
-                .map_err(io_err(&tmp_path, "fsync temp file"))?;
-            drop(file);
             let final_path = self.path_of(expected);
             let dir = final_path
                 .parent()
@@ -202,6 +177,62 @@ impl BlobStore for LocalBlobStore {
 
     fn local_path(&self, hash: &Sha256Hex) -> Option<PathBuf> {
         Some(self.path_of(hash))
+    }
+}
+
+/// Stream `body` into a new temp file under `tmp`, at most `limit` bytes,
+/// hashing as it goes; the file is fsynced and returned only if the bytes
+/// hash to `expected`, otherwise it is removed and nothing remains.
+pub(crate) async fn spool_verified(
+    tmp: &Path,
+    expected: &Sha256Hex,
+    mut body: BodyStream,
+    limit: u64,
+) -> Result<(PathBuf, u64), BlobError> {
+    let tmp_path = tmp.join(format!("upload-{}", random_hex(12)));
+    let result = async {
+        let mut file = tokio::fs::File::create(&tmp_path)
+            .await
+            .map_err(io_err(&tmp_path, "create temp file"))?;
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut size: u64 = 0;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|reason| BlobError::Body {
+                received: size,
+                reason,
+            })?;
+            size = size.saturating_add(chunk.len() as u64);
+            if size > limit {
+                return Err(BlobError::TooLarge { limit });
+            }
+            ctx.update(&chunk);
+            file.write_all(&chunk)
+                .await
+                .map_err(io_err(&tmp_path, "write temp file"))?;
+        }
+        let actual = hex::encode(ctx.finish().as_ref());
+        if actual != expected.as_str() {
+            return Err(BlobError::HashMismatch {
+                declared: expected.as_str().to_string(),
+                actual,
+                size,
+            });
+        }
+        file.flush()
+            .await
+            .map_err(io_err(&tmp_path, "flush temp file"))?;
+        file.sync_all()
+            .await
+            .map_err(io_err(&tmp_path, "fsync temp file"))?;
+        Ok(size)
+    }
+    .await;
+    match result {
+        Ok(size) => Ok((tmp_path, size)),
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&tmp_path).await;
+            Err(e)
+        }
     }
 }
 

@@ -46,6 +46,14 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// `postgres://…` to keep state in PostgreSQL instead of SQLite.
     pub database_url: Option<String>,
+    /// Keep uploaded target blobs in object storage instead of
+    /// `<data_dir>/blobs`: `s3://bucket/prefix`, `gs://…`, `az://…` or
+    /// `file:///dir`. Credentials come from `blob_store_options` or the
+    /// usual `AWS_*` / `GOOGLE_*` / `AZURE_*` environment variables.
+    pub blob_store_url: Option<String>,
+    /// Backend options for `blob_store_url`, e.g. `aws_endpoint`,
+    /// `aws_region`, `aws_allow_http` (object_store configuration keys).
+    pub blob_store_options: BTreeMap<String, String>,
     /// PEM certificate chain and private key: serve HTTPS (rustls).
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -88,6 +96,8 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./custody-data"),
             database_url: None,
+            blob_store_url: None,
+            blob_store_options: BTreeMap::new(),
             tls_cert: None,
             tls_key: None,
             token_ttl_seconds: 900,

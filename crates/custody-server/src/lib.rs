@@ -17,6 +17,7 @@ pub mod api;
 pub mod auth;
 pub mod authoring;
 pub mod blobs;
+pub mod blobs_object;
 pub mod config;
 pub mod director;
 pub mod error;

@@ -168,8 +168,15 @@ impl AppState {
             bootstrap_credential = Some(new.secret_string);
         }
 
-        let blobs: Arc<dyn BlobStore> =
-            Arc::new(LocalBlobStore::open(&data.join("blobs"), &tmp_dir)?);
+        let blobs: Arc<dyn BlobStore> = match &config.blob_store_url {
+            None => Arc::new(LocalBlobStore::open(&data.join("blobs"), &tmp_dir)?),
+            Some(url) => Arc::new(crate::blobs_object::ObjectBlobStore::open(
+                url,
+                &config.blob_store_options,
+                &tmp_dir,
+                &data.join("blob-cache"),
+            )?),
+        };
         let hosting = Hosting::new(
             repos,
             config.metadata_cache_file_bytes,
@@ -202,8 +209,8 @@ impl AppState {
             metrics: Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?,
             ready: AtomicBool::new(true),
             tmp_dir,
-            log,
             director,
+            log,
         };
         Ok(Built {
             state: Arc::new(state),

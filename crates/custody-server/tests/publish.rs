@@ -7,11 +7,8 @@
 
 mod common;
 
+use common::repo::{client_view, offline_keys, sign};
 use common::{start_with, TestServer};
-use custody_repo::keyring::KeyRing;
-use custody_repo::memsigner::MemorySigner;
-use custody_repo::passphrase::SecretSource;
-use custody_repo::Signer;
 use serde_json::{json, Value};
 
 /// A local OIDC issuer (discovery + JWKS on loopback) with one P-256 key;
@@ -82,103 +79,6 @@ async fn ci_token(s: &TestServer, issuer: &str, key: &jsonwebtoken::EncodingKey)
     .await;
     assert_eq!(r.status, 200, "OIDC exchange: {}", r.text());
     r.json()["token"].as_str().unwrap().to_string()
-}
-
-struct Offline {
-    ring: KeyRing,
-    root: String,
-    targets: String,
-    stranger: String,
-}
-
-fn offline_keys() -> (Offline, Value, Value) {
-    let ring = KeyRing::new(SecretSource::Env("UNUSED".into()));
-    let root = MemorySigner::generate().unwrap();
-    let targets = MemorySigner::generate().unwrap();
-    let stranger = MemorySigner::generate().unwrap();
-    let (rk, tk) = (
-        serde_json::to_value(root.key()).unwrap(),
-        serde_json::to_value(targets.key()).unwrap(),
-    );
-    let o = Offline {
-        root: root.keyid().to_string(),
-        targets: targets.keyid().to_string(),
-        stranger: stranger.keyid().to_string(),
-        ring,
-    };
-    let mut o = o;
-    o.ring.add(Box::new(root));
-    o.ring.add(Box::new(targets));
-    o.ring.add(Box::new(stranger));
-    (o, rk, tk)
-}
-
-/// GET the draft of `role`, sign it with `keyid`, POST it back.
-async fn sign(s: &TestServer, token: &str, o: &Offline, role: &str, keyid: &str) -> common::Resp {
-    let draft = s
-        .api(
-            "GET",
-            &format!("/api/v1/repos/app/roles/{role}"),
-            token,
-            None,
-        )
-        .await;
-    assert_eq!(draft.status, 200, "{}", draft.text());
-    let (_, signed) = custody_repo::repository::sign_metadata_bytes(
-        &draft.body,
-        std::path::Path::new("draft.json"),
-        &[keyid.to_string()],
-        &o.ring,
-    )
-    .unwrap();
-    common::http(
-        "POST",
-        &format!("{}/api/v1/repos/app/roles/{role}/signatures", s.url),
-        &[
-            ("authorization", &format!("Bearer {token}")),
-            ("content-type", "application/json"),
-        ],
-        Some(signed),
-    )
-    .await
-}
-
-/// Everything a client would do, with custody-tuf: root 1, timestamp,
-/// snapshot, targets, then the target bytes by their consistent name.
-async fn client_view(s: &TestServer) -> (custody_tuf::TrustedMetadata, Vec<(String, Vec<u8>)>) {
-    let now = chrono::Utc::now();
-    let get = |p: String| async move {
-        let r = s.get(&format!("/repos/app/{p}"), &[]).await;
-        assert_eq!(r.status, 200, "{p}: {}", r.text());
-        r.body
-    };
-    let root = get("metadata/1.root.json".into()).await;
-    let mut t = custody_tuf::TrustedMetadata::new(&root).unwrap();
-    let ts = get("metadata/timestamp.json".into()).await;
-    t.update_timestamp(&ts, now).unwrap();
-    let sn = t.remote_filename("snapshot").unwrap();
-    let snap = get(format!("metadata/{sn}")).await;
-    t.update_snapshot(&snap, now, false).unwrap();
-    let tn = t.remote_filename("targets").unwrap();
-    let tg = get(format!("metadata/{tn}")).await;
-    t.update_targets(&tg, now).unwrap();
-    let mut files = Vec::new();
-    let list: Vec<(String, custody_tuf::TargetFile)> = t
-        .targets()
-        .unwrap()
-        .targets
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    for (name, tf) in list {
-        let remote = t.target_remote_path(&name, &tf);
-        let bytes = get(format!("targets/{remote}")).await;
-        let mut v = custody_tuf::TargetVerifier::new(&name, &tf).unwrap();
-        v.update(&bytes).unwrap();
-        v.finish().unwrap();
-        files.push((name, bytes));
-    }
-    (t, files)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

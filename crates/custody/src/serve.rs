@@ -57,6 +57,14 @@ pub struct ServeArgs {
     )]
     database_url: Option<String>,
 
+    /// Keep uploaded target blobs in object storage (s3://bucket/prefix,
+    /// gs://…, az://…, file:///dir) instead of <data-dir>/blobs. S3
+    /// credentials and endpoint come from AWS_* variables (AWS_ENDPOINT,
+    /// AWS_REGION, AWS_ACCESS_KEY_ID, …) or `blob_store_options` in the
+    /// config file. Blobs are re-hashed when read back for a publish.
+    #[arg(long, env = "CUSTODY_BLOB_STORE_URL", value_name = "URL")]
+    blob_store_url: Option<String>,
+
     /// PEM certificate chain: serve HTTPS (rustls). Needs --tls-key.
     #[arg(
         long,
@@ -108,6 +116,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.database_url {
             cfg.database_url = Some(v);
+        }
+        if let Some(v) = self.blob_store_url {
+            cfg.blob_store_url = Some(v);
         }
         if let Some(v) = self.tls_cert {
             cfg.tls_cert = Some(v);

@@ -2,6 +2,8 @@
 //! driven from the async tests, PostgreSQL discovery.
 #![allow(dead_code)]
 
+pub mod repo;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
