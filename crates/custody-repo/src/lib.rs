@@ -35,6 +35,9 @@ pub mod policy;
 pub mod repository;
 pub mod signer;
 
+/// The provenance gate's crate (policies, envelopes), for callers of
+/// [`repository::ProvenanceInput`].
+pub use custody_provenance;
 pub use error::{RepoError, SignerError};
 pub use keys::{KeyType, TufPublicKey};
 pub use repository::Repository;

@@ -196,6 +196,23 @@ pub struct ProvenanceInput {
     pub policy: Option<custody_provenance::Policy>,
 }
 
+impl ProvenanceInput {
+    /// From an envelope file's bytes and a policy file (TOML or JSON by
+    /// `file_name`'s extension), both optional.
+    pub fn from_files(
+        envelope: Option<Vec<u8>>,
+        policy: Option<(&str, &[u8])>,
+    ) -> Result<ProvenanceInput, RepoError> {
+        let policy = policy
+            .map(|(name, bytes)| {
+                custody_provenance::Policy::from_file_contents(name, bytes)
+                    .map_err(|e| RepoError::Invalid(format!("provenance policy {name}: {e}")))
+            })
+            .transpose()?;
+        Ok(ProvenanceInput { envelope, policy })
+    }
+}
+
 /// A key id and its thread-safe signer.
 type SyncSigner<'a> = (&'a String, &'a (dyn Signer + Sync));
 

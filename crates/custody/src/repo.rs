@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use custody_repo::keyring::{KeyLocation, KeyRing, KeySpec};
 use custody_repo::policy::{parse_duration, ExpiryPolicy};
-use custody_repo::repository::{sign_metadata_bytes, InitOptions, RoleInit};
+use custody_repo::repository::{sign_metadata_bytes, InitOptions, ProvenanceInput, RoleInit};
 use custody_repo::{Repository, TufPublicKey};
 
 use crate::key::PassphraseArgs;
@@ -89,6 +89,16 @@ struct ExpiryArgs {
 }
 
 #[derive(clap::Subcommand, Debug)]
+enum PolicyCmd {
+    /// Check and store a policy (TOML or JSON): from then on every add-target must pass it.
+    Set { dir: PathBuf, file: PathBuf },
+    /// Print the stored policy as JSON.
+    Show { dir: PathBuf },
+    /// Remove the stored policy.
+    Clear { dir: PathBuf },
+}
+
+#[derive(clap::Subcommand, Debug)]
 enum RepoCmd {
     /// Create a repository: keys and threshold per role, expiry policy, consistent snapshots.
     ///
@@ -122,7 +132,17 @@ Example:
     #[command(after_long_help = "\
 Examples:
   custody repo add-target repo build/fw.bin --name boards/x1/fw-2.0.bin --custom '{\"hwid\":\"x1\"}'
-  custody repo add-target repo dist/ --name releases/2.0")]
+  custody repo add-target repo dist/ --name releases/2.0
+  custody repo add-target repo build/fw.bin --name firmware/fw.bin --provenance fw.intoto.jsonl
+
+Provenance: with a policy stored in the repository (custody repo
+provenance-policy set) or given with --provenance-policy, every added file
+must pass it (custody-provenance: DSSE envelope signed by the rule's keys,
+in-toto Statement v1 naming the file's sha256, SLSA Provenance v1 from an
+accepted builder, build type and source). The accepted envelope is kept as
+provenance/<sha256>.dsse.json and its sha256 is recorded in the target's
+custom.custody.provenance.sha256. A refusal names the rule and changes
+nothing.")]
     AddTarget {
         dir: PathBuf,
         /// File or directory to add.
@@ -136,7 +156,16 @@ Examples:
         /// Extra signing keys (beyond those recorded in the repository).
         #[arg(long = "key", value_name = "KEY")]
         keys: Vec<String>,
+        /// DSSE envelope (in-toto Statement v1 + SLSA Provenance v1) for the file(s).
+        #[arg(long, value_name = "FILE")]
+        provenance: Option<PathBuf>,
+        /// Provenance policy (TOML or JSON) for this command, in addition to the stored one.
+        #[arg(long, value_name = "FILE")]
+        provenance_policy: Option<PathBuf>,
     },
+    /// Store, show or remove the repository's provenance policy.
+    #[command(subcommand)]
+    ProvenancePolicy(PolicyCmd),
     /// Remove a target; re-signs its role, snapshot, timestamp.
     RemoveTarget {
         dir: PathBuf,
@@ -270,6 +299,20 @@ Examples:
     },
 }
 
+/// Read at most `limit` bytes of `path`; larger files are refused.
+fn read_limited(path: &Path, limit: usize) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut buf = Vec::new();
+    f.take(limit as u64 + 1)
+        .read_to_end(&mut buf)
+        .with_context(|| format!("reading {}", path.display()))?;
+    if buf.len() > limit {
+        bail!("{}: larger than {limit} bytes", path.display());
+    }
+    Ok(buf)
+}
+
 fn now_from(arg: &Option<String>) -> anyhow::Result<DateTime<Utc>> {
     match arg {
         Some(s) => Ok(DateTime::parse_from_rfc3339(s)
@@ -371,20 +414,84 @@ pub fn run(args: RepoArgs) -> anyhow::Result<ExitCode> {
             name,
             custom,
             keys,
+            provenance,
+            provenance_policy,
         } => {
             let custom = custom
                 .map(|c| serde_json::from_str::<serde_json::Value>(&c))
                 .transpose()
                 .context("--custom is not valid JSON")?;
+            let envelope = provenance
+                .as_ref()
+                .map(|p| {
+                    read_limited(p, custody_repo::custody_provenance::MAX_ENVELOPE_BYTES)
+                        .with_context(|| format!("--provenance {}", p.display()))
+                })
+                .transpose()?;
+            let policy_bytes = provenance_policy
+                .as_ref()
+                .map(|p| {
+                    read_limited(p, 1 << 20)
+                        .with_context(|| format!("--provenance-policy {}", p.display()))
+                })
+                .transpose()?;
+            let policy_name = provenance_policy
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            let input = ProvenanceInput::from_files(
+                envelope,
+                policy_bytes.as_deref().map(|b| (policy_name.as_str(), b)),
+            )?;
             let mut repo = open(&dir)?;
             load_keys(&mut ring, &keys)?;
-            let added = repo.add_targets(&path, name.as_deref(), custom, &mut ring, now)?;
+            let added = repo.add_targets_with_provenance(
+                &path,
+                name.as_deref(),
+                custom,
+                &input,
+                &mut ring,
+                now,
+            )?;
             repo.save()?;
             for (t, role) in added {
                 println!("added {t} (role {role})");
             }
             report_unsigned(&repo, now)?;
         }
+        RepoCmd::ProvenancePolicy(cmd) => match cmd {
+            PolicyCmd::Set { dir, file } => {
+                let bytes = read_limited(&file, 1 << 20)
+                    .with_context(|| format!("provenance policy {}", file.display()))?;
+                let mut repo = open(&dir)?;
+                let policy =
+                    repo.set_provenance_policy(&file.display().to_string(), &bytes, now)?;
+                repo.save()?;
+                let rules: Vec<&str> = policy
+                    .spec()
+                    .rules
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect();
+                println!(
+                    "provenance policy stored in {} (rules {rules:?}); every add-target must now pass it",
+                    dir.display()
+                );
+            }
+            PolicyCmd::Show { dir } => {
+                let repo = open(&dir)?;
+                match repo.provenance_policy()? {
+                    Some(p) => println!("{}", serde_json::to_string_pretty(p.spec())?),
+                    None => println!("no provenance policy is stored in {}", dir.display()),
+                }
+            }
+            PolicyCmd::Clear { dir } => {
+                let mut repo = open(&dir)?;
+                repo.clear_provenance_policy(now);
+                repo.save()?;
+                println!("provenance policy removed from {}", dir.display());
+            }
+        },
         RepoCmd::RemoveTarget { dir, name, keys } => {
             let mut repo = open(&dir)?;
             load_keys(&mut ring, &keys)?;
