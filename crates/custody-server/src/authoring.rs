@@ -129,6 +129,9 @@ pub struct Authoring {
     keys_dir: PathBuf,
     tmp_dir: PathBuf,
     passphrase: SecretSource,
+    /// `pkcs11:` URI template (`{repo}`, `{role}`) of online keys kept on a
+    /// token; `None`: encrypted key files under `keys/<repo>/`.
+    pkcs11_online_keys: Option<String>,
     /// Serialises authoring within this process (the file lock inside
     /// `Repository::open` serialises across processes).
     pub lock: tokio::sync::Mutex<()>,
@@ -174,8 +177,65 @@ impl Authoring {
             keys_dir,
             tmp_dir: data_dir.join("tmp"),
             passphrase,
+            pkcs11_online_keys: None,
             lock: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Keep the online (snapshot, timestamp) keys of repositories created
+    /// from now on a PKCS#11 token: `template` is a `pkcs11:` URI with
+    /// `{repo}` and `{role}` placeholders naming keys the operator made on
+    /// the token (the private keys never leave it). The module path comes
+    /// only from the server configuration, never from an API caller.
+    pub fn with_pkcs11_online_keys(mut self, template: Option<String>) -> Authoring {
+        self.pkcs11_online_keys = template;
+        self
+    }
+
+    /// Open the online key of `role` for a new repository: a token object
+    /// named by the PKCS#11 template, or a fresh encrypted key file.
+    fn new_online_key(
+        &self,
+        repo: &str,
+        role: &str,
+        kdir: &Path,
+    ) -> Result<(Box<dyn custody_repo::Signer>, KeyLocation), AuthoringError> {
+        if let Some(template) = &self.pkcs11_online_keys {
+            let uri = template.replace("{repo}", repo).replace("{role}", role);
+            let parsed: custody_repo::pkcs11::Pkcs11Uri =
+                uri.parse().map_err(|e: custody_repo::SignerError| {
+                    AuthoringError::Invalid(format!(
+                        "pkcs11_online_key_uri for {repo}/{role}: {e}"
+                    ))
+                })?;
+            let signer = custody_repo::pkcs11::Pkcs11Signer::open(&parsed).map_err(|e| {
+                AuthoringError::Invalid(format!(
+                    "the {role} key of {repo:?} must exist on the PKCS#11 token as {uri:?} (make it with pkcs11-tool --keypairgen): {e}"
+                ))
+            })?;
+            return Ok((Box::new(signer), KeyLocation::Pkcs11 { uri }));
+        }
+        let pass = self
+            .passphrase
+            .read("passphrase for the server's online keys", false)
+            .map_err(|e| {
+                AuthoringError::Invalid(format!(
+                    "the server has no passphrase for its online keys (set {KEY_PASSPHRASE_ENV} or key_passphrase_file): {e}"
+                ))
+            })?;
+        if pass.is_empty() {
+            return Err(AuthoringError::Invalid(format!(
+                "{KEY_PASSPHRASE_ENV} is empty; online key files must be encrypted"
+            )));
+        }
+        std::fs::create_dir_all(kdir).map_err(io(kdir, "create directory"))?;
+        // A leftover key of an earlier failed creation is replaced: it
+        // was never listed in any published root.
+        let path = kdir.join(format!("{role}.pem"));
+        let _ = std::fs::remove_file(&path);
+        let signer = custody_repo::keyfile::generate(&path, KeyType::Ed25519, pass.as_bytes())
+            .map_err(|e| repo_err(repo)(RepoError::from(e)))?;
+        Ok((Box::new(signer), KeyLocation::File { path }))
     }
 
     fn keyring(&self) -> KeyRing {
@@ -214,39 +274,20 @@ impl Authoring {
         if self.exists(repo) {
             return Err(AuthoringError::Exists(repo.to_owned()));
         }
-        let pass = self
-            .passphrase
-            .read("passphrase for the server's online keys", false)
-            .map_err(|e| {
-                AuthoringError::Invalid(format!(
-                    "the server has no passphrase for its online keys (set {KEY_PASSPHRASE_ENV} or key_passphrase_file): {e}"
-                ))
-            })?;
-        if pass.is_empty() {
-            return Err(AuthoringError::Invalid(format!(
-                "{KEY_PASSPHRASE_ENV} is empty; online key files must be encrypted"
-            )));
-        }
         let kdir = self.keys_dir.join(repo);
-        std::fs::create_dir_all(&kdir).map_err(io(&kdir, "create directory"))?;
         let mut ring = self.keyring();
         let mut roles = BTreeMap::new();
         let mut online = BTreeMap::new();
         for role in ["snapshot", "timestamp"] {
-            // A leftover key of an earlier failed creation is replaced: it
-            // was never listed in any published root.
-            let path = kdir.join(format!("{role}.pem"));
-            let _ = std::fs::remove_file(&path);
-            let signer = custody_repo::keyfile::generate(&path, KeyType::Ed25519, pass.as_bytes())
-                .map_err(|e| repo_err(repo)(RepoError::from(e)))?;
-            let key = custody_repo::Signer::key(&signer).clone();
-            let id = custody_repo::Signer::keyid(&signer).to_owned();
+            let (signer, location) = self.new_online_key(repo, role, &kdir)?;
+            let key = signer.key().clone();
+            let id = signer.keyid().to_owned();
             online.insert(role.to_owned(), id.clone());
-            ring.add(Box::new(signer));
+            ring.add(signer);
             roles.insert(
                 role.to_owned(),
                 RoleInit {
-                    keys: vec![(key, id, KeyLocation::File { path })],
+                    keys: vec![(key, id, location)],
                     threshold: 1,
                 },
             );

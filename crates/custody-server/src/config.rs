@@ -78,6 +78,12 @@ pub struct ServerConfig {
     /// File holding the passphrase of the online (snapshot, timestamp) key
     /// files. Default: the `CUSTODY_KEY_PASSPHRASE` environment variable.
     pub key_passphrase_file: Option<PathBuf>,
+    /// Keep the online snapshot/timestamp keys of new repositories on a
+    /// PKCS#11 token instead of key files: a `pkcs11:` URI template with
+    /// `{repo}` and `{role}`, e.g.
+    /// `pkcs11:token=custody;object={repo}-{role}?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=env:CUSTODY_HSM_PIN`.
+    /// The operator creates the keys on the token first.
+    pub pkcs11_online_key_uri: Option<String>,
     /// CI identity providers whose OIDC ID tokens may be exchanged.
     pub oidc: Vec<OidcProviderConfig>,
     /// The director (`[director]`): device API and fleet API.
@@ -109,6 +115,7 @@ impl Default for ServerConfig {
             header_read_timeout_seconds: 20,
             token_key_file: None,
             key_passphrase_file: None,
+            pkcs11_online_key_uri: None,
             oidc: Vec::new(),
             director: crate::director::DirectorSettings::default(),
             token_requests_per_minute: 30,

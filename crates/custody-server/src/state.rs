@@ -189,7 +189,8 @@ impl AppState {
                 "removed unfinished generations of interrupted publishes"
             );
         }
-        let authoring = Authoring::new(&data, config.key_passphrase_file.as_deref())?;
+        let authoring = Authoring::new(&data, config.key_passphrase_file.as_deref())?
+            .with_pkcs11_online_keys(config.pkcs11_online_key_uri.clone());
         let oidc = OidcVerifier::new(&config.oidc);
         let log = Arc::new(crate::log::ServerLog::open(&data)?);
         let director = crate::director::start(&config, director_db).await?;

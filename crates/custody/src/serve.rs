@@ -65,6 +65,13 @@ pub struct ServeArgs {
     #[arg(long, env = "CUSTODY_BLOB_STORE_URL", value_name = "URL")]
     blob_store_url: Option<String>,
 
+    /// Keep the online snapshot/timestamp keys of new repositories on a
+    /// PKCS#11 token: a URI template with {repo} and {role}, e.g.
+    /// 'pkcs11:token=custody;object={repo}-{role}?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=env:CUSTODY_HSM_PIN'.
+    /// Create the keys on the token first (pkcs11-tool --keypairgen).
+    #[arg(long, env = "CUSTODY_PKCS11_ONLINE_KEY_URI", value_name = "URI")]
+    pkcs11_online_key_uri: Option<String>,
+
     /// PEM certificate chain: serve HTTPS (rustls). Needs --tls-key.
     #[arg(
         long,
@@ -119,6 +126,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.blob_store_url {
             cfg.blob_store_url = Some(v);
+        }
+        if let Some(v) = self.pkcs11_online_key_uri {
+            cfg.pkcs11_online_key_uri = Some(v);
         }
         if let Some(v) = self.tls_cert {
             cfg.tls_cert = Some(v);
