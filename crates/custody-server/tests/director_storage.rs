@@ -1,0 +1,331 @@
+//! The director's SQL store, the same checks on SQLite (embedded default)
+//! and PostgreSQL (CUSTODY_TEST_DATABASE_URL; see common::pg_url): atomic
+//! token consume, nonce insert-or-conflict and expiry sweep, counter
+//! compare-and-set in the check-in transaction, idempotent install reports,
+//! install history, re-attestation sweep, rollout compare-and-set. Plus the
+//! device API end to end on PostgreSQL.
+
+mod common;
+mod director_common;
+
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use custody_director::director::DeviceDirectorState;
+use custody_director::enrol::{issue_token, TokenRefusal};
+use custody_director::policy::Installed;
+use custody_director::registry::{DeviceRecord, DeviceStatus, EnrolledWith};
+use custody_director::wire::DeviceAttributes;
+use custody_repo::Signer;
+use custody_server::director::store::{
+    CheckinWrite, DeviceFilter, DirectorDb, PgDirectorDb, ReportRow, RolloutRow, SqliteDirectorDb,
+    TokenRow, WriteOutcome,
+};
+
+fn record(i: usize, attested: chrono::DateTime<Utc>) -> DeviceRecord {
+    let k = director_common::Device::seeded(&format!("store-{i}"), "board-a", "g").key;
+    DeviceRecord {
+        id: k.keyid().to_owned(),
+        key: k.key().clone(),
+        hardware_id: "board-a".into(),
+        group: "g".into(),
+        attributes: DeviceAttributes {
+            environment: "production".into(),
+            tags: ["eu".to_owned(), "50%_off".to_owned()].into(),
+            group: Some("g".into()),
+        },
+        enrolled_at: attested,
+        enrolled_with: EnrolledWith::Token {
+            token_hash_prefix: "x".into(),
+        },
+        status: DeviceStatus::Active,
+        last_attestation: attested,
+    }
+}
+
+fn write(
+    id: &str,
+    nonce: &str,
+    old: Option<u64>,
+    new: u64,
+    reports: Vec<ReportRow>,
+) -> CheckinWrite {
+    CheckinWrite {
+        device_id: id.into(),
+        nonce: nonce.into(),
+        nonce_expires: Utc::now().timestamp() + 600,
+        old_counter: old,
+        new_counter: new,
+        at: Utc::now().timestamp(),
+        installed_json: "{}".into(),
+        running: Some(Installed {
+            name: "fw/1".into(),
+            release_counter: 1,
+            max_release_counter: 1,
+        }),
+        director: DeviceDirectorState {
+            targets_version: new,
+            snapshot_version: new,
+            timestamp_version: new,
+        },
+        assigned: None,
+        assignment_note: "n".into(),
+        reports,
+        attacks: vec![],
+    }
+}
+
+fn report(id: &str, rid: &str) -> ReportRow {
+    ReportRow {
+        device_id: id.into(),
+        report_id: rid.into(),
+        target: "fw/1".into(),
+        release_counter: 1,
+        outcome: "installed".into(),
+        reason: None,
+        device_time: 0,
+        received_at: 0,
+        rollout_id: Some("r1".into()),
+        stage: Some(0),
+    }
+}
+
+async fn exercise(db: Arc<dyn DirectorDb>) {
+    db.migrate().await.unwrap();
+    db.migrate().await.unwrap(); // idempotent
+    let now = Utc::now();
+
+    // Tokens: one success, then AlreadyUsed; expired; unknown.
+    let (_, rec) = issue_token("g", None, now, Duration::hours(1)).unwrap();
+    let hash = rec.hash.clone();
+    db.insert_token(&TokenRow {
+        rec,
+        created_by: "t".into(),
+    })
+    .await
+    .unwrap();
+    // Two concurrent consumers: exactly one wins.
+    let (a, b) = tokio::join!(
+        db.consume_token(&hash, now.timestamp()),
+        db.consume_token(&hash, now.timestamp())
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a.is_ok() != b.is_ok(), "{a:?} {b:?}");
+    assert!(matches!(
+        a.err().or(b.err()),
+        Some(TokenRefusal::AlreadyUsed { .. })
+    ));
+    let (_, rec) = issue_token("g", None, now - Duration::hours(2), Duration::hours(1)).unwrap();
+    let old = rec.hash.clone();
+    db.insert_token(&TokenRow {
+        rec,
+        created_by: "t".into(),
+    })
+    .await
+    .unwrap();
+    assert!(matches!(
+        db.consume_token(&old, now.timestamp()).await.unwrap(),
+        Err(TokenRefusal::Expired { .. })
+    ));
+    assert!(matches!(
+        db.consume_token("00", now.timestamp()).await.unwrap(),
+        Err(TokenRefusal::Unknown { .. })
+    ));
+
+    // Devices.
+    let d0 = record(0, now);
+    let d1 = record(1, now - Duration::days(40));
+    db.insert_device(&d0).await.unwrap();
+    db.insert_devices(std::slice::from_ref(&d1)).await.unwrap();
+    assert!(db.insert_device(&d0).await.is_err(), "no second enrolment");
+    assert_eq!(db.count_devices().await.unwrap(), 2);
+    let got = db.get_device(&d0.id).await.unwrap().unwrap();
+    assert_eq!(got.record, d0_trunc(&d0));
+    assert_eq!(got.last_counter, None);
+    // Tag filter with LIKE wildcards in the tag itself.
+    let f = DeviceFilter {
+        tag: Some("50%_off".into()),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(db.list_devices(&f).await.unwrap().len(), 2);
+    let f = DeviceFilter {
+        tag: Some("50".into()),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(db.list_devices(&f).await.unwrap().len(), 0);
+
+    // Nonces: insert-or-conflict, sweep.
+    assert!(db
+        .insert_nonce(&d0.id, "n1", now.timestamp() - 1)
+        .await
+        .unwrap());
+    assert!(!db
+        .insert_nonce(&d0.id, "n1", now.timestamp() + 9)
+        .await
+        .unwrap());
+    assert_eq!(db.purge_nonces(now.timestamp()).await.unwrap(), 1);
+    assert!(db
+        .insert_nonce(&d0.id, "n1", now.timestamp() + 9)
+        .await
+        .unwrap());
+
+    // Check-ins in one batch: first accepted, a racing second with the
+    // same old counter refused, a replayed nonce refused; reports are
+    // idempotent on their id.
+    let out = db
+        .apply_checkins(&[
+            write(&d0.id, "c1", None, 1, vec![report(&d0.id, "attempt-1")]),
+            write(&d0.id, "c2", None, 2, vec![]),
+            write(&d0.id, "n1", Some(1), 3, vec![]),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        vec![
+            WriteOutcome::Committed {
+                rollouts_with_new_reports: vec!["r1".into()]
+            },
+            WriteOutcome::Conflict,
+            WriteOutcome::ReplayedNonce,
+        ]
+    );
+    let out = db
+        .apply_checkins(&[write(
+            &d0.id,
+            "c3",
+            Some(1),
+            2,
+            vec![report(&d0.id, "attempt-1")],
+        )])
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        vec![WriteOutcome::Committed {
+            rollouts_with_new_reports: vec![]
+        }],
+        "the same report id again is not new"
+    );
+    let got = db.get_device(&d0.id).await.unwrap().unwrap();
+    assert_eq!(got.last_counter, Some(2));
+    assert_eq!(got.director.targets_version, 2);
+    assert_eq!(got.running.unwrap().name, "fw/1");
+    assert_eq!(db.list_reports(&d0.id, 10).await.unwrap().len(), 1);
+    assert_eq!(db.who_installed("fw/1").await.unwrap().len(), 1);
+    let counts = db.report_counts("r1").await.unwrap();
+    assert_eq!(counts, vec![(Some(0), "installed".to_string(), 1)]);
+
+    // A suspended device's check-in does not commit.
+    assert!(db
+        .set_device_status(
+            &d0.id,
+            &DeviceStatus::Suspended {
+                reason: "r".into(),
+                since: now
+            },
+            None
+        )
+        .await
+        .unwrap());
+    let out = db
+        .apply_checkins(&[write(&d0.id, "c4", Some(2), 3, vec![])])
+        .await
+        .unwrap();
+    assert_eq!(out, vec![WriteOutcome::Conflict]);
+    assert!(db
+        .set_device_status(&d0.id, &DeviceStatus::Decommissioned { since: now }, None)
+        .await
+        .unwrap());
+    assert!(
+        !db.set_device_status(&d0.id, &DeviceStatus::Active, Some(now.timestamp()))
+            .await
+            .unwrap(),
+        "decommissioning is final"
+    );
+
+    // Re-attestation sweep: d1 (attested 40 days ago) is suspended.
+    let cutoff = (now - Duration::days(30)).timestamp();
+    let ids = db.suspend_overdue(cutoff, now.timestamp()).await.unwrap();
+    assert_eq!(ids, vec![d1.id.clone()]);
+    let got = db.get_device(&d1.id).await.unwrap().unwrap();
+    assert!(matches!(got.record.status, DeviceStatus::Suspended { .. }));
+
+    // Rollouts: compare-and-set.
+    db.insert_rollout(&RolloutRow {
+        id: "r1".into(),
+        spec: "{}".into(),
+        stage: 0,
+        state: "a".into(),
+        created_at: 0,
+        created_by: "t".into(),
+        updated_at: 0,
+    })
+    .await
+    .unwrap();
+    assert!(db
+        .update_rollout("r1", (0, "a"), (1, "a"), 1)
+        .await
+        .unwrap());
+    assert!(!db
+        .update_rollout("r1", (0, "a"), (2, "b"), 2)
+        .await
+        .unwrap());
+    assert_eq!(db.list_rollouts().await.unwrap()[0].stage, 1);
+}
+
+/// Times are stored in whole seconds.
+fn d0_trunc(d: &DeviceRecord) -> DeviceRecord {
+    use chrono::SubsecRound;
+    let mut d = d.clone();
+    d.enrolled_at = d.enrolled_at.trunc_subsecs(0);
+    d.last_attestation = d.last_attestation.trunc_subsecs(0);
+    d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn director_store_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = custody_server::storage::SqliteStorage::open(&dir.path().join("t.db"))
+        .await
+        .unwrap();
+    exercise(Arc::new(SqliteDirectorDb::new(s.pool().clone()))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn director_store_on_postgresql() {
+    let Some(admin) = common::pg_url() else {
+        return;
+    };
+    let url = common::fresh_pg_database(&admin).await;
+    let s = custody_server::storage::PgStorage::connect(&url)
+        .await
+        .unwrap();
+    exercise(Arc::new(PgDirectorDb::new(s.pool().clone()))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_api_on_postgresql() {
+    let Some(admin) = common::pg_url() else {
+        return;
+    };
+    let url = common::fresh_pg_database(&admin).await;
+    let f = director_common::fleet_with(|c| c.database_url = Some(url.clone())).await;
+    let mut dev = f.enrolled("board-a", "fleet-a").await;
+    let (r, _) = f.checkin(&mut dev).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (r, _) = f.checkin(&mut dev).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let old = dev.manifest_with(1);
+    let r = f
+        .signed_as(&dev, "POST", "/device/v1/checkin?root=1", old, None, None)
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(f
+        .attacks(&dev.id)
+        .await
+        .iter()
+        .any(|a| a["code"] == "replayed_counter"));
+}
