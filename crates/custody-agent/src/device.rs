@@ -880,7 +880,10 @@ impl Device {
     ) -> Result<CheckReport, DeviceError> {
         let sha = t.meta.sha256().unwrap_or_default().to_owned();
         let key = (t.meta.name.clone(), sha);
-        if self.net()?.given_up.contains(&key) {
+        // A poll does not retry a target that already failed here; an
+        // operator installing a bundle explicitly does.
+        let explicit = matches!(source, PayloadSource::Bundle(_));
+        if !explicit && self.net()?.given_up.contains(&key) {
             return Ok(self.report(Action::Skipped {
                 target: t.meta.name.clone(),
             }));
