@@ -91,6 +91,7 @@
 
 pub mod checkpoint;
 pub mod client;
+pub mod entry;
 #[cfg(feature = "fs")]
 pub mod fs;
 pub mod hash;

@@ -6,12 +6,12 @@ mod common;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
+use custody_log::entry::{EntryBody, LogEntry};
 use custody_log::tile::{parse_entry_bundle, tiles_for_inclusion, TileHashReader};
 use custody_log::{
     inclusion_proof, leaf_hash, root_at, verify_consistency, verify_inclusion, Cosigner, Hash,
     LogVerifier, VerifierKey, WitnessPolicy,
 };
-use custody_server::log::{EntryBody, LogEntry};
 use serde_json::json;
 
 fn hashes(v: &serde_json::Value) -> Vec<Hash> {

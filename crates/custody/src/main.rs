@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod agent;
 mod bundle;
+mod audit;
 mod client;
 #[cfg(feature = "server")]
 mod demo;
@@ -17,6 +18,7 @@ mod key;
 mod repo;
 #[cfg(feature = "server")]
 mod serve;
+mod witness;
 
 /// custody: the software update trust chain.
 ///
@@ -58,6 +60,10 @@ enum Command {
     /// HTTP server: host TUF repositories, admin API, metrics.
     #[cfg(feature = "server")]
     Serve(serve::ServeArgs),
+    /// Transparency log witness: verify consistency, cosign, alarm on fork or rollback.
+    Witness(witness::WitnessArgs),
+    /// Audit a transparency log: replay it, who has a target, a device's history.
+    Audit(audit::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -84,6 +90,8 @@ fn main() -> ExitCode {
         Command::Repo(args) => repo::run(args),
         #[cfg(feature = "server")]
         Command::Serve(args) => serve::run(args),
+        Command::Witness(args) => witness::run(args),
+        Command::Audit(args) => audit::run(args),
     };
     match result {
         Ok(code) => code,
