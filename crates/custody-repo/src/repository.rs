@@ -2443,6 +2443,29 @@ impl Repository {
         &self,
         now: DateTime<Utc>,
     ) -> Result<BTreeMap<String, PublishFile>, RepoError> {
+        Ok(self.build_publish_set_from(now, None)?.0)
+    }
+
+    /// [`Repository::build_publish_set`], incremental against `previous`,
+    /// the generation custody published (and verified) before. Every file
+    /// whose bytes are new is verified by the client workflow as always.
+    /// A leaf delegated role (hash bin) whose file is byte-identical to the
+    /// previous generation's file of the same name, whose delegator's file
+    /// is also unchanged, and whose snapshot entry pins only its version, is
+    /// carried over: it passed the client workflow when that generation was
+    /// published, and what could have changed since is checked here
+    /// (expiry against `now`, version against the new snapshot). A staged
+    /// target file that is the same inode as the previous generation's file
+    /// at its published path is not hashed again: custody links a target
+    /// into a generation only after verifying it, and never writes into a
+    /// staged or published file (both are replaced by rename), so a change
+    /// to that inode would equally be a change to the live published file.
+    /// Returns the files and the number of roles carried over.
+    fn build_publish_set_from(
+        &self,
+        now: DateTime<Utc>,
+        previous: Option<&Path>,
+    ) -> Result<(BTreeMap<String, PublishFile>, usize), RepoError> {
         let refuse = |e: custody_tuf::Error| RepoError::Publish(e.to_string());
         let mut files: BTreeMap<String, PublishFile> = BTreeMap::new();
         let meta_dir = self.dir.join(METADATA_DIR);
@@ -2506,10 +2529,15 @@ impl Repository {
                     continue;
                 }
                 let src = tdir.join(path);
-                verify_target_file(path, tf, &src)?;
                 let remote = t.target_remote_path(path, tf);
                 validate_target_path(&remote)?;
-                out.push((format!("{TARGETS_DIR}/{remote}"), PublishFile::Copy(src)));
+                let rel = format!("{TARGETS_DIR}/{remote}");
+                let published_before =
+                    previous.is_some_and(|prev| same_inode(&src, &prev.join(&rel), tf.length));
+                if !published_before {
+                    verify_target_file(path, tf, &src)?;
+                }
+                out.push((rel, PublishFile::Copy(src)));
             }
             Ok(out)
         };
@@ -2517,6 +2545,12 @@ impl Repository {
         let top = role_bytes("targets", top_env)?;
         let top_name = trusted.remote_filename("targets").map_err(refuse)?;
         trusted.update_targets(&top, now).map_err(refuse)?;
+        // Delegators whose file is byte-identical to the previous
+        // generation's: their delegations (keys, thresholds) are unchanged.
+        let mut unchanged_delegators: BTreeSet<String> = BTreeSet::new();
+        if previous.is_some_and(|prev| same_file_bytes(&prev.join(&top_name), &top)) {
+            unchanged_delegators.insert("targets".to_owned());
+        }
         files.insert(top_name, PublishFile::Bytes(top));
         let verified_top = trusted
             .targets()
@@ -2533,6 +2567,7 @@ impl Repository {
             .map(|r| (r, "targets".to_owned()))
             .collect();
         let mut done = BTreeSet::new();
+        let mut carried = 0usize;
         while !level.is_empty() {
             let mut next = Vec::new();
             let mut leaves = Vec::new();
@@ -2555,6 +2590,11 @@ impl Repository {
                 trusted
                     .update_delegated_targets(&bytes, &role, &delegator, now)
                     .map_err(refuse)?;
+                if previous.is_some_and(|prev| same_file_bytes(&prev.join(&name), &bytes))
+                    && unchanged_delegators.contains(&delegator)
+                {
+                    unchanged_delegators.insert(role.clone());
+                }
                 let verified = trusted.delegated_targets(&role).ok_or_else(|| {
                     RepoError::Publish(format!("{role} not loaded after verification"))
                 })?;
@@ -2568,17 +2608,32 @@ impl Repository {
                 |t, (role, delegator, env)| -> Result<_, RepoError> {
                     let bytes = role_bytes(role, env)?;
                     let name = t.remote_filename(role).map_err(refuse)?;
+                    let carried = previous.is_some_and(|prev| {
+                        unchanged_delegators.contains(delegator)
+                            && t.meta_for(role).is_ok_and(|m| {
+                                m.length.is_none()
+                                    && m.hashes.is_none()
+                                    && m.version == env.signed.version
+                            })
+                            && !env.signed.is_expired(now)
+                            && same_file_bytes(&prev.join(&name), &bytes)
+                    });
+                    if carried {
+                        let c = contents(role, &env.signed, t)?;
+                        return Ok((name, bytes, c, true));
+                    }
                     t.update_delegated_targets(&bytes, role, delegator, now)
                         .map_err(refuse)?;
                     let verified = t.delegated_targets(role).ok_or_else(|| {
                         RepoError::Publish(format!("{role} not loaded after verification"))
                     })?;
                     let c = contents(role, verified, t)?;
-                    Ok((name, bytes, c))
+                    Ok((name, bytes, c, false))
                 },
             );
             for r in results {
-                let (name, bytes, c) = r?;
+                let (name, bytes, c, was_carried) = r?;
+                carried += usize::from(was_carried);
                 files.insert(name, PublishFile::Bytes(bytes));
                 files.extend(c);
             }
@@ -2593,7 +2648,7 @@ impl Repository {
                 "role {orphan} has metadata but no delegation points to it"
             )));
         }
-        Ok(files)
+        Ok((files, carried))
     }
 
     /// Publish to `out`: verify (see [`Repository::build_publish_set`]),
@@ -2612,9 +2667,11 @@ impl Repository {
         out: &Path,
         now: DateTime<Utc>,
     ) -> Result<PublishStats, RepoError> {
-        let files = self.build_publish_set(now)?;
+        let previous = previous_generation(out);
+        let (files, carried) = self.build_publish_set_from(now, previous.as_deref())?;
         let meta_dir = self.dir.join(METADATA_DIR);
-        let stats = publish_tree(out, &files, self.timestamp.signed.version, Some(&meta_dir))?;
+        let mut stats = publish_tree(out, &files, self.timestamp.signed.version, Some(&meta_dir))?;
+        stats.roles_carried_over = carried;
         self.log_event(
             now,
             "publish",
@@ -2648,6 +2705,9 @@ pub struct PublishStats {
     pub linked_from_staging: Vec<String>,
     /// bytes of the files in `linked_from_staging`
     pub bytes_linked_from_staging: u64,
+    /// delegated roles carried over byte-identical from the previous
+    /// generation (see `build_publish_set_from`) instead of re-verified
+    pub roles_carried_over: usize,
 }
 
 /// `items.map(f)` on up to `available_parallelism` threads (in order).
@@ -2790,6 +2850,37 @@ fn bulk_sync(dir: &Path) -> Result<(), RepoError> {
         }
         fsync_tree(dir).map_err(io_err(dir))?;
         d.sync_all().map_err(io_err(dir))
+    }
+}
+
+/// The generation the `out` symlink points at now, if any.
+fn previous_generation(out: &Path) -> Option<PathBuf> {
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::read_link(out)
+        .ok()
+        .map(|l| if l.is_absolute() { l } else { parent.join(l) })
+        .filter(|p| p.is_dir())
+}
+
+/// Whether `a` and `b` are the same inode (hard links) of `len` bytes.
+fn same_inode(a: &Path, b: &Path, len: u64) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::symlink_metadata(a), std::fs::symlink_metadata(b)) {
+            (Ok(x), Ok(y)) => {
+                x.is_file() && x.dev() == y.dev() && x.ino() == y.ino() && x.len() == len
+            }
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (a, b, len);
+        false
     }
 }
 

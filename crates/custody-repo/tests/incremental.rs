@@ -10,7 +10,7 @@ use custody_repo::keyring::{KeyLocation, KeyRing};
 use custody_repo::memsigner::MemorySigner;
 use custody_repo::passphrase::SecretSource;
 use custody_repo::policy::ExpiryPolicy;
-use custody_repo::repository::{InitOptions, RoleInit};
+use custody_repo::repository::{InitOptions, RoleInit, TargetEntry};
 use custody_repo::{Repository, Signer};
 
 fn now() -> chrono::DateTime<Utc> {
@@ -178,6 +178,9 @@ fn adding_one_target_rewrites_only_its_bin_snapshot_and_timestamp() {
         "bytes of new files {new_bytes} is not O(one bin) (bin {bin_len} bytes)"
     );
     assert!(second.files_linked >= 256 + 1000, "{second:?}");
+    // the 255 untouched bins were carried over byte-identical from the
+    // generation verified before; the changed bin was verified again
+    assert_eq!(second.roles_carried_over, 255, "{second:?}");
     // the published tree is complete and verifies (publish replays the
     // client over it; check the new target is where a client looks)
     assert!(out.join("targets/files").is_dir());
@@ -262,4 +265,116 @@ fn merging_the_same_signatures_twice_never_repeats_a_key_id() {
         Repository::open(&dir).unwrap()
     };
     assert_eq!(count(&reopened), 2);
+}
+
+fn entry(name: &str) -> TargetEntry {
+    TargetEntry {
+        name: name.into(),
+        length: 10,
+        hashes: [(
+            "sha256".to_owned(),
+            custody_tuf::crypto::sha256_hex(name.as_bytes()),
+        )]
+        .into(),
+        custom: None,
+        provenance: None,
+    }
+}
+
+/// Carry-over never publishes what a client would reject: a bin that
+/// expired since the last publish is verified again (and refused), even
+/// though its bytes did not change.
+#[test]
+fn an_unchanged_bin_that_expired_since_the_last_publish_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("repo");
+    let out = tmp.path().join("out");
+    let mut k = keys(1);
+    let mut expiry = ExpiryPolicy::default();
+    expiry.set("targets", chrono::Duration::days(365));
+    // (a bump renews a bin's expiry with the policy of its own name)
+    for i in 0..16 {
+        expiry.set(&format!("bin-{i:x}"), chrono::Duration::days(30));
+    }
+    let opts = InitOptions {
+        roles: k.roles.clone(),
+        expiry,
+        consistent_snapshot: true,
+        allow_shared_keys: false,
+    };
+    let mut repo = Repository::init(&dir, opts, &mut k.ring, now()).unwrap();
+    repo.hash_bins("targets", "bin", 4, &k.bins, 1, &mut k.ring, now())
+        .unwrap();
+    let entries = (0..200).map(|i| entry(&format!("pkg/{i}.tgz"))).collect();
+    repo.add_target_entries(entries, &mut k.ring, now())
+        .unwrap();
+    repo.save().unwrap();
+    let first = repo.publish_with_stats(&out, now()).unwrap();
+    assert_eq!(first.roles_carried_over, 0);
+    // metadata-only targets: no target file is published
+    assert!(!out.join("targets").exists());
+    // 40 days later: fresh snapshot and timestamp, the bins are 10 days past
+    // their expiry and byte-identical to the published ones
+    let later = now() + chrono::Duration::days(40);
+    repo.refresh(&mut k.ring, later).unwrap();
+    repo.save().unwrap();
+    let err = repo
+        .publish_with_stats(&out, later)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("expired") && err.contains("bin-"), "{err}");
+    // nothing was switched: `out` still serves the first generation
+    assert_eq!(
+        std::fs::read_link(&out).unwrap().file_name(),
+        first.generation.file_name()
+    );
+}
+
+/// A bulk add of entries and a stateless add-one: only the changed bin is
+/// verified again, and what `open` read without the strict check is checked
+/// before the bin is re-signed.
+#[test]
+fn bulk_entries_then_stateless_add_one_carries_the_other_bins() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("repo");
+    let out = tmp.path().join("out");
+    let mut k = keys(1);
+    let opts = InitOptions {
+        roles: k.roles.clone(),
+        expiry: ExpiryPolicy::default(),
+        consistent_snapshot: true,
+        allow_shared_keys: false,
+    };
+    let mut repo = Repository::init(&dir, opts, &mut k.ring, now()).unwrap();
+    repo.hash_bins("targets", "bin", 4, &k.bins, 1, &mut k.ring, now())
+        .unwrap();
+    let entries = (0..500).map(|i| entry(&format!("pkg/{i}.tgz"))).collect();
+    repo.add_target_entries(entries, &mut k.ring, now())
+        .unwrap();
+    repo.save().unwrap();
+    repo.publish_with_stats(&out, now()).unwrap();
+    drop(repo);
+    let mut repo = Repository::open(&dir).unwrap();
+    let added = repo
+        .add_target_entries(vec![entry("pkg/new.tgz")], &mut k.ring, now())
+        .unwrap();
+    repo.save().unwrap();
+    let st = repo.publish_with_stats(&out, now()).unwrap();
+    assert_eq!(st.roles_carried_over, 15, "{st:?}");
+    let bin = &added[0].1;
+    let v = repo.targets_role(bin).unwrap().signed.version;
+    assert!(out.join(format!("{v}.{bin}.json")).is_file());
+    // a bad entry is refused before anything changes
+    let mut bad = entry("pkg/bad.tgz");
+    bad.hashes.insert("sha256".into(), "ABC".into());
+    let err = repo
+        .add_target_entries(vec![bad], &mut k.ring, now())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("lowercase hex"), "{err}");
+    let mut escape = entry("../etc/passwd");
+    escape.name = "../etc/passwd".into();
+    assert!(repo
+        .add_target_entries(vec![escape], &mut k.ring, now())
+        .is_err());
 }
