@@ -1,0 +1,242 @@
+//! `custody audit` against a real `custody serve` log: verify (tree,
+//! signatures, witness cosignatures, device-signed manifests), who-has and
+//! device with inclusion proofs, and the inconsistencies it must report
+//! (forged install report, a bundle changed on the server's disk).
+
+use std::process::Output;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use custody_log::entry::EntryBody;
+use custody_log::{leaf_hash, verify_inclusion, Hash};
+use ring::signature::{Ed25519KeyPair, KeyPair as _};
+use serde_json::{json, Value};
+
+async fn custody(args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_custody"))
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn json_out(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: stdout {} stderr {}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    })
+}
+
+/// A device key, its TUF key JSON, its key id (= device id) and a signed
+/// manifest in the director's wire shape.
+fn device_manifest(seed: u8, target: &str, forge: bool) -> (String, Value, Vec<u8>) {
+    let pair = Ed25519KeyPair::from_seed_unchecked(&[seed; 32]).unwrap();
+    let key = json!({"keytype": "ed25519", "scheme": "ed25519",
+                     "keyval": {"public": hex::encode(pair.public_key().as_ref())}});
+    let tuf_key: custody_tuf::schema::Key = serde_json::from_value(key.clone()).unwrap();
+    let id = tuf_key.key_id().unwrap();
+    let signed = json!({"_type": "custody-manifest", "device_id": id, "report_counter": 1,
+                        "installed": {"a": {"name": target}}});
+    let canonical = custody_tuf::cjson::canonical_bytes("manifest", &signed).unwrap();
+    let mut sig = pair.sign(&canonical).as_ref().to_vec();
+    if forge {
+        sig[0] ^= 1;
+    }
+    let manifest =
+        json!({"signed": signed, "signatures": [{"keyid": id, "sig": hex::encode(sig)}]});
+    (id, key, serde_json::to_vec(&manifest).unwrap())
+}
+
+fn install_report(seed: u8, target: &str, forge: bool) -> (String, EntryBody) {
+    let (id, key, bytes) = device_manifest(seed, target, forge);
+    let body = EntryBody::InstallReport {
+        device_id: id.clone(),
+        target: target.into(),
+        outcome: "installed".into(),
+        manifest_sha256: custody_tuf::crypto::sha256_hex(&bytes),
+        manifest: Some(B64.encode(&bytes)),
+        device_key: Some(key),
+    };
+    (id, body)
+}
+
+fn proof_ok(row: &Value, entry_bytes: &[u8]) {
+    let inc = &row["inclusion"];
+    let proof: Vec<Hash> = inc["proof"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| B64.decode(h.as_str().unwrap()).unwrap().try_into().unwrap())
+        .collect();
+    let root: Hash = B64
+        .decode(inc["root"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    verify_inclusion(
+        &leaf_hash(entry_bytes),
+        inc["index"].as_u64().unwrap(),
+        inc["size"].as_u64().unwrap(),
+        &proof,
+        &root,
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_replays_the_server_log_and_reports_inconsistencies() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = custody_server::ServerConfig {
+        listen: ([127, 0, 0, 1], 0).into(),
+        data_dir: dir.path().join("data"),
+        ..Default::default()
+    };
+    let server = custody_server::start(cfg).await.unwrap();
+    let url = server.url();
+    let log = server.state.log.clone();
+    let log_key = log.verifier_key().to_vkey();
+
+    // What the director and the device report would append.
+    let (dev1, report1) = install_report(1, "fw-1.0.bin", false);
+    let mut appended = Vec::new();
+    for body in [
+        EntryBody::AssignmentDelivered {
+            device_id: dev1.clone(),
+            target: "fw-1.0.bin".into(),
+            hashes: Default::default(),
+            release_counter: Some(1),
+            delivered_at: 1_700_000_000,
+        },
+        EntryBody::AssignmentDelivered {
+            device_id: "dev-other".into(),
+            target: "fw-2.0.bin".into(),
+            hashes: Default::default(),
+            release_counter: Some(2),
+            delivered_at: 1_700_000_100,
+        },
+        report1,
+    ] {
+        let e = custody_server::log::stamp(body);
+        let i = log.append_entry(&e).await.unwrap();
+        appended.push((i, e.to_bytes().unwrap()));
+    }
+
+    // A witness cosigns; the auditor trusts that witness.
+    let wkey = dir.path().join("w.key");
+    let o = custody(&[
+        "witness",
+        "--key",
+        wkey.to_str().unwrap(),
+        "--new-key",
+        "w1.test",
+    ])
+    .await;
+    let wvkey = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    let state = dir.path().join("wstate");
+    let o = custody(&[
+        "witness",
+        "--log",
+        &url,
+        "--key",
+        wkey.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+        "--log-key",
+        &log_key,
+        "--once",
+    ])
+    .await;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let common = [
+        "--log",
+        &url,
+        "--log-key",
+        &log_key,
+        "--witness",
+        &wvkey,
+        "--json",
+    ];
+    let mut args = vec!["audit", "verify"];
+    args.extend(common);
+    let o = custody(&args).await;
+    let v = json_out(&o);
+    assert!(o.status.success(), "{v}");
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["cosigned_by"], json!(["w1.test"]));
+    assert_eq!(v["entries_by_type"]["install_report"], 1);
+    assert_eq!(v["entries_by_type"]["assignment_delivered"], 2);
+
+    // who-has: dev1 received and installed fw-1.0, each with a proof.
+    let mut args = vec!["audit", "who-has", "fw-1.0.bin"];
+    args.extend(common);
+    let o = custody(&args).await;
+    let v = json_out(&o);
+    assert!(o.status.success(), "{v}");
+    let rows = v["entries"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{v}");
+    for row in rows {
+        assert_eq!(row["device_id"], dev1.as_str());
+        let idx = row["index"].as_u64().unwrap();
+        let bytes = &appended.iter().find(|(i, _)| *i == idx).unwrap().1;
+        proof_ok(row, bytes);
+    }
+    assert_eq!(rows[0]["type"], "assignment_delivered");
+    assert_eq!(rows[1]["type"], "install_report");
+
+    // device: the whole history of dev-other.
+    let mut args = vec!["audit", "device", "dev-other"];
+    args.extend(common);
+    let v = json_out(&custody(&args).await);
+    assert_eq!(v["entries"].as_array().unwrap().len(), 1);
+    assert_eq!(v["entries"][0]["target"], "fw-2.0.bin");
+
+    // A wrong pinned log key is refused outright.
+    let other = custody_log::NoteSigner::generate("custody.local/log").unwrap();
+    let o = custody(&[
+        "audit",
+        "verify",
+        "--log",
+        &url,
+        "--log-key",
+        &other.verifier_key().to_vkey(),
+    ])
+    .await;
+    assert_eq!(o.status.code(), Some(1));
+
+    // An install report whose manifest signature does not verify.
+    let (_, forged) = install_report(2, "fw-1.0.bin", true);
+    log.append(forged).await.unwrap();
+    let mut args = vec!["audit", "verify"];
+    args.extend(common);
+    let o = custody(&args).await;
+    assert_eq!(o.status.code(), Some(2));
+    let v = json_out(&o);
+    let problems = v["problems"].to_string();
+    assert!(problems.contains("no valid signature by device key"), "{v}");
+
+    // A bundle changed on the server's disk no longer matches its tile.
+    let size = log.size();
+    let bundle = dir
+        .path()
+        .join(format!("data/log/tile/entries/000.p/{size}"));
+    let mut b = std::fs::read(&bundle).unwrap();
+    let pos = b.windows(8).position(|w| w == b"dev-othe").unwrap();
+    b[pos] = b'X';
+    std::fs::write(&bundle, &b).unwrap();
+    let o = custody(&args).await;
+    assert_eq!(o.status.code(), Some(2));
+    let v = json_out(&o);
+    assert!(
+        v["problems"].to_string().contains("does not hash to"),
+        "{v}"
+    );
+    server.shutdown().await.unwrap();
+}
