@@ -854,6 +854,13 @@ pub struct OfflineRole {
 pub struct CreateRepo {
     pub root: OfflineRole,
     pub targets: OfflineRole,
+    /// Delegate all targets to this many succinct hash bins (TAP 15; a
+    /// power of two, 2..=65536) signed by an online `bins` key: after the
+    /// offline targets key signs the delegation once, publishes go live
+    /// with online signatures only and rewrite one bin each. For large
+    /// repositories (a flat targets role is limited to 5 MB).
+    #[serde(default)]
+    pub hash_bins: Option<u32>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -906,8 +913,10 @@ async fn create_repo(
         req.targets.threshold,
     );
     let r = repo.clone();
+    let bins = req.hash_bins;
     let result = authoring(&st, move |s| {
-        s.authoring.create(&r, root, targets, chrono::Utc::now())
+        s.authoring
+            .create_with_bins(&r, root, targets, bins, chrono::Utc::now())
     })
     .await;
     let online_keys = match result {

@@ -270,6 +270,36 @@ impl Authoring {
         targets: (Vec<TufPublicKey>, u64),
         now: DateTime<Utc>,
     ) -> Result<BTreeMap<String, String>, AuthoringError> {
+        self.create_with_bins(repo, root, targets, None, now)
+    }
+
+    /// [`Authoring::create`], and with `hash_bins = Some(n)` the targets
+    /// role delegates every path to `n` succinct hash bins (TAP 15; a
+    /// power of two, 2..=65536) signed by one more online key, `bins`.
+    ///
+    /// The trade (PEP 458's): the offline targets key signs the delegation
+    /// once, and from then on publishes go live with online signatures
+    /// only, each rewriting one bin, snapshot and timestamp. A stolen
+    /// server can then sign targets into the bins until the offline holders
+    /// revoke the bins key; a repository without bins needs the offline
+    /// targets signature on every publish.
+    pub fn create_with_bins(
+        &self,
+        repo: &str,
+        root: (Vec<TufPublicKey>, u64),
+        targets: (Vec<TufPublicKey>, u64),
+        hash_bins: Option<u32>,
+        now: DateTime<Utc>,
+    ) -> Result<BTreeMap<String, String>, AuthoringError> {
+        let bit_length = match hash_bins {
+            None => None,
+            Some(n) if n.is_power_of_two() && (2..=65536).contains(&n) => Some(n.trailing_zeros()),
+            Some(n) => {
+                return Err(AuthoringError::Invalid(format!(
+                    "hash_bins must be a power of two in 2..=65536, got {n}"
+                )))
+            }
+        };
         let dir = self.repo_dir(repo);
         if self.exists(repo) {
             return Err(AuthoringError::Exists(repo.to_owned()));
@@ -319,6 +349,14 @@ impl Authoring {
             std::fs::remove_dir_all(&dir).map_err(io(&dir, "remove incomplete repository"))?;
         }
         let mut r = Repository::init(&dir, opts, &mut ring, now).map_err(repo_err(repo))?;
+        if let Some(bits) = bit_length {
+            let (signer, location) = self.new_online_key(repo, "bins", &kdir)?;
+            let key = (signer.key().clone(), signer.keyid().to_owned(), location);
+            online.insert("bins".to_owned(), key.1.clone());
+            ring.add(signer);
+            r.hash_bins("targets", "bins", bits, &[key], 1, &mut ring, now)
+                .map_err(repo_err(repo))?;
+        }
         r.save().map_err(repo_err(repo))?;
         Ok(online)
     }
