@@ -1,11 +1,14 @@
 //! `custody demo`: the whole trust chain, narrated, in a temp directory.
 //!
-//! Every step uses the real pieces, nothing is simulated:
-//! keys and a TUF repository (custody-repo), the HTTP server on loopback
-//! (custody-server, embedded SQLite), devices that verify with the TUF
-//! client (custody-client / custody-tuf) and install into A/B slots with a
-//! health check (custody-agent), and a compromised mirror whose tampered
-//! payload a device refuses.
+//! Every step uses the real pieces, nothing is simulated: keys and a TUF
+//! image repository (custody-repo), the HTTP server on loopback
+//! (custody-server with its director, embedded SQLite), two devices that
+//! enrol (custody-agent: device key, pinned roots), a rollout through the
+//! fleet API, check-ins with signed manifests, per-device director metadata
+//! verified together with the image repository (custody-agent's one
+//! verification pipeline over custody-tuf / custody-director), A/B slot
+//! installs with a health check, the server's record of who got what, and
+//! a compromised mirror whose tampered payload a device refuses and reports.
 //!
 //! Exit 0 only if every expected outcome happened.
 
@@ -17,8 +20,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use chrono::Utc;
-use custody_agent::{Agent, AgentConfig, HookCommand, Outcome, Probe, SlotInstaller, TargetMeta};
-use custody_client::{AnyTransport, Timeouts, Updater, UpdaterConfig};
+use custody_agent::device::{
+    enroll, Action, CheckReport, Credential, Device as AgentDevice, EnrollOptions, LocalConfig,
+};
+use custody_agent::keystore::DeviceKeyType;
+use custody_agent::{HookCommand, InstallerConfig};
+use custody_director::wire::DeviceAttributes;
 use custody_repo::keyring::{KeyLocation, KeyRing};
 use custody_repo::passphrase::SecretSource;
 use custody_repo::policy::ExpiryPolicy;
@@ -26,7 +33,6 @@ use custody_repo::repository::{InitOptions, PublishFile, RoleInit};
 use custody_repo::{keyfile, KeyType, Repository, Signer};
 use custody_server::ServerConfig;
 use indicatif::{ProgressBar, ProgressStyle};
-use url::Url;
 
 /// Run the whole custody flow on this machine, narrated.
 ///
@@ -84,7 +90,10 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     println!("working in {}\n", base.display());
 
     // 1. Keys and repository.
-    step(1, "create signing keys and a TUF repository");
+    step(
+        1,
+        "create a TUF repository, start the server, build and sign a release",
+    );
     // A demo passphrase for the encrypted key files; real deployments keep
     // root and targets keys offline or on a PKCS#11 token.
     std::env::set_var(PASSPHRASE_ENV, "demo passphrase, not for production");
@@ -135,21 +144,24 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     detail("root, targets, snapshot, timestamp signed; consistent snapshots on");
 
     // 2. Server.
-    step(
-        2,
-        "start custody serve on loopback (embedded SQLite + local blobs)",
-    );
+    detail("start custody serve on loopback (embedded SQLite + local blobs, director on)");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     let data_dir = base.join("server-data");
-    let config = ServerConfig {
+    // The server's online keys (image repository snapshot/timestamp and
+    // the director's) are encrypted with this demo passphrase.
+    let pass_file = base.join("server-key-passphrase");
+    std::fs::write(&pass_file, "demo server passphrase, not for production")?;
+    let mut config = ServerConfig {
         listen: "127.0.0.1:0".parse()?,
         data_dir: data_dir.clone(),
+        key_passphrase_file: Some(pass_file),
         ..ServerConfig::default()
     };
+    config.director.image_repository = REPO.to_owned();
     let server = rt
         .block_on(custody_server::start(config))
         .context("starting the server")?;
@@ -158,11 +170,9 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         "listening on {server_url}; state in {}",
         data_dir.display()
     ));
-    let metadata_url = Url::parse(&format!("{server_url}/repos/{REPO}/metadata/"))?;
-    let targets_url = Url::parse(&format!("{server_url}/repos/{REPO}/targets/"))?;
 
     // 3. Release.
-    step(3, "build and sign a release for two hardware types");
+    detail("build and sign a release for two hardware types");
     let payloads = base.join("build");
     std::fs::create_dir_all(&payloads)?;
     let releases = [
@@ -173,7 +183,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         let file = payloads.join(name.replace('/', "_"));
         write_payload(&file, name, args.payload_mib)?;
         let custom = serde_json::json!({
-            "hardware_id": hw,
+            "hardware_ids": [hw],
             "release_counter": counter,
         });
         repo.add_targets(&file, Some(name), Some(custom), &mut ring, Utc::now())
@@ -189,11 +199,31 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         "published generation {generation}: every signature, version, expiry and hash re-verified before it went live"
     ));
 
-    // 4. Devices.
-    step(
-        4,
-        "two devices verify, install into their inactive slot, health-check and commit",
-    );
+    // 4. Fleet operator, devices.
+    let admin = Api::new(&server_url);
+    let bootstrap = server
+        .bootstrap_credential
+        .clone()
+        .context("the fresh server printed no bootstrap credential")?;
+    let admin_token = admin.token(&bootstrap)?;
+    let fleet_secret = admin.call(
+        "POST",
+        "/api/v1/credentials",
+        Some(&admin_token),
+        Some(serde_json::json!({"name": "demo fleet operator", "scopes": ["fleet:admin"]})),
+    )?["secret"]
+        .as_str()
+        .context("credential answer without secret")?
+        .to_owned();
+    let fleet = admin.token(&fleet_secret)?;
+
+    step(2, "enrol two devices with different hardware ids");
+    let tokens = admin.call(
+        "POST",
+        "/api/v1/fleet/enrolment-tokens",
+        Some(&fleet),
+        Some(serde_json::json!({"group": "demo", "count": 2})),
+    )?;
     let devices = [
         Device {
             name: "device-a",
@@ -207,35 +237,104 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         },
     ];
     let root_v1 = repo_dir.join("metadata").join("root.json");
-    for d in &devices {
-        std::fs::create_dir_all(d.dir.join("metadata"))?;
-        custody_client::init_trusted_root(&d.dir.join("metadata"), &root_v1)
-            .with_context(|| format!("{}: pinning the initial root", d.name))?;
+    let mut ids = Vec::new();
+    for (i, d) in devices.iter().enumerate() {
+        let token = tokens["tokens"][i]
+            .as_str()
+            .context("enrolment token missing")?;
+        let cfg = enroll(&EnrollOptions {
+            server: server_url.clone(),
+            credential: Credential::Token(token.to_owned()),
+            hardware_id: d.hardware_id.to_owned(),
+            attributes: DeviceAttributes {
+                environment: "production".into(),
+                tags: Default::default(),
+                group: None,
+            },
+            state_dir: d.state(),
+            key_type: DeviceKeyType::Ed25519,
+            director_root: None,
+            image_root: Some(std::fs::read(&root_v1)?),
+            rollback_keys: None,
+        })
+        .with_context(|| format!("{}: enrolment", d.name))?;
+        detail(&format!(
+            "{} ({}) enrolled as {}: device id = key id of its new ed25519 key (0600); director root pinned, image root given out of band",
+            d.name,
+            d.hardware_id,
+            short(&cfg.device_id)
+        ));
+        ids.push(cfg.device_id);
     }
+
+    step(3, "roll the signed release out");
+    for (name, hw, _) in releases {
+        let r = admin.call(
+            "POST",
+            "/api/v1/fleet/rollouts",
+            Some(&fleet),
+            Some(serde_json::json!({
+                "id": format!("rollout-{hw}"),
+                "target": name,
+                "selector": {"hardware_ids": [hw]},
+            })),
+        )?;
+        detail(&format!(
+            "rollout {} of {name} (release counter {}) to hardware {hw}; the director signs per-device metadata",
+            r["id"].as_str().unwrap_or("?"),
+            r["release_counter"]
+        ));
+    }
+
+    step(
+        4,
+        "devices check in, verify director + image repository, install into the inactive slot, health-check, commit",
+    );
     for d in &devices {
         let (name, _, _) = releases
             .iter()
             .find(|(_, hw, _)| *hw == d.hardware_id)
             .copied()
             .context("no release for this hardware id")?;
-        let outcome = update_device(d, &metadata_url, &targets_url, name)?;
-        ensure!(
-            matches!(outcome, Outcome::Installed),
-            "{}: expected the release to install, got {outcome:?}",
-            d.name
-        );
+        let report = check_in(d)?;
+        match &report.action {
+            Action::Installed { target, .. } if target == name => {}
+            other => bail!("{}: expected {name} to install, got {other:?}", d.name),
+        }
         let current = std::fs::read_link(d.dir.join("current"))
             .with_context(|| format!("{}: reading the current slot link", d.name))?;
         detail(&format!(
-            "{} ({}) committed {name}; current -> {}",
+            "{} ({}) committed {name}; current -> {}; outcome reported in signed manifest {:?}",
             d.name,
             d.hardware_id,
-            current.display()
+            current.display(),
+            report.accepted_counters.last().copied().unwrap_or(0)
         ));
     }
 
-    // 5. A compromised mirror.
-    step(5, "a compromised mirror serves a tampered payload");
+    step(
+        5,
+        "audit: who got what, as the server's fleet API records it",
+    );
+    for (d, id) in devices.iter().zip(&ids) {
+        let v = admin.call(
+            "GET",
+            &format!("/api/v1/fleet/devices/{id}"),
+            Some(&fleet),
+            None,
+        )?;
+        detail(&format!(
+            "{} {} runs {} (counter {}), assigned {}, drift {}",
+            d.name,
+            short(id),
+            v["installed"]["target"].as_str().unwrap_or("nothing"),
+            v["installed"]["release_counter"],
+            v["assigned"]["target"].as_str().unwrap_or("nothing"),
+            v["drift"]
+        ));
+    }
+
+    step(6, "a compromised mirror serves a tampered payload");
     // A new editing session, as a second `custody repo add-target` would be:
     // every role it changes gets a new version.
     drop(repo);
@@ -246,7 +345,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     repo.add_targets(
         &file,
         Some(next.0),
-        Some(serde_json::json!({"hardware_id": next.1, "release_counter": next.2})),
+        Some(serde_json::json!({"hardware_ids": [next.1], "release_counter": next.2})),
         &mut ring,
         Utc::now(),
     )?;
@@ -256,12 +355,25 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         "release {} signed and published, then its bytes were flipped on the mirror ({tampered_rel})",
         next.0
     ));
-    let outcome = update_device(&devices[0], &metadata_url, &targets_url, next.0)?;
-    let Outcome::AttackDetected { reason } = &outcome else {
-        bail!("device-a: expected the tampered payload to be refused, got {outcome:?}");
+    admin.call(
+        "POST",
+        "/api/v1/fleet/rollouts",
+        Some(&fleet),
+        Some(serde_json::json!({
+            "id": "rollout-sensor-hub-2.5",
+            "target": next.0,
+            "selector": {"hardware_ids": [next.1]},
+        })),
+    )?;
+    let report = check_in(&devices[0])?;
+    let Action::Refused { reason, .. } = &report.action else {
+        bail!(
+            "device-a: expected the tampered payload to be refused, got {:?}",
+            report.action
+        );
     };
     detail(&format!("device-a refused it: {reason}"));
-    let committed = committed_name(&devices[0])?;
+    let committed = report.installed.clone();
     ensure!(
         committed.as_deref() == Some(releases[0].0),
         "device-a: the installed version changed to {committed:?}"
@@ -270,121 +382,137 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         "device-a still runs {}: nothing unverified was installed",
         releases[0].0
     ));
-
-    // 6. Audit.
-    step(6, "audit: what each device reported, in order");
-    for d in &devices {
-        let queue = custody_agent::ReportQueue::open(d.dir.join("agent/reports"))?;
-        for q in queue.pending()? {
-            let r = &q.report;
-            let when = chrono::DateTime::<Utc>::from_timestamp(r.decided_at as i64, 0)
-                .map(|t| t.to_rfc3339())
-                .unwrap_or_default();
-            detail(&format!(
-                "{} {} {:<15} {} (counter {})",
-                when,
-                d.name,
-                r.outcome.kind(),
-                r.target.name,
-                r.target.release_counter
-            ));
-        }
+    let v = admin.call(
+        "GET",
+        &format!("/api/v1/fleet/devices/{}", ids[0]),
+        Some(&fleet),
+        None,
+    )?;
+    let mut found = false;
+    for r in v["reports"].as_array().into_iter().flatten() {
+        let when = r["device_time"]
+            .as_i64()
+            .and_then(|t| chrono::DateTime::<Utc>::from_timestamp(t, 0))
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default();
+        detail(&format!(
+            "server record: {when} device-a {:<15} {} (counter {})",
+            r["outcome"].as_str().unwrap_or("?"),
+            r["target"].as_str().unwrap_or("?"),
+            r["release_counter"]
+        ));
+        found |= r["outcome"] == "attack_detected" && r["target"] == next.0;
     }
-    detail("reports are queued durably on each device until the server acknowledges them");
-    detail("not in this build yet: director assignment, signed manifests, transparency log proofs");
+    ensure!(found, "the server has no record of device-a's refusal");
 
     rt.block_on(server.shutdown())
         .context("stopping the server")?;
     println!(
-        "\ndemo complete in {:.1}s: 2 devices updated and verified, 1 tampered payload refused",
+        "\ndemo complete in {:.1}s: 2 devices enrolled, updated and verified against both repositories, 1 tampered payload refused and reported",
         started.elapsed().as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)
 }
 
-/// One device update: refresh TUF metadata, look the target up, stream it
-/// through the verifier into the agent's download slot, install.
-fn update_device(d: &Device, metadata_url: &Url, targets_url: &Url, name: &str) -> Result<Outcome> {
-    let mut updater = Updater::new(
-        d.dir.join("metadata"),
-        metadata_url.clone(),
-        AnyTransport::new(Timeouts::default()),
-        UpdaterConfig::default(),
-        Utc::now(),
-    )
-    .with_context(|| format!("{}: loading trusted metadata", d.name))?;
-    updater
-        .refresh()
-        .with_context(|| format!("{}: refreshing metadata", d.name))?;
-    let (_role, info) = updater
-        .get_target_info(name)
-        .with_context(|| format!("{}: looking up {name}", d.name))?
-        .with_context(|| format!("{}: {name} is not in the signed targets", d.name))?;
-    let counter = info
-        .custom
-        .as_ref()
-        .and_then(|c| c.get("release_counter"))
-        .and_then(|c| c.as_u64())
-        .unwrap_or(0);
-    let meta = TargetMeta {
-        name: name.to_owned(),
-        length: info.length,
-        hashes: info
-            .hashes
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        release_counter: counter,
-        custom: info.custom.clone(),
-    };
-
-    let slots = d.dir.clone();
-    let installer = SlotInstaller::open(&slots)?;
-    let mut config = AgentConfig::new(d.dir.join("agent"));
-    config.health_check = Some(HookCommand {
-        argv: vec![
-            "sh".into(),
-            "-c".into(),
-            // the new slot's payload must be in place and non-empty
-            r#"test -s "$CUSTODY_PAYLOAD""#.into(),
-        ],
-        timeout: Duration::from_secs(30),
-    });
-    let mut agent = Agent::open(config, Box::new(installer), Probe::none())?;
-    agent.recover()?;
-    let attempt = agent.begin(meta)?;
-    let url = targets_url.join(&updater.trusted().target_remote_path(name, &info))?;
-    let dest = agent.download_path(attempt);
-    let bar = spinner(&format!("{}: downloading and verifying {name}", d.name));
-    let transport = AnyTransport::new(Timeouts::default());
-    let fetched = custody_client::target::download_verified(&transport, &url, name, &info, &dest);
-    bar.finish_and_clear();
-    match fetched {
-        Ok(()) => {
-            agent.downloaded(attempt, &dest)?;
-            Ok(agent.install(attempt)?)
-        }
-        Err(e) => Ok(agent.abort(
-            attempt,
-            Outcome::AttackDetected {
-                reason: e.to_string(),
-            },
-        )?),
+impl Device {
+    fn state(&self) -> PathBuf {
+        self.dir.join("state")
     }
 }
 
-fn committed_name(d: &Device) -> Result<Option<String>> {
-    let installer = SlotInstaller::open(&d.dir)?;
-    let agent = Agent::open(
-        AgentConfig::new(d.dir.join("agent")),
-        Box::new(installer),
-        Probe::none(),
-    )?;
-    Ok(agent
-        .state()
-        .committed
-        .as_ref()
-        .map(|c| c.target.name.clone()))
+/// One check-in of a device (the agent library, as `custody agent check`).
+fn check_in(d: &Device) -> Result<CheckReport> {
+    let local = LocalConfig {
+        installer: Some(InstallerConfig::Slot {
+            root: d.dir.clone(),
+        }),
+        health_check: Some(HookCommand {
+            argv: vec![
+                "sh".into(),
+                "-c".into(),
+                // the new slot's payload must be in place and non-empty
+                r#"test -s "$CUSTODY_PAYLOAD""#.into(),
+            ],
+            timeout: Duration::from_secs(30),
+        }),
+        reserve_bytes: None,
+        poll_secs: None,
+    };
+    let mut dev = AgentDevice::open(&d.state(), Some(local))
+        .with_context(|| format!("{}: opening the agent", d.name))?;
+    let bar = spinner(&format!("{}: checking in, verifying, downloading", d.name));
+    let r = dev.check_once();
+    bar.finish_and_clear();
+    r.with_context(|| format!("{}: check-in", d.name))
+}
+
+/// The admin and fleet API over HTTP.
+struct Api {
+    base: String,
+    http: ureq::Agent,
+}
+
+impl Api {
+    fn new(base: &str) -> Api {
+        Api {
+            base: base.trim_end_matches('/').to_owned(),
+            http: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .new_agent(),
+        }
+    }
+
+    fn token(&self, credential: &str) -> Result<String> {
+        let v = self.call(
+            "POST",
+            "/api/v1/token",
+            None,
+            Some(serde_json::json!({"credential": credential})),
+        )?;
+        Ok(v["token"]
+            .as_str()
+            .context("token answer without token")?
+            .to_owned())
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value> {
+        let url = format!("{}{path}", self.base);
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let resp = if method == "GET" {
+            let mut r = self.http.get(&url);
+            if let Some(a) = &auth {
+                r = r.header("authorization", a);
+            }
+            r.call()
+        } else {
+            let mut r = self.http.post(&url);
+            if let Some(a) = &auth {
+                r = r.header("authorization", a);
+            }
+            r.header("content-type", "application/json")
+                .send(serde_json::to_vec(&body.unwrap_or_default())?.as_slice())
+        }
+        .with_context(|| format!("{method} {url}"))?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .into_body()
+            .with_config()
+            .limit(16 * 1024 * 1024)
+            .read_to_string()
+            .with_context(|| format!("{method} {url}: reading the answer"))?;
+        ensure!(
+            (200..300).contains(&status),
+            "{method} {url}: HTTP {status}: {text}"
+        );
+        serde_json::from_str(&text).with_context(|| format!("{method} {url}: not JSON: {text}"))
+    }
 }
 
 /// Publish the repository into the server as a new generation. With
