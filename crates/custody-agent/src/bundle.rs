@@ -106,6 +106,89 @@ pub struct Bundle {
     data_start: u64,
 }
 
+/// Magic, header length, header; every bound checked against `file_len`.
+fn parse_preamble<R: Read>(
+    f: &mut R,
+    file_len: u64,
+    path: &Path,
+) -> Result<(BundleHeader, u64), BundleError> {
+    let mut magic = [0u8; 16];
+    f.read_exact(&mut magic).map_err(|_| {
+        fmt_err(
+            path,
+            "shorter than the 24-byte preamble: not a custody bundle",
+        )
+    })?;
+    if &magic != MAGIC {
+        return Err(fmt_err(
+            path,
+            format!(
+                "magic is {:?}, expected {:?}: not a custody bundle (version 1)",
+                String::from_utf8_lossy(&magic),
+                String::from_utf8_lossy(MAGIC)
+            ),
+        ));
+    }
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)
+        .map_err(|_| fmt_err(path, "truncated in the header length"))?;
+    let header_len = u64::from_be_bytes(len);
+    let data_start = 24u64.saturating_add(header_len);
+    if header_len > MAX_HEADER_BYTES || data_start > file_len {
+        return Err(fmt_err(
+            path,
+            format!(
+                "header length {header_len} is over the limit {MAX_HEADER_BYTES} or past the end of the {file_len}-byte file"
+            ),
+        ));
+    }
+    let mut header = Vec::new();
+    f.take(header_len)
+        .read_to_end(&mut header)
+        .map_err(io_err(path, "read header"))?;
+    let value = custody_tuf::cjson::parse_strict("bundle header", &header)
+        .map_err(|e| fmt_err(path, format!("header: {e}")))?;
+    let header: BundleHeader =
+        serde_json::from_value(value).map_err(|e| fmt_err(path, format!("header: {e}")))?;
+    if header.format != 1 {
+        return Err(fmt_err(
+            path,
+            format!("header.format must be 1, got {}", header.format),
+        ));
+    }
+    if header.payloads.len() > MAX_PAYLOADS || header.director.len() > MAX_DEVICES {
+        return Err(fmt_err(
+            path,
+            format!(
+                "at most {MAX_PAYLOADS} payloads and {MAX_DEVICES} devices, got {} and {}",
+                header.payloads.len(),
+                header.director.len()
+            ),
+        ));
+    }
+    let data_len = file_len.saturating_sub(data_start);
+    let mut names = BTreeSet::new();
+    for p in &header.payloads {
+        let end = p.offset.checked_add(p.length);
+        if end.is_none_or(|e| e > data_len) {
+            return Err(fmt_err(
+                path,
+                format!(
+                    "payload {:?}: offset {} + length {} is past the {data_len}-byte payload area",
+                    p.name, p.offset, p.length
+                ),
+            ));
+        }
+        if !names.insert(p.name.as_str()) {
+            return Err(fmt_err(path, format!("payload {:?} listed twice", p.name)));
+        }
+    }
+    for d in header.director.values() {
+        d.validate().map_err(|e| fmt_err(path, e.to_string()))?;
+    }
+    Ok((header, data_start))
+}
+
 fn fmt_err(path: &Path, rule: impl Into<String>) -> BundleError {
     BundleError::Format {
         path: path.to_owned(),
@@ -129,86 +212,20 @@ impl Bundle {
     pub fn open(path: &Path) -> Result<Self, BundleError> {
         let mut f = File::open(path).map_err(io_err(path, "open"))?;
         let file_len = f.metadata().map_err(io_err(path, "stat"))?.len();
-        let mut magic = [0u8; 16];
-        f.read_exact(&mut magic).map_err(|_| {
-            fmt_err(
-                path,
-                "shorter than the 24-byte preamble: not a custody bundle",
-            )
-        })?;
-        if &magic != MAGIC {
-            return Err(fmt_err(
-                path,
-                format!(
-                    "magic is {:?}, expected {:?}: not a custody bundle (version 1)",
-                    String::from_utf8_lossy(&magic),
-                    String::from_utf8_lossy(MAGIC)
-                ),
-            ));
-        }
-        let mut len = [0u8; 8];
-        f.read_exact(&mut len)
-            .map_err(|_| fmt_err(path, "truncated in the header length"))?;
-        let header_len = u64::from_be_bytes(len);
-        let data_start = 24u64.saturating_add(header_len);
-        if header_len > MAX_HEADER_BYTES || data_start > file_len {
-            return Err(fmt_err(
-                path,
-                format!(
-                    "header length {header_len} is over the limit {MAX_HEADER_BYTES} or past the end of the {file_len}-byte file"
-                ),
-            ));
-        }
-        let mut header = Vec::new();
-        (&mut f)
-            .take(header_len)
-            .read_to_end(&mut header)
-            .map_err(io_err(path, "read header"))?;
-        let value = custody_tuf::cjson::parse_strict("bundle header", &header)
-            .map_err(|e| fmt_err(path, format!("header: {e}")))?;
-        let header: BundleHeader =
-            serde_json::from_value(value).map_err(|e| fmt_err(path, format!("header: {e}")))?;
-        if header.format != 1 {
-            return Err(fmt_err(
-                path,
-                format!("header.format must be 1, got {}", header.format),
-            ));
-        }
-        if header.payloads.len() > MAX_PAYLOADS || header.director.len() > MAX_DEVICES {
-            return Err(fmt_err(
-                path,
-                format!(
-                    "at most {MAX_PAYLOADS} payloads and {MAX_DEVICES} devices, got {} and {}",
-                    header.payloads.len(),
-                    header.director.len()
-                ),
-            ));
-        }
-        let data_len = file_len - data_start;
-        let mut names = BTreeSet::new();
-        for p in &header.payloads {
-            let end = p.offset.checked_add(p.length);
-            if end.is_none_or(|e| e > data_len) {
-                return Err(fmt_err(
-                    path,
-                    format!(
-                        "payload {:?}: offset {} + length {} is past the {data_len}-byte payload area",
-                        p.name, p.offset, p.length
-                    ),
-                ));
-            }
-            if !names.insert(p.name.as_str()) {
-                return Err(fmt_err(path, format!("payload {:?} listed twice", p.name)));
-            }
-        }
-        for d in header.director.values() {
-            d.validate().map_err(|e| fmt_err(path, e.to_string()))?;
-        }
+        let (header, data_start) = parse_preamble(&mut f, file_len, path)?;
         Ok(Bundle {
             path: path.to_owned(),
             header,
             data_start,
         })
+    }
+
+    /// Parse a whole bundle held in memory (tests and fuzzing; devices use
+    /// [`Bundle::open`], which reads only the header). Returns the header
+    /// and where the payload area starts.
+    pub fn parse_bytes(bytes: &[u8]) -> Result<(BundleHeader, u64), BundleError> {
+        let mut r = bytes;
+        parse_preamble(&mut r, bytes.len() as u64, Path::new("<memory>"))
     }
 
     /// The bundle file.
