@@ -1,7 +1,12 @@
-//! custody-agent: the device side of custody, device-local half.
+//! custody-agent: the device side of custody.
 //!
-//! This crate takes a payload that the network half (enrolment, director
-//! and image repository verification, polling — a later session) has
+//! **Network half** ([`device`], [`verify`], [`download`], [`bundle`],
+//! [`daemon`], [`keystore`]): enrolment, signed check-ins, the one
+//! verification function [`verify::verify_update`] (director + image
+//! repository, used online and for bundles), ranged verified downloads,
+//! offline bundles, the poll loop. See `README.md`.
+//!
+//! **Device-local half** (below): takes a payload the network half has
 //! downloaded and verified, installs it crash-safely, health-checks it,
 //! commits or rolls back, and queues exactly one durable report per attempt.
 //!
