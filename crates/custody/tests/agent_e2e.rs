@@ -50,7 +50,16 @@ fn staged_rollout_reaches_three_agents_failed_health_check_rolls_back_and_fleet_
     let fails_v2 = r#"test "$CUSTODY_RELEASE_COUNTER" -lt 2"#;
     let agents = [
         Agent::enroll(&s, tmp.path(), "dev1", "board-a", &tok(0), ok),
-        Agent::enroll(&s, tmp.path(), "dev2", "board-a", &tok(1), ok),
+        // an ECDSA P-256 device key (secure elements that only do P-256)
+        Agent::enroll_with(
+            &s,
+            tmp.path(),
+            "dev2",
+            "board-a",
+            &tok(1),
+            ok,
+            &["--key-type", "ecdsa-p256"],
+        ),
         Agent::enroll(&s, tmp.path(), "dev3", "board-b", &tok(2), fails_v2),
     ];
     for a in &agents {

@@ -328,6 +328,18 @@ impl Agent {
         token: &str,
         health: &str,
     ) -> Agent {
+        Self::enroll_with(s, dir, name, hw, token, health, &[])
+    }
+
+    pub fn enroll_with(
+        s: &Server,
+        dir: &Path,
+        name: &str,
+        hw: &str,
+        token: &str,
+        health: &str,
+        extra: &[&str],
+    ) -> Agent {
         let state = dir.join(name);
         let config = dir.join(format!("{name}.json"));
         std::fs::write(
@@ -340,7 +352,7 @@ impl Agent {
             .unwrap(),
         )
         .unwrap();
-        let o = custody(&[
+        let mut args = vec![
             "agent",
             "--state-dir",
             state.to_str().unwrap(),
@@ -351,7 +363,9 @@ impl Agent {
             token,
             "--hardware-id",
             hw,
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        let o = custody(&args);
         assert!(
             o.status.success(),
             "enroll: {}",
