@@ -6,7 +6,8 @@
 //!    reports success, the gate opens, the stage-2 device gets it) and in
 //!    one stage for board-b, whose device fails its health check: it rolls
 //!    back to release 1 and reports it;
-//! 3. the fleet API shows each device's true state and its reports.
+//! 3. the fleet API shows each device's true state and its reports;
+//! 4. `custody agent run` checks in and stops cleanly on SIGTERM.
 //!
 //! Rejections are in `agent_rejections.rs`.
 
@@ -153,7 +154,15 @@ fn staged_rollout_reaches_three_agents_failed_health_check_rolls_back_and_fleet_
     assert_eq!(c, 0, "{v}");
     assert_eq!(v["action"]["result"], "installed", "{v}");
     assert_eq!(v["reports_delivered"], 1, "{v}");
-    let st = setup.fleet(&s, "GET", "/api/v1/fleet/rollouts/v2-a", None);
+    // the server evaluates the gate right after recording the report
+    let mut st = serde_json::Value::Null;
+    for _ in 0..50 {
+        st = setup.fleet(&s, "GET", "/api/v1/fleet/rollouts/v2-a", None);
+        if st["stages"][0]["state"] == "done" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     assert_eq!(st["stages"][0]["state"], "done", "gate opened: {st}");
     // stage 2 reaches dev2
     let (c, v) = agents[1].check();
@@ -212,5 +221,33 @@ fn staged_rollout_reaches_three_agents_failed_health_check_rolls_back_and_fleet_
             );
         }
     }
-    let _ = &s.data;
+
+    // 4. the daemon: checks in at once, then SIGTERM stops it cleanly
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_custody"))
+        .args(["agent", "--state-dir"])
+        .arg(&agents[0].state)
+        .arg("--config")
+        .arg(&agents[0].config)
+        .arg("run")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("up to date") {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+        assert!(n > 0, "daemon ended early: {seen}");
+        seen.push_str(&line);
+    }
+    let t0 = std::time::Instant::now();
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}: {seen}");
+    assert!(t0.elapsed() < std::time::Duration::from_secs(10));
 }
