@@ -716,7 +716,7 @@ impl Device {
             let mut net = self.net()?;
             let n = attacks.len().min(net.attacks.len());
             // the carried ones are the oldest; new ones may have been added
-            if net.attacks.get(..n) == Some(&attacks[..n]) {
+            if net.attacks.get(..n) == attacks.get(..n) {
                 net.attacks.drain(..n);
                 attacks_n = n;
             }
