@@ -1,22 +1,26 @@
 //! `repo-authoring-bench`: create, sign and publish a hash-binned TUF
 //! repository with custody's library API, then add one target, against
 //! python-tuf's Metadata API doing the same (scripts/bench/py_repo_authoring.py,
-//! run in the same invocation).
+//! run first in the same invocation).
+//!
+//! Same inputs on both sides: python generates and hashes N target contents
+//! (untimed) and writes (name, length, sha256) to `entries.jsonl`; custody
+//! reads those lines (untimed). Neither side hashes target files in the
+//! timed part: at this scale the digests come from the upload.
 //!
 //! custody side (in-memory Ed25519 keys, `custody_repo::memsigner`: key
 //! file decryption is a one-off cost that says nothing about authoring):
-//! 1. contents (not compared): write N small target files to a source dir;
-//! 2. create: `init` + `hash_bins` (2^bit_length bins) + `add_targets` (stage
-//!    = copy + hash each file, one syncfs) + sign every changed role + `save`;
-//! 3. publish: replay the client workflow over every file, build the
-//!    generation, switch the symlink;
-//! 4. add one target (stateless, like a CI job: `open` from disk, add,
-//!    re-sign, `save`, `publish`), reporting the bytes written by save and
-//!    by publish.
+//! 1. create: `init` + `hash_bins` (2^bit_length bins) +
+//!    `add_target_entries` (sign every changed role) + `save` (strict
+//!    parse-back, staged write, one syncfs);
+//! 2. publish: custody-tuf's client workflow over every published file,
+//!    new generation, symlink switch;
+//! 3. add one target, stateless like a CI job: `open`, add one entry,
+//!    re-sign, `save`, `publish`, reporting the bytes rewritten.
 //!
-//! Goals: create + sign + publish >= 10x faster than python-tuf's create
-//! (which writes no target contents); add-one-target bytes rewritten
-//! O(one bin).
+//! Goals: create + sign + publish >= 10x faster than python-tuf's create;
+//! add-one-target bytes rewritten O(one bin). Wall and CPU time are printed
+//! (the machine is shared).
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
