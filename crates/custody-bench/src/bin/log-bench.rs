@@ -34,9 +34,9 @@ struct Args {
     /// Concurrency levels for the append benchmark.
     #[arg(long, value_delimiter = ',', default_value = "1,16,256,1024")]
     concurrency: Vec<usize>,
-    /// Appends per concurrency level.
-    #[arg(long, default_value_t = 200_000)]
-    appends: usize,
+    /// Seconds of appending per concurrency level.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
     /// Entry size for the append benchmark (a typical JSON entry).
     #[arg(long, default_value_t = 200)]
     entry_bytes: usize,
@@ -112,8 +112,8 @@ impl Lcg {
 
 fn appends(args: &Args, rt: &tokio::runtime::Runtime) -> Result<()> {
     println!(
-        "== durable appends: {} appends of {} bytes per level, writer max_batch {} max_delay {} us",
-        args.appends, args.entry_bytes, args.max_batch, args.max_delay_us
+        "== durable appends: {} s per level, entries of {} bytes, writer max_batch {} max_delay {} us",
+        args.seconds, args.entry_bytes, args.max_batch, args.max_delay_us
     );
     println!("concurrency  appends/s   batches  mean_batch  p50_ms  p99_ms  disk_B/entry  apparent_B/entry  files");
     for &c in &args.concurrency {
@@ -128,16 +128,18 @@ fn appends(args: &Args, rt: &tokio::runtime::Runtime) -> Result<()> {
             },
         )
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let per = args.appends / c;
         let eb = args.entry_bytes;
         let start = Instant::now();
+        let deadline = start + Duration::from_secs(args.seconds);
         let lat = rt.block_on(async {
             let mut tasks = Vec::new();
             for t in 0..c {
                 let w = w.clone();
                 tasks.push(tokio::spawn(async move {
-                    let mut lat = Vec::with_capacity(per);
-                    for i in 0..per {
+                    let mut lat = Vec::new();
+                    let mut i = 0u64;
+                    while Instant::now() < deadline {
+                        i += 1;
                         let mut e =
                             format!("{{\"v\":1,\"t\":{t},\"i\":{i},\"pad\":\"").into_bytes();
                         e.resize(eb.saturating_sub(2), b'x');
