@@ -63,6 +63,7 @@ fn write(
             release_counter: 1,
             max_release_counter: 1,
         }),
+        running_changed: true,
         director: DeviceDirectorState {
             targets_version: new,
             snapshot_version: new,

@@ -671,6 +671,8 @@ async fn checkin_inner(
         new_counter: m.report_counter,
         at,
         installed_json,
+        running_changed: running.as_ref().map(|r| (&r.name, r.release_counter))
+            != row.running.as_ref().map(|r| (&r.name, r.release_counter)),
         running,
         director: md.state,
         assigned,

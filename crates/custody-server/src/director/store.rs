@@ -315,6 +315,9 @@ pub struct CheckinWrite {
     pub at: i64,
     pub installed_json: String,
     pub running: Option<Installed>,
+    /// the running target differs from the last accepted manifest's: add
+    /// it to the install history (skips a statement on most check-ins)
+    pub running_changed: bool,
     pub director: DeviceDirectorState,
     pub assigned: Option<(String, u64)>,
     pub assignment_note: String,
@@ -913,7 +916,7 @@ macro_rules! director_sql {
                         out.push(WriteOutcome::Conflict);
                         continue;
                     }
-                    if let Some(r) = &j.running {
+                    if let Some(r) = j.running.as_ref().filter(|_| j.running_changed) {
                         sqlx::query(
                             "INSERT INTO director_installs (device_id, target, release_counter, first_seen, report_counter) \
                              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (device_id, target) DO NOTHING",
