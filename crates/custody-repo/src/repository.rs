@@ -1722,7 +1722,9 @@ impl Repository {
             provenance.envelope.as_ref(),
             attested.iter().flatten().next(),
         ) {
-            self.pending_provenance.push((sha.clone(), env.clone()));
+            if !self.pending_provenance.iter().any(|(s, _)| s == sha) {
+                self.pending_provenance.push((sha.clone(), env.clone()));
+            }
         }
         for ((((_, target), staged), custom), prov) in files
             .into_iter()
@@ -1807,7 +1809,10 @@ impl Repository {
                 )? {
                     e.custom = Some(with_provenance_digest(e.custom.take(), &sha)?);
                     if let Some(env) = e.provenance.take() {
-                        self.pending_provenance.push((sha, env));
+                        // one file per envelope, however many entries it covers
+                        if !self.pending_provenance.iter().any(|(s, _)| *s == sha) {
+                            self.pending_provenance.push((sha, env));
+                        }
                     }
                 }
             }

@@ -349,3 +349,44 @@ fn an_envelope_without_any_policy_is_refused_not_recorded_unchecked() {
     repo.add_targets_with_provenance(&fw, Some("firmware/fw.bin"), None, &input, &mut ring, now())
         .unwrap();
 }
+
+#[test]
+fn bulk_entries_with_one_envelope_for_two_artifacts_are_accepted() {
+    let mut s = setup();
+    let (a, b) = (sha256_hex(b"image a"), sha256_hex(b"image b"));
+    let mut st = statement(&a, BUILDER);
+    st["subject"] = json!([
+        {"name": "a.bin", "digest": {"sha256": a}},
+        {"name": "b.bin", "digest": {"sha256": b}},
+    ]);
+    let env = envelope(&st, &s.ci);
+    let env_sha = sha256_hex(&env);
+    let entry = |name: &str, digest: &str| TargetEntry {
+        name: name.into(),
+        length: 7,
+        hashes: [("sha256".to_owned(), digest.to_owned())].into(),
+        custom: None,
+        provenance: Some(env.clone()),
+    };
+    s.repo
+        .add_target_entries(
+            vec![entry("firmware/a.bin", &a), entry("firmware/b.bin", &b)],
+            &mut s.ring,
+            now(),
+        )
+        .unwrap();
+    s.repo.save().unwrap();
+    let top = s.repo.targets_role("targets").unwrap();
+    for name in ["firmware/a.bin", "firmware/b.bin"] {
+        let custom = top.signed.targets[name].custom.as_ref().unwrap();
+        assert_eq!(custom["custody"]["provenance"]["sha256"], json!(env_sha));
+    }
+    assert_eq!(
+        std::fs::read_dir(s.dir.join("provenance")).unwrap().count(),
+        1,
+        "one envelope file for both entries"
+    );
+    // contents-less targets publish as metadata only
+    s.repo.publish(&s.out, now()).unwrap();
+    assert!(!s.out.join("targets").exists());
+}
