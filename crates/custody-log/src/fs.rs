@@ -165,7 +165,7 @@ fn tile_levels(hashes: Vec<Hash>) -> TileLevels {
 #[derive(Debug)]
 pub struct TileStore {
     dir: PathBuf,
-    cache: Mutex<HashMap<(u8, u64), Arc<TileLevels>>>,
+    cache: Mutex<HashMap<(u8, u64, u16), Arc<TileLevels>>>,
     cache_cap: usize,
 }
 
@@ -323,20 +323,18 @@ impl TileStore {
         Ok(entries.get((index & 0xff) as usize).map(|e| e.to_vec()))
     }
 
-    fn full_tile(&self, level: u8, index: u64) -> Result<Arc<TileLevels>, FsError> {
+    /// A tile (full or partial) with its internal levels, cached: a tile
+    /// path names fixed bytes, so `(level, index, width)` is a safe key.
+    fn cached_tile(&self, t: TileId) -> Result<Arc<TileLevels>, FsError> {
+        let key = (t.level, t.index, t.width);
         if let Ok(c) = self.cache.lock() {
-            if let Some(t) = c.get(&(level, index)) {
-                return Ok(t.clone());
+            if let Some(levels) = c.get(&key) {
+                return Ok(levels.clone());
             }
         }
-        let t = TileId {
-            level,
-            index,
-            width: TILE_WIDTH,
-        };
         let bytes = self.tile_bytes(t)?.ok_or_else(|| FsError::Corrupt {
             path: self.path_of(&t.path()),
-            reason: "full tile missing below the committed size".into(),
+            reason: "tile missing below the committed size".into(),
         })?;
         let levels = Arc::new(tile_levels(hashes_of(&bytes)));
         if let Ok(mut c) = self.cache.lock() {
@@ -345,7 +343,7 @@ impl TileStore {
                     c.remove(&k);
                 }
             }
-            c.insert((level, index), levels.clone());
+            c.insert(key, levels.clone());
         }
         Ok(levels)
     }
@@ -377,7 +375,11 @@ impl SizedReader<'_> {
         let off = (first & 0xff) as usize;
         let count = count_at(self.size, tl);
         if tile_index < count >> 8 {
-            let t = self.store.full_tile(tl as u8, tile_index)?;
+            let t = self.store.cached_tile(TileId {
+                level: tl as u8,
+                index: tile_index,
+                width: TILE_WIDTH,
+            })?;
             return t
                 .get(r as usize)
                 .and_then(|l| l.get(off >> r))
@@ -392,23 +394,17 @@ impl SizedReader<'_> {
         if off + span > usize::from(width) {
             return Err(missing());
         }
-        let t = TileId {
+        // Partial tiles are cached too (per width); chunks_exact keeps
+        // exactly the complete subtrees at each internal level.
+        let t = self.store.cached_tile(TileId {
             level: tl as u8,
             index: tile_index,
             width,
-        };
-        let bytes = self.store.tile_bytes(t)?.ok_or_else(missing)?;
-        let mut layer: Vec<Hash> = hashes_of(&bytes)
-            .get(off..off + span)
-            .ok_or_else(missing)?
-            .to_vec();
-        while layer.len() > 1 {
-            layer = layer
-                .chunks_exact(2)
-                .map(|p| node_hash(&p[0], &p[1]))
-                .collect();
-        }
-        layer.pop().ok_or_else(missing)
+        })?;
+        t.get(r as usize)
+            .and_then(|l| l.get(off >> r))
+            .copied()
+            .ok_or_else(missing)
     }
 }
 
