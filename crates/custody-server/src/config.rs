@@ -118,8 +118,8 @@ impl Default for ServerConfig {
             pkcs11_online_key_uri: None,
             oidc: Vec::new(),
             director: crate::director::DirectorSettings::default(),
-            token_requests_per_minute: 30,
-            token_request_burst: 10,
+            token_requests_per_minute: 60,
+            token_request_burst: 30,
         }
     }
 }

@@ -72,6 +72,12 @@ pub struct ServeArgs {
     #[arg(long, env = "CUSTODY_PKCS11_ONLINE_KEY_URI", value_name = "URI")]
     pkcs11_online_key_uri: Option<String>,
 
+    /// Token requests (POST /api/v1/token) allowed per minute per client
+    /// address, against secret guessing [default: 60, bursts of 30]. Behind
+    /// a proxy every client shares the proxy's address.
+    #[arg(long, env = "CUSTODY_TOKEN_REQUESTS_PER_MINUTE", value_name = "N")]
+    token_requests_per_minute: Option<u32>,
+
     /// PEM certificate chain: serve HTTPS (rustls). Needs --tls-key.
     #[arg(
         long,
@@ -129,6 +135,10 @@ impl ServeArgs {
         }
         if let Some(v) = self.pkcs11_online_key_uri {
             cfg.pkcs11_online_key_uri = Some(v);
+        }
+        if let Some(v) = self.token_requests_per_minute {
+            cfg.token_requests_per_minute = v;
+            cfg.token_request_burst = cfg.token_request_burst.max(v / 2);
         }
         if let Some(v) = self.tls_cert {
             cfg.tls_cert = Some(v);

@@ -38,6 +38,8 @@ fn start(data: &Path) -> Server {
         .env_remove("CUSTODY_LISTEN")
         .env_remove("CUSTODY_DATA_DIR")
         .env("CUSTODY_KEY_PASSPHRASE", "test passphrase for online keys")
+        // This test mints dozens of tokens from 127.0.0.1 in seconds.
+        .env("CUSTODY_TOKEN_REQUESTS_PER_MINUTE", "100000")
         .arg("serve")
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data)
