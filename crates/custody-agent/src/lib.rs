@@ -108,6 +108,17 @@
 //! `begin`'s state write leaves no attempt and nothing to report. The test
 //! `tests/crash.rs` checks this for every probe point, for both installers.
 #![forbid(unsafe_code)]
+// Untrusted bytes (check-in answers, bundles, payloads) flow through the
+// network half: no panicking shortcuts outside tests.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
 mod agent;
 pub mod bundle;
