@@ -27,11 +27,9 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
-use crate::blobs::{
-    fsync_dir, random_hex, spool_verified, BlobError, BlobStore, BodyStream, Sha256Hex,
-};
+use crate::blobs::{fsync_dir, spool_verified, BlobError, BlobStore, BodyStream, Sha256Hex};
 
 /// Blobs at most this large go up in one PUT; larger ones as multipart.
 const SINGLE_PUT_MAX: u64 = 8 << 20;
@@ -47,6 +45,9 @@ pub struct ObjectBlobStore {
     url: String,
     tmp: PathBuf,
     cache: PathBuf,
+    /// Largest blob read back (the upload limit): a bucket that streams
+    /// without end cannot fill the disk.
+    max_bytes: u64,
 }
 
 impl std::fmt::Debug for ObjectBlobStore {
@@ -88,6 +89,7 @@ impl ObjectBlobStore {
         options: &BTreeMap<String, String>,
         tmp: &Path,
         cache: &Path,
+        max_bytes: u64,
     ) -> Result<ObjectBlobStore, BlobError> {
         let parsed = url::Url::parse(url).map_err(|e| BlobError::Io {
             path: PathBuf::from(url),
@@ -118,6 +120,7 @@ impl ObjectBlobStore {
             url: url.to_string(),
             tmp: tmp.to_path_buf(),
             cache: cache.to_path_buf(),
+            max_bytes,
         })
     }
 
@@ -227,45 +230,19 @@ impl BlobStore for ObjectBlobStore {
             .get(&self.key(hash))
             .await
             .map_err(obj_err(&self.url, "get object"))?;
-        let mut stream = got.into_stream();
-        let tmp = self.tmp.join(format!("fetch-{}", random_hex(12)));
-        let result = async {
-            let mut file = tokio::fs::File::create(&tmp)
-                .await
-                .map_err(io_err(&tmp, "create temp file"))?;
-            let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-            let mut size = 0u64;
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(obj_err(&self.url, "read object"))?;
-                size = size.saturating_add(chunk.len() as u64);
-                ctx.update(&chunk);
-                file.write_all(&chunk)
-                    .await
-                    .map_err(io_err(&tmp, "write temp file"))?;
-            }
-            let actual = hex::encode(ctx.finish().as_ref());
-            if actual != hash.as_str() {
-                return Err(BlobError::HashMismatch {
-                    declared: hash.as_str().to_string(),
-                    actual,
-                    size,
-                });
-            }
-            file.sync_all()
-                .await
-                .map_err(io_err(&tmp, "fsync temp file"))?;
-            drop(file);
-            tokio::fs::rename(&tmp, &path)
-                .await
-                .map_err(io_err(&path, "rename into cache"))?;
-            fsync_dir(&self.cache).await
-        }
-        .await;
-        if let Err(e) = result {
+        // Same bounded, hashing spool as an upload: bytes that do not hash
+        // to their name never reach the cache.
+        let body: BodyStream = Box::pin(got.into_stream().map(|r| r.map_err(|e| e.to_string())));
+        let (tmp, _size) = spool_verified(&self.tmp, hash, body, self.max_bytes)
+            .await
+            .inspect_err(|e| {
+                tracing::error!(blob = hash.as_str(), error = %e, "object store returned a bad blob");
+            })?;
+        if let Err(e) = tokio::fs::rename(&tmp, &path).await {
             let _ = tokio::fs::remove_file(&tmp).await;
-            tracing::error!(blob = hash.as_str(), error = %e, "object store returned a bad blob");
-            return Err(e);
+            return Err(io_err(&path, "rename into cache")(e));
         }
+        fsync_dir(&self.cache).await?;
         Ok(path)
     }
 }
@@ -296,6 +273,7 @@ mod tests {
             &BTreeMap::new(),
             &dir.join("tmp"),
             &dir.join("cache"),
+            1 << 30,
         )
         .unwrap()
     }

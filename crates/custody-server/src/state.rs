@@ -175,6 +175,7 @@ impl AppState {
                 &config.blob_store_options,
                 &tmp_dir,
                 &data.join("blob-cache"),
+                config.max_blob_bytes,
             )?),
         };
         let hosting = Hosting::new(

@@ -10,7 +10,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::repo::{client_view, create_live_repo, sign};
+use common::repo::{client_view, create_live_repo, sign, upload_and_stage};
 use common::{http, start_with};
 use serde_json::json;
 
@@ -179,23 +179,7 @@ async fn blobs_live_in_s3_and_are_rehashed_on_the_way_back() {
     let evil = b"evil".repeat(100);
     let data2 = b"release two".repeat(100);
     let sha2 = common::sha256_hex(&data2);
-    let r = http(
-        "PUT",
-        &format!("{}/api/v1/repos/app/blobs/{sha2}", s.url),
-        &[("authorization", &format!("Bearer {ct}"))],
-        Some(data2),
-    )
-    .await;
-    assert_eq!(r.status, 201, "{}", r.text());
-    let r = s
-        .api(
-            "PUT",
-            "/api/v1/repos/app/targets/fw/two.bin",
-            &ct,
-            Some(json!({ "blob_sha256": sha2 })),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text());
+    upload_and_stage(&s, &ct, "fw/two.bin", &data2).await;
     {
         use object_store::ObjectStoreExt;
         let bucket = object_store::aws::AmazonS3Builder::new()

@@ -6,32 +6,11 @@
 
 mod common;
 
-use common::repo::{offline_keys, sign};
-use common::{http, start_with, TestServer};
+use common::repo::{offline_keys, sign, upload_and_stage};
+use common::{start_with, TestServer};
 use custody_client::transport::HttpTransport;
 use custody_client::updater::{init_trusted_root, Updater, UpdaterConfig};
 use serde_json::json;
-
-async fn upload_and_stage(s: &TestServer, token: &str, name: &str, data: &[u8]) {
-    let sha = common::sha256_hex(data);
-    let r = http(
-        "PUT",
-        &format!("{}/api/v1/repos/app/blobs/{sha}", s.url),
-        &[("authorization", &format!("Bearer {token}"))],
-        Some(data.to_vec()),
-    )
-    .await;
-    assert_eq!(r.status, 201, "{}", r.text());
-    let r = s
-        .api(
-            "PUT",
-            &format!("/api/v1/repos/app/targets/{name}"),
-            token,
-            Some(json!({ "blob_sha256": sha })),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-}
 
 /// Fresh client: trust root v1, refresh, download `name`.
 async fn client_fetch(s: &TestServer, name: &str) -> Vec<u8> {
@@ -60,7 +39,11 @@ async fn client_fetch(s: &TestServer, name: &str) -> Vec<u8> {
                 &dir.path().join("t"),
             )
             .unwrap();
-        assert!(got.role.starts_with("bins-"), "found through a bin, not {}", got.role);
+        assert!(
+            got.role.starts_with("bins-"),
+            "found through a bin, not {}",
+            got.role
+        );
         std::fs::read(got.file).unwrap()
     })
     .await

@@ -5,7 +5,7 @@ use custody_repo::keyring::KeyRing;
 use custody_repo::memsigner::MemorySigner;
 use custody_repo::passphrase::SecretSource;
 use custody_repo::Signer;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::TestServer;
 
@@ -138,4 +138,26 @@ pub async fn create_live_repo(s: &TestServer, repo: &str) -> Offline {
         assert_eq!(r.status, 200, "{}", r.text());
     }
     o
+}
+
+/// Upload `data` as a blob of repository `app` and stage it as `name`.
+pub async fn upload_and_stage(s: &TestServer, token: &str, name: &str, data: &[u8]) {
+    let sha = super::sha256_hex(data);
+    let r = super::http(
+        "PUT",
+        &format!("{}/api/v1/repos/app/blobs/{sha}", s.url),
+        &[("authorization", &format!("Bearer {token}"))],
+        Some(data.to_vec()),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = s
+        .api(
+            "PUT",
+            &format!("/api/v1/repos/app/targets/{name}"),
+            token,
+            Some(json!({ "blob_sha256": sha })),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
 }
