@@ -361,8 +361,17 @@ fn refusals_keep_the_installed_version_and_report_the_reason() {
     let (_, st, _) = dev2.run(&["status", "--json"]);
     let attacks = st["pending_attacks"].as_array().unwrap().len();
     assert!(attacks >= 5, "{st}");
+    // the two bundle attempts (tampered: attack_detected; good: installed)
+    // are install reports, queued on disk until a server acknowledges them
+    assert_eq!(st["queued_reports"], 2, "{st}");
     let (_, v) = dev2.check();
     assert!(v["attacks_delivered"].as_u64().unwrap() >= 5, "{v}");
+    assert_eq!(v["reports_delivered"], 2, "{v}");
+    let (_, st, _) = dev2.run(&["status", "--json"]);
+    assert_eq!(
+        st["queued_reports"], 0,
+        "acknowledged reports are dropped: {st}"
+    );
     let d = setup.fleet(
         &s,
         "GET",
