@@ -322,11 +322,16 @@ async fn authenticate(
     )?;
     let id = req.device_id.clone();
     let Some(row) = d.db.get_device(&id).await? else {
-        return Err(DeviceError::new(
-            StatusCode::UNAUTHORIZED,
-            "unknown_device",
-            format!("device {id} is not enrolled on this server"),
-        )
+        // Not recorded: anyone can name random ids, and every recorded
+        // refusal costs two writes.
+        return Err(DeviceError {
+            record: false,
+            ..DeviceError::new(
+                StatusCode::UNAUTHORIZED,
+                "unknown_device",
+                format!("device {id} is not enrolled on this server"),
+            )
+        }
         .for_device(&id));
     };
     let nonces = Deferred::default();
