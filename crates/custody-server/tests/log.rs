@@ -208,3 +208,65 @@ async fn log_serves_checkpoint_tiles_proofs_and_takes_cosignatures() {
     again.shutdown().await.unwrap();
     drop(dir);
 }
+
+/// A yank through the admin API and the admin actions around it are
+/// entries of the log (read back from the entry bundle over HTTP).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn yank_and_admin_actions_are_logged() {
+    let s = common::start().await;
+    let cred = s.credential("ops", &["target:revoke@app"]).await;
+    let t = s.token(&cred, None).await;
+    let r = s
+        .api(
+            "POST",
+            "/api/v1/repos/app/yanks",
+            &t,
+            Some(json!({"target": "fw/app.bin", "reason": "boot loop"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let size = s.server.state.log.size();
+    let b = s
+        .get(&format!("/log/v1/tile/entries/000.p/{size}"), &[])
+        .await;
+    assert_eq!(b.status, 200, "{}", b.text());
+    let entries: Vec<LogEntry> = parse_entry_bundle(&b.body)
+        .unwrap()
+        .into_iter()
+        .map(|e| LogEntry::from_bytes(e).unwrap())
+        .collect();
+    let yank = entries
+        .iter()
+        .find(|e| e.type_name() == "yank")
+        .expect("a yank entry");
+    assert_eq!(
+        yank.body,
+        EntryBody::Yank {
+            repo: "app".into(),
+            target: "fw/app.bin".into(),
+            reason: "boot loop".into(),
+            by: yank_by(&entries),
+        }
+    );
+    let actions: Vec<&str> = entries
+        .iter()
+        .filter_map(|e| match &e.body {
+            EntryBody::AdminAction { action, .. } => Some(action.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(actions.contains(&"credential.create"), "{actions:?}");
+    assert!(actions.contains(&"target.yank"), "{actions:?}");
+}
+
+fn yank_by(entries: &[LogEntry]) -> String {
+    entries
+        .iter()
+        .find_map(|e| match &e.body {
+            EntryBody::AdminAction {
+                action, identity, ..
+            } if action == "target.yank" => Some(identity.clone()),
+            _ => None,
+        })
+        .unwrap()
+}
