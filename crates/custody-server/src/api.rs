@@ -1275,6 +1275,7 @@ pub struct ApiDoc;
 async fn openapi_json() -> ApiResult<(HeaderMap, String)> {
     let mut doc = ApiDoc::openapi();
     doc.merge(crate::director::fleet::FleetDoc::openapi());
+    doc.merge(crate::director::bundle_export::BundleExportDoc::openapi());
     let text = doc
         .to_json()
         .map_err(|e| ApiError::internal(e.to_string()))?;

@@ -3,9 +3,14 @@
 //! Devices verify it with `custody agent install-bundle`, through the same
 //! verification as online check-ins (custody-agent `verify::verify_update`).
 //!
-//! Director metadata is per device and signed by the director: it is read
-//! from files the director exported (`--director-metadata DIR`), one
-//! subdirectory per device id (or the files directly with `--device`).
+//! Director metadata is per device and signed by the director: with
+//! `--credential`/`--token` it is exported by `custody serve`
+//! (`POST /api/v1/fleet/devices/{id}/bundle-metadata`, or
+//! `POST /api/v1/fleet/bundle-metadata?hardware_id=H` for every active
+//! device of a hardware id; scope `fleet:admin`, audited, and the device's
+//! director versions are bumped like a check-in's). Offline, it is read
+//! from files (`--director-metadata DIR`), one subdirectory per device id
+//! (or the files directly with `--device`).
 //! The image repository metadata is fetched from the server with the TUF
 //! client, recording every file it read (roots from version 1, timestamp,
 //! snapshot, targets, delegated roles on the way to each target), and each
@@ -41,6 +46,8 @@ enum BundleCommand {
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
   custody bundle create --device 3f2a… --server http://127.0.0.1:8080 \\
+      --credential \"$ADMIN_CREDENTIAL\" update.cbundle
+  custody bundle create --device 3f2a… --server http://127.0.0.1:8080 \\
       --director-metadata exported/3f2a… update.cbundle
   custody bundle create --hardware-id board-a --server http://127.0.0.1:8080 \\
       --director-metadata exported/ update.cbundle")]
@@ -61,11 +68,24 @@ struct CreateArgs {
     /// Image repository name on the server.
     #[arg(long, default_value = "main")]
     repo: String,
-    /// Director metadata exported by the director: `timestamp.json`,
-    /// `snapshot.json`, `targets.json` and any `N.root.json`, either
-    /// directly in DIR (with --device) or in DIR/<device-id>/.
-    #[arg(long, value_name = "DIR")]
-    director_metadata: PathBuf,
+    /// Offline alternative to asking the server: director metadata
+    /// exported earlier: `timestamp.json`, `snapshot.json`, `targets.json`
+    /// and any `N.root.json`, either directly in DIR (with --device) or in
+    /// DIR/<device-id>/.
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present_any = ["credential", "token"],
+        conflicts_with_all = ["credential", "token"]
+    )]
+    director_metadata: Option<PathBuf>,
+    /// API credential (scope fleet:admin) to get the device's director
+    /// metadata from the server (exchanged for a token).
+    #[arg(long, conflicts_with = "token")]
+    credential: Option<String>,
+    /// Bearer token (scope fleet:admin) instead of --credential.
+    #[arg(long)]
+    token: Option<String>,
     /// Trusted image root to start the image repository walk from
     /// (default: the server's 1.root.json; devices verify everything again
     /// from their own pinned root).
@@ -155,20 +175,18 @@ fn target_names(set: &DirectorMetadataSet) -> Result<Vec<String>> {
         .unwrap_or_default())
 }
 
-fn create(c: &CreateArgs) -> Result<ExitCode> {
+/// Director metadata from files (`--director-metadata DIR`).
+fn director_from_files(
+    c: &CreateArgs,
+    dir: &Path,
+) -> Result<BTreeMap<String, DirectorMetadataSet>> {
     let mut director = BTreeMap::new();
     if let Some(dev) = &c.device {
-        let sub = c.director_metadata.join(dev);
-        let dir = if sub.is_dir() {
-            sub
-        } else {
-            c.director_metadata.clone()
-        };
-        director.insert(dev.clone(), read_set(&dir)?);
+        let sub = dir.join(dev);
+        let d = if sub.is_dir() { sub } else { dir.to_path_buf() };
+        director.insert(dev.clone(), read_set(&d)?);
     } else {
-        for e in std::fs::read_dir(&c.director_metadata)
-            .with_context(|| format!("listing {}", c.director_metadata.display()))?
-        {
+        for e in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
             let e = e?;
             if e.path().is_dir() {
                 let id = e.file_name().to_string_lossy().into_owned();
@@ -178,9 +196,148 @@ fn create(c: &CreateArgs) -> Result<ExitCode> {
         ensure!(
             !director.is_empty(),
             "{}: no per-device subdirectories of director metadata",
-            c.director_metadata.display()
+            dir.display()
         );
     }
+    Ok(director)
+}
+
+/// POSTs `path` on the server; the JSON answer, or an error carrying the
+/// server's message (which names the device and the rule).
+fn post_json(
+    http: &ureq::Agent,
+    server: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &serde_json::Value,
+) -> Result<serde_json::Value> {
+    let url = format!("{server}{path}");
+    let mut r = http.post(&url);
+    if let Some(t) = token {
+        r = r.header("authorization", &format!("Bearer {t}"));
+    }
+    let resp = r
+        .header("content-type", "application/json")
+        .send(serde_json::to_vec(body)?.as_slice())
+        .with_context(|| format!("POST {url}"))?;
+    let status = resp.status().as_u16();
+    let text = resp
+        .into_body()
+        .with_config()
+        .limit(256 * 1024 * 1024)
+        .read_to_string()
+        .with_context(|| format!("POST {url}: reading the answer"))?;
+    if !(200..300).contains(&status) {
+        let msg = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("message")?.as_str().map(str::to_owned))
+            .unwrap_or(text);
+        bail!("POST {url}: HTTP {status}: {msg}");
+    }
+    serde_json::from_str(&text).with_context(|| format!("POST {url}: the answer is not JSON"))
+}
+
+/// One device's answer of the server's bundle-metadata export (the
+/// server's `bundle_export::BundleMetadata`; declared here so the
+/// agent-only build, without custody-server, has it).
+#[derive(serde::Deserialize)]
+struct BundleMetadata {
+    device_id: String,
+    hardware_id: String,
+    assignment: String,
+    director: DirectorMetadataSet,
+}
+
+#[derive(serde::Deserialize)]
+struct BundleMetadataList {
+    devices: Vec<BundleMetadata>,
+}
+
+/// Director metadata exported by the server's director (signed now, the
+/// device's director versions bumped, audited).
+fn director_from_server(
+    c: &CreateArgs,
+    server: &str,
+) -> Result<BTreeMap<String, DirectorMetadataSet>> {
+    let http = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let token = match (&c.token, &c.credential) {
+        (Some(t), _) => t.clone(),
+        (None, Some(cred)) => {
+            let v = post_json(
+                &http,
+                server,
+                "/api/v1/token",
+                None,
+                &serde_json::json!({ "credential": cred }),
+            )
+            .context("exchanging --credential for a token")?;
+            v.get("token")
+                .and_then(|t| t.as_str())
+                .context("token answer without a token field")?
+                .to_owned()
+        }
+        (None, None) => bail!("--credential or --token is needed to ask the server"),
+    };
+    let mut director = BTreeMap::new();
+    if let Some(dev) = &c.device {
+        let v = post_json(
+            &http,
+            server,
+            &format!("/api/v1/fleet/devices/{dev}/bundle-metadata"),
+            Some(&token),
+            &serde_json::json!({}),
+        )
+        .with_context(|| format!("exporting director metadata for device {dev}"))?;
+        let m: BundleMetadata = serde_json::from_value(v)
+            .with_context(|| format!("director metadata answer for device {dev}"))?;
+        ensure!(
+            &m.device_id == dev,
+            "the server answered for device {} when asked for device {dev}",
+            m.device_id
+        );
+        eprintln!("device {dev}: {}", m.assignment);
+        director.insert(m.device_id, m.director);
+    } else if let Some(hw) = &c.hardware_id {
+        let q: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("hardware_id", hw)
+            .finish();
+        let v = post_json(
+            &http,
+            server,
+            &format!("/api/v1/fleet/bundle-metadata?{q}"),
+            Some(&token),
+            &serde_json::json!({}),
+        )
+        .with_context(|| format!("exporting director metadata for hardware id {hw}"))?;
+        let l: BundleMetadataList = serde_json::from_value(v)
+            .with_context(|| format!("director metadata answer for hardware id {hw}"))?;
+        for m in l.devices {
+            ensure!(
+                &m.hardware_id == hw,
+                "the server answered device {} of hardware id {} when asked for {hw}",
+                m.device_id,
+                m.hardware_id
+            );
+            eprintln!("device {}: {}", m.device_id, m.assignment);
+            director.insert(m.device_id, m.director);
+        }
+        ensure!(
+            !director.is_empty(),
+            "hardware id {hw}: the server exported no device"
+        );
+    }
+    Ok(director)
+}
+
+fn create(c: &CreateArgs) -> Result<ExitCode> {
+    let server = c.server.trim_end_matches('/');
+    let director = match &c.director_metadata {
+        Some(dir) => director_from_files(c, dir)?,
+        None => director_from_server(c, server)?,
+    };
     let mut names: Vec<String> = Vec::new();
     for set in director.values() {
         for n in target_names(set)? {
@@ -189,7 +346,6 @@ fn create(c: &CreateArgs) -> Result<ExitCode> {
             }
         }
     }
-    let server = c.server.trim_end_matches('/');
     let meta_url = Url::parse(&format!("{server}/repos/{}/metadata/", c.repo))?;
     let targets_url = Url::parse(&format!("{server}/repos/{}/targets/", c.repo))?;
     let work = tempfile::Builder::new()

@@ -69,6 +69,7 @@ pub fn router() -> Router<Arc<AppState>> {
             post(file_rollback).get(list_rollbacks),
         )
         .route("/api/v1/fleet/attacks", get(list_attacks))
+        .merge(super::bundle_export::router())
 }
 
 fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
@@ -446,7 +447,7 @@ pub struct DeviceDetail {
     pub attacks: Vec<AttackRow>,
 }
 
-fn view(d: &Director, r: &DeviceRow) -> DeviceView {
+pub(super) fn view(d: &Director, r: &DeviceRow) -> DeviceView {
     DeviceView {
         id: r.record.id.clone(),
         hardware_id: r.record.hardware_id.clone(),

@@ -22,6 +22,7 @@
 //! Moving it offline means drafting director root versions for offline
 //! signature like `authoring` does (left to do).
 
+pub mod bundle_export;
 pub mod device;
 pub mod fleet;
 pub mod settings;

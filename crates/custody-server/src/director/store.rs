@@ -380,6 +380,15 @@ pub trait DirectorDb: Send + Sync + 'static {
         assigned: Option<(String, u64)>,
         note: &str,
     ) -> StorageResult<()>;
+    /// Records director metadata versions issued outside a check-in
+    /// (offline bundle export): compare-and-set on the versions `old`, and
+    /// only while the device is active; false otherwise.
+    async fn set_director_state(
+        &self,
+        id: &str,
+        old: &DeviceDirectorState,
+        new: &DeviceDirectorState,
+    ) -> StorageResult<bool>;
 
     async fn insert_token(&self, t: &TokenRow) -> StorageResult<()>;
     /// Atomic: mark used if unused and unexpired; else the reason.
@@ -762,6 +771,30 @@ macro_rules! director_sql {
                 .await
                 .map_err(db("record assignment"))?;
                 Ok(())
+            }
+
+            async fn set_director_state(
+                &self,
+                id: &str,
+                old: &DeviceDirectorState,
+                new: &DeviceDirectorState,
+            ) -> StorageResult<bool> {
+                let res = sqlx::query(
+                    "UPDATE director_devices SET d_targets = $5, d_snapshot = $6, d_timestamp = $7 \
+                     WHERE id = $1 AND d_targets = $2 AND d_snapshot = $3 AND d_timestamp = $4 \
+                     AND status = 'active'",
+                )
+                .bind(id)
+                .bind(to_i64(old.targets_version))
+                .bind(to_i64(old.snapshot_version))
+                .bind(to_i64(old.timestamp_version))
+                .bind(to_i64(new.targets_version))
+                .bind(to_i64(new.snapshot_version))
+                .bind(to_i64(new.timestamp_version))
+                .execute(&self.pool)
+                .await
+                .map_err(db("record director metadata versions"))?;
+                Ok(res.rows_affected() == 1)
             }
 
             async fn insert_token(&self, t: &TokenRow) -> StorageResult<()> {
