@@ -137,6 +137,31 @@ fn bundle_from_server_export_installs_on_its_device_only() {
     assert_eq!(v["action"]["result"], "installed", "{v}");
     assert_eq!(dev2.installed(), Some(("board-a/fw-1.img".into(), 1)));
 
+    // a suspended device gets no metadata (refusal named, and audited)
+    setup.fleet(
+        &s,
+        "POST",
+        &format!("/api/v1/fleet/devices/{}/suspend", dev2.id),
+        None,
+    );
+    let o = custody(&[
+        "bundle",
+        "create",
+        "--device",
+        &dev2.id,
+        "--server",
+        &s.url,
+        "--credential",
+        &setup.fleet,
+        tmp.path().join("suspended.cbundle").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&dev2.id) && err.contains("not active"),
+        "{err}"
+    );
+
     // audited: who exported for which device
     let admin = token(&s, s.credential.as_deref().unwrap());
     let r = api(&s, "GET", "/api/v1/audit?limit=1000", &admin, None);
