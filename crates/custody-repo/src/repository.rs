@@ -2451,6 +2451,28 @@ impl Repository {
         Ok(self.build_publish_set_from(now, None)?.0)
     }
 
+    /// [`Repository::build_publish_set`], incremental against a previous
+    /// generation that a host laid out differently from
+    /// [`Repository::publish`]: target files under `previous_root`
+    /// (`targets/…`), metadata files in `previous_metadata`. The same
+    /// carry-over rules as `publish_with_stats` apply (see
+    /// `build_publish_set_from`); returns the files and the number of roles
+    /// carried over.
+    pub fn build_publish_set_against(
+        &self,
+        now: DateTime<Utc>,
+        previous_root: &Path,
+        previous_metadata: &Path,
+    ) -> Result<(BTreeMap<String, PublishFile>, usize), RepoError> {
+        self.build_publish_set_from(
+            now,
+            Some(PreviousGeneration {
+                root: previous_root,
+                metadata: previous_metadata,
+            }),
+        )
+    }
+
     /// [`Repository::build_publish_set`], incremental against `previous`,
     /// the generation custody published (and verified) before. Every file
     /// whose bytes are new is verified by the client workflow as always.
@@ -2469,7 +2491,7 @@ impl Repository {
     fn build_publish_set_from(
         &self,
         now: DateTime<Utc>,
-        previous: Option<&Path>,
+        previous: Option<PreviousGeneration<'_>>,
     ) -> Result<(BTreeMap<String, PublishFile>, usize), RepoError> {
         let refuse = |e: custody_tuf::Error| RepoError::Publish(e.to_string());
         let mut files: BTreeMap<String, PublishFile> = BTreeMap::new();
@@ -2538,7 +2560,7 @@ impl Repository {
                 validate_target_path(&remote)?;
                 let rel = format!("{TARGETS_DIR}/{remote}");
                 let published_before =
-                    previous.is_some_and(|prev| same_inode(&src, &prev.join(&rel), tf.length));
+                    previous.is_some_and(|prev| same_inode(&src, &prev.root.join(&rel), tf.length));
                 if !published_before {
                     verify_target_file(path, tf, &src)?;
                 }
@@ -2553,7 +2575,7 @@ impl Repository {
         // Delegators whose file is byte-identical to the previous
         // generation's: their delegations (keys, thresholds) are unchanged.
         let mut unchanged_delegators: BTreeSet<String> = BTreeSet::new();
-        if previous.is_some_and(|prev| same_file_bytes(&prev.join(&top_name), &top)) {
+        if previous.is_some_and(|prev| same_file_bytes(&prev.metadata.join(&top_name), &top)) {
             unchanged_delegators.insert("targets".to_owned());
         }
         files.insert(top_name, PublishFile::Bytes(top));
@@ -2595,7 +2617,7 @@ impl Repository {
                 trusted
                     .update_delegated_targets(&bytes, &role, &delegator, now)
                     .map_err(refuse)?;
-                if previous.is_some_and(|prev| same_file_bytes(&prev.join(&name), &bytes))
+                if previous.is_some_and(|prev| same_file_bytes(&prev.metadata.join(&name), &bytes))
                     && unchanged_delegators.contains(&delegator)
                 {
                     unchanged_delegators.insert(role.clone());
@@ -2621,7 +2643,7 @@ impl Repository {
                                     && m.version == env.signed.version
                             })
                             && !env.signed.is_expired(now)
-                            && same_file_bytes(&prev.join(&name), &bytes)
+                            && same_file_bytes(&prev.metadata.join(&name), &bytes)
                     });
                     if carried {
                         let c = contents(role, &env.signed, t)?;
@@ -2673,7 +2695,13 @@ impl Repository {
         now: DateTime<Utc>,
     ) -> Result<PublishStats, RepoError> {
         let previous = previous_generation(out);
-        let (files, carried) = self.build_publish_set_from(now, previous.as_deref())?;
+        let (files, carried) = self.build_publish_set_from(
+            now,
+            previous.as_deref().map(|p| PreviousGeneration {
+                root: p,
+                metadata: p,
+            }),
+        )?;
         let meta_dir = self.dir.join(METADATA_DIR);
         let mut stats = publish_tree(out, &files, self.timestamp.signed.version, Some(&meta_dir))?;
         stats.roles_carried_over = carried;
@@ -2856,6 +2884,15 @@ fn bulk_sync(dir: &Path) -> Result<(), RepoError> {
         fsync_tree(dir).map_err(io_err(dir))?;
         d.sync_all().map_err(io_err(dir))
     }
+}
+
+/// Where a previously published (and verified) generation keeps its files.
+#[derive(Debug, Clone, Copy)]
+struct PreviousGeneration<'a> {
+    /// target files are at `root/targets/<remote path>`
+    root: &'a Path,
+    /// metadata files are at `metadata/<file name>`
+    metadata: &'a Path,
 }
 
 /// The generation the `out` symlink points at now, if any.

@@ -204,9 +204,7 @@ impl Authoring {
             let uri = template.replace("{repo}", repo).replace("{role}", role);
             let parsed: custody_repo::pkcs11::Pkcs11Uri =
                 uri.parse().map_err(|e: custody_repo::SignerError| {
-                    AuthoringError::Invalid(format!(
-                        "pkcs11_online_key_uri for {repo}/{role}: {e}"
-                    ))
+                    AuthoringError::Invalid(format!("pkcs11_online_key_uri for {repo}/{role}: {e}"))
                 })?;
             let signer = custody_repo::pkcs11::Pkcs11Signer::open(&parsed).map_err(|e| {
                 AuthoringError::Invalid(format!(
@@ -582,19 +580,37 @@ impl Authoring {
             )
         };
         let (tv, sv, tsv) = versions(r);
-        let status = r.status(now).map_err(repo_err(repo))?;
-        if status.publish_blocker.is_some() {
-            if let Some(role) = status.roles.iter().find(|s| !s.threshold_met) {
-                return Err(AuthoringError::Unsigned {
-                    repo: repo.to_owned(),
-                    role: role.role.clone(),
-                    threshold: role.threshold,
-                    have: role.signed_by.len(),
-                    missing: role.missing.clone(),
-                });
+        // Incremental against what is served now: unchanged hash bins are
+        // carried over and published target files are not hashed again
+        // (custody-repo's rules); everything new is verified in full, and
+        // a role under its threshold fails the verification.
+        let built = match hosting.current_generation_dir(repo) {
+            Some(prev) => r
+                .build_publish_set_against(now, &prev, &prev.join("metadata"))
+                .map(|(files, _)| files),
+            None => r.build_publish_set(now),
+        };
+        let files = match built {
+            Ok(files) => files,
+            Err(e) => {
+                // Only now the per-role status (it checks every role's
+                // signatures, seconds with hundreds of bins): name the role
+                // and the keys still missing when that is the reason.
+                let status = r.status(now).map_err(repo_err(repo))?;
+                if status.publish_blocker.is_some() {
+                    if let Some(role) = status.roles.iter().find(|s| !s.threshold_met) {
+                        return Err(AuthoringError::Unsigned {
+                            repo: repo.to_owned(),
+                            role: role.role.clone(),
+                            threshold: role.threshold,
+                            have: role.signed_by.len(),
+                            missing: role.missing.clone(),
+                        });
+                    }
+                }
+                return Err(repo_err(repo)(e));
             }
-        }
-        let files = r.build_publish_set(now).map_err(repo_err(repo))?;
+        };
         let generation = hosting.begin_generation(repo)?;
         generation.inherit_current()?;
         for (name, file) in &files {

@@ -453,6 +453,16 @@ impl Hosting {
         Ok(file)
     }
 
+    /// The directory of the generation `repo` serves now (`None` before
+    /// its first publish). Publishes are serialised by the authoring lock,
+    /// so it is not pruned while a publish reads it.
+    pub fn current_generation_dir(&self, repo: &str) -> Option<PathBuf> {
+        validate_repo_name(repo).ok()?;
+        std::fs::canonicalize(self.repo_dir(repo).join("current"))
+            .ok()
+            .filter(|p| p.is_dir())
+    }
+
     /// Starts a new generation of `repo` in a hidden temp directory.
     pub fn begin_generation(&self, repo: &str) -> Result<GenerationBuilder, HostError> {
         validate_repo_name(repo).map_err(|e| bad(repo, e))?;
@@ -490,7 +500,11 @@ impl Hosting {
         for repo in repos.filter_map(|e| e.ok()) {
             let dir = repo.path();
             let mut leftovers: Vec<PathBuf> = Vec::new();
-            for (sub, prefix) in [("generations", ".tmp-"), ("", ".current-")] {
+            for (sub, prefix) in [
+                ("generations", ".tmp-"),
+                ("generations", ".trash-"),
+                ("", ".current-"),
+            ] {
                 let d = if sub.is_empty() {
                     dir.clone()
                 } else {
@@ -522,7 +536,11 @@ impl Hosting {
     }
 
     /// Deletes committed generations beyond the newest `keep` (never the
-    /// current one). Readers holding open files are unaffected.
+    /// current one). Readers holding open files are unaffected. Each old
+    /// generation is renamed to a hidden `.trash-` name at once (so it is
+    /// never served or counted again) and deleted on a background thread:
+    /// removing a 100,000-target tree takes about a second, which a publish
+    /// need not wait for. Trash left by a crash is removed at the next start.
     pub fn prune_generations(&self, repo: &str, keep: usize) -> Result<usize, HostError> {
         let repo_dir = self.repo_dir(repo);
         let current = std::fs::read_link(repo_dir.join("current")).ok();
@@ -546,7 +564,13 @@ impl Hosting {
             if current.as_deref() == Some(Path::new("generations").join(&name).as_path()) {
                 continue;
             }
-            std::fs::remove_dir_all(gens.join(&name)).map_err(io)?;
+            let trash = gens.join(format!(".trash-{name}"));
+            std::fs::rename(gens.join(&name), &trash).map_err(io)?;
+            std::thread::spawn(move || {
+                if let Err(e) = std::fs::remove_dir_all(&trash) {
+                    tracing::warn!(path = %trash.display(), error = %e, "removing an old generation failed");
+                }
+            });
             removed += 1;
         }
         Ok(removed)
