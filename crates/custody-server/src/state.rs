@@ -119,6 +119,12 @@ impl AppState {
             None => {
                 let s = SqliteStorage::open(&data.join("custody.db")).await?;
                 let d = crate::director::store::SqliteDirectorDb::new(s.pool().clone());
+                // This process is the only writer of the embedded database:
+                // device rows can be cached (see director/cache.rs).
+                let d = crate::director::cache::CachedDirectorDb::wrap(
+                    d,
+                    crate::director::cache::DEFAULT_CAPACITY,
+                );
                 (Arc::new(s), Arc::new(d))
             }
         };

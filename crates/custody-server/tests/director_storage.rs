@@ -295,6 +295,81 @@ async fn director_store_on_sqlite() {
     exercise(Arc::new(SqliteDirectorDb::new(s.pool().clone()))).await;
 }
 
+/// The same checks through the device-row cache the server puts in front
+/// of SQLite: every read after a write must see the write (status changes,
+/// counter compare-and-set, sweep).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn director_store_on_sqlite_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = custody_server::storage::SqliteStorage::open(&dir.path().join("t.db"))
+        .await
+        .unwrap();
+    exercise(Arc::new(
+        custody_server::director::cache::CachedDirectorDb::wrap(
+            SqliteDirectorDb::new(s.pool().clone()),
+            custody_server::director::cache::DEFAULT_CAPACITY,
+        ),
+    ))
+    .await;
+
+    // A cached row must not outlive a status change: decommission and the
+    // re-attestation sweep are seen by the very next read.
+    let s2 = custody_server::storage::SqliteStorage::open(&dir.path().join("t2.db"))
+        .await
+        .unwrap();
+    let db = custody_server::director::cache::CachedDirectorDb::wrap(
+        SqliteDirectorDb::new(s2.pool().clone()),
+        custody_server::director::cache::DEFAULT_CAPACITY,
+    );
+    db.migrate().await.unwrap();
+    let now = Utc::now();
+    let a = record(90, now);
+    let b = record(91, now - Duration::days(400));
+    db.insert_devices(&[a.clone(), b.clone()]).await.unwrap();
+    assert!(matches!(
+        db.get_device(&a.id).await.unwrap().unwrap().record.status,
+        DeviceStatus::Active
+    ));
+    assert!(matches!(
+        db.get_device(&b.id).await.unwrap().unwrap().record.status,
+        DeviceStatus::Active
+    ));
+    assert_eq!(db.cached(), 2, "both rows cached after a read");
+    assert!(db
+        .set_device_status(&a.id, &DeviceStatus::Decommissioned { since: now }, None)
+        .await
+        .unwrap());
+    assert!(matches!(
+        db.get_device(&a.id).await.unwrap().unwrap().record.status,
+        DeviceStatus::Decommissioned { .. }
+    ));
+    let swept = db
+        .suspend_overdue((now - Duration::days(30)).timestamp(), now.timestamp())
+        .await
+        .unwrap();
+    assert_eq!(swept, vec![b.id.clone()]);
+    assert!(matches!(
+        db.get_device(&b.id).await.unwrap().unwrap().record.status,
+        DeviceStatus::Suspended { .. }
+    ));
+    // A committed check-in updates the cached row exactly as the database.
+    let c = record(92, now);
+    db.insert_device(&c).await.unwrap();
+    db.get_device(&c.id).await.unwrap().unwrap();
+    let out = db
+        .apply_checkins(&[write(&c.id, "n1", None, 1, vec![])])
+        .await
+        .unwrap();
+    assert!(matches!(out[..], [WriteOutcome::Committed { .. }]));
+    let cached = db.get_device(&c.id).await.unwrap().unwrap();
+    let stored = SqliteDirectorDb::new(s2.pool().clone())
+        .get_device(&c.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cached, stored);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn director_store_on_postgresql() {
     let Some(admin) = common::pg_url() else {

@@ -23,6 +23,7 @@
 //! signature like `authoring` does (left to do).
 
 pub mod bundle_export;
+pub mod cache;
 pub mod device;
 pub mod fleet;
 pub mod settings;
