@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod agent;
-mod bundle;
 mod audit;
+mod bundle;
 mod client;
 #[cfg(feature = "server")]
 mod demo;
