@@ -150,7 +150,7 @@ fn apply_write(row: &mut DeviceRow, j: &CheckinWrite) -> bool {
     row.running = j.running.clone();
     row.assigned = j.assigned.clone();
     row.assignment_note = Some(j.assignment_note.clone());
-    row.director = j.director.clone();
+    row.director = j.director;
     true
 }
 
