@@ -8,8 +8,27 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use custody_tuf::{SearchStep, TargetSearch, TargetVerifier, TimestampUpdate, TrustedMetadata};
 
+/// The fixture: `$CUSTODY_SIGSTORE_FIXTURE`, else `shared/` beside the
+/// workspace (how CI lays out a clone), else /work/shared.
 fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/sigstore-root-signing")
+    let rel = "fixtures/sigstore-root-signing";
+    let candidates: Vec<PathBuf> = std::env::var_os("CUSTODY_SIGSTORE_FIXTURE")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(std::iter::once(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../../shared")
+                .join(rel),
+        ))
+        .chain(std::iter::once(PathBuf::from("/work/shared").join(rel)))
+        .collect();
+    candidates
+        .iter()
+        .find(|p| p.join("metadata/root_history/1.root.json").exists())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!("sigstore fixture not found in {candidates:?} (set CUSTODY_SIGSTORE_FIXTURE)")
+        })
 }
 
 fn read(rel: &str) -> Vec<u8> {
