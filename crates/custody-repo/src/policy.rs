@@ -76,6 +76,16 @@ impl ExpiryPolicy {
         chrono::Duration::seconds(secs)
     }
 
+    /// Validity period of succinct hash bin `bin` delegated with name prefix
+    /// `prefix`: the bin's own setting, else the prefix's (what `hash_bins`
+    /// used when it created the bins), else the `targets` default.
+    pub fn for_bin(&self, bin: &str, prefix: &str) -> chrono::Duration {
+        match self.seconds.get(bin) {
+            Some(_) => self.for_role(bin),
+            None => self.for_role(prefix),
+        }
+    }
+
     /// Set the validity period of `role`.
     pub fn set(&mut self, role: &str, d: chrono::Duration) {
         self.seconds.insert(role.to_owned(), d.num_seconds());

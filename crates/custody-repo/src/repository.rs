@@ -1386,6 +1386,17 @@ impl Repository {
     // ------------------------------------------------------------------
     // versions and the snapshot/timestamp chain
 
+    /// The name prefix of the succinct hash-bin delegation that `role` is a
+    /// bin of (`{prefix}-{hex}`), if any.
+    fn succinct_prefix_of(&self, role: &str) -> Option<String> {
+        self.targets.values().find_map(|env| {
+            let s = env.signed.delegations.as_ref()?.succinct_roles.as_ref()?;
+            let hex = role.strip_prefix(&s.name_prefix)?.strip_prefix('-')?;
+            (!hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+                .then(|| s.name_prefix.clone())
+        })
+    }
+
     /// Mark `role` changed: bump its version (once per run), renew its
     /// expiry and drop its signatures (they cover the old content).
     fn bump(&mut self, role: &str, now: DateTime<Utc>) -> Result<(), RepoError> {
@@ -1393,7 +1404,11 @@ impl Repository {
             self.check_loaded(role)?;
         }
         let first = self.bumped.insert(role.to_owned());
-        let exp = expiry(now, self.config.expiry.for_role(role))?;
+        let validity = match self.succinct_prefix_of(role) {
+            Some(prefix) => self.config.expiry.for_bin(role, &prefix),
+            None => self.config.expiry.for_role(role),
+        };
+        let exp = expiry(now, validity)?;
         macro_rules! bump_env {
             ($env:expr) => {{
                 if first {
