@@ -20,7 +20,7 @@
 //!    the delegation graph.
 //! 4. **Agreement**: [`BoundTarget::agrees_with_image`] (length, hashes),
 //!    plus, when the image target's signed `custom` names them, the
-//!    hardware id and the release counter ([`image_custom_agrees`]).
+//!    hardware id and the release counter ([`BoundTarget::agrees_with_image_for`]).
 //! 5. **Anti-rollback**: a release counter below the installed one is
 //!    refused unless the director passed a rollback authorisation that
 //!    verifies with this device's provisioned rollback keys
@@ -73,24 +73,10 @@ pub enum VerifyError {
         /// the lookup's answer
         detail: String,
     },
-    /// Director and image repository disagree (length, hashes).
+    /// Director and image repository disagree (length, hashes, hardware
+    /// id, release counter).
     #[error("{0}")]
     Disagree(Box<DirectorError>),
-    /// The image repository's signed custom metadata contradicts the
-    /// director's assignment or this device.
-    #[error("target {target:?}: image repository custom.{field} is {image}, but {expected_from} says {expected}")]
-    ImageCustom {
-        /// target path
-        target: String,
-        /// `hardware_id` or `release_counter`
-        field: &'static str,
-        /// the image repository's value
-        image: String,
-        /// who says otherwise (`this device`, `the director`)
-        expected_from: &'static str,
-        /// their value
-        expected: String,
-    },
     /// A lower release counter than the installed one, not covered by a
     /// valid rollback authorisation.
     #[error(
@@ -142,11 +128,12 @@ impl VerifyError {
             VerifyError::Director(_) | VerifyError::Binding(_) => "director".to_owned(),
             VerifyError::Image(_) => "image repository".to_owned(),
             VerifyError::TooManyTargets { .. } => "director".to_owned(),
-            VerifyError::NotInImage { target, .. }
-            | VerifyError::ImageCustom { target, .. }
-            | VerifyError::Downgrade { target, .. } => target.clone(),
+            VerifyError::NotInImage { target, .. } | VerifyError::Downgrade { target, .. } => {
+                target.clone()
+            }
             VerifyError::Disagree(d) => match d.as_ref() {
-                DirectorError::ImageMismatch { target, .. } => target.clone(),
+                DirectorError::ImageMismatch { target, .. }
+                | DirectorError::ImageCustom { target, .. } => target.clone(),
                 _ => "director".to_owned(),
             },
         }
@@ -290,61 +277,6 @@ pub fn is_same_target(installed: &TargetMeta, t: &TargetMeta) -> bool {
         })
 }
 
-/// Uptane's "both repositories agree", the part `agrees_with_image` does
-/// not cover: when the image repository's signed `custom` names a
-/// `hardware_id` (or a `hardware_ids` list) it must include this device's,
-/// and when it names a `release_counter` it must equal the director's.
-pub fn image_custom_agrees(
-    bound: &BoundTarget,
-    image: &TargetFile,
-    hardware_id: &str,
-) -> Result<(), VerifyError> {
-    let Some(custom) = image.custom.as_ref() else {
-        return Ok(());
-    };
-    let err = |field, image: String, from, expected: String| VerifyError::ImageCustom {
-        target: bound.name.clone(),
-        field,
-        image,
-        expected_from: from,
-        expected,
-    };
-    if let Some(h) = custom.get("hardware_id") {
-        if h.as_str() != Some(hardware_id) {
-            return Err(err(
-                "hardware_id",
-                h.to_string(),
-                "this device",
-                format!("{hardware_id:?}"),
-            ));
-        }
-    }
-    if let Some(hs) = custom.get("hardware_ids") {
-        let ok = hs
-            .as_array()
-            .is_some_and(|a| a.iter().any(|h| h.as_str() == Some(hardware_id)));
-        if !ok {
-            return Err(err(
-                "hardware_ids",
-                hs.to_string(),
-                "this device",
-                format!("{hardware_id:?}"),
-            ));
-        }
-    }
-    if let Some(c) = custom.get("release_counter") {
-        if c.as_u64() != Some(bound.release_counter) {
-            return Err(err(
-                "release_counter",
-                c.to_string(),
-                "the director",
-                bound.release_counter.to_string(),
-            ));
-        }
-    }
-    Ok(())
-}
-
 fn check_counter(
     trust: &DeviceTrust<'_>,
     bound: &BoundTarget,
@@ -448,9 +380,8 @@ pub fn verify_update<I: Transport>(
             });
         };
         // 4. both repositories agree
-        b.agrees_with_image(&info)
+        b.agrees_with_image_for(&info, trust.hardware_id)
             .map_err(|e| VerifyError::Disagree(Box::new(e)))?;
-        image_custom_agrees(b, &info, trust.hardware_id)?;
         // 5. anti-rollback
         let rollback_authorized = check_counter(trust, b, installed, now)?;
         let meta = TargetMeta {

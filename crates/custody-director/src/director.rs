@@ -180,6 +180,21 @@ pub enum DirectorError {
         /// image repository's value
         image: String,
     },
+    /// the image repository's signed custom metadata contradicts the
+    /// director's assignment or the device
+    #[error("target {target:?}: image repository custom.{field} is {image}, but {expected_from} says {expected}")]
+    ImageCustom {
+        /// target path
+        target: String,
+        /// `hardware_id`, `hardware_ids` or `release_counter`
+        field: &'static str,
+        /// the image repository's value
+        image: String,
+        /// who says otherwise (`this device`, `the director`)
+        expected_from: &'static str,
+        /// their value
+        expected: String,
+    },
     /// a target entry is bound to another device or lacks its binding
     #[error(
         "director targets: target {target:?}: custom.{field} is {found:?}, expected {expected:?}"
@@ -477,6 +492,57 @@ impl BoundTarget {
                     image.hashes.keys().collect::<Vec<_>>()
                 ),
             ));
+        }
+        Ok(())
+    }
+}
+
+impl BoundTarget {
+    /// Uptane's "both repositories agree", all of it: [`Self::agrees_with_image`]
+    /// (length, hashes), and when the image repository's signed `custom`
+    /// names a `hardware_id` (or a `hardware_ids` list) it must include
+    /// `hardware_id` (the device's), and when it names a `release_counter`
+    /// it must equal the director's.
+    pub fn agrees_with_image_for(
+        &self,
+        image: &TargetFile,
+        hardware_id: &str,
+    ) -> Result<(), DirectorError> {
+        self.agrees_with_image(image)?;
+        let Some(custom) = image.custom.as_ref() else {
+            return Ok(());
+        };
+        let err =
+            |field, image: String, expected_from, expected: String| DirectorError::ImageCustom {
+                target: self.name.clone(),
+                field,
+                image,
+                expected_from,
+                expected,
+            };
+        let device = || format!("{hardware_id:?}");
+        if let Some(h) = custom.get("hardware_id") {
+            if h.as_str() != Some(hardware_id) {
+                return Err(err("hardware_id", h.to_string(), "this device", device()));
+            }
+        }
+        if let Some(hs) = custom.get("hardware_ids") {
+            let listed = hs
+                .as_array()
+                .is_some_and(|a| a.iter().any(|h| h.as_str() == Some(hardware_id)));
+            if !listed {
+                return Err(err("hardware_ids", hs.to_string(), "this device", device()));
+            }
+        }
+        if let Some(c) = custom.get("release_counter") {
+            if c.as_u64() != Some(self.release_counter) {
+                return Err(err(
+                    "release_counter",
+                    c.to_string(),
+                    "the director",
+                    self.release_counter.to_string(),
+                ));
+            }
         }
         Ok(())
     }

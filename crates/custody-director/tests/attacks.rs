@@ -1041,3 +1041,83 @@ fn director_and_image_repository_must_agree() {
         "{e}"
     );
 }
+
+/// The image repository's signed custom metadata must not contradict the
+/// device (hardware id) or the director (release counter).
+#[test]
+fn image_custom_metadata_must_agree_with_device_and_director() {
+    let d = director();
+    let (_k, a) = enrolled(HW);
+    let md = build_director_metadata(
+        signers(&d),
+        &a.id,
+        HW,
+        &[target("app", 7)],
+        &DeviceDirectorState::default(),
+        t0(),
+        &DirectorConfig::default(),
+    )
+    .unwrap();
+    let bound = device_refresh(&d.root, &md, t0(), &a.id, HW).unwrap();
+    let image = |custom: serde_json::Value| -> custody_tuf::TargetFile {
+        serde_json::from_value(serde_json::json!({
+            "length": 3, "hashes": {"sha256": "cd".repeat(32)}, "custom": custom,
+        }))
+        .unwrap()
+    };
+    for ok in [
+        serde_json::json!({}),
+        serde_json::json!({"hardware_id": HW, "release_counter": 7}),
+        serde_json::json!({"hardware_ids": ["other", HW]}),
+    ] {
+        bound[0]
+            .agrees_with_image_for(&image(ok.clone()), HW)
+            .unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+    for (bad, field) in [
+        (serde_json::json!({"hardware_id": "other"}), "hardware_id"),
+        (
+            serde_json::json!({"hardware_ids": ["other"]}),
+            "hardware_ids",
+        ),
+        (serde_json::json!({"hardware_ids": HW}), "hardware_ids"),
+        (serde_json::json!({"release_counter": 6}), "release_counter"),
+        (
+            serde_json::json!({"release_counter": "7"}),
+            "release_counter",
+        ),
+    ] {
+        let e = bound[0]
+            .agrees_with_image_for(&image(bad.clone()), HW)
+            .unwrap_err();
+        match &e {
+            DirectorError::ImageCustom {
+                field: f, target, ..
+            } => {
+                assert_eq!((*f, target.as_str()), (field, "app"), "{bad}: {e}")
+            }
+            other => panic!("{bad}: expected ImageCustom, got {other}"),
+        }
+        assert!(e.to_string().contains(&format!("custom.{field}")), "{e}");
+    }
+    // length and hashes are still checked first
+    let e = bound[0]
+        .agrees_with_image_for(
+            &serde_json::from_value(
+                serde_json::json!({"length": 4, "hashes": {"sha256": "cd".repeat(32)}}),
+            )
+            .unwrap(),
+            HW,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            DirectorError::ImageMismatch {
+                field: "length",
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
