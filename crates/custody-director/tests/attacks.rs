@@ -959,12 +959,27 @@ fn wire_parsers_refuse_confusion_versions_unknown_fields_and_size() {
     let id = a.id.clone();
     let sig = "ab".repeat(32);
     let nonce = "0".repeat(32);
-    assert!(SignedRequest::from_headers(&id, "12x", &nonce, &sig, "POST", "/a", vec![]).is_err());
-    assert!(SignedRequest::from_headers(&id, "12", "abcd", &sig, "POST", "/a", vec![]).is_err());
-    assert!(
-        SignedRequest::from_headers(&id, "12", &nonce, &sig, "POST", "/a\n/b", vec![]).is_err()
+    // each refusal names the header or field that broke its rule
+    let refused = |r: Result<SignedRequest, WireError>, field: &str| {
+        let e = r.expect_err(field).to_string();
+        assert!(e.contains(field), "expected {field:?} in: {e}");
+    };
+    refused(
+        SignedRequest::from_headers(&id, "12x", &nonce, &sig, "POST", "/a", vec![]),
+        "custody-timestamp",
     );
-    assert!(SignedRequest::from_headers("dev", "12", &nonce, &sig, "POST", "/a", vec![]).is_err());
+    refused(
+        SignedRequest::from_headers(&id, "12", "abcd", &sig, "POST", "/a", vec![]),
+        "nonce",
+    );
+    refused(
+        SignedRequest::from_headers(&id, "12", &nonce, &sig, "POST", "/a\n/b", vec![]),
+        "path",
+    );
+    refused(
+        SignedRequest::from_headers("dev", "12", &nonce, &sig, "POST", "/a", vec![]),
+        "device_id",
+    );
     SignedRequest::from_headers(&id, "12", &nonce, &sig, "POST", "/a?x=1", vec![]).unwrap();
 }
 
