@@ -1090,6 +1090,7 @@ async fn publish(
     )
     .await?;
     crate::log::record_publish(&st, &repo, &outcome).await?;
+    crate::director::log_hooks::record_root_rotation(&st, &repo, caller.identity()).await?;
     Ok(Json(PublishResponse { version, outcome }))
 }
 
@@ -1189,6 +1190,8 @@ async fn sign_role(
             )
             .await?;
             crate::log::record_publish(&st, &repo, &outcome).await?;
+            crate::director::log_hooks::record_root_rotation(&st, &repo, caller.identity())
+                .await?;
             Some(PublishResponse { version, outcome })
         }
         None => None,

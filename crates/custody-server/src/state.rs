@@ -200,7 +200,7 @@ impl AppState {
             .with_pkcs11_online_keys(config.pkcs11_online_key_uri.clone());
         let oidc = OidcVerifier::new(&config.oidc);
         let log = Arc::new(crate::log::ServerLog::open(&data)?);
-        let director = crate::director::start(&config, director_db).await?;
+        let director = crate::director::start(&config, director_db, log.clone()).await?;
         let token_limiter = crate::ratelimit::RateLimiter::new(
             config.token_requests_per_minute,
             config.token_request_burst,

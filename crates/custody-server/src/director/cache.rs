@@ -389,4 +389,20 @@ impl<D: DirectorDb> DirectorDb for CachedDirectorDb<D> {
     ) -> StorageResult<Vec<AttackRow>> {
         self.inner.list_attacks(device, limit).await
     }
+
+    // ---- transparency log marks (log_hooks.rs) ----
+    async fn mark_delivery_logged(&self, id: &str, marker: &str) -> StorageResult<()> {
+        let r = self.inner.mark_delivery_logged(id, marker).await;
+        let mut g = self.lock();
+        g.epoch = g.epoch.wrapping_add(1);
+        match (&r, g.rows.get_mut(id)) {
+            (Ok(()), Some(row)) => row.log_delivery = Some(marker.to_owned()),
+            (Err(_), Some(_)) => {
+                g.rows.remove(id);
+            }
+            (_, None) => {}
+        }
+        drop(g);
+        r
+    }
 }

@@ -685,6 +685,11 @@ async fn checkin_inner(
         reports,
         attacks,
     };
+    // Transparency log: the carried install reports, durable before the
+    // commit and the answer (log_hooks.rs; nothing without reports).
+    super::log_hooks::log_install_reports(st, &row, &req.body, m)
+        .await
+        .map_err(|e| DeviceError::internal(e.to_string()).for_device(&id))?;
     match d.writer.write(job).await {
         Ok(WriteOutcome::Committed {
             rollouts_with_new_reports,
@@ -753,6 +758,11 @@ async fn checkin_inner(
         }
         Err(e) => return Err(DeviceError::internal(e)),
     }
+    // Transparency log: a newly delivered assignment, once, before the
+    // answer (log_hooks.rs; nothing when the store says it is logged).
+    super::log_hooks::log_delivery(st, d, &row, &targets, at)
+        .await
+        .map_err(|e| DeviceError::internal(e.to_string()).for_device(&id))?;
     if n_attacks > 0 {
         let _ = st
             .audit_as(

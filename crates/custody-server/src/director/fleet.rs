@@ -538,6 +538,21 @@ async fn set_status(
             "device {id} is decommissioned; that is final (enrol a new key instead)"
         )));
     }
+    // A decommission is a `decommission` entry of the transparency log,
+    // durable before the status changes: a later status write that fails
+    // leaves an entry the retry repeats, never a decommission the log
+    // lacks (a decommissioned device cannot be decommissioned again).
+    if matches!(status, DeviceStatus::Decommissioned { .. }) {
+        crate::log::record(
+            st,
+            crate::log::EntryBody::Decommission {
+                device_id: id.to_owned(),
+                reason: reason.to_owned(),
+                by: caller.identity().to_owned(),
+            },
+        )
+        .await?;
+    }
     if !d.db.set_device_status(id, &status, attested_at).await? {
         return Err(ApiError::conflict(format!(
             "device {id} changed meanwhile; retry"

@@ -26,6 +26,7 @@ pub mod bundle_export;
 pub mod cache;
 pub mod device;
 pub mod fleet;
+pub mod log_hooks;
 pub mod settings;
 pub mod store;
 
@@ -605,6 +606,7 @@ pub fn default_gate() -> Gate {
 pub async fn start(
     config: &crate::config::ServerConfig,
     db: Arc<dyn DirectorDb>,
+    log: Arc<crate::log::ServerLog>,
 ) -> Result<Option<Arc<Director>>, crate::state::StartError> {
     let settings = config.director.clone();
     if !settings.enabled {
@@ -624,7 +626,7 @@ pub async fn start(
     match Director::open(&config.data_dir, &passphrase, db, settings).await {
         Ok(d) => {
             let d = Arc::new(d);
-            spawn_housekeeping(d.clone());
+            spawn_housekeeping(d.clone(), log);
             Ok(Some(d))
         }
         Err(e) => Err(crate::state::StartError::Config(
@@ -639,10 +641,12 @@ pub async fn start(
 /// Every minute: forget expired nonces, persistently suspend devices whose
 /// re-attestation is overdue (they are refused at once anyway: the status
 /// rule is evaluated on every request), pick up other replicas' policy
-/// changes.
-fn spawn_housekeeping(d: Arc<Director>) {
+/// changes. Sweep suspensions go into the transparency log
+/// (`log_hooks::log_suspensions`; retried next minute if the log failed).
+fn spawn_housekeeping(d: Arc<Director>, log: Arc<crate::log::ServerLog>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        let mut unlogged: Vec<String> = Vec::new();
         loop {
             tick.tick().await;
             let now = crate::state::now();
@@ -655,10 +659,20 @@ fn spawn_housekeeping(d: Arc<Director>) {
                     tracing::info!(
                         devices = ids.len(),
                         "suspended devices overdue for re-attestation"
-                    )
+                    );
+                    unlogged.extend(ids);
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "re-attestation sweep failed"),
+            }
+            if !unlogged.is_empty() {
+                let reason =
+                    format!("re-attestation overdue: no proof of key possession within {period} s");
+                match log_hooks::log_suspensions(&log, &unlogged, &reason).await {
+                    Ok(()) => unlogged.clear(),
+                    Err(e) => tracing::warn!(error = %e, devices = unlogged.len(),
+                        "logging sweep suspensions failed; retrying next minute"),
+                }
             }
             if let Err(e) = d.reload_policy().await {
                 tracing::warn!(error = %e, "reloading the fleet policy failed");

@@ -195,6 +195,9 @@ pub struct DeviceRow {
     pub assignment_note: Option<String>,
     /// per-device director metadata versions
     pub director: DeviceDirectorState,
+    /// transparency log (log_hooks.rs): marker of the last assignment whose
+    /// delivery is durably in the log (`None`: none logged yet)
+    pub log_delivery: Option<String>,
 }
 
 /// Device list filter (all present criteria must match).
@@ -437,7 +440,17 @@ pub trait DirectorDb: Send + Sync + 'static {
     async fn insert_attack(&self, a: &AttackRow) -> StorageResult<()>;
     async fn list_attacks(&self, device: Option<&str>, limit: i64)
         -> StorageResult<Vec<AttackRow>>;
+
+    // ---- transparency log marks (log_hooks.rs; column `log_delivery`) ----
+    /// Records that the delivery of the assignment `marker` to device `id`
+    /// is durably in the transparency log (written after the append, so a
+    /// crash in between logs it twice, never zero times).
+    async fn mark_delivery_logged(&self, id: &str, marker: &str) -> StorageResult<()>;
 }
+
+/// Column added for the transparency log marks (log_hooks.rs): added by
+/// `migrate` to tables created before it existed.
+const LOG_DELIVERY_COLUMN: &str = "log_delivery";
 
 /// SQLite (the server's database file).
 #[derive(Debug, Clone)]
@@ -525,6 +538,7 @@ macro_rules! director_sql {
                         snapshot_version: to_u64(row.try_get("d_snapshot").map_err(e())?),
                         timestamp_version: to_u64(row.try_get("d_timestamp").map_err(e())?),
                     },
+                    log_delivery: row.try_get(LOG_DELIVERY_COLUMN).map_err(e())?,
                 })
             }
 
@@ -618,6 +632,25 @@ macro_rules! director_sql {
                         .execute(&mut *tx)
                         .await
                         .map_err(db("create director schema"))?;
+                }
+                // ---- transparency log marks (log_hooks.rs) ----
+                // Tables created before the column existed get it here (no
+                // IF NOT EXISTS for columns on SQLite: look first).
+                let has_mark = {
+                    use sqlx::{Column as _, Executor as _};
+                    (&mut *tx)
+                        .describe("SELECT * FROM director_devices")
+                        .await
+                        .map_err(db("describe director_devices"))?
+                        .columns()
+                        .iter()
+                        .any(|c| c.name() == LOG_DELIVERY_COLUMN)
+                };
+                if !has_mark {
+                    sqlx::query("ALTER TABLE director_devices ADD COLUMN log_delivery TEXT")
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("add column director_devices.log_delivery"))?;
                 }
                 tx.commit().await.map_err(db("commit director migration"))
             }
@@ -1307,6 +1340,17 @@ macro_rules! director_sql {
                 .await
                 .map_err(db("list attacks"))?;
                 rows.iter().map(Self::attack).collect()
+            }
+
+            // ---- transparency log marks (log_hooks.rs) ----
+            async fn mark_delivery_logged(&self, id: &str, marker: &str) -> StorageResult<()> {
+                sqlx::query("UPDATE director_devices SET log_delivery = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(marker)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db("record logged delivery"))?;
+                Ok(())
             }
         }
     };

@@ -1,0 +1,327 @@
+//! What the director writes into the transparency log, over real HTTP on
+//! loopback (issue #7 part 2, docs/LOG.md "What is logged when"): a
+//! delivery is logged exactly once per assignment over many check-ins and
+//! across a restart, install reports are logged with the device-signed
+//! manifest (whose signature verifies) before the check-in is answered,
+//! large manifests by digest, a check-in that delivers nothing new and
+//! carries no reports appends nothing, a decommission is logged with its
+//! reason and who did it. On SQLite (cached store) and on PostgreSQL
+//! (CUSTODY_TEST_DATABASE_URL; skipped without it).
+
+mod common;
+mod director_common;
+
+use std::collections::BTreeMap;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use custody_director::wire::{InstallReport, SignedManifest};
+use custody_log::entry::{EntryBody, LogEntry};
+use custody_log::tile::{new_bundles, parse_entry_bundle};
+use custody_log::{LogVerifier, VerifierKey};
+use director_common::{Device, Fleet};
+use serde_json::json;
+
+/// Every entry of the server's log, read over HTTP like an auditor (the
+/// checkpoint verified with the served key).
+async fn log_entries(s: &common::TestServer) -> Vec<LogEntry> {
+    let key = VerifierKey::parse(s.get("/log/v1/key", &[]).await.text().trim()).unwrap();
+    let cp = s.get("/log/v1/checkpoint", &[]).await;
+    let size = LogVerifier::new(key.name(), key.clone())
+        .unwrap()
+        .verify(&cp.body)
+        .unwrap()
+        .checkpoint
+        .size;
+    let mut out = Vec::new();
+    for b in new_bundles(0, size) {
+        let r = s.get(&format!("/log/v1/{}", b.path()), &[]).await;
+        assert_eq!(r.status, 200, "{}", b.path());
+        for e in parse_entry_bundle(&r.body).unwrap() {
+            out.push(LogEntry::from_bytes(e).unwrap());
+        }
+    }
+    assert_eq!(out.len() as u64, size);
+    out
+}
+
+fn deliveries<'a>(log: &'a [LogEntry], dev: &str) -> Vec<&'a LogEntry> {
+    log.iter()
+        .filter(|e| {
+            matches!(e.body, EntryBody::AssignmentDelivered { .. }) && e.device_id() == Some(dev)
+        })
+        .collect()
+}
+
+fn reports<'a>(log: &'a [LogEntry], dev: &str) -> Vec<&'a LogEntry> {
+    log.iter()
+        .filter(|e| matches!(e.body, EntryBody::InstallReport { .. }) && e.device_id() == Some(dev))
+        .collect()
+}
+
+/// The auditor's check of an install report entry, done here with
+/// custody-director and custody-tuf directly: digest, key id = device id,
+/// the device's signature over the manifest, and the report inside it.
+fn check_report(e: &LogEntry, dev: &Device, target: &str, outcome: &str) {
+    let EntryBody::InstallReport {
+        device_id,
+        target: t,
+        outcome: o,
+        manifest_sha256,
+        manifest,
+        device_key,
+    } = &e.body
+    else {
+        panic!("not an install report: {e:?}")
+    };
+    assert_eq!(
+        (device_id, t.as_str(), o.as_str()),
+        (&dev.id, target, outcome)
+    );
+    let bytes = B64
+        .decode(manifest.as_ref().expect("manifest embedded"))
+        .unwrap();
+    assert_eq!(&custody_tuf::crypto::sha256_hex(&bytes), manifest_sha256);
+    let key: custody_tuf::schema::Key =
+        serde_json::from_value(device_key.clone().expect("device key")).unwrap();
+    assert_eq!(key.key_id().unwrap(), dev.id);
+    let m = SignedManifest::from_bytes(&bytes).unwrap();
+    assert_eq!(m.signed.device_id, dev.id);
+    custody_tuf::crypto::verify_threshold(
+        "manifest",
+        "device",
+        m.signed_bytes(),
+        &m.signatures,
+        std::slice::from_ref(&dev.id),
+        &BTreeMap::from([(dev.id.clone(), key)]),
+        1,
+    )
+    .expect("the device's signature on the logged manifest verifies");
+    assert!(m
+        .signed
+        .install_reports
+        .iter()
+        .any(|r| r.target == target && r.outcome == outcome));
+}
+
+fn targets_of(c: &custody_director::wire::CheckinResponse) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_slice(&c.director.targets).unwrap();
+    v["signed"]["targets"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect()
+}
+
+async fn rollout(f: &Fleet, id: &str, target: &str) {
+    let r = f
+        .fleet_api(
+            "POST",
+            "/api/v1/fleet/rollouts",
+            Some(json!({
+                "id": id,
+                "target": target,
+                "selector": {"groups": ["fleet-a"]},
+                "stages": [{"percent": 100}],
+                "seed": "log-test",
+            })),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+}
+
+async fn checkin_ok(f: &Fleet, dev: &mut Device) -> Vec<String> {
+    let (r, c) = f.checkin(dev).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    targets_of(&c.unwrap())
+}
+
+const FW1: &[u8] = b"firmware one for the log test";
+const FW2: &[u8] = b"firmware two for the log test";
+
+/// Enrol, assign, check in repeatedly, report, reassign; returns the device.
+async fn deliveries_and_reports(f: &Fleet) -> Device {
+    f.publish(&[("fw/1.0.bin", FW1, 1)]).await;
+    let mut dev = f.enrolled("board-a", "fleet-a").await;
+    // Nothing assigned yet: the check-in appends nothing.
+    let before = log_entries(&f.s).await.len();
+    assert!(checkin_ok(f, &mut dev).await.is_empty());
+    assert_eq!(log_entries(&f.s).await.len(), before, "nothing to log");
+
+    rollout(f, "fw1", "fw/1.0.bin").await;
+    for _ in 0..3 {
+        assert_eq!(checkin_ok(f, &mut dev).await, ["fw/1.0.bin"]);
+    }
+    let log = log_entries(&f.s).await;
+    let d = deliveries(&log, &dev.id);
+    assert_eq!(d.len(), 1, "one delivery over three check-ins: {d:?}");
+    let EntryBody::AssignmentDelivered {
+        target,
+        hashes,
+        release_counter,
+        delivered_at,
+        ..
+    } = &d[0].body
+    else {
+        unreachable!()
+    };
+    assert_eq!(target, "fw/1.0.bin");
+    assert_eq!(release_counter, &Some(1));
+    assert_eq!(hashes["sha256"], common::sha256_hex(FW1));
+    assert!((d[0].time - delivered_at).abs() <= 5);
+
+    // The device installs it and reports: logged before the answer, with
+    // the manifest the device signed.
+    dev.install("fw/1.0.bin", FW1, 1, "installed");
+    let size = log_entries(&f.s).await.len();
+    assert_eq!(checkin_ok(f, &mut dev).await, ["fw/1.0.bin"]);
+    let log = log_entries(&f.s).await;
+    let r = reports(&log, &dev.id);
+    assert_eq!(r.len(), 1, "{r:?}");
+    check_report(r[0], &dev, "fw/1.0.bin", "installed");
+    assert!(log.len() > size);
+
+    // Steady state: same assignment, no reports: nothing appended.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let size = log_entries(&f.s).await.len();
+    for _ in 0..3 {
+        checkin_ok(f, &mut dev).await;
+    }
+    assert_eq!(
+        log_entries(&f.s).await.len(),
+        size,
+        "hot path appends nothing"
+    );
+
+    // A failed attempt of a new release: a new assignment is a new
+    // delivery (once), the failure report is logged.
+    f.publish(&[("fw/2.0.bin", FW2, 2)]).await;
+    rollout(f, "fw2", "fw/2.0.bin").await;
+    assert_eq!(checkin_ok(f, &mut dev).await, ["fw/2.0.bin"]);
+    dev.install("fw/2.0.bin", FW2, 2, "failed");
+    checkin_ok(f, &mut dev).await;
+    checkin_ok(f, &mut dev).await;
+    let log = log_entries(&f.s).await;
+    let d = deliveries(&log, &dev.id);
+    assert_eq!(d.len(), 2, "{d:?}");
+    assert_eq!(d[1].target(), Some("fw/2.0.bin"));
+    let r = reports(&log, &dev.id);
+    assert_eq!(r.len(), 2, "{r:?}");
+    check_report(r[1], &dev, "fw/2.0.bin", "failed");
+    dev
+}
+
+/// A manifest above the embedding limit is logged by digest only.
+async fn large_manifest_by_digest(f: &Fleet, dev: &mut Device) {
+    for i in 0..14 {
+        dev.reports.push(InstallReport {
+            id: format!("big-{i}"),
+            target: "fw/2.0.bin".into(),
+            release_counter: 2,
+            outcome: "failed".into(),
+            reason: Some("x".repeat(4000)),
+            time: chrono::Utc::now().timestamp(),
+        });
+    }
+    let before = reports(&log_entries(&f.s).await, &dev.id).len();
+    checkin_ok(f, dev).await;
+    let log = log_entries(&f.s).await;
+    let r = reports(&log, &dev.id);
+    assert_eq!(r.len(), before + 14);
+    for e in &r[before..] {
+        let EntryBody::InstallReport {
+            manifest,
+            manifest_sha256,
+            device_key,
+            ..
+        } = &e.body
+        else {
+            unreachable!()
+        };
+        assert!(manifest.is_none(), "a ~56 KB manifest is not embedded");
+        assert_eq!(manifest_sha256.len(), 64);
+        assert!(device_key.is_some());
+    }
+}
+
+async fn decommission(f: &Fleet, dev: &mut Device) {
+    let r = f
+        .fleet_api(
+            "POST",
+            &format!("/api/v1/fleet/devices/{}/decommission", dev.id),
+            Some(json!({"reason": "stolen from the depot"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let log = log_entries(&f.s).await;
+    let d: Vec<_> = log
+        .iter()
+        .filter(|e| {
+            matches!(e.body, EntryBody::Decommission { .. }) && e.device_id() == Some(&dev.id)
+        })
+        .collect();
+    assert_eq!(d.len(), 1, "{d:?}");
+    let EntryBody::Decommission { reason, by, .. } = &d[0].body else {
+        unreachable!()
+    };
+    assert_eq!(reason, "stolen from the depot");
+    assert!(!by.is_empty());
+    let (r, _) = f.checkin(dev).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    // Final: a second decommission is refused and not logged again.
+    let r = f
+        .fleet_api(
+            "POST",
+            &format!("/api/v1/fleet/devices/{}/decommission", dev.id),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    let again = log_entries(&f.s)
+        .await
+        .iter()
+        .filter(|e| matches!(e.body, EntryBody::Decommission { .. }))
+        .count();
+    assert_eq!(again, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn director_logs_deliveries_reports_and_decommissions_on_sqlite() {
+    let f = director_common::fleet().await;
+    let mut dev = deliveries_and_reports(&f).await;
+
+    // The marker is in the database, not only in the row cache: a second
+    // store on the same file (what a restarted server reads) has it. (The
+    // PostgreSQL test runs uncached: every check-in there reads it from
+    // the database; audit_director.rs restarts a server process.)
+    let s = custody_server::storage::SqliteStorage::open(&f.s.dir.path().join("custody.db"))
+        .await
+        .unwrap();
+    use custody_server::director::store::DirectorDb as _;
+    let row = custody_server::director::store::SqliteDirectorDb::new(s.pool().clone())
+        .get_device(&dev.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        row.log_delivery.as_ref().map(String::len),
+        Some(64),
+        "{row:?}"
+    );
+
+    large_manifest_by_digest(&f, &mut dev).await;
+    decommission(&f, &mut dev).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn director_logs_deliveries_reports_and_decommissions_on_postgresql() {
+    let Some(admin) = common::pg_url() else {
+        return;
+    };
+    let url = common::fresh_pg_database(&admin).await;
+    let f = director_common::fleet_with(|c| c.database_url = Some(url.clone())).await;
+    let mut dev = deliveries_and_reports(&f).await;
+    large_manifest_by_digest(&f, &mut dev).await;
+    decommission(&f, &mut dev).await;
+}
