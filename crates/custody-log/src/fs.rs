@@ -108,6 +108,12 @@ pub enum FsError {
     /// Signing failed.
     #[error(transparent)]
     Note(#[from] NoteError),
+    /// Another process has this log open for writing.
+    #[error("log store {path}: another process has this log open (lock {path} is held); two writers would truncate each other's batches")]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
 }
 
 fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> FsError + 'a {
@@ -522,6 +528,10 @@ pub struct FsLog {
     entries_tail: Vec<Vec<u8>>,
     committed: Committed,
     tmp_seq: u64,
+    /// Exclusive advisory lock on `<dir>/.lock`, held while the log is open
+    /// (released by the OS when the process exits, so a crash leaves no
+    /// stale lock).
+    _lock: File,
 }
 
 impl std::fmt::Debug for FsLog {
@@ -531,6 +541,28 @@ impl std::fmt::Debug for FsLog {
             .field("origin", &self.origin)
             .field("size", &self.committed.size)
             .finish_non_exhaustive()
+    }
+}
+
+/// Name of the writer lock file in the log directory.
+pub const LOCK_FILE: &str = ".lock";
+
+fn lock_dir(dir: &Path) -> Result<File, FsError> {
+    let path = dir.join(LOCK_FILE);
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path, "open lock file"))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(FsError::Locked { path }),
+        Err(std::fs::TryLockError::Error(e)) => Err(FsError::Io {
+            path,
+            op: "lock",
+            source: e,
+        }),
     }
 }
 
@@ -560,6 +592,10 @@ impl FsLog {
     ) -> Result<FsLog, FsError> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(io_err(&dir, "create directory"))?;
+        // Recovery below truncates whatever lies beyond the committed
+        // checkpoint: with a second writer live, that is its in-flight
+        // batch. Take the lock first.
+        let lock = lock_dir(&dir)?;
         let tmp = dir.join("tmp");
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp, "clean"))?;
@@ -646,6 +682,7 @@ impl FsLog {
                 checkpoint: note,
             },
             tmp_seq: 0,
+            _lock: lock,
         };
         if log.committed.checkpoint.is_empty() {
             let mut dirs = BTreeSet::new();
@@ -889,6 +926,14 @@ impl Default for WriterOptions {
 
 type Reply = tokio::sync::oneshot::Sender<Result<u64, String>>;
 
+/// What the writer thread receives.
+enum Msg {
+    /// Append one entry and answer with its index once durable.
+    Append(Vec<u8>, Reply),
+    /// Commit what is queued before this, then stop and release the log.
+    Close,
+}
+
 /// A pending append: wait on it with [`PendingAppend::wait`] (async) or
 /// [`PendingAppend::wait_blocking`].
 #[derive(Debug)]
@@ -913,12 +958,37 @@ impl PendingAppend {
 }
 
 /// Handle to the group-commit writer thread. Cheap to clone.
+///
+/// Dropping the last handle stops the thread and waits for it, so the log's
+/// directory lock is released when the drop returns (a restart in the same
+/// process can open the log again at once).
 #[derive(Debug, Clone)]
 pub struct LogWriter {
-    tx: mpsc::Sender<(Vec<u8>, Reply)>,
+    // Field order matters: `tx` (the channel) drops first, which ends the
+    // writer loop; `thread` drops last and joins it.
+    tx: mpsc::Sender<Msg>,
     tiles: Arc<TileStore>,
     committed: Arc<RwLock<Arc<Committed>>>,
     stats: Arc<Mutex<WriterStats>>,
+    thread: Arc<WriterThread>,
+}
+
+/// Joins the writer thread when the last [`LogWriter`] is gone.
+#[derive(Debug)]
+struct WriterThread(Mutex<Option<std::thread::JoinHandle<()>>>);
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        let handle = match self.0.lock() {
+            Ok(mut g) => g.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        if let Some(h) = handle {
+            // The last sender is already dropped: the loop returns after at
+            // most the batch it is committing.
+            let _ = h.join();
+        }
+    }
 }
 
 /// Counters of a [`LogWriter`].
@@ -937,12 +1007,12 @@ pub struct WriterStats {
 impl LogWriter {
     /// Move `log` to a writer thread.
     pub fn spawn(log: FsLog, opts: WriterOptions) -> Result<LogWriter, FsError> {
-        let (tx, rx) = mpsc::channel::<(Vec<u8>, Reply)>();
+        let (tx, rx) = mpsc::channel::<Msg>();
         let tiles = log.tiles().clone();
         let committed = Arc::new(RwLock::new(Arc::new(log.committed().clone())));
         let stats = Arc::new(Mutex::new(WriterStats::default()));
         let (c2, s2) = (committed.clone(), stats.clone());
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("custody-log-writer".into())
             .spawn(move || writer_loop(log, rx, opts, c2, s2))
             .map_err(|e| FsError::Closed(format!("cannot start the writer thread: {e}")))?;
@@ -951,7 +1021,23 @@ impl LogWriter {
             tiles,
             committed,
             stats,
+            thread: Arc::new(WriterThread(Mutex::new(Some(handle)))),
         })
+    }
+
+    /// Stop the writer: entries queued before this call are committed and
+    /// answered, later ones fail with [`FsError::Closed`]. Returns once the
+    /// thread has exited and the log directory's lock is released (blocks
+    /// for at most the batch in flight). Idempotent.
+    pub fn close(&self) {
+        let _ = self.tx.send(Msg::Close);
+        let handle = match self.thread.0.lock() {
+            Ok(mut g) => g.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
     }
 
     /// Queue an entry; the returned handle resolves to its index once the
@@ -962,7 +1048,7 @@ impl LogWriter {
         }
         let (rtx, rrx) = tokio::sync::oneshot::channel();
         self.tx
-            .send((entry, rtx))
+            .send(Msg::Append(entry, rtx))
             .map_err(|_| FsError::Closed("writer thread has stopped".into()))?;
         Ok(PendingAppend(rrx))
     }
@@ -998,21 +1084,27 @@ impl LogWriter {
 
 fn writer_loop(
     mut log: FsLog,
-    rx: mpsc::Receiver<(Vec<u8>, Reply)>,
+    rx: mpsc::Receiver<Msg>,
     opts: WriterOptions,
     committed: Arc<RwLock<Arc<Committed>>>,
     stats: Arc<Mutex<WriterStats>>,
 ) {
     let max_batch = opts.max_batch.max(1);
     loop {
-        let Ok(first) = rx.recv() else {
-            return; // every handle dropped
+        let first = match rx.recv() {
+            Ok(Msg::Append(e, r)) => (e, r),
+            Ok(Msg::Close) | Err(_) => return, // closed, or every handle dropped
         };
+        let mut closing = false;
         let mut batch = vec![first];
         let deadline = Instant::now() + opts.max_delay;
         while batch.len() < max_batch {
             match rx.try_recv() {
-                Ok(x) => batch.push(x),
+                Ok(Msg::Append(e, r)) => batch.push((e, r)),
+                Ok(Msg::Close) => {
+                    closing = true;
+                    break;
+                }
                 Err(mpsc::TryRecvError::Disconnected) => break,
                 Err(mpsc::TryRecvError::Empty) => {
                     let now = Instant::now();
@@ -1020,7 +1112,11 @@ fn writer_loop(
                         break;
                     }
                     match rx.recv_timeout(deadline - now) {
-                        Ok(x) => batch.push(x),
+                        Ok(Msg::Append(e, r)) => batch.push((e, r)),
+                        Ok(Msg::Close) => {
+                            closing = true;
+                            break;
+                        }
                         Err(_) => break,
                     }
                 }
@@ -1055,8 +1151,11 @@ fn writer_loop(
                     dir,
                     origin,
                     signer,
+                    _lock,
                     ..
                 } = log;
+                // Release our own lock, or the reopen would find it held.
+                drop(_lock);
                 match FsLog::open(dir, &origin, signer) {
                     Ok(l) => log = l,
                     Err(e) => {
@@ -1065,6 +1164,9 @@ fn writer_loop(
                     }
                 }
             }
+        }
+        if closing {
+            return;
         }
     }
 }

@@ -69,7 +69,7 @@ pub fn root_from_leaf_hashes(leaves: &[Hash]) -> Hash {
 /// Decode a concatenation of 32-byte hashes (for instance a proof received
 /// on the wire). Fails if the length is not a multiple of 32.
 pub fn hashes_from_bytes(bytes: &[u8]) -> Result<Vec<Hash>, HashLengthError> {
-    if bytes.len() % HASH_LEN != 0 {
+    if !bytes.len().is_multiple_of(HASH_LEN) {
         return Err(HashLengthError::NotMultiple { len: bytes.len() });
     }
     Ok(bytes

@@ -606,7 +606,7 @@ pub fn parse_entry_bundle(data: &[u8]) -> Result<Vec<&[u8]>, TileError> {
 /// tile (as raw tile bytes), in count and in order.
 pub fn check_bundle_against_tile(entries: &[&[u8]], level0_tile: &[u8]) -> Result<(), TileError> {
     let want = level0_tile.len() / HASH_LEN;
-    if level0_tile.len() % HASH_LEN != 0 || entries.len() != want {
+    if !level0_tile.len().is_multiple_of(HASH_LEN) || entries.len() != want {
         return Err(TileError::BundleCount {
             got: entries.len(),
             want,

@@ -72,7 +72,7 @@ pub fn subtree_hash<R: HashReader + ?Sized>(
         } else {
             split_point(n)
         };
-        if a % width != 0 || count == peaks.len() {
+        if !a.is_multiple_of(width) || count == peaks.len() {
             return Err(TreeError::NotASubtree { start, end });
         }
         let level = width.trailing_zeros() as u8;

@@ -326,3 +326,42 @@ fn kill9_during_appends_loses_no_acknowledged_entry() {
         }
     }
 }
+
+#[test]
+fn a_second_writer_on_the_same_directory_is_refused_until_the_first_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = FsLog::open(dir.path(), ORIGIN, signer()).unwrap();
+    log.append_batch(&(0..3).map(entry).collect::<Vec<_>>())
+        .unwrap();
+    // A second `custody serve` on the same data dir would truncate the
+    // first one's in-flight batch during recovery: refused, naming the lock.
+    let err = FsLog::open(dir.path(), ORIGIN, signer()).unwrap_err();
+    assert!(
+        matches!(err, custody_log::fs::FsError::Locked { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains(".lock"), "{err}");
+    drop(log);
+    let log = FsLog::open(dir.path(), ORIGIN, signer()).unwrap();
+    assert_eq!(log.committed().size, 3);
+}
+
+#[test]
+fn close_commits_what_was_queued_and_releases_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = FsLog::open(dir.path(), ORIGIN, signer()).unwrap();
+    let w = LogWriter::spawn(log, WriterOptions::default()).unwrap();
+    let other_handle = w.clone();
+    let queued = w.submit(entry(0)).unwrap();
+    w.close();
+    assert_eq!(queued.wait_blocking().unwrap(), 0);
+    // Still-held handles fail cleanly instead of writing.
+    let err = other_handle
+        .submit(entry(1))
+        .and_then(|p| p.wait_blocking())
+        .unwrap_err();
+    assert!(matches!(err, custody_log::fs::FsError::Closed(_)), "{err}");
+    // The lock is free although a handle is alive: a restart can reopen.
+    let log = FsLog::open(dir.path(), ORIGIN, signer()).unwrap();
+    assert_eq!(log.committed().size, 1);
+}

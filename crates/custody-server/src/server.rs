@@ -85,10 +85,16 @@ impl RunningServer {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        match self.task.await {
+        let served = match self.task.await {
             Ok(r) => r,
             Err(e) => Err(std::io::Error::other(e.to_string())),
-        }
+        };
+        // Commit what is queued and release the log directory's lock, even
+        // though background tasks may still hold the state: a restart in
+        // this process (or the next `custody serve`) can open it at once.
+        let log = self.state.log.writer().clone();
+        let _ = tokio::task::spawn_blocking(move || log.close()).await;
+        served
     }
 
     /// Runs until `signal` completes, then shuts down gracefully.
