@@ -95,6 +95,11 @@ pub struct BundleHeader {
     pub image_metadata: BTreeMap<String, String>,
     /// payloads, in file order
     pub payloads: Vec<BundlePayload>,
+    /// transparency-log evidence per target name (entry, checkpoint,
+    /// inclusion proof, consistency proofs from the stored sizes the bundle
+    /// was made for): a device that pins a log checks it exactly as online
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub log: BTreeMap<String, custody_client::log::Evidence>,
 }
 
 /// A parsed bundle, payloads still on disk.
@@ -185,6 +190,15 @@ fn parse_preamble<R: Read>(
     }
     for d in header.director.values() {
         d.validate().map_err(|e| fmt_err(path, e.to_string()))?;
+    }
+    if header.log.len() > MAX_PAYLOADS {
+        return Err(fmt_err(
+            path,
+            format!(
+                "at most {MAX_PAYLOADS} log evidence documents, got {}",
+                header.log.len()
+            ),
+        ));
     }
     Ok((header, data_start))
 }
@@ -348,6 +362,7 @@ mod tests {
             image_repository: "main".into(),
             image_metadata: encode_files(&[("timestamp.json".to_owned(), b"{}".to_vec())].into()),
             payloads: vec![],
+            log: BTreeMap::new(),
         }
     }
 

@@ -10,6 +10,7 @@
 //! <state>/director/          trusted director metadata (root pinned at enrolment)
 //! <state>/image/             trusted image repository metadata (root pinned at enrolment)
 //! <state>/net.json           NetState: report counter, attacks not yet acknowledged
+//! <state>/log-checkpoint     last transparency-log checkpoint accepted (signed note)
 //! <state>/agent/             the device-local Agent (state.json, downloads/, reports/)
 //! <state>/slots/             default A/B slots (unless the local config names an installer)
 //! ```
@@ -24,22 +25,32 @@
 //!    drop exactly the reports that manifest carried (never before);
 //! 4. [`verify_update`] the director metadata of the answer and the image
 //!    repository (HTTP); a broken rule becomes an attack report;
-//! 5. download (verified while streaming, `Range` resume), install,
+//! 5. the transparency-log check ([`custody_client::log`]): the target's
+//!    `target_publish` entry, included in a checkpoint signed by the pinned
+//!    log key, cosigned by k of the pinned witnesses, consistent with the
+//!    stored checkpoint; the checkpoint is stored durably before anything
+//!    is installed; a fork, rollback, missing inclusion or a target not in
+//!    the log is refused and reported as an attack;
+//! 6. download (verified while streaming, `Range` resume), install,
 //!    health-check, commit or roll back; the outcome is queued;
-//! 6. a second check-in carries the outcome at once.
+//! 7. a second check-in carries the outcome at once.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use custody_client::log::{
+    check_offline_target, check_target, fetch_evidence, trust_from_keys, CheckpointStore,
+    ExpectedPublish, LogCheckError, LogTrust,
+};
 use custody_director::request::{fresh_nonce, sign_request};
 use custody_director::rollback::RollbackKeys;
 use custody_director::wire::{
     headers, AttackReport, CheckinResponse, DeviceAttributes, DirectorMetadataSet, EnrolResponse,
     EnrolmentClaims, EnrolmentCredential, EnrolmentRequest, ErrorBody, FactorySign, InstallReport,
-    InstalledTarget, ManifestBody, SignedManifest, MAX_REPORTS, MAX_RESPONSE_BYTES, TYPE_ENROLMENT,
-    TYPE_MANIFEST, WIRE_VERSION,
+    InstalledTarget, LogPin, ManifestBody, SignedManifest, MAX_REPORTS, MAX_RESPONSE_BYTES,
+    TYPE_ENROLMENT, TYPE_MANIFEST, WIRE_VERSION,
 };
 use custody_tuf::Key;
 use serde::{Deserialize, Serialize};
@@ -141,6 +152,11 @@ pub struct DeviceConfig {
     /// keys that may authorise a rollback; none: never downgrade
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_keys: Option<RollbackKeysConfig>,
+    /// the transparency log every target must be in (pinned at enrolment);
+    /// none: no log check (enrolled with a server without a log and no
+    /// `--log-key`)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<LogPin>,
 }
 
 /// Device-local settings (`agent.json` in the state directory, or a file
@@ -222,6 +238,102 @@ pub struct EnrollOptions {
     pub image_root: Option<Vec<u8>>,
     /// rollback keys to provision
     pub rollback_keys: Option<RollbackKeysConfig>,
+    /// transparency-log pin given out of band (overrides the server's
+    /// offer, which must then agree)
+    pub log: LogPinOptions,
+}
+
+/// An out-of-band transparency-log pin (`custody agent enroll --log-key K
+/// --witness W... --witness-threshold N`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogPinOptions {
+    /// the log's note verifier key
+    pub log_key: Option<String>,
+    /// witness verifier keys
+    pub witnesses: Vec<String>,
+    /// how many witnesses must cosign (default: all given witnesses when
+    /// some are given)
+    pub witness_threshold: Option<usize>,
+}
+
+/// The log pin to store: the operator's where given, the server's offer
+/// otherwise; an offer that contradicts an explicit pin is refused (a
+/// server showing another log key or witness set than the operator pinned
+/// is not the server the operator meant).
+pub fn resolve_log_pin(
+    offer: Option<&LogPin>,
+    explicit: &LogPinOptions,
+) -> Result<Option<LogPin>, DeviceError> {
+    let norm = |v: &[String]| {
+        let mut v: Vec<String> = v.iter().map(|k| k.trim().to_owned()).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let mut pin = match (offer, &explicit.log_key) {
+        (None, None) => {
+            if !explicit.witnesses.is_empty() || explicit.witness_threshold.is_some() {
+                return Err(DeviceError::Enrol(
+                    "--witness / --witness-threshold need a log: the server offers none, give --log-key".into(),
+                ));
+            }
+            return Ok(None);
+        }
+        (Some(o), None) => o.clone(),
+        (offer, Some(k)) => {
+            let k = k.trim().to_owned();
+            if let Some(o) = offer {
+                if o.log_key.trim() != k {
+                    return Err(DeviceError::Enrol(format!(
+                        "the server offers log key {:?}, but --log-key pins {k:?}: refusing to enrol with a server that shows another log",
+                        o.log_key
+                    )));
+                }
+            }
+            LogPin {
+                origin: offer.map(|o| o.origin.clone()).unwrap_or_default(),
+                log_key: k,
+                witnesses: offer.map(|o| o.witnesses.clone()).unwrap_or_default(),
+                witness_threshold: offer.map_or(0, |o| o.witness_threshold),
+                log_path: offer.map_or_else(|| "/log/v1/".to_owned(), |o| o.log_path.clone()),
+            }
+        }
+    };
+    if !explicit.witnesses.is_empty() || explicit.witness_threshold.is_some() {
+        let ws = norm(&explicit.witnesses);
+        let k = explicit.witness_threshold.unwrap_or(ws.len());
+        if let Some(o) = offer {
+            let offered = norm(&o.witnesses);
+            if !offered.is_empty() && (offered != ws || o.witness_threshold != k) {
+                return Err(DeviceError::Enrol(format!(
+                    "the server offers witness policy {} of [{}], but the pin is {k} of [{}]: refusing",
+                    o.witness_threshold,
+                    offered.join(", "),
+                    ws.join(", ")
+                )));
+            }
+        }
+        pin.witnesses = ws;
+        pin.witness_threshold = k;
+    }
+    if pin.origin.is_empty() {
+        // custody's log is named after its origin
+        pin.origin = pin.log_key.split('+').next().unwrap_or_default().to_owned();
+    }
+    pin.validate("log pin")
+        .map_err(|e| DeviceError::Enrol(e.to_string()))?;
+    pin_trust(&pin).map_err(DeviceError::Enrol)?;
+    Ok(Some(pin))
+}
+
+/// The custody-log trust of a pin.
+pub fn pin_trust(pin: &LogPin) -> Result<LogTrust, String> {
+    trust_from_keys(
+        Some(&pin.origin),
+        &pin.log_key,
+        &pin.witnesses,
+        pin.witness_threshold,
+    )
 }
 
 /// What one check-in (or bundle install) did.
@@ -265,6 +377,15 @@ pub enum Action {
     Skipped {
         /// target
         target: String,
+    },
+    /// not installed yet: the transparency-log check could not complete
+    /// (log unreachable, too few witness cosignatures so far, offline
+    /// evidence made for other devices); retried at the next check-in
+    Deferred {
+        /// target
+        target: String,
+        /// why
+        reason: String,
     },
 }
 
@@ -322,6 +443,10 @@ fn key_path(state: &Path) -> PathBuf {
 }
 fn net_json(state: &Path) -> PathBuf {
     state.join("net.json")
+}
+/// The last accepted transparency-log checkpoint.
+pub fn log_checkpoint_path(state: &Path) -> PathBuf {
+    state.join("log-checkpoint")
 }
 
 fn read_body(
@@ -439,6 +564,7 @@ pub fn enroll(opts: &EnrollOptions) -> Result<DeviceConfig, DeviceError> {
             signer.keyid()
         )));
     }
+    let log = resolve_log_pin(er.log.as_ref(), &opts.log)?;
     // Pin the roots: out of band if given, else the server's (TOFU). Each
     // must be a root signed by a threshold of its own keys (custody-tuf).
     for (what, dir, given, served) in [
@@ -475,6 +601,7 @@ pub fn enroll(opts: &EnrollOptions) -> Result<DeviceConfig, DeviceError> {
         image_metadata_path: er.image_metadata_path,
         image_targets_path: er.image_targets_path,
         rollback_keys: opts.rollback_keys.clone(),
+        log,
     };
     write_json(&device_json(state), &config)?;
     Ok(config)
@@ -889,6 +1016,23 @@ impl Device {
             }));
         }
         let name = t.meta.name.clone();
+        // The transparency log, before anything is downloaded or installed.
+        if let Err(e) = self.check_log(t, source) {
+            let reason = e.to_string();
+            if e.is_attack() {
+                tracing::warn!(target = %name, kind = e.kind(), %reason, "target refused by the log check");
+                self.record_attack(&name, &format!("{}: {reason}", e.kind()))?;
+                return Ok(self.report(Action::Refused {
+                    subject: name,
+                    reason,
+                }));
+            }
+            tracing::warn!(target = %name, kind = e.kind(), %reason, "log check incomplete; target deferred");
+            return Ok(self.report(Action::Deferred {
+                target: name,
+                reason,
+            }));
+        }
         let attempt = match self.agent.begin_with(t.meta.clone(), t.rollback_authorized) {
             Ok(a) => a,
             Err(e @ (AgentError::Downgrade { .. } | AgentError::InsufficientSpace { .. })) => {
@@ -984,6 +1128,89 @@ impl Device {
         Ok(self.report(action))
     }
 
+    /// The transparency-log check of `t` (no-op without a pinned log).
+    /// On success the accepted checkpoint is stored durably before this
+    /// returns, so it is stored before anything is installed.
+    fn check_log(
+        &self,
+        t: &VerifiedTarget,
+        source: &PayloadSource<'_>,
+    ) -> Result<(), LogCheckError> {
+        let Some(pin) = &self.config.log else {
+            return Ok(());
+        };
+        let trust = pin_trust(pin).map_err(|e| {
+            LogCheckError::Local(format!(
+                "{}: log pin: {e}",
+                device_json(&self.state_dir).display()
+            ))
+        })?;
+        let store = CheckpointStore::new(log_checkpoint_path(&self.state_dir));
+        let stored = store.load(&trust)?;
+        let expect = ExpectedPublish {
+            repo: self.config.image_repository.clone(),
+            name: t.meta.name.clone(),
+            length: t.image.length,
+            hashes: t.image.hashes.clone().into_iter().collect(),
+        };
+        let accepted = match source {
+            PayloadSource::Http(_) => {
+                let base = Url::parse(&join(&self.config.server, &pin.log_path)).map_err(|e| {
+                    LogCheckError::Local(format!(
+                        "log URL {}{}: {e}",
+                        self.config.server, pin.log_path
+                    ))
+                })?;
+                let transport =
+                    custody_client::AnyTransport::new(custody_client::Timeouts::default());
+                let ev = fetch_evidence(
+                    &transport,
+                    &base,
+                    &expect,
+                    stored.as_ref().map_or(0, |c| c.size),
+                )?;
+                check_target(&trust, stored.as_ref(), &ev, &expect)?
+            }
+            PayloadSource::Bundle(b) => {
+                let Some(ev) = b.header.log.get(&expect.name) else {
+                    return Err(LogCheckError::NotLogged {
+                        repo: expect.repo.clone(),
+                        target: expect.name.clone(),
+                        sha256: expect.sha256().unwrap_or_default(),
+                        detail: format!(
+                            "bundle {} carries no log evidence for it",
+                            b.path().display()
+                        ),
+                    });
+                };
+                if ev.repo != expect.repo || ev.target != expect.name {
+                    return Err(LogCheckError::WrongEntry {
+                        index: ev.index,
+                        target: expect.name.clone(),
+                        reason: format!(
+                            "the bundle's evidence is for {:?} in repo {:?}",
+                            ev.target, ev.repo
+                        ),
+                    });
+                }
+                check_offline_target(&trust, stored.as_ref(), ev, &expect)?
+            }
+        };
+        store.save(&accepted)?;
+        Ok(())
+    }
+
+    /// The stored transparency-log checkpoint's size, if any.
+    pub fn log_size(&self) -> Option<u64> {
+        let pin = self.config.log.as_ref()?;
+        let trust = pin_trust(pin).ok()?;
+        CheckpointStore::new(log_checkpoint_path(&self.state_dir))
+            .load(&trust)
+            .ok()
+            .flatten()
+            .map(|c| c.size)
+    }
+
     fn give_up(&self, key: (String, String)) -> Result<(), DeviceError> {
         let mut n = self.net()?;
         if !n.given_up.contains(&key) {
@@ -1065,6 +1292,8 @@ pub struct Status {
     pub report_counter: u64,
     /// trusted director root version
     pub director_root_version: Option<u64>,
+    /// size of the last accepted transparency-log checkpoint
+    pub log_size: Option<u64>,
 }
 
 impl Device {
@@ -1079,6 +1308,7 @@ impl Device {
             pending_attacks: net.attacks,
             report_counter: net.report_counter,
             director_root_version: trusted_root_version(&self.state_dir.join("director")).ok(),
+            log_size: self.log_size(),
         })
     }
 }

@@ -19,6 +19,7 @@ fn valid() -> Vec<u8> {
         image_repository: "main".into(),
         image_metadata: encode_files(&[("1.root.json".to_owned(), b"{}".to_vec())].into()),
         payloads: vec![],
+        log: BTreeMap::new(),
     };
     write_bundle(&out, header, &[("a/p".into(), p)]).unwrap();
     std::fs::read(&out).unwrap()

@@ -33,6 +33,7 @@
 
 pub mod encoding;
 mod error;
+pub mod log;
 pub mod store;
 pub mod target;
 pub mod transport;

@@ -941,6 +941,106 @@ pub struct EnrolResponse {
     pub image_metadata_path: String,
     /// targets base URL of the image repository, relative to the server
     pub image_targets_path: String,
+    /// the transparency log the device must check every target against
+    /// before installing it (issue #7); absent from servers older than the
+    /// log check (the field defaults, so older peers still parse). An
+    /// operator pin given to `custody agent enroll` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<LogPin>,
+}
+
+/// Most witness keys in a [`LogPin`].
+pub const MAX_LOG_WITNESSES: usize = 32;
+
+/// The transparency log a device pins at enrolment: the checkpoint origin,
+/// the log's note verifier key, and the witness policy (`witness_threshold`
+/// of `witnesses` must cosign a checkpoint; 0 = the log signature alone).
+/// Keys are C2SP note verifier keys (`name+hash+base64`); the agent parses
+/// and checks them (custody-log), this parser only bounds their shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogPin {
+    /// checkpoint origin (first line of every checkpoint)
+    pub origin: String,
+    /// the log's verifier key
+    pub log_key: String,
+    /// witness verifier keys (cosignature/v1)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub witnesses: Vec<String>,
+    /// distinct witnesses that must cosign (≤ `witnesses.len()`)
+    #[serde(default)]
+    pub witness_threshold: usize,
+    /// the log's HTTP base, relative to the server (`/log/v1/`)
+    #[serde(default = "default_log_path")]
+    pub log_path: String,
+}
+
+fn default_log_path() -> String {
+    "/log/v1/".to_owned()
+}
+
+impl LogPin {
+    /// Shape rules: non-empty bounded strings, at most
+    /// [`MAX_LOG_WITNESSES`] witnesses, threshold ≤ witnesses, an absolute
+    /// `log_path` without `..`.
+    pub fn validate(&self, message: &'static str) -> Result<(), WireError> {
+        for (f, v) in [("log.origin", &self.origin), ("log.log_key", &self.log_key)] {
+            if v.is_empty() || v.len() > MAX_NAME || v.chars().any(char::is_control) {
+                return Err(field(
+                    message,
+                    f,
+                    format!(
+                        "must be 1..={MAX_NAME} bytes without control characters, got {:?}",
+                        truncate(v)
+                    ),
+                ));
+            }
+        }
+        if self.witnesses.len() > MAX_LOG_WITNESSES {
+            return Err(field(
+                message,
+                "log.witnesses",
+                format!(
+                    "at most {MAX_LOG_WITNESSES} keys, got {}",
+                    self.witnesses.len()
+                ),
+            ));
+        }
+        for (i, w) in self.witnesses.iter().enumerate() {
+            if w.is_empty() || w.len() > MAX_NAME || w.chars().any(char::is_control) {
+                return Err(field(
+                    message,
+                    format!("log.witnesses[{i}]"),
+                    format!("must be 1..={MAX_NAME} bytes without control characters"),
+                ));
+            }
+        }
+        if self.witness_threshold > self.witnesses.len() {
+            return Err(field(
+                message,
+                "log.witness_threshold",
+                format!(
+                    "{} is more than the {} witness keys given",
+                    self.witness_threshold,
+                    self.witnesses.len()
+                ),
+            ));
+        }
+        if !self.log_path.starts_with('/')
+            || self.log_path.contains("..")
+            || self.log_path.len() > 2048
+        {
+            return Err(field(
+                message,
+                "log.log_path",
+                format!(
+                    "must be an absolute path without '..', got {:?}",
+                    truncate(&self.log_path)
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Server → device answer to `POST /device/v1/checkin`.
@@ -1028,6 +1128,9 @@ impl EnrolResponse {
                     ),
                 ));
             }
+        }
+        if let Some(pin) = &r.log {
+            pin.validate(RESP)?;
         }
         Ok(r)
     }

@@ -94,6 +94,8 @@ pub struct ServerConfig {
     pub token_requests_per_minute: u32,
     /// Burst allowance on top of the sustained token-request rate.
     pub token_request_burst: u32,
+    /// The transparency log (`[log]`): the witness policy devices pin.
+    pub log: crate::log::LogSettings,
 }
 
 impl Default for ServerConfig {
@@ -120,6 +122,7 @@ impl Default for ServerConfig {
             director: crate::director::DirectorSettings::default(),
             token_requests_per_minute: 60,
             token_request_burst: 30,
+            log: crate::log::LogSettings::default(),
         }
     }
 }
@@ -180,6 +183,7 @@ impl ServerConfig {
 
     /// Checks the cross-field rules; run before starting.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.log.validate().map_err(|e| invalid("log", e))?;
         self.director
             .validate()
             .map_err(|e| invalid("director", e))?;

@@ -13,7 +13,9 @@
 //! - HTTP ([`router`]): `GET /log/v1/checkpoint`, `/log/v1/checkpoint/cosigned`,
 //!   `/log/v1/key`, `/log/v1/tile/...` (full tiles immutable),
 //!   `/log/v1/proof/inclusion?index=&size=`,
-//!   `/log/v1/proof/consistency?old=&new=`, `POST /log/v1/cosign`.
+//!   `/log/v1/proof/consistency?old=&new=`, `POST /log/v1/cosign`,
+//!   `/log/v1/evidence?repo=&target=&sha256=&old=` (everything a device
+//!   needs to check one target: entry, checkpoint, proofs).
 //!
 //! Other modules append with [`ServerLog::append`]:
 //! ```ignore
@@ -120,6 +122,8 @@ pub struct ServerLog {
     /// Newest cosigned checkpoints, by size (at most 16 kept).
     cosigned: Mutex<BTreeMap<u64, Cosigned>>,
     witnesses: Option<Vec<VerifierKey>>,
+    /// Where each target's `target_publish` entry is (see [`PublishIndex`]).
+    publishes: Mutex<PublishIndex>,
 }
 
 impl std::fmt::Debug for ServerLog {
@@ -214,6 +218,7 @@ impl ServerLog {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(io(&dir.join("witnesses"), "read")(e)),
         };
+        let publishes = Mutex::new(PublishIndex::load(dir.join(PUBLISH_INDEX_FILE)));
         let me = ServerLog {
             writer,
             origin,
@@ -221,6 +226,7 @@ impl ServerLog {
             dir,
             cosigned: Mutex::new(BTreeMap::new()),
             witnesses,
+            publishes,
         };
         me.load_cosigned();
         Ok(me)
@@ -283,6 +289,101 @@ impl ServerLog {
             .rev()
             .find(|c| !c.cosigs.is_empty())
             .map(render)
+    }
+
+    /// The checkpoint to prove an entry against: the newest cosigned one
+    /// whose tree holds `index` and is at least `min_size` (so a client that
+    /// stored a newer uncosigned checkpoint is not handed an older one), else
+    /// the latest signed checkpoint (with any cosignatures it has). Returns
+    /// the note bytes and its size; `committed` is the state proofs are
+    /// computed from.
+    fn checkpoint_covering(
+        &self,
+        committed: &custody_log::fs::Committed,
+        index: u64,
+        min_size: u64,
+    ) -> (Vec<u8>, u64) {
+        if let Ok(map) = self.cosigned.lock() {
+            if let Some(c) = map.values().rev().find(|c| {
+                !c.cosigs.is_empty()
+                    && c.size > index
+                    && c.size >= min_size
+                    && c.size <= committed.size
+            }) {
+                return (render(c), c.size);
+            }
+            if let Some(c) = map.get(&committed.size) {
+                if !c.cosigs.is_empty() {
+                    return (render(c), committed.size);
+                }
+            }
+        }
+        (committed.checkpoint.clone(), committed.size)
+    }
+
+    /// The index of the `target_publish` entry of `(repo, name, sha256)`,
+    /// after indexing every entry committed since the last lookup. Blocking
+    /// file IO: call from a blocking task.
+    pub fn find_publish(
+        &self,
+        repo: &str,
+        name: &str,
+        sha256: &str,
+    ) -> Result<Option<u64>, LogError> {
+        let committed = self.writer.committed();
+        let mut idx = self
+            .publishes
+            .lock()
+            .map_err(|_| LogError::Encode("publish index lock poisoned".into()))?;
+        idx.catch_up(self.writer.tiles(), committed.size)?;
+        Ok(idx.get(repo, name, sha256))
+    }
+
+    /// Everything a client needs to check one target against the log
+    /// (`GET /log/v1/evidence`), or `None` if no `target_publish` entry
+    /// names it. Blocking: call from a blocking task.
+    pub fn evidence(&self, q: &EvidenceQuery) -> Result<Option<Evidence>, ApiError> {
+        let Some(index) = self
+            .find_publish(&q.repo, &q.target, &q.sha256)
+            .map_err(|e| ApiError::internal(e.to_string()))?
+        else {
+            return Ok(None);
+        };
+        let committed = self.writer.committed();
+        let old = q.old.unwrap_or(0);
+        let (checkpoint, size) = self.checkpoint_covering(&committed, index, old);
+        let tiles = self.writer.tiles();
+        let reader = tiles.at(committed.size);
+        let entry = tiles
+            .entry(index, size)
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .ok_or_else(|| {
+                ApiError::internal(format!("entry {index} is missing below size {size}"))
+            })?;
+        let inclusion =
+            inclusion_proof(&reader, index, size).map_err(|e| ApiError::internal(e.to_string()))?;
+        // A client that stored a larger tree than this log has is shown the
+        // latest checkpoint with no proof: it detects the rollback itself
+        // (refusing to answer would hide the rollback as an outage).
+        let mut consistency = Vec::new();
+        if old > 0 && old < size {
+            let proof = consistency_proof(&reader, old, size)
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            consistency.push(EvidenceConsistency {
+                old,
+                proof: proof.iter().map(|h| B64.encode(h)).collect(),
+            });
+        }
+        Ok(Some(Evidence {
+            repo: q.repo.clone(),
+            target: q.target.clone(),
+            sha256: q.sha256.clone(),
+            index,
+            entry: B64.encode(&entry),
+            checkpoint: String::from_utf8_lossy(&checkpoint).into_owned(),
+            inclusion_proof: inclusion.iter().map(|h| B64.encode(h)).collect(),
+            consistency,
+        }))
     }
 
     fn load_cosigned(&self) {
@@ -471,6 +572,241 @@ fn render(c: &Cosigned) -> Vec<u8> {
     note.to_bytes()
 }
 
+// ------------------------------------------------------------ publish index
+
+/// File of the publish index inside the log directory.
+pub const PUBLISH_INDEX_FILE: &str = "publish-index";
+/// Entries scanned since the last persisted marker before a new marker is
+/// written (bounds the re-scan after a restart).
+const INDEX_MARKER_EVERY: u64 = 4096;
+
+/// Where each `target_publish` entry is: `(repo, name, sha256) → index`.
+///
+/// Derived data, rebuilt from the log itself: the index tails the committed
+/// log in order (on each lookup it parses the entries committed since the
+/// last one), so it sees every `target_publish` whichever code path
+/// appended it, never depends on an append and an index write both
+/// surviving a crash, and can be deleted at any time (the next lookup
+/// rescans). Persisted as JSON lines in `<log>/publish-index`:
+/// `{"i":N,"repo":..,"name":..,"sha256":..}` per publish and
+/// `{"upto":N}` markers ("every entry below N is indexed"); lines that do
+/// not parse (a torn tail) are ignored. Why a file in the log directory and
+/// not a database table: it is a function of the log alone, lives and is
+/// backed up with it, and needs no schema or cross-store consistency.
+#[derive(Debug, Default)]
+struct PublishIndex {
+    path: PathBuf,
+    map: std::collections::HashMap<(String, String, String), u64>,
+    /// every entry below this index has been indexed
+    upto: u64,
+    /// the last `upto` marker written to the file
+    persisted_upto: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+enum IndexLine {
+    Publish {
+        i: u64,
+        repo: String,
+        name: String,
+        sha256: String,
+    },
+    Upto {
+        upto: u64,
+    },
+}
+
+impl PublishIndex {
+    fn load(path: PathBuf) -> Self {
+        let mut me = PublishIndex {
+            path,
+            ..PublishIndex::default()
+        };
+        let Ok(text) = std::fs::read_to_string(&me.path) else {
+            return me;
+        };
+        let mut publishes = Vec::new();
+        for line in text.lines() {
+            match serde_json::from_str::<IndexLine>(line) {
+                Ok(IndexLine::Upto { upto }) => me.upto = me.upto.max(upto),
+                Ok(IndexLine::Publish {
+                    i,
+                    repo,
+                    name,
+                    sha256,
+                }) => publishes.push((i, repo, name, sha256)),
+                Err(_) => {}
+            }
+        }
+        // Only what a marker covers is trusted as complete; publishes at or
+        // beyond it are found again by the next scan.
+        for (i, repo, name, sha256) in publishes {
+            if i < me.upto {
+                me.map.entry((repo, name, sha256)).or_insert(i);
+            }
+        }
+        me.persisted_upto = me.upto;
+        me
+    }
+
+    fn get(&self, repo: &str, name: &str, sha256: &str) -> Option<u64> {
+        self.map
+            .get(&(repo.to_owned(), name.to_owned(), sha256.to_owned()))
+            .copied()
+    }
+
+    /// Index the committed entries `[upto, size)`.
+    fn catch_up(&mut self, tiles: &custody_log::fs::TileStore, size: u64) -> Result<(), LogError> {
+        if self.upto >= size {
+            return Ok(());
+        }
+        let mut lines = String::new();
+        let mut bundle = self.upto >> 8;
+        while bundle << 8 < size {
+            let width = if bundle < size >> 8 {
+                TILE_WIDTH
+            } else {
+                u16::try_from(size & 0xff).unwrap_or(TILE_WIDTH)
+            };
+            let bytes = tiles
+                .bundle_bytes(custody_log::BundleId {
+                    index: bundle,
+                    width,
+                })?
+                .ok_or_else(|| {
+                    LogError::Encode(format!("entry bundle {bundle} missing below size {size}"))
+                })?;
+            let entries = custody_log::tile::parse_entry_bundle(&bytes)
+                .map_err(|e| LogError::Encode(format!("entry bundle {bundle}: {e}")))?;
+            for (k, e) in entries.iter().enumerate() {
+                let i = (bundle << 8) + k as u64;
+                if i < self.upto {
+                    continue;
+                }
+                let Ok(LogEntry {
+                    body:
+                        EntryBody::TargetPublish {
+                            repo, name, hashes, ..
+                        },
+                    ..
+                }) = LogEntry::from_bytes(e)
+                else {
+                    continue;
+                };
+                let Some(sha) = hashes.get("sha256") else {
+                    continue;
+                };
+                let key = (repo, name, sha.to_ascii_lowercase());
+                if self.map.contains_key(&key) {
+                    continue;
+                }
+                let line = IndexLine::Publish {
+                    i,
+                    repo: key.0.clone(),
+                    name: key.1.clone(),
+                    sha256: key.2.clone(),
+                };
+                if let Ok(l) = serde_json::to_string(&line) {
+                    lines.push_str(&l);
+                    lines.push('\n');
+                }
+                self.map.insert(key, i);
+            }
+            bundle += 1;
+        }
+        self.upto = size;
+        if !lines.is_empty() || self.upto - self.persisted_upto >= INDEX_MARKER_EVERY {
+            lines.push_str(&format!("{{\"upto\":{}}}\n", self.upto));
+            self.persist(&lines);
+        }
+        Ok(())
+    }
+
+    /// Append lines (fsynced: a marker must never outlive the publish lines
+    /// before it). A failure is logged, not fatal: the index is rebuilt
+    /// from the log on the next start.
+    fn persist(&mut self, lines: &str) {
+        use std::io::Write as _;
+        let res = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .and_then(|mut f| {
+                f.write_all(lines.as_bytes())?;
+                f.sync_data()
+            });
+        match res {
+            Ok(()) => self.persisted_upto = self.upto,
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "publish index not persisted; it is rebuilt from the log at the next start")
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------ device pin
+
+/// `[log]` server settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// Witness verifier keys (cosignature/v1, `name+hash+base64`) that
+    /// devices enrolled here pin (`EnrolResponse.log.witnesses`).
+    pub device_witnesses: Vec<String>,
+    /// How many of them must cosign a checkpoint before a device installs
+    /// a target it proves (0: the log signature alone).
+    pub device_witness_threshold: usize,
+}
+
+impl LogSettings {
+    /// Every key parses as a cosignature/v1 key, `threshold ≤ keys`.
+    pub fn validate(&self) -> Result<(), String> {
+        for (i, k) in self.device_witnesses.iter().enumerate() {
+            let key =
+                VerifierKey::parse(k.trim()).map_err(|e| format!("device_witnesses[{i}]: {e}"))?;
+            if key.key_type() != KeyType::CosignatureV1 {
+                return Err(format!(
+                    "device_witnesses[{i}] ({}): must be a cosignature/v1 witness key",
+                    key.name()
+                ));
+            }
+        }
+        if self.device_witness_threshold > self.device_witnesses.len() {
+            return Err(format!(
+                "device_witness_threshold {} is more than the {} device_witnesses",
+                self.device_witness_threshold,
+                self.device_witnesses.len()
+            ));
+        }
+        if self.device_witnesses.len() > custody_director::wire::MAX_LOG_WITNESSES {
+            return Err(format!(
+                "at most {} device_witnesses, got {}",
+                custody_director::wire::MAX_LOG_WITNESSES,
+                self.device_witnesses.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The log pin a device gets at enrolment: this log's origin and key, and
+/// the `[log]` witness policy.
+pub fn enrol_pin(st: &AppState) -> custody_director::wire::LogPin {
+    let s = &st.config.log;
+    custody_director::wire::LogPin {
+        origin: st.log.origin().to_owned(),
+        log_key: st.log.verifier_key().to_vkey(),
+        witnesses: s
+            .device_witnesses
+            .iter()
+            .map(|k| k.trim().to_owned())
+            .collect(),
+        witness_threshold: s.device_witness_threshold,
+        log_path: "/log/v1/".to_owned(),
+    }
+}
+
 // ------------------------------------------------------------ wiring helpers
 
 /// Append `body`; maps a failure to a 500 for API handlers.
@@ -500,6 +836,30 @@ pub async fn record_publish(
                 serde_json::from_slice(&b)
                     .map_err(|e| ApiError::internal(format!("log: targets role: {e}")))
             })?;
+    log_targets(
+        &st.log,
+        repo,
+        &targets,
+        &outcome.added,
+        Some(outcome.targets_version),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Append a `target_publish` entry for each of `names` listed in the
+/// targets role `targets` (parsed JSON of the signed file): hashes, length,
+/// custom (`release_counter`, `custody.provenance.sha256`) and the key ids
+/// of its signatures. Names the role does not list are skipped. For
+/// [`record_publish`], and for tools that publish a repository into
+/// [`crate::hosting`] themselves (`custody demo`).
+pub async fn log_targets(
+    log: &ServerLog,
+    repo: &str,
+    targets: &serde_json::Value,
+    names: &[String],
+    targets_version: Option<u64>,
+) -> Result<(), LogError> {
     let keyids: Vec<String> = targets
         .get("signatures")
         .and_then(serde_json::Value::as_array)
@@ -509,7 +869,7 @@ pub async fn record_publish(
                 .collect()
         })
         .unwrap_or_default();
-    for name in &outcome.added {
+    for name in names {
         let Some(t) = targets
             .get("signed")
             .and_then(|s| s.get("targets"))
@@ -527,27 +887,24 @@ pub async fn record_publish(
             })
             .unwrap_or_default();
         let custom = t.get("custom");
-        record(
-            st,
-            EntryBody::TargetPublish {
-                repo: repo.to_owned(),
-                name: name.clone(),
-                hashes,
-                length: t
-                    .get("length")
-                    .and_then(serde_json::Value::as_u64)
-                    .unwrap_or(0),
-                release_counter: custom
-                    .and_then(|c| c.get("release_counter"))
-                    .and_then(serde_json::Value::as_u64),
-                signing_keyids: keyids.clone(),
-                provenance_sha256: custom
-                    .and_then(|c| c.pointer("/custody/provenance/sha256"))
-                    .and_then(serde_json::Value::as_str)
-                    .map(str::to_owned),
-                targets_version: Some(outcome.targets_version),
-            },
-        )
+        log.append(EntryBody::TargetPublish {
+            repo: repo.to_owned(),
+            name: name.clone(),
+            hashes,
+            length: t
+                .get("length")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0),
+            release_counter: custom
+                .and_then(|c| c.get("release_counter"))
+                .and_then(serde_json::Value::as_u64),
+            signing_keyids: keyids.clone(),
+            provenance_sha256: custom
+                .and_then(|c| c.pointer("/custody/provenance/sha256"))
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned),
+            targets_version,
+        })
         .await?;
     }
     Ok(())
@@ -596,6 +953,77 @@ pub struct ConsistencyProof {
     pub proof: Vec<String>,
 }
 
+/// `GET /log/v1/evidence` query.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceQuery {
+    /// hosted repository name
+    pub repo: String,
+    /// target path
+    pub target: String,
+    /// the target's sha256 (lowercase hex)
+    pub sha256: String,
+    /// size of the checkpoint the client stored (0 or absent: none)
+    pub old: Option<u64>,
+}
+
+impl EvidenceQuery {
+    fn validate(&self) -> Result<(), ApiError> {
+        if self.repo.is_empty() || self.repo.len() > 256 {
+            return Err(ApiError::bad_request(format!(
+                "evidence: repo must be 1..=256 bytes, got {}",
+                self.repo.len()
+            )));
+        }
+        if self.target.is_empty() || self.target.len() > 4096 {
+            return Err(ApiError::bad_request(format!(
+                "evidence: target must be 1..=4096 bytes, got {}",
+                self.target.len()
+            )));
+        }
+        if self.sha256.len() != 64
+            || !self
+                .sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(ApiError::bad_request(format!(
+                "evidence: sha256 must be 64 lowercase hex digits, got {:?}",
+                self.sha256.chars().take(80).collect::<String>()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A consistency proof inside [`Evidence`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvidenceConsistency {
+    /// from this size
+    pub old: u64,
+    /// base64 hashes
+    pub proof: Vec<String>,
+}
+
+/// `GET /log/v1/evidence` answer (custody-client's `log::Evidence` reads it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Evidence {
+    pub repo: String,
+    pub target: String,
+    pub sha256: String,
+    /// index of the `target_publish` entry
+    pub index: u64,
+    /// the entry bytes, base64
+    pub entry: String,
+    /// the signed checkpoint (note text, log signature and cosignatures)
+    pub checkpoint: String,
+    /// inclusion proof of the entry at the checkpoint's size (base64)
+    pub inclusion_proof: Vec<String>,
+    /// consistency proof from the `old` the client sent (none when old is 0
+    /// or not below the checkpoint's size)
+    pub consistency: Vec<EvidenceConsistency>,
+}
+
 #[derive(Debug, Deserialize)]
 struct InclusionQuery {
     index: u64,
@@ -618,6 +1046,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/log/v1/proof/inclusion", get(get_inclusion))
         .route("/log/v1/proof/consistency", get(get_consistency))
         .route("/log/v1/cosign", post(post_cosign))
+        .route("/log/v1/evidence", get(get_evidence))
 }
 
 fn text(body: Vec<u8>, cache: &'static str) -> Response {
@@ -744,6 +1173,33 @@ async fn get_consistency(
         new,
         proof: proof.iter().map(|h| B64.encode(h)).collect(),
     }))
+}
+
+async fn get_evidence(
+    State(st): St,
+    q: Result<Query<EvidenceQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(format!("evidence: {}", e.body_text())))?;
+    q.validate()?;
+    let st2 = st.clone();
+    let q2 = q.clone();
+    let found = tokio::task::spawn_blocking(move || st2.log.evidence(&q2))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    let Some(ev) = found else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_logged",
+            format!(
+                "no target_publish entry in this log for repo {:?} target {:?} sha256 {}: the target was not published through the log",
+                q.repo, q.target, q.sha256
+            ),
+        ));
+    };
+    let mut resp = Json(ev).into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(resp)
 }
 
 async fn post_cosign(

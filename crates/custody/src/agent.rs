@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use custody_agent::daemon::{self, Stop};
 use custody_agent::device::{
     enroll, factory_credential, Action, CheckReport, Credential, Device, EnrollOptions,
-    LocalConfig, RollbackKeysConfig,
+    LocalConfig, LogPinOptions, RollbackKeysConfig,
 };
 use custody_agent::keystore::DeviceKeyType;
 use custody_director::wire::DeviceAttributes;
@@ -98,6 +98,21 @@ struct EnrollArgs {
     /// them the device never accepts a lower release counter.
     #[arg(long, value_name = "FILE")]
     rollback_keys: Option<PathBuf>,
+    /// Pin the transparency log's verifier key (note vkey,
+    /// `name+hash+base64`, as served at /log/v1/key) out of band. Without
+    /// it the key the server offers is pinned on first use; with it, a
+    /// server offering another key is refused.
+    #[arg(long, value_name = "VKEY")]
+    log_key: Option<String>,
+    /// A witness verifier key (cosignature/v1) whose cosignature counts
+    /// (repeatable). Overrides the server's witness policy, which must
+    /// then agree.
+    #[arg(long = "witness", value_name = "VKEY")]
+    witnesses: Vec<String>,
+    /// How many of the --witness keys must cosign a checkpoint before a
+    /// target it proves is installed (default: all of them).
+    #[arg(long, value_name = "K")]
+    witness_threshold: Option<usize>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -179,6 +194,16 @@ pub fn run(args: AgentArgs) -> Result<ExitCode> {
                     None => println!("installed nothing yet"),
                 }
                 println!("state     {}", st.state);
+                match (&st.device.log, st.log_size) {
+                    (Some(p), size) => println!(
+                        "log       {} ({} of {} witnesses), stored checkpoint size {}",
+                        p.origin,
+                        p.witness_threshold,
+                        p.witnesses.len(),
+                        size.map_or_else(|| "none yet".to_owned(), |s| s.to_string())
+                    ),
+                    (None, _) => println!("log       not pinned"),
+                }
                 println!(
                     "queued    {} install report(s), {} attack report(s)",
                     st.queued_reports,
@@ -227,6 +252,11 @@ fn cmd_enroll(args: &AgentArgs, e: &EnrollArgs) -> Result<ExitCode> {
         director_root: e.director_root.as_deref().map(read).transpose()?,
         image_root: e.image_root.as_deref().map(read).transpose()?,
         rollback_keys,
+        log: LogPinOptions {
+            log_key: e.log_key.clone(),
+            witnesses: e.witnesses.clone(),
+            witness_threshold: e.witness_threshold,
+        },
     };
     let cfg = enroll(&opts).context("enrolment")?;
     println!("{}", cfg.device_id);
@@ -236,6 +266,18 @@ fn cmd_enroll(args: &AgentArgs, e: &EnrollArgs) -> Result<ExitCode> {
         cfg.hardware_id,
         args.state_dir.display()
     );
+    match &cfg.log {
+        Some(p) => eprintln!(
+            "transparency log pinned: {} (key {}), {} of {} witness(es) must cosign",
+            p.origin,
+            p.log_key,
+            p.witness_threshold,
+            p.witnesses.len()
+        ),
+        None => eprintln!(
+            "warning: no transparency log pinned (the server offers none and no --log-key was given): targets are not checked against a log"
+        ),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -275,11 +317,15 @@ fn summary(r: &CheckReport) -> String {
         Action::Skipped { target } => {
             format!("{target} failed before on this device: not retried")
         }
+        Action::Deferred { target, reason } => {
+            format!("DEFERRED {target} (retried at the next check-in): {reason}")
+        }
     }
 }
 
-/// Exit 0: up to date or installed; 2: the update was refused, failed or
-/// rolled back (the check itself worked; the reason is printed); 1: error.
+/// Exit 0: up to date or installed; 2: the update was refused, failed,
+/// rolled back or deferred by the log check (the check itself worked; the
+/// reason is printed); 1: error.
 fn print_report(r: &CheckReport, json: bool) -> Result<ExitCode> {
     if json {
         println!("{}", serde_json::to_string_pretty(r)?);

@@ -91,6 +91,17 @@ struct CreateArgs {
     /// from their own pinned root).
     #[arg(long, value_name = "FILE")]
     image_root: Option<PathBuf>,
+    /// Embed transparency-log evidence with a consistency proof from this
+    /// checkpoint size (repeatable): the sizes the receiving devices stored
+    /// (`custody agent status` shows it). A device with no stored
+    /// checkpoint needs none; a device whose stored size is not listed
+    /// refuses the bundle (not as an attack) and says which size to add.
+    #[arg(long = "log-since", value_name = "SIZE")]
+    log_since: Vec<u64>,
+    /// Embed no transparency-log evidence (servers without a log). Devices
+    /// that pin a log refuse such a bundle.
+    #[arg(long)]
+    no_log: bool,
     /// Output file.
     out: PathBuf,
 }
@@ -389,10 +400,40 @@ fn create(c: &CreateArgs) -> Result<ExitCode> {
         .context("refreshing the image repository")?;
     let payload_dir = work.path().join("payloads");
     let mut payloads: Vec<(String, PathBuf)> = Vec::new();
+    let mut log = BTreeMap::new();
+    let log_base = Url::parse(&format!("{server}/log/v1/"))?;
     for n in &names {
         let got = updater
             .fetch_target(n, &targets_url, &payload_dir)
             .with_context(|| format!("downloading and verifying target {n}"))?;
+        if !c.no_log {
+            let expect = custody_client::log::ExpectedPublish {
+                repo: c.repo.clone(),
+                name: n.clone(),
+                length: got.length,
+                hashes: got.hashes.clone(),
+            };
+            let ev = custody_client::log::fetch_offline_evidence(
+                &rec.inner,
+                &log_base,
+                &expect,
+                &c.log_since,
+            )
+            .with_context(|| {
+                format!("transparency-log evidence for target {n} (--no-log to bundle without it)")
+            })?;
+            eprintln!(
+                "target {n}: log entry {} in checkpoint of size {}, consistency proofs from [{}]",
+                ev.index,
+                custody_client::log::evidence_size(&ev).unwrap_or_default(),
+                ev.consistency
+                    .iter()
+                    .map(|p| p.old.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            log.insert(n.clone(), ev);
+        }
         payloads.push((n.clone(), got.file));
     }
     drop(updater);
@@ -414,6 +455,7 @@ fn create(c: &CreateArgs) -> Result<ExitCode> {
         image_repository: c.repo.clone(),
         image_metadata: encode_files(&files),
         payloads: Vec::new(),
+        log,
     };
     let devices = header.director.len();
     write_bundle(&c.out, header, &payloads)

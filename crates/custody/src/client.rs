@@ -30,6 +30,12 @@ Examples:
       --target-base-url https://repo.example/targets --target-dir ./out \\
       --target-name app/v2.tar.gz --target-name app/v2.sig download
 
+  # Refuse any target the transparency log does not hold (k-of-n witnesses optional):
+  custody client --metadata-dir ./tuf --metadata-url https://repo.example/repos/main/metadata \\
+      --target-base-url https://repo.example/repos/main/targets --target-dir ./out \\
+      --log https://repo.example/log/v1/ --log-key \"$LOG_VKEY\" \\
+      --witness \"$W1\" --witness \"$W2\" --witness-threshold 1 --target-name app/v2.tar.gz download
+
   # Audit an old repository state (all expiry decisions use this instant):
   custody client --metadata-dir ./tuf --metadata-url file:///srv/mirror/metadata \\
       --reference-time 2026-08-22T00:00:00Z refresh
@@ -130,6 +136,101 @@ struct ClientOptions {
     /// Longest wait for any single read, in seconds.
     #[arg(long, global = true, value_name = "SECS", default_value_t = 30)]
     read_timeout: u64,
+
+    /// Transparency log to check every target against before it is
+    /// written (`https://server/log/v1/`); needs --log-key. The last
+    /// accepted checkpoint is kept in `<metadata-dir>/log-checkpoint`.
+    #[arg(long, global = true, value_name = "URL", requires = "log_key")]
+    log: Option<Url>,
+
+    /// The log's verifier key (note vkey `name+hash+base64`, pinned out of
+    /// band).
+    #[arg(long, global = true, value_name = "VKEY", requires = "log")]
+    log_key: Option<String>,
+
+    /// A witness verifier key whose cosignature counts (repeatable).
+    #[arg(long = "witness", global = true, value_name = "VKEY", requires = "log")]
+    witnesses: Vec<String>,
+
+    /// How many --witness keys must cosign (default: all given).
+    #[arg(long, global = true, value_name = "K", requires = "log")]
+    witness_threshold: Option<usize>,
+
+    /// Repository name the log records targets under (default: NAME from a
+    /// --metadata-url ending in /repos/NAME/metadata).
+    #[arg(long, global = true, value_name = "NAME", requires = "log")]
+    log_repo: Option<String>,
+}
+
+/// The log check of `custody client download` (custody-client's `log`).
+struct LogCheck {
+    base: Url,
+    trust: custody_client::log::LogTrust,
+    store: custody_client::log::CheckpointStore,
+    repo: String,
+}
+
+impl LogCheck {
+    fn from_opts(opts: &ClientOptions, metadata_dir: &Path) -> anyhow::Result<Option<LogCheck>> {
+        let (Some(url), Some(key)) = (&opts.log, &opts.log_key) else {
+            return Ok(None);
+        };
+        let mut base = url.clone();
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        let k = opts.witness_threshold.unwrap_or(opts.witnesses.len());
+        let trust = custody_client::log::trust_from_keys(None, key, &opts.witnesses, k)
+            .map_err(anyhow::Error::msg)
+            .context("--log-key / --witness")?;
+        let repo = match &opts.log_repo {
+            Some(r) => r.clone(),
+            None => opts
+                .metadata_url
+                .as_ref()
+                .and_then(|u| {
+                    let segs: Vec<&str> = u.path_segments()?.filter(|s| !s.is_empty()).collect();
+                    match segs.as_slice() {
+                        [.., "repos", name, "metadata"] => Some((*name).to_owned()),
+                        _ => None,
+                    }
+                })
+                .context("--log needs --log-repo NAME (the --metadata-url does not end in /repos/NAME/metadata)")?,
+        };
+        Ok(Some(LogCheck {
+            base,
+            trust,
+            store: custody_client::log::CheckpointStore::new(metadata_dir.join("log-checkpoint")),
+            repo,
+        }))
+    }
+
+    /// Check `target` before it is downloaded and written; stores the
+    /// accepted checkpoint first. Returns (entry index, checkpoint size).
+    fn check(
+        &self,
+        transport: &AnyTransport,
+        target: &str,
+        info: &custody_tuf::TargetFile,
+    ) -> anyhow::Result<(u64, u64)> {
+        let expect = custody_client::log::ExpectedPublish {
+            repo: self.repo.clone(),
+            name: target.to_owned(),
+            length: info.length,
+            hashes: info.hashes.clone().into_iter().collect(),
+        };
+        let stored = self.store.load(&self.trust)?;
+        let ev = custody_client::log::fetch_evidence(
+            transport,
+            &self.base,
+            &expect,
+            stored.as_ref().map_or(0, |c| c.size),
+        )?;
+        let accepted =
+            custody_client::log::check_target(&self.trust, stored.as_ref(), &ev, &expect)?;
+        self.store.save(&accepted)?;
+        Ok((ev.index, accepted.checkpoint.checkpoint.size))
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -172,6 +273,10 @@ pub fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
                 let kind = err
                     .downcast_ref::<ClientError>()
                     .map(ClientError::kind_name)
+                    .or_else(|| {
+                        err.downcast_ref::<custody_client::log::LogCheckError>()
+                            .map(custody_client::log::LogCheckError::kind)
+                    })
                     .unwrap_or("error");
                 println!("{}", json!({"ok": false, "kind": kind, "error": message}));
             }
@@ -203,15 +308,35 @@ fn execute(opts: &ClientOptions, command: &ClientCommand) -> anyhow::Result<serd
         }
         _ => None,
     };
+    let log = LogCheck::from_opts(opts, metadata_dir)?;
     let mut updater = build_updater(opts, metadata_dir, name)?;
     updater.refresh()?;
     let mut targets = Vec::new();
     if let Some((base, dir)) = download {
+        let log_transport = AnyTransport::with_http(http_transport(opts)?);
         // One updater, argument order, stop at the first failure.
         for target in &opts.target_name {
+            let mut logged = None;
+            if let Some(log) = &log {
+                // Before anything is written: the TUF entry, then the log.
+                let (_, info) = updater.get_target_info(target)?.ok_or_else(|| {
+                    ClientError::TargetNotFound {
+                        path: target.clone(),
+                        searched: "the delegation graph".into(),
+                    }
+                })?;
+                logged = Some(
+                    log.check(&log_transport, target, &info)
+                        .with_context(|| format!("target {target:?}: refused"))?,
+                );
+            }
             let got = updater.fetch_target(target, base, dir)?;
             tracing::info!(target = %target, cached = got.cached, "target verified");
-            targets.push(target_json(&got));
+            let mut j = target_json(&got);
+            if let Some((index, size)) = logged {
+                j["log"] = json!({"index": index, "checkpoint_size": size});
+            }
+            targets.push(j);
         }
     }
     let mut out = json!({"ok": true, "command": name, "roles": roles_json(&updater)});
@@ -240,21 +365,7 @@ fn build_updater(
             max_targets_bytes: opts.max_targets_bytes,
         },
     };
-    let timeouts = Timeouts {
-        connect: Duration::from_secs(opts.connect_timeout),
-        per_read: Duration::from_secs(opts.read_timeout),
-        overall: Duration::from_secs(opts.timeout),
-    };
-    let http = match &opts.ca_cert {
-        None => HttpTransport::new(timeouts),
-        Some(path) => {
-            let pem = std::fs::read(path)
-                .with_context(|| format!("{}: cannot read --ca-cert", path.display()))?;
-            HttpTransport::with_ca_certs(timeouts, &pem)
-                .with_context(|| format!("{}: --ca-cert", path.display()))?
-        }
-    };
-    let transport = AnyTransport::with_http(http);
+    let transport = AnyTransport::with_http(http_transport(opts)?);
     Ok(Updater::new(
         metadata_dir,
         metadata_url.clone(),
@@ -262,6 +373,23 @@ fn build_updater(
         config,
         now,
     )?)
+}
+
+fn http_transport(opts: &ClientOptions) -> anyhow::Result<HttpTransport> {
+    let timeouts = Timeouts {
+        connect: Duration::from_secs(opts.connect_timeout),
+        per_read: Duration::from_secs(opts.read_timeout),
+        overall: Duration::from_secs(opts.timeout),
+    };
+    Ok(match &opts.ca_cert {
+        None => HttpTransport::new(timeouts),
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("{}: cannot read --ca-cert", path.display()))?;
+            HttpTransport::with_ca_certs(timeouts, &pem)
+                .with_context(|| format!("{}: --ca-cert", path.display()))?
+        }
+    })
 }
 
 fn roles_json<T: custody_client::Transport>(updater: &Updater<T>) -> serde_json::Value {

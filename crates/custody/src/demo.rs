@@ -198,6 +198,12 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     detail(&format!(
         "published generation {generation}: every signature, version, expiry and hash re-verified before it went live"
     ));
+    let names: Vec<String> = releases.iter().map(|(n, _, _)| (*n).to_owned()).collect();
+    let size = log_release(&rt, &server.state, &repo_dir, &names)?;
+    detail(&format!(
+        "{} target_publish entries appended to the transparency log (size {size}); devices refuse any target not in it",
+        names.len()
+    ));
 
     // 4. Fleet operator, devices.
     let admin = Api::new(&server_url);
@@ -256,6 +262,11 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
             director_root: None,
             image_root: Some(std::fs::read(&root_v1)?),
             rollback_keys: None,
+            // pinned out of band, as an operator would from /log/v1/key
+            log: custody_agent::device::LogPinOptions {
+                log_key: Some(server.state.log.verifier_key().to_vkey()),
+                ..Default::default()
+            },
         })
         .with_context(|| format!("{}: enrolment", d.name))?;
         detail(&format!(
@@ -310,6 +321,11 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
             current.display(),
             report.accepted_counters.last().copied().unwrap_or(0)
         ));
+        detail(&format!(
+            "{}: transparency log checked before install: publish entry included in a checkpoint signed by the pinned log key, stored as its last checkpoint (size {})",
+            d.name,
+            stored_log_size(&d.state()).unwrap_or_default()
+        ));
     }
 
     step(
@@ -351,6 +367,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     )?;
     repo.save()?;
     let tampered_rel = publish(&repo, &server.state.hosting, Some(next.0))?;
+    log_release(&rt, &server.state, &repo_dir, &[next.0.to_owned()])?;
     detail(&format!(
         "release {} signed and published, then its bytes were flipped on the mirror ({tampered_rel})",
         next.0
@@ -418,6 +435,37 @@ impl Device {
     fn state(&self) -> PathBuf {
         self.dir.join("state")
     }
+}
+
+/// Append the `target_publish` entries of `names` (as the server's publish
+/// endpoint does; the demo publishes into hosting itself). Returns the log
+/// size.
+fn log_release(
+    rt: &tokio::runtime::Runtime,
+    state: &custody_server::state::AppState,
+    repo_dir: &Path,
+    names: &[String],
+) -> Result<u64> {
+    let targets: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(repo_dir.join("metadata").join("targets.json"))
+            .context("reading the published targets role")?,
+    )?;
+    let version = targets["signed"]["version"].as_u64();
+    rt.block_on(custody_server::log::log_targets(
+        &state.log, REPO, &targets, names, version,
+    ))
+    .context("appending to the transparency log")?;
+    Ok(state.log.size())
+}
+
+/// The size of the checkpoint a device stored (second line of the note).
+fn stored_log_size(state: &Path) -> Option<u64> {
+    std::fs::read_to_string(custody_agent::device::log_checkpoint_path(state))
+        .ok()?
+        .lines()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// One check-in of a device (the agent library, as `custody agent check`).

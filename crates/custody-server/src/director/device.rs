@@ -488,6 +488,7 @@ async fn enrol_inner(
         image_targets_path: format!("/repos/{repo}/targets/"),
         image_repository: repo,
         image_root,
+        log: Some(crate::log::enrol_pin(st)),
     })
 }
 

@@ -1,0 +1,608 @@
+//! The transparency-log check before a target is installed or written
+//! (issue #7, part 4), for the device agent and for `custody client`: one
+//! implementation of fetching the evidence, checking it and keeping the
+//! last accepted checkpoint.
+//!
+//! The trust decision about the log itself is custody-log's sans-IO
+//! [`check_logged_entry`] (log signature, k-of-n witness cosignatures,
+//! consistency with the stored checkpoint: rollback / fork, inclusion of
+//! the entry). This module adds the one rule custody-log cannot know: the
+//! included entry must be the `target_publish` entry of exactly the target
+//! about to be installed (repository, name, length and every hash), so a
+//! valid entry for another target never counts.
+//!
+//! Evidence comes from the server's `GET /log/v1/evidence?repo=&target=&sha256=&old=`
+//! ([`fetch_evidence`]) or from an offline bundle (same JSON document,
+//! [`Evidence`]).
+//!
+//! ```no_run
+//! use custody_client::log::{fetch_evidence, check_target, CheckpointStore, ExpectedPublish, trust_from_keys};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let trust = trust_from_keys(None, "custody.local/log+1234abcd+AbC...", &[], 0)?;
+//! let store = CheckpointStore::new("/var/lib/app/log-checkpoint");
+//! let stored = store.load(&trust)?;
+//! let base = url::Url::parse("https://updates.example/log/v1/")?;
+//! let expect = ExpectedPublish { repo: "main".into(), name: "fw.img".into(), length: 10,
+//!     hashes: [("sha256".to_owned(), "00".repeat(32))].into() };
+//! let ev = fetch_evidence(&custody_client::AnyTransport::default(), &base, &expect,
+//!     stored.as_ref().map_or(0, |c| c.size))?;
+//! let accepted = check_target(&trust, stored.as_ref(), &ev, &expect)?;
+//! store.save(&accepted)?; // durably, BEFORE installing
+//! # Ok(()) }
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use custody_log::client::{check_logged_entry, LogEvidence};
+pub use custody_log::client::{Accepted, LogAttack, LogTrust};
+use custody_log::entry::{EntryBody, LogEntry};
+use custody_log::{Checkpoint, Hash, LogVerifier, VerifierKey};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::store::{read_bounded, write_atomic, StoreError};
+use crate::transport::{FetchError, Transport};
+
+/// Largest evidence document accepted (an entry is at most 64 KiB, proofs
+/// at most 2 × 64 hashes).
+pub const MAX_EVIDENCE_BYTES: u64 = 1024 * 1024;
+/// Largest stored checkpoint read back.
+pub const MAX_CHECKPOINT_BYTES: u64 = 64 * 1024;
+/// Most hashes in one proof (a tree of 2^64 leaves needs fewer).
+const MAX_PROOF_HASHES: usize = 130;
+/// Most consistency proofs one evidence document may carry (bundles carry
+/// one per stored size the operator prepared them for).
+pub const MAX_CONSISTENCY_PROOFS: usize = 64;
+
+/// A consistency proof from `old` to the evidence checkpoint's size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsistencyDoc {
+    /// from this tree size
+    pub old: u64,
+    /// base64 hashes
+    pub proof: Vec<String>,
+}
+
+/// The evidence document (`GET /log/v1/evidence` answer; also embedded in
+/// offline bundles). Nothing in it is trusted: [`check_target`] verifies it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Evidence {
+    /// repository the entry is looked up for
+    pub repo: String,
+    /// target path
+    pub target: String,
+    /// target sha256 (lowercase hex)
+    pub sha256: String,
+    /// index of the `target_publish` entry
+    pub index: u64,
+    /// the entry bytes, base64
+    pub entry: String,
+    /// signed checkpoint (note) with cosignatures
+    pub checkpoint: String,
+    /// inclusion proof of the entry at the checkpoint's size, base64
+    pub inclusion_proof: Vec<String>,
+    /// consistency proofs to the checkpoint's size, by old size
+    #[serde(default)]
+    pub consistency: Vec<ConsistencyDoc>,
+}
+
+/// The target the evidence must be about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedPublish {
+    /// hosted repository name (`main`)
+    pub repo: String,
+    /// target path
+    pub name: String,
+    /// signed length
+    pub length: u64,
+    /// signed hashes, algorithm → hex
+    pub hashes: BTreeMap<String, String>,
+}
+
+impl ExpectedPublish {
+    /// The sha256 the entry is looked up by (lowercase).
+    pub fn sha256(&self) -> Option<String> {
+        self.hashes.get("sha256").map(|h| h.to_ascii_lowercase())
+    }
+}
+
+/// Why the log check did not accept a target.
+#[derive(Debug, thiserror::Error)]
+pub enum LogCheckError {
+    /// The evidence could not be fetched (network, HTTP status other than
+    /// 404): transient, retry later; the target is not installed meanwhile.
+    #[error("transparency log: fetching evidence: {0}")]
+    Fetch(FetchError),
+    /// The log has no `target_publish` entry for the target: it was
+    /// published outside the log.
+    #[error("transparency log: target {target:?} (repo {repo:?}, sha256 {sha256}) is not in the log: published outside the log ({detail})")]
+    NotLogged {
+        /// repository
+        repo: String,
+        /// target
+        target: String,
+        /// sha256
+        sha256: String,
+        /// where this was learnt
+        detail: String,
+    },
+    /// The target has no sha256, so its publish entry cannot be looked up.
+    #[error(
+        "transparency log: target {target:?} has no sha256 hash to look its publish entry up by"
+    )]
+    NoSha256 {
+        /// target
+        target: String,
+    },
+    /// The evidence document is not well formed.
+    #[error("transparency log: evidence from {source_name}: {reason}")]
+    Malformed {
+        /// URL or file
+        source_name: String,
+        /// the rule broken
+        reason: String,
+    },
+    /// The included entry is not the publish entry of this target.
+    #[error("transparency log attack: entry {index} is not the target_publish entry of {target:?}: {reason}")]
+    WrongEntry {
+        /// entry index
+        index: u64,
+        /// the target expected
+        target: String,
+        /// what differs
+        reason: String,
+    },
+    /// custody-log refused the checkpoint or proofs.
+    #[error("transparency log: {0}")]
+    Attack(LogAttack),
+    /// Offline evidence proves consistency from other sizes than the one
+    /// stored here (not an attack: the bundle was made for other devices).
+    #[error("transparency log: the evidence has no consistency proof from the stored checkpoint size {stored} to size {size} (it has proofs from [{available}]): recreate it with `--log-since {stored}`")]
+    NoConsistencyProof {
+        /// stored size
+        stored: u64,
+        /// evidence checkpoint size
+        size: u64,
+        /// sizes it has proofs from
+        available: String,
+    },
+    /// Offline evidence older than the stored checkpoint (not an attack: a
+    /// bundle made before the device last checked the log).
+    #[error("transparency log: the evidence checkpoint (size {size}) is older than the stored checkpoint (size {stored}): recreate it from the current log")]
+    Stale {
+        /// stored size
+        stored: u64,
+        /// evidence checkpoint size
+        size: u64,
+    },
+    /// The stored checkpoint or pin is unusable.
+    #[error("transparency log: {0}")]
+    Local(String),
+    /// Storing the accepted checkpoint failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl LogCheckError {
+    /// True if the refusal proves misbehaviour to report as an attack: a
+    /// fork, a rollback, an inconsistent or unsigned checkpoint, a missing
+    /// inclusion, an entry for something else, a target not in the log.
+    ///
+    /// Too few witness cosignatures is refused but not reported: it is
+    /// what a client sees between a publish and the witnesses' next round,
+    /// and proves nothing on its own (the target stays refused until a
+    /// cosigned checkpoint covers it). Fetch failures, malformed answers,
+    /// and offline evidence prepared for other devices are not attacks
+    /// either; none of them lets a target through.
+    pub fn is_attack(&self) -> bool {
+        match self {
+            LogCheckError::NotLogged { .. } | LogCheckError::WrongEntry { .. } => true,
+            LogCheckError::Attack(a) => !matches!(a, LogAttack::TooFewCosignatures { .. }),
+            _ => false,
+        }
+    }
+
+    /// A short stable name of the refusal (`fork`, `rollback`, ...), for
+    /// reports.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LogCheckError::Fetch(_) => "log_unreachable",
+            LogCheckError::NotLogged { .. } => "not_in_log",
+            LogCheckError::NoSha256 { .. } => "not_in_log",
+            LogCheckError::Malformed { .. } => "log_malformed",
+            LogCheckError::WrongEntry { .. } => "wrong_log_entry",
+            LogCheckError::Attack(a) => match a {
+                LogAttack::BadSignature(_) => "log_bad_signature",
+                LogAttack::TooFewCosignatures { .. } => "log_too_few_cosignatures",
+                LogAttack::Rollback { .. } => "log_rollback",
+                LogAttack::Fork { .. } => "log_fork",
+                LogAttack::Inconsistent { .. } => "log_inconsistent",
+                LogAttack::NotIncluded { .. } => "log_not_included",
+            },
+            LogCheckError::NoConsistencyProof { .. } => "log_no_consistency_proof",
+            LogCheckError::Stale { .. } => "log_evidence_stale",
+            LogCheckError::Local(_) | LogCheckError::Store(_) => "log_local_state",
+        }
+    }
+}
+
+/// Build the trust from pinned keys: `log_key` is the log's note verifier
+/// key; `origin` defaults to its name (custody's log names its key after
+/// its origin); `k` of `witnesses` (cosignature/v1 keys) must cosign.
+pub fn trust_from_keys(
+    origin: Option<&str>,
+    log_key: &str,
+    witnesses: &[String],
+    k: usize,
+) -> Result<LogTrust, String> {
+    let key = VerifierKey::parse(log_key.trim()).map_err(|e| format!("log key: {e}"))?;
+    let mut ws = Vec::with_capacity(witnesses.len());
+    for (i, w) in witnesses.iter().enumerate() {
+        ws.push(VerifierKey::parse(w.trim()).map_err(|e| format!("witness key {i}: {e}"))?);
+    }
+    if k > ws.len() {
+        return Err(format!(
+            "witness threshold {k} is more than the {} witness keys given",
+            ws.len()
+        ));
+    }
+    let origin = origin.unwrap_or(key.name()).to_owned();
+    LogTrust::new(&origin, key, ws, k).map_err(|e| format!("log trust: {e}"))
+}
+
+fn decode_hashes(what: &str, list: &[String]) -> Result<Vec<Hash>, String> {
+    if list.len() > MAX_PROOF_HASHES {
+        return Err(format!(
+            "{what}: {} hashes, at most {MAX_PROOF_HASHES}",
+            list.len()
+        ));
+    }
+    list.iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let b = B64
+                .decode(s)
+                .map_err(|e| format!("{what}[{i}]: not base64: {e}"))?;
+            <Hash>::try_from(b.as_slice())
+                .map_err(|_| format!("{what}[{i}]: {} bytes, a hash is 32", b.len()))
+        })
+        .collect()
+}
+
+/// Fetch the evidence for `expect` from the log at `log_base`
+/// (`https://server/log/v1/`), with a consistency proof from `old` (the
+/// stored checkpoint's size, 0 if none).
+pub fn fetch_evidence<T: Transport + ?Sized>(
+    transport: &T,
+    log_base: &Url,
+    expect: &ExpectedPublish,
+    old: u64,
+) -> Result<Evidence, LogCheckError> {
+    let sha256 = expect.sha256().ok_or_else(|| LogCheckError::NoSha256 {
+        target: expect.name.clone(),
+    })?;
+    let mut url = log_base
+        .join("evidence")
+        .map_err(|e| LogCheckError::Local(format!("log URL {log_base}: {e}")))?;
+    url.query_pairs_mut()
+        .append_pair("repo", &expect.repo)
+        .append_pair("target", &expect.name)
+        .append_pair("sha256", &sha256)
+        .append_pair("old", &old.to_string());
+    let bytes = match transport
+        .fetch(&url, MAX_EVIDENCE_BYTES)
+        .and_then(|f| f.read_all())
+    {
+        Ok(b) => b,
+        Err(FetchError::NotFound { url, status }) => {
+            return Err(LogCheckError::NotLogged {
+                repo: expect.repo.clone(),
+                target: expect.name.clone(),
+                sha256,
+                detail: format!("{url} answered HTTP {status}"),
+            })
+        }
+        Err(e) => return Err(LogCheckError::Fetch(e)),
+    };
+    let ev: Evidence = serde_json::from_slice(&bytes).map_err(|e| LogCheckError::Malformed {
+        source_name: url.to_string(),
+        reason: format!("not an evidence document: {e}"),
+    })?;
+    Ok(ev)
+}
+
+/// The size of the checkpoint an evidence document carries (read, not
+/// verified: for tools that prepare evidence; devices verify).
+pub fn evidence_size(ev: &Evidence) -> Result<u64, LogCheckError> {
+    let note = custody_log::Note::parse(ev.checkpoint.as_bytes()).map_err(|e| {
+        LogCheckError::Malformed {
+            source_name: format!("evidence for {:?}", ev.target),
+            reason: format!("checkpoint: {e}"),
+        }
+    })?;
+    Checkpoint::parse_text(note.text())
+        .map(|c| c.size)
+        .map_err(|e| LogCheckError::Malformed {
+            source_name: format!("evidence for {:?}", ev.target),
+            reason: format!("checkpoint: {e}"),
+        })
+}
+
+#[derive(Deserialize)]
+struct ConsistencyAnswer {
+    old: u64,
+    new: u64,
+    proof: Vec<String>,
+}
+
+/// Evidence for an offline bundle: [`fetch_evidence`], plus a consistency
+/// proof to the same checkpoint from every size in `since` (the sizes of
+/// the checkpoints the receiving devices stored; `custody agent status`
+/// shows it). A device whose stored size is not listed refuses the bundle
+/// (without reporting an attack); a device with no stored checkpoint needs
+/// none.
+pub fn fetch_offline_evidence<T: Transport + ?Sized>(
+    transport: &T,
+    log_base: &Url,
+    expect: &ExpectedPublish,
+    since: &[u64],
+) -> Result<Evidence, LogCheckError> {
+    let max = since.iter().copied().max().unwrap_or(0);
+    let mut ev = fetch_evidence(transport, log_base, expect, max)?;
+    let size = evidence_size(&ev)?;
+    for &old in since {
+        if old == 0 || old == size || ev.consistency.iter().any(|c| c.old == old) {
+            continue;
+        }
+        if old > size {
+            return Err(LogCheckError::Local(format!(
+                "the log's checkpoint for {:?} has size {size}, below the stored size {old} given",
+                expect.name
+            )));
+        }
+        let mut url = log_base
+            .join("proof/consistency")
+            .map_err(|e| LogCheckError::Local(format!("log URL {log_base}: {e}")))?;
+        url.query_pairs_mut()
+            .append_pair("old", &old.to_string())
+            .append_pair("new", &size.to_string());
+        let bytes = transport
+            .fetch(&url, MAX_EVIDENCE_BYTES)
+            .and_then(|f| f.read_all())
+            .map_err(LogCheckError::Fetch)?;
+        let a: ConsistencyAnswer =
+            serde_json::from_slice(&bytes).map_err(|e| LogCheckError::Malformed {
+                source_name: url.to_string(),
+                reason: e.to_string(),
+            })?;
+        if a.old != old || a.new != size {
+            return Err(LogCheckError::Malformed {
+                source_name: url.to_string(),
+                reason: format!("answered for {}..{}, asked {old}..{size}", a.old, a.new),
+            });
+        }
+        ev.consistency.push(ConsistencyDoc {
+            old,
+            proof: a.proof,
+        });
+    }
+    Ok(ev)
+}
+
+/// Check `ev` for `expect` against `stored` (the last accepted checkpoint,
+/// if any). On success the caller stores [`Accepted::checkpoint`] durably
+/// ([`CheckpointStore::save`]) BEFORE installing.
+pub fn check_target(
+    trust: &LogTrust,
+    stored: Option<&Checkpoint>,
+    ev: &Evidence,
+    expect: &ExpectedPublish,
+) -> Result<Accepted, LogCheckError> {
+    check_inner(trust, stored, ev, expect, false)
+}
+
+/// [`check_target`] for evidence carried offline (a bundle): evidence older
+/// than the stored checkpoint, or without a consistency proof from the
+/// stored size, is refused as [`LogCheckError::Stale`] /
+/// [`LogCheckError::NoConsistencyProof`] (not attacks: the bundle may have
+/// been made before this device last saw the log, or for other devices);
+/// everything else is checked exactly as online.
+pub fn check_offline_target(
+    trust: &LogTrust,
+    stored: Option<&Checkpoint>,
+    ev: &Evidence,
+    expect: &ExpectedPublish,
+) -> Result<Accepted, LogCheckError> {
+    check_inner(trust, stored, ev, expect, true)
+}
+
+fn check_inner(
+    trust: &LogTrust,
+    stored: Option<&Checkpoint>,
+    ev: &Evidence,
+    expect: &ExpectedPublish,
+    offline: bool,
+) -> Result<Accepted, LogCheckError> {
+    let malformed = |reason: String| LogCheckError::Malformed {
+        source_name: format!("evidence for {:?}", expect.name),
+        reason,
+    };
+    if ev.consistency.len() > MAX_CONSISTENCY_PROOFS {
+        return Err(malformed(format!(
+            "{} consistency proofs, at most {MAX_CONSISTENCY_PROOFS}",
+            ev.consistency.len()
+        )));
+    }
+    let entry = B64
+        .decode(&ev.entry)
+        .map_err(|e| malformed(format!("entry: not base64: {e}")))?;
+    let inclusion = decode_hashes("inclusion_proof", &ev.inclusion_proof).map_err(malformed)?;
+    if offline {
+        // Learn the size from the log-signed checkpoint (a bad signature is
+        // an attack whatever the sizes).
+        let size = LogVerifier::new(
+            trust.verifier().origin(),
+            trust.verifier().log_key().clone(),
+        )
+        .and_then(|v| v.verify(ev.checkpoint.as_bytes()))
+        .map_err(|e| LogCheckError::Attack(LogAttack::BadSignature(e)))?
+        .checkpoint
+        .size;
+        if let Some(s) = stored {
+            if s.size > size {
+                return Err(LogCheckError::Stale {
+                    stored: s.size,
+                    size,
+                });
+            }
+            if s.size < size && !ev.consistency.iter().any(|c| c.old == s.size) {
+                return Err(LogCheckError::NoConsistencyProof {
+                    stored: s.size,
+                    size,
+                    available: ev
+                        .consistency
+                        .iter()
+                        .map(|c| c.old.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+        }
+    }
+    // The proof from the stored size (an honest log sends exactly that
+    // one; without it a larger checkpoint fails as inconsistent).
+    let consistency = match stored {
+        Some(s) => match ev.consistency.iter().find(|c| c.old == s.size) {
+            Some(c) => decode_hashes("consistency proof", &c.proof).map_err(malformed)?,
+            None => Vec::new(),
+        },
+        None => Vec::new(),
+    };
+    let accepted = check_logged_entry(
+        trust,
+        stored,
+        &LogEvidence {
+            entry: &entry,
+            index: ev.index,
+            inclusion_proof: &inclusion,
+            checkpoint: ev.checkpoint.as_bytes(),
+            consistency_proof: &consistency,
+        },
+    )
+    .map_err(LogCheckError::Attack)?;
+    check_entry_is(&entry, ev.index, expect)?;
+    Ok(accepted)
+}
+
+/// The entry must be a `target_publish` of exactly this repository, name,
+/// length and hashes (every algorithm either side names, equal).
+pub fn check_entry_is(
+    entry: &[u8],
+    index: u64,
+    expect: &ExpectedPublish,
+) -> Result<(), LogCheckError> {
+    let wrong = |reason: String| LogCheckError::WrongEntry {
+        index,
+        target: expect.name.clone(),
+        reason,
+    };
+    let parsed = LogEntry::from_bytes(entry).map_err(|e| wrong(format!("entry: {e}")))?;
+    let EntryBody::TargetPublish {
+        repo,
+        name,
+        hashes,
+        length,
+        ..
+    } = &parsed.body
+    else {
+        return Err(wrong(format!(
+            "it is a {} entry, not target_publish",
+            parsed.type_name()
+        )));
+    };
+    if repo != &expect.repo {
+        return Err(wrong(format!(
+            "repo is {repo:?}, expected {:?}",
+            expect.repo
+        )));
+    }
+    if name != &expect.name {
+        return Err(wrong(format!(
+            "target name is {name:?}, expected {:?}",
+            expect.name
+        )));
+    }
+    if *length != expect.length {
+        return Err(wrong(format!(
+            "length is {length}, the signed target's is {}",
+            expect.length
+        )));
+    }
+    let norm = |m: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+        m.iter()
+            .map(|(k, v)| (k.clone(), v.to_ascii_lowercase()))
+            .collect()
+    };
+    let (got, want) = (norm(hashes), norm(&expect.hashes));
+    if got != want {
+        return Err(wrong(format!(
+            "hashes are {got:?}, the signed target's are {want:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// The last accepted checkpoint, kept in one file (signed note as
+/// received, replaced atomically and durably).
+#[derive(Debug, Clone)]
+pub struct CheckpointStore {
+    path: PathBuf,
+}
+
+impl CheckpointStore {
+    /// The store at `path` (a file; its directory must exist).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        CheckpointStore { path: path.into() }
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The stored checkpoint, re-verified with the pinned log key (a file
+    /// that does not verify is a local error, never silently ignored: that
+    /// would reset the rollback protection).
+    pub fn load(&self, trust: &LogTrust) -> Result<Option<Checkpoint>, LogCheckError> {
+        let Some(bytes) = read_bounded(&self.path, MAX_CHECKPOINT_BYTES)? else {
+            return Ok(None);
+        };
+        let v = LogVerifier::new(
+            trust.verifier().origin(),
+            trust.verifier().log_key().clone(),
+        )
+        .map_err(|e| LogCheckError::Local(e.to_string()))?;
+        let vc = v.verify(&bytes).map_err(|e| {
+            LogCheckError::Local(format!(
+                "stored checkpoint {}: does not verify with the pinned log key: {e}",
+                self.path.display()
+            ))
+        })?;
+        Ok(Some(vc.checkpoint))
+    }
+
+    /// Store the accepted checkpoint (atomic, fsynced). A no-op when it is
+    /// the stored one.
+    pub fn save(&self, accepted: &Accepted) -> Result<(), LogCheckError> {
+        if accepted.update == custody_log::Update::Unchanged && self.path.exists() {
+            return Ok(());
+        }
+        write_atomic(&self.path, &accepted.checkpoint.note.to_bytes())?;
+        Ok(())
+    }
+}
