@@ -90,6 +90,7 @@ fn main() {
             sha256: sha,
             length: bytes.len() as u64,
             custom: None,
+            provenance: None,
         });
     }
     match auth.publish("bench", &wanted, &[], &hosting, chrono::Utc::now()) {
@@ -121,6 +122,7 @@ fn main() {
             sha256: sha,
             length: bytes.len() as u64,
             custom: None,
+            provenance: None,
         });
         let t = Instant::now();
         if bins > 0 {

@@ -37,7 +37,7 @@ fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
         .map_err(|e| ApiError::bad_request(format!("request body: {}", e.body_text())))
 }
 
-fn repo_param(repo: &str) -> ApiResult<()> {
+pub(crate) fn repo_param(repo: &str) -> ApiResult<()> {
     validate_repo_name(repo).map_err(ApiError::bad_request)
 }
 
@@ -108,6 +108,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .layer(DefaultBodyLimit::max(1 << 20))
         .merge(upload)
         .merge(sign)
+        .merge(crate::provenance::router())
         .route("/openapi.json", get(openapi_json))
 }
 
@@ -634,16 +635,27 @@ async fn list_blobs(
 pub struct StageTarget {
     /// An uploaded blob of this repository.
     pub blob_sha256: String,
-    /// TUF `custom` object for the target.
+    /// TUF `custom` object for the target. `custody.provenance` is the
+    /// server's: give the envelope as `provenance_sha256`.
     #[schema(value_type = Option<Object>)]
     pub custom: Option<serde_json::Value>,
+    /// SHA-256 of a DSSE provenance envelope uploaded with
+    /// `PUT /api/v1/repos/{repo}/provenance/{sha256}`. Checked against the
+    /// repository's provenance policy (422 `provenance_refused` naming the
+    /// rule); when accepted its digest goes into
+    /// `custom.custody.provenance.sha256`. Required when a policy rule
+    /// covers the target path.
+    pub provenance_sha256: Option<String>,
 }
 
 #[utoipa::path(put, path = "/api/v1/repos/{repo}/targets/{name}", tag = "targets",
     security(("bearer" = [])),
     params(("repo" = String, Path), ("name" = String, Path, description = "target path, may contain '/'")),
     request_body = StageTarget,
-    responses((status = 200, body = StagedTarget), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = StagedTarget),
+              (status = 409, body = ErrorBody, description = "the blob or the provenance envelope is not uploaded"),
+              (status = 413, body = ErrorBody, description = "the provenance envelope is larger than 1 MiB"),
+              (status = 422, body = ErrorBody, description = "provenance_refused: the repository's provenance policy refuses the target (names the rule, the path pattern and why: missing envelope, subject digest, builder, source, ref, build type, signers)")))]
 async fn stage_target(
     State(st): St,
     caller: Caller,
@@ -677,23 +689,38 @@ async fn stage_target(
                 req.blob_sha256
             ))
         })?;
+    let gated = crate::provenance::gate_stage(
+        &st,
+        &caller,
+        &repo,
+        &name,
+        &blob.sha256,
+        custom,
+        req.provenance_sha256.as_deref(),
+    )
+    .await?;
     let target = StagedTarget {
         repo: repo.clone(),
         name: name.clone(),
         blob_sha256: blob.sha256,
         length: blob.size,
-        custom,
+        custom: gated.custom,
         staged_at: now(),
         staged_by: caller.identity().to_string(),
     };
     st.storage.stage_target(&target).await?;
+    let mut detail = format!("blob {} ({} bytes)", target.blob_sha256, target.length);
+    if let Some(note) = gated.note {
+        detail.push_str("; ");
+        detail.push_str(&note);
+    }
     st.audit(
         &caller,
         "target.stage",
         Some(&repo),
         Some(&name),
         "ok",
-        &format!("blob {} ({} bytes)", target.blob_sha256, target.length),
+        &detail,
     )
     .await?;
     Ok(Json(target))
@@ -825,7 +852,7 @@ fn authoring_error(e: AuthoringError) -> ApiError {
 
 /// Runs blocking authoring work on the blocking pool, one at a time per
 /// server process (the repository file lock covers other processes).
-async fn authoring<T: Send + 'static>(
+pub(crate) async fn authoring<T: Send + 'static>(
     st: &Arc<AppState>,
     f: impl FnOnce(&AppState) -> Result<T, AuthoringError> + Send + 'static,
 ) -> ApiResult<T> {
@@ -1029,6 +1056,7 @@ async fn publish(
             blob,
             sha256: t.blob_sha256.clone(),
             length: u64::try_from(t.length).unwrap_or(0),
+            provenance: crate::provenance::envelope_file(&st, custom.as_ref()).await?,
             custom,
         });
     }
@@ -1279,6 +1307,7 @@ async fn openapi_json() -> ApiResult<(HeaderMap, String)> {
     let mut doc = ApiDoc::openapi();
     doc.merge(crate::director::fleet::FleetDoc::openapi());
     doc.merge(crate::director::bundle_export::BundleExportDoc::openapi());
+    doc.merge(crate::provenance::ProvenanceDoc::openapi());
     let text = doc
         .to_json()
         .map_err(|e| ApiError::internal(e.to_string()))?;

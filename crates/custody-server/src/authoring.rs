@@ -18,10 +18,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
+use custody_repo::custody_provenance::Policy;
 use custody_repo::keyring::{KeyLocation, KeyRing};
 use custody_repo::passphrase::SecretSource;
 use custody_repo::policy::ExpiryPolicy;
-use custody_repo::repository::{InitOptions, PublishFile, RoleInit};
+use custody_repo::repository::{
+    InitOptions, ProvenanceInput, PublishFile, RoleInit, PROVENANCE_POLICY_FILE,
+};
 use custody_repo::{KeyType, RepoError, Repository, TufPublicKey};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -33,6 +36,10 @@ pub const KEY_PASSPHRASE_ENV: &str = "CUSTODY_KEY_PASSPHRASE";
 
 /// Committed hosting generations kept per repository (the newest ones).
 const KEEP_GENERATIONS: usize = 4;
+
+/// Largest provenance policy accepted (a policy is a few KiB; keys and
+/// rules for many teams stay far below this).
+pub const MAX_POLICY_BYTES: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthoringError {
@@ -99,6 +106,11 @@ pub struct WantedTarget {
     pub sha256: String,
     pub length: u64,
     pub custom: Option<serde_json::Value>,
+    /// A local file holding the DSSE provenance envelope whose sha256 the
+    /// stage handler put in `custom.custody.provenance.sha256` (checked
+    /// there against the repository's policy; custody-repo checks it again
+    /// when it adds the target).
+    pub provenance: Option<PathBuf>,
 }
 
 /// What a publish or a signature merge changed and whether it went live.
@@ -155,6 +167,116 @@ fn io<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> Au
         op,
         source,
     }
+}
+
+/// The provenance digest a staged target's `custom` carries
+/// (`custody.provenance.sha256`), if any.
+pub fn provenance_digest(custom: Option<&serde_json::Value>) -> Option<&str> {
+    custom?
+        .pointer("/custody/provenance/sha256")
+        .and_then(serde_json::Value::as_str)
+}
+
+/// The envelope of a publish group (its targets share one `custom`, so one
+/// provenance digest): read bounded, and its bytes must still hash to the
+/// digest checked at staging.
+fn group_envelope(group: &[&WantedTarget]) -> Result<ProvenanceInput, AuthoringError> {
+    let Some(t) = group.first() else {
+        return Ok(ProvenanceInput::default());
+    };
+    let Some(want) = provenance_digest(t.custom.as_ref()) else {
+        return Ok(ProvenanceInput::default());
+    };
+    let Some(path) = &t.provenance else {
+        return Err(AuthoringError::Corrupt(format!(
+            "target {:?}: custom.custody.provenance.sha256 is {want} but the server holds no such envelope; stage the target again with its provenance",
+            t.name
+        )));
+    };
+    let bytes = read_bounded(path, crate::provenance::MAX_ENVELOPE_BYTES)?;
+    let got = hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes));
+    if got != want {
+        return Err(AuthoringError::Corrupt(format!(
+            "target {:?}: the provenance envelope file {} hashes to {got}, not to the staged custom.custody.provenance.sha256 {want}; refusing to publish it",
+            t.name,
+            path.display()
+        )));
+    }
+    Ok(ProvenanceInput {
+        envelope: Some(bytes),
+        policy: None,
+    })
+}
+
+/// Targets of the top-level targets role that are new or changed (length,
+/// sha256 or custom) compared with the served generation, and those no
+/// longer listed. With nothing served yet, every target is new. A served
+/// targets file that cannot be read counts as empty (the log then records
+/// the targets again rather than missing one).
+fn hosted_difference(r: &Repository, repo: &str, hosting: &Hosting) -> (Vec<String>, Vec<String>) {
+    let Some(new) = r.targets_role("targets").map(|e| &e.signed.targets) else {
+        return (vec![], vec![]);
+    };
+    let old: serde_json::Map<String, serde_json::Value> = hosting
+        .current_generation_dir(repo)
+        .and_then(|dir| served_targets(&dir.join("metadata")))
+        .unwrap_or_default();
+    let added = new
+        .iter()
+        .filter(|(name, tf)| {
+            old.get(name.as_str()).is_none_or(|o| {
+                o.get("length").and_then(serde_json::Value::as_u64) != Some(tf.length)
+                    || o.pointer("/hashes/sha256")
+                        .and_then(serde_json::Value::as_str)
+                        != tf.hashes.get("sha256").map(String::as_str)
+                    || o.get("custom") != tf.custom.as_ref()
+            })
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    let removed = old
+        .keys()
+        .filter(|name| !new.contains_key(name.as_str()))
+        .cloned()
+        .collect();
+    (added, removed)
+}
+
+/// `signed.targets` of the newest `<version>.targets.json` in a served
+/// metadata directory (generations keep every version; versions only grow).
+fn served_targets(meta: &Path) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let newest = std::fs::read_dir(meta)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let v: u64 = name.strip_suffix(".targets.json")?.parse().ok()?;
+            Some((v, e.path()))
+        })
+        .max_by_key(|(v, _)| *v)?;
+    let bytes = read_bounded(&newest.1, 64 << 20).ok()?;
+    let doc: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    match doc.pointer("/signed/targets")? {
+        serde_json::Value::Object(m) => Some(m.clone()),
+        _ => None,
+    }
+}
+
+/// A whole file of at most `limit` bytes.
+fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, AuthoringError> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(io(path, "open"))?;
+    let mut bytes = Vec::new();
+    f.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io(path, "read"))?;
+    if bytes.len() as u64 > limit {
+        return Err(AuthoringError::Invalid(format!(
+            "{}: larger than the limit of {limit} bytes",
+            path.display()
+        )));
+    }
+    Ok(bytes)
 }
 
 impl Authoring {
@@ -397,8 +519,18 @@ impl Authoring {
                 .1
                 .push(t);
         }
+        // With a policy stored, custody-repo's own gate checks every added
+        // target again (the policy may have changed since staging), so it
+        // gets the envelope. Without one, the digest staged under the
+        // policy then in force stays in `custom` and nothing re-checks it.
+        let policy_set = r.provenance_policy().map_err(repo_err(repo))?.is_some();
         for (custom, group) in groups.into_values() {
-            self.add_group(repo, &mut r, &group, custom, &mut ring, now)?;
+            let provenance = if policy_set {
+                group_envelope(&group)?
+            } else {
+                ProvenanceInput::default()
+            };
+            self.add_group(repo, &mut r, &group, custom, &provenance, &mut ring, now)?;
             for t in &group {
                 // The staged bytes were hashed again by custody-repo: a blob
                 // changed on disk since its verified upload is refused here
@@ -433,17 +565,19 @@ impl Authoring {
         self.go_live(repo, &r, added, removed, hosting, now)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn add_group(
         &self,
         repo: &str,
         r: &mut Repository,
         group: &[&WantedTarget],
         custom: Option<serde_json::Value>,
+        provenance: &ProvenanceInput,
         ring: &mut KeyRing,
         now: DateTime<Utc>,
     ) -> Result<(), AuthoringError> {
         if let [t] = group {
-            r.add_targets(&t.blob, Some(&t.name), custom, ring, now)
+            r.add_targets_with_provenance(&t.blob, Some(&t.name), custom, provenance, ring, now)
                 .map_err(repo_err(repo))?;
             return Ok(());
         }
@@ -468,7 +602,7 @@ impl Authoring {
         })();
         let result = match built {
             Ok(()) => r
-                .add_targets(&tree, None, custom, ring, now)
+                .add_targets_with_provenance(&tree, None, custom, provenance, ring, now)
                 .map(|_| ())
                 .map_err(repo_err(repo)),
             // e.g. a target that is also a directory prefix of another:
@@ -476,9 +610,16 @@ impl Authoring {
             Err(e) => {
                 tracing::debug!(repo, error = %e, "publish tree not buildable; adding targets one by one");
                 group.iter().try_for_each(|t| {
-                    r.add_targets(&t.blob, Some(&t.name), custom.clone(), ring, now)
-                        .map(|_| ())
-                        .map_err(repo_err(repo))
+                    r.add_targets_with_provenance(
+                        &t.blob,
+                        Some(&t.name),
+                        custom.clone(),
+                        provenance,
+                        ring,
+                        now,
+                    )
+                    .map(|_| ())
+                    .map_err(repo_err(repo))
                 })
             }
         };
@@ -514,7 +655,11 @@ impl Authoring {
         };
         let status = r.status(now).map_err(repo_err(repo))?;
         let live = if status.publish_blocker.is_none() {
-            Some(self.go_live(repo, &r, vec![], vec![], hosting, now)?)
+            // A draft held for offline signatures goes live now: what it
+            // adds and removes is its difference from what is served (the
+            // publish that made the draft could not say, it did not go live).
+            let (added, removed) = hosted_difference(&r, repo, hosting);
+            Some(self.go_live(repo, &r, added, removed, hosting, now)?)
         } else {
             None
         };
@@ -545,6 +690,112 @@ impl Authoring {
         r.save().map_err(repo_err(repo))?;
         let out = self.go_live(repo, &r, vec![], vec![], hosting, now)?;
         Ok(Some(out.timestamp_version))
+    }
+
+    /// The repository's stored provenance policy (custody-repo's
+    /// `provenance-policy.json`), read without the repository lock: the
+    /// file is only ever replaced by rename, so this sees the old or the
+    /// new policy. For the stage handler, which must not wait for a publish.
+    pub fn provenance_policy(&self, repo: &str) -> Result<Option<Policy>, AuthoringError> {
+        if !self.exists(repo) {
+            return Err(AuthoringError::NoRepo(repo.to_owned()));
+        }
+        let path = self.repo_dir(repo).join(PROVENANCE_POLICY_FILE);
+        let bytes = match read_bounded(&path, MAX_POLICY_BYTES) {
+            Ok(b) => b,
+            Err(AuthoringError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        };
+        Policy::from_json(PROVENANCE_POLICY_FILE, &bytes)
+            .map(Some)
+            .map_err(|e| {
+                AuthoringError::Corrupt(format!(
+                    "{}: stored provenance policy: {e}",
+                    path.display()
+                ))
+            })
+    }
+
+    /// Store `bytes` (TOML, or JSON when `file_name` ends in `.json`) as the
+    /// repository's provenance policy, through custody-repo (which parses
+    /// and checks it with custody-provenance and writes its custody log).
+    /// Returns the policy and the sha256 of the stored JSON.
+    pub fn set_provenance_policy(
+        &self,
+        repo: &str,
+        file_name: &str,
+        bytes: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<(Policy, String), AuthoringError> {
+        if bytes.len() as u64 > MAX_POLICY_BYTES {
+            return Err(AuthoringError::Invalid(format!(
+                "provenance policy {file_name} is {} bytes, the limit is {MAX_POLICY_BYTES}",
+                bytes.len()
+            )));
+        }
+        let mut r = self.open(repo)?;
+        let policy = r
+            .set_provenance_policy(file_name, bytes, now)
+            .map_err(|e| match e {
+                RepoError::Invalid(msg) => AuthoringError::Invalid(msg),
+                other => repo_err(repo)(other),
+            })?;
+        r.save().map_err(repo_err(repo))?;
+        let json = serde_json::to_vec_pretty(policy.spec())
+            .map_err(|e| AuthoringError::Corrupt(format!("provenance policy: {e}")))?;
+        let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, &json));
+        Ok((policy, sha))
+    }
+
+    /// Remove the repository's provenance policy. Returns whether one was set.
+    pub fn clear_provenance_policy(
+        &self,
+        repo: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, AuthoringError> {
+        let mut r = self.open(repo)?;
+        let had = r.provenance_policy().map_err(repo_err(repo))?.is_some();
+        if had {
+            r.clear_provenance_policy(now);
+            r.save().map_err(repo_err(repo))?;
+        }
+        Ok(had)
+    }
+
+    /// An envelope custody-repo accepted at a publish
+    /// (`provenance/<sha256>.dsse.json` in the repository), if it has it.
+    pub fn accepted_envelope(
+        &self,
+        repo: &str,
+        sha256: &str,
+    ) -> Result<Option<Vec<u8>>, AuthoringError> {
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(AuthoringError::Invalid(format!(
+                "provenance digest {sha256:?} is not 64 hex characters"
+            )));
+        }
+        let path = self
+            .repo_dir(repo)
+            .join(custody_repo::repository::PROVENANCE_DIR)
+            .join(format!("{sha256}.dsse.json"));
+        match read_bounded(&path, crate::provenance::MAX_ENVELOPE_BYTES) {
+            Ok(b) => Ok(Some(b)),
+            Err(AuthoringError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The delegated role that will list `path` (for policy rules by role).
+    pub fn role_for_path(&self, repo: &str, path: &str) -> Result<String, AuthoringError> {
+        Ok(self.open(repo)?.role_for_path(path))
     }
 
     /// Repositories with authoring state.

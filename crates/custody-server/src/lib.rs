@@ -6,6 +6,8 @@
 //! - [`api`]: the admin API under `/api/v1` with its OpenAPI document.
 //! - [`authoring`]: server-side TUF repositories (custody-repo): drafts,
 //!   online snapshot/timestamp keys, signature merge, publish into hosting.
+//! - [`provenance`]: per-repository provenance policy, DSSE envelopes on
+//!   the upload path, the gate at staging (custody-provenance).
 //! - [`auth`]: bootstrap credentials, OIDC workload identity, short-lived
 //!   scoped tokens, separation of duties, audit.
 //! - [`storage`]: one async trait, SQLite (default) and PostgreSQL.
@@ -24,6 +26,7 @@ pub mod error;
 pub mod hosting;
 pub mod log;
 pub mod metrics;
+pub mod provenance;
 pub mod ratelimit;
 pub mod scope;
 pub mod server;

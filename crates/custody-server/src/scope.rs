@@ -2,7 +2,8 @@
 //!
 //! A scope is `KIND` or `KIND@REPO`: `target:upload`, `target:stage`,
 //! `repo:publish`, `role:sign:<role>`, `target:revoke`, `audit:read`,
-//! `fleet:admin`. Without `@REPO` the scope covers every repository.
+//! `fleet:admin`, `provenance:admin`. Without `@REPO` the scope covers every
+//! repository.
 
 use std::fmt;
 
@@ -18,6 +19,10 @@ pub enum ScopeKind {
     TargetRevoke,
     AuditRead,
     FleetAdmin,
+    /// Set or clear a repository's provenance policy (what builds its
+    /// uploads must come from). Separate from upload and stage: whoever can
+    /// relax the policy must not be the one it constrains.
+    ProvenanceAdmin,
 }
 
 impl fmt::Display for ScopeKind {
@@ -30,6 +35,7 @@ impl fmt::Display for ScopeKind {
             ScopeKind::TargetRevoke => f.write_str("target:revoke"),
             ScopeKind::AuditRead => f.write_str("audit:read"),
             ScopeKind::FleetAdmin => f.write_str("fleet:admin"),
+            ScopeKind::ProvenanceAdmin => f.write_str("provenance:admin"),
         }
     }
 }
@@ -128,27 +134,28 @@ impl Scope {
             }
             None => (s, None),
         };
-        let kind = match kind_str {
-            "target:upload" => ScopeKind::TargetUpload,
-            "target:stage" => ScopeKind::TargetStage,
-            "repo:publish" => ScopeKind::RepoPublish,
-            "target:revoke" => ScopeKind::TargetRevoke,
-            "audit:read" => ScopeKind::AuditRead,
-            "fleet:admin" => ScopeKind::FleetAdmin,
-            other => match other.strip_prefix("role:sign:") {
-                Some(role) => {
-                    validate_role_name(role).map_err(|e| scope_err(s, e))?;
-                    ScopeKind::RoleSign(role.to_string())
-                }
-                None => {
-                    return Err(scope_err(
+        let kind =
+            match kind_str {
+                "target:upload" => ScopeKind::TargetUpload,
+                "target:stage" => ScopeKind::TargetStage,
+                "repo:publish" => ScopeKind::RepoPublish,
+                "target:revoke" => ScopeKind::TargetRevoke,
+                "audit:read" => ScopeKind::AuditRead,
+                "fleet:admin" => ScopeKind::FleetAdmin,
+                "provenance:admin" => ScopeKind::ProvenanceAdmin,
+                other => match other.strip_prefix("role:sign:") {
+                    Some(role) => {
+                        validate_role_name(role).map_err(|e| scope_err(s, e))?;
+                        ScopeKind::RoleSign(role.to_string())
+                    }
+                    None => return Err(scope_err(
                         s,
                         "unknown scope kind; known: target:upload, target:stage, repo:publish, \
-                         role:sign:<role>, target:revoke, audit:read, fleet:admin (optionally @repo)",
-                    ))
-                }
-            },
-        };
+                         role:sign:<role>, target:revoke, audit:read, fleet:admin, \
+                         provenance:admin (optionally @repo)",
+                    )),
+                },
+            };
         Ok(Scope { kind, repo })
     }
 
@@ -259,7 +266,40 @@ impl ScopeSet {
                 }
             }
         }
+        // The provenance gate: a credential that can change a repository's
+        // provenance policy must not also upload or stage into it, or it
+        // could relax the policy for its own uploads.
+        for admin in self
+            .0
+            .iter()
+            .filter(|s| s.kind == ScopeKind::ProvenanceAdmin)
+        {
+            for up in self
+                .0
+                .iter()
+                .filter(|s| matches!(s.kind, ScopeKind::TargetUpload | ScopeKind::TargetStage))
+            {
+                if let Some(where_) = overlap(&admin.repo, &up.repo) {
+                    return Some(format!(
+                        "separation of duties: scopes {admin} and {up} would let one credential \
+                         both set the provenance policy of and upload or stage targets into \
+                         {where_}; grant them to two different credentials, or set \
+                         `allow_upload_and_publish = true` in the server config to override"
+                    ));
+                }
+            }
+        }
         None
+    }
+}
+
+/// Where two scope bindings overlap, in words; `None` if they do not.
+fn overlap(a: &Option<String>, b: &Option<String>) -> Option<String> {
+    match (a, b) {
+        (None, None) => Some("every repository".to_string()),
+        (None, Some(r)) | (Some(r), None) => Some(format!("repository {r:?}")),
+        (Some(x), Some(y)) if x == y => Some(format!("repository {x:?}")),
+        _ => None,
     }
 }
 
@@ -321,6 +361,30 @@ mod tests {
             let set = ScopeSet::parse_all(bad.clone()).unwrap();
             let msg = set.separation_of_duties_conflict().expect("conflict");
             assert!(msg.contains("separation of duties"), "{bad:?}: {msg}");
+        }
+    }
+
+    #[test]
+    fn provenance_admin_is_separate_from_upload_and_stage() {
+        let s = Scope::parse("provenance:admin@app").unwrap();
+        assert_eq!(s.to_string(), "provenance:admin@app");
+        let ok = ScopeSet::parse_all([
+            "provenance:admin@a",
+            "target:upload@b",
+            "target:stage@b",
+            "repo:publish@a",
+        ])
+        .unwrap();
+        assert!(ok.separation_of_duties_conflict().is_none());
+        for bad in [
+            vec!["provenance:admin@a", "target:upload@a"],
+            vec!["provenance:admin@a", "target:stage@a"],
+            vec!["provenance:admin", "target:stage@a"],
+            vec!["provenance:admin@a", "target:upload"],
+        ] {
+            let set = ScopeSet::parse_all(bad.clone()).unwrap();
+            let msg = set.separation_of_duties_conflict().expect("conflict");
+            assert!(msg.contains("provenance policy"), "{bad:?}: {msg}");
         }
     }
 }

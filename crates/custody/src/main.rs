@@ -15,6 +15,8 @@ mod demo;
 #[cfg(feature = "authoring")]
 mod key;
 #[cfg(feature = "authoring")]
+mod remote;
+#[cfg(feature = "authoring")]
 mod repo;
 #[cfg(feature = "server")]
 mod serve;
@@ -60,6 +62,10 @@ enum Command {
     /// HTTP server: host TUF repositories, admin API, metrics.
     #[cfg(feature = "server")]
     Serve(serve::ServeArgs),
+    /// Talk to a running server: upload targets with their build
+    /// provenance, set a repository's provenance policy.
+    #[cfg(feature = "authoring")]
+    Server(remote::ServerArgs),
     /// Transparency log witness: verify consistency, cosign, alarm on fork or rollback.
     Witness(witness::WitnessArgs),
     /// Audit a transparency log: replay it, who has a target, a device's history.
@@ -90,6 +96,8 @@ fn main() -> ExitCode {
         Command::Repo(args) => repo::run(args),
         #[cfg(feature = "server")]
         Command::Serve(args) => serve::run(args),
+        #[cfg(feature = "authoring")]
+        Command::Server(args) => remote::run(args),
         Command::Witness(args) => witness::run(args),
         Command::Audit(args) => audit::run(args),
     };
