@@ -8,7 +8,8 @@
 //!   install manifests). Any inconsistency is listed; exit code 2.
 //! - `who-has TARGET`: deliveries and install reports of TARGET, each with
 //!   an inclusion proof against the verified checkpoint.
-//! - `device ID`: every entry about device ID, with inclusion proofs.
+//! - `device ID`: every entry about device ID (deliveries, install
+//!   reports, decommission, admin actions on it), with inclusion proofs.
 //!
 //! `--json` prints one JSON document.
 
@@ -84,6 +85,9 @@ struct Replayed {
     problems: Vec<String>,
     cosigners: Vec<String>,
     key_pinned: bool,
+    /// install reports by what the auditor could check (`verified`,
+    /// `digest_only`, `no_device_key`, `bad`)
+    reports: std::collections::BTreeMap<&'static str, u64>,
 }
 
 fn parse_vkey(s: &str) -> Result<VerifierKey> {
@@ -206,13 +210,17 @@ fn replay(c: &Common) -> Result<Replayed> {
     }
 
     // Entries and their inner signatures.
+    let mut reports = std::collections::BTreeMap::<&'static str, u64>::new();
     for (i, e) in entries.iter().enumerate() {
         match LogEntry::from_bytes(e) {
-            Ok(entry) => {
-                if let Err(why) = check_inner_signatures(&entry) {
+            Ok(entry) => match check_inner_signatures(&entry) {
+                Ok(Some(c)) => *reports.entry(c.name()).or_default() += 1,
+                Ok(None) => {}
+                Err(why) => {
+                    *reports.entry("bad").or_default() += 1;
                     problems.push(format!("entry {i}: {why}"));
                 }
-            }
+            },
             Err(why) => problems.push(format!("entry {i}: {why}")),
         }
     }
@@ -224,24 +232,54 @@ fn replay(c: &Common) -> Result<Replayed> {
         problems,
         cosigners,
         key_pinned: c.log_key.is_some(),
+        reports,
     })
 }
 
-/// Install reports carry the device-signed manifest and the device key:
-/// the key's id must be the device id and its signature must verify over
-/// the canonical `signed` part.
-fn check_inner_signatures(entry: &LogEntry) -> std::result::Result<(), String> {
+/// What the auditor could establish about one install report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReportCheck {
+    /// manifest embedded, device key present, every check passed
+    Verified,
+    /// only the manifest digest (the manifest was too large to embed)
+    DigestOnly,
+    /// manifest embedded but no device key: the signature cannot be checked
+    NoKey,
+}
+
+impl ReportCheck {
+    fn name(self) -> &'static str {
+        match self {
+            ReportCheck::Verified => "verified",
+            ReportCheck::DigestOnly => "digest_only",
+            ReportCheck::NoKey => "no_device_key",
+        }
+    }
+}
+
+/// Install reports carry the device-signed manifest and the device key.
+/// Checked: the manifest bytes hash to `manifest_sha256`; the key's TUF id
+/// is the device id; the bytes are a custody device manifest
+/// (custody-director's strict parser) of that device; the device key's
+/// signature verifies over its canonical `signed` part; and the manifest
+/// itself carries an install report of the entry's target with the
+/// entry's outcome (so the server cannot attach a genuine manifest to a
+/// claim the device never made). `Ok(None)`: not an install report.
+fn check_inner_signatures(entry: &LogEntry) -> std::result::Result<Option<ReportCheck>, String> {
     let EntryBody::InstallReport {
         device_id,
+        target,
+        outcome,
         manifest_sha256,
         manifest,
         device_key,
-        ..
     } = &entry.body
     else {
-        return Ok(());
+        return Ok(None);
     };
-    let Some(m) = manifest else { return Ok(()) };
+    let Some(m) = manifest else {
+        return Ok(Some(ReportCheck::DigestOnly));
+    };
     let bytes = B64
         .decode(m)
         .map_err(|e| format!("install report: manifest is not base64: {e}"))?;
@@ -251,10 +289,10 @@ fn check_inner_signatures(entry: &LogEntry) -> std::result::Result<(), String> {
             "install report: manifest sha256 is {digest}, the entry says {manifest_sha256}"
         ));
     }
-    let Some(k) = device_key else { return Ok(()) };
+    let Some(k) = device_key else {
+        return Ok(Some(ReportCheck::NoKey));
+    };
     let key: custody_tuf::schema::Key = serde_json::from_value(k.clone())
-        .map_err(|e| format!("install report: device_key: {e}"))?;
-    let pk = custody_tuf::crypto::PublicKey::from_key(&key)
         .map_err(|e| format!("install report: device_key: {e}"))?;
     let keyid = key
         .key_id()
@@ -264,27 +302,41 @@ fn check_inner_signatures(entry: &LogEntry) -> std::result::Result<(), String> {
             "install report: device_key has key id {keyid}, the device id is {device_id}"
         ));
     }
-    let v: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| format!("install report: manifest is not JSON: {e}"))?;
-    let signed = v
-        .get("signed")
-        .ok_or("install report: manifest has no signed part")?;
-    let canonical = custody_tuf::cjson::canonical_bytes("manifest", signed)
-        .map_err(|e| format!("install report: manifest: {e}"))?;
-    let ok = v
-        .get("signatures")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter(|s| s.get("keyid").and_then(Value::as_str) == Some(device_id.as_str()))
-        .filter_map(|s| hex::decode(s.get("sig")?.as_str()?).ok())
-        .any(|sig| pk.verify(&canonical, &sig));
-    if !ok {
+    let sm = custody_director::wire::SignedManifest::from_bytes(&bytes).map_err(|e| {
+        format!("install report of device {device_id}: the manifest is not a custody device manifest: {e}")
+    })?;
+    if &sm.signed.device_id != device_id {
         return Err(format!(
-            "install report: no valid signature by device key {device_id} on the manifest"
+            "install report: the manifest is device {}'s, the entry says device {device_id}",
+            sm.signed.device_id
         ));
     }
-    Ok(())
+    let keys = std::collections::BTreeMap::from([(keyid.clone(), key)]);
+    custody_tuf::crypto::verify_threshold(
+        "manifest",
+        &format!("device {device_id}"),
+        sm.signed_bytes(),
+        &sm.signatures,
+        std::slice::from_ref(&keyid),
+        &keys,
+        1,
+    )
+    .map_err(|e| {
+        format!("install report: no valid signature by device key {device_id} on the manifest: {e}")
+    })?;
+    if !sm
+        .signed
+        .install_reports
+        .iter()
+        .any(|r| &r.target == target && &r.outcome == outcome)
+    {
+        return Err(format!(
+            "install report: the entry says device {device_id} reported {outcome:?} for {target:?}, \
+             but the device-signed manifest (report counter {}) carries no such report",
+            sm.signed.report_counter
+        ));
+    }
+    Ok(Some(ReportCheck::Verified))
 }
 
 fn proof_json(r: &Replayed, index: u64) -> Result<Value> {
@@ -308,6 +360,16 @@ fn entry_json(r: &Replayed, index: u64, e: &LogEntry) -> Result<Value> {
     if let Some(o) = v.as_object_mut() {
         // The manifest bytes are long; the auditor gets them from the bundle.
         o.remove("manifest");
+        match check_inner_signatures(e) {
+            Ok(Some(c)) => {
+                o.insert("manifest_check".into(), json!(c.name()));
+            }
+            Ok(None) => {}
+            Err(why) => {
+                o.insert("manifest_check".into(), json!("bad"));
+                o.insert("manifest_problem".into(), json!(why));
+            }
+        }
         o.insert("index".into(), json!(index));
         o.insert("inclusion".into(), proof_json(r, index)?);
     }
@@ -350,6 +412,7 @@ pub fn run(args: AuditArgs) -> Result<ExitCode> {
                 "root": B64.encode(r.root),
                 "log_key_pinned": r.key_pinned,
                 "entries_by_type": counts,
+                "install_reports": r.reports,
                 "cosigned_by": r.cosigners,
                 "problems": r.problems,
             });
@@ -362,6 +425,14 @@ pub fn run(args: AuditArgs) -> Result<ExitCode> {
             for (t, n) in &counts {
                 human.push_str(&format!("  {t}: {n}\n"));
             }
+            if !r.reports.is_empty() {
+                let parts: Vec<String> =
+                    r.reports.iter().map(|(k, n)| format!("{k} {n}")).collect();
+                human.push_str(&format!(
+                    "  install report manifests: {}\n",
+                    parts.join(", ")
+                ));
+            }
             if !r.cosigners.is_empty() {
                 human.push_str(&format!("  cosigned by: {}\n", r.cosigners.join(", ")));
             }
@@ -373,6 +444,8 @@ pub fn run(args: AuditArgs) -> Result<ExitCode> {
         AuditCommand::WhoHas { target, common } => {
             let r = replay(&common)?;
             let mut rows = Vec::new();
+            // device id → what the log says it received and reported
+            let mut devices = serde_json::Map::new();
             let mut human = String::new();
             for (i, e) in r.entries.iter().enumerate() {
                 let Ok(entry) = LogEntry::from_bytes(e) else {
@@ -392,13 +465,29 @@ pub fn run(args: AuditArgs) -> Result<ExitCode> {
                     describe(&entry),
                     entry.time
                 ));
+                let dev = devices
+                    .entry(entry.device_id().unwrap_or("-").to_owned())
+                    .or_insert_with(|| json!({"received": [], "reports": []}));
+                match &entry.body {
+                    EntryBody::AssignmentDelivered { delivered_at, .. } => {
+                        if let Some(a) = dev["received"].as_array_mut() {
+                            a.push(json!({"at": delivered_at, "index": index}));
+                        }
+                    }
+                    EntryBody::InstallReport { outcome, .. } => {
+                        if let Some(a) = dev["reports"].as_array_mut() {
+                            a.push(json!({"outcome": outcome, "at": entry.time, "index": index}));
+                        }
+                    }
+                    _ => {}
+                }
                 rows.push(entry_json(&r, index, &entry)?);
             }
             if rows.is_empty() {
                 human.push_str(&format!("no device received or installed {target:?}\n"));
             }
             let doc = json!({"target": target, "size": r.size, "root": B64.encode(r.root),
-                             "entries": rows, "problems": r.problems});
+                             "devices": devices, "entries": rows, "problems": r.problems});
             finish(common.json, doc, human, &r.problems)
         }
         AuditCommand::Device { id, common } => {
@@ -409,7 +498,7 @@ pub fn run(args: AuditArgs) -> Result<ExitCode> {
                 let Ok(entry) = LogEntry::from_bytes(e) else {
                     continue;
                 };
-                if entry.device_id() != Some(id.as_str()) {
+                if !about_device(&entry, &id) {
                     continue;
                 }
                 let index = i as u64;
@@ -417,7 +506,7 @@ pub fn run(args: AuditArgs) -> Result<ExitCode> {
                     "{} {} {} (entry {index})\n",
                     entry.time,
                     describe(&entry),
-                    entry.target().unwrap_or("")
+                    entry.target().filter(|t| *t != id).unwrap_or("")
                 ));
                 rows.push(entry_json(&r, index, &entry)?);
             }
@@ -431,11 +520,30 @@ pub fn run(args: AuditArgs) -> Result<ExitCode> {
     }
 }
 
+/// Entries about device `id`: deliveries, install reports and its
+/// decommission, plus the admin actions whose target is the device
+/// (enrolment, suspend / resume, pins, bundle exports, refused requests,
+/// re-attestation suspensions by the director).
+fn about_device(e: &LogEntry, id: &str) -> bool {
+    match &e.body {
+        EntryBody::AdminAction {
+            target: Some(t), ..
+        } => t == id,
+        _ => e.device_id() == Some(id),
+    }
+}
+
 fn describe(e: &LogEntry) -> String {
     match &e.body {
         EntryBody::AssignmentDelivered { .. } => "received".into(),
         EntryBody::InstallReport { outcome, .. } => format!("reported {outcome}"),
-        EntryBody::Decommission { .. } => "decommissioned".into(),
+        EntryBody::Decommission { reason, by, .. } => format!("decommissioned by {by}: {reason}"),
+        EntryBody::AdminAction {
+            identity,
+            action,
+            outcome,
+            ..
+        } => format!("{action} by {identity} ({outcome})"),
         _ => e.type_name().into(),
     }
 }

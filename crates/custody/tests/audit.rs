@@ -34,23 +34,51 @@ fn json_out(o: &Output) -> Value {
     })
 }
 
-/// A device key, its TUF key JSON, its key id (= device id) and a signed
-/// manifest in the director's wire shape.
+/// A device key, its TUF key JSON, its key id (= device id) and a
+/// manifest in the director's wire shape (custody-director types), signed
+/// with the device key over its canonical `signed` part (`forge` flips a
+/// signature bit). The manifest reports `installed` for `target`.
 fn device_manifest(seed: u8, target: &str, forge: bool) -> (String, Value, Vec<u8>) {
+    use custody_director::wire::{InstallReport, InstalledTarget, ManifestBody};
     let pair = Ed25519KeyPair::from_seed_unchecked(&[seed; 32]).unwrap();
     let key = json!({"keytype": "ed25519", "scheme": "ed25519",
                      "keyval": {"public": hex::encode(pair.public_key().as_ref())}});
     let tuf_key: custody_tuf::schema::Key = serde_json::from_value(key.clone()).unwrap();
     let id = tuf_key.key_id().unwrap();
-    let signed = json!({"_type": "custody-manifest", "device_id": id, "report_counter": 1,
-                        "installed": {"a": {"name": target}}});
-    let canonical = custody_tuf::cjson::canonical_bytes("manifest", &signed).unwrap();
+    let body = ManifestBody {
+        type_: custody_director::wire::TYPE_MANIFEST.into(),
+        wire_version: custody_director::wire::WIRE_VERSION,
+        device_id: id.clone(),
+        hardware_id: "board-a".into(),
+        report_counter: 1,
+        device_time: 1_700_000_000,
+        installed: [(
+            "a".to_string(),
+            InstalledTarget {
+                name: target.into(),
+                length: 3,
+                hashes: [("sha256".to_string(), "ab".repeat(32))].into(),
+                release_counter: 1,
+            },
+        )]
+        .into(),
+        active_slot: Some("a".into()),
+        attacks_detected: vec![],
+        install_reports: vec![InstallReport {
+            id: "attempt-1".into(),
+            target: target.into(),
+            release_counter: 1,
+            outcome: "installed".into(),
+            reason: None,
+            time: 1_700_000_000,
+        }],
+    };
+    let canonical = custody_tuf::cjson::canonical_bytes("manifest", &body).unwrap();
     let mut sig = pair.sign(&canonical).as_ref().to_vec();
     if forge {
         sig[0] ^= 1;
     }
-    let manifest =
-        json!({"signed": signed, "signatures": [{"keyid": id, "sig": hex::encode(sig)}]});
+    let manifest = json!({"signed": body, "signatures": [{"keyid": id, "sig": hex::encode(sig)}]});
     (id, key, serde_json::to_vec(&manifest).unwrap())
 }
 
@@ -211,16 +239,87 @@ async fn audit_replays_the_server_log_and_reports_inconsistencies() {
     .await;
     assert_eq!(o.status.code(), Some(1));
 
-    // An install report whose manifest signature does not verify.
+    assert_eq!(v["entries"][0]["manifest_check"], Value::Null);
+
+    // The valid report is verified, and says so.
+    let mut args = vec!["audit", "device", &dev1];
+    args.extend(common);
+    let v = json_out(&custody(&args).await);
+    let rep = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "install_report")
+        .unwrap()
+        .clone();
+    assert_eq!(rep["manifest_check"], "verified", "{v}");
+
+    // Tampered install reports, each flagged by `audit verify`:
+    // a manifest whose device signature does not verify,
     let (_, forged) = install_report(2, "fw-1.0.bin", true);
-    log.append(forged).await.unwrap();
+    // a genuine manifest attached to a claim the device never made,
+    let (
+        _,
+        EntryBody::InstallReport {
+            device_id,
+            manifest_sha256,
+            manifest,
+            device_key,
+            ..
+        },
+    ) = install_report(3, "fw-1.0.bin", false)
+    else {
+        unreachable!()
+    };
+    let misattributed = EntryBody::InstallReport {
+        device_id: device_id.clone(),
+        target: "fw-1.0.bin".into(),
+        outcome: "failed".into(),
+        manifest_sha256: manifest_sha256.clone(),
+        manifest: manifest.clone(),
+        device_key: device_key.clone(),
+    };
+    // another device's key presented as this device's,
+    let (_, k4, _) = device_manifest(4, "fw-1.0.bin", false);
+    let wrong_key = EntryBody::InstallReport {
+        device_id: device_id.clone(),
+        target: "fw-1.0.bin".into(),
+        outcome: "installed".into(),
+        manifest_sha256: manifest_sha256.clone(),
+        manifest: manifest.clone(),
+        device_key: Some(k4),
+    };
+    // and manifest bytes changed after the digest was taken.
+    let mut bytes = B64.decode(manifest.unwrap()).unwrap();
+    let pos = bytes.windows(7).position(|w| w == b"board-a").unwrap();
+    bytes[pos] = b'B';
+    let changed = EntryBody::InstallReport {
+        device_id,
+        target: "fw-1.0.bin".into(),
+        outcome: "installed".into(),
+        manifest_sha256,
+        manifest: Some(B64.encode(&bytes)),
+        device_key,
+    };
+    for e in [forged, misattributed, wrong_key, changed] {
+        log.append(e).await.unwrap();
+    }
     let mut args = vec!["audit", "verify"];
     args.extend(common);
     let o = custody(&args).await;
     assert_eq!(o.status.code(), Some(2));
     let v = json_out(&o);
     let problems = v["problems"].to_string();
-    assert!(problems.contains("no valid signature by device key"), "{v}");
+    for want in [
+        "no valid signature by device key",
+        "carries no such report",
+        "device_key has key id",
+        "manifest sha256 is",
+    ] {
+        assert!(problems.contains(want), "{want}: {v}");
+    }
+    assert_eq!(v["install_reports"]["bad"], 4, "{v}");
+    assert_eq!(v["install_reports"]["verified"], 1, "{v}");
 
     // A bundle changed on the server's disk no longer matches its tile.
     let size = log.size();

@@ -31,6 +31,12 @@ impl Drop for Server {
 }
 
 pub fn start(data: &Path) -> Server {
+    start_on(data, "127.0.0.1:0")
+}
+
+/// `custody serve` on `data`, listening on `listen` (a restart on the
+/// address agents enrolled with).
+pub fn start_on(data: &Path, listen: &str) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_custody"))
         .env_remove("CUSTODY_DATABASE_URL")
         .env_remove("CUSTODY_CONFIG")
@@ -38,7 +44,7 @@ pub fn start(data: &Path) -> Server {
         .env_remove("CUSTODY_DATA_DIR")
         .env("CUSTODY_KEY_PASSPHRASE", "test passphrase for online keys")
         .arg("serve")
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .args(["--listen", listen, "--data-dir"])
         .arg(data)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
