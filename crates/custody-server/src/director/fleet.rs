@@ -125,8 +125,9 @@ fn check_device_id(id: &str) -> ApiResult<()> {
 // ------------------------------------------------------------ image repo
 
 /// A target of the hosted image repository, read through custody-tuf's
-/// client checks (the director only assigns what a device would accept).
-/// Top-level targets only: delegated targets are not looked up yet.
+/// client checks (the director only assigns what a device would accept),
+/// found through delegations and hash bins as a device finds it
+/// ([`super::image::lookup_target`]).
 fn image_release(
     d: &Director,
     name: &str,
@@ -135,47 +136,16 @@ fn image_release(
 ) -> ApiResult<Release> {
     let dir = d.image_dir.join("current").join("metadata");
     let repo = &d.settings.image_repository;
-    let read = |f: &str| {
-        std::fs::read(dir.join(f)).map_err(|e| {
-            ApiError::new(
-                StatusCode::CONFLICT,
-                "image_repository",
-                format!("image repository {repo:?}: {f}: {e} (is it published?)"),
-            )
-        })
-    };
-    let bad = |e: custody_tuf::Error| {
-        ApiError::new(
-            StatusCode::CONFLICT,
-            "image_repository",
-            format!("image repository {repo:?} does not verify: {e}"),
-        )
-    };
-    let now = Utc::now();
-    let mut t = custody_tuf::TrustedMetadata::new(&read("1.root.json")?).map_err(bad)?;
-    loop {
-        let next = t.next_root_filename();
-        match std::fs::read(dir.join(&next)) {
-            Ok(b) => {
-                t.update_root(&b).map_err(bad)?;
+    let (_role, tf) = super::image::lookup_target(repo, &dir, name, Utc::now()).map_err(|e| {
+        use super::image::ImageLookupError as E;
+        match e {
+            E::NotFound { .. } => ApiError::not_found(e.to_string()),
+            E::Unreadable { .. } | E::Invalid { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "image_repository", e.to_string())
             }
-            Err(_) => break,
         }
-    }
-    t.update_timestamp(&read("timestamp.json")?, now)
-        .map_err(bad)?;
-    let sn = t.remote_filename("snapshot").map_err(bad)?;
-    t.update_snapshot(&read(&sn)?, now, false).map_err(bad)?;
-    let tn = t.remote_filename("targets").map_err(bad)?;
-    t.update_targets(&read(&tn)?, now).map_err(bad)?;
-    let tf = t
-        .targets()
-        .and_then(|x| x.targets.get(name))
-        .ok_or_else(|| {
-            ApiError::not_found(format!(
-                "target {name:?} is not in image repository {repo:?} (top-level targets)"
-            ))
-        })?;
+    })?;
+    let tf = &tf;
     let custom = tf.custom.as_ref();
     let from_image = custom
         .and_then(|c| c.get("release_counter"))

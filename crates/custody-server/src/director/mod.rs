@@ -26,6 +26,7 @@ pub mod bundle_export;
 pub mod cache;
 pub mod device;
 pub mod fleet;
+pub mod image;
 pub mod log_hooks;
 pub mod settings;
 pub mod store;

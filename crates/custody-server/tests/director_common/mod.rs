@@ -31,11 +31,27 @@ pub struct Fleet {
     uploader_token: String,
     publisher_token: String,
     pub keydir: tempfile::TempDir,
+    /// The image repository delegates to TAP 15 hash bins signed online.
+    binned: bool,
 }
 
 /// Start a server (with `f` applied to its config) and publish an empty
 /// image repository `main`.
 pub async fn fleet_with(f: impl FnOnce(&mut custody_server::ServerConfig)) -> Fleet {
+    fleet_inner(f, None).await
+}
+
+/// Like [`fleet`], with an image repository whose targets live in `bins`
+/// hash bins (online `bins` key; the offline targets key signs the
+/// delegation once).
+pub async fn fleet_binned(bins: u32) -> Fleet {
+    fleet_inner(|_| {}, Some(bins)).await
+}
+
+async fn fleet_inner(
+    f: impl FnOnce(&mut custody_server::ServerConfig),
+    hash_bins: Option<u32>,
+) -> Fleet {
     let keydir = tempfile::tempdir().unwrap();
     let pass = keydir.path().join("passphrase");
     std::fs::write(&pass, "director test passphrase\n").unwrap();
@@ -64,10 +80,17 @@ pub async fn fleet_with(f: impl FnOnce(&mut custody_server::ServerConfig)) -> Fl
             "POST",
             "/api/v1/repos/main",
             &admin,
-            Some(json!({
-                "root": {"keys": [rk], "threshold": 1},
-                "targets": {"keys": [tk], "threshold": 1},
-            })),
+            Some(match hash_bins {
+                None => json!({
+                    "root": {"keys": [rk], "threshold": 1},
+                    "targets": {"keys": [tk], "threshold": 1},
+                }),
+                Some(n) => json!({
+                    "root": {"keys": [rk], "threshold": 1},
+                    "targets": {"keys": [tk], "threshold": 1},
+                    "hash_bins": n,
+                }),
+            }),
         )
         .await;
     assert_eq!(r.status, 201, "create image repository: {}", r.text());
@@ -91,6 +114,7 @@ pub async fn fleet_with(f: impl FnOnce(&mut custody_server::ServerConfig)) -> Fl
         targets_id,
         s,
         keydir,
+        binned: hash_bins.is_some(),
     };
     let r = fleet.sign_role("root").await;
     assert_eq!(r.status, 200, "sign root: {}", r.text());
@@ -172,6 +196,11 @@ impl Fleet {
                 None,
             )
             .await;
+        if self.binned {
+            // Bins are signed online: the publish goes live at once.
+            assert_eq!(r.status, 200, "publish into bins: {}", r.text());
+            return;
+        }
         assert_eq!(
             r.status,
             409,
