@@ -337,6 +337,54 @@ async fn accepted_provenance_is_published_served_and_logged() {
         .collect();
     assert!(actions.contains(&"provenance.policy.set"), "{actions:?}");
     assert!(actions.contains(&"provenance.upload"), "{actions:?}");
+
+    // After a restart the policy still gates staging and the envelope is
+    // still served (both are on disk: authoring directory, blob store).
+    let Setup {
+        s,
+        ci: ci_token,
+        _keydir,
+        ..
+    } = t;
+    let dir_path = s.dir.path().to_path_buf();
+    let common::TestServer { server, dir, .. } = s;
+    server.shutdown().await.unwrap();
+    let mut cfg = common::config(&dir_path);
+    cfg.key_passphrase_file = Some(_keydir.path().join("passphrase"));
+    let again = custody_server::start(cfg).await.unwrap();
+    let url = again.url();
+    let auth = format!("Bearer {ci_token}");
+    let r = common::http(
+        "GET",
+        &format!("{url}/api/v1/repos/app/provenance-policy"),
+        &[("authorization", &auth)],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["rules"], json!(["firmware"]));
+    let r = common::http(
+        "GET",
+        &format!("{url}/api/v1/repos/app/provenance/{env_sha}"),
+        &[("authorization", &auth)],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body, env);
+    let r = common::http(
+        "PUT",
+        &format!("{url}/api/v1/repos/app/targets/firmware/app.bin"),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        Some(serde_json::to_vec(&json!({ "blob_sha256": blob })).unwrap()),
+    )
+    .await;
+    assert_refused(&r, 422, &["needs a provenance envelope"]);
+    again.shutdown().await.unwrap();
+    drop(dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -435,6 +483,19 @@ async fn refusals_name_the_rule() {
     let sha = t.upload_envelope(&env).await;
     let r = t.stage("firmware/app.bin", &blob, Some(&sha)).await;
     assert_refused(&r, 422, &["source ref", "refs/heads/dev"]);
+    // A build type the policy does not accept.
+    let mut st = statement(&blob, BUILDER, "refs/heads/main");
+    st["predicate"]["buildDefinition"]["buildType"] = json!("https://example.com/laptop-make");
+    let sha = t.upload_envelope(&envelope(&st, &ci)).await;
+    let r = t.stage("firmware/app.bin", &blob, Some(&sha)).await;
+    assert_refused(&r, 422, &["buildType", "laptop-make", "not accepted"]);
+    // Built from another source repository.
+    let mut st = statement(&blob, BUILDER, "refs/heads/main");
+    st["predicate"]["buildDefinition"]["externalParameters"]["workflow"]["repository"] =
+        json!("https://github.com/evil/firmware");
+    let sha = t.upload_envelope(&envelope(&st, &ci)).await;
+    let r = t.stage("firmware/app.bin", &blob, Some(&sha)).await;
+    assert_refused(&r, 422, &["source repository", "evil/firmware"]);
     // Signed by a key the policy does not list.
     let stranger = CiKey::new();
     let env = envelope(&statement(&blob, BUILDER, "refs/heads/main"), &stranger);
