@@ -4,7 +4,8 @@
 //! `audit device` / `who-has` must show the delivery (once, over several
 //! check-ins), the install report (its device-signed manifest verified)
 //! and the decommission, each with an inclusion proof this test checks
-//! on its own against the signed checkpoint; `audit verify` must pass.
+//! on its own against the signed checkpoint; a root rotation of the image
+//! repository is one `key_change` entry; `audit verify` must pass.
 
 mod agent_support;
 
@@ -13,6 +14,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use custody_log::tile::{new_bundles, parse_entry_bundle};
 use custody_log::{leaf_hash, verify_inclusion, Hash, LogVerifier, VerifierKey};
+use custody_repo::Signer as _;
 use serde_json::{json, Value};
 
 fn json_of(args: &[&str]) -> (i32, Value) {
@@ -209,6 +211,87 @@ fn audit_shows_a_real_agents_delivery_install_and_decommission_with_proofs() {
     let (size, root, entries) = fetch(&s, vkey);
     proofs_verify(&rows, size, &root, &entries);
 
+    // A root rotation of the image repository: the targets key is
+    // replaced offline (custody-repo on the repository the server hosts),
+    // the new key signs targets through the API, that publish goes live:
+    // one key_change entry names the role and both key ids.
+    let mut setup = setup;
+    let new_targets = custody_repo::memsigner::MemorySigner::generate().unwrap();
+    let (new_key, new_id) = (new_targets.key().clone(), new_targets.keyid().to_string());
+    setup.ring.add(Box::new(new_targets));
+    let mut repo =
+        custody_repo::repository::Repository::open(&s.data.join("authoring").join(REPO)).unwrap();
+    let root_id = repo.root().signed.roles["root"].keyids[0].clone();
+    // The repository's online keys (snapshot, timestamp) re-sign; the
+    // offline root key signs the new root through the API below.
+    let pass = tmp.path().join("online-passphrase");
+    std::fs::write(&pass, "test passphrase for online keys").unwrap();
+    let mut online =
+        custody_repo::keyring::KeyRing::new(custody_repo::passphrase::SecretSource::File(pass));
+    repo.change_root_role(
+        "targets",
+        &[(
+            new_key,
+            new_id.clone(),
+            custody_repo::keyring::KeyLocation::Offline,
+        )],
+        std::slice::from_ref(&setup.targets_key),
+        None,
+        false,
+        &mut online,
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    repo.save().unwrap();
+    drop(repo);
+    let r = setup.sign(&s, "root", &root_id);
+    assert!(
+        r["published"].is_null(),
+        "targets still needs the new key: {r}"
+    );
+    let r = setup.sign(&s, "targets", &new_id);
+    assert!(
+        r["published"]["version"].is_i64(),
+        "the rotation went live: {r}"
+    );
+    let (c, v) = run(&["audit", "verify"]);
+    assert_eq!(c, 0, "{v}");
+    assert_eq!(v["entries_by_type"]["key_change"], 1, "{v}");
+    let (_, _, entries) = fetch(&s, vkey);
+    let kc: Vec<Value> = entries
+        .iter()
+        .map(|e| serde_json::from_slice::<Value>(e).unwrap())
+        .filter(|e| e["type"] == "key_change")
+        .collect();
+    assert_eq!(kc.len(), 1);
+    assert_eq!(kc[0]["repo"], REPO);
+    assert_eq!(kc[0]["role"], "targets");
+    assert_eq!(kc[0]["action"], "rotate");
+    assert_eq!(kc[0]["added_keyids"], json!([new_id]));
+    assert_eq!(kc[0]["removed_keyids"], json!([setup.targets_key]));
+    assert!(!kc[0]["by"].as_str().unwrap().is_empty());
+    // Another publish does not log the same rotation again.
+    setup.stage(
+        &s,
+        "board-a/fw-2.img",
+        &payload("audit-fw2", 1024),
+        json!({"hardware_ids": ["board-a"], "release_counter": 2}),
+    );
+    let t = token(&s, &setup.publisher);
+    let r = api(
+        &s,
+        "POST",
+        &format!("/api/v1/repos/{REPO}/publish"),
+        &t,
+        None,
+    );
+    if r.status == 409 {
+        let r = setup.sign(&s, "targets", &new_id);
+        assert!(r["published"]["version"].is_i64(), "{r}");
+    } else {
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+
     // The whole log replays and every install report verifies.
     let (c, v) = run(&["audit", "verify"]);
     assert_eq!(c, 0, "{v}");
@@ -216,4 +299,5 @@ fn audit_shows_a_real_agents_delivery_install_and_decommission_with_proofs() {
     assert_eq!(v["install_reports"]["verified"], 1, "{v}");
     assert_eq!(v["entries_by_type"]["assignment_delivered"], 1, "{v}");
     assert_eq!(v["entries_by_type"]["decommission"], 1, "{v}");
+    assert_eq!(v["entries_by_type"]["key_change"], 1, "{v}");
 }
