@@ -201,12 +201,12 @@ fn stored_size(a: &Agent) -> u64 {
 }
 
 /// The real evidence for `target` (asked of the server directly).
-fn evidence(s: &Server, target: &str, data: &[u8]) -> Value {
+fn evidence(s: &Server, target: &str, data: &[u8], old: u64) -> Value {
     let r = http(
         &s.url,
         "GET",
         &format!(
-            "/log/v1/evidence?repo={REPO}&target={target}&sha256={}",
+            "/log/v1/evidence?repo={REPO}&target={target}&sha256={}&old={old}",
             sha256_hex(data)
         ),
         None,
@@ -327,7 +327,7 @@ fn agent_refuses_unlogged_wrong_entry_fork_and_rollback_then_installs_from_the_h
         json!([{"percent": 100.0}]),
         "s",
     );
-    let real_v2 = evidence(&s, "board-a/fw-2.img", &v2);
+    let real_v2 = evidence(&s, "board-a/fw-2.img", &v2, 0);
     let b64 = base64::engine::general_purpose::STANDARD;
     let v2_entry = b64.decode(real_v2["entry"].as_str().unwrap()).unwrap();
 
@@ -359,7 +359,7 @@ fn agent_refuses_unlogged_wrong_entry_fork_and_rollback_then_installs_from_the_h
     assert_eq!(stored_size(&dev), s1, "state unchanged");
 
     // 2. A valid, included entry, but for another target (release 1).
-    let real_v1 = evidence(&s, "board-a/fw-1.img", &v1);
+    let real_v1 = evidence(&s, "board-a/fw-1.img", &v1, s1);
     let body = serde_json::to_vec(&real_v1).unwrap();
     proxy.set(move |m, p| is_evidence(m, p).then(|| (200, body.clone())));
     let why = refused(&dev, "wrong entry");
@@ -501,7 +501,7 @@ fn witness_detects_the_fork_the_agent_refuses() {
         json!([{"percent": 100.0}]),
         "s",
     );
-    let real = evidence(&s, "board-a/fw-2.img", &v2);
+    let real = evidence(&s, "board-a/fw-2.img", &v2, 0);
     let b64 = base64::engine::general_purpose::STANDARD;
     let entry = b64.decode(real["entry"].as_str().unwrap()).unwrap();
     // The malicious log shows each its own history of the size it stored.
@@ -642,4 +642,131 @@ fn witness_threshold_defers_until_cosigned_and_a_contradicting_server_is_refused
     assert!(stored_size(&dev) > 0);
     let stored = std::fs::read_to_string(dev.state.join("log-checkpoint")).unwrap();
     assert!(stored.contains("witness.test/w1"), "cosigned: {stored}");
+}
+
+#[test]
+fn bundles_carry_the_log_evidence_and_are_checked_like_online() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = start(&tmp.path().join("server"));
+    let setup = Setup::new(&s);
+    let v1 = payload("b-v1", 32 * 1024);
+    setup.stage(
+        &s,
+        "board-a/fw-1.img",
+        &v1,
+        json!({"hardware_ids": ["board-a"], "release_counter": 1}),
+    );
+    setup.publish(&s);
+    let tokens = setup.fleet(
+        &s,
+        "POST",
+        "/api/v1/fleet/enrolment-tokens",
+        Some(json!({"group": "lab", "count": 1})),
+    );
+    let dev = enroll_at(
+        &s.url,
+        tmp.path(),
+        "dev1",
+        "board-a",
+        tokens["tokens"][0].as_str().unwrap(),
+        &[],
+    );
+    rollout(
+        &setup,
+        &s,
+        "v1",
+        "board-a/fw-1.img",
+        "board-a",
+        json!([{"percent": 100.0}]),
+        "s",
+    );
+    let (c, v) = dev.check();
+    assert_eq!(c, 0, "{v}");
+    let s1 = stored_size(&dev);
+    assert!(s1 > 0);
+
+    let v2 = payload("b-v2", 32 * 1024);
+    setup.stage(
+        &s,
+        "board-a/fw-2.img",
+        &v2,
+        json!({"hardware_ids": ["board-a"], "release_counter": 2}),
+    );
+    setup.publish(&s);
+    rollout(
+        &setup,
+        &s,
+        "v2",
+        "board-a/fw-2.img",
+        "board-a",
+        json!([{"percent": 100.0}]),
+        "s",
+    );
+    let bundle = |name: &str, extra: &[&str]| {
+        let out = tmp.path().join(name);
+        let mut args = vec![
+            "bundle",
+            "create",
+            "--device",
+            &dev.id,
+            "--server",
+            &s.url,
+            "--credential",
+            &setup.fleet,
+        ];
+        args.extend_from_slice(extra);
+        args.push(out.to_str().unwrap());
+        let o = custody(&args);
+        assert!(
+            o.status.success(),
+            "bundle create: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        out
+    };
+    let install = |file: &Path| {
+        let (c, v, e) = dev.run(&["install-bundle", file.to_str().unwrap(), "--json"]);
+        assert!(c == 0 || c == 2, "install-bundle ({c}): {e}");
+        (c, v)
+    };
+
+    // Without a proof from the device's stored size: deferred, named.
+    let b = bundle("no-since.cbundle", &[]);
+    let (c, v) = install(&b);
+    assert_eq!(c, 2, "{v}");
+    assert_eq!(v["action"]["result"], "deferred", "{v}");
+    let why = v["action"]["reason"].as_str().unwrap();
+    assert!(why.contains(&format!("--log-since {s1}")), "{why}");
+    assert_eq!(stored_size(&dev), s1);
+
+    // Without evidence at all: a target the log does not prove, refused
+    // and reported.
+    let b = bundle("no-log.cbundle", &["--no-log"]);
+    let (c, v) = install(&b);
+    assert_eq!(c, 2, "{v}");
+    assert_eq!(v["action"]["result"], "refused", "{v}");
+    assert!(
+        v["action"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not in the log"),
+        "{v}"
+    );
+    let (_, st, _) = dev.run(&["status", "--json"]);
+    assert!(
+        st["pending_attacks"].to_string().contains("not_in_log"),
+        "{st}"
+    );
+
+    // With the proof from its size: installed, the checkpoint advanced.
+    let since = s1.to_string();
+    let b = bundle(
+        "since.cbundle",
+        &["--log-since", "1", "--log-since", &since],
+    );
+    let (c, v) = install(&b);
+    assert_eq!(c, 0, "{v}");
+    assert_eq!(v["action"]["result"], "installed", "{v}");
+    assert_eq!(dev.current_payload(), v2);
+    assert!(stored_size(&dev) > s1);
 }
