@@ -95,7 +95,11 @@ fn target(name: &str, data: &[u8], counter: u64) -> DirectorTarget {
     }
 }
 
-fn bundle(s: &Server, device: &str, director: &Path, out: &Path) {
+/// A bundle installed by `to`: its transparency-log evidence carries a
+/// consistency proof from the checkpoint size `to` stored.
+fn bundle(s: &Server, device: &str, director: &Path, out: &Path, to: &Agent) {
+    let (_, st, _) = to.run(&["status", "--json"]);
+    let since = st["log_size"].as_u64().unwrap_or(0).to_string();
     let o = custody(&[
         "bundle",
         "create",
@@ -105,6 +109,8 @@ fn bundle(s: &Server, device: &str, director: &Path, out: &Path) {
         &s.url,
         "--director-metadata",
         director.to_str().unwrap(),
+        "--log-since",
+        &since,
         out.to_str().unwrap(),
     ]);
     assert!(
@@ -257,7 +263,7 @@ fn refusals_keep_the_installed_version_and_report_the_reason() {
         now,
     );
     let good_bundle = work.join("good.cbundle");
-    bundle(&s, &dev2.id, &good, &good_bundle);
+    bundle(&s, &dev2.id, &good, &good_bundle, &dev2);
 
     // a tampered bundle payload (last bytes of the file are the payload)
     let tampered = work.join("tampered.cbundle");
@@ -291,7 +297,7 @@ fn refusals_keep_the_installed_version_and_report_the_reason() {
         now,
     );
     let f = work.join("other.cbundle");
-    bundle(&s, &dev1.id, &other, &f);
+    bundle(&s, &dev1.id, &other, &f, &dev2);
     let (c, v) = install_bundle(&dev2, &f);
     assert_eq!(c, 2, "{v}");
     refused(&v, "not for this device");
@@ -306,7 +312,7 @@ fn refusals_keep_the_installed_version_and_report_the_reason() {
         now - Duration::days(2),
     );
     let f = work.join("expired.cbundle");
-    bundle(&s, &dev2.id, &old, &f);
+    bundle(&s, &dev2.id, &old, &f, &dev2);
     let (c, v) = install_bundle(&dev2, &f);
     assert_eq!(c, 2, "{v}");
     refused(&v, "expired");
@@ -321,7 +327,7 @@ fn refusals_keep_the_installed_version_and_report_the_reason() {
         now,
     );
     let f = work.join("downgrade.cbundle");
-    bundle(&s, &dev2.id, &down, &f);
+    bundle(&s, &dev2.id, &down, &f, &dev2);
     let (c, v) = install_bundle(&dev2, &f);
     assert_eq!(c, 2, "{v}");
     refused(&v, "below the installed 3");
@@ -336,7 +342,7 @@ fn refusals_keep_the_installed_version_and_report_the_reason() {
         now,
     );
     let f = work.join("disagree.cbundle");
-    bundle(&s, &dev2.id, &mismatch, &f);
+    bundle(&s, &dev2.id, &mismatch, &f, &dev2);
     let (c, v) = install_bundle(&dev2, &f);
     assert_eq!(c, 2, "{v}");
     refused(&v, "director and image repository disagree");
@@ -351,7 +357,7 @@ fn refusals_keep_the_installed_version_and_report_the_reason() {
         now,
     );
     let f = work.join("hardware.cbundle");
-    bundle(&s, &dev2.id, &wrong_hw, &f);
+    bundle(&s, &dev2.id, &wrong_hw, &f, &dev2);
     let (c, v) = install_bundle(&dev2, &f);
     assert_eq!(c, 2, "{v}");
     refused(&v, "custom.hardware_ids");
