@@ -420,6 +420,75 @@ mod tests {
         assert!(root_key_changes(&json!(1), &json!("x")).is_empty());
     }
 
+    fn body(n: usize) -> ManifestBody {
+        ManifestBody {
+            type_: custody_director::wire::TYPE_MANIFEST.into(),
+            wire_version: custody_director::wire::WIRE_VERSION,
+            device_id: "d".repeat(64),
+            hardware_id: "board".into(),
+            report_counter: 1,
+            device_time: 0,
+            installed: Default::default(),
+            active_slot: None,
+            attacks_detected: vec![],
+            install_reports: (0..n)
+                .map(|i| custody_director::wire::InstallReport {
+                    id: format!("attempt-{i}"),
+                    target: format!("fw/{i}.bin"),
+                    release_counter: 1,
+                    outcome: "installed".into(),
+                    reason: None,
+                    time: 0,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn install_report_entries_embed_the_manifest_only_while_the_entry_fits() {
+        let key: custody_tuf::schema::Key = serde_json::from_value(json!({
+            "keytype": "ed25519", "scheme": "ed25519",
+            "keyval": {"public": "ab".repeat(32)}}))
+        .unwrap();
+        assert!(install_report_entries("d", &key, b"{}", &body(0))
+            .unwrap()
+            .is_empty());
+        let entries =
+            |len: usize| install_report_entries("d", &key, &vec![b'x'; len], &body(2)).unwrap();
+        let embedded = |e: &EntryBody| match e {
+            EntryBody::InstallReport { manifest, .. } => manifest.is_some(),
+            _ => panic!("{e:?}"),
+        };
+        let small = entries(1000);
+        assert_eq!(small.len(), 2);
+        assert!(small.iter().all(embedded));
+        assert!(
+            matches!(&small[1], EntryBody::InstallReport { target, .. } if target == "fw/1.bin")
+        );
+        // 48 KiB would make a 64 KiB base64 string: digest only, and every
+        // entry fits the 16-bit bundle length.
+        for len in [47 * 1024, 48 * 1024, 48 * 1024 + 1, 200 * 1024] {
+            for e in entries(len) {
+                let bytes = crate::log::stamp(e.clone()).to_bytes().unwrap();
+                assert!(bytes.len() <= custody_log::fs::MAX_ENTRY_LEN, "{len}");
+                if len > 48 * 1024 - 1024 {
+                    assert!(!embedded(&e), "{len}");
+                }
+                let EntryBody::InstallReport {
+                    manifest_sha256, ..
+                } = &e
+                else {
+                    unreachable!()
+                };
+                assert_eq!(
+                    manifest_sha256,
+                    &custody_tuf::crypto::sha256_hex(&vec![b'x'; len])
+                );
+            }
+        }
+        assert!(entries(30 * 1024).iter().all(embedded));
+    }
+
     #[test]
     fn delivery_marker_changes_with_the_assignment_only() {
         let t = |name: &str, c: u64, h: &str| DirectorTarget {
