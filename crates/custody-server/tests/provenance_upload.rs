@@ -723,3 +723,39 @@ async fn openapi_documents_the_provenance_routes() {
     let stage = &doc["components"]["schemas"]["StageTarget"]["properties"];
     assert!(stage.get("provenance_sha256").is_some(), "{stage}");
 }
+
+/// A rule by delegated role applies through the role that will list the
+/// target (here the top-level `targets` role of a flat repository).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_rules_use_the_role_that_lists_the_target() {
+    let t = setup().await;
+    let ci = CiKey::new();
+    let mut p = policy(json!({"ci": ci.tuf_key()}), 1);
+    p["rules"][0]["name"] = json!("everything-in-targets");
+    p["rules"][0]["paths"] = json!([]);
+    p["rules"][0]["roles"] = json!(["targets"]);
+    let r = t.set_policy(&t.policy_admin, &p).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let blob = t.upload_blob(b"any file").await;
+    let r = t.stage("tools/flash.sh", &blob, None).await;
+    assert_refused(
+        &r,
+        422,
+        &[
+            "everything-in-targets",
+            "role \\\"targets\\\" matches role pattern \\\"targets\\\"",
+            "needs a provenance envelope",
+        ],
+    );
+    let env = envelope(&statement(&blob, BUILDER, "refs/tags/v2.0"), &ci);
+    let sha = t.upload_envelope(&env).await;
+    let r = t.stage("tools/flash.sh", &blob, Some(&sha)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    t.publish_and_sign().await;
+    let (trusted, _) = client_view(&t.s).await;
+    let tf = &trusted.targets().unwrap().targets["tools/flash.sh"];
+    assert_eq!(
+        tf.custom.as_ref().unwrap()["custody"]["provenance"]["sha256"],
+        json!(sha)
+    );
+}
