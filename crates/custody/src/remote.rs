@@ -31,7 +31,7 @@ Examples:
   CUSTODY_CREDENTIAL=$SECURITY_CRED custody server provenance-policy set --repo app policy.toml
   CUSTODY_CREDENTIAL=$CI_CRED custody server upload --repo app build/fw.bin \\
       --name firmware/fw-2.0.bin --provenance fw.intoto.jsonl
-  custody server provenance-policy show --repo app --token $TOKEN")]
+  CUSTODY_TOKEN=$TOKEN custody server provenance-policy show --repo app")]
 pub struct ServerArgs {
     #[command(subcommand)]
     cmd: ServerCmd,
