@@ -4,7 +4,8 @@
 //! across a restart, install reports are logged with the device-signed
 //! manifest (whose signature verifies) before the check-in is answered,
 //! large manifests by digest, a check-in that delivers nothing new and
-//! carries no reports appends nothing, a decommission is logged with its
+//! carries no reports appends nothing, a bundle export of director
+//! metadata is a delivery, a decommission is logged with its
 //! reason and who did it. On SQLite (cached store) and on PostgreSQL
 //! (CUSTODY_TEST_DATABASE_URL; skipped without it).
 
@@ -212,6 +213,39 @@ async fn deliveries_and_reports(f: &Fleet) -> Device {
     dev
 }
 
+/// Director metadata exported for an offline bundle is a delivery too
+/// (every export); the check-in marker is untouched.
+async fn bundle_export_logged(f: &Fleet, dev: &mut Device) {
+    let before = deliveries(&log_entries(&f.s).await, &dev.id).len();
+    let r = f
+        .fleet_api(
+            "POST",
+            &format!("/api/v1/fleet/devices/{}/bundle-metadata", dev.id),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let log = log_entries(&f.s).await;
+    let d = deliveries(&log, &dev.id);
+    assert_eq!(d.len(), before + 1, "{d:?}");
+    let EntryBody::AssignmentDelivered {
+        target,
+        release_counter,
+        hashes,
+        ..
+    } = &d[before].body
+    else {
+        unreachable!()
+    };
+    assert_eq!((target.as_str(), *release_counter), ("fw/2.0.bin", Some(2)));
+    assert_eq!(hashes["sha256"], common::sha256_hex(FW2));
+    checkin_ok(f, dev).await;
+    assert_eq!(
+        deliveries(&log_entries(&f.s).await, &dev.id).len(),
+        before + 1
+    );
+}
+
 /// A manifest above the embedding limit is logged by digest only.
 async fn large_manifest_by_digest(f: &Fleet, dev: &mut Device) {
     for i in 0..14 {
@@ -310,6 +344,7 @@ async fn director_logs_deliveries_reports_and_decommissions_on_sqlite() {
         "{row:?}"
     );
 
+    bundle_export_logged(&f, &mut dev).await;
     large_manifest_by_digest(&f, &mut dev).await;
     decommission(&f, &mut dev).await;
 }
@@ -322,6 +357,7 @@ async fn director_logs_deliveries_reports_and_decommissions_on_postgresql() {
     let url = common::fresh_pg_database(&admin).await;
     let f = director_common::fleet_with(|c| c.database_url = Some(url.clone())).await;
     let mut dev = deliveries_and_reports(&f).await;
+    bundle_export_logged(&f, &mut dev).await;
     large_manifest_by_digest(&f, &mut dev).await;
     decommission(&f, &mut dev).await;
 }

@@ -180,7 +180,11 @@ async fn export_device(
             .await?
             .ok_or_else(|| ApiError::not_found(format!("device {id} is not enrolled")))?;
     let out = match export_one(&d, &row).await {
-        Ok(m) => m,
+        Ok(m) => {
+            // Transparency log (log_hooks.rs): the exported assignment.
+            super::log_hooks::log_bundle_delivery(&st, &id, &m.director.targets).await?;
+            m
+        }
         Err(e) => {
             st.audit(
                 &caller,
@@ -263,6 +267,8 @@ async fn export_hardware(
         let id = &row.record.id;
         let (outcome, detail) = match export_one(&d, row).await {
             Ok(m) => {
+                // Transparency log (log_hooks.rs): the exported assignment.
+                super::log_hooks::log_bundle_delivery(&st, id, &m.director.targets).await?;
                 let detail = format!(
                     "director metadata exported for an offline bundle (hardware id {hw}): {}",
                     m.assignment
