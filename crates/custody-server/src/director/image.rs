@@ -34,7 +34,7 @@ pub enum ImageLookupError {
         file: String,
         /// custody-tuf's refusal.
         #[source]
-        source: custody_tuf::Error,
+        source: Box<custody_tuf::Error>,
     },
     /// No role on the delegation path lists the target.
     #[error("target {target:?} is not in image repository {repo:?} (searched {searched} role(s){limit})")]
@@ -97,7 +97,7 @@ pub fn lookup_target(
         move |e| ImageLookupError::Invalid {
             repo: repo.clone(),
             file: file.clone(),
-            source: e,
+            source: Box::new(e),
         }
     };
 
