@@ -815,9 +815,10 @@ pub async fn record(st: &AppState, body: EntryBody) -> Result<u64, ApiError> {
 }
 
 /// Log every target a publish made live (a publish, or the signature that
-/// completed a draft). Reads the targets role as published: hashes,
-/// length, custom (`release_counter`, `custody.provenance.sha256`) and the
-/// key ids of its signatures.
+/// completed a draft). Reads the role that lists each target as published
+/// (the top-level targets role or the delegated role, e.g. a hash bin):
+/// hashes, length, custom (`release_counter`, `custody.provenance.sha256`)
+/// and the key ids of that role's signatures.
 pub async fn record_publish(
     st: &Arc<AppState>,
     repo: &str,
@@ -826,24 +827,36 @@ pub async fn record_publish(
     if outcome.generation.is_none() || outcome.added.is_empty() {
         return Ok(());
     }
-    let (st2, r) = (st.clone(), repo.to_owned());
-    let targets: serde_json::Value =
-        tokio::task::spawn_blocking(move || st2.authoring.export_role(&r, "targets"))
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))?
-            .map_err(|e| ApiError::internal(format!("log: reading published targets: {e}")))
-            .and_then(|b| {
-                serde_json::from_slice(&b)
-                    .map_err(|e| ApiError::internal(format!("log: targets role: {e}")))
-            })?;
-    log_targets(
-        &st.log,
-        repo,
-        &targets,
-        &outcome.added,
-        Some(outcome.targets_version),
-    )
-    .await?;
+    // Each target is listed by the role the delegations give it (the
+    // top-level targets role, or a delegated role such as a hash bin):
+    // read each such role once.
+    let (st2, r, names) = (st.clone(), repo.to_owned(), outcome.added.clone());
+    let roles: Vec<(Vec<String>, serde_json::Value)> = tokio::task::spawn_blocking(move || {
+        let mut by_role: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for n in names {
+            let role = st2
+                .authoring
+                .role_for_path(&r, &n)
+                .unwrap_or_else(|_| "targets".to_owned());
+            by_role.entry(role).or_default().push(n);
+        }
+        by_role
+            .into_iter()
+            .map(|(role, names)| {
+                let bytes = st2.authoring.export_role(&r, &role).map_err(|e| {
+                    ApiError::internal(format!("log: reading published role {role}: {e}"))
+                })?;
+                let v = serde_json::from_slice(&bytes)
+                    .map_err(|e| ApiError::internal(format!("log: role {role}: {e}")))?;
+                Ok((names, v))
+            })
+            .collect::<Result<Vec<_>, ApiError>>()
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    for (names, role) in &roles {
+        log_targets(&st.log, repo, role, names, Some(outcome.targets_version)).await?;
+    }
     Ok(())
 }
 

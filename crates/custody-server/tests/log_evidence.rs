@@ -187,3 +187,78 @@ async fn evidence_finds_publish_entries_and_passes_the_client_check() {
     }
     drop(dir);
 }
+
+/// A target listed by a hash bin (a delegated role, not the top-level
+/// targets role) is logged at publish, so devices find its evidence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targets_in_hash_bins_are_logged_and_have_evidence() {
+    use common::repo::{offline_keys, sign, upload_and_stage};
+    use serde_json::json;
+    let keydir = tempfile::tempdir().unwrap();
+    let pass = keydir.path().join("passphrase");
+    std::fs::write(&pass, "correct horse battery staple\n").unwrap();
+    let s = common::start_with(|c| c.key_passphrase_file = Some(pass.clone())).await;
+    let (o, rk, tk) = offline_keys();
+    let admin = s.token(&s.bootstrap, None).await;
+    let r = s
+        .api(
+            "POST",
+            "/api/v1/repos/app",
+            &admin,
+            Some(json!({
+                "root": {"keys": [rk], "threshold": 1},
+                "targets": {"keys": [tk], "threshold": 1},
+                "hash_bins": 16,
+            })),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let signer = s
+        .credential(
+            "offline signer",
+            &["role:sign:root@app", "role:sign:targets@app"],
+        )
+        .await;
+    let st = s.token(&signer, None).await;
+    for (role, key) in [("root", &o.root), ("targets", &o.targets)] {
+        let r = sign(&s, &st, &o, role, key).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let ci = s
+        .credential("ci", &["target:upload@app", "target:stage@app"])
+        .await;
+    let ct = s.token(&ci, None).await;
+    upload_and_stage(&s, &ct, "fw/0.bin", b"fw 0").await;
+    let publisher = s.credential("publisher", &["repo:publish@app"]).await;
+    let pt = s.token(&publisher, None).await;
+    let r = s.api("POST", "/api/v1/repos/app/publish", &pt, None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let sha = common::sha256_hex(b"fw 0");
+    let r = get_evidence(&s.url, &format!("repo=app&target=fw/0.bin&sha256={sha}")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let ev: Evidence = serde_json::from_slice(&r.body).unwrap();
+    let vkey = s.get("/log/v1/key", &[]).await.text();
+    let trust = trust_from_keys(None, vkey.trim(), &[], 0).unwrap();
+    let want = ExpectedPublish {
+        repo: "app".into(),
+        name: "fw/0.bin".into(),
+        length: 4,
+        hashes: BTreeMap::from([("sha256".to_owned(), sha.clone())]),
+    };
+    // the entry may carry more hash algorithms than asked; take them all
+    let entry = custody_log::entry::LogEntry::from_bytes(
+        &base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &ev.entry).unwrap(),
+    )
+    .unwrap();
+    let EntryBody::TargetPublish {
+        hashes,
+        signing_keyids,
+        ..
+    } = entry.body
+    else {
+        panic!("not a target_publish entry");
+    };
+    assert!(!signing_keyids.is_empty(), "the bin's signature key ids");
+    check_target(&trust, None, &ev, &ExpectedPublish { hashes, ..want }).unwrap();
+}
