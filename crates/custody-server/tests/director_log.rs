@@ -6,7 +6,8 @@
 //! large manifests by digest, a check-in that delivers nothing new and
 //! carries no reports appends nothing, a bundle export of director
 //! metadata is a delivery, a decommission is logged with its
-//! reason and who did it. On SQLite (cached store) and on PostgreSQL
+//! reason and who did it, re-attestation sweep suspensions are logged.
+//! On SQLite (cached store) and on PostgreSQL
 //! (CUSTODY_TEST_DATABASE_URL; skipped without it).
 
 mod common;
@@ -26,8 +27,17 @@ use serde_json::json;
 /// Every entry of the server's log, read over HTTP like an auditor (the
 /// checkpoint verified with the served key).
 async fn log_entries(s: &common::TestServer) -> Vec<LogEntry> {
-    let key = VerifierKey::parse(s.get("/log/v1/key", &[]).await.text().trim()).unwrap();
-    let cp = s.get("/log/v1/checkpoint", &[]).await;
+    log_entries_at(&s.url).await
+}
+
+async fn log_entries_at(url: &str) -> Vec<LogEntry> {
+    let get = |path: String| async move {
+        let r = common::http("GET", &format!("{url}{path}"), &[], None).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        r
+    };
+    let key = VerifierKey::parse(get("/log/v1/key".into()).await.text().trim()).unwrap();
+    let cp = get("/log/v1/checkpoint".into()).await;
     let size = LogVerifier::new(key.name(), key.clone())
         .unwrap()
         .verify(&cp.body)
@@ -36,8 +46,7 @@ async fn log_entries(s: &common::TestServer) -> Vec<LogEntry> {
         .size;
     let mut out = Vec::new();
     for b in new_bundles(0, size) {
-        let r = s.get(&format!("/log/v1/{}", b.path()), &[]).await;
-        assert_eq!(r.status, 200, "{}", b.path());
+        let r = get(format!("/log/v1/{}", b.path())).await;
         for e in parse_entry_bundle(&r.body).unwrap() {
             out.push(LogEntry::from_bytes(e).unwrap());
         }
@@ -360,4 +369,36 @@ async fn director_logs_deliveries_reports_and_decommissions_on_postgresql() {
     bundle_export_logged(&f, &mut dev).await;
     large_manifest_by_digest(&f, &mut dev).await;
     decommission(&f, &mut dev).await;
+
+    // The re-attestation sweep's suspensions are logged (by `director`). A
+    // second replica on the same database with a 1 s period sweeps at
+    // start; its own log gets the entry.
+    let quiet = f.enrolled("board-a", "fleet-a").await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let pass = f.keydir.path().join("passphrase");
+    let replica_dir = tempfile::tempdir().unwrap();
+    let mut c = common::config(replica_dir.path());
+    c.database_url = Some(url.clone());
+    c.key_passphrase_file = Some(pass);
+    c.allow_upload_and_publish = false;
+    c.director.reattestation_period_seconds = 1;
+    let replica = custody_server::start(c).await.expect("replica starts");
+    let mut swept = None;
+    for _ in 0..50 {
+        swept = log_entries_at(&replica.url()).await.into_iter().find(|e| {
+            matches!(&e.body, EntryBody::AdminAction { identity, action, target, .. }
+                if identity == "director" && action == "fleet.device.suspend"
+                    && target.as_deref() == Some(quiet.id.as_str()))
+        });
+        if swept.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let swept = swept.expect("the sweep's suspension is in the replica's log");
+    assert!(
+        matches!(&swept.body, EntryBody::AdminAction { detail, .. } if detail.contains("re-attestation overdue")),
+        "{swept:?}"
+    );
+    replica.shutdown().await.unwrap();
 }
