@@ -770,3 +770,97 @@ fn bundles_carry_the_log_evidence_and_are_checked_like_online() {
     assert_eq!(dev.current_payload(), v2);
     assert!(stored_size(&dev) > s1);
 }
+
+#[test]
+fn tuf_client_checks_the_log_before_writing_a_target() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = start(&tmp.path().join("server"));
+    let proxy = Proxy::start(&s.url);
+    let setup = Setup::new(&s);
+    let v1 = payload("c-v1", 16 * 1024);
+    setup.stage(
+        &s,
+        "board-a/fw-1.img",
+        &v1,
+        json!({"hardware_ids": ["board-a"], "release_counter": 1}),
+    );
+    setup.publish(&s);
+    let root = http(&s.url, "GET", "/repos/main/metadata/1.root.json", None, b"");
+    assert_eq!(root.status, 200);
+    let root_file = tmp.path().join("root.json");
+    std::fs::write(&root_file, &root.body).unwrap();
+    let meta = tmp.path().join("meta");
+    let o = custody(&[
+        "client",
+        "--metadata-dir",
+        meta.to_str().unwrap(),
+        "init",
+        root_file.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let vkey = log_vkey(&s);
+    let murl = format!("{}/repos/main/metadata/", proxy.url);
+    let turl = format!("{}/repos/main/targets/", proxy.url);
+    let lurl = format!("{}/log/v1/", proxy.url);
+    let download = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "client",
+            "--metadata-dir",
+            meta.to_str().unwrap(),
+            "--metadata-url",
+            &murl,
+            "--target-base-url",
+            &turl,
+            "--target-dir",
+            out.to_str().unwrap(),
+            "--target-name",
+            "board-a/fw-1.img",
+            "--log",
+            &lurl,
+            "--log-key",
+            &vkey,
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        args.push("download");
+        let o = custody(&args);
+        let v: Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+        (o.status.code().unwrap_or(-1), v)
+    };
+    let empty = |d: &Path| std::fs::read_dir(d).map_or(true, |mut r| r.next().is_none());
+
+    // Not in the log: refused, nothing written.
+    proxy.set(|m, p| is_evidence(m, p).then(|| (404, b"{}".to_vec())));
+    let out = tmp.path().join("out-refused");
+    let (c, v) = download(&out, &[]);
+    assert_eq!(c, 1, "{v}");
+    assert_eq!(v["kind"], "not_in_log", "{v}");
+    assert!(empty(&out), "nothing written");
+
+    // The honest log: written, the checkpoint kept next to the metadata.
+    proxy.pass();
+    let out = tmp.path().join("out");
+    let (c, v) = download(&out, &[]);
+    assert_eq!(c, 0, "{v}");
+    assert!(v["targets"][0]["log"]["index"].is_u64(), "{v}");
+    assert!(meta.join("log-checkpoint").exists());
+    let file = v["targets"][0]["file"].as_str().unwrap();
+    assert_eq!(std::fs::read(file).unwrap(), v1);
+
+    // One witness required, none cosigned: refused (not an attack kind).
+    let wkey = tmp.path().join("w.key");
+    let o = custody(&[
+        "witness",
+        "--key",
+        wkey.to_str().unwrap(),
+        "--new-key",
+        "witness.test/w1",
+    ]);
+    let wvkey = String::from_utf8(o.stdout).unwrap().trim().to_owned();
+    let out = tmp.path().join("out-k1");
+    let (c, v) = download(&out, &["--witness", &wvkey]);
+    assert_eq!(c, 1, "{v}");
+    assert_eq!(v["kind"], "log_too_few_cosignatures", "{v}");
+    assert!(empty(&out), "nothing written");
+}
