@@ -606,3 +606,285 @@ impl CheckpointStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use custody_log::{consistency_proof, inclusion_proof, Appender, MemoryStore, NoteSigner};
+    use proptest::prelude::*;
+
+    const ORIGIN: &str = "log.test/log";
+
+    fn publish(repo: &str, name: &str, len: u64, sha: &str) -> Vec<u8> {
+        LogEntry::new(
+            1,
+            EntryBody::TargetPublish {
+                repo: repo.into(),
+                name: name.into(),
+                hashes: [("sha256".to_owned(), sha.to_owned())].into(),
+                length: len,
+                release_counter: None,
+                signing_keyids: vec![],
+                provenance_sha256: None,
+                targets_version: None,
+            },
+        )
+        .to_bytes()
+        .unwrap()
+    }
+
+    fn expect(sha: &str) -> ExpectedPublish {
+        ExpectedPublish {
+            repo: "main".into(),
+            name: "fw.img".into(),
+            length: 10,
+            hashes: [("sha256".to_owned(), sha.to_owned())].into(),
+        }
+    }
+
+    /// A log of `n` entries whose last is the publish of `fw.img`; the
+    /// evidence for it at size `n`, with proofs from `since`.
+    struct Log {
+        key: NoteSigner,
+        log: Appender<MemoryStore>,
+    }
+
+    impl Log {
+        fn new() -> Self {
+            Log {
+                key: NoteSigner::from_seed(ORIGIN, [7; 32]).unwrap(),
+                log: Appender::open(MemoryStore::new()).unwrap(),
+            }
+        }
+        fn push(&mut self, e: &[u8]) -> u64 {
+            self.log.append_entries(&[e]).unwrap().new_size - 1
+        }
+        fn trust(&self) -> LogTrust {
+            trust_from_keys(None, &self.key.verifier_key().to_vkey(), &[], 0).unwrap()
+        }
+        fn checkpoint(&self) -> Checkpoint {
+            self.log.checkpoint(ORIGIN).unwrap()
+        }
+        fn evidence(&self, index: u64, entry: &[u8], since: &[u64]) -> Evidence {
+            let size = self.checkpoint().size;
+            let note = self.checkpoint().sign(&self.key).unwrap();
+            let enc = |h: Vec<Hash>| h.iter().map(|h| B64.encode(h)).collect::<Vec<_>>();
+            Evidence {
+                repo: "main".into(),
+                target: "fw.img".into(),
+                sha256: "aa".repeat(32),
+                index,
+                entry: B64.encode(entry),
+                checkpoint: String::from_utf8(note.to_bytes()).unwrap(),
+                inclusion_proof: enc(inclusion_proof(self.log.store(), index, size).unwrap()),
+                consistency: since
+                    .iter()
+                    .map(|&old| ConsistencyDoc {
+                        old,
+                        proof: enc(consistency_proof(self.log.store(), old, size).unwrap()),
+                    })
+                    .collect(),
+            }
+        }
+    }
+
+    #[test]
+    fn the_entry_must_be_the_publish_of_exactly_this_target() {
+        let sha = "aa".repeat(32);
+        let ok = publish("main", "fw.img", 10, &sha);
+        check_entry_is(&ok, 0, &expect(&sha)).unwrap();
+        // upper-case hex in the signed metadata still matches
+        check_entry_is(&ok, 0, &expect(&sha.to_ascii_uppercase())).unwrap();
+        for (entry, rule) in [
+            (publish("other", "fw.img", 10, &sha), "repo is \"other\""),
+            (
+                publish("main", "fw2.img", 10, &sha),
+                "target name is \"fw2.img\"",
+            ),
+            (publish("main", "fw.img", 11, &sha), "length is 11"),
+            (
+                publish("main", "fw.img", 10, &"bb".repeat(32)),
+                "hashes are",
+            ),
+            (
+                LogEntry::new(
+                    1,
+                    EntryBody::Yank {
+                        repo: "main".into(),
+                        target: "fw.img".into(),
+                        reason: "x".into(),
+                        by: "y".into(),
+                    },
+                )
+                .to_bytes()
+                .unwrap(),
+                "it is a yank entry",
+            ),
+            (b"{\"v\":2}".to_vec(), "version 2"),
+            (b"not json".to_vec(), "not JSON"),
+        ] {
+            let e = check_entry_is(&entry, 3, &expect(&sha)).unwrap_err();
+            assert!(e.is_attack(), "{e}");
+            assert_eq!(e.kind(), "wrong_log_entry");
+            assert!(e.to_string().contains(rule), "{rule}: {e}");
+        }
+        // a signed target with an extra hash the entry lacks
+        let mut more = expect(&sha);
+        more.hashes.insert("sha512".into(), "cc".repeat(64));
+        assert!(check_entry_is(&ok, 0, &more).is_err());
+    }
+
+    #[test]
+    fn online_check_advances_and_refuses_another_target() {
+        let mut l = Log::new();
+        let sha = "aa".repeat(32);
+        l.push(b"filler");
+        let e = publish("main", "fw.img", 10, &sha);
+        let i = l.push(&e);
+        let trust = l.trust();
+        let a = check_target(&trust, None, &l.evidence(i, &e, &[]), &expect(&sha)).unwrap();
+        let stored = a.checkpoint.checkpoint.clone();
+        l.push(b"later");
+        let ev = l.evidence(i, &e, &[stored.size]);
+        let a = check_target(&trust, Some(&stored), &ev, &expect(&sha)).unwrap();
+        assert_eq!(
+            a.update,
+            custody_log::Update::Advanced {
+                from: stored.size,
+                to: stored.size + 1
+            }
+        );
+        // without the proof: inconsistent (an honest log sends it)
+        let ev = l.evidence(i, &e, &[]);
+        let err = check_target(&trust, Some(&stored), &ev, &expect(&sha)).unwrap_err();
+        assert_eq!(err.kind(), "log_inconsistent");
+        assert!(err.is_attack());
+        // a rollback
+        let mut small = stored.clone();
+        small.size += 5;
+        let err = check_target(&trust, Some(&small), &ev, &expect(&sha)).unwrap_err();
+        assert_eq!(err.kind(), "log_rollback");
+        // another key: a bad signature
+        let other = trust_from_keys(
+            Some(ORIGIN),
+            &NoteSigner::from_seed(ORIGIN, [8; 32])
+                .unwrap()
+                .verifier_key()
+                .to_vkey(),
+            &[],
+            0,
+        )
+        .unwrap();
+        let err = check_target(&other, None, &ev, &expect(&sha)).unwrap_err();
+        assert_eq!(err.kind(), "log_bad_signature");
+        assert!(err.is_attack());
+    }
+
+    #[test]
+    fn offline_evidence_needs_a_proof_from_the_stored_size() {
+        let mut l = Log::new();
+        let sha = "aa".repeat(32);
+        l.push(b"a");
+        l.push(b"b");
+        let stored_small = l.checkpoint();
+        let e = publish("main", "fw.img", 10, &sha);
+        let i = l.push(&e);
+        let trust = l.trust();
+        // no stored checkpoint: first use
+        let ev = l.evidence(i, &e, &[]);
+        check_offline_target(&trust, None, &ev, &expect(&sha)).unwrap();
+        // stored smaller, no proof from its size: refused, not an attack
+        let err =
+            check_offline_target(&trust, Some(&stored_small), &ev, &expect(&sha)).unwrap_err();
+        assert_eq!(err.kind(), "log_no_consistency_proof");
+        assert!(!err.is_attack());
+        assert!(err.to_string().contains("--log-since 2"), "{err}");
+        // with it: accepted
+        let ev2 = l.evidence(i, &e, &[1, 2]);
+        check_offline_target(&trust, Some(&stored_small), &ev2, &expect(&sha)).unwrap();
+        // a proof that is present but wrong: an attack
+        let mut bad = ev2.clone();
+        bad.consistency[1].proof[0] = B64.encode([9u8; 32]);
+        let err =
+            check_offline_target(&trust, Some(&stored_small), &bad, &expect(&sha)).unwrap_err();
+        assert_eq!(err.kind(), "log_inconsistent");
+        // stored larger: stale, not an attack
+        l.push(b"later");
+        let stored_big = l.checkpoint();
+        let err = check_offline_target(&trust, Some(&stored_big), &ev, &expect(&sha)).unwrap_err();
+        assert_eq!(err.kind(), "log_evidence_stale");
+        assert!(!err.is_attack());
+    }
+
+    #[test]
+    fn too_few_cosignatures_is_refused_but_not_an_attack() {
+        let mut l = Log::new();
+        let sha = "aa".repeat(32);
+        let e = publish("main", "fw.img", 10, &sha);
+        let i = l.push(&e);
+        let w = custody_log::Cosigner::from_seed("w.test/w", [3; 32]).unwrap();
+        let trust = trust_from_keys(
+            None,
+            &l.key.verifier_key().to_vkey(),
+            &[w.verifier_key().to_vkey()],
+            1,
+        )
+        .unwrap();
+        let err = check_target(&trust, None, &l.evidence(i, &e, &[]), &expect(&sha)).unwrap_err();
+        assert_eq!(err.kind(), "log_too_few_cosignatures");
+        assert!(!err.is_attack());
+        assert!(trust_from_keys(None, &l.key.verifier_key().to_vkey(), &[], 1).is_err());
+        assert!(trust_from_keys(None, "garbage", &[], 0).is_err());
+    }
+
+    #[test]
+    fn the_stored_checkpoint_round_trips_and_a_tampered_one_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(dir.path().join("log-checkpoint"));
+        let mut l = Log::new();
+        let sha = "aa".repeat(32);
+        let e = publish("main", "fw.img", 10, &sha);
+        let i = l.push(&e);
+        let trust = l.trust();
+        assert!(store.load(&trust).unwrap().is_none());
+        let a = check_target(&trust, None, &l.evidence(i, &e, &[]), &expect(&sha)).unwrap();
+        store.save(&a).unwrap();
+        assert_eq!(store.load(&trust).unwrap(), Some(l.checkpoint()));
+        let mut bytes = std::fs::read(store.path()).unwrap();
+        bytes[0] ^= 1;
+        std::fs::write(store.path(), &bytes).unwrap();
+        let err = store.load(&trust).unwrap_err();
+        assert_eq!(err.kind(), "log_local_state");
+    }
+
+    proptest! {
+        /// Any bytes as an evidence document, and any mutation of a valid
+        /// one: never a panic, never accepted unless it is the valid one.
+        #[test]
+        fn evidence_parse_and_check_never_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..600),
+            pos in any::<usize>(),
+            flip in 1u8..=255,
+        ) {
+            let mut l = Log::new();
+            let sha = "aa".repeat(32);
+            let e = publish("main", "fw.img", 10, &sha);
+            l.push(b"x");
+            let i = l.push(&e);
+            let trust = l.trust();
+            if let Ok(ev) = serde_json::from_slice::<Evidence>(&bytes) {
+                prop_assert!(check_target(&trust, None, &ev, &expect(&sha)).is_err());
+                let _ = check_offline_target(&trust, Some(&l.checkpoint()), &ev, &expect(&sha));
+            }
+            let good = serde_json::to_vec(&l.evidence(i, &e, &[1])).unwrap();
+            let mut bad = good.clone();
+            let p = pos % bad.len();
+            bad[p] ^= flip;
+            if let Ok(ev) = serde_json::from_slice::<Evidence>(&bad) {
+                let stored = l.checkpoint();
+                let _ = check_target(&trust, Some(&stored), &ev, &expect(&sha));
+                let _ = check_offline_target(&trust, None, &ev, &expect(&sha));
+            }
+        }
+    }
+}
