@@ -1312,3 +1312,87 @@ impl Device {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use custody_log::{Cosigner, NoteSigner};
+
+    fn offer(key: &str, ws: &[String], k: usize) -> LogPin {
+        LogPin {
+            origin: "log.test/log".into(),
+            log_key: key.into(),
+            witnesses: ws.to_vec(),
+            witness_threshold: k,
+            log_path: "/log/v1/".into(),
+        }
+    }
+
+    #[test]
+    fn log_pin_resolution() {
+        let key = NoteSigner::from_seed("log.test/log", [1; 32])
+            .unwrap()
+            .verifier_key()
+            .to_vkey();
+        let other = NoteSigner::from_seed("log.test/log", [2; 32])
+            .unwrap()
+            .verifier_key()
+            .to_vkey();
+        let w1 = Cosigner::from_seed("w.test/1", [3; 32])
+            .unwrap()
+            .verifier_key()
+            .to_vkey();
+        let w2 = Cosigner::from_seed("w.test/2", [4; 32])
+            .unwrap()
+            .verifier_key()
+            .to_vkey();
+        let none = LogPinOptions::default();
+        // nothing offered, nothing pinned: no log check
+        assert_eq!(resolve_log_pin(None, &none).unwrap(), None);
+        // the offer is pinned on first use
+        let o = offer(&key, &[w1.clone()], 1);
+        assert_eq!(resolve_log_pin(Some(&o), &none).unwrap(), Some(o.clone()));
+        // an explicit key that agrees
+        let pinned = LogPinOptions {
+            log_key: Some(key.clone()),
+            ..Default::default()
+        };
+        assert_eq!(resolve_log_pin(Some(&o), &pinned).unwrap(), Some(o.clone()));
+        // an offer with another key: refused
+        let e = resolve_log_pin(Some(&offer(&other, &[], 0)), &pinned).unwrap_err();
+        assert!(e.to_string().contains("offers log key"), "{e}");
+        // pinned without an offer: origin from the key name
+        let p = resolve_log_pin(None, &pinned).unwrap().unwrap();
+        assert_eq!(p.origin, "log.test/log");
+        assert_eq!(p.witness_threshold, 0);
+        // witnesses pinned: threshold defaults to all of them
+        let ws = LogPinOptions {
+            witnesses: vec![w1.clone(), w2.clone()],
+            ..pinned.clone()
+        };
+        let p = resolve_log_pin(Some(&offer(&key, &[], 0)), &ws)
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.witness_threshold, 2);
+        // an offer with another witness set: refused
+        let e = resolve_log_pin(Some(&o), &ws).unwrap_err();
+        assert!(e.to_string().contains("witness policy"), "{e}");
+        // a threshold above the keys, a log key that is not a key: refused
+        let bad = LogPinOptions {
+            witness_threshold: Some(3),
+            ..ws.clone()
+        };
+        assert!(resolve_log_pin(None, &bad).is_err());
+        let bad = LogPinOptions {
+            log_key: Some("not a key".into()),
+            ..Default::default()
+        };
+        assert!(resolve_log_pin(None, &bad).is_err());
+        // witnesses without any log
+        let bad = LogPinOptions {
+            witnesses: vec![w1],
+            ..Default::default()
+        };
+        assert!(resolve_log_pin(None, &bad).is_err());
+    }
+}
