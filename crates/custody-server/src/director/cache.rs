@@ -36,7 +36,7 @@ use custody_director::director::DeviceDirectorState;
 use custody_director::registry::{DeviceRecord, DeviceStatus};
 
 use super::store::{
-    AttackRow, CheckinWrite, DeviceFilter, DeviceRow, DirectorDb, InstallRow, PinRow, ReportRow,
+    AttackRow, CheckinConnection, CheckinWrite, DeviceFilter, DeviceRow, DirectorDb, InstallRow, PinRow, ReportRow,
     RollbackRow, RolloutRow, TokenRow, WriteOutcome, YankRow,
 };
 use crate::storage::StorageResult;
@@ -288,9 +288,20 @@ impl<D: DirectorDb> DirectorDb for CachedDirectorDb<D> {
 
     async fn apply_checkins(&self, jobs: &[CheckinWrite]) -> StorageResult<Vec<WriteOutcome>> {
         let r = self.inner.apply_checkins(jobs).await;
+        self.checkins_written(jobs, &r);
+        r
+    }
+
+    fn checkin_connection(&self) -> StorageResult<Option<Box<dyn CheckinConnection>>> {
+        self.inner.checkin_connection()
+    }
+
+    /// A committed check-in updates its cached row with what it wrote; a
+    /// lost compare-and-set or a failed batch drops the rows.
+    fn checkins_written(&self, jobs: &[CheckinWrite], r: &StorageResult<Vec<WriteOutcome>>) {
         let mut g = self.lock();
         g.epoch = g.epoch.wrapping_add(1);
-        match &r {
+        match r {
             Ok(outcomes) if outcomes.len() == jobs.len() => {
                 for (j, o) in jobs.iter().zip(outcomes) {
                     match o {
@@ -316,8 +327,6 @@ impl<D: DirectorDb> DirectorDb for CachedDirectorDb<D> {
                 }
             }
         }
-        drop(g);
-        r
     }
 
     async fn report_counts(&self, rollout: &str) -> StorageResult<Vec<(Option<u64>, String, i64)>> {

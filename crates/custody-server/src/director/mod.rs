@@ -53,6 +53,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 pub use settings::DirectorSettings;
+use crate::storage::StorageResult;
 use store::{CheckinWrite, DirectorDb, WriteOutcome};
 
 /// Why the director could not start.
@@ -152,34 +153,87 @@ pub struct CheckinWriter {
 const MAX_BATCH: usize = 512;
 
 impl CheckinWriter {
-    pub fn spawn(db: Arc<dyn DirectorDb>) -> CheckinWriter {
-        let (tx, mut rx) = mpsc::channel::<(CheckinWrite, Reply)>(4096);
-        tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(j) => batch.push(j),
-                        Err(_) => break,
-                    }
+    /// Starts the writer: on a dedicated thread with the store's own
+    /// synchronous connection when it has one (embedded SQLite), else as
+    /// a task over [`DirectorDb::apply_checkins`].
+    pub fn spawn(db: Arc<dyn DirectorDb>) -> Result<CheckinWriter, DirectorInitError> {
+        let (tx, rx) = mpsc::channel::<(CheckinWrite, Reply)>(4096);
+        match db.checkin_connection()? {
+            Some(conn) => {
+                std::thread::Builder::new()
+                    .name("director-checkin-writer".into())
+                    .spawn(move || Self::run_sync(db, conn, rx))
+                    .map_err(|e| {
+                        DirectorInitError::Config(format!("start the check-in writer thread: {e}"))
+                    })?;
+            }
+            None => {
+                tokio::spawn(Self::run_async(db, rx));
+            }
+        }
+        Ok(CheckinWriter { tx })
+    }
+
+    /// Takes what is waiting (at least one, at most [`MAX_BATCH`]).
+    fn batch(
+        first: (CheckinWrite, Reply),
+        rx: &mut mpsc::Receiver<(CheckinWrite, Reply)>,
+    ) -> (Vec<CheckinWrite>, Vec<Reply>) {
+        let mut jobs = Vec::with_capacity(64);
+        let mut replies = Vec::with_capacity(64);
+        let (j, r) = first;
+        jobs.push(j);
+        replies.push(r);
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok((j, r)) => {
+                    jobs.push(j);
+                    replies.push(r);
                 }
-                let (jobs, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-                match db.apply_checkins(&jobs).await {
-                    Ok(outcomes) => {
-                        for (r, o) in replies.into_iter().zip(outcomes) {
-                            let _ = r.send(Ok(o));
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, batch = jobs.len(), "check-in batch failed");
-                        for r in replies {
-                            let _ = r.send(Err(e.to_string()));
-                        }
-                    }
+                Err(_) => break,
+            }
+        }
+        (jobs, replies)
+    }
+
+    fn answer(jobs: usize, replies: Vec<Reply>, r: StorageResult<Vec<WriteOutcome>>) {
+        match r {
+            Ok(outcomes) => {
+                for (r, o) in replies.into_iter().zip(outcomes) {
+                    let _ = r.send(Ok(o));
                 }
             }
-        });
-        CheckinWriter { tx }
+            Err(e) => {
+                tracing::error!(error = %e, batch = jobs, "check-in batch failed");
+                for r in replies {
+                    let _ = r.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
+
+    /// The writer thread: blocks on the queue, writes each batch in one
+    /// transaction (durable on return), updates the store's caches, then
+    /// answers. While it waits for the fsync, the next batch queues up.
+    fn run_sync(
+        db: Arc<dyn DirectorDb>,
+        mut conn: Box<dyn store::CheckinConnection>,
+        mut rx: mpsc::Receiver<(CheckinWrite, Reply)>,
+    ) {
+        while let Some(first) = rx.blocking_recv() {
+            let (jobs, replies) = Self::batch(first, &mut rx);
+            let r = conn.apply(&jobs);
+            db.checkins_written(&jobs, &r);
+            Self::answer(jobs.len(), replies, r);
+        }
+    }
+
+    async fn run_async(db: Arc<dyn DirectorDb>, mut rx: mpsc::Receiver<(CheckinWrite, Reply)>) {
+        while let Some(first) = rx.recv().await {
+            let (jobs, replies) = Self::batch(first, &mut rx);
+            let r = db.apply_checkins(&jobs).await;
+            Self::answer(jobs.len(), replies, r);
+        }
     }
 
     pub async fn write(&self, job: CheckinWrite) -> Result<WriteOutcome, String> {
@@ -357,7 +411,7 @@ impl Director {
         };
         let rollback_keys = read_rollback_keys(settings.rollback_keys_file.as_deref())?;
         let image_dir = data_dir.join("repos").join(&settings.image_repository);
-        let writer = CheckinWriter::spawn(db.clone());
+        let writer = CheckinWriter::spawn(db.clone())?;
         let d = Director {
             settings,
             db,

@@ -411,6 +411,20 @@ pub trait DirectorDb: Send + Sync + 'static {
     /// One transaction for a group of check-ins (see the module docs).
     async fn apply_checkins(&self, jobs: &[CheckinWrite]) -> StorageResult<Vec<WriteOutcome>>;
 
+    /// A synchronous connection of its own for the check-in group commit,
+    /// if this store has one (the embedded SQLite file: see
+    /// [`SqliteCheckinConnection`]); the check-in writer then runs it on a
+    /// dedicated thread. `None`: check-ins go through [`Self::apply_checkins`].
+    fn checkin_connection(&self) -> StorageResult<Option<Box<dyn CheckinConnection>>> {
+        Ok(None)
+    }
+
+    /// Called by the check-in writer after a batch went through
+    /// [`Self::checkin_connection`], before any caller is answered: the
+    /// upkeep `apply_checkins` does after its own write (device-row cache).
+    fn checkins_written(&self, _jobs: &[CheckinWrite], _result: &StorageResult<Vec<WriteOutcome>>) {
+    }
+
     /// (stage, outcome) → count for a rollout's reports.
     async fn report_counts(&self, rollout: &str) -> StorageResult<Vec<(Option<u64>, String, i64)>>;
     async fn list_reports(&self, device: &str, limit: i64) -> StorageResult<Vec<ReportRow>>;
@@ -916,6 +930,10 @@ macro_rules! director_sql {
                 Ok(res.rows_affected())
             }
 
+            fn checkin_connection(&self) -> StorageResult<Option<Box<dyn CheckinConnection>>> {
+                self.own_checkin_connection()
+            }
+
             async fn apply_checkins(&self, jobs: &[CheckinWrite]) -> StorageResult<Vec<WriteOutcome>> {
                 let mut tx = self
                     .pool
@@ -1389,4 +1407,407 @@ pub fn stage_counts(rows: &[(Option<u64>, String, i64)]) -> BTreeMap<u64, (u64, 
         }
     }
     m
+}
+
+// ------------------------------------------- check-in writer connection
+
+/// A synchronous connection for the check-in group commit (see
+/// [`DirectorDb::checkin_connection`]).
+pub trait CheckinConnection: Send {
+    /// The same contract as [`DirectorDb::apply_checkins`]: one
+    /// transaction, committed (durably) before it returns; per check-in
+    /// the nonce insert-or-conflict, then the compare-and-set of the
+    /// report counter on an active device, then the rest.
+    fn apply(&mut self, jobs: &[CheckinWrite]) -> StorageResult<Vec<WriteOutcome>>;
+}
+
+impl PgDirectorDb {
+    /// PostgreSQL goes through its pool (several replicas may write).
+    fn own_checkin_connection(&self) -> StorageResult<Option<Box<dyn CheckinConnection>>> {
+        Ok(None)
+    }
+}
+
+impl SqliteDirectorDb {
+    /// A second connection to the same database file, owned by the
+    /// check-in writer thread (`None` for an in-memory database, which a
+    /// second connection would not see).
+    fn own_checkin_connection(&self) -> StorageResult<Option<Box<dyn CheckinConnection>>> {
+        let opts = self.pool.connect_options();
+        let path = opts.get_filename();
+        let name = path.to_string_lossy();
+        if name.is_empty() || name.contains(":memory:") || name.starts_with("file:") {
+            return Ok(None);
+        }
+        Ok(Some(Box::new(SqliteCheckinConnection::open(path)?)))
+    }
+}
+
+fn lite(operation: &'static str) -> impl FnOnce(rusqlite::Error) -> StorageError {
+    // StorageError carries sqlx errors; keep rusqlite's as the source.
+    move |e| StorageError::Db {
+        operation,
+        source: sqlx::Error::Io(std::io::Error::other(e)),
+    }
+}
+
+/// The embedded store's check-in writes through libsqlite3 directly
+/// (rusqlite on the same `libsqlite3-sys` that sqlx links, so one SQLite
+/// in the process), on a connection of their own with cached prepared
+/// statements. The statements and their order are those of
+/// [`DirectorDb::apply_checkins`]; what changes is the cost per
+/// statement: sqlx hands every statement to its connection's worker
+/// thread and awaits the answer, two thread wake-ups per statement, two
+/// statements per check-in.
+///
+/// Durability is the same: the database file is in WAL mode (set by the
+/// pool that created it, checked here), this connection runs with
+/// `synchronous = FULL`, and [`CheckinConnection::apply`] returns only
+/// after `COMMIT`, i.e. after the WAL fsync.
+pub struct SqliteCheckinConnection {
+    conn: rusqlite::Connection,
+}
+
+impl std::fmt::Debug for SqliteCheckinConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteCheckinConnection")
+            .field("path", &self.conn.path())
+            .finish()
+    }
+}
+
+const LITE_NONCE: &str = "INSERT INTO director_nonces (device_id, nonce, expires_at) \
+     VALUES (?1, ?2, ?3) ON CONFLICT (device_id, nonce) DO NOTHING";
+const LITE_MANIFEST: &str = "UPDATE director_devices SET last_counter = ?3, last_checkin = ?4, \
+     last_attestation = ?4, installed = ?5, running_target = ?6, \
+     running_counter = ?7, max_counter = ?8, assigned_target = ?9, \
+     assigned_counter = ?10, assignment_note = ?11, d_targets = ?12, \
+     d_snapshot = ?13, d_timestamp = ?14 \
+     WHERE id = ?1 AND last_counter = ?2 AND status = 'active'";
+const LITE_INSTALL: &str = "INSERT INTO director_installs (device_id, target, release_counter, \
+     first_seen, report_counter) VALUES (?1, ?2, ?3, ?4, ?5) \
+     ON CONFLICT (device_id, target) DO NOTHING";
+const LITE_REPORT: &str = "INSERT INTO director_reports (device_id, report_id, target, \
+     release_counter, outcome, reason, device_time, received_at, rollout_id, stage) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+     ON CONFLICT (device_id, report_id) DO NOTHING";
+const LITE_ATTACK: &str = "INSERT INTO director_attacks (id, at, device_id, code, source, detail) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING";
+
+impl SqliteCheckinConnection {
+    /// Opens `path` (which must exist, in WAL mode, with the director
+    /// schema migrated).
+    pub fn open(path: &std::path::Path) -> StorageResult<Self> {
+        use rusqlite::OpenFlags;
+        let conn = rusqlite::Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(lite("open the check-in writer connection"))?;
+        // The pool's busy timeout: other writers (enrolment, fleet API,
+        // audit) share the file.
+        conn.busy_timeout(std::time::Duration::from_secs(15))
+            .map_err(lite("check-in writer: busy_timeout"))?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(lite("check-in writer: synchronous = FULL"))?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(lite("check-in writer: foreign_keys"))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .map_err(lite("check-in writer: journal_mode"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StorageError::Corrupt {
+                what: "database journal mode",
+                reason: format!(
+                    "{}: journal_mode is {mode:?}, the check-in writer needs WAL",
+                    path.display()
+                ),
+            });
+        }
+        let sync: i64 = conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .map_err(lite("check-in writer: synchronous"))?;
+        if sync < 2 {
+            return Err(StorageError::Corrupt {
+                what: "database synchronous mode",
+                reason: format!("synchronous is {sync}, the check-in writer needs FULL (2)"),
+            });
+        }
+        Ok(SqliteCheckinConnection { conn })
+    }
+}
+
+impl CheckinConnection for SqliteCheckinConnection {
+    fn apply(&mut self, jobs: &[CheckinWrite]) -> StorageResult<Vec<WriteOutcome>> {
+        use rusqlite::params;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(lite("begin check-in transaction"))?;
+        let mut out = Vec::with_capacity(jobs.len());
+        {
+            let mut nonce = tx
+                .prepare_cached(LITE_NONCE)
+                .map_err(lite("record nonce"))?;
+            let mut manifest = tx
+                .prepare_cached(LITE_MANIFEST)
+                .map_err(lite("record manifest"))?;
+            for j in jobs {
+                let n = nonce
+                    .execute(params![j.device_id, j.nonce, j.nonce_expires])
+                    .map_err(lite("record nonce"))?;
+                if n != 1 {
+                    out.push(WriteOutcome::ReplayedNonce);
+                    continue;
+                }
+                let (at, ac) = match &j.assigned {
+                    Some((t, c)) => (Some(t.as_str()), Some(to_i64(*c))),
+                    None => (None, None),
+                };
+                let (rt, rc, mc) = match &j.running {
+                    Some(r) => (
+                        Some(r.name.as_str()),
+                        Some(to_i64(r.release_counter)),
+                        Some(to_i64(r.max_release_counter)),
+                    ),
+                    None => (None, None, None),
+                };
+                let old = j.old_counter.map_or(-1, to_i64);
+                // A signed check-in proves possession of the key: it
+                // re-attests the device (last_attestation = now).
+                let n = manifest
+                    .execute(params![
+                        j.device_id,
+                        old,
+                        to_i64(j.new_counter),
+                        j.at,
+                        j.installed_json,
+                        rt,
+                        rc,
+                        mc,
+                        at,
+                        ac,
+                        j.assignment_note,
+                        to_i64(j.director.targets_version),
+                        to_i64(j.director.snapshot_version),
+                        to_i64(j.director.timestamp_version),
+                    ])
+                    .map_err(lite("record manifest"))?;
+                if n != 1 {
+                    out.push(WriteOutcome::Conflict);
+                    continue;
+                }
+                if let Some(r) = j.running.as_ref().filter(|_| j.running_changed) {
+                    tx.prepare_cached(LITE_INSTALL)
+                        .and_then(|mut s| {
+                            s.execute(params![
+                                j.device_id,
+                                r.name,
+                                to_i64(r.release_counter),
+                                j.at,
+                                to_i64(j.new_counter),
+                            ])
+                        })
+                        .map_err(lite("record install history"))?;
+                }
+                let mut rollouts = Vec::new();
+                for r in &j.reports {
+                    let n = tx
+                        .prepare_cached(LITE_REPORT)
+                        .and_then(|mut s| {
+                            s.execute(params![
+                                r.device_id,
+                                r.report_id,
+                                r.target,
+                                to_i64(r.release_counter),
+                                r.outcome,
+                                r.reason,
+                                r.device_time,
+                                r.received_at,
+                                r.rollout_id,
+                                r.stage.map(to_i64),
+                            ])
+                        })
+                        .map_err(lite("record install report"))?;
+                    if n == 1 {
+                        if let Some(id) = &r.rollout_id {
+                            if !rollouts.contains(id) {
+                                rollouts.push(id.clone());
+                            }
+                        }
+                    }
+                }
+                for a in &j.attacks {
+                    tx.prepare_cached(LITE_ATTACK)
+                        .and_then(|mut s| {
+                            s.execute(params![a.id, a.at, a.device_id, a.code, a.source, a.detail])
+                        })
+                        .map_err(lite("record reported attack"))?;
+                }
+                out.push(WriteOutcome::Committed {
+                    rollouts_with_new_reports: rollouts,
+                });
+            }
+        }
+        tx.commit().map_err(lite("commit check-ins"))?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod checkin_connection_tests {
+    //! The synchronous check-in connection keeps `apply_checkins`' rules:
+    //! nonce insert-or-conflict first, counter compare-and-set on an
+    //! active device, reports idempotent, all committed before it returns.
+    use super::*;
+    use custody_director::keys::MemorySigner;
+    use custody_repo::Signer;
+
+    fn record() -> DeviceRecord {
+        let k = MemorySigner::generate_ed25519().unwrap();
+        let now = chrono::Utc::now();
+        DeviceRecord {
+            id: k.keyid().to_owned(),
+            key: k.key().clone(),
+            hardware_id: "board-a".into(),
+            group: "g".into(),
+            attributes: DeviceAttributes {
+                environment: "production".into(),
+                tags: Default::default(),
+                group: Some("g".into()),
+            },
+            enrolled_at: now,
+            enrolled_with: EnrolledWith::Token {
+                token_hash_prefix: "x".into(),
+            },
+            status: DeviceStatus::Active,
+            last_attestation: now,
+        }
+    }
+
+    fn write(id: &str, nonce: &str, old: Option<u64>, new: u64, report: bool) -> CheckinWrite {
+        let at = chrono::Utc::now().timestamp();
+        CheckinWrite {
+            device_id: id.into(),
+            nonce: nonce.into(),
+            nonce_expires: at + 600,
+            old_counter: old,
+            new_counter: new,
+            at,
+            installed_json: "{}".into(),
+            running: Some(Installed {
+                name: "fw/1".into(),
+                release_counter: 1,
+                max_release_counter: 1,
+            }),
+            running_changed: true,
+            director: DeviceDirectorState {
+                targets_version: new,
+                snapshot_version: new,
+                timestamp_version: new,
+            },
+            assigned: Some(("fw/2".into(), 2)),
+            assignment_note: "install".into(),
+            reports: report
+                .then(|| ReportRow {
+                    device_id: id.into(),
+                    report_id: format!("r-{new}"),
+                    target: "fw/1".into(),
+                    release_counter: 1,
+                    outcome: "installed".into(),
+                    reason: None,
+                    device_time: 0,
+                    received_at: at,
+                    rollout_id: Some("r1".into()),
+                    stage: Some(0),
+                })
+                .into_iter()
+                .collect(),
+            attacks: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn same_rules_as_apply_checkins() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = crate::storage::SqliteStorage::open(&dir.path().join("c.db"))
+            .await
+            .unwrap();
+        let db = SqliteDirectorDb::new(storage.pool().clone());
+        db.migrate().await.unwrap();
+        let (a, b) = (record(), record());
+        db.insert_devices(&[a.clone(), b.clone()]).await.unwrap();
+        let mut conn = db
+            .checkin_connection()
+            .unwrap()
+            .expect("a file database has a check-in connection");
+
+        let out = conn
+            .apply(&[
+                write(&a.id, "n1", None, 1, true),
+                // same nonce again in the same batch: replay
+                write(&a.id, "n1", Some(1), 2, false),
+                // b has no accepted manifest yet: the compare-and-set fails
+                write(&b.id, "m1", Some(5), 6, false),
+                write(&a.id, "n2", Some(1), 2, true),
+                // a counter that lost the race with the one above
+                write(&a.id, "n3", Some(1), 3, false),
+            ])
+            .unwrap();
+        assert_eq!(
+            out,
+            vec![
+                WriteOutcome::Committed {
+                    rollouts_with_new_reports: vec!["r1".into()]
+                },
+                WriteOutcome::ReplayedNonce,
+                WriteOutcome::Conflict,
+                WriteOutcome::Committed {
+                    rollouts_with_new_reports: vec!["r1".into()]
+                },
+                WriteOutcome::Conflict,
+            ]
+        );
+        // Committed and visible to the pool's connections.
+        let row = db.get_device(&a.id).await.unwrap().unwrap();
+        assert_eq!(row.last_counter, Some(2));
+        assert_eq!(row.director.timestamp_version, 2);
+        assert_eq!(row.assigned, Some(("fw/2".into(), 2)));
+        assert_eq!(row.record.last_attestation.timestamp(), row.last_checkin.unwrap());
+        assert_eq!(db.list_reports(&a.id, 10).await.unwrap().len(), 2);
+        assert_eq!(db.who_installed("fw/1").await.unwrap().len(), 1);
+        // The nonce is in the table the other routes check.
+        assert!(!db.insert_nonce(&a.id, "n2", i64::MAX).await.unwrap());
+
+        // A suspended device's manifest cannot be committed.
+        assert!(db
+            .set_device_status(
+                &b.id,
+                &DeviceStatus::Suspended {
+                    reason: "test".into(),
+                    since: chrono::Utc::now(),
+                },
+                None,
+            )
+            .await
+            .unwrap());
+        let out = conn.apply(&[write(&b.id, "m2", None, 1, false)]).unwrap();
+        assert_eq!(out, vec![WriteOutcome::Conflict]);
+        let row = db.get_device(&b.id).await.unwrap().unwrap();
+        assert_eq!(row.last_counter, None);
+        // A re-sent report is not counted twice.
+        let out = conn
+            .apply(&[{
+                let mut w = write(&a.id, "n4", Some(2), 3, true);
+                w.reports[0].report_id = "r-2".into();
+                w
+            }])
+            .unwrap();
+        assert_eq!(
+            out,
+            vec![WriteOutcome::Committed {
+                rollouts_with_new_reports: vec![]
+            }]
+        );
+    }
 }
