@@ -270,7 +270,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         })
         .with_context(|| format!("{}: enrolment", d.name))?;
         detail(&format!(
-            "{} ({}) enrolled as {}: device id = key id of its new ed25519 key (0600); director root pinned, image root given out of band",
+            "{} ({}) enrolled as {}: device id = key id of its new ed25519 key (0600); director root pinned, image root and transparency-log key given out of band",
             d.name,
             d.hardware_id,
             short(&cfg.device_id)
