@@ -1229,3 +1229,73 @@ async fn post_cosign(
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map(Json)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_witness_settings_are_checked() {
+        let w = custody_log::Cosigner::from_seed("w.test/1", [1; 32])
+            .unwrap()
+            .verifier_key()
+            .to_vkey();
+        let log_key = NoteSigner::from_seed("log.test/log", [2; 32])
+            .unwrap()
+            .verifier_key()
+            .to_vkey();
+        let ok = LogSettings {
+            device_witnesses: vec![w.clone()],
+            device_witness_threshold: 1,
+        };
+        ok.validate().unwrap();
+        LogSettings::default().validate().unwrap();
+        for (bad, rule) in [
+            (
+                LogSettings {
+                    device_witnesses: vec![w.clone()],
+                    device_witness_threshold: 2,
+                },
+                "more than the 1",
+            ),
+            (
+                LogSettings {
+                    device_witnesses: vec![log_key],
+                    device_witness_threshold: 1,
+                },
+                "cosignature/v1",
+            ),
+            (
+                LogSettings {
+                    device_witnesses: vec!["garbage".into()],
+                    device_witness_threshold: 0,
+                },
+                "device_witnesses[0]",
+            ),
+        ] {
+            let e = bad.validate().unwrap_err();
+            assert!(e.contains(rule), "{rule}: {e}");
+        }
+    }
+
+    #[test]
+    fn publish_index_ignores_torn_lines_and_trusts_only_marked_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(PUBLISH_INDEX_FILE);
+        std::fs::write(
+            &p,
+            concat!(
+                "{\"i\":3,\"repo\":\"main\",\"name\":\"a\",\"sha256\":\"aa\"}\n",
+                "{\"upto\":10}\n",
+                "{\"i\":12,\"repo\":\"main\",\"name\":\"b\",\"sha256\":\"bb\"}\n",
+                "{\"i\":14,\"re"
+            ),
+        )
+        .unwrap();
+        let idx = PublishIndex::load(p);
+        assert_eq!(idx.get("main", "a", "aa"), Some(3));
+        // beyond the marker: found again by the next scan, not trusted now
+        assert_eq!(idx.get("main", "b", "bb"), None);
+        assert_eq!(idx.upto, 10);
+    }
+}
