@@ -6,6 +6,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// `custody serve` allocates per request; mimalloc instead of glibc malloc
+/// (see crates/custody/Cargo.toml). Not in agent-only builds.
+#[cfg(feature = "server")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod agent;
 mod audit;
 mod bundle;

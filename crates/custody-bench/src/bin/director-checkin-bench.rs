@@ -9,6 +9,12 @@
 //! snapshot and timestamp for that device, commit (group commit, SQLite WAL,
 //! synchronous=FULL) and answer.
 //!
+//! Before the window every device checks in once (not measured), so the
+//! measured check-ins are the steady state of a polling fleet: the
+//! assignment is re-signed and served, its delivery is already in the
+//! transparency log. `--no-warmup` measures first deliveries instead (each
+//! also appends an `assignment_delivered` log entry and marks it).
+//!
 //! Reported: wall-clock check-ins/s, and the server's CPU time per check-in
 //! (getrusage of the server process over the load window), whose inverse
 //! times 2 is the capacity of 2 cores: the machine is shared, so wall-clock
@@ -40,6 +46,10 @@ use custody_director::wire::{
 use custody_repo::{KeyType, Signer};
 use custody_server::director::store::{DirectorDb, RolloutRow, SqliteDirectorDb};
 
+/// The `custody` binary's allocator when it serves (crates/custody).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug, Clone)]
 struct Args {
     /// enrolled devices
@@ -54,6 +64,12 @@ struct Args {
     /// server worker threads
     #[arg(long, default_value_t = 2)]
     server_threads: usize,
+    /// skip the warm-up pass (every device checks in once before the
+    /// window, as a fleet that polls does): then every measured check-in
+    /// is the device's first delivery of its assignment, which also
+    /// appends an `assignment_delivered` entry to the transparency log
+    #[arg(long)]
+    no_warmup: bool,
     /// internal: run as the load generator against this base URL
     #[arg(long, hide = true)]
     client: Option<String>,
@@ -243,13 +259,22 @@ fn server(args: &Args) -> Result<()> {
             "--clients",
             &args.clients.to_string(),
         ])
+        .args(args.no_warmup.then_some("--no-warmup"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .context("start the load generator")?;
     let mut out = BufReader::new(child.stdout.take().context("child stdout")?);
     let mut line = String::new();
+    let t_warm = Instant::now();
     out.read_line(&mut line)?;
+    if !args.no_warmup {
+        println!(
+            "warm-up: each of the {} devices checked in once ({:.1} s, not measured)",
+            args.devices,
+            t_warm.elapsed().as_secs_f64()
+        );
+    }
     if line.trim() != "ready" {
         bail!("load generator: {line}");
     }
@@ -274,10 +299,25 @@ fn server(args: &Args) -> Result<()> {
         bail!("no successful check-in: {r}");
     }
     let per = cpu / ok as f64 * 1e6;
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "load average at the end of the window: {}",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     let client_per = client_cpu / ok as f64 * 1e6;
     println!(
-        "load: {} client connections for {} s; {ok} check-ins ok, {errors} errors (first: {})",
-        args.clients, args.seconds, r["first_error"]
+        "load: {} client connections for {} s; {ok} check-ins ok, {errors} errors (first: {}); {}",
+        args.clients,
+        args.seconds,
+        r["first_error"],
+        if args.no_warmup {
+            "no warm-up: every check-in is a first delivery (+ a transparency log append)"
+        } else {
+            "after warm-up: assignment already delivered (steady-state poll)"
+        }
     );
     println!("| figure | value |");
     println!("| --- | ---: |");
@@ -307,26 +347,27 @@ fn client(args: &Args, url: &str) -> Result<()> {
     // Derive the device keys before the window (not measured).
     let keys: Vec<MemorySigner> = (0..args.devices).map(device_key).collect::<Result<_>>()?;
     let keys = Arc::new(keys);
-    println!("ready");
-    std::io::stdout().flush()?;
-    let mut go = String::new();
-    std::io::stdin().read_line(&mut go)?;
-    let cpu0 = cpu_secs()?;
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let first_error = Arc::new(std::sync::Mutex::new(String::new()));
+    // warmed up (or not) / window opens
+    let warmed = Arc::new(std::sync::Barrier::new(args.clients + 1));
+    let go = Arc::new(std::sync::Barrier::new(args.clients + 1));
     let mut threads = Vec::new();
     for t in 0..args.clients {
-        let (keys, stop, ok, errors, first_error) = (
+        let (keys, stop, ok, errors, first_error, warmed, go) = (
             keys.clone(),
             stop.clone(),
             ok.clone(),
             errors.clone(),
             first_error.clone(),
+            warmed.clone(),
+            go.clone(),
         );
         let url = format!("{url}/device/v1/checkin?root=1");
         let clients = args.clients;
+        let warmup = !args.no_warmup;
         threads.push(std::thread::spawn(move || {
             let agent = ureq::Agent::config_builder()
                 .http_status_as_error(false)
@@ -337,6 +378,25 @@ fn client(args: &Args, url: &str) -> Result<()> {
             // time per device, counters strictly increasing.
             let mine: Vec<usize> = (t..keys.len()).step_by(clients).collect();
             let mut counters = vec![0u64; mine.len()];
+            let mut warm_errors = 0u64;
+            if warmup {
+                for (slot, &i) in mine.iter().enumerate() {
+                    counters[slot] += 1;
+                    if checkin_once(&agent, &url, &keys[i], counters[slot]).is_err() {
+                        warm_errors += 1;
+                    }
+                }
+            }
+            warmed.wait();
+            go.wait();
+            if warm_errors > 0 {
+                errors.fetch_add(warm_errors, Ordering::Relaxed);
+                if let Ok(mut g) = first_error.lock() {
+                    if g.is_empty() {
+                        *g = format!("{warm_errors} warm-up check-ins failed");
+                    }
+                }
+            }
             let mut j = 0usize;
             while !stop.load(Ordering::Relaxed) && !mine.is_empty() {
                 let slot = j % mine.len();
@@ -359,6 +419,13 @@ fn client(args: &Args, url: &str) -> Result<()> {
             }
         }));
     }
+    warmed.wait();
+    println!("ready");
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let cpu0 = cpu_secs()?;
+    go.wait();
     std::thread::sleep(Duration::from_secs(args.seconds));
     stop.store(true, Ordering::Relaxed);
     for t in threads {

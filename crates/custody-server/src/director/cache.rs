@@ -36,8 +36,8 @@ use custody_director::director::DeviceDirectorState;
 use custody_director::registry::{DeviceRecord, DeviceStatus};
 
 use super::store::{
-    AttackRow, CheckinConnection, CheckinWrite, DeviceFilter, DeviceRow, DirectorDb, InstallRow, PinRow, ReportRow,
-    RollbackRow, RolloutRow, TokenRow, WriteOutcome, YankRow,
+    AttackRow, CheckinConnection, CheckinWrite, DeviceFilter, DeviceRow, DirectorDb, InstallRow,
+    PinRow, ReportRow, RollbackRow, RolloutRow, TokenRow, WriteOutcome, YankRow,
 };
 use crate::storage::StorageResult;
 

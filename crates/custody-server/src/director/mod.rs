@@ -52,8 +52,8 @@ use custody_repo::{KeyType, Signer};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-pub use settings::DirectorSettings;
 use crate::storage::StorageResult;
+pub use settings::DirectorSettings;
 use store::{CheckinWrite, DirectorDb, WriteOutcome};
 
 /// Why the director could not start.

@@ -1773,7 +1773,10 @@ mod checkin_connection_tests {
         assert_eq!(row.last_counter, Some(2));
         assert_eq!(row.director.timestamp_version, 2);
         assert_eq!(row.assigned, Some(("fw/2".into(), 2)));
-        assert_eq!(row.record.last_attestation.timestamp(), row.last_checkin.unwrap());
+        assert_eq!(
+            row.record.last_attestation.timestamp(),
+            row.last_checkin.unwrap()
+        );
         assert_eq!(db.list_reports(&a.id, 10).await.unwrap().len(), 2);
         assert_eq!(db.who_installed("fw/1").await.unwrap().len(), 1);
         // The nonce is in the table the other routes check.
