@@ -1350,7 +1350,7 @@ mod tests {
         // nothing offered, nothing pinned: no log check
         assert_eq!(resolve_log_pin(None, &none).unwrap(), None);
         // the offer is pinned on first use
-        let o = offer(&key, &[w1.clone()], 1);
+        let o = offer(&key, std::slice::from_ref(&w1), 1);
         assert_eq!(resolve_log_pin(Some(&o), &none).unwrap(), Some(o.clone()));
         // an explicit key that agrees
         let pinned = LogPinOptions {
