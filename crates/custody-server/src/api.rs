@@ -1218,8 +1218,7 @@ async fn sign_role(
             )
             .await?;
             crate::log::record_publish(&st, &repo, &outcome).await?;
-            crate::director::log_hooks::record_root_rotation(&st, &repo, caller.identity())
-                .await?;
+            crate::director::log_hooks::record_root_rotation(&st, &repo, caller.identity()).await?;
             Some(PublishResponse { version, outcome })
         }
         None => None,
