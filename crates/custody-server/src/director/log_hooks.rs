@@ -175,10 +175,7 @@ pub async fn log_delivery(
             .map(|e| st.log.append(e)),
     )
     .await?;
-    if let Err(e) = d.db.mark_delivery_logged(id, &marker).await {
-        tracing::warn!(device = %id, error = %e,
-            "delivery logged, but recording that failed; the next check-in logs it again");
-    }
+    d.writer.mark_delivery(d.db.as_ref(), id, &marker).await;
     Ok(())
 }
 

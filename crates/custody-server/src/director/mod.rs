@@ -141,12 +141,25 @@ impl DirectorKeys {
 
 type Reply = oneshot::Sender<Result<WriteOutcome, String>>;
 
+/// What the check-in writer takes. Check-ins are the common case and are
+/// not boxed (an allocation per check-in on the hot path); marks are rare.
+#[allow(clippy::large_enum_variant)]
+enum Job {
+    /// A check-in to write; answered after the commit.
+    Checkin(CheckinWrite, Reply),
+    /// A delivery mark (device id, marker) to write with the next batch;
+    /// not answered (a lost mark only logs a delivery twice).
+    Mark(String, String),
+}
+
 /// Group commit for check-ins: one task drains the queue and writes every
 /// waiting check-in in one transaction; each caller gets its own outcome
 /// after the commit.
 #[derive(Clone)]
 pub struct CheckinWriter {
-    tx: mpsc::Sender<(CheckinWrite, Reply)>,
+    tx: mpsc::Sender<Job>,
+    /// marks ride in the batches (the embedded store's own connection)
+    batched_marks: bool,
 }
 
 /// Most check-ins per transaction.
@@ -157,8 +170,8 @@ impl CheckinWriter {
     /// synchronous connection when it has one (embedded SQLite), else as
     /// a task over [`DirectorDb::apply_checkins`].
     pub fn spawn(db: Arc<dyn DirectorDb>) -> Result<CheckinWriter, DirectorInitError> {
-        let (tx, rx) = mpsc::channel::<(CheckinWrite, Reply)>(4096);
-        match db.checkin_connection()? {
+        let (tx, rx) = mpsc::channel::<Job>(4096);
+        let batched_marks = match db.checkin_connection()? {
             Some(conn) => {
                 std::thread::Builder::new()
                     .name("director-checkin-writer".into())
@@ -166,34 +179,39 @@ impl CheckinWriter {
                     .map_err(|e| {
                         DirectorInitError::Config(format!("start the check-in writer thread: {e}"))
                     })?;
+                true
             }
             None => {
                 tokio::spawn(Self::run_async(db, rx));
+                false
             }
-        }
-        Ok(CheckinWriter { tx })
+        };
+        Ok(CheckinWriter { tx, batched_marks })
     }
 
-    /// Takes what is waiting (at least one, at most [`MAX_BATCH`]).
-    fn batch(
-        first: (CheckinWrite, Reply),
-        rx: &mut mpsc::Receiver<(CheckinWrite, Reply)>,
-    ) -> (Vec<CheckinWrite>, Vec<Reply>) {
-        let mut jobs = Vec::with_capacity(64);
-        let mut replies = Vec::with_capacity(64);
-        let (j, r) = first;
-        jobs.push(j);
-        replies.push(r);
-        while jobs.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok((j, r)) => {
-                    jobs.push(j);
-                    replies.push(r);
+    /// Takes what is waiting (at least one job, at most [`MAX_BATCH`]
+    /// check-ins and as many marks).
+    fn batch(first: Job, rx: &mut mpsc::Receiver<Job>) -> Batch {
+        let mut b = Batch {
+            jobs: Vec::with_capacity(64),
+            replies: Vec::with_capacity(64),
+            marks: Vec::new(),
+        };
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            match job {
+                Job::Checkin(j, r) => {
+                    b.jobs.push(j);
+                    b.replies.push(r);
                 }
-                Err(_) => break,
+                Job::Mark(id, marker) => b.marks.push((id, marker)),
             }
+            if b.jobs.len() >= MAX_BATCH || b.marks.len() >= MAX_BATCH {
+                break;
+            }
+            next = rx.try_recv().ok();
         }
-        (jobs, replies)
+        b
     }
 
     fn answer(jobs: usize, replies: Vec<Reply>, r: StorageResult<Vec<WriteOutcome>>) {
@@ -218,33 +236,75 @@ impl CheckinWriter {
     fn run_sync(
         db: Arc<dyn DirectorDb>,
         mut conn: Box<dyn store::CheckinConnection>,
-        mut rx: mpsc::Receiver<(CheckinWrite, Reply)>,
+        mut rx: mpsc::Receiver<Job>,
     ) {
         while let Some(first) = rx.blocking_recv() {
-            let (jobs, replies) = Self::batch(first, &mut rx);
-            let r = conn.apply(&jobs);
-            db.checkins_written(&jobs, &r);
-            Self::answer(jobs.len(), replies, r);
+            let b = Self::batch(first, &mut rx);
+            let r = conn.apply(&b.jobs, &b.marks);
+            if let Err(e) = &r {
+                if !b.marks.is_empty() {
+                    tracing::warn!(error = %e, marks = b.marks.len(),
+                        "delivery marks not written; those deliveries are logged again at the next check-in");
+                }
+            }
+            db.checkins_written(&b.jobs, &r);
+            Self::answer(b.jobs.len(), b.replies, r);
         }
     }
 
-    async fn run_async(db: Arc<dyn DirectorDb>, mut rx: mpsc::Receiver<(CheckinWrite, Reply)>) {
+    async fn run_async(db: Arc<dyn DirectorDb>, mut rx: mpsc::Receiver<Job>) {
         while let Some(first) = rx.recv().await {
-            let (jobs, replies) = Self::batch(first, &mut rx);
-            let r = db.apply_checkins(&jobs).await;
-            Self::answer(jobs.len(), replies, r);
+            let b = Self::batch(first, &mut rx);
+            if !b.jobs.is_empty() {
+                let r = db.apply_checkins(&b.jobs).await;
+                Self::answer(b.jobs.len(), b.replies, r);
+            }
+            for (id, marker) in &b.marks {
+                if let Err(e) = db.mark_delivery_logged(id, marker).await {
+                    tracing::warn!(device = %id, error = %e,
+                        "delivery logged, but recording that failed; the next check-in logs it again");
+                }
+            }
         }
     }
 
     pub async fn write(&self, job: CheckinWrite) -> Result<WriteOutcome, String> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send((job, tx))
+            .send(Job::Checkin(job, tx))
             .await
             .map_err(|_| "check-in writer stopped".to_string())?;
         rx.await
             .map_err(|_| "check-in writer dropped the request".to_string())?
     }
+
+    /// Record that device `id`'s assignment delivery (`marker`) is in the
+    /// transparency log. On the embedded store the mark is visible to the
+    /// device's next check-in at once and written with the next batch; on
+    /// PostgreSQL it is written now (replicas do not share a cache).
+    pub async fn mark_delivery(&self, db: &dyn DirectorDb, id: &str, marker: &str) {
+        if self.batched_marks {
+            db.delivery_marked(id, marker);
+            if self
+                .tx
+                .send(Job::Mark(id.to_owned(), marker.to_owned()))
+                .await
+                .is_err()
+            {
+                tracing::warn!(device = %id, "check-in writer stopped; delivery mark not written");
+            }
+        } else if let Err(e) = db.mark_delivery_logged(id, marker).await {
+            tracing::warn!(device = %id, error = %e,
+                "delivery logged, but recording that failed; the next check-in logs it again");
+        }
+    }
+}
+
+/// One batch of the check-in writer.
+struct Batch {
+    jobs: Vec<CheckinWrite>,
+    replies: Vec<Reply>,
+    marks: Vec<(String, String)>,
 }
 
 pub struct Director {

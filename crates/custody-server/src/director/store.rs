@@ -425,6 +425,11 @@ pub trait DirectorDb: Send + Sync + 'static {
     fn checkins_written(&self, _jobs: &[CheckinWrite], _result: &StorageResult<Vec<WriteOutcome>>) {
     }
 
+    /// The check-in writer took a delivery mark for `id` (written with its
+    /// next batch): what the store caches sees it now, so the device's
+    /// next check-in does not log the same delivery again.
+    fn delivery_marked(&self, _id: &str, _marker: &str) {}
+
     /// (stage, outcome) → count for a rollout's reports.
     async fn report_counts(&self, rollout: &str) -> StorageResult<Vec<(Option<u64>, String, i64)>>;
     async fn list_reports(&self, device: &str, limit: i64) -> StorageResult<Vec<ReportRow>>;
@@ -1418,7 +1423,17 @@ pub trait CheckinConnection: Send {
     /// transaction, committed (durably) before it returns; per check-in
     /// the nonce insert-or-conflict, then the compare-and-set of the
     /// report counter on an active device, then the rest.
-    fn apply(&mut self, jobs: &[CheckinWrite]) -> StorageResult<Vec<WriteOutcome>>;
+    ///
+    /// `marks` (device id, delivery marker) are written in the same
+    /// transaction: `director_devices.log_delivery`, the transparency-log
+    /// hooks' note that a device's assignment delivery is in the log
+    /// (log_hooks.rs). Batched here so a rollout's first deliveries do not
+    /// each pay a transaction and an fsync of their own.
+    fn apply(
+        &mut self,
+        jobs: &[CheckinWrite],
+        marks: &[(String, String)],
+    ) -> StorageResult<Vec<WriteOutcome>>;
 }
 
 impl PgDirectorDb {
@@ -1491,6 +1506,7 @@ const LITE_REPORT: &str = "INSERT INTO director_reports (device_id, report_id, t
      release_counter, outcome, reason, device_time, received_at, rollout_id, stage) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
      ON CONFLICT (device_id, report_id) DO NOTHING";
+const LITE_MARK: &str = "UPDATE director_devices SET log_delivery = ?2 WHERE id = ?1";
 const LITE_ATTACK: &str = "INSERT INTO director_attacks (id, at, device_id, code, source, detail) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING";
 
@@ -1538,7 +1554,11 @@ impl SqliteCheckinConnection {
 }
 
 impl CheckinConnection for SqliteCheckinConnection {
-    fn apply(&mut self, jobs: &[CheckinWrite]) -> StorageResult<Vec<WriteOutcome>> {
+    fn apply(
+        &mut self,
+        jobs: &[CheckinWrite],
+        marks: &[(String, String)],
+    ) -> StorageResult<Vec<WriteOutcome>> {
         use rusqlite::params;
         let tx = self
             .conn
@@ -1648,6 +1668,15 @@ impl CheckinConnection for SqliteCheckinConnection {
                     rollouts_with_new_reports: rollouts,
                 });
             }
+            if !marks.is_empty() {
+                let mut mark = tx
+                    .prepare_cached(LITE_MARK)
+                    .map_err(lite("record log delivery mark"))?;
+                for (id, marker) in marks {
+                    mark.execute(params![id, marker])
+                        .map_err(lite("record log delivery mark"))?;
+                }
+            }
         }
         tx.commit().map_err(lite("commit check-ins"))?;
         Ok(out)
@@ -1743,16 +1772,20 @@ mod checkin_connection_tests {
             .expect("a file database has a check-in connection");
 
         let out = conn
-            .apply(&[
-                write(&a.id, "n1", None, 1, true),
-                // same nonce again in the same batch: replay
-                write(&a.id, "n1", Some(1), 2, false),
-                // b has no accepted manifest yet: the compare-and-set fails
-                write(&b.id, "m1", Some(5), 6, false),
-                write(&a.id, "n2", Some(1), 2, true),
-                // a counter that lost the race with the one above
-                write(&a.id, "n3", Some(1), 3, false),
-            ])
+            .apply(
+                &[
+                    write(&a.id, "n1", None, 1, true),
+                    // same nonce again in the same batch: replay
+                    write(&a.id, "n1", Some(1), 2, false),
+                    // b has no accepted manifest yet: the compare-and-set fails
+                    write(&b.id, "m1", Some(5), 6, false),
+                    write(&a.id, "n2", Some(1), 2, true),
+                    // a counter that lost the race with the one above
+                    write(&a.id, "n3", Some(1), 3, false),
+                ],
+                // a delivery mark rides in the same transaction
+                &[(a.id.clone(), "marker-1".to_owned())],
+            )
             .unwrap();
         assert_eq!(
             out,
@@ -1770,6 +1803,7 @@ mod checkin_connection_tests {
         );
         // Committed and visible to the pool's connections.
         let row = db.get_device(&a.id).await.unwrap().unwrap();
+        assert_eq!(row.log_delivery.as_deref(), Some("marker-1"));
         assert_eq!(row.last_counter, Some(2));
         assert_eq!(row.director.timestamp_version, 2);
         assert_eq!(row.assigned, Some(("fw/2".into(), 2)));
@@ -1794,17 +1828,22 @@ mod checkin_connection_tests {
             )
             .await
             .unwrap());
-        let out = conn.apply(&[write(&b.id, "m2", None, 1, false)]).unwrap();
+        let out = conn
+            .apply(&[write(&b.id, "m2", None, 1, false)], &[])
+            .unwrap();
         assert_eq!(out, vec![WriteOutcome::Conflict]);
         let row = db.get_device(&b.id).await.unwrap().unwrap();
         assert_eq!(row.last_counter, None);
         // A re-sent report is not counted twice.
         let out = conn
-            .apply(&[{
-                let mut w = write(&a.id, "n4", Some(2), 3, true);
-                w.reports[0].report_id = "r-2".into();
-                w
-            }])
+            .apply(
+                &[{
+                    let mut w = write(&a.id, "n4", Some(2), 3, true);
+                    w.reports[0].report_id = "r-2".into();
+                    w
+                }],
+                &[],
+            )
             .unwrap();
         assert_eq!(
             out,
