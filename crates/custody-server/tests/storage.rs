@@ -201,15 +201,18 @@ async fn concurrent_publishers(a: Arc<dyn Storage>, b: Arc<dyn Storage>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_suite_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStorage::open(&dir.path().join("t.db")).await.unwrap();
-    suite(Arc::new(s)).await;
-    // WAL mode is on
+    let s = Arc::new(SqliteStorage::open(&dir.path().join("t.db")).await.unwrap());
+    suite(s.clone()).await;
+    // WAL mode is on. Checked while the pool is still open: SQLite removes
+    // the -wal file when the last connection closes, which raced with the
+    // pool's shutdown when the storage was dropped first.
     let wal = dir.path().join("t.db-wal");
     assert!(
         wal.exists(),
         "SQLite must run in WAL mode ({} missing)",
         wal.display()
     );
+    drop(s);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
