@@ -577,25 +577,42 @@ async fn upload_blob(
             return Err(e.into());
         }
     };
+    let stored = record_blob(
+        &st,
+        &caller,
+        &repo,
+        &sha,
+        size,
+        "blob.upload",
+        &format!("{size} bytes"),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(stored)))
+}
+
+/// After bytes are durably in the blob store: record the blob (who, when,
+/// size), audit `action` with `detail`, and answer the stored record.
+/// Shared by target uploads and provenance envelopes.
+pub(crate) async fn record_blob(
+    st: &AppState,
+    caller: &Caller,
+    repo: &str,
+    sha: &str,
+    size: u64,
+    action: &str,
+    detail: &str,
+) -> ApiResult<BlobRecord> {
     let record = BlobRecord {
-        repo: repo.clone(),
-        sha256: sha.clone(),
+        repo: repo.to_owned(),
+        sha256: sha.to_owned(),
         size: i64::try_from(size).unwrap_or(i64::MAX),
         uploaded_at: now(),
         uploaded_by: caller.identity().to_string(),
     };
     st.storage.upsert_blob(&record).await?;
-    st.audit(
-        &caller,
-        "blob.upload",
-        Some(&repo),
-        Some(&sha),
-        "ok",
-        &format!("{size} bytes"),
-    )
-    .await?;
-    let stored = st.storage.get_blob(&repo, &sha).await?.unwrap_or(record);
-    Ok((StatusCode::CREATED, Json(stored)))
+    st.audit(caller, action, Some(repo), Some(sha), "ok", detail)
+        .await?;
+    Ok(st.storage.get_blob(repo, sha).await?.unwrap_or(record))
 }
 
 #[utoipa::path(get, path = "/api/v1/repos/{repo}/blobs/{sha256}", tag = "targets",

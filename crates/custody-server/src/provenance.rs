@@ -41,7 +41,7 @@ use crate::authoring::AuthoringError;
 use crate::blobs::Sha256Hex;
 use crate::error::{ApiError, ErrorBody};
 use crate::scope::{Scope, ScopeKind};
-use crate::state::{now, AppState};
+use crate::state::AppState;
 use crate::storage::BlobRecord;
 
 /// Largest provenance envelope the server stores (real SLSA envelopes are
@@ -383,24 +383,16 @@ async fn upload_envelope(
         .blobs
         .put(&hash, Box::pin(stream), MAX_ENVELOPE_BYTES)
         .await?;
-    let record = BlobRecord {
-        repo: repo.clone(),
-        sha256: sha.clone(),
-        size: i64::try_from(size).unwrap_or(i64::MAX),
-        uploaded_at: now(),
-        uploaded_by: caller.identity().to_string(),
-    };
-    st.storage.upsert_blob(&record).await?;
-    st.audit(
+    let stored = crate::api::record_blob(
+        &st,
         &caller,
+        &repo,
+        &sha,
+        size,
         "provenance.upload",
-        Some(&repo),
-        Some(&sha),
-        "ok",
         &format!("DSSE envelope, {len} bytes"),
     )
     .await?;
-    let stored = st.storage.get_blob(&repo, &sha).await?.unwrap_or(record);
     Ok((StatusCode::CREATED, Json(stored)))
 }
 
