@@ -150,30 +150,40 @@ impl Setup {
         .await
     }
 
-    async fn upload_blob(&self, data: &[u8]) -> String {
+    /// PUT `data` to `/api/v1/repos/app/{kind}/{sha256}` as CI; 201.
+    async fn upload(&self, kind: &str, data: &[u8]) -> String {
         let sha = sha256_hex(data);
         let r = self
             .put_bytes(
-                &format!("/api/v1/repos/app/blobs/{sha}"),
+                &format!("/api/v1/repos/app/{kind}/{sha}"),
                 &self.ci,
                 data.to_vec(),
             )
             .await;
-        assert_eq!(r.status, 201, "{}", r.text());
+        assert_eq!(r.status, 201, "{kind}: {}", r.text());
         sha
     }
 
+    async fn upload_blob(&self, data: &[u8]) -> String {
+        self.upload("blobs", data).await
+    }
+
     async fn upload_envelope(&self, env: &[u8]) -> String {
-        let sha = sha256_hex(env);
+        self.upload("provenance", env).await
+    }
+
+    /// A refused upload left no blob row behind (nothing to stage with).
+    async fn assert_not_stored(&self, sha: &str) {
         let r = self
-            .put_bytes(
-                &format!("/api/v1/repos/app/provenance/{sha}"),
+            .s
+            .api(
+                "GET",
+                &format!("/api/v1/repos/app/blobs/{sha}"),
                 &self.ci,
-                env.to_vec(),
+                None,
             )
             .await;
-        assert_eq!(r.status, 201, "{}", r.text());
-        sha
+        assert_eq!(r.status, 404, "{sha} was stored: {}", r.text());
     }
 
     async fn stage(&self, name: &str, blob: &str, provenance: Option<&str>) -> common::Resp {
@@ -532,25 +542,30 @@ async fn refusals_name_the_rule() {
         )
         .await;
     assert_refused(&r, 413, &["1048576"]);
+    t.assert_not_stored(&big_sha).await;
     // Not DSSE.
     let junk = b"{\"hello\": 1}".to_vec();
+    let junk_sha = sha256_hex(&junk);
     let r = t
         .put_bytes(
-            &format!("/api/v1/repos/app/provenance/{}", sha256_hex(&junk)),
+            &format!("/api/v1/repos/app/provenance/{junk_sha}"),
             &t.ci,
             junk,
         )
         .await;
     assert_refused(&r, 422, &["not a DSSE envelope"]);
+    t.assert_not_stored(&junk_sha).await;
     // Declared digest does not match the bytes.
+    let declared = sha256_hex(b"x");
     let r = t
         .put_bytes(
-            &format!("/api/v1/repos/app/provenance/{}", sha256_hex(b"x")),
+            &format!("/api/v1/repos/app/provenance/{declared}"),
             &t.ci,
             good.clone(),
         )
         .await;
-    assert_refused(&r, 422, &["hash mismatch"]);
+    assert_refused(&r, 422, &["hash mismatch", &declared, &good_sha]);
+    t.assert_not_stored(&declared).await;
 
     // Nothing refused was staged; the good envelope still is accepted.
     let r =
