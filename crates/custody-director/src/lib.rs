@@ -41,5 +41,5 @@ pub mod rollback;
 pub mod wire;
 
 pub use director::{verify_director_targets_for_device, DirectorError};
-pub use manifest::{verify_manifest, ManifestError};
+pub use manifest::{verify_manifest, verify_manifest_signature, ManifestError};
 pub use request::{verify_device_request, MemoryNonceCache, NonceCache, RequestError};

@@ -111,34 +111,7 @@ pub fn verify_manifest<'m>(
             found: body.hardware_id.clone(),
         });
     }
-    // The device id is the key id of the device key (crate::keys).
-    let keyid = device.id.clone();
-    if !manifest.signatures.iter().any(|s| s.keyid == keyid) {
-        return Err(ManifestError::SignedByOtherKey {
-            device: device.id.clone(),
-            expected_keyid: keyid,
-            found: manifest
-                .signatures
-                .iter()
-                .map(|s| s.keyid.clone())
-                .collect(),
-        });
-    }
-    let mut keys = BTreeMap::new();
-    keys.insert(keyid.clone(), device.key.clone());
-    custody_tuf::verify_threshold(
-        "manifest",
-        &format!("device {}", device.id),
-        manifest.signed_bytes(),
-        &manifest.signatures,
-        std::slice::from_ref(&keyid),
-        &keys,
-        1,
-    )
-    .map_err(|e| ManifestError::BadSignature {
-        device: device.id.clone(),
-        detail: e.to_string(),
-    })?;
+    verify_manifest_signature(manifest, &device.id, &device.key)?;
     if let Some(last) = last_counter {
         let found = body.report_counter;
         if found == last {
@@ -156,4 +129,42 @@ pub fn verify_manifest<'m>(
         }
     }
     Ok(body)
+}
+
+/// Rule 3 alone: `key`, the key of device `device_id` (whose id is that
+/// key's id, crate::keys), signed `manifest`. For whoever holds a manifest
+/// and the device key but not the device record (the transparency log
+/// auditor re-checking an install report); [`verify_manifest`] calls it.
+pub fn verify_manifest_signature(
+    manifest: &SignedManifest,
+    device_id: &str,
+    key: &custody_tuf::Key,
+) -> Result<(), ManifestError> {
+    let keyid = device_id.to_owned();
+    if !manifest.signatures.iter().any(|s| s.keyid == keyid) {
+        return Err(ManifestError::SignedByOtherKey {
+            device: device_id.to_owned(),
+            expected_keyid: keyid,
+            found: manifest
+                .signatures
+                .iter()
+                .map(|s| s.keyid.clone())
+                .collect(),
+        });
+    }
+    let keys = BTreeMap::from([(keyid.clone(), key.clone())]);
+    custody_tuf::verify_threshold(
+        "manifest",
+        &format!("device {device_id}"),
+        manifest.signed_bytes(),
+        &manifest.signatures,
+        std::slice::from_ref(&keyid),
+        &keys,
+        1,
+    )
+    .map_err(|e| ManifestError::BadSignature {
+        device: device_id.to_owned(),
+        detail: e.to_string(),
+    })?;
+    Ok(())
 }

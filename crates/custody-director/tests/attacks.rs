@@ -12,7 +12,7 @@ use custody_director::enrol::{
     TokenStore,
 };
 use custody_director::keys::MemorySigner;
-use custody_director::manifest::{verify_manifest, ManifestError};
+use custody_director::manifest::{verify_manifest, verify_manifest_signature, ManifestError};
 use custody_director::policy::{
     assign, Assignment, DeviceView, FleetPolicy, Gate, Installed, PolicyError, Release,
     RollbackAuthorization, RollbackBody, RollbackKeys, Rollout, Selector, Stage, TYPE_ROLLBACK,
@@ -51,6 +51,37 @@ fn manifest_signed_by_another_devices_key_is_refused() {
     let mut m2 = m.clone();
     m2.signatures[0].keyid = a.id.clone();
     let e = verify_manifest(&a, &m2, None, t0(), &ReattestationPolicy::default()).unwrap_err();
+    assert!(matches!(e, ManifestError::BadSignature { .. }), "{e}");
+}
+
+#[test]
+fn manifest_signature_alone_is_checked_without_the_device_record() {
+    // What the log auditor has: the manifest and the device key, no record.
+    let (ka, a) = enrolled(HW);
+    let (kb, _b) = enrolled(HW);
+    let good = signed_manifest(&ka, manifest(&a, 1, "app-1", 1));
+    verify_manifest_signature(&good, &a.id, &a.key).unwrap();
+    // B's signature on a manifest claiming to be A's
+    let m = signed_manifest(&kb, manifest(&a, 1, "app-1", 1));
+    let e = verify_manifest_signature(&m, &a.id, &a.key).unwrap_err();
+    assert!(
+        matches!(e, ManifestError::SignedByOtherKey { ref expected_keyid, .. } if expected_keyid == &a.id),
+        "{e}"
+    );
+    assert!(e.to_string().contains(&a.id), "{e}");
+    // ... relabelled with A's key id
+    let mut m2 = m.clone();
+    m2.signatures[0].keyid = a.id.clone();
+    let e = verify_manifest_signature(&m2, &a.id, &a.key).unwrap_err();
+    assert!(
+        matches!(e, ManifestError::BadSignature { ref device, .. } if device == &a.id),
+        "{e}"
+    );
+    // ... and A's genuine signature over altered content
+    let mut v: serde_json::Value = serde_json::from_slice(&good.to_bytes().unwrap()).unwrap();
+    v["signed"]["report_counter"] = 7.into();
+    let m3 = SignedManifest::from_bytes(&serde_json::to_vec(&v).unwrap()).unwrap();
+    let e = verify_manifest_signature(&m3, &a.id, &a.key).unwrap_err();
     assert!(matches!(e, ManifestError::BadSignature { .. }), "{e}");
 }
 
