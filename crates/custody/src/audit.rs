@@ -261,7 +261,8 @@ impl ReportCheck {
 /// Checked: the manifest bytes hash to `manifest_sha256`; the key's TUF id
 /// is the device id; the bytes are a custody device manifest
 /// (custody-director's strict parser) of that device; the device key's
-/// signature verifies over its canonical `signed` part; and the manifest
+/// signature verifies over its canonical `signed` part (custody-director's
+/// `verify_manifest_signature`, the check-in rule); and the manifest
 /// itself carries an install report of the entry's target with the
 /// entry's outcome (so the server cannot attach a genuine manifest to a
 /// claim the device never made). `Ok(None)`: not an install report.
@@ -294,8 +295,7 @@ fn check_inner_signatures(entry: &LogEntry) -> std::result::Result<Option<Report
     };
     let key: custody_tuf::schema::Key = serde_json::from_value(k.clone())
         .map_err(|e| format!("install report: device_key: {e}"))?;
-    let keyid = key
-        .key_id()
+    let keyid = custody_director::keys::device_id_for_key(&key)
         .map_err(|e| format!("install report: device_key: {e}"))?;
     if &keyid != device_id {
         return Err(format!(
@@ -311,19 +311,8 @@ fn check_inner_signatures(entry: &LogEntry) -> std::result::Result<Option<Report
             sm.signed.device_id
         ));
     }
-    let keys = std::collections::BTreeMap::from([(keyid.clone(), key)]);
-    custody_tuf::crypto::verify_threshold(
-        "manifest",
-        &format!("device {device_id}"),
-        sm.signed_bytes(),
-        &sm.signatures,
-        std::slice::from_ref(&keyid),
-        &keys,
-        1,
-    )
-    .map_err(|e| {
-        format!("install report: no valid signature by device key {device_id} on the manifest: {e}")
-    })?;
+    custody_director::verify_manifest_signature(&sm, device_id, &key)
+        .map_err(|e| format!("install report: {e}"))?;
     if !sm
         .signed
         .install_reports

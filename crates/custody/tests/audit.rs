@@ -311,7 +311,7 @@ async fn audit_replays_the_server_log_and_reports_inconsistencies() {
     let v = json_out(&o);
     let problems = v["problems"].to_string();
     for want in [
-        "no valid signature by device key",
+        "manifest: signature of device",
         "carries no such report",
         "device_key has key id",
         "manifest sha256 is",
