@@ -31,14 +31,13 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use custody_log::client::{check_logged_entry, LogEvidence};
 pub use custody_log::client::{Accepted, LogAttack, LogTrust};
-use custody_log::entry::{EntryBody, LogEntry};
+use custody_log::entry::check_publish_entry;
 use custody_log::{Checkpoint, Hash, LogVerifier, VerifierKey};
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -91,25 +90,9 @@ pub struct Evidence {
     pub consistency: Vec<ConsistencyDoc>,
 }
 
-/// The target the evidence must be about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExpectedPublish {
-    /// hosted repository name (`main`)
-    pub repo: String,
-    /// target path
-    pub name: String,
-    /// signed length
-    pub length: u64,
-    /// signed hashes, algorithm → hex
-    pub hashes: BTreeMap<String, String>,
-}
-
-impl ExpectedPublish {
-    /// The sha256 the entry is looked up by (lowercase).
-    pub fn sha256(&self) -> Option<String> {
-        self.hashes.get("sha256").map(|h| h.to_ascii_lowercase())
-    }
-}
+/// The target the evidence must be about (the rule lives in custody-log,
+/// shared with witnesses and auditors).
+pub use custody_log::entry::ExpectedPublish;
 
 /// Why the log check did not accept a target.
 #[derive(Debug, thiserror::Error)]
@@ -506,55 +489,11 @@ pub fn check_entry_is(
     index: u64,
     expect: &ExpectedPublish,
 ) -> Result<(), LogCheckError> {
-    let wrong = |reason: String| LogCheckError::WrongEntry {
+    check_publish_entry(entry, expect).map_err(|e| LogCheckError::WrongEntry {
         index,
         target: expect.name.clone(),
-        reason,
-    };
-    let parsed = LogEntry::from_bytes(entry).map_err(|e| wrong(format!("entry: {e}")))?;
-    let EntryBody::TargetPublish {
-        repo,
-        name,
-        hashes,
-        length,
-        ..
-    } = &parsed.body
-    else {
-        return Err(wrong(format!(
-            "it is a {} entry, not target_publish",
-            parsed.type_name()
-        )));
-    };
-    if repo != &expect.repo {
-        return Err(wrong(format!(
-            "repo is {repo:?}, expected {:?}",
-            expect.repo
-        )));
-    }
-    if name != &expect.name {
-        return Err(wrong(format!(
-            "target name is {name:?}, expected {:?}",
-            expect.name
-        )));
-    }
-    if *length != expect.length {
-        return Err(wrong(format!(
-            "length is {length}, the signed target's is {}",
-            expect.length
-        )));
-    }
-    let norm = |m: &BTreeMap<String, String>| -> BTreeMap<String, String> {
-        m.iter()
-            .map(|(k, v)| (k.clone(), v.to_ascii_lowercase()))
-            .collect()
-    };
-    let (got, want) = (norm(hashes), norm(&expect.hashes));
-    if got != want {
-        return Err(wrong(format!(
-            "hashes are {got:?}, the signed target's are {want:?}"
-        )));
-    }
-    Ok(())
+        reason: e.to_string(),
+    })
 }
 
 /// The last accepted checkpoint, kept in one file (signed note as
@@ -610,6 +549,7 @@ impl CheckpointStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use custody_log::entry::{EntryBody, LogEntry};
     use custody_log::{consistency_proof, inclusion_proof, Appender, MemoryStore, NoteSigner};
     use proptest::prelude::*;
 

@@ -184,3 +184,245 @@ impl LogEntry {
         }
     }
 }
+
+/// The target a `target_publish` entry must be about: what the signed
+/// targets metadata says of the target about to be installed, written or
+/// audited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedPublish {
+    /// hosted repository name (`main`)
+    pub repo: String,
+    /// target path
+    pub name: String,
+    /// signed length
+    pub length: u64,
+    /// signed hashes, algorithm → hex
+    pub hashes: BTreeMap<String, String>,
+}
+
+impl ExpectedPublish {
+    /// The sha256 the entry is looked up by (lowercase).
+    pub fn sha256(&self) -> Option<String> {
+        self.hashes.get("sha256").map(|h| h.to_ascii_lowercase())
+    }
+}
+
+/// Why an entry is not the `target_publish` entry of the expected target.
+/// Each variant names the field and both values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishMismatch {
+    /// The bytes are not an entry this build reads.
+    #[error("entry: {0}")]
+    Unreadable(String),
+    /// The entry is of another type.
+    #[error("it is a {got} entry, not target_publish")]
+    NotPublish {
+        /// the entry's type name
+        got: &'static str,
+    },
+    /// Field `repo` differs.
+    #[error("repo is {got:?}, expected {want:?}")]
+    Repo {
+        /// in the entry
+        got: String,
+        /// expected
+        want: String,
+    },
+    /// Field `name` differs.
+    #[error("target name is {got:?}, expected {want:?}")]
+    Name {
+        /// in the entry
+        got: String,
+        /// expected
+        want: String,
+    },
+    /// Field `length` differs.
+    #[error("length is {got}, the signed target's is {want}")]
+    Length {
+        /// in the entry
+        got: u64,
+        /// the signed target's
+        want: u64,
+    },
+    /// Field `hashes` differs (an algorithm missing on either side, or a
+    /// different value; hex compared case-insensitively).
+    #[error("hashes are {got:?}, the signed target's are {want:?}")]
+    Hashes {
+        /// in the entry (lowercased)
+        got: BTreeMap<String, String>,
+        /// the signed target's (lowercased)
+        want: BTreeMap<String, String>,
+    },
+}
+
+/// The rule "the log entry must be a `target_publish` of exactly this
+/// repository, name, length and hashes (every algorithm either side
+/// names, equal)", shared by agents, `custody client`, witnesses and
+/// auditors so a valid entry for another target never counts.
+pub fn check_publish_entry(entry: &[u8], expect: &ExpectedPublish) -> Result<(), PublishMismatch> {
+    let parsed = LogEntry::from_bytes(entry).map_err(PublishMismatch::Unreadable)?;
+    parsed.check_is_publish_of(expect)
+}
+
+impl LogEntry {
+    /// [`check_publish_entry`] on a parsed entry.
+    pub fn check_is_publish_of(&self, expect: &ExpectedPublish) -> Result<(), PublishMismatch> {
+        let EntryBody::TargetPublish {
+            repo,
+            name,
+            hashes,
+            length,
+            ..
+        } = &self.body
+        else {
+            return Err(PublishMismatch::NotPublish {
+                got: self.type_name(),
+            });
+        };
+        if repo != &expect.repo {
+            return Err(PublishMismatch::Repo {
+                got: repo.clone(),
+                want: expect.repo.clone(),
+            });
+        }
+        if name != &expect.name {
+            return Err(PublishMismatch::Name {
+                got: name.clone(),
+                want: expect.name.clone(),
+            });
+        }
+        if *length != expect.length {
+            return Err(PublishMismatch::Length {
+                got: *length,
+                want: expect.length,
+            });
+        }
+        let (got, want) = (lowercase_values(hashes), lowercase_values(&expect.hashes));
+        if got != want {
+            return Err(PublishMismatch::Hashes { got, want });
+        }
+        Ok(())
+    }
+}
+
+fn lowercase_values(m: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    m.iter()
+        .map(|(k, v)| (k.clone(), v.to_ascii_lowercase()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publish(repo: &str, name: &str, length: u64, hashes: &[(&str, &str)]) -> Vec<u8> {
+        LogEntry::new(
+            1,
+            EntryBody::TargetPublish {
+                repo: repo.into(),
+                name: name.into(),
+                hashes: hashes
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                length,
+                release_counter: None,
+                signing_keyids: vec![],
+                provenance_sha256: None,
+                targets_version: None,
+            },
+        )
+        .to_bytes()
+        .unwrap()
+    }
+
+    fn expect(hashes: &[(&str, &str)]) -> ExpectedPublish {
+        ExpectedPublish {
+            repo: "main".into(),
+            name: "fw.img".into(),
+            length: 10,
+            hashes: hashes
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_publish_entry_must_name_exactly_the_expected_target() {
+        let a = "aa".repeat(32);
+        let b = "bb".repeat(32);
+        let c = "cc".repeat(64);
+        let want = expect(&[("sha256", &a)]);
+        check_publish_entry(&publish("main", "fw.img", 10, &[("sha256", &a)]), &want).unwrap();
+        // hex case does not matter
+        let upper = a.to_ascii_uppercase();
+        check_publish_entry(&publish("main", "fw.img", 10, &[("sha256", &upper)]), &want).unwrap();
+
+        let err = |e: &[u8], x: &ExpectedPublish| check_publish_entry(e, x).unwrap_err();
+        assert_eq!(
+            err(&publish("other", "fw.img", 10, &[("sha256", &a)]), &want),
+            PublishMismatch::Repo {
+                got: "other".into(),
+                want: "main".into()
+            }
+        );
+        assert_eq!(
+            err(&publish("main", "fw2.img", 10, &[("sha256", &a)]), &want),
+            PublishMismatch::Name {
+                got: "fw2.img".into(),
+                want: "fw.img".into()
+            }
+        );
+        assert_eq!(
+            err(&publish("main", "fw.img", 11, &[("sha256", &a)]), &want),
+            PublishMismatch::Length { got: 11, want: 10 }
+        );
+        // a differing hash
+        let e = err(&publish("main", "fw.img", 10, &[("sha256", &b)]), &want);
+        assert!(
+            matches!(&e, PublishMismatch::Hashes { got, want }
+                if got.get("sha256") == Some(&b) && want.get("sha256") == Some(&a)),
+            "{e:?}"
+        );
+        // a hash the signed target has and the entry lacks
+        let more = expect(&[("sha256", &a), ("sha512", &c)]);
+        let e = err(&publish("main", "fw.img", 10, &[("sha256", &a)]), &more);
+        assert!(
+            matches!(&e, PublishMismatch::Hashes { got, want }
+                if !got.contains_key("sha512") && want.contains_key("sha512")),
+            "{e:?}"
+        );
+        // a hash the entry has and the signed target lacks
+        let e = err(
+            &publish("main", "fw.img", 10, &[("sha256", &a), ("sha512", &c)]),
+            &want,
+        );
+        assert!(matches!(e, PublishMismatch::Hashes { .. }), "{e:?}");
+        // not a publish entry
+        let yank = LogEntry::new(
+            1,
+            EntryBody::Yank {
+                repo: "main".into(),
+                target: "fw.img".into(),
+                reason: "x".into(),
+                by: "y".into(),
+            },
+        )
+        .to_bytes()
+        .unwrap();
+        assert_eq!(
+            err(&yank, &want),
+            PublishMismatch::NotPublish { got: "yank" }
+        );
+        assert!(
+            matches!(err(b"{\"v\":2}", &want), PublishMismatch::Unreadable(m) if m.contains("version 2"))
+        );
+        assert!(
+            matches!(err(b"not json", &want), PublishMismatch::Unreadable(m) if m.contains("not JSON"))
+        );
+        // messages name the field and both values
+        let m = err(&publish("main", "fw.img", 11, &[("sha256", &a)]), &want).to_string();
+        assert!(m.contains("length is 11") && m.contains("is 10"), "{m}");
+    }
+}
