@@ -23,6 +23,18 @@ pub struct Server {
     pub data: PathBuf,
 }
 
+impl Server {
+    /// `kill -9` the server process (a crash, no shutdown path).
+    pub fn kill9(&mut self) {
+        let ok = Command::new("kill")
+            .args(["-KILL", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -291,7 +303,9 @@ impl Setup {
             None,
         );
         if r.status == 409 {
+            // The refusal names what is missing: the offline targets key.
             assert_eq!(r.json()["error"], "signatures_missing", "{}", r.text());
+            assert!(r.text().contains(&self.targets_key), "{}", r.text());
             let r = self.sign(s, "targets", &self.targets_key);
             assert!(r["published"]["version"].is_i64(), "{r}");
         } else {
