@@ -550,14 +550,8 @@ async fn upload_blob(
     )
     .await?;
     let limit = st.config.max_blob_bytes;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if let Some(len) = declared {
-        if len > limit {
-            return Err(ApiError::from(crate::blobs::BlobError::TooLarge { limit }));
-        }
+    if declared_length(&headers).is_some_and(|len| len > limit) {
+        return Err(ApiError::from(crate::blobs::BlobError::TooLarge { limit }));
     }
     let stream = body
         .into_data_stream()
@@ -588,6 +582,15 @@ async fn upload_blob(
     )
     .await?;
     Ok((StatusCode::CREATED, Json(stored)))
+}
+
+/// The request's `content-length`, when it is a number (a bound checked
+/// before reading; the body is still read with the bound).
+pub(crate) fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
 }
 
 /// After bytes are durably in the blob store: record the blob (who, when,

@@ -35,7 +35,7 @@ use custody_repo::custody_provenance::{self, Decision, Policy, Reason, Refused};
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 
-use crate::api::{authoring, repo_param};
+use crate::api::{authoring, declared_length, repo_param};
 use crate::auth::Caller;
 use crate::authoring::AuthoringError;
 use crate::blobs::Sha256Hex;
@@ -299,36 +299,9 @@ async fn upload_envelope(
         Some(&sha),
     )
     .await?;
-    let too_large = |len: String| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!(
-                "provenance envelope {sha} is {len} bytes; the limit is {MAX_ENVELOPE_BYTES} bytes (1 MiB)"
-            ),
-        )
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if let Some(len) = declared.filter(|l| *l > MAX_ENVELOPE_BYTES) {
-        st.audit(
-            &caller,
-            "provenance.upload",
-            Some(&repo),
-            Some(&sha),
-            "rejected",
-            &format!("{len} bytes, limit {MAX_ENVELOPE_BYTES}"),
-        )
-        .await?;
-        return Err(too_large(len.to_string()));
-    }
-    let limit = usize::try_from(MAX_ENVELOPE_BYTES).unwrap_or(usize::MAX);
-    let bytes = match axum::body::to_bytes(body, limit).await {
+    let bytes = match receive_envelope(&sha, declared_length(&headers), body).await {
         Ok(b) => b,
-        Err(e) => {
-            let detail = e.to_string();
+        Err((e, detail)) => {
             st.audit(
                 &caller,
                 "provenance.upload",
@@ -338,45 +311,9 @@ async fn upload_envelope(
                 &detail,
             )
             .await?;
-            // A body over the bound is the only length error; anything
-            // else is a broken upload.
-            return Err(if detail.to_ascii_lowercase().contains("length limit") {
-                too_large(format!("more than {MAX_ENVELOPE_BYTES}"))
-            } else {
-                ApiError::bad_request(format!("reading the envelope body: {detail}"))
-            });
+            return Err(e);
         }
     };
-    let actual = sha256_hex(&bytes);
-    let mut problem = None;
-    if actual != sha {
-        problem = Some(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "hash_mismatch",
-            format!(
-                "provenance envelope hash mismatch: declared sha256 {sha}, received bytes hash to {actual} ({} bytes)",
-                bytes.len()
-            ),
-        ));
-    } else if let Err(e) =
-        custody_provenance::Envelope::parse(&bytes, &custody_provenance::Limits::default())
-    {
-        problem = Some(refused(format!(
-            "provenance envelope {sha} is not a DSSE envelope custody accepts: {e}"
-        )));
-    }
-    if let Some(e) = problem {
-        st.audit(
-            &caller,
-            "provenance.upload",
-            Some(&repo),
-            Some(&sha),
-            "rejected",
-            &e.message,
-        )
-        .await?;
-        return Err(e);
-    }
     let len = bytes.len();
     let stream = futures_util::stream::once(async move { Ok::<_, String>(bytes) });
     let size = st
@@ -394,6 +331,65 @@ async fn upload_envelope(
     )
     .await?;
     Ok((StatusCode::CREATED, Json(stored)))
+}
+
+/// 413 for an envelope over [`MAX_ENVELOPE_BYTES`] (`len` in words).
+fn envelope_too_large(sha: &str, len: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        format!(
+            "provenance envelope {sha} is {len} bytes; the limit is {MAX_ENVELOPE_BYTES} bytes (1 MiB)"
+        ),
+    )
+}
+
+/// The envelope body, bounded, hashing to `sha` and parsing as DSSE; or
+/// the refusal and the detail for its audit record.
+async fn receive_envelope(
+    sha: &str,
+    declared: Option<u64>,
+    body: Body,
+) -> Result<bytes::Bytes, (ApiError, String)> {
+    if let Some(len) = declared.filter(|l| *l > MAX_ENVELOPE_BYTES) {
+        return Err((
+            envelope_too_large(sha, len),
+            format!("{len} bytes, limit {MAX_ENVELOPE_BYTES}"),
+        ));
+    }
+    let limit = usize::try_from(MAX_ENVELOPE_BYTES).unwrap_or(usize::MAX);
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let detail = e.to_string();
+        // A body over the bound is the only length error; anything else
+        // is a broken upload.
+        let err = if detail.to_ascii_lowercase().contains("length limit") {
+            envelope_too_large(sha, format!("more than {MAX_ENVELOPE_BYTES}"))
+        } else {
+            ApiError::bad_request(format!("reading the envelope body: {detail}"))
+        };
+        (err, detail)
+    })?;
+    let actual = sha256_hex(&bytes);
+    let problem = if actual != sha {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "hash_mismatch",
+            format!(
+                "provenance envelope hash mismatch: declared sha256 {sha}, received bytes hash to {actual} ({} bytes)",
+                bytes.len()
+            ),
+        )
+    } else if let Err(e) =
+        custody_provenance::Envelope::parse(&bytes, &custody_provenance::Limits::default())
+    {
+        refused(format!(
+            "provenance envelope {sha} is not a DSSE envelope custody accepts: {e}"
+        ))
+    } else {
+        return Ok(bytes);
+    };
+    let detail = problem.message.clone();
+    Err((problem, detail))
 }
 
 #[utoipa::path(get, path = "/api/v1/repos/{repo}/provenance/{sha256}", tag = "provenance",
@@ -513,14 +509,7 @@ pub async fn gate_stage(
                 ))
             })?;
             if u64::try_from(blob.size).unwrap_or(u64::MAX) > MAX_ENVELOPE_BYTES {
-                return Err(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_large",
-                    format!(
-                        "provenance envelope {sha} is {} bytes; the limit is {MAX_ENVELOPE_BYTES} bytes (1 MiB)",
-                        blob.size
-                    ),
-                ));
+                return Err(envelope_too_large(sha, blob.size));
             }
             Some(read_envelope(st, &hash).await?)
         }
