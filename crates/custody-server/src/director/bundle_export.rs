@@ -23,6 +23,7 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use chrono::Utc;
+use custody_director::director::DirectorTarget;
 use custody_director::policy::{assign, Assignment};
 use custody_director::registry::{EffectiveStatus, Purpose};
 use custody_director::wire::DirectorMetadataSet;
@@ -88,8 +89,12 @@ fn director(st: &AppState) -> ApiResult<Arc<Director>> {
     })
 }
 
-/// Assign, sign, record the new versions; the caller audits.
-async fn export_one(d: &Director, row: &DeviceRow) -> ApiResult<BundleMetadata> {
+/// Assign, sign, record the new versions; the caller audits and logs the
+/// returned targets (what the signed director targets role assigns).
+async fn export_one(
+    d: &Director,
+    row: &DeviceRow,
+) -> ApiResult<(BundleMetadata, Vec<DirectorTarget>)> {
     let id = &row.record.id;
     let now = Utc::now();
     if let Err(e) = row
@@ -138,7 +143,7 @@ async fn export_one(d: &Director, row: &DeviceRow) -> ApiResult<BundleMetadata> 
              or it stopped being active; retry"
         )));
     }
-    Ok(BundleMetadata {
+    let out = BundleMetadata {
         device_id: id.clone(),
         hardware_id: row.record.hardware_id.clone(),
         assignment: note,
@@ -148,7 +153,8 @@ async fn export_one(d: &Director, row: &DeviceRow) -> ApiResult<BundleMetadata> 
             snapshot: md.snapshot,
             targets: md.targets,
         },
-    })
+    };
+    Ok((out, targets))
 }
 
 #[utoipa::path(post, path = "/api/v1/fleet/devices/{id}/bundle-metadata", tag = "fleet",
@@ -180,9 +186,9 @@ async fn export_device(
             .await?
             .ok_or_else(|| ApiError::not_found(format!("device {id} is not enrolled")))?;
     let out = match export_one(&d, &row).await {
-        Ok(m) => {
+        Ok((m, targets)) => {
             // Transparency log (log_hooks.rs): the exported assignment.
-            super::log_hooks::log_bundle_delivery(&st, &id, &m.director.targets).await?;
+            super::log_hooks::log_bundle_delivery(&st, &id, &targets).await?;
             m
         }
         Err(e) => {
@@ -266,9 +272,9 @@ async fn export_hardware(
     for row in &rows {
         let id = &row.record.id;
         let (outcome, detail) = match export_one(&d, row).await {
-            Ok(m) => {
+            Ok((m, targets)) => {
                 // Transparency log (log_hooks.rs): the exported assignment.
-                super::log_hooks::log_bundle_delivery(&st, id, &m.director.targets).await?;
+                super::log_hooks::log_bundle_delivery(&st, id, &targets).await?;
                 let detail = format!(
                     "director metadata exported for an offline bundle (hardware id {hw}): {}",
                     m.assignment

@@ -179,45 +179,6 @@ pub async fn log_delivery(
     Ok(())
 }
 
-/// The targets a signed director targets role (bytes as served) assigns:
-/// name, length, hashes, and the release counter from its `custom`.
-/// Unreadable parts are skipped (the bytes were just signed by the
-/// director itself).
-pub fn assigned_in(director_targets: &[u8]) -> Vec<DirectorTarget> {
-    let Ok(v) = serde_json::from_slice::<Value>(director_targets) else {
-        return Vec::new();
-    };
-    let Some(targets) = v
-        .get("signed")
-        .and_then(|s| s.get("targets"))
-        .and_then(Value::as_object)
-    else {
-        return Vec::new();
-    };
-    targets
-        .iter()
-        .map(|(name, t)| DirectorTarget {
-            name: name.clone(),
-            length: t.get("length").and_then(Value::as_u64).unwrap_or(0),
-            hashes: t
-                .get("hashes")
-                .and_then(Value::as_object)
-                .map(|h| {
-                    h.iter()
-                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            release_counter: t
-                .get("custom")
-                .and_then(|c| c.get("release_counter"))
-                .and_then(Value::as_u64)
-                .unwrap_or(0),
-            rollback_authorization: None,
-        })
-        .collect()
-}
-
 /// Logs the assignment in director metadata exported for an offline
 /// bundle (`fleet.device.bundle_export`): one `assignment_delivered` per
 /// target, every export (an explicit administrator action; the check-in
@@ -225,11 +186,10 @@ pub fn assigned_in(director_targets: &[u8]) -> Vec<DirectorTarget> {
 pub async fn log_bundle_delivery(
     st: &AppState,
     device_id: &str,
-    director_targets: &[u8],
+    targets: &[DirectorTarget],
 ) -> Result<(), LogError> {
-    let targets = assigned_in(director_targets);
     try_join_all(
-        delivery_entries(device_id, &targets, crate::state::now())
+        delivery_entries(device_id, targets, crate::state::now())
             .into_iter()
             .map(|e| st.log.append(e)),
     )
