@@ -26,20 +26,10 @@ fn bundle_from_server_export_installs_on_its_device_only() {
     let s = start(&tmp.path().join("server"));
     let setup = Setup::new(&s);
     let v1 = payload("bundle-a1", 64 * 1024);
-    setup.stage(
-        &s,
-        "board-a/fw-1.img",
-        &v1,
-        json!({"hardware_ids": ["board-a"], "release_counter": 1}),
-    );
+    setup.stage_release(&s, "board-a/fw-1.img", &v1, "board-a", 1);
     setup.publish(&s);
-    let tokens = setup.fleet(
-        &s,
-        "POST",
-        "/api/v1/fleet/enrolment-tokens",
-        Some(json!({"group": "lab", "count": 2})),
-    );
-    let tok = |i: usize| tokens["tokens"][i].as_str().unwrap().to_owned();
+    let tokens = setup.enrolment_tokens(&s, "lab", 2);
+    let tok = |i: usize| tokens[i].clone();
     let ok = r#"test -s "$CUSTODY_PAYLOAD""#;
     let dev1 = Agent::enroll(&s, tmp.path(), "dev1", "board-a", &tok(0), ok);
     let dev2 = Agent::enroll(&s, tmp.path(), "dev2", "board-a", &tok(1), ok);

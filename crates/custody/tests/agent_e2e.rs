@@ -25,27 +25,12 @@ fn staged_rollout_reaches_three_agents_failed_health_check_rolls_back_and_fleet_
     let size = 256 * 1024;
     let v1a = payload("a1", size);
     let v1b = payload("b1", size);
-    setup.stage(
-        &s,
-        "board-a/fw-1.img",
-        &v1a,
-        json!({"hardware_ids": ["board-a"], "release_counter": 1}),
-    );
-    setup.stage(
-        &s,
-        "board-b/fw-1.img",
-        &v1b,
-        json!({"hardware_ids": ["board-b"], "release_counter": 1}),
-    );
+    setup.stage_release(&s, "board-a/fw-1.img", &v1a, "board-a", 1);
+    setup.stage_release(&s, "board-b/fw-1.img", &v1b, "board-b", 1);
     setup.publish(&s);
 
-    let tokens = setup.fleet(
-        &s,
-        "POST",
-        "/api/v1/fleet/enrolment-tokens",
-        Some(json!({"group": "lab", "count": 3})),
-    );
-    let tok = |i: usize| tokens["tokens"][i].as_str().unwrap().to_owned();
+    let tokens = setup.enrolment_tokens(&s, "lab", 3);
+    let tok = |i: usize| tokens[i].clone();
     let ok = r#"test -s "$CUSTODY_PAYLOAD""#;
     // board-b's device fails the health check of any release above 1
     let fails_v2 = r#"test "$CUSTODY_RELEASE_COUNTER" -lt 2"#;
@@ -102,18 +87,8 @@ fn staged_rollout_reaches_three_agents_failed_health_check_rolls_back_and_fleet_
     // 2. release 2: board-a in two stages, board-b in one
     let v2a = payload("a2", size);
     let v2b = payload("b2", size);
-    setup.stage(
-        &s,
-        "board-a/fw-2.img",
-        &v2a,
-        json!({"hardware_ids": ["board-a"], "release_counter": 2}),
-    );
-    setup.stage(
-        &s,
-        "board-b/fw-2.img",
-        &v2b,
-        json!({"hardware_ids": ["board-b"], "release_counter": 2}),
-    );
+    setup.stage_release(&s, "board-a/fw-2.img", &v2a, "board-a", 2);
+    setup.stage_release(&s, "board-b/fw-2.img", &v2b, "board-b", 2);
     setup.publish(&s);
     // a seed that puts dev1 in the first half and dev2 in the second
     let seed = (0..10_000)

@@ -166,26 +166,11 @@ fn refusals_keep_the_installed_version_and_report_the_reason() {
     let size = 128 * 1024;
     let v1 = payload("a1", size);
     let b1 = payload("b1", size);
-    setup.stage(
-        &s,
-        "board-a/fw-1.img",
-        &v1,
-        json!({"hardware_ids": ["board-a"], "release_counter": 1}),
-    );
-    setup.stage(
-        &s,
-        "board-b/fw-1.img",
-        &b1,
-        json!({"hardware_ids": ["board-b"], "release_counter": 1}),
-    );
+    setup.stage_release(&s, "board-a/fw-1.img", &v1, "board-a", 1);
+    setup.stage_release(&s, "board-b/fw-1.img", &b1, "board-b", 1);
     setup.publish(&s);
-    let tokens = setup.fleet(
-        &s,
-        "POST",
-        "/api/v1/fleet/enrolment-tokens",
-        Some(json!({"group": "lab", "count": 2})),
-    );
-    let tok = |i: usize| tokens["tokens"][i].as_str().unwrap().to_owned();
+    let tokens = setup.enrolment_tokens(&s, "lab", 2);
+    let tok = |i: usize| tokens[i].clone();
     let ok = r#"test -s "$CUSTODY_PAYLOAD""#;
     let dev1 = Agent::enroll(&s, tmp.path(), "dev1", "board-a", &tok(0), ok);
     let dev2 = Agent::enroll(&s, tmp.path(), "dev2", "board-a", &tok(1), ok);
@@ -206,21 +191,11 @@ fn refusals_keep_the_installed_version_and_report_the_reason() {
 
     // --- online: a payload tampered with on the server
     let v2 = payload("a2", size);
-    setup.stage(
-        &s,
-        "board-a/fw-2.img",
-        &v2,
-        json!({"hardware_ids": ["board-a"], "release_counter": 2}),
-    );
+    setup.stage_release(&s, "board-a/fw-2.img", &v2, "board-a", 2);
     // release 3, for the bundles below (published before the tampering:
     // the server refuses to publish over a blob changed on disk)
     let v3 = payload("a3", size);
-    setup.stage(
-        &s,
-        "board-a/fw-3.img",
-        &v3,
-        json!({"hardware_ids": ["board-a"], "release_counter": 3}),
-    );
+    setup.stage_release(&s, "board-a/fw-3.img", &v3, "board-a", 3);
     setup.publish(&s);
     let hosted = hosted_target(&s.data, "board-a/fw-2.img");
     let mut bytes = std::fs::read(&hosted).unwrap();

@@ -293,6 +293,35 @@ impl Setup {
         assert_eq!(r.status, 200, "{}", r.text());
     }
 
+    /// Stage a release for one hardware id (`custom.hardware_ids`,
+    /// `custom.release_counter`).
+    pub fn stage_release(&self, s: &Server, name: &str, data: &[u8], hw: &str, counter: u64) {
+        self.stage(
+            s,
+            name,
+            data,
+            json!({"hardware_ids": [hw], "release_counter": counter}),
+        );
+    }
+
+    /// `count` one-time enrolment tokens for `group`.
+    pub fn enrolment_tokens(&self, s: &Server, group: &str, count: usize) -> Vec<String> {
+        let r = self.fleet(
+            s,
+            "POST",
+            "/api/v1/fleet/enrolment-tokens",
+            Some(json!({"group": group, "count": count})),
+        );
+        let tokens: Vec<String> = r["tokens"]
+            .as_array()
+            .expect("tokens array")
+            .iter()
+            .map(|t| t.as_str().expect("token string").to_owned())
+            .collect();
+        assert_eq!(tokens.len(), count, "{r}");
+        tokens
+    }
+
     pub fn publish(&self, s: &Server) {
         let t = token(s, &self.publisher);
         let r = api(
