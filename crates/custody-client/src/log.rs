@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use custody_log::client::{check_logged_entry, LogEvidence};
+use custody_log::client::{check_logged_entry, decode_proof_hashes, LogEvidence};
 pub use custody_log::client::{Accepted, LogAttack, LogTrust};
 use custody_log::entry::check_publish_entry;
 use custody_log::{Checkpoint, Hash, LogVerifier, VerifierKey};
@@ -50,8 +50,6 @@ use crate::transport::{FetchError, Transport};
 pub const MAX_EVIDENCE_BYTES: u64 = 1024 * 1024;
 /// Largest stored checkpoint read back.
 pub const MAX_CHECKPOINT_BYTES: u64 = 64 * 1024;
-/// Most hashes in one proof (a tree of 2^64 leaves needs fewer).
-const MAX_PROOF_HASHES: usize = 130;
 /// Most consistency proofs one evidence document may carry (bundles carry
 /// one per stored size the operator prepared them for).
 pub const MAX_CONSISTENCY_PROOFS: usize = 64;
@@ -239,22 +237,7 @@ pub fn trust_from_keys(
 }
 
 fn decode_hashes(what: &str, list: &[String]) -> Result<Vec<Hash>, String> {
-    if list.len() > MAX_PROOF_HASHES {
-        return Err(format!(
-            "{what}: {} hashes, at most {MAX_PROOF_HASHES}",
-            list.len()
-        ));
-    }
-    list.iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let b = B64
-                .decode(s)
-                .map_err(|e| format!("{what}[{i}]: not base64: {e}"))?;
-            <Hash>::try_from(b.as_slice())
-                .map_err(|_| format!("{what}[{i}]: {} bytes, a hash is 32", b.len()))
-        })
-        .collect()
+    decode_proof_hashes(what, list).map_err(|e| e.to_string())
 }
 
 /// Fetch the evidence for `expect` from the log at `log_base`

@@ -220,3 +220,104 @@ pub fn check_logged_entry(
         update,
     })
 }
+
+/// Most hashes in one proof accepted from the wire (a tree of 2^64 leaves
+/// needs fewer).
+pub const MAX_PROOF_HASHES: usize = 130;
+
+/// Why a proof as sent on the wire (a JSON list of base64 hashes) could not
+/// be decoded. Each variant names the field and the rule broken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProofDecodeError {
+    /// More hashes than any valid proof has.
+    #[error("{field}: {count} hashes, at most {MAX_PROOF_HASHES}")]
+    TooMany {
+        /// the proof field
+        field: String,
+        /// hashes sent
+        count: usize,
+    },
+    /// A hash is not base64.
+    #[error("{field}[{index}]: not base64: {reason}")]
+    NotBase64 {
+        /// the proof field
+        field: String,
+        /// position in the list
+        index: usize,
+        /// the decoder's complaint
+        reason: String,
+    },
+    /// A hash is not 32 bytes.
+    #[error("{field}[{index}]: {len} bytes, a hash is 32")]
+    WrongLength {
+        /// the proof field
+        field: String,
+        /// position in the list
+        index: usize,
+        /// decoded length
+        len: usize,
+    },
+}
+
+/// Decode a proof sent as base64 hashes (the log's HTTP answers, evidence
+/// documents, bundles): the one decoder clients, witnesses and auditors
+/// share. `field` names the proof in errors.
+pub fn decode_proof_hashes<S: AsRef<str>>(
+    field: &str,
+    list: &[S],
+) -> Result<Vec<Hash>, ProofDecodeError> {
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine as _;
+    if list.len() > MAX_PROOF_HASHES {
+        return Err(ProofDecodeError::TooMany {
+            field: field.to_owned(),
+            count: list.len(),
+        });
+    }
+    list.iter()
+        .enumerate()
+        .map(|(index, s)| {
+            let b = B64
+                .decode(s.as_ref())
+                .map_err(|e| ProofDecodeError::NotBase64 {
+                    field: field.to_owned(),
+                    index,
+                    reason: e.to_string(),
+                })?;
+            Hash::try_from(b.as_slice()).map_err(|_| ProofDecodeError::WrongLength {
+                field: field.to_owned(),
+                index,
+                len: b.len(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod proof_decode_tests {
+    use super::*;
+
+    #[test]
+    fn proof_hashes_decode_and_each_bad_one_is_named() {
+        let good = "A".repeat(43) + "=";
+        assert_eq!(
+            decode_proof_hashes("p", &[good.as_str()]).unwrap(),
+            vec![[0u8; 32]]
+        );
+        assert_eq!(
+            decode_proof_hashes("p", &[good.as_str(), "AAAA"]).unwrap_err(),
+            ProofDecodeError::WrongLength {
+                field: "p".into(),
+                index: 1,
+                len: 3
+            }
+        );
+        assert!(matches!(
+            decode_proof_hashes("p", &["!"]).unwrap_err(),
+            ProofDecodeError::NotBase64 { index: 0, .. }
+        ));
+        let many = vec![good; MAX_PROOF_HASHES + 1];
+        let e = decode_proof_hashes("p", &many).unwrap_err();
+        assert_eq!(e.to_string(), "p: 131 hashes, at most 130");
+    }
+}

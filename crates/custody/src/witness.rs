@@ -15,9 +15,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine as _;
 use clap::Args;
+use custody_log::client::decode_proof_hashes;
 use custody_log::{
     Checkpoint, Cosigner, Hash, LogVerifier, Update, VerifierKey, Witness, WitnessError,
 };
@@ -103,17 +102,15 @@ pub(crate) fn decode_proof(v: &serde_json::Value, what: &str) -> Result<Vec<Hash
         .get("proof")
         .and_then(serde_json::Value::as_array)
         .ok_or_else(|| anyhow!("{what}: field proof (array of base64 hashes) missing"))?;
-    arr.iter()
+    let strs = arr
+        .iter()
         .enumerate()
         .map(|(i, h)| {
-            let raw = h
-                .as_str()
-                .and_then(|s| B64.decode(s).ok())
-                .ok_or_else(|| anyhow!("{what}: proof[{i}] is not base64"))?;
-            <[u8; 32]>::try_from(raw.as_slice())
-                .map_err(|_| anyhow!("{what}: proof[{i}] is {} bytes, not 32", raw.len()))
+            h.as_str()
+                .ok_or_else(|| anyhow!("{what}: proof[{i}] is not a string (base64 hash)"))
         })
-        .collect()
+        .collect::<Result<Vec<&str>>>()?;
+    Ok(decode_proof_hashes(&format!("{what}: proof"), &strs)?)
 }
 
 /// The log key: `--log-key` (string or file), else the state's pinned
