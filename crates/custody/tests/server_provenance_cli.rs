@@ -5,11 +5,11 @@
 //! and uploads without or with bad provenance fail with the server's
 //! message naming the rule.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+mod agent_support;
 
+use std::process::{Command, Output};
+
+use agent_support::{api, sha256_hex, start, token, Server};
 use base64::Engine;
 use custody_repo::memsigner::MemorySigner;
 use custody_repo::Signer;
@@ -20,99 +20,17 @@ const BUILDER: &str = "https://github.com/actions/runner/github-hosted";
 const GHA: &str = "https://actions.github.io/buildtypes/workflow/v1";
 const SOURCE: &str = "https://github.com/org/firmware";
 
-struct Server {
-    child: Child,
-    url: String,
-    bootstrap: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(data: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_custody"))
-        .env_remove("CUSTODY_DATABASE_URL")
-        .env_remove("CUSTODY_CONFIG")
-        .env_remove("CUSTODY_LISTEN")
-        .env_remove("CUSTODY_DATA_DIR")
-        .env("CUSTODY_KEY_PASSPHRASE", "test passphrase for online keys")
-        .env("CUSTODY_TOKEN_REQUESTS_PER_MINUTE", "100000")
-        .arg("serve")
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().expect("banner").expect("utf-8 banner");
-    let url = first
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no URL in banner {first:?}"))
-        .to_string();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut bootstrap = None;
-    while let Ok(line) = rx.recv_timeout(Duration::from_millis(1000)) {
-        if let Some(c) = line.trim().strip_prefix("cst1.") {
-            bootstrap = Some(format!("cst1.{c}"));
-        }
-    }
-    Server {
-        child,
-        url,
-        bootstrap: bootstrap.expect("bootstrap credential on first start"),
-    }
-}
-
-fn call(url: &str, method: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
-    let http = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .new_agent();
-    let mut req = ureq::http::Request::builder().method(method).uri(url);
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    req = req.header("content-type", "application/json");
-    let body = body
-        .map(|b| serde_json::to_vec(&b).unwrap())
-        .unwrap_or_default();
-    let resp = http.run(req.body(body).unwrap()).unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.into_body().read_to_string().unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-fn token(s: &Server, credential: &str) -> String {
-    let (st, v) = call(
-        &format!("{}/api/v1/token", s.url),
-        "POST",
-        None,
-        Some(json!({ "credential": credential })),
-    );
-    assert_eq!(st, 200, "{v}");
-    v["token"].as_str().unwrap().to_owned()
-}
-
+/// A new API credential with `scopes`; its secret.
 fn credential(s: &Server, admin: &str, name: &str, scopes: &[&str]) -> String {
-    let (st, v) = call(
-        &format!("{}/api/v1/credentials", s.url),
+    let r = api(
+        s,
         "POST",
-        Some(admin),
+        "/api/v1/credentials",
+        admin,
         Some(json!({"name": name, "scopes": scopes})),
     );
-    assert_eq!(st, 201, "{v}");
-    v["secret"].as_str().unwrap().to_owned()
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json()["secret"].as_str().unwrap().to_owned()
 }
 
 fn custody(s: &Server, credential: &str, args: &[&str]) -> Output {
@@ -158,19 +76,24 @@ fn stderr(o: &Output) -> String {
 fn policy_and_upload_with_provenance_through_the_cli() {
     let data = tempfile::tempdir().unwrap();
     let s = start(&data.path().join("server"));
-    let admin = token(&s, &s.bootstrap);
+    let bootstrap = s
+        .credential
+        .clone()
+        .expect("bootstrap credential on first start");
+    let admin = token(&s, &bootstrap);
     let root = MemorySigner::generate().unwrap();
     let targets = MemorySigner::generate().unwrap();
-    let (st, v) = call(
-        &format!("{}/api/v1/repos/app", s.url),
+    let r = api(
+        &s,
         "POST",
-        Some(&admin),
+        "/api/v1/repos/app",
+        &admin,
         Some(json!({
             "root": {"keys": [root.key()], "threshold": 1},
             "targets": {"keys": [targets.key()], "threshold": 1},
         })),
     );
-    assert_eq!(st, 201, "{v}");
+    assert_eq!(r.status, 201, "{}", r.text());
     let ci = credential(&s, &admin, "ci", &["target:upload@app", "target:stage@app"]);
     let security = credential(&s, &admin, "security", &["provenance:admin@app"]);
 
@@ -226,10 +149,7 @@ keyval = {{ public = "{}" }}
 
     let fw = dir.join("fw.bin");
     std::fs::write(&fw, b"firmware from CI").unwrap();
-    let digest = hex::encode(ring::digest::digest(
-        &ring::digest::SHA256,
-        b"firmware from CI",
-    ));
+    let digest = sha256_hex(b"firmware from CI");
     let good = dir.join("fw.intoto.json");
     let env = envelope(&digest, BUILDER, &key);
     std::fs::write(&good, &env).unwrap();
@@ -271,6 +191,11 @@ keyval = {{ public = "{}" }}
         e.contains("builder id \"https://evil.example/ci\" is not accepted"),
         "{e}"
     );
+    // Neither refusal staged anything.
+    let ci_token = token(&s, &ci);
+    let r = api(&s, "GET", "/api/v1/repos/app/targets", &ci_token, None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), json!([]), "refused uploads staged something");
     // Accepted: staged with the envelope's digest in custom.
     let o = custody(
         &s,
@@ -288,7 +213,7 @@ keyval = {{ public = "{}" }}
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let staged: Value = serde_json::from_slice(&o.stdout).unwrap();
-    let env_sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, &env));
+    let env_sha = sha256_hex(&env);
     assert_eq!(
         staged["custom"]["custody"]["provenance"]["sha256"],
         json!(env_sha)
