@@ -863,7 +863,10 @@ pub async fn record_publish(
 /// Append a `target_publish` entry for each of `names` listed in the
 /// targets role `targets` (parsed JSON of the signed file): hashes, length,
 /// custom (`release_counter`, `custody.provenance.sha256`) and the key ids
-/// of its signatures. Names the role does not list are skipped. For
+/// of its signatures (each listed entry parsed as custody-tuf's
+/// `TargetFile`, not dug out field by field with defaults; one that does not
+/// parse is refused rather than logged with length 0). Names the role does
+/// not list are skipped. For
 /// [`record_publish`], and for tools that publish a repository into
 /// [`crate::hosting`] themselves (`custody demo`).
 pub async fn log_targets(
@@ -890,24 +893,18 @@ pub async fn log_targets(
         else {
             continue;
         };
-        let hashes: BTreeMap<String, String> = t
-            .get("hashes")
-            .and_then(serde_json::Value::as_object)
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let custom = t.get("custom");
+        let t: custody_tuf::schema::TargetFile =
+            serde_json::from_value(t.clone()).map_err(|e| {
+                LogError::Encode(format!(
+                    "repo {repo}: target {name:?} in the signed targets role is not a TUF target entry (length, hashes, custom): {e}"
+                ))
+            })?;
+        let custom = t.custom.as_ref();
         log.append(EntryBody::TargetPublish {
             repo: repo.to_owned(),
             name: name.clone(),
-            hashes,
-            length: t
-                .get("length")
-                .and_then(serde_json::Value::as_u64)
-                .unwrap_or(0),
+            hashes: t.hashes,
+            length: t.length,
             release_counter: custom
                 .and_then(|c| c.get("release_counter"))
                 .and_then(serde_json::Value::as_u64),
