@@ -183,6 +183,49 @@ fn enroll_at(url: &str, dir: &Path, name: &str, hw: &str, token: &str, extra: &[
     Agent { state, config, id }
 }
 
+/// Stage `data` as `name` for board-a with `release_counter`, and publish.
+fn stage_and_publish(setup: &Setup, s: &Server, name: &str, data: &[u8], release_counter: u64) {
+    setup.stage(
+        s,
+        name,
+        data,
+        json!({"hardware_ids": ["board-a"], "release_counter": release_counter}),
+    );
+    setup.publish(s);
+}
+
+/// Mint one enrolment token for group `lab` and enrol a board-a device
+/// called `name` through `url` (the server or a proxy in front of it).
+fn enroll_one(setup: &Setup, s: &Server, url: &str, dir: &Path, name: &str) -> Agent {
+    let tokens = setup.fleet(
+        s,
+        "POST",
+        "/api/v1/fleet/enrolment-tokens",
+        Some(json!({"group": "lab", "count": 1})),
+    );
+    enroll_at(
+        url,
+        dir,
+        name,
+        "board-a",
+        tokens["tokens"][0].as_str().unwrap(),
+        &[],
+    )
+}
+
+/// Roll `target` out to every board-a device as campaign `version`.
+fn rollout_to_all(setup: &Setup, s: &Server, version: &str, target: &str) {
+    rollout(
+        setup,
+        s,
+        version,
+        target,
+        "board-a",
+        json!([{"percent": 100.0}]),
+        "s",
+    );
+}
+
 fn log_signer(s: &Server) -> NoteSigner {
     let k = std::fs::read_to_string(s.data.join("keys/log/log.key")).unwrap();
     NoteSigner::parse_private_key(k.trim()).unwrap()
@@ -257,13 +300,7 @@ fn agent_refuses_unlogged_wrong_entry_fork_and_rollback_then_installs_from_the_h
     let proxy = Proxy::start(&s.url);
     let setup = Setup::new(&s);
     let v1 = payload("log-v1", 64 * 1024);
-    setup.stage(
-        &s,
-        "board-a/fw-1.img",
-        &v1,
-        json!({"hardware_ids": ["board-a"], "release_counter": 1}),
-    );
-    setup.publish(&s);
+    stage_and_publish(&setup, &s, "board-a/fw-1.img", &v1, 1);
     let early_checkpoint = http(&s.url, "GET", "/log/v1/checkpoint", None, b"").text();
     let tokens = setup.fleet(
         &s,
@@ -292,15 +329,7 @@ fn agent_refuses_unlogged_wrong_entry_fork_and_rollback_then_installs_from_the_h
     assert_eq!(stored_size(&dev), 0);
 
     // Happy path: installed, the checkpoint stored.
-    rollout(
-        &setup,
-        &s,
-        "v1",
-        "board-a/fw-1.img",
-        "board-a",
-        json!([{"percent": 100.0}]),
-        "s",
-    );
+    rollout_to_all(&setup, &s, "v1", "board-a/fw-1.img");
     let (c, v) = dev.check();
     assert_eq!(c, 0, "{v}");
     assert_eq!(v["action"]["result"], "installed", "{v}");
@@ -311,22 +340,8 @@ fn agent_refuses_unlogged_wrong_entry_fork_and_rollback_then_installs_from_the_h
 
     // Release 2.
     let v2 = payload("log-v2", 64 * 1024);
-    setup.stage(
-        &s,
-        "board-a/fw-2.img",
-        &v2,
-        json!({"hardware_ids": ["board-a"], "release_counter": 2}),
-    );
-    setup.publish(&s);
-    rollout(
-        &setup,
-        &s,
-        "v2",
-        "board-a/fw-2.img",
-        "board-a",
-        json!([{"percent": 100.0}]),
-        "s",
-    );
+    stage_and_publish(&setup, &s, "board-a/fw-2.img", &v2, 2);
+    rollout_to_all(&setup, &s, "v2", "board-a/fw-2.img");
     let real_v2 = evidence(&s, "board-a/fw-2.img", &v2, 0);
     let b64 = base64::engine::general_purpose::STANDARD;
     let v2_entry = b64.decode(real_v2["entry"].as_str().unwrap()).unwrap();
@@ -419,13 +434,7 @@ fn witness_detects_the_fork_the_agent_refuses() {
     let proxy = Proxy::start(&s.url);
     let setup = Setup::new(&s);
     let v1 = payload("w-v1", 32 * 1024);
-    setup.stage(
-        &s,
-        "board-a/fw-1.img",
-        &v1,
-        json!({"hardware_ids": ["board-a"], "release_counter": 1}),
-    );
-    setup.publish(&s);
+    stage_and_publish(&setup, &s, "board-a/fw-1.img", &v1, 1);
     let wkey = tmp.path().join("w.key");
     let o = custody(&[
         "witness",
@@ -457,50 +466,15 @@ fn witness_detects_the_fork_the_agent_refuses() {
     let cp = std::fs::read_to_string(wstate.join("checkpoint")).unwrap();
     let wsize: u64 = cp.lines().nth(1).unwrap().parse().unwrap();
 
-    let tokens = setup.fleet(
-        &s,
-        "POST",
-        "/api/v1/fleet/enrolment-tokens",
-        Some(json!({"group": "lab", "count": 1})),
-    );
-    let dev = enroll_at(
-        &proxy.url,
-        tmp.path(),
-        "dev1",
-        "board-a",
-        tokens["tokens"][0].as_str().unwrap(),
-        &[],
-    );
-    rollout(
-        &setup,
-        &s,
-        "v1",
-        "board-a/fw-1.img",
-        "board-a",
-        json!([{"percent": 100.0}]),
-        "s",
-    );
+    let dev = enroll_one(&setup, &s, &proxy.url, tmp.path(), "dev1");
+    rollout_to_all(&setup, &s, "v1", "board-a/fw-1.img");
     let (c, v) = dev.check();
     assert_eq!(c, 0, "{v}");
     let dsize = stored_size(&dev);
 
     let v2 = payload("w-v2", 32 * 1024);
-    setup.stage(
-        &s,
-        "board-a/fw-2.img",
-        &v2,
-        json!({"hardware_ids": ["board-a"], "release_counter": 2}),
-    );
-    setup.publish(&s);
-    rollout(
-        &setup,
-        &s,
-        "v2",
-        "board-a/fw-2.img",
-        "board-a",
-        json!([{"percent": 100.0}]),
-        "s",
-    );
+    stage_and_publish(&setup, &s, "board-a/fw-2.img", &v2, 2);
+    rollout_to_all(&setup, &s, "v2", "board-a/fw-2.img");
     let real = evidence(&s, "board-a/fw-2.img", &v2, 0);
     let b64 = base64::engine::general_purpose::STANDARD;
     let entry = b64.decode(real["entry"].as_str().unwrap()).unwrap();
@@ -558,13 +532,7 @@ fn witness_threshold_defers_until_cosigned_and_a_contradicting_server_is_refused
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let wvkey = String::from_utf8(o.stdout).unwrap().trim().to_owned();
     let v1 = payload("k-v1", 32 * 1024);
-    setup.stage(
-        &s,
-        "board-a/fw-1.img",
-        &v1,
-        json!({"hardware_ids": ["board-a"], "release_counter": 1}),
-    );
-    setup.publish(&s);
+    stage_and_publish(&setup, &s, "board-a/fw-1.img", &v1, 1);
     let tokens = setup.fleet(
         &s,
         "POST",
@@ -601,15 +569,7 @@ fn witness_threshold_defers_until_cosigned_and_a_contradicting_server_is_refused
         &tok(0),
         &["--witness", &wvkey, "--witness-threshold", "1"],
     );
-    rollout(
-        &setup,
-        &s,
-        "v1",
-        "board-a/fw-1.img",
-        "board-a",
-        json!([{"percent": 100.0}]),
-        "s",
-    );
+    rollout_to_all(&setup, &s, "v1", "board-a/fw-1.img");
     // No witness has cosigned: not installed, not an attack.
     let (c, v) = dev.check();
     assert_eq!(c, 2, "{v}");
@@ -650,58 +610,17 @@ fn bundles_carry_the_log_evidence_and_are_checked_like_online() {
     let s = start(&tmp.path().join("server"));
     let setup = Setup::new(&s);
     let v1 = payload("b-v1", 32 * 1024);
-    setup.stage(
-        &s,
-        "board-a/fw-1.img",
-        &v1,
-        json!({"hardware_ids": ["board-a"], "release_counter": 1}),
-    );
-    setup.publish(&s);
-    let tokens = setup.fleet(
-        &s,
-        "POST",
-        "/api/v1/fleet/enrolment-tokens",
-        Some(json!({"group": "lab", "count": 1})),
-    );
-    let dev = enroll_at(
-        &s.url,
-        tmp.path(),
-        "dev1",
-        "board-a",
-        tokens["tokens"][0].as_str().unwrap(),
-        &[],
-    );
-    rollout(
-        &setup,
-        &s,
-        "v1",
-        "board-a/fw-1.img",
-        "board-a",
-        json!([{"percent": 100.0}]),
-        "s",
-    );
+    stage_and_publish(&setup, &s, "board-a/fw-1.img", &v1, 1);
+    let dev = enroll_one(&setup, &s, &s.url, tmp.path(), "dev1");
+    rollout_to_all(&setup, &s, "v1", "board-a/fw-1.img");
     let (c, v) = dev.check();
     assert_eq!(c, 0, "{v}");
     let s1 = stored_size(&dev);
     assert!(s1 > 0);
 
     let v2 = payload("b-v2", 32 * 1024);
-    setup.stage(
-        &s,
-        "board-a/fw-2.img",
-        &v2,
-        json!({"hardware_ids": ["board-a"], "release_counter": 2}),
-    );
-    setup.publish(&s);
-    rollout(
-        &setup,
-        &s,
-        "v2",
-        "board-a/fw-2.img",
-        "board-a",
-        json!([{"percent": 100.0}]),
-        "s",
-    );
+    stage_and_publish(&setup, &s, "board-a/fw-2.img", &v2, 2);
+    rollout_to_all(&setup, &s, "v2", "board-a/fw-2.img");
     let bundle = |name: &str, extra: &[&str]| {
         let out = tmp.path().join(name);
         let mut args = vec![
@@ -778,13 +697,7 @@ fn tuf_client_checks_the_log_before_writing_a_target() {
     let proxy = Proxy::start(&s.url);
     let setup = Setup::new(&s);
     let v1 = payload("c-v1", 16 * 1024);
-    setup.stage(
-        &s,
-        "board-a/fw-1.img",
-        &v1,
-        json!({"hardware_ids": ["board-a"], "release_counter": 1}),
-    );
-    setup.publish(&s);
+    stage_and_publish(&setup, &s, "board-a/fw-1.img", &v1, 1);
     let root = http(&s.url, "GET", "/repos/main/metadata/1.root.json", None, b"");
     assert_eq!(root.status, 200);
     let root_file = tmp.path().join("root.json");
