@@ -557,9 +557,14 @@ fn witness_threshold_defers_until_cosigned_and_a_contradicting_server_is_refused
         "--log-key",
         &other.verifier_key().to_vkey(),
     ]);
-    assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
     assert!(err.contains("offers log key"), "{err}");
+    // Refused before anything is kept: no enrolment to resume from.
+    assert!(
+        !tmp.path().join("bad").join("device.json").exists(),
+        "an enrolment refused over the log key left a device.json"
+    );
 
     let dev = enroll_at(
         &s.url,
