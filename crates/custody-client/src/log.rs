@@ -409,44 +409,12 @@ fn check_inner(
         .map_err(|e| malformed(format!("entry: not base64: {e}")))?;
     let inclusion = decode_hashes("inclusion_proof", &ev.inclusion_proof).map_err(malformed)?;
     if offline {
-        // Learn the size from the log-signed checkpoint (a bad signature is
-        // an attack whatever the sizes).
-        let size = LogVerifier::new(
-            trust.verifier().origin(),
-            trust.verifier().log_key().clone(),
-        )
-        .and_then(|v| v.verify(ev.checkpoint.as_bytes()))
-        .map_err(|e| LogCheckError::Attack(LogAttack::BadSignature(e)))?
-        .checkpoint
-        .size;
-        if let Some(s) = stored {
-            if s.size > size {
-                return Err(LogCheckError::Stale {
-                    stored: s.size,
-                    size,
-                });
-            }
-            if s.size < size && !ev.consistency.iter().any(|c| c.old == s.size) {
-                return Err(LogCheckError::NoConsistencyProof {
-                    stored: s.size,
-                    size,
-                    available: ev
-                        .consistency
-                        .iter()
-                        .map(|c| c.old.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                });
-            }
-        }
+        check_offline_sizes(trust, stored, ev)?;
     }
     // The proof from the stored size (an honest log sends exactly that
     // one; without it a larger checkpoint fails as inconsistent).
-    let consistency = match stored {
-        Some(s) => match ev.consistency.iter().find(|c| c.old == s.size) {
-            Some(c) => decode_hashes("consistency proof", &c.proof).map_err(malformed)?,
-            None => Vec::new(),
-        },
+    let consistency = match stored.and_then(|s| ev.consistency.iter().find(|c| c.old == s.size)) {
+        Some(c) => decode_hashes("consistency proof", &c.proof).map_err(malformed)?,
         None => Vec::new(),
     };
     let accepted = check_logged_entry(
@@ -463,6 +431,53 @@ fn check_inner(
     .map_err(LogCheckError::Attack)?;
     check_entry_is(&entry, ev.index, expect)?;
     Ok(accepted)
+}
+
+/// The pinned log key alone (no witness policy): enough to read a
+/// checkpoint's size or re-check a stored one.
+fn log_key_verifier(trust: &LogTrust) -> Result<LogVerifier, custody_log::CheckpointError> {
+    LogVerifier::new(
+        trust.verifier().origin(),
+        trust.verifier().log_key().clone(),
+    )
+}
+
+/// Offline evidence: refuse, without calling it an attack, evidence older
+/// than `stored` or lacking a consistency proof from its size.
+fn check_offline_sizes(
+    trust: &LogTrust,
+    stored: Option<&Checkpoint>,
+    ev: &Evidence,
+) -> Result<(), LogCheckError> {
+    // Learn the size from the log-signed checkpoint (a bad signature is
+    // an attack whatever the sizes).
+    let size = log_key_verifier(trust)
+        .and_then(|v| v.verify(ev.checkpoint.as_bytes()))
+        .map_err(|e| LogCheckError::Attack(LogAttack::BadSignature(e)))?
+        .checkpoint
+        .size;
+    let Some(s) = stored else {
+        return Ok(());
+    };
+    if s.size > size {
+        return Err(LogCheckError::Stale {
+            stored: s.size,
+            size,
+        });
+    }
+    if s.size < size && !ev.consistency.iter().any(|c| c.old == s.size) {
+        return Err(LogCheckError::NoConsistencyProof {
+            stored: s.size,
+            size,
+            available: ev
+                .consistency
+                .iter()
+                .map(|c| c.old.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    Ok(())
 }
 
 /// The entry must be a `target_publish` of exactly this repository, name,
@@ -504,11 +519,12 @@ impl CheckpointStore {
         let Some(bytes) = read_bounded(&self.path, MAX_CHECKPOINT_BYTES)? else {
             return Ok(None);
         };
-        let v = LogVerifier::new(
-            trust.verifier().origin(),
-            trust.verifier().log_key().clone(),
-        )
-        .map_err(|e| LogCheckError::Local(e.to_string()))?;
+        let v = log_key_verifier(trust).map_err(|e| {
+            LogCheckError::Local(format!(
+                "stored checkpoint {}: the pinned log origin/key is unusable: {e}",
+                self.path.display()
+            ))
+        })?;
         let vc = v.verify(&bytes).map_err(|e| {
             LogCheckError::Local(format!(
                 "stored checkpoint {}: does not verify with the pinned log key: {e}",
