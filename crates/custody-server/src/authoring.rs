@@ -723,14 +723,14 @@ impl Authoring {
     /// Store `bytes` (TOML, or JSON when `file_name` ends in `.json`) as the
     /// repository's provenance policy, through custody-repo (which parses
     /// and checks it with custody-provenance and writes its custody log).
-    /// Returns the policy and the sha256 of the stored JSON.
+    /// Returns the policy as stored.
     pub fn set_provenance_policy(
         &self,
         repo: &str,
         file_name: &str,
         bytes: &[u8],
         now: DateTime<Utc>,
-    ) -> Result<(Policy, String), AuthoringError> {
+    ) -> Result<Policy, AuthoringError> {
         if bytes.len() as u64 > MAX_POLICY_BYTES {
             return Err(AuthoringError::Invalid(format!(
                 "provenance policy {file_name} is {} bytes, the limit is {MAX_POLICY_BYTES}",
@@ -745,10 +745,7 @@ impl Authoring {
                 other => repo_err(repo)(other),
             })?;
         r.save().map_err(repo_err(repo))?;
-        let json = serde_json::to_vec_pretty(policy.spec())
-            .map_err(|e| AuthoringError::Corrupt(format!("provenance policy: {e}")))?;
-        let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, &json));
-        Ok((policy, sha))
+        Ok(policy)
     }
 
     /// Remove the repository's provenance policy. Returns whether one was set.
@@ -768,20 +765,17 @@ impl Authoring {
 
     /// An envelope custody-repo accepted at a publish
     /// (`provenance/<sha256>.dsse.json` in the repository), if it has it.
+    /// The digest is a [`Sha256Hex`](crate::blobs::Sha256Hex), so it is
+    /// safe as a file name.
     pub fn accepted_envelope(
         &self,
         repo: &str,
-        sha256: &str,
+        sha256: &crate::blobs::Sha256Hex,
     ) -> Result<Option<Vec<u8>>, AuthoringError> {
-        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(AuthoringError::Invalid(format!(
-                "provenance digest {sha256:?} is not 64 hex characters"
-            )));
-        }
         let path = self
             .repo_dir(repo)
             .join(custody_repo::repository::PROVENANCE_DIR)
-            .join(format!("{sha256}.dsse.json"));
+            .join(format!("{}.dsse.json", sha256.as_str()));
         match read_bounded(&path, crate::provenance::MAX_ENVELOPE_BYTES) {
             Ok(b) => Ok(Some(b)),
             Err(AuthoringError::Io { source, .. })

@@ -171,7 +171,7 @@ async fn set_policy(
             .set_provenance_policy(&r, file_name, &body, chrono::Utc::now())
     })
     .await;
-    let (policy, sha) = match result {
+    let policy = match result {
         Ok(v) => v,
         Err(e) => {
             st.audit(
@@ -186,16 +186,17 @@ async fn set_policy(
             return Err(e);
         }
     };
+    let info = policy_info(&repo, &policy)?;
     st.audit(
         &caller,
         "provenance.policy.set",
         Some(&repo),
         None,
         "ok",
-        &format!("policy sha256 {sha}: {}", policy_summary(&policy)),
+        &format!("policy sha256 {}: {}", info.sha256, policy_summary(&policy)),
     )
     .await?;
-    Ok(Json(policy_info(&repo, &policy)?))
+    Ok(Json(info))
 }
 
 #[utoipa::path(get, path = "/api/v1/repos/{repo}/provenance-policy", tag = "provenance",
@@ -413,7 +414,7 @@ async fn get_envelope(
     } else {
         // Accepted at a publish (custody-repo keeps `provenance/<sha>.dsse.json`),
         // though the staging row has changed since.
-        let (st2, r, h) = (st.clone(), repo.clone(), sha.clone());
+        let (st2, r, h) = (st.clone(), repo.clone(), hash.clone());
         tokio::task::spawn_blocking(move || st2.authoring.accepted_envelope(&r, &h))
             .await
             .map_err(|e| ApiError::internal(format!("provenance read task failed: {e}")))?
