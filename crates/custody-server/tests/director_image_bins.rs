@@ -48,7 +48,7 @@ async fn a_target_in_a_hash_bin_is_assigned_and_delivered() {
     assert_eq!(t.length, b"firmware two".len() as u64);
     assert_eq!(t.release_counter, 2);
 
-    // A name no bin lists is refused, saying how far the search went.
+    // A name no bin lists is refused, naming the target and why.
     let r = f
         .fleet_api(
             "PUT",
@@ -58,7 +58,7 @@ async fn a_target_in_a_hash_bin_is_assigned_and_delivered() {
         .await;
     assert_eq!(r.status, 404, "{}", r.text());
     assert!(
-        r.text().contains("fw/3.0.bin") && r.text().contains("searched 2 role(s)"),
+        r.text().contains("fw/3.0.bin") && r.text().contains("no role on its delegation path"),
         "{}",
         r.text()
     );
