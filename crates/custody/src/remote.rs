@@ -237,8 +237,8 @@ fn upload(
     let custom: Option<Value> = custom
         .map(|c| serde_json::from_str(&c).with_context(|| format!("--custom {c:?} is not JSON")))
         .transpose()?;
-    if custom.as_ref().is_some_and(|c| !c.is_object()) {
-        bail!("--custom must be a JSON object");
+    if let Some(c) = custom.as_ref().filter(|c| !c.is_object()) {
+        bail!("--custom {c}: must be a JSON object (it becomes the target's TUF `custom` field)");
     }
     let envelope = provenance
         .map(|p| {
@@ -332,7 +332,9 @@ impl Api {
                     .context("exchanging the credential for a token")?;
                 v.get("token")
                     .and_then(Value::as_str)
-                    .context("token answer without a token field")?
+                    .with_context(|| {
+                        format!("POST /api/v1/token on {}: the answer has no \"token\" field: {v}", api.base)
+                    })?
                     .to_owned()
             }
             (None, None) => bail!(
