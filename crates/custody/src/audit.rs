@@ -99,10 +99,6 @@ fn parse_vkey(s: &str) -> Result<VerifierKey> {
     VerifierKey::parse(text.trim()).with_context(|| format!("witness key {s:?}"))
 }
 
-fn hexs(h: &Hash) -> String {
-    h.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn replay(c: &Common) -> Result<Replayed> {
     let base = c.log.trim_end_matches('/');
     let agent = agent();
@@ -153,8 +149,8 @@ fn replay(c: &Common) -> Result<Replayed> {
     } else if app.root() != root {
         problems.push(format!(
             "recomputed root {} differs from the signed checkpoint root {} at size {size}",
-            hexs(&app.root()),
-            hexs(&root)
+            hex::encode(app.root()),
+            hex::encode(root)
         ));
     }
     let store = app.into_store();
