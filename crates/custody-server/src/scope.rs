@@ -250,13 +250,7 @@ impl ScopeSet {
         let uploads = self.0.iter().filter(|s| s.kind == ScopeKind::TargetUpload);
         for up in uploads {
             for publish in self.0.iter().filter(|s| s.kind == ScopeKind::RepoPublish) {
-                let overlap = match (&up.repo, &publish.repo) {
-                    (None, None) => Some("every repository".to_string()),
-                    (None, Some(r)) | (Some(r), None) => Some(format!("repository {r:?}")),
-                    (Some(a), Some(b)) if a == b => Some(format!("repository {a:?}")),
-                    _ => None,
-                };
-                if let Some(where_) = overlap {
+                if let Some(where_) = overlap(&up.repo, &publish.repo) {
                     return Some(format!(
                         "separation of duties: scopes {up} and {publish} would let one credential \
                          both upload targets to and publish {where_}; grant them to two different \
