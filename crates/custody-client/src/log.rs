@@ -6,10 +6,12 @@
 //! The trust decision about the log itself is custody-log's sans-IO
 //! [`check_logged_entry`] (log signature, k-of-n witness cosignatures,
 //! consistency with the stored checkpoint: rollback / fork, inclusion of
-//! the entry). This module adds the one rule custody-log cannot know: the
-//! included entry must be the `target_publish` entry of exactly the target
-//! about to be installed (repository, name, length and every hash), so a
-//! valid entry for another target never counts.
+//! the entry). This module adds the target it expects: the included entry
+//! must be the `target_publish` entry of exactly the target about to be
+//! installed (repository, name, length and every hash; the rule is
+//! custody-log's [`custody_log::entry::check_publish_entry`], shared with
+//! witnesses and auditors), so a valid entry for another target never
+//! counts.
 //!
 //! Evidence comes from the server's `GET /log/v1/evidence?repo=&target=&sha256=&old=`
 //! ([`fetch_evidence`]) or from an offline bundle (same JSON document,
