@@ -81,6 +81,8 @@ struct Replayed {
     size: u64,
     root: Hash,
     entries: Vec<Vec<u8>>,
+    /// `entries` parsed once (`None`: does not parse, listed in `problems`)
+    parsed: Vec<Option<LogEntry>>,
     store: MemoryStore,
     problems: Vec<String>,
     cosigners: Vec<String>,
@@ -207,23 +209,31 @@ fn replay(c: &Common) -> Result<Replayed> {
 
     // Entries and their inner signatures.
     let mut reports = std::collections::BTreeMap::<&'static str, u64>::new();
+    let mut parsed = Vec::with_capacity(entries.len());
     for (i, e) in entries.iter().enumerate() {
-        match LogEntry::from_bytes(e) {
-            Ok(entry) => match check_inner_signatures(&entry) {
-                Ok(Some(c)) => *reports.entry(c.name()).or_default() += 1,
-                Ok(None) => {}
-                Err(why) => {
-                    *reports.entry("bad").or_default() += 1;
-                    problems.push(format!("entry {i}: {why}"));
-                }
-            },
-            Err(why) => problems.push(format!("entry {i}: {why}")),
+        let entry = match LogEntry::from_bytes(e) {
+            Ok(entry) => entry,
+            Err(why) => {
+                problems.push(format!("entry {i}: {why}"));
+                parsed.push(None);
+                continue;
+            }
+        };
+        match check_inner_signatures(&entry) {
+            Ok(Some(c)) => *reports.entry(c.name()).or_default() += 1,
+            Ok(None) => {}
+            Err(why) => {
+                *reports.entry("bad").or_default() += 1;
+                problems.push(format!("entry {i}: {why}"));
+            }
         }
+        parsed.push(Some(entry));
     }
     Ok(Replayed {
         size,
         root,
         entries,
+        parsed,
         store,
         problems,
         cosigners,
@@ -432,10 +442,8 @@ pub fn run(args: AuditArgs) -> Result<ExitCode> {
             // device id → what the log says it received and reported
             let mut devices = serde_json::Map::new();
             let mut human = String::new();
-            for (i, e) in r.entries.iter().enumerate() {
-                let Ok(entry) = LogEntry::from_bytes(e) else {
-                    continue;
-                };
+            for (i, entry) in r.parsed.iter().enumerate() {
+                let Some(entry) = entry else { continue };
                 let relevant = matches!(
                     entry.body,
                     EntryBody::AssignmentDelivered { .. } | EntryBody::InstallReport { .. }
@@ -447,7 +455,7 @@ pub fn run(args: AuditArgs) -> Result<ExitCode> {
                 human.push_str(&format!(
                     "{} {} at {} (entry {index})\n",
                     entry.device_id().unwrap_or("-"),
-                    describe(&entry),
+                    describe(entry),
                     entry.time
                 ));
                 let dev = devices
@@ -466,7 +474,7 @@ pub fn run(args: AuditArgs) -> Result<ExitCode> {
                     }
                     _ => {}
                 }
-                rows.push(entry_json(&r, index, &entry)?);
+                rows.push(entry_json(&r, index, entry)?);
             }
             if rows.is_empty() {
                 human.push_str(&format!("no device received or installed {target:?}\n"));
@@ -479,21 +487,19 @@ pub fn run(args: AuditArgs) -> Result<ExitCode> {
             let r = replay(&common)?;
             let mut rows = Vec::new();
             let mut human = String::new();
-            for (i, e) in r.entries.iter().enumerate() {
-                let Ok(entry) = LogEntry::from_bytes(e) else {
-                    continue;
-                };
-                if !about_device(&entry, &id) {
+            for (i, entry) in r.parsed.iter().enumerate() {
+                let Some(entry) = entry else { continue };
+                if !about_device(entry, &id) {
                     continue;
                 }
                 let index = i as u64;
                 human.push_str(&format!(
                     "{} {} {} (entry {index})\n",
                     entry.time,
-                    describe(&entry),
+                    describe(entry),
                     entry.target().filter(|t| *t != id).unwrap_or("")
                 ));
-                rows.push(entry_json(&r, index, &entry)?);
+                rows.push(entry_json(&r, index, entry)?);
             }
             if rows.is_empty() {
                 human.push_str(&format!("the log has no entry about device {id:?}\n"));
