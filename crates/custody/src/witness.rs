@@ -346,11 +346,16 @@ fn step(
             ));
             text.push_str("\n--- served checkpoint ---\n");
             text.push_str(&String::from_utf8_lossy(&signed));
-            let _ = std::fs::write(&evidence, text);
-            eprintln!(
-                "ALARM: witness refuses to cosign: {e} (evidence in {})",
-                evidence.display()
-            );
+            // The alarm itself must not be lost because its evidence file
+            // could not be written: say so, and still raise it.
+            let evidence_note = match std::fs::write(&evidence, &text) {
+                Ok(()) => format!("evidence in {}", evidence.display()),
+                Err(err) => format!(
+                    "evidence NOT written to {}: {err}; it follows on stderr\n{text}",
+                    evidence.display()
+                ),
+            };
+            eprintln!("ALARM: witness refuses to cosign: {e} ({evidence_note})");
             if json_out {
                 println!(
                     "{}",
