@@ -656,8 +656,8 @@ impl FsLog {
                 path: dir.clone(),
                 reason: format!(
                     "tiles give root {} at size {size}, the checkpoint says {}",
-                    hexs(&computed),
-                    hexs(&root)
+                    crate::hash::hex(&computed),
+                    crate::hash::hex(&root)
                 ),
             });
         }
@@ -847,10 +847,6 @@ impl FsLog {
     fn appender_store_mut(&mut self) -> &mut TailStore {
         self.appender.store_mut()
     }
-}
-
-fn hexs(h: &Hash) -> String {
-    h.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Delete tiles and bundles beyond the committed `size` (left by a batch

@@ -38,6 +38,11 @@ pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
 }
 
 /// Plain SHA-256 (used for key IDs).
+/// Lowercase hex of a hash, for messages (roots and nodes named in errors).
+pub(crate) fn hex(h: &Hash) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 pub(crate) fn sha256(data: &[u8]) -> Hash {
     finish(digest::digest(&digest::SHA256, data))
 }

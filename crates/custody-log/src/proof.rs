@@ -60,13 +60,7 @@ pub enum ProofError {
     },
 }
 
-fn hex(h: &Hash) -> String {
-    let mut s = String::with_capacity(64);
-    for b in h {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
-}
+use crate::hash::hex;
 
 /// Number of hashes in an inclusion proof for `index` in a tree of `size`
 /// (0 if `index >= size`). Follows the PATH recursion of RFC 9162 §2.1.3.1.

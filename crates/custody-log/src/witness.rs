@@ -7,9 +7,7 @@ use crate::hash::Hash;
 use crate::note::{Cosigner, NoteError, NoteSignature};
 use crate::proof::{verify_consistency, ProofError};
 
-fn hex(h: &Hash) -> String {
-    h.iter().map(|b| format!("{b:02x}")).collect()
-}
+use crate::hash::hex;
 
 /// Why a new checkpoint was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
