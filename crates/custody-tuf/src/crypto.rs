@@ -28,7 +28,7 @@ use spki::der::DecodePem;
 use spki::SubjectPublicKeyInfoOwned;
 
 use crate::error::{Error, Result};
-use crate::schema::{Hashes, Key, Signature};
+use crate::schema::{Hashes, Key, MetaFile, Signature};
 
 const OID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 const OID_P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
@@ -394,6 +394,30 @@ pub fn verify_hashes(role: &str, hashes: &Hashes, bytes: &[u8]) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+impl MetaFile {
+    /// Check metadata bytes against this entry's length and hashes (when
+    /// present). `role` names the file in errors. Version is checked by the
+    /// state machine after parsing. (Defined here, beside the hash check it
+    /// calls, so the schema module stays a data model that imports no
+    /// crypto.)
+    pub fn verify_bytes(&self, role: &str, bytes: &[u8]) -> Result<()> {
+        if let Some(len) = self.length {
+            let found = bytes.len() as u64;
+            if found != len {
+                return Err(Error::LengthMismatch {
+                    role: role.to_owned(),
+                    expected: len,
+                    found,
+                });
+            }
+        }
+        if let Some(h) = &self.hashes {
+            verify_hashes(role, h, bytes)?;
+        }
+        Ok(())
+    }
 }
 
 /// Hex sha256 of `data`.

@@ -379,26 +379,6 @@ impl MetaFile {
         Ok(())
     }
 
-    /// Check metadata bytes against this entry's length and hashes (when
-    /// present). `role` names the file in errors. Version is checked by the
-    /// state machine after parsing.
-    pub fn verify_bytes(&self, role: &str, bytes: &[u8]) -> Result<()> {
-        if let Some(len) = self.length {
-            let found = bytes.len() as u64;
-            if found != len {
-                return Err(Error::LengthMismatch {
-                    role: role.to_owned(),
-                    expected: len,
-                    found,
-                });
-            }
-        }
-        if let Some(h) = &self.hashes {
-            crate::crypto::verify_hashes(role, h, bytes)?;
-        }
-        Ok(())
-    }
-
     /// Plain entry with only a version (what timestamp/snapshot usually carry).
     pub fn with_version(version: u64) -> Self {
         MetaFile {
