@@ -18,7 +18,9 @@ fn check(arch: Option<&Path>) -> (bool, String) {
     if let Some(a) = arch {
         cmd.arg("--arch").arg(a);
     }
-    let out = cmd.output().expect("run python3 scripts/check-architecture");
+    let out = cmd
+        .output()
+        .expect("run python3 scripts/check-architecture");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -33,7 +35,9 @@ fn doc() -> String {
 
 /// The row of `crate` in the ALLOWED-DEPS table.
 fn row(doc: &str, krate: &str) -> String {
-    let start = doc.find("<!-- ALLOWED-DEPS-START -->").expect("table start");
+    let start = doc
+        .find("<!-- ALLOWED-DEPS-START -->")
+        .expect("table start");
     let end = doc.find("<!-- ALLOWED-DEPS-END -->").expect("table end");
     doc[start..end]
         .lines()
@@ -74,8 +78,14 @@ fn a_crate_missing_from_the_table_fails_the_gate() {
     let arch = dir.path().join("ARCHITECTURE.md");
     std::fs::write(&arch, missing).unwrap();
     let (ok, text) = check(Some(&arch));
-    assert!(!ok, "the gate passed a crate the table does not list:\n{text}");
-    assert!(text.contains("crate custody-log is not in the ALLOWED-DEPS table"), "{text}");
+    assert!(
+        !ok,
+        "the gate passed a crate the table does not list:\n{text}"
+    );
+    assert!(
+        text.contains("crate custody-log is not in the ALLOWED-DEPS table"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -96,6 +106,12 @@ fn an_unlisted_module_cycle_fails_the_gate() {
     let arch = dir.path().join("ARCHITECTURE.md");
     std::fs::write(&arch, without).unwrap();
     let (ok, text) = check(Some(&arch));
-    assert!(!ok, "the gate passed a cycle the doc does not admit:\n{text}");
-    assert!(text.contains("modules import each other in a circle"), "{text}");
+    assert!(
+        !ok,
+        "the gate passed a cycle the doc does not admit:\n{text}"
+    );
+    assert!(
+        text.contains("modules import each other in a circle"),
+        "{text}"
+    );
 }
