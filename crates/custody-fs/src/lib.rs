@@ -1,0 +1,399 @@
+//! custody-fs: crash-safe file writes and bounded reads.
+//!
+//! Every custody component that keeps state on disk (the TUF client's
+//! trusted metadata, the agent's install state, the repository's staged
+//! metadata, the server's log and hosting files, key files) writes it the
+//! same way and reads untrusted files the same way, through this crate:
+//!
+//! - [`write_atomic`] / [`write_atomic_with`]: a temp file in the
+//!   destination's directory, write, fsync, rename over the old file, fsync
+//!   of the directory. A power cut at any instant leaves either the old or
+//!   the new file, never a torn one; a failed write leaves the old file
+//!   untouched and no temp file behind.
+//! - [`read_bounded`] and [`read_to_end_bounded`]: a read with a length
+//!   bound known before the read, so a huge or endless file or stream
+//!   cannot exhaust memory.
+//! - [`sync_dir`], [`remove_durable`], [`sweep_stale_temp_files`].
+//!
+//! No custody dependency: it sits below every IO crate.
+#![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// A local file operation that failed, naming the path it was about.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    /// Reading, writing, renaming or syncing failed.
+    #[error("{}: {action}: {error}", path.display())]
+    Io {
+        /// the file or directory
+        path: PathBuf,
+        /// what was being done ("fsync temp file", "rename temp file into place", ...)
+        action: &'static str,
+        /// shown in the message, so not also reported as `source()`
+        error: io::Error,
+    },
+    /// A file or stream is larger than the bound for what it holds.
+    #[error("{}: larger than its {bound}-byte bound", path.display())]
+    TooLarge {
+        /// the file (or a label for a stream)
+        path: PathBuf,
+        /// the bound, in bytes
+        bound: u64,
+    },
+    /// [`WriteOptions::create_new`] was set and the destination exists.
+    #[error("{}: already exists; refusing to overwrite it", path.display())]
+    Exists {
+        /// the destination
+        path: PathBuf,
+    },
+}
+
+impl FsError {
+    /// The io::Error behind an [`FsError::Io`], if any.
+    pub fn io_kind(&self) -> Option<io::ErrorKind> {
+        match self {
+            FsError::Io { error, .. } => Some(error.kind()),
+            _ => None,
+        }
+    }
+}
+
+fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) -> FsError + 'a {
+    move |error| FsError::Io {
+        path: path.to_owned(),
+        action,
+        error,
+    }
+}
+
+/// Prefix of the temp files custody writes before renaming them into place.
+pub const TEMP_PREFIX: &str = ".custody-tmp-";
+
+/// How old a leftover temp file must be before [`sweep_stale_temp_files`]
+/// removes it: far longer than any write or download, so a concurrent
+/// writer is never disturbed.
+pub const STALE_TEMP_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// How [`write_atomic_with`] writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// Unix permission bits of the new file (e.g. `0o600` for keys and
+    /// device state). `None`: the temp file's default (0600 on Unix, from
+    /// `tempfile`).
+    pub mode: Option<u32>,
+    /// Refuse to replace an existing destination ([`FsError::Exists`]).
+    /// The check and the rename are not one atomic step against a
+    /// concurrent writer; callers that need that hold a lock.
+    pub create_new: bool,
+}
+
+impl WriteOptions {
+    /// A private file (0600) that may replace an existing one.
+    pub fn private() -> Self {
+        WriteOptions {
+            mode: Some(0o600),
+            create_new: false,
+        }
+    }
+}
+
+/// Write `bytes` to `dest` atomically and durably: a temp file next to it,
+/// write, fsync, rename over the old file, fsync of the directory.
+pub fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<(), FsError> {
+    write_atomic_with(dest, bytes, WriteOptions::default())
+}
+
+/// [`write_atomic`] with a file mode or a no-overwrite rule.
+pub fn write_atomic_with(dest: &Path, bytes: &[u8], opts: WriteOptions) -> Result<(), FsError> {
+    let dir = parent_dir(dest);
+    if opts.create_new && fs::symlink_metadata(dest).is_ok() {
+        return Err(FsError::Exists {
+            path: dest.to_owned(),
+        });
+    }
+    let mut tmp = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .tempfile_in(dir)
+        .map_err(io_err(dir, "create temp file"))?;
+    set_mode(tmp.as_file(), opts.mode).map_err(io_err(tmp.path(), "set file mode"))?;
+    tmp.write_all(bytes)
+        .map_err(io_err(tmp.path(), "write temp file"))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(io_err(dest, "fsync temp file"))?;
+    if opts.create_new {
+        // persist_noclobber: link + unlink, refuses an existing dest.
+        tmp.persist_noclobber(dest).map_err(|e| {
+            if e.error.kind() == io::ErrorKind::AlreadyExists {
+                FsError::Exists {
+                    path: dest.to_owned(),
+                }
+            } else {
+                io_err(dest, "move temp file into place")(e.error)
+            }
+        })?;
+    } else {
+        tmp.persist(dest)
+            .map_err(|e| io_err(dest, "rename temp file into place")(e.error))?;
+    }
+    sync_dir(dir)
+}
+
+#[cfg(unix)]
+fn set_mode(f: &File, mode: Option<u32>) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match mode {
+        Some(m) => f.set_permissions(fs::Permissions::from_mode(m)),
+        None => Ok(()),
+    }
+}
+
+#[cfg(not(unix))]
+fn set_mode(_f: &File, _mode: Option<u32>) -> io::Result<()> {
+    Ok(())
+}
+
+/// The directory a file lives in (`.` for a bare file name).
+pub fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// fsync a directory so that a rename or removal in it is durable.
+pub fn sync_dir(dir: &Path) -> Result<(), FsError> {
+    #[cfg(unix)]
+    {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(dir, "fsync directory"))?;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+/// Remove a file durably (unlink, fsync of the directory). A file that is
+/// already gone is not an error.
+pub fn remove_durable(path: &Path) -> Result<(), FsError> {
+    match fs::remove_file(path) {
+        Ok(()) => sync_dir(parent_dir(path)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(path, "remove")(e)),
+    }
+}
+
+/// Read a whole local file, refusing one above `bound` bytes
+/// ([`FsError::TooLarge`]). `Ok(None)` if it does not exist. At most
+/// `bound + 1` bytes are ever read, whatever the file's size.
+pub fn read_bounded(path: &Path, bound: u64) -> Result<Option<Vec<u8>>, FsError> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(path, "open")(e)),
+    };
+    read_to_end_bounded(file, bound, path).map(Some)
+}
+
+/// Read a stream to its end, refusing more than `bound` bytes. `label`
+/// names the stream in errors (a path, a URL, "request body"). At most
+/// `bound + 1` bytes are read.
+pub fn read_to_end_bounded(
+    reader: impl Read,
+    bound: u64,
+    label: &Path,
+) -> Result<Vec<u8>, FsError> {
+    let mut out = Vec::new();
+    reader
+        .take(bound.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(io_err(label, "read"))?;
+    if out.len() as u64 > bound {
+        return Err(FsError::TooLarge {
+            path: label.to_owned(),
+            bound,
+        });
+    }
+    Ok(out)
+}
+
+/// Remove temp files left in `dir` by a process that died mid-write (power
+/// cut, kill -9), if older than `older_than`. Best effort: problems are
+/// logged, never fatal. Returns how many were removed.
+pub fn sweep_stale_temp_files(dir: &Path, older_than: Duration) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let now = SystemTime::now();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            continue;
+        }
+        let old_enough = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+            .is_some_and(|age| age >= older_than);
+        if !old_enough {
+            continue;
+        }
+        match fs::remove_file(entry.path()) {
+            Ok(()) => removed += 1,
+            Err(e) => {
+                tracing::warn!(path = %entry.path().display(), error = %e, "could not remove a stale temp file")
+            }
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_files(dir: &Path) -> Vec<String> {
+        fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(TEMP_PREFIX))
+            .collect()
+    }
+
+    #[test]
+    fn write_atomic_replaces_the_whole_file_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("root.json");
+        write_atomic(&p, b"old, and longer than the new one").unwrap();
+        write_atomic(&p, b"new").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"new");
+        assert!(temp_files(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_old_file_and_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.json");
+        write_atomic(&p, b"trusted").unwrap();
+        // The destination is a directory: the rename fails after the temp
+        // file was written and synced.
+        let d = dir.path().join("sub");
+        fs::create_dir(&d).unwrap();
+        fs::write(d.join("x"), b"x").unwrap();
+        let err = write_atomic(&d, b"new").unwrap_err();
+        assert!(
+            err.to_string().contains("rename temp file into place"),
+            "{err}"
+        );
+        assert_eq!(fs::read(&p).unwrap(), b"trusted");
+        assert!(temp_files(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn create_new_refuses_to_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("key.pem");
+        write_atomic_with(
+            &p,
+            b"first",
+            WriteOptions {
+                mode: None,
+                create_new: true,
+            },
+        )
+        .unwrap();
+        let err = write_atomic_with(
+            &p,
+            b"second",
+            WriteOptions {
+                mode: None,
+                create_new: true,
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(err, FsError::Exists { .. }), "{err}");
+        assert!(err.to_string().contains("refusing to overwrite"));
+        assert_eq!(fs::read(&p).unwrap(), b"first");
+        assert!(temp_files(dir.path()).is_empty());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn private_files_are_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("device.key");
+        write_atomic_with(&p, b"secret", WriteOptions::private()).unwrap();
+        let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let p2 = dir.path().join("public.json");
+        write_atomic_with(
+            &p2,
+            b"{}",
+            WriteOptions {
+                mode: Some(0o644),
+                create_new: false,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            fs::metadata(&p2).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+    }
+
+    #[test]
+    fn read_bounded_takes_exactly_the_bound_and_refuses_one_more_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("timestamp.json");
+        fs::write(&p, vec![b'x'; 100]).unwrap();
+        assert_eq!(read_bounded(&p, 100).unwrap().unwrap().len(), 100);
+        let err = read_bounded(&p, 99).unwrap_err();
+        assert!(matches!(err, FsError::TooLarge { bound: 99, .. }), "{err}");
+        assert!(err.to_string().contains("timestamp.json"), "{err}");
+        assert!(read_bounded(&dir.path().join("missing"), 10)
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn an_endless_stream_is_cut_at_the_bound() {
+        let endless = io::repeat(b'a');
+        let err = read_to_end_bounded(endless, 1 << 16, Path::new("request body")).unwrap_err();
+        assert!(err
+            .to_string()
+            .starts_with("request body: larger than its 65536-byte bound"));
+    }
+
+    #[test]
+    fn remove_durable_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("queue-item");
+        fs::write(&p, b"x").unwrap();
+        remove_durable(&p).unwrap();
+        remove_durable(&p).unwrap();
+        assert!(!p.exists());
+    }
+
+    #[test]
+    fn sweep_removes_only_old_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(format!("{TEMP_PREFIX}abc")), b"torn").unwrap();
+        fs::write(dir.path().join("root.json"), b"keep").unwrap();
+        assert_eq!(sweep_stale_temp_files(dir.path(), STALE_TEMP_AGE), 0);
+        assert_eq!(sweep_stale_temp_files(dir.path(), Duration::ZERO), 1);
+        assert!(dir.path().join("root.json").exists());
+        assert!(temp_files(dir.path()).is_empty());
+    }
+}
