@@ -124,7 +124,7 @@ impl Repository {
         })
     }
 
-    pub(super) fn signatures(&self, role: &str) -> Result<&[Signature], RepoError> {
+    fn signatures(&self, role: &str) -> Result<&[Signature], RepoError> {
         Ok(match role {
             "root" => &self.root.signatures,
             "snapshot" => &self.snapshot.signatures,
