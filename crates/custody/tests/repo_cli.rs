@@ -1,131 +1,19 @@
 //! `custody repo …` end to end through the real binary: authoring, threshold
 //! signing, publish refusals, and "nothing changed on disk" on every error.
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use common::cli::{tree, Cli};
 
 const PW: &str = "test passphrase";
 
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Env {
-        Env {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-    fn p(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_custody"))
-            .args(args)
-            .env("KP", PW)
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap()
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "custody {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
-    }
-    fn fail(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert_eq!(
-            o.status.code(),
-            Some(1),
-            "custody {args:?} should fail:\n{}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stderr).unwrap()
-    }
-    fn key(&self, name: &str) -> String {
-        let f = format!("{name}.pem");
-        self.ok(&[
-            "key",
-            "generate",
-            "--type",
-            "ed25519",
-            "--out",
-            &f,
-            "--passphrase-env",
-            "KP",
-        ]);
-        f
-    }
-    /// Public-only key file for `name` (an offline key).
-    fn pubkey(&self, pem: &str) -> String {
-        let out = self.ok(&["key", "show", pem, "--passphrase-env", "KP", "--json"]);
-        let f = format!("{pem}.pub.json");
-        std::fs::write(self.p(&f), out).unwrap();
-        f
-    }
-    fn keyid(&self, pem: &str) -> String {
-        let out = self.ok(&["key", "show", pem, "--passphrase-env", "KP", "--json"]);
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        v["keyid"].as_str().unwrap().to_owned()
-    }
-    /// A standard repo with one key per role.
-    fn init(&self) {
-        for k in ["root", "targets", "snapshot", "timestamp"] {
-            self.key(k);
-        }
-        self.ok(&[
-            "repo",
-            "init",
-            "repo",
-            "--root-key",
-            "root.pem",
-            "--targets-key",
-            "targets.pem",
-            "--snapshot-key",
-            "snapshot.pem",
-            "--timestamp-key",
-            "timestamp.pem",
-            "--passphrase-env",
-            "KP",
-        ]);
-    }
-}
-
-/// Every file under `dir` with its bytes (for "nothing changed" checks).
-fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    fn walk(base: &Path, d: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-        let Ok(rd) = std::fs::read_dir(d) else { return };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(base, &p, out);
-            } else {
-                out.insert(
-                    p.strip_prefix(base).unwrap().to_owned(),
-                    std::fs::read(&p).unwrap(),
-                );
-            }
-        }
-    }
-    walk(dir, dir, &mut out);
-    out
-}
-
-fn status_json(env: &Env) -> serde_json::Value {
+fn status_json(env: &Cli) -> serde_json::Value {
     serde_json::from_str(&env.ok(&["repo", "status", "repo", "--json"])).unwrap()
 }
 
 #[test]
 fn init_add_publish_status() {
-    let env = Env::new();
-    env.init();
+    let env = Cli::new(PW);
+    env.init_standard_repo();
     std::fs::write(env.p("fw.bin"), b"firmware v1").unwrap();
     let out = env.ok(&[
         "repo",
@@ -224,7 +112,7 @@ fn init_add_publish_status() {
 
 #[test]
 fn shared_keys_refused_with_reason_and_nothing_created() {
-    let env = Env::new();
+    let env = Cli::new(PW);
     env.key("k");
     env.key("s");
     let err = env.fail(&[
@@ -268,23 +156,21 @@ fn shared_keys_refused_with_reason_and_nothing_created() {
 
 #[test]
 fn wrong_passphrase_changes_nothing() {
-    let env = Env::new();
-    env.init();
+    let env = Cli::new(PW);
+    env.init_standard_repo();
     std::fs::write(env.p("a.txt"), b"a").unwrap();
     let before = tree(&env.p("repo"));
-    let o = Command::new(env!("CARGO_BIN_EXE_custody"))
-        .args([
+    let o = env.run_with_env(
+        &[
             "repo",
             "add-target",
             "repo",
             "a.txt",
             "--passphrase-env",
             "BAD",
-        ])
-        .env("BAD", "not the passphrase")
-        .current_dir(env.dir.path())
-        .output()
-        .unwrap();
+        ],
+        &[("BAD", "not the passphrase")],
+    );
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("wrong passphrase"), "{err}");
@@ -293,8 +179,8 @@ fn wrong_passphrase_changes_nothing() {
 
 #[test]
 fn key_not_in_role_changes_nothing() {
-    let env = Env::new();
-    env.init();
+    let env = Cli::new(PW);
+    env.init_standard_repo();
     let before = tree(&env.p("repo"));
     let err = env.fail(&[
         "repo",
@@ -316,8 +202,8 @@ fn key_not_in_role_changes_nothing() {
 
 #[test]
 fn target_paths_escaping_the_repo_are_refused() {
-    let env = Env::new();
-    env.init();
+    let env = Cli::new(PW);
+    env.init_standard_repo();
     std::fs::write(env.p("a.txt"), b"a").unwrap();
     let before = tree(&env.p("repo"));
     for name in ["../evil", "/etc/passwd", "a/../../b", "a//b", "./a"] {
@@ -345,10 +231,8 @@ fn target_paths_escaping_the_repo_are_refused() {
 
 #[test]
 fn threshold_not_met_blocks_publish_until_offline_signature_is_merged() {
-    let env = Env::new();
-    for k in ["r1", "r2", "targets", "snapshot", "timestamp"] {
-        env.key(k);
-    }
+    let env = Cli::new(PW);
+    env.keys(&["r1", "r2", "targets", "snapshot", "timestamp"]);
     let r2pub = env.pubkey("r2.pem");
     env.ok(&[
         "repo",
@@ -437,8 +321,8 @@ fn threshold_not_met_blocks_publish_until_offline_signature_is_merged() {
 
 #[test]
 fn expired_metadata_is_never_published() {
-    let env = Env::new();
-    env.init();
+    let env = Cli::new(PW);
+    env.init_standard_repo();
     let err = env.fail(&[
         "repo",
         "publish",
@@ -467,8 +351,8 @@ fn expired_metadata_is_never_published() {
 
 #[test]
 fn publish_refuses_to_replace_a_real_directory() {
-    let env = Env::new();
-    env.init();
+    let env = Cli::new(PW);
+    env.init_standard_repo();
     std::fs::create_dir(env.p("out")).unwrap();
     std::fs::write(env.p("out/keep"), b"x").unwrap();
     let err = env.fail(&["repo", "publish", "repo", "out"]);
@@ -478,8 +362,8 @@ fn publish_refuses_to_replace_a_real_directory() {
 
 #[test]
 fn delegation_and_hash_bins_route_targets_by_path() {
-    let env = Env::new();
-    env.init();
+    let env = Cli::new(PW);
+    env.init_standard_repo();
     env.key("boards");
     env.key("bins");
     env.ok(&[
@@ -557,8 +441,8 @@ fn delegation_and_hash_bins_route_targets_by_path() {
 
 #[test]
 fn rotate_root_and_revoke_key() {
-    let env = Env::new();
-    env.init();
+    let env = Cli::new(PW);
+    env.init_standard_repo();
     env.key("root2");
     env.key("ts2");
     env.ok(&[
@@ -610,26 +494,9 @@ fn rotate_root_and_revoke_key() {
 
 #[test]
 fn without_consistent_snapshots_files_are_unversioned() {
-    let env = Env::new();
-    for k in ["root", "targets", "snapshot", "timestamp"] {
-        env.key(k);
-    }
-    env.ok(&[
-        "repo",
-        "init",
-        "repo",
-        "--root-key",
-        "root.pem",
-        "--targets-key",
-        "targets.pem",
-        "--snapshot-key",
-        "snapshot.pem",
-        "--timestamp-key",
-        "timestamp.pem",
-        "--passphrase-env",
-        "KP",
-        "--no-consistent-snapshot",
-    ]);
+    let env = Cli::new(PW);
+    env.keys(&["root", "targets", "snapshot", "timestamp"]);
+    env.init_repo(&["--no-consistent-snapshot"]);
     std::fs::write(env.p("a.txt"), b"a").unwrap();
     env.ok(&[
         "repo",
@@ -656,8 +523,8 @@ fn without_consistent_snapshots_files_are_unversioned() {
 
 #[test]
 fn offline_delegated_role_blocks_publish_until_signed() {
-    let env = Env::new();
-    env.init();
+    let env = Cli::new(PW);
+    env.init_standard_repo();
     env.key("boards");
     let boards_pub = env.pubkey("boards.pem");
     env.ok(&[
@@ -705,8 +572,8 @@ fn offline_delegated_role_blocks_publish_until_signed() {
 
 #[test]
 fn concurrent_commands_are_refused_not_interleaved() {
-    let env = Env::new();
-    env.init();
+    let env = Cli::new(PW);
+    env.init_standard_repo();
     // Hold the repository lock as another custody process would.
     let held = custody_repo::Repository::open(&env.p("repo")).unwrap();
     let before = tree(&env.p("repo"));
@@ -719,8 +586,8 @@ fn concurrent_commands_are_refused_not_interleaved() {
 
 #[test]
 fn revoke_key_from_a_delegation() {
-    let env = Env::new();
-    env.init();
+    let env = Cli::new(PW);
+    env.init_standard_repo();
     env.key("d1");
     env.key("d2");
     env.ok(&[
@@ -757,8 +624,8 @@ fn revoke_key_from_a_delegation() {
 
 #[test]
 fn timestamp_only_refresh_keeps_the_snapshot() {
-    let env = Env::new();
-    env.init();
+    let env = Cli::new(PW);
+    env.init_standard_repo();
     let snap_before = std::fs::read(env.p("repo/metadata/snapshot.json")).unwrap();
     env.ok(&[
         "repo",
@@ -786,8 +653,8 @@ fn timestamp_only_refresh_keeps_the_snapshot() {
 
 #[test]
 fn root_rotation_to_an_offline_key_needs_both_thresholds() {
-    let env = Env::new();
-    env.init();
+    let env = Cli::new(PW);
+    env.init_standard_repo();
     env.key("newroot");
     let newpub = env.pubkey("newroot.pem");
     let old = env.keyid("root.pem");
@@ -836,8 +703,8 @@ fn root_rotation_to_an_offline_key_needs_both_thresholds() {
 
 #[test]
 fn merge_refuses_a_file_whose_signed_content_was_changed() {
-    let env = Env::new();
-    env.init();
+    let env = Cli::new(PW);
+    env.init_standard_repo();
     env.ok(&[
         "repo", "export", "repo", "--role", "targets", "--out", "t.json",
     ]);

@@ -8,99 +8,21 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
+use common::cli::{tree, Cli};
+use common::softhsm::{have_tools, Token};
 use common::{Client, TestServer};
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-const PIN: &str = "4321";
-
-fn have_tools() -> bool {
-    let ok = Path::new(MODULE).exists()
-        && Command::new("softhsm2-util")
-            .arg("--version")
-            .output()
-            .is_ok()
-        && Command::new("pkcs11-tool").arg("--help").output().is_ok();
-    if !ok {
-        eprintln!("SKIP: SoftHSM2 ({MODULE}) or pkcs11-tool missing; run ./scripts/test");
-    }
-    ok
-}
-
-struct Env {
-    dir: tempfile::TempDir,
-    conf: PathBuf,
-}
-
-impl Env {
-    fn p(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_custody"))
-            .args(args)
-            .env("SOFTHSM2_CONF", &self.conf)
-            .env("KP", "pw")
-            .env("HSM_PIN", PIN)
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap()
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "custody {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
-    }
-    fn tool(&self, cmd: &str, args: &[&str]) {
-        let o = Command::new(cmd)
-            .args(args)
-            .env("SOFTHSM2_CONF", &self.conf)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{cmd} {args:?}: {o:?}");
-    }
-    /// Public key JSON of a key file or token key (`custody key show`).
-    fn public(&self, name: &str, show: &[&str]) -> String {
-        let mut args = vec!["key", "show"];
-        args.extend_from_slice(show);
-        args.push("--json");
-        let out = self.ok(&args);
-        let f = format!("{name}.pub.json");
-        std::fs::write(self.p(&f), out).unwrap();
-        f
-    }
-}
-
-fn uri(label: &str) -> String {
-    format!("pkcs11:token=offline-hsm;object={label}?module-path={MODULE}&pin-source=env:HSM_PIN")
-}
-
-/// Every file under `dir` (following the `out` symlink) with its bytes.
-fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    fn walk(base: &Path, d: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-        let Ok(rd) = std::fs::read_dir(d) else { return };
-        for e in rd {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                walk(base, &p, out);
-            } else {
-                out.insert(
-                    p.strip_prefix(base).unwrap().to_owned(),
-                    std::fs::read(&p).unwrap(),
-                );
-            }
-        }
-    }
-    walk(dir, dir, &mut out);
-    out
+/// Public key JSON of a key file or token key (`custody key show`), written
+/// to `{name}.pub.json`; returns that file name.
+fn public(env: &Cli, name: &str, show: &[&str]) -> String {
+    let mut args = vec!["key", "show"];
+    args.extend_from_slice(show);
+    args.push("--json");
+    let out = env.ok(&args);
+    let f = format!("{name}.pub.json");
+    std::fs::write(env.p(&f), out).unwrap();
+    f
 }
 
 #[test]
@@ -108,84 +30,35 @@ fn two_of_three_signed_in_separate_processes_with_one_hsm_signer() {
     if !have_tools() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens");
-    std::fs::create_dir(&tokens).unwrap();
-    let conf = dir.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    let env = Env { dir, conf };
-    env.tool(
-        "softhsm2-util",
-        &[
-            "--init-token",
-            "--free",
-            "--label",
-            "offline-hsm",
-            "--so-pin",
-            "1111",
-            "--pin",
-            PIN,
-        ],
-    );
+    let (token, env) = Token::init("offline-hsm", "pw");
     for label in ["root-hsm", "targets-hsm"] {
-        env.tool(
-            "pkcs11-tool",
-            &[
-                "--module",
-                MODULE,
-                "--token-label",
-                "offline-hsm",
-                "--login",
-                "--pin",
-                PIN,
-                "--keypairgen",
-                "--key-type",
-                "EC:edwards25519",
-                "--label",
-                label,
-            ],
-        );
+        token.keypair(label, "EC:edwards25519");
     }
-    for k in [
+    env.keys(&[
         "root-a",
         "root-b",
         "targets-a",
         "targets-b",
         "snapshot",
         "timestamp",
-    ] {
-        env.ok(&[
-            "key",
-            "generate",
-            "--type",
-            "ed25519",
-            "--out",
-            &format!("{k}.pem"),
-            "--passphrase-env",
-            "KP",
-        ]);
-    }
+    ]);
     // Root and targets keys are given as public keys only: the repository
     // holds no way to sign them (offline), every signature comes from a
     // separate sign-file process.
     let mut pubs = BTreeMap::new();
     for role in ["root", "targets"] {
-        let hsm = env.public(
+        let hsm = public(
+            &env,
             &format!("{role}-hsm"),
-            &["--pkcs11", &uri(&format!("{role}-hsm"))],
+            &["--pkcs11", &token.uri(&format!("{role}-hsm"))],
         );
-        let a = env.public(
+        let a = public(
+            &env,
             &format!("{role}-a"),
             &[&format!("{role}-a.pem"), "--passphrase-env", "KP"],
         );
-        let b = env.public(
+        let b = public(
+            &env,
             &format!("{role}-b"),
             &[&format!("{role}-b.pem"), "--passphrase-env", "KP"],
         );
@@ -286,7 +159,7 @@ fn two_of_three_signed_in_separate_processes_with_one_hsm_signer() {
     // for targets: root ends 2 of 3 (file + HSM), targets 3 of 3 (merge of
     // the last one is allowed beyond the threshold).
     for role in ["root", "targets"] {
-        let f = sign(role, "hsm", &uri(&format!("{role}-hsm")));
+        let f = sign(role, "hsm", &token.uri(&format!("{role}-hsm")));
         env.ok(&["repo", "merge", "repo", "--role", role, &f]);
     }
     let f = sign("targets", "b", "targets-b.pem");

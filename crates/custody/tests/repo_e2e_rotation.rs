@@ -5,79 +5,29 @@
 //! own), leaving the trusted root.json byte-for-byte unchanged.
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
+use common::cli::Cli;
 use common::{Client, TestServer};
 
 const PW: &str = "rotation passphrase";
 
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn p(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_custody"))
-            .args(args)
-            .env("KP", PW)
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap()
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "custody {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
-    }
-    fn key(&self, name: &str) -> String {
-        let f = format!("{name}.pem");
-        self.ok(&[
-            "key",
-            "generate",
-            "--type",
-            "ed25519",
-            "--out",
-            &f,
-            "--passphrase-env",
-            "KP",
-        ]);
-        f
-    }
-    fn pubkey(&self, pem: &str) -> String {
-        let out = self.ok(&["key", "show", pem, "--passphrase-env", "KP", "--json"]);
-        let f = format!("{pem}.pub.json");
-        std::fs::write(self.p(&f), out).unwrap();
-        f
-    }
-    fn keyid(&self, pem: &str) -> String {
-        let out = self.ok(&["key", "show", pem, "--passphrase-env", "KP", "--json"]);
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        v["keyid"].as_str().unwrap().to_owned()
-    }
-    fn rotate(&self, add: &str, remove: &str) {
-        self.ok(&[
-            "repo",
-            "rotate-root",
-            "repo",
-            "--role",
-            "root",
-            "--add-key",
-            add,
-            "--remove-key",
-            remove,
-            "--passphrase-env",
-            "KP",
-        ]);
-    }
+/// `custody repo rotate-root repo --role root`: add key `add`, remove key
+/// id `remove`.
+fn rotate(env: &Cli, add: &str, remove: &str) {
+    env.ok(&[
+        "repo",
+        "rotate-root",
+        "repo",
+        "--role",
+        "root",
+        "--add-key",
+        add,
+        "--remove-key",
+        remove,
+        "--passphrase-env",
+        "KP",
+    ]);
 }
 
 /// Copy the published tree's metadata into `srv/metadata` (a plain copy, so
@@ -103,10 +53,8 @@ fn stderr(o: &common::Run) -> String {
 
 #[test]
 fn client_follows_two_rotations_and_refuses_one_sided_ones() {
-    let env = Env {
-        dir: tempfile::tempdir().unwrap(),
-    };
-    for k in [
+    let env = Cli::new(PW);
+    env.keys(&[
         "root1",
         "targets",
         "snapshot",
@@ -114,9 +62,7 @@ fn client_follows_two_rotations_and_refuses_one_sided_ones() {
         "root2",
         "root3",
         "root4",
-    ] {
-        env.key(k);
-    }
+    ]);
     env.ok(&[
         "repo",
         "init",
@@ -150,9 +96,9 @@ fn client_follows_two_rotations_and_refuses_one_sided_ones() {
 
     // two rotations: root1 -> root2 -> root3 (both key sets available, so
     // each new root carries old and new signatures)
-    env.rotate("root2.pem", &env.keyid("root1.pem"));
+    rotate(&env, "root2.pem", &env.keyid("root1.pem"));
     env.ok(&["repo", "publish", "repo", "out"]);
-    env.rotate("root3.pem", &env.keyid("root2.pem"));
+    rotate(&env, "root3.pem", &env.keyid("root2.pem"));
     env.ok(&["repo", "publish", "repo", "out"]);
 
     let srv = env.p("srv");
@@ -170,7 +116,7 @@ fn client_follows_two_rotations_and_refuses_one_sided_ones() {
     // rotate-root signs it with root3 alone. Exported, it is "signed by the
     // old keys only".
     let root4_pub = env.pubkey("root4.pem");
-    env.rotate(&root4_pub, &env.keyid("root3.pem"));
+    rotate(&env, &root4_pub, &env.keyid("root3.pem"));
     env.ok(&[
         "repo",
         "export",

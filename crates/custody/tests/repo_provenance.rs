@@ -2,23 +2,14 @@
 //! provenance-policy` through the real binary. The DSSE envelopes and the
 //! signer key come from an independent producer (python's `cryptography`,
 //! the PAE written from the DSSE spec), as a CI system would make them.
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use std::process::Command;
+
+use common::cli::{tree, Cli};
+use common::python;
 
 const PW: &str = "test passphrase";
-
-fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("CUSTODY_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
-    assert!(
-        p.exists(),
-        "python (with cryptography) not found: set CUSTODY_PYTHON or run ./scripts/test (creates .venv)"
-    );
-    p
-}
 
 /// Writes policy.toml and three envelopes for the file whose sha256 is
 /// argv[2], into directory argv[1]: good.dsse.json, evil-builder.dsse.json,
@@ -68,97 +59,10 @@ keyval = {{ public = "{pub}" }}
 ''')
 "#;
 
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn p(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_custody"))
-            .args(args)
-            .env("KP", PW)
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap()
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "custody {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
-    }
-    fn fail(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert_eq!(
-            o.status.code(),
-            Some(1),
-            "custody {args:?} should fail:\n{}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stderr).unwrap()
-    }
-}
-
-fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    fn walk(base: &Path, d: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-        let Ok(rd) = std::fs::read_dir(d) else { return };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(base, &p, out);
-            } else {
-                out.insert(
-                    p.strip_prefix(base).unwrap().to_owned(),
-                    std::fs::read(&p).unwrap(),
-                );
-            }
-        }
-    }
-    walk(dir, dir, &mut out);
-    out
-}
-
 #[test]
 fn stored_policy_gates_add_target_and_records_the_envelope_digest() {
-    let env = Env {
-        dir: tempfile::tempdir().unwrap(),
-    };
-    for k in ["root", "targets", "snapshot", "timestamp"] {
-        env.ok(&[
-            "key",
-            "generate",
-            "--type",
-            "ed25519",
-            "--out",
-            &format!("{k}.pem"),
-            "--passphrase-env",
-            "KP",
-        ]);
-    }
-    env.ok(&[
-        "repo",
-        "init",
-        "repo",
-        "--root-key",
-        "root.pem",
-        "--targets-key",
-        "targets.pem",
-        "--snapshot-key",
-        "snapshot.pem",
-        "--timestamp-key",
-        "timestamp.pem",
-        "--passphrase-env",
-        "KP",
-    ]);
+    let env = Cli::new(PW);
+    env.init_standard_repo();
     let fw = b"firmware image 2.0";
     std::fs::write(env.p("fw.bin"), fw).unwrap();
     let digest = hex::encode(ring::digest::digest(&ring::digest::SHA256, fw));

@@ -1,8 +1,12 @@
 //! Interop: python-tuf's ngclient (the reference client) consumes what
 //! `custody repo publish` writes, over real HTTP on loopback: root rotation,
 //! consistent snapshots, delegations and TAP 15 hash bins.
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use std::process::Command;
+
+use common::cli::Cli;
+use common::python;
 
 const PW: &str = "pw";
 
@@ -40,94 +44,38 @@ finally:
 print(json.dumps(res))
 "#;
 
-fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("CUSTODY_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+/// Run the python-tuf client (`CLIENT`) on the published `out`, with its
+/// own metadata and target directories in `work`.
+fn client(env: &Cli, work: &str, names: &[&str]) -> serde_json::Value {
+    let o = Command::new(python())
+        .arg("-c")
+        .arg(CLIENT)
+        .arg(env.p("out").join("."))
+        .arg(env.p(work))
+        .args(names)
+        .output()
+        .unwrap();
     assert!(
-        p.exists(),
-        "python-tuf not found: set CUSTODY_PYTHON or run ./scripts/test (creates .venv)"
+        o.status.success(),
+        "python-tuf client failed:\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
     );
-    p
-}
-
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn p(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_custody"))
-            .args(args)
-            .args(["--passphrase-env", "KP"])
-            .env("KP", PW)
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap()
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "custody {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
-    }
-    fn key(&self, name: &str, kt: &str) {
-        let f = format!("{name}.pem");
-        self.ok(&["key", "generate", "--type", kt, "--out", &f]);
-    }
-    fn client(&self, work: &str, names: &[&str]) -> serde_json::Value {
-        let o = Command::new(python())
-            .arg("-c")
-            .arg(CLIENT)
-            .arg(self.p("out").join("."))
-            .arg(self.p(work))
-            .args(names)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "python-tuf client failed:\n{}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        serde_json::from_slice(&o.stdout).unwrap()
-    }
+    serde_json::from_slice(&o.stdout).unwrap()
 }
 
 #[test]
 fn python_tuf_client_reads_custody_repository() {
-    let env = Env {
-        dir: tempfile::tempdir().unwrap(),
-    };
+    let env = Cli::new(PW).with_passphrase_on_every_command();
     // every key type custody generates, so python-tuf verifies each scheme
-    env.key("root", "ecdsa-p256");
-    env.key("targets", "ed25519");
-    env.key("snapshot", "ecdsa-p384");
-    env.key("timestamp", "ed25519");
-    env.key("boards", "rsa-pss");
-    env.key("bins", "ed25519");
-    env.key("root2", "ed25519");
-    env.ok(&[
-        "repo",
-        "init",
-        "repo",
-        "--root-key",
-        "root.pem",
-        "--targets-key",
-        "targets.pem",
-        "--snapshot-key",
-        "snapshot.pem",
-        "--timestamp-key",
-        "timestamp.pem",
-    ]);
+    env.key_of_type("root", "ecdsa-p256");
+    env.key_of_type("targets", "ed25519");
+    env.key_of_type("snapshot", "ecdsa-p384");
+    env.key_of_type("timestamp", "ed25519");
+    env.key_of_type("boards", "rsa-pss");
+    env.key_of_type("bins", "ed25519");
+    env.key_of_type("root2", "ed25519");
+    env.init_repo(&[]);
     std::fs::write(env.p("a.txt"), "top-level target").unwrap();
     std::fs::write(env.p("fw.bin"), "board firmware").unwrap();
     std::fs::write(env.p("app.tgz"), "binned app").unwrap();
@@ -184,7 +132,8 @@ fn python_tuf_client_reads_custody_repository() {
     ]);
     env.ok(&["repo", "publish", "repo", "out"]);
 
-    let r = env.client(
+    let r = client(
+        &env,
         "c1",
         &["docs/a.txt", "boards/fw.bin", "apps/app.tgz", "nope/x"],
     );
@@ -214,7 +163,7 @@ fn python_tuf_client_reads_custody_repository() {
         "docs/a2.txt",
     ]);
     env.ok(&["repo", "publish", "repo", "out"]);
-    let r = env.client("c1", &["docs/a2.txt"]);
+    let r = client(&env, "c1", &["docs/a2.txt"]);
     assert_eq!(r["root_version"], 2);
     assert_eq!(r["docs/a2.txt"], "second");
 }

@@ -21,41 +21,12 @@
 //! walk needs.
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
-
+use common::cli::Cli;
 use common::TestServer;
 use tough::{
     IntoVec, RepositoryLoader, TargetName, Transport, TransportError, TransportErrorKind,
     TransportStream,
 };
-
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn p(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_custody"))
-            .args(args)
-            .env("KP", "pw")
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap()
-    }
-    fn ok(&self, args: &[&str]) {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "custody {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
-}
 
 #[derive(Debug, Clone)]
 struct UreqTransport;
@@ -99,36 +70,9 @@ impl Transport for UreqTransport {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tough_reads_a_custody_repository_over_http() {
-    let env = Env {
-        dir: tempfile::tempdir().unwrap(),
-    };
-    for k in ["root", "targets", "snapshot", "timestamp", "apps"] {
-        env.ok(&[
-            "key",
-            "generate",
-            "--type",
-            "ed25519",
-            "--out",
-            &format!("{k}.pem"),
-            "--passphrase-env",
-            "KP",
-        ]);
-    }
-    env.ok(&[
-        "repo",
-        "init",
-        "repo",
-        "--root-key",
-        "root.pem",
-        "--targets-key",
-        "targets.pem",
-        "--snapshot-key",
-        "snapshot.pem",
-        "--timestamp-key",
-        "timestamp.pem",
-        "--passphrase-env",
-        "KP",
-    ]);
+    let env = Cli::new("pw");
+    env.keys(&["root", "targets", "snapshot", "timestamp", "apps"]);
+    env.init_repo(&[]);
     env.ok(&[
         "repo",
         "delegate",

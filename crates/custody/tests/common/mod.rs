@@ -1,8 +1,11 @@
-//! Shared support for the `custody client` integration tests.
+//! Shared support for the `custody client` and `custody repo` integration
+//! tests.
 #![allow(dead_code, unused_imports)]
 
+pub mod cli;
 pub mod repo;
 pub mod server;
+pub mod softhsm;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
