@@ -266,7 +266,7 @@ mod tests {
     fn first_install_and_upgrades_are_decided() {
         let v2 = target("app-2", 2);
         assert_eq!(
-            decide(DEV, &[v2.clone()], None, None, now()).unwrap(),
+            decide(DEV, std::slice::from_ref(&v2), None, None, now()).unwrap(),
             Decision::Install {
                 index: 0,
                 rollback_authorized: false
@@ -274,7 +274,7 @@ mod tests {
         );
         let v1 = target("app-1", 1);
         assert_eq!(
-            decide(DEV, &[v2.clone()], installed(&v1), None, now()).unwrap(),
+            decide(DEV, std::slice::from_ref(&v2), installed(&v1), None, now()).unwrap(),
             Decision::Install {
                 index: 0,
                 rollback_authorized: false
@@ -282,7 +282,7 @@ mod tests {
         );
         // the installed one again: nothing to do; nothing assigned: same
         assert_eq!(
-            decide(DEV, &[v2.clone()], installed(&v2), None, now()).unwrap(),
+            decide(DEV, std::slice::from_ref(&v2), installed(&v2), None, now()).unwrap(),
             Decision::Keep
         );
         assert_eq!(
