@@ -18,13 +18,13 @@
 //!    [`MemoryTransport`] from bundle bytes offline), over the device's
 //!    persisted image metadata; each director target is looked up through
 //!    the delegation graph.
-//! 4. **Agreement**: [`BoundTarget::agrees_with_image`] (length, hashes),
+//! 4. **Agreement**: [`BoundTarget::agrees_with_image`](custody_director::director::BoundTarget::agrees_with_image) (length, hashes),
 //!    plus, when the image target's signed `custom` names them, the
-//!    hardware id and the release counter ([`BoundTarget::agrees_with_image_for`]).
-//! 5. **Anti-rollback**: a release counter below the installed one is
-//!    refused unless the director passed a rollback authorisation that
-//!    verifies with this device's provisioned rollback keys
-//!    (custody-director's [`RollbackAuthorization::verify`]).
+//!    hardware id and the release counter ([`BoundTarget::agrees_with_image_for`](custody_director::director::BoundTarget::agrees_with_image_for)).
+//! 5. **Install decision**: custody-director's [`install::decide`]:
+//!    anti-rollback (a release counter below the installed one is refused
+//!    unless the director passed a rollback authorisation that verifies with
+//!    this device's provisioned rollback keys) and at most one new target.
 //!
 //! The payload's bytes are verified later, while streaming, by custody-tuf's
 //! `TargetVerifier` against the image repository's entry (which step 4
@@ -35,8 +35,8 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use custody_client::{ClientError, FetchError, Fetched, Transport, Updater, UpdaterConfig};
-use custody_director::director::BoundTarget;
-use custody_director::rollback::{RollbackAuthorization, RollbackKeys};
+use custody_director::install::{self, Decision, InstallError, TargetId};
+use custody_director::rollback::RollbackKeys;
 use custody_director::wire::DirectorMetadataSet;
 use custody_director::{verify_director_targets_for_device, DirectorError};
 use custody_tuf::TargetFile;
@@ -263,57 +263,44 @@ pub struct VerifiedUpdate {
     pub install: Option<VerifiedTarget>,
 }
 
-/// Whether `installed` is this exact target (name, counter and every
-/// shared hash).
-pub fn is_same_target(installed: &TargetMeta, t: &TargetMeta) -> bool {
-    installed.name == t.name
-        && installed.release_counter == t.release_counter
-        && installed.length == t.length
-        && t.hashes.iter().all(|(alg, h)| {
-            installed
-                .hashes
-                .get(alg)
-                .is_none_or(|i| i.eq_ignore_ascii_case(h))
-        })
+impl From<InstallError> for VerifyError {
+    fn from(e: InstallError) -> Self {
+        match e {
+            InstallError::Downgrade {
+                target,
+                offered,
+                installed,
+                why,
+            } => VerifyError::Downgrade {
+                target,
+                offered,
+                installed,
+                why: why.to_string(),
+            },
+            InstallError::TooManyTargets { names } => VerifyError::TooManyTargets {
+                count: names.len(),
+                names: names.join(", "),
+            },
+        }
+    }
 }
 
-fn check_counter(
-    trust: &DeviceTrust<'_>,
-    bound: &BoundTarget,
-    installed: Option<&TargetMeta>,
-    now: DateTime<Utc>,
-) -> Result<bool, VerifyError> {
-    let Some(inst) = installed else {
-        return Ok(false);
-    };
-    if bound.release_counter >= inst.release_counter {
-        return Ok(false);
+impl TargetMeta {
+    /// This target's identity for custody-director's install decision.
+    fn id(&self) -> TargetId<'_> {
+        TargetId {
+            name: &self.name,
+            release_counter: self.release_counter,
+            length: self.length,
+            hashes: &self.hashes,
+        }
     }
-    let downgrade = |why: String| VerifyError::Downgrade {
-        target: bound.name.clone(),
-        offered: bound.release_counter,
-        installed: inst.release_counter,
-        why,
-    };
-    let Some(auth) = &bound.rollback_authorization else {
-        return Err(downgrade("no rollback authorisation accompanies it".into()));
-    };
-    let Some(keys) = trust.rollback_keys else {
-        return Err(downgrade(
-            "a rollback authorisation came with it, but this device has no rollback keys provisioned".into(),
-        ));
-    };
-    let bytes = serde_json::to_vec(auth).map_err(|e| downgrade(e.to_string()))?;
-    let auth = RollbackAuthorization::from_bytes(&bytes).map_err(|e| downgrade(e.to_string()))?;
-    auth.verify(
-        keys,
-        trust.device_id,
-        &bound.name,
-        bound.release_counter,
-        now,
-    )
-    .map_err(|e| downgrade(e.to_string()))?;
-    Ok(true)
+}
+
+/// Whether `installed` is this exact target (name, counter, length and
+/// every shared hash; custody-director's [`TargetId::is_same`]).
+pub fn is_same_target(installed: &TargetMeta, t: &TargetMeta) -> bool {
+    installed.id().is_same(&t.id())
 }
 
 /// Verify director metadata and the image repository for this device and
@@ -382,8 +369,6 @@ pub fn verify_update<I: Transport>(
         // 4. both repositories agree
         b.agrees_with_image_for(&info, trust.hardware_id)
             .map_err(|e| VerifyError::Disagree(Box::new(e)))?;
-        // 5. anti-rollback
-        let rollback_authorized = check_counter(trust, b, installed, now)?;
         let meta = TargetMeta {
             name: b.name.clone(),
             length: b.length,
@@ -395,26 +380,27 @@ pub fn verify_update<I: Transport>(
             remote_path: img.trusted().target_remote_path(&b.name, &info),
             meta,
             image: info,
-            rollback_authorized,
+            // set by the install decision below
+            rollback_authorized: false,
         });
     }
-    let new: Vec<&VerifiedTarget> = targets
-        .iter()
-        .filter(|t| !installed.is_some_and(|i| is_same_target(i, &t.meta)))
-        .collect();
-    let install = match new.as_slice() {
-        [] => None,
-        [one] => Some((*one).clone()),
-        many => {
-            return Err(VerifyError::TooManyTargets {
-                count: many.len(),
-                names: many
-                    .iter()
-                    .map(|t| t.meta.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })
-        }
+    // 5. the install decision (anti-rollback, at most one new target);
+    // `targets[i]` is `bound[i]`, verified
+    let install = match install::decide(
+        trust.device_id,
+        &bound,
+        installed.map(TargetMeta::id),
+        trust.rollback_keys,
+        now,
+    )? {
+        Decision::Keep => None,
+        Decision::Install {
+            index,
+            rollback_authorized,
+        } => targets.get_mut(index).map(|t| {
+            t.rollback_authorized = rollback_authorized;
+            t.clone()
+        }),
     };
     Ok(VerifiedUpdate {
         director_targets_version,

@@ -50,6 +50,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
+use crate::image::{self, ImageCustom};
+
 /// Name of the signed top-level binding field.
 pub const DEVICE_BINDING_FIELD: &str = "x-custody-device";
 
@@ -509,9 +511,6 @@ impl BoundTarget {
         hardware_id: &str,
     ) -> Result<(), DirectorError> {
         self.agrees_with_image(image)?;
-        let Some(custom) = image.custom.as_ref() else {
-            return Ok(());
-        };
         let err =
             |field, image: String, expected_from, expected: String| DirectorError::ImageCustom {
                 target: self.name.clone(),
@@ -521,26 +520,27 @@ impl BoundTarget {
                 expected,
             };
         let device = || format!("{hardware_id:?}");
-        if let Some(h) = custom.get("hardware_id") {
-            if h.as_str() != Some(hardware_id) {
-                return Err(err("hardware_id", h.to_string(), "this device", device()));
+        let director = || self.release_counter.to_string();
+        // custody-director's one reader of an image target's `custom`; a
+        // mistyped field contradicts whoever it would have been checked
+        // against.
+        let custom = ImageCustom::of_target(&self.name, image).map_err(|e| {
+            if e.field == image::RELEASE_COUNTER {
+                err(e.field, e.found, "the director", director())
+            } else {
+                err(e.field, e.found, "this device", device())
             }
+        })?;
+        if let Some((field, found)) = custom.hardware_refusal(hardware_id) {
+            return Err(err(field, found, "this device", device()));
         }
-        if let Some(hs) = custom.get("hardware_ids") {
-            let listed = hs
-                .as_array()
-                .is_some_and(|a| a.iter().any(|h| h.as_str() == Some(hardware_id)));
-            if !listed {
-                return Err(err("hardware_ids", hs.to_string(), "this device", device()));
-            }
-        }
-        if let Some(c) = custom.get("release_counter") {
-            if c.as_u64() != Some(self.release_counter) {
+        if let Some(c) = custom.release_counter {
+            if c != self.release_counter {
                 return Err(err(
-                    "release_counter",
+                    image::RELEASE_COUNTER,
                     c.to_string(),
                     "the director",
-                    self.release_counter.to_string(),
+                    director(),
                 ));
             }
         }

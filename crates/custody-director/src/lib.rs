@@ -17,20 +17,25 @@
 //! | [`registry`] | the device record, status, re-attestation |
 //! | [`enrol`] | one-time tokens, factory X.509 identity, [`enrol::enrol`] |
 //! | [`director`] | per-device director metadata, [`verify_director_targets_for_device`] |
+//! | [`image`] | [`image::ImageCustom`]: the release facts an image target's signed `custom` names (director and device read them here) |
+//! | [`install`] | [`install::decide`]: the device's install decision (anti-rollback, rollback authorisations, at most one new target) |
 //! | [`rollback`] | rollback authorisations (device and director verify them) |
-//! | [`policy`] | rollouts, stages, buckets, canary gates, windows, pins, anti-rollback, yanks |
+//! | [`policy`] | rollouts, stages ([`policy::Rollout::device_stage`]), buckets, canary gates, windows, pins, anti-rollback, yanks, [`policy::Release::from_image`] |
 //!
 //! # Features
 //! `server` (default) adds [`enrol`] (rustls-webpki, x509-cert) and
 //! [`policy`] (croner, chrono-tz). A device agent uses
 //! `default-features = false`: wire types, request and manifest signing,
-//! the director binding check and rollback authorisation verification.
+//! the director binding check, the image `custom` reader, the install
+//! decision and rollback authorisation verification.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod director;
 #[cfg(feature = "server")]
 pub mod enrol;
+pub mod image;
+pub mod install;
 pub mod keys;
 pub mod manifest;
 #[cfg(feature = "server")]

@@ -36,11 +36,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 
 use chrono::{DateTime, Duration, Utc};
-use custody_tuf::Hashes;
+use custody_tuf::{Hashes, TargetFile};
 use ring::digest;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::image::{ImageCustom, ImageCustomError};
 use crate::registry::{DeviceRecord, EffectiveStatus, ReattestationPolicy};
 pub use crate::rollback::{
     RollbackAuthorization, RollbackBody, RollbackKeys, MAX_ROLLBACK_AUTH_BYTES, TYPE_ROLLBACK,
@@ -178,9 +179,109 @@ pub struct Release {
 }
 
 impl Release {
-    fn supports(&self, hw: &str) -> bool {
+    /// Is the release built for hardware id `hw` (an empty set: any)?
+    pub fn supports(&self, hw: &str) -> bool {
         self.hardware_ids.is_empty() || self.hardware_ids.contains(hw)
     }
+
+    /// The release an image repository target `name` describes: its signed
+    /// length and hashes, and the release counter and hardware ids read from
+    /// its signed `custom` ([`ImageCustom`], the reader the device checks
+    /// the same fields with).
+    ///
+    /// `counter` and `hardware_ids` are the operator's: a counter must equal
+    /// the image's `custom.release_counter` when it names one (and is needed
+    /// when it does not); hardware ids must be among those the image's
+    /// `custom` allows when it restricts them (default: exactly those). The
+    /// director thus never assigns a release a device would refuse on these
+    /// fields.
+    pub fn from_image(
+        name: &str,
+        entry: &TargetFile,
+        counter: Option<u64>,
+        hardware_ids: Option<BTreeSet<String>>,
+    ) -> Result<Release, ReleaseError> {
+        let custom = ImageCustom::of_target(name, entry)?;
+        let target = || name.to_owned();
+        let release_counter = match (custom.release_counter, counter) {
+            (Some(image), Some(given)) if image != given => {
+                return Err(ReleaseError::CounterDiffers {
+                    target: target(),
+                    given,
+                    image,
+                })
+            }
+            (Some(image), _) => image,
+            (None, Some(given)) => given,
+            (None, None) => return Err(ReleaseError::NoCounter { target: target() }),
+        };
+        let signed = custom.hardware();
+        if signed.as_ref().is_some_and(BTreeSet::is_empty) {
+            return Err(ReleaseError::NoHardware { target: target() });
+        }
+        let hardware_ids = match (hardware_ids.filter(|h| !h.is_empty()), signed) {
+            (Some(given), Some(signed)) => {
+                if let Some(hw) = given.iter().find(|h| !signed.contains(*h)) {
+                    return Err(ReleaseError::HardwareNotSigned {
+                        target: target(),
+                        hardware_id: hw.clone(),
+                        signed: signed.into_iter().collect::<Vec<_>>().join(", "),
+                    });
+                }
+                given
+            }
+            (Some(given), None) => given,
+            (None, signed) => signed.unwrap_or_default(),
+        };
+        Ok(Release {
+            name: name.to_owned(),
+            length: entry.length,
+            hashes: entry.hashes.clone(),
+            release_counter,
+            hardware_ids,
+        })
+    }
+}
+
+/// Why an image repository target cannot be a release
+/// ([`Release::from_image`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReleaseError {
+    /// a signed `custom` field has the wrong type
+    #[error(transparent)]
+    Custom(#[from] ImageCustomError),
+    /// the operator's counter contradicts the signed one
+    #[error("target {target:?}: release_counter {given} differs from the image repository's custom.release_counter {image}")]
+    CounterDiffers {
+        /// target path
+        target: String,
+        /// the operator's counter
+        given: u64,
+        /// the image repository's
+        image: u64,
+    },
+    /// neither the image nor the operator names a counter
+    #[error("target {target:?} has no custom.release_counter in the image repository; give release_counter")]
+    NoCounter {
+        /// target path
+        target: String,
+    },
+    /// the signed hardware restrictions exclude every hardware id
+    #[error("target {target:?}: the image repository's custom.hardware_id / custom.hardware_ids allow no hardware id together; no device would accept it")]
+    NoHardware {
+        /// target path
+        target: String,
+    },
+    /// the operator names hardware the image is not signed for
+    #[error("target {target:?}: hardware id {hardware_id:?} is not among those the image repository's custom allows ({signed}); such a device would refuse it")]
+    HardwareNotSigned {
+        /// target path
+        target: String,
+        /// the operator's hardware id
+        hardware_id: String,
+        /// the signed ones
+        signed: String,
+    },
 }
 
 /// Which devices a rollout is for. Absent criteria match everything;
@@ -447,11 +548,26 @@ impl Rollout {
         }
     }
 
+    /// Is `d` one of the rollout's devices at all: its selector matches and
+    /// the release is built for its hardware (whatever the stage or state)?
+    pub fn selects(&self, d: &DeviceView) -> bool {
+        self.selector.matches(d) && self.release.supports(&d.hardware_id)
+    }
+
+    /// The stage a device belongs to: the first whose cumulative share
+    /// covers its bucket. Stages are nested, so the device is covered from
+    /// this stage on. Install reports count for the gate of this stage,
+    /// not of the rollout's current one: a canary device's late report must
+    /// not count for a later stage. `None` only for a stage list
+    /// [`Rollout::new`] refuses (the last stage covers everyone).
+    pub fn device_stage(&self, device_id: &str) -> Option<usize> {
+        let b = bucket(&self.seed, device_id);
+        self.stages.iter().position(|s| b < s.share_bp)
+    }
+
     /// Is `d` covered by the rollout right now (ignoring windows)?
     pub fn covers(&self, d: &DeviceView) -> bool {
-        self.selector.matches(d)
-            && self.release.supports(&d.hardware_id)
-            && bucket(&self.seed, &d.id) < self.current_share()
+        self.selects(d) && bucket(&self.seed, &d.id) < self.current_share()
     }
 
     /// Is any maintenance window open (or none configured)?
@@ -745,4 +861,204 @@ pub fn remediation_set<'a>(fleet: &'a [DeviceView], yank: &Yank) -> Vec<&'a str>
         .filter(|d| d.installed.as_ref().is_some_and(|i| i.name == yank.target))
         .map(|d| d.id.as_str())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn release(hw: &[&str]) -> Release {
+        Release {
+            name: "app-2".into(),
+            length: 3,
+            hashes: [("sha256".to_owned(), "ab".repeat(32))].into(),
+            release_counter: 2,
+            hardware_ids: hw.iter().map(|h| (*h).to_owned()).collect(),
+        }
+    }
+
+    fn device(id: &str, hw: &str) -> DeviceView {
+        DeviceView {
+            id: id.into(),
+            hardware_id: hw.into(),
+            environment: "prod".into(),
+            group: "g".into(),
+            tags: Default::default(),
+            usable: true,
+            installed: None,
+        }
+    }
+
+    fn rollout(shares: &[u32], hw: &[&str]) -> Rollout {
+        let stages = shares
+            .iter()
+            .map(|&share_bp| Stage {
+                share_bp,
+                gate: Gate::default(),
+            })
+            .collect();
+        Rollout::new(
+            "r1",
+            "seed",
+            release(hw),
+            Selector::default(),
+            stages,
+            vec![],
+        )
+        .unwrap()
+    }
+
+    /// A device whose bucket in `seed` is in `lo..hi`.
+    fn device_in(seed: &str, lo: u32, hi: u32) -> String {
+        (0..1_000_000)
+            .map(|i| format!("dev-{i}"))
+            .find(|d| (lo..hi).contains(&bucket(seed, d)))
+            .unwrap()
+    }
+
+    /// A canary's report must count for the canary stage's gate even after
+    /// the rollout moved on: its stage is its own, not the current one.
+    #[test]
+    fn a_device_keeps_its_stage_when_the_rollout_advances() {
+        let mut r = rollout(&[1_000, 5_000, BUCKETS], &[]);
+        let canary = device_in("seed", 0, 1_000);
+        let second = device_in("seed", 1_000, 5_000);
+        let last = device_in("seed", 5_000, BUCKETS);
+        assert_eq!(r.device_stage(&canary), Some(0));
+        assert_eq!(r.device_stage(&second), Some(1));
+        assert_eq!(r.device_stage(&last), Some(2));
+        r.apply(&GateDecision::Advance { to: 2 });
+        assert_eq!(r.device_stage(&canary), Some(0));
+        // nested: covered from its stage on, never before
+        for (d, stage) in [(&canary, 0), (&second, 1), (&last, 2)] {
+            for at in 0..3 {
+                r.stage = at;
+                assert_eq!(r.covers(&device(d, "hw")), at >= stage, "{d} at {at}");
+            }
+        }
+    }
+
+    /// A stage list `Rollout::new` refuses (nobody covered at the end) has
+    /// no stage for an uncovered device rather than a made-up one.
+    #[test]
+    fn no_stage_outside_every_share() {
+        let mut r = rollout(&[BUCKETS], &[]);
+        r.stages = vec![Stage {
+            share_bp: 1,
+            gate: Gate::default(),
+        }];
+        let outside = device_in("seed", 1, BUCKETS);
+        assert_eq!(r.device_stage(&outside), None);
+    }
+
+    /// A release built for other hardware does not select the device, at
+    /// any stage.
+    #[test]
+    fn selects_needs_the_release_built_for_the_hardware() {
+        let r = rollout(&[BUCKETS], &["hw-a"]);
+        assert!(r.selects(&device("d", "hw-a")));
+        assert!(!r.selects(&device("d", "hw-b")));
+        assert!(!r.covers(&device("d", "hw-b")));
+        assert!(rollout(&[BUCKETS], &[]).selects(&device("d", "hw-b")));
+    }
+
+    fn image(custom: Value) -> TargetFile {
+        serde_json::from_value(json!({
+            "length": 3, "hashes": {"sha256": "ab".repeat(32)}, "custom": custom,
+        }))
+        .unwrap()
+    }
+
+    fn set(v: &[&str]) -> BTreeSet<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_release_reads_counter_and_hardware_from_the_image() {
+        let r = Release::from_image(
+            "app-2",
+            &image(json!({"release_counter": 2, "hardware_ids": ["hw-a", "hw-b"]})),
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(r, release(&["hw-a", "hw-b"]));
+        // a single hardware_id restricts as well (the device checks it)
+        let r = Release::from_image(
+            "app-2",
+            &image(json!({"release_counter": 2, "hardware_id": "hw-a"})),
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(r.hardware_ids, set(&["hw-a"]));
+        // the operator may narrow, and name the counter when the image does not
+        let r = Release::from_image(
+            "app-2",
+            &image(json!({"hardware_ids": ["hw-a", "hw-b"]})),
+            Some(2),
+            Some(set(&["hw-b"])),
+        )
+        .unwrap();
+        assert_eq!(r, release(&["hw-b"]));
+        let r = Release::from_image("app-2", &image(json!({})), Some(2), None).unwrap();
+        assert_eq!(r, release(&[]));
+    }
+
+    /// What the device would refuse is refused when the release is made:
+    /// a counter other than the signed one, hardware the image is not
+    /// signed for, a mistyped restriction (which must not read as "any").
+    #[test]
+    fn a_release_the_device_would_refuse_is_refused() {
+        let e = Release::from_image(
+            "app-2",
+            &image(json!({"release_counter": 3})),
+            Some(2),
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ReleaseError::CounterDiffers {
+                    given: 2,
+                    image: 3,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = Release::from_image("app-2", &image(json!({})), None, None).unwrap_err();
+        assert!(matches!(e, ReleaseError::NoCounter { .. }), "{e}");
+        let e = Release::from_image(
+            "app-2",
+            &image(json!({"release_counter": 2, "hardware_ids": ["hw-a"]})),
+            None,
+            Some(set(&["hw-a", "hw-c"])),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&e, ReleaseError::HardwareNotSigned { hardware_id, .. } if hardware_id == "hw-c"),
+            "{e}"
+        );
+        for none in [
+            json!({"release_counter": 2, "hardware_ids": []}),
+            json!({"release_counter": 2, "hardware_id": "hw-a", "hardware_ids": ["hw-b"]}),
+        ] {
+            let e = Release::from_image("app-2", &image(none.clone()), None, None).unwrap_err();
+            assert!(matches!(e, ReleaseError::NoHardware { .. }), "{none}: {e}");
+        }
+        let e = Release::from_image(
+            "app-2",
+            &image(json!({"release_counter": 2, "hardware_ids": "hw-a"})),
+            None,
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&e, ReleaseError::Custom(c) if c.field == "hardware_ids"),
+            "{e}"
+        );
+    }
 }

@@ -53,6 +53,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod custom;
 pub mod dsse;
 pub mod error;
 pub mod policy;
@@ -62,17 +63,17 @@ pub mod statement;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
+pub use custom::{
+    check_can_carry_digest, names_provenance, provenance_custom, provenance_digest,
+    with_provenance_digest, CustomFieldError, PROVENANCE_CUSTOM_FIELD, PROVENANCE_CUSTOM_POINTER,
+};
 pub use dsse::{pae, DsseSignature, Envelope, IN_TOTO_PAYLOAD_TYPE};
 pub use error::{ParseError, PolicyError};
 pub use policy::{Policy, PolicySpec, Rule, Signers, SourceRule};
 pub use slsa::{Provenance, Source, SourceOrigin, SLSA_PROVENANCE_V1};
 pub use statement::{DigestSet, Statement, Subject, STATEMENT_TYPE_V1};
-
-/// Dotted path of the field in a TUF target's `custom` object that holds
-/// the hex sha256 of the accepted provenance envelope.
-pub const PROVENANCE_CUSTOM_FIELD: &str = "custody.provenance.sha256";
 
 /// Default maximum envelope size (1 MiB; real SLSA envelopes are a few KiB).
 pub const MAX_ENVELOPE_BYTES: usize = 1 << 20;
@@ -125,7 +126,7 @@ impl Accepted {
     /// `{"custody": {"provenance": {"sha256": "<hex>"}}}`, to merge into the
     /// target's `custom` object.
     pub fn custom_metadata(&self) -> Value {
-        json!({"custody": {"provenance": {"sha256": self.envelope_sha256}}})
+        provenance_custom(&self.envelope_sha256)
     }
 }
 

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use custody_repo::custody_provenance::Policy;
+use custody_repo::custody_provenance::{self, Policy};
 use custody_repo::keyring::{KeyLocation, KeyRing};
 use custody_repo::passphrase::SecretSource;
 use custody_repo::policy::ExpiryPolicy;
@@ -169,14 +169,6 @@ fn io<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> Au
     }
 }
 
-/// The provenance digest a staged target's `custom` carries
-/// (`custody.provenance.sha256`), if any.
-pub fn provenance_digest(custom: Option<&serde_json::Value>) -> Option<&str> {
-    custom?
-        .pointer("/custody/provenance/sha256")
-        .and_then(serde_json::Value::as_str)
-}
-
 /// The envelope of a publish group (its targets share one `custom`, so one
 /// provenance digest): read bounded, and its bytes must still hash to the
 /// digest checked at staging.
@@ -184,7 +176,7 @@ fn group_envelope(group: &[&WantedTarget]) -> Result<ProvenanceInput, AuthoringE
     let Some(t) = group.first() else {
         return Ok(ProvenanceInput::default());
     };
-    let Some(want) = provenance_digest(t.custom.as_ref()) else {
+    let Some(want) = custody_provenance::provenance_digest(t.custom.as_ref()) else {
         return Ok(ProvenanceInput::default());
     };
     let Some(path) = &t.provenance else {

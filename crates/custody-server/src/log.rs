@@ -905,13 +905,13 @@ pub async fn log_targets(
             name: name.clone(),
             hashes: t.hashes,
             length: t.length,
-            release_counter: custom
-                .and_then(|c| c.get("release_counter"))
-                .and_then(serde_json::Value::as_u64),
+            // custody-director's reader (none when the custom is mistyped:
+            // no device accepts such a target)
+            release_counter: custody_director::image::ImageCustom::read(name, custom)
+                .ok()
+                .and_then(|c| c.release_counter),
             signing_keyids: keyids.clone(),
-            provenance_sha256: custom
-                .and_then(|c| c.pointer("/custody/provenance/sha256"))
-                .and_then(serde_json::Value::as_str)
+            provenance_sha256: custody_repo::custody_provenance::provenance_digest(custom)
                 .map(str::to_owned),
             targets_version,
         })

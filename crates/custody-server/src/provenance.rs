@@ -408,7 +408,7 @@ async fn get_envelope(
     let staged = st.storage.list_staged(&repo).await?;
     let named = staged
         .iter()
-        .any(|t| crate::authoring::provenance_digest(Some(&t.custom)) == Some(sha.as_str()));
+        .any(|t| custody_provenance::provenance_digest(Some(&t.custom)) == Some(sha.as_str()));
     let bytes = if named {
         Some(read_envelope(&st, &hash).await?)
     } else {
@@ -458,7 +458,7 @@ pub async fn envelope_file(
     st: &Arc<AppState>,
     custom: Option<&serde_json::Value>,
 ) -> ApiResult<Option<std::path::PathBuf>> {
-    let Some(sha) = crate::authoring::provenance_digest(custom) else {
+    let Some(sha) = custody_provenance::provenance_digest(custom) else {
         return Ok(None);
     };
     let hash = Sha256Hex::parse(sha)
@@ -487,15 +487,15 @@ pub async fn gate_stage(
     custom: serde_json::Value,
     provenance_sha256: Option<&str>,
 ) -> ApiResult<Gated> {
-    if custom.pointer("/custody/provenance").is_some() {
+    if custody_provenance::names_provenance(&custom) {
         return Err(ApiError::bad_request(format!(
             "custom.custody.provenance of target {name:?} is set by the server from a checked envelope; \
              give the envelope as provenance_sha256 instead"
         )));
     }
-    if custom.get("custody").is_some_and(|c| !c.is_object()) {
+    if let Err(e) = custody_provenance::check_can_carry_digest(&custom) {
         return Err(ApiError::bad_request(format!(
-            "custom.custody of target {name:?} must be a JSON object (the server adds custody.provenance to it)"
+            "target {name:?}: {e} (the server adds custody.provenance to it)"
         )));
     }
     let envelope = match provenance_sha256 {
@@ -553,7 +553,9 @@ pub async fn gate_stage(
     .map_err(|e| ApiError::internal(format!("provenance check task failed: {e}")))?;
     match decision {
         Ok(Decision::Attested(a)) => {
-            let custom = with_digest(custom, &a.envelope_sha256)?;
+            let custom =
+                custody_provenance::with_provenance_digest(Some(custom), &a.envelope_sha256)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
             Ok(Gated {
                 custom,
                 note: Some(format!(
@@ -654,42 +656,9 @@ fn refusal_message(
     msg
 }
 
-/// `custom` with `custody.provenance.sha256` set, everything else kept.
-fn with_digest(custom: serde_json::Value, sha256: &str) -> ApiResult<serde_json::Value> {
-    let serde_json::Value::Object(mut obj) = custom else {
-        return Err(ApiError::bad_request("custom must be a JSON object"));
-    };
-    let entry = obj
-        .entry("custody")
-        .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
-    let serde_json::Value::Object(custody) = entry else {
-        return Err(ApiError::bad_request(
-            "custom.custody must be a JSON object (the server adds custody.provenance to it)",
-        ));
-    };
-    custody.insert("provenance".into(), serde_json::json!({ "sha256": sha256 }));
-    Ok(serde_json::Value::Object(obj))
-}
-
 #[derive(OpenApi)]
 #[openapi(
     paths(set_policy, get_policy, clear_policy, upload_envelope, get_envelope),
     components(schemas(PolicyInfo))
 )]
 pub struct ProvenanceDoc;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn digest_goes_into_custom_and_keeps_the_rest() {
-        let c = serde_json::json!({"release_counter": 3, "custody": {"other": 1}});
-        let out = with_digest(c, "ab").unwrap();
-        assert_eq!(out["release_counter"], 3);
-        assert_eq!(out["custody"]["other"], 1);
-        assert_eq!(out["custody"]["provenance"]["sha256"], "ab");
-        assert!(with_digest(serde_json::json!({"custody": 1}), "ab").is_err());
-        assert!(with_digest(serde_json::json!([]), "ab").is_err());
-    }
-}

@@ -143,32 +143,12 @@ pub(super) fn provenance_gate(
     Ok(accepted)
 }
 
-/// `custom` with `custody.provenance.sha256` set (custody-provenance's
-/// `PROVENANCE_CUSTOM_FIELD`), keeping everything else.
+/// `custom` with `custody.provenance.sha256` set, keeping everything else
+/// (custody-provenance owns the field).
 pub(super) fn with_provenance_digest(
     custom: Option<serde_json::Value>,
     sha256: &str,
 ) -> Result<serde_json::Value, RepoError> {
-    use serde_json::{Map, Value};
-    let mut obj = match custom {
-        None => Map::new(),
-        Some(Value::Object(m)) => m,
-        Some(other) => {
-            return Err(RepoError::Invalid(format!(
-                "custom metadata {other} is not a JSON object: it cannot also carry {}",
-                custody_provenance::PROVENANCE_CUSTOM_FIELD
-            )))
-        }
-    };
-    let custody = obj
-        .entry("custody")
-        .or_insert_with(|| Value::Object(Map::new()));
-    let Value::Object(custody) = custody else {
-        return Err(RepoError::Invalid(format!(
-            "custom.custody is not a JSON object: it cannot carry {}",
-            custody_provenance::PROVENANCE_CUSTOM_FIELD
-        )));
-    };
-    custody.insert("provenance".into(), serde_json::json!({ "sha256": sha256 }));
-    Ok(Value::Object(obj))
+    custody_provenance::with_provenance_digest(custom, sha256)
+        .map_err(|e| RepoError::Invalid(e.to_string()))
 }

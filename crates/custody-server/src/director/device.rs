@@ -640,13 +640,10 @@ async fn checkin_inner(
                 device_time: r.time,
                 received_at: at,
                 rollout_id: ro.map(|x| x.id.clone()),
-                // The device's own stage (the first whose share covers its
-                // bucket), not the rollout's current one: a late report of
-                // a canary device must not count for the next stage's gate.
-                stage: ro.map(|x| {
-                    let b = custody_director::policy::bucket(&x.seed, &id);
-                    x.stages.iter().position(|s| b < s.share_bp).unwrap_or(0) as u64
-                }),
+                // The device's own stage, not the rollout's current one: a
+                // late report of a canary device must not count for the
+                // next stage's gate.
+                stage: ro.and_then(|x| x.device_stage(&id)).map(|s| s as u64),
             }
         })
         .collect();

@@ -19,8 +19,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use chrono::{Duration, Utc};
 use custody_director::policy::{
-    assign, bucket, Assignment, DeviceView, Gate, Release, Rollout, RolloutState, Selector, Stage,
-    BUCKETS,
+    assign, Assignment, DeviceView, Gate, Release, Rollout, RolloutState, Selector, Stage, BUCKETS,
 };
 use custody_director::registry::{DeviceStatus, EffectiveStatus};
 use serde::{Deserialize, Serialize};
@@ -145,35 +144,10 @@ fn image_release(
             }
         }
     })?;
-    let tf = &tf;
-    let custom = tf.custom.as_ref();
-    let from_image = custom
-        .and_then(|c| c.get("release_counter"))
-        .and_then(serde_json::Value::as_u64);
-    let release_counter = match (from_image, counter) {
-        (Some(a), Some(b)) if a != b => {
-            return Err(ApiError::bad_request(format!(
-                "target {name:?}: release_counter {b} differs from the image repository's custom.release_counter {a}"
-            )))
-        }
-        (Some(a), _) => a,
-        (None, Some(b)) => b,
-        (None, None) => {
-            return Err(ApiError::bad_request(format!(
-                "target {name:?} has no custom.release_counter in the image repository; give release_counter"
-            )))
-        }
-    };
-    let hw_image: Option<BTreeSet<String>> = custom
-        .and_then(|c| c.get("hardware_ids"))
-        .and_then(|v| serde_json::from_value(v.clone()).ok());
-    Ok(Release {
-        name: name.to_owned(),
-        length: tf.length,
-        hashes: tf.hashes.clone(),
-        release_counter,
-        hardware_ids: hardware_ids.or(hw_image).unwrap_or_default(),
-    })
+    // custody-director reads the counter and hardware ids from the signed
+    // custom with the reader the device checks them with.
+    Release::from_image(name, &tf, counter, hardware_ids)
+        .map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 // ------------------------------------------------------------------ tokens
@@ -726,8 +700,9 @@ pub struct RolloutRequest {
     pub target: String,
     /// release counter (default: the image target's custom.release_counter)
     pub release_counter: Option<u64>,
-    /// hardware ids the release is built for (default: the image target's
-    /// custom.hardware_ids, else any)
+    /// hardware ids the release is built for: among those the image
+    /// target's custom.hardware_id / hardware_ids allow (default: those,
+    /// else any)
     pub hardware_ids: Option<BTreeSet<String>>,
     #[serde(default)]
     pub selector: SelectorSpec,
@@ -847,9 +822,7 @@ async fn status_of(d: &Director, r: &Rollout) -> ApiResult<RolloutStatus> {
     let mut per_stage = vec![0u64; r.stages.len()];
     for dev in &devices {
         let v = view(d, dev);
-        let supports =
-            r.release.hardware_ids.is_empty() || r.release.hardware_ids.contains(&v.hardware_id);
-        if !(r.selector.matches(&v) && supports) {
+        if !r.selects(&v) {
             continue;
         }
         selected += 1;
@@ -859,12 +832,10 @@ async fn status_of(d: &Director, r: &Rollout) -> ApiResult<RolloutStatus> {
         {
             installed += 1;
         }
-        let b = bucket(&r.seed, &v.id);
-        for (i, s) in r.stages.iter().enumerate() {
-            if b < s.share_bp {
-                if let Some(c) = per_stage.get_mut(i) {
-                    *c += 1;
-                }
+        // stages are nested: a device counts from its own stage on
+        if let Some(first) = r.device_stage(&v.id) {
+            for c in per_stage.iter_mut().skip(first) {
+                *c += 1;
             }
         }
     }
