@@ -233,6 +233,47 @@ mod checkin_connection_tests {
         }
     }
 
+    /// `$n` binds the n-th argument wherever it stands (as sqlx binds
+    /// it); a `$n` without an argument is refused, not bound to NULL.
+    #[test]
+    fn dollar_parameters_bind_by_number() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (a TEXT, b BIGINT, c BIGINT)")
+            .unwrap();
+        let insert = Stmt::new(
+            "INSERT INTO t (c, a, b) VALUES ($3, $1, $2 + $3)",
+            "insert",
+            vec![Arg::from("x"), Arg::from(2i64), Arg::from(None::<i64>)],
+        );
+        assert_eq!(run(&conn, &insert).unwrap(), 1);
+        let insert = Stmt::new(
+            "INSERT INTO t (c, a, b) VALUES ($3, $1, $2 + $3)",
+            "insert",
+            vec![Arg::from(Some("y")), Arg::from(2u64), Arg::from(5i64)],
+        );
+        assert_eq!(run(&conn, &insert).unwrap(), 1);
+        let rows: Vec<(String, Option<i64>, Option<i64>)> = conn
+            .prepare("SELECT a, b, c FROM t ORDER BY a")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            vec![("x".into(), None, None), ("y".into(), Some(7), Some(5))]
+        );
+        let missing = Stmt::new(
+            "UPDATE t SET b = $2 WHERE a = $1",
+            "update",
+            vec![Arg::from("x")],
+        );
+        assert!(matches!(
+            run(&conn, &missing),
+            Err(rusqlite::Error::InvalidParameterName(name)) if name == "$2"
+        ));
+    }
+
     #[tokio::test]
     async fn same_rules_as_apply_checkins() {
         let dir = tempfile::tempdir().unwrap();
