@@ -231,6 +231,14 @@ impl FromRef<Arc<AppState>> for Auth {
     }
 }
 
+/// The request metrics middleware and `/metrics` take the registry from
+/// the server state.
+impl FromRef<Arc<AppState>> for Metrics {
+    fn from_ref(state: &Arc<AppState>) -> Metrics {
+        state.metrics.clone()
+    }
+}
+
 /// Every audit record is also an entry of the transparency log.
 struct LogAuditTrail(Arc<ServerLog>);
 
