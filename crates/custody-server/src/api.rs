@@ -16,26 +16,16 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
-use crate::auth::credential::{self, PresentedCredential};
-use crate::auth::oidc::OidcError;
-use crate::auth::token::{self, Claims};
+use crate::auth::scope::{fleet_admin, validate_repo_name, validate_role_name, Scope, ScopeKind};
 use crate::auth::Caller;
 use crate::authoring::{AuthoringError, PublishOutcome, RoleSigState, WantedTarget};
-use crate::blobs::{random_hex, Sha256Hex};
-use crate::error::{ApiError, ErrorBody};
-use crate::scope::{validate_repo_name, validate_role_name, Scope, ScopeKind, ScopeSet};
+use crate::blobs::Sha256Hex;
+use crate::error::{json_body, ApiError, ErrorBody};
 use crate::state::{now, AppState};
-use crate::storage::{
-    AuditRecord, BlobRecord, CredentialRecord, PublishRecord, StagedTarget, YankRecord,
-};
+use crate::storage::{AuditRecord, BlobRecord, PublishRecord, StagedTarget, YankRecord};
 
 type St = State<Arc<AppState>>;
 type ApiResult<T> = Result<T, ApiError>;
-
-fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
-    body.map(|Json(b)| b)
-        .map_err(|e| ApiError::bad_request(format!("request body: {}", e.body_text())))
-}
 
 pub(crate) fn repo_param(repo: &str) -> ApiResult<()> {
     validate_repo_name(repo).map_err(ApiError::bad_request)
@@ -81,15 +71,10 @@ pub fn router() -> Router<Arc<AppState>> {
             post(sign_role),
         )
         .layer(DefaultBodyLimit::max(64 << 20));
+    // The auth slice's routes (token, whoami, credentials) come first and
+    // share the 1 MiB JSON body limit below.
     Router::new()
-        .route("/api/v1/token", post(mint_token).delete(revoke_own_token))
-        .route("/api/v1/whoami", get(whoami))
-        .route(
-            "/api/v1/credentials",
-            post(create_credential).get(list_credentials),
-        )
-        .route("/api/v1/credentials/{id}/rotate", post(rotate_credential))
-        .route("/api/v1/credentials/{id}/revoke", post(revoke_credential))
+        .merge(crate::auth::router())
         .route("/api/v1/repos/{repo}/blobs", get(list_blobs))
         .route("/api/v1/repos/{repo}/targets", get(list_staged))
         .route(
@@ -110,419 +95,6 @@ pub fn router() -> Router<Arc<AppState>> {
         .merge(sign)
         .merge(crate::provenance::router())
         .route("/openapi.json", get(openapi_json))
-}
-
-// ---------------------------------------------------------------- tokens
-
-/// Exchange a bootstrap credential or a CI OIDC ID token for a short-lived
-/// admin token. Give exactly one of `credential` and `oidc_token`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TokenRequest {
-    /// `cst1.<id>.<secret>` as shown once at creation.
-    pub credential: Option<String>,
-    /// An OIDC ID token from a configured CI issuer.
-    pub oidc_token: Option<String>,
-    /// Narrow the token to these scopes (default: everything granted).
-    pub scopes: Option<Vec<String>>,
-    /// Lifetime; default `token_ttl_seconds` (900), at most
-    /// `token_max_ttl_seconds` (≤ 3600).
-    pub ttl_seconds: Option<u64>,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct TokenResponse {
-    pub token: String,
-    pub token_type: String,
-    pub expires_at: i64,
-    pub expires_in: u64,
-    pub subject: String,
-    pub scopes: Vec<String>,
-    pub jti: String,
-}
-
-fn oidc_error(e: OidcError) -> ApiError {
-    match e {
-        OidcError::Invalid(_) | OidcError::UnknownIssuer { .. } => {
-            ApiError::unauthorized(e.to_string())
-        }
-        OidcError::NoRule { .. } => ApiError::forbidden(e.to_string()),
-        OidcError::Fetch { .. } => {
-            tracing::warn!(error = %e, "OIDC key fetch failed");
-            ApiError::new(StatusCode::BAD_GATEWAY, "issuer_unreachable", e.to_string())
-        }
-    }
-}
-
-#[utoipa::path(post, path = "/api/v1/token", tag = "auth", request_body = TokenRequest,
-    responses((status = 200, body = TokenResponse), (status = 400, body = ErrorBody),
-              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-              (status = 429, body = ErrorBody, description = "too many token requests from this address; see Retry-After")))]
-async fn mint_token(
-    State(st): St,
-    peer: Option<axum::Extension<crate::ratelimit::PeerAddr>>,
-    body: Result<Json<TokenRequest>, JsonRejection>,
-) -> ApiResult<Json<TokenResponse>> {
-    // Before anything is parsed or looked up: guessing secrets costs time.
-    let ip = peer.map(|axum::Extension(p)| p.0.ip());
-    if let Err(wait) = st.token_limiter.check(ip) {
-        tracing::warn!(peer = ?ip, "token request rate limited");
-        return Err(ApiError::rate_limited(
-            wait,
-            format!(
-                "too many token requests from this address (limit {} per minute, token_requests_per_minute); retry in {} ms",
-                st.token_limiter.per_minute(),
-                wait.as_millis()
-            ),
-        ));
-    }
-    let req = json_body(body)?;
-    let cfg = &st.config;
-    let at = now();
-    let ttl = req.ttl_seconds.unwrap_or(cfg.token_ttl_seconds);
-    if ttl == 0 || ttl > cfg.token_max_ttl_seconds {
-        return Err(ApiError::bad_request(format!(
-            "ttl_seconds must be 1..={}, got {ttl}",
-            cfg.token_max_ttl_seconds
-        )));
-    }
-    let (subject, granted, cred, cgen) = match (req.credential, req.oidc_token) {
-        (Some(c), None) => {
-            let presented = PresentedCredential::parse(&c)
-                .map_err(|e| ApiError::unauthorized(e.to_string()))?;
-            let record = st.storage.get_credential(&presented.id).await?;
-            let Some(record) = record else {
-                tracing::warn!(id = %presented.id, "token request with unknown credential id");
-                return Err(ApiError::unauthorized(
-                    "credential is unknown, revoked, or its secret is wrong",
-                ));
-            };
-            if record.revoked_at.is_some() || !presented.matches(&record.secret_hash) {
-                let why = if record.revoked_at.is_some() {
-                    "credential is revoked"
-                } else {
-                    "secret does not match"
-                };
-                st.audit_as(
-                    &format!("credential:{} ({})", record.id, record.name),
-                    &[],
-                    "token.mint",
-                    None,
-                    None,
-                    "denied",
-                    why,
-                )
-                .await?;
-                return Err(ApiError::unauthorized(
-                    "credential is unknown, revoked, or its secret is wrong",
-                ));
-            }
-            let scopes = ScopeSet::parse_all(&record.scopes)
-                .map_err(|e| ApiError::internal(format!("stored credential scopes: {e}")))?;
-            (
-                format!("credential:{} ({})", record.id, record.name),
-                scopes,
-                Some(record.id),
-                Some(record.generation),
-            )
-        }
-        (None, Some(t)) => {
-            if st.oidc.is_empty() {
-                return Err(ApiError::bad_request(
-                    "no OIDC providers are configured on this server ([[oidc]] in the config)",
-                ));
-            }
-            let grant = match st.oidc.verify(&t, at).await {
-                Ok(g) => g,
-                Err(e @ OidcError::NoRule { .. }) => {
-                    st.audit_as(
-                        "oidc",
-                        &[],
-                        "token.mint",
-                        None,
-                        None,
-                        "denied",
-                        &e.to_string(),
-                    )
-                    .await?;
-                    return Err(oidc_error(e));
-                }
-                Err(e) => return Err(oidc_error(e)),
-            };
-            (
-                format!("{} [rules: {}]", grant.identity, grant.rules.join(", ")),
-                grant.scopes,
-                None,
-                None,
-            )
-        }
-        _ => {
-            return Err(ApiError::bad_request(
-                "give exactly one of \"credential\" and \"oidc_token\"",
-            ))
-        }
-    };
-    let scopes = match req.scopes {
-        Some(list) => {
-            let requested =
-                ScopeSet::parse_all(&list).map_err(|e| ApiError::bad_request(e.to_string()))?;
-            if let Some(s) = granted.first_not_covered(&requested) {
-                return Err(ApiError::forbidden(format!(
-                    "scope {s} is not granted to {subject} (granted: {})",
-                    granted.strings().join(", ")
-                )));
-            }
-            requested
-        }
-        None => granted,
-    };
-    if scopes.is_empty() {
-        return Err(ApiError::forbidden(format!("{subject} has no scopes")));
-    }
-    if !cfg.allow_upload_and_publish {
-        if let Some(msg) = scopes.separation_of_duties_conflict() {
-            st.audit_as(
-                &subject,
-                &scopes.strings(),
-                "token.mint",
-                None,
-                None,
-                "denied",
-                &msg,
-            )
-            .await?;
-            return Err(ApiError::forbidden(msg));
-        }
-    }
-    let ttl_i = i64::try_from(ttl).unwrap_or(3600);
-    let claims = Claims {
-        iss: token::ISSUER.into(),
-        aud: token::AUDIENCE.into(),
-        sub: subject.clone(),
-        cred,
-        cgen,
-        scopes: scopes.strings(),
-        iat: at,
-        nbf: at,
-        exp: at + ttl_i,
-        jti: random_hex(16),
-    };
-    let signed = st
-        .tokens
-        .sign(&claims)
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    st.audit_as(
-        &subject,
-        &claims.scopes,
-        "token.mint",
-        None,
-        Some(&claims.jti),
-        "ok",
-        &format!("ttl {ttl} s"),
-    )
-    .await?;
-    Ok(Json(TokenResponse {
-        token: signed,
-        token_type: "Bearer".into(),
-        expires_at: claims.exp,
-        expires_in: ttl,
-        subject,
-        scopes: claims.scopes,
-        jti: claims.jti,
-    }))
-}
-
-#[utoipa::path(delete, path = "/api/v1/token", tag = "auth", security(("bearer" = [])),
-    responses((status = 204, description = "the presented token is revoked"), (status = 401, body = ErrorBody)))]
-async fn revoke_own_token(State(st): St, caller: Caller) -> ApiResult<StatusCode> {
-    st.storage
-        .revoke_token(&caller.claims.jti, caller.claims.exp)
-        .await?;
-    st.audit(
-        &caller,
-        "token.revoke",
-        None,
-        Some(&caller.claims.jti),
-        "ok",
-        "self",
-    )
-    .await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct WhoAmI {
-    pub subject: String,
-    pub scopes: Vec<String>,
-    pub credential: Option<String>,
-    pub expires_at: i64,
-    pub jti: String,
-}
-
-#[utoipa::path(get, path = "/api/v1/whoami", tag = "auth", security(("bearer" = [])),
-    responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody)))]
-async fn whoami(caller: Caller) -> Json<WhoAmI> {
-    Json(WhoAmI {
-        subject: caller.claims.sub,
-        scopes: caller.claims.scopes,
-        credential: caller.claims.cred,
-        expires_at: caller.claims.exp,
-        jti: caller.claims.jti,
-    })
-}
-
-// ----------------------------------------------------------- credentials
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateCredential {
-    /// Human label, shown in audit records.
-    pub name: String,
-    pub scopes: Vec<String>,
-}
-
-/// The secret is shown in this response only; the server keeps a hash.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct CredentialSecret {
-    pub id: String,
-    pub name: String,
-    pub scopes: Vec<String>,
-    pub generation: i64,
-    pub secret: String,
-}
-
-fn fleet_admin() -> Scope {
-    Scope::new(ScopeKind::FleetAdmin, None)
-}
-
-#[utoipa::path(post, path = "/api/v1/credentials", tag = "credentials", security(("bearer" = [])),
-    request_body = CreateCredential,
-    responses((status = 201, body = CredentialSecret), (status = 403, body = ErrorBody)))]
-async fn create_credential(
-    State(st): St,
-    caller: Caller,
-    body: Result<Json<CreateCredential>, JsonRejection>,
-) -> ApiResult<(StatusCode, Json<CredentialSecret>)> {
-    st.authorize(&caller, fleet_admin(), "credential.create", None)
-        .await?;
-    let req = json_body(body)?;
-    if req.name.is_empty() || req.name.len() > 100 || req.name.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(
-            "name must be 1..=100 bytes without control characters",
-        ));
-    }
-    let scopes =
-        ScopeSet::parse_all(&req.scopes).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    if scopes.is_empty() {
-        return Err(ApiError::bad_request("scopes must not be empty"));
-    }
-    if !st.config.allow_upload_and_publish {
-        if let Some(msg) = scopes.separation_of_duties_conflict() {
-            st.audit(&caller, "credential.create", None, None, "denied", &msg)
-                .await?;
-            return Err(ApiError::forbidden(msg));
-        }
-    }
-    let new = credential::generate(None).map_err(|e| ApiError::internal(e.to_string()))?;
-    let record = CredentialRecord {
-        id: new.id.clone(),
-        name: req.name.clone(),
-        secret_hash: new.secret_hash,
-        scopes: scopes.strings(),
-        generation: 1,
-        created_at: now(),
-        revoked_at: None,
-    };
-    st.storage.insert_credential(&record).await?;
-    st.audit(
-        &caller,
-        "credential.create",
-        None,
-        Some(&record.id),
-        "ok",
-        &format!("name {:?}, scopes {}", record.name, record.scopes.join(" ")),
-    )
-    .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(CredentialSecret {
-            id: record.id,
-            name: record.name,
-            scopes: record.scopes,
-            generation: 1,
-            secret: new.secret_string,
-        }),
-    ))
-}
-
-#[utoipa::path(get, path = "/api/v1/credentials", tag = "credentials", security(("bearer" = [])),
-    responses((status = 200, body = Vec<CredentialRecord>), (status = 403, body = ErrorBody)))]
-async fn list_credentials(State(st): St, caller: Caller) -> ApiResult<Json<Vec<CredentialRecord>>> {
-    st.authorize(&caller, fleet_admin(), "credential.list", None)
-        .await?;
-    Ok(Json(st.storage.list_credentials().await?))
-}
-
-#[utoipa::path(post, path = "/api/v1/credentials/{id}/rotate", tag = "credentials",
-    security(("bearer" = [])), params(("id" = String, Path, description = "credential id")),
-    responses((status = 200, body = CredentialSecret), (status = 404, body = ErrorBody)))]
-async fn rotate_credential(
-    State(st): St,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<Json<CredentialSecret>> {
-    st.authorize(&caller, fleet_admin(), "credential.rotate", Some(&id))
-        .await?;
-    let existing = st
-        .storage
-        .get_credential(&id)
-        .await?
-        .filter(|c| c.revoked_at.is_none())
-        .ok_or_else(|| ApiError::not_found(format!("no live credential with id {id:?}")))?;
-    let new =
-        credential::generate(Some(&existing.id)).map_err(|e| ApiError::internal(e.to_string()))?;
-    let generation = st
-        .storage
-        .rotate_credential(&id, &new.secret_hash)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no live credential with id {id:?}")))?;
-    st.audit(
-        &caller,
-        "credential.rotate",
-        None,
-        Some(&id),
-        "ok",
-        &format!("generation {generation}"),
-    )
-    .await?;
-    Ok(Json(CredentialSecret {
-        id: existing.id,
-        name: existing.name,
-        scopes: existing.scopes,
-        generation,
-        secret: new.secret_string,
-    }))
-}
-
-#[utoipa::path(post, path = "/api/v1/credentials/{id}/revoke", tag = "credentials",
-    security(("bearer" = [])), params(("id" = String, Path, description = "credential id")),
-    responses((status = 204, description = "revoked; tokens it minted stop working at once"),
-              (status = 404, body = ErrorBody)))]
-async fn revoke_credential(
-    State(st): St,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
-    st.authorize(&caller, fleet_admin(), "credential.revoke", Some(&id))
-        .await?;
-    if !st.storage.revoke_credential(&id, now()).await? {
-        return Err(ApiError::not_found(format!(
-            "no live credential with id {id:?}"
-        )));
-    }
-    st.audit(&caller, "credential.revoke", None, Some(&id), "ok", "")
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
 }
 
 // ----------------------------------------------------------------- blobs
@@ -1310,24 +882,29 @@ impl Modify for BearerAuth {
     info(title = "custody admin API", version = "1",
          description = "Upload, stage and yank targets; manage credentials; read the audit log. \
                         Every call except POST /api/v1/token needs a bearer token."),
-    paths(mint_token, revoke_own_token, whoami, create_credential, list_credentials,
-          rotate_credential, revoke_credential, upload_blob, get_blob, list_blobs,
+    paths(upload_blob, get_blob, list_blobs,
           stage_target, get_staged, list_staged, yank_target, list_yanks, create_repo, get_role, publish,
           list_publishes, sign_role, list_audit),
-    components(schemas(ErrorBody, TokenRequest, TokenResponse, WhoAmI, CreateCredential,
-                       CredentialSecret, CredentialRecord, BlobRecord, StageTarget, StagedTarget,
+    components(schemas(ErrorBody, BlobRecord, StageTarget, StagedTarget,
                        YankRequest, YankRecord, PublishRecord, AuditRecord, OfflineRole, CreateRepo,
                        CreatedRepo, PublishResponse, PublishOutcome, SignResponse, RoleSigState)),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;
 
-async fn openapi_json() -> ApiResult<(HeaderMap, String)> {
+/// The whole admin API document: these routes, the auth slice's, the
+/// fleet API's, bundle export's and provenance's.
+fn openapi_document() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
+    doc.merge(crate::auth::AuthDoc::openapi());
     doc.merge(crate::director::fleet::FleetDoc::openapi());
     doc.merge(crate::director::bundle_export::BundleExportDoc::openapi());
     doc.merge(crate::provenance::ProvenanceDoc::openapi());
-    let text = doc
+    doc
+}
+
+async fn openapi_json() -> ApiResult<(HeaderMap, String)> {
+    let text = openapi_document()
         .to_json()
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let mut h = HeaderMap::new();
@@ -1356,7 +933,7 @@ mod tests {
 
     #[test]
     fn openapi_document_lists_every_route() {
-        let doc = ApiDoc::openapi().to_json().unwrap();
+        let doc = openapi_document().to_json().unwrap();
         for p in [
             "/api/v1/token",
             "/api/v1/repos/{repo}/blobs/{sha256}",

@@ -7,10 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::scope::ScopeSet;
-
-/// Hard ceiling for admin token lifetime, whatever the config says.
-pub const MAX_TOKEN_TTL_SECONDS: u64 = 3600;
+use crate::auth::settings::AuthSettings;
+pub use crate::auth::settings::{OidcProviderConfig, OidcRule, MAX_TOKEN_TTL_SECONDS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -127,49 +125,20 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OidcProviderConfig {
-    /// Exact `iss` value, e.g. `https://token.actions.githubusercontent.com`.
-    pub issuer: String,
-    /// Required `aud` value.
-    pub audience: String,
-    /// How long a fetched JWKS is trusted before refetching.
-    #[serde(default = "default_jwks_cache")]
-    pub jwks_cache_seconds: u64,
-    /// Minimum time between refetches triggered by an unknown `kid`.
-    #[serde(default = "default_jwks_refetch")]
-    pub jwks_min_refetch_seconds: u64,
-    /// Clock skew allowed on exp/nbf/iat.
-    #[serde(default = "default_leeway")]
-    pub leeway_seconds: u64,
-    /// Claim-to-scope mapping; a token gets the union of the scopes of every
-    /// rule whose claims all match. No matching rule: no token.
-    pub rules: Vec<OidcRule>,
-}
-
-fn default_jwks_cache() -> u64 {
-    600
-}
-fn default_jwks_refetch() -> u64 {
-    30
-}
-fn default_leeway() -> u64 {
-    60
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OidcRule {
-    /// Shown in the audit log.
-    pub name: String,
-    /// Claim name → required string value. A value ending in `*` matches
-    /// by prefix (e.g. `ref = "refs/tags/v*"`).
-    pub claims: BTreeMap<String, String>,
-    pub scopes: Vec<String>,
-}
-
 impl ServerConfig {
+    /// The settings the auth slice reads (`crate::auth`).
+    pub(crate) fn auth_settings(&self) -> AuthSettings {
+        AuthSettings {
+            token_ttl_seconds: self.token_ttl_seconds,
+            token_max_ttl_seconds: self.token_max_ttl_seconds,
+            allow_upload_and_publish: self.allow_upload_and_publish,
+            token_requests_per_minute: self.token_requests_per_minute,
+            token_request_burst: self.token_request_burst,
+            token_key_file: self.token_key_file.clone(),
+            oidc: self.oidc.clone(),
+        }
+    }
+
     pub fn from_toml_file(path: &Path) -> Result<ServerConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
@@ -187,24 +156,11 @@ impl ServerConfig {
         self.director
             .validate()
             .map_err(|e| invalid("director", e))?;
-        if self.token_max_ttl_seconds == 0 || self.token_max_ttl_seconds > MAX_TOKEN_TTL_SECONDS {
-            return Err(invalid(
-                "token_max_ttl_seconds",
-                format!(
-                    "must be 1..={MAX_TOKEN_TTL_SECONDS}, got {}",
-                    self.token_max_ttl_seconds
-                ),
-            ));
-        }
-        if self.token_ttl_seconds == 0 || self.token_ttl_seconds > self.token_max_ttl_seconds {
-            return Err(invalid(
-                "token_ttl_seconds",
-                format!(
-                    "must be 1..=token_max_ttl_seconds ({}), got {}",
-                    self.token_max_ttl_seconds, self.token_ttl_seconds
-                ),
-            ));
-        }
+        crate::auth::settings::validate_token_ttls(
+            self.token_max_ttl_seconds,
+            self.token_ttl_seconds,
+        )
+        .map_err(|(field, reason)| invalid(field, reason))?;
         if !(1..=300).contains(&self.header_read_timeout_seconds) {
             return Err(invalid(
                 "header_read_timeout_seconds",
@@ -225,54 +181,8 @@ impl ServerConfig {
                 ));
             }
         }
-        for (i, p) in self.oidc.iter().enumerate() {
-            let field = format!("oidc[{i}]");
-            let url = url::Url::parse(&p.issuer)
-                .map_err(|e| invalid(format!("{field}.issuer"), format!("{:?}: {e}", p.issuer)))?;
-            if !matches!(url.scheme(), "https" | "http") {
-                return Err(invalid(
-                    format!("{field}.issuer"),
-                    format!("{:?} must be an https URL", p.issuer),
-                ));
-            }
-            if p.jwks_min_refetch_seconds > p.jwks_cache_seconds {
-                return Err(invalid(
-                    format!("{field}.jwks_min_refetch_seconds"),
-                    format!(
-                        "{} is longer than jwks_cache_seconds ({}); keys would expire before a refetch is allowed",
-                        p.jwks_min_refetch_seconds, p.jwks_cache_seconds
-                    ),
-                ));
-            }
-            if p.audience.is_empty() {
-                return Err(invalid(format!("{field}.audience"), "must not be empty"));
-            }
-            if p.rules.is_empty() {
-                return Err(invalid(
-                    format!("{field}.rules"),
-                    "at least one rule is needed, otherwise no token can ever be granted",
-                ));
-            }
-            for (j, rule) in p.rules.iter().enumerate() {
-                let rfield = format!("{field}.rules[{j}]");
-                if rule.claims.is_empty() {
-                    return Err(invalid(
-                        format!("{rfield}.claims"),
-                        "a rule without claim conditions would grant every token of the issuer",
-                    ));
-                }
-                let scopes = ScopeSet::parse_all(&rule.scopes)
-                    .map_err(|e| invalid(format!("{rfield}.scopes"), e.to_string()))?;
-                if scopes.is_empty() {
-                    return Err(invalid(format!("{rfield}.scopes"), "must not be empty"));
-                }
-                if !self.allow_upload_and_publish {
-                    if let Some(msg) = scopes.separation_of_duties_conflict() {
-                        return Err(invalid(format!("{rfield}.scopes"), msg));
-                    }
-                }
-            }
-        }
+        crate::auth::settings::validate_oidc(&self.oidc, self.allow_upload_and_publish)
+            .map_err(|(field, reason)| invalid(field, reason))?;
         Ok(())
     }
 }

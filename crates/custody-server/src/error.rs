@@ -1,5 +1,6 @@
 //! API errors: a status and a JSON body `{"error": code, "message": text}`.
 
+use axum::extract::rejection::JsonRejection;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -16,6 +17,12 @@ pub struct ApiError {
     pub message: String,
     /// Seconds for a `Retry-After` header (429 answers).
     pub retry_after: Option<u64>,
+}
+
+/// A JSON request body, or a 400 naming what is wrong with it.
+pub(crate) fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(b)| b)
+        .map_err(|e| ApiError::bad_request(format!("request body: {}", e.body_text())))
 }
 
 /// Error body of every admin API failure.

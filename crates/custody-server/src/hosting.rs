@@ -27,8 +27,8 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
+use crate::auth::scope::validate_repo_name;
 use crate::blobs::random_hex;
-use crate::scope::validate_repo_name;
 
 pub const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
 pub const CACHE_REVALIDATE: &str = "no-cache";

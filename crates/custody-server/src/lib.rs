@@ -8,8 +8,9 @@
 //!   online snapshot/timestamp keys, signature merge, publish into hosting.
 //! - [`provenance`]: per-repository provenance policy, DSSE envelopes on
 //!   the upload path, the gate at staging (custody-provenance).
-//! - [`auth`]: bootstrap credentials, OIDC workload identity, short-lived
-//!   scoped tokens, separation of duties, audit.
+//! - [`auth`]: the auth slice: bootstrap credentials, OIDC workload
+//!   identity, short-lived scoped tokens, scopes and separation of duties,
+//!   the token-request rate limit, audit, and their routes.
 //! - [`storage`]: one async trait, SQLite (default) and PostgreSQL.
 //! - [`blobs`]: content-addressed blob store (crash-safe local backend).
 //! - [`server`]: router, TLS (rustls/ring), metrics, graceful shutdown.
@@ -27,8 +28,6 @@ pub mod hosting;
 pub mod log;
 pub mod metrics;
 pub mod provenance;
-pub mod ratelimit;
-pub mod scope;
 pub mod server;
 pub mod state;
 pub mod storage;

@@ -3,7 +3,6 @@
 //! features) gives an explicit registry we own, instead of a process-global
 //! recorder, and pulls no HTTP server of its own.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -14,8 +13,10 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
-use crate::state::AppState;
-
+/// The registry and its two families. Cheap to clone (the prometheus types
+/// share their state), so handlers take it from the router state through
+/// axum's `FromRef` and this module names no server state.
+#[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
@@ -60,7 +61,7 @@ impl Metrics {
     }
 }
 
-pub async fn track(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+pub async fn track(State(metrics): State<Metrics>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let route = req
         .extensions()
@@ -70,21 +71,19 @@ pub async fn track(State(state): State<Arc<AppState>>, req: Request, next: Next)
     let method = req.method().as_str().to_string();
     let resp = next.run(req).await;
     let status = resp.status().as_u16().to_string();
-    state
-        .metrics
+    metrics
         .requests
         .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
         .inc();
-    state
-        .metrics
+    metrics
         .latency
         .with_label_values(&[route.as_str(), method.as_str()])
         .observe(start.elapsed().as_secs_f64());
     resp
 }
 
-pub async fn metrics_handler(State(state): State<Arc<AppState>>) -> Response {
-    match state.metrics.render() {
+pub async fn metrics_handler(State(metrics): State<Metrics>) -> Response {
+    match metrics.render() {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,

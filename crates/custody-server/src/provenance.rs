@@ -36,11 +36,11 @@ use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::api::{authoring, declared_length, repo_param};
+use crate::auth::scope::{Scope, ScopeKind};
 use crate::auth::Caller;
 use crate::authoring::AuthoringError;
 use crate::blobs::Sha256Hex;
 use crate::error::{ApiError, ErrorBody};
-use crate::scope::{Scope, ScopeKind};
 use crate::state::AppState;
 use crate::storage::BlobRecord;
 

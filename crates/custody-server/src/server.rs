@@ -198,7 +198,7 @@ where
                 let app = tower::ServiceExt::map_request(
                     app.clone(),
                     move |mut req: hyper::Request<hyper::body::Incoming>| {
-                        req.extensions_mut().insert(crate::ratelimit::PeerAddr(peer));
+                        req.extensions_mut().insert(crate::auth::PeerAddr(peer));
                         req
                     },
                 );
@@ -227,8 +227,8 @@ where
     Ok(())
 }
 
-/// Hourly: drop revocations of tokens that expired (with a margin for
-/// the verification leeway); every 10 minutes: timestamp renewal (see
+/// Hourly: the auth slice's upkeep (expired token revocations, idle
+/// rate-limit buckets); every 10 minutes: timestamp renewal (see
 /// [`renew_timestamps`]). Runs until the runtime stops.
 fn spawn_housekeeping(state: Arc<AppState>) {
     tokio::spawn(renew_timestamps(state.clone()));
@@ -236,16 +236,7 @@ fn spawn_housekeeping(state: Arc<AppState>) {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
         loop {
             tick.tick().await;
-            state.token_limiter.prune();
-            match state
-                .storage
-                .purge_revoked_tokens(crate::state::now() - 300)
-                .await
-            {
-                Ok(n) if n > 0 => tracing::info!(purged = n, "expired token revocations removed"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "purging token revocations failed"),
-            }
+            state.auth.housekeeping().await;
         }
     });
 }

@@ -4,22 +4,21 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use ring::rand::SecureRandom;
+use async_trait::async_trait;
+use axum::extract::FromRef;
 
-use crate::auth::credential;
-use crate::auth::oidc::OidcVerifier;
-use crate::auth::token::{TokenError, TokenKeys};
+use crate::auth::scope::Scope;
+use crate::auth::{AuditTrail, Auth, AuthStartError, Caller};
 use crate::authoring::{Authoring, AuthoringError};
 use crate::blobs::{BlobError, BlobStore, LocalBlobStore};
 use crate::config::{ConfigError, ServerConfig};
+use crate::error::ApiError;
 use crate::hosting::Hosting;
+use crate::log::{EntryBody, ServerLog};
 use crate::metrics::Metrics;
-use crate::storage::{CredentialRecord, PgStorage, SqliteStorage, Storage, StorageError};
+use crate::storage::{NewAudit, PgStorage, SqliteStorage, Storage, StorageError};
 
-/// Scopes of the credential created on first start. It administers
-/// credentials and reads the audit log; it cannot upload or publish, so the
-/// operator must create separate uploader and publisher credentials.
-pub const BOOTSTRAP_SCOPES: &[&str] = &["fleet:admin", "audit:read"];
+pub use crate::storage::now;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -30,7 +29,7 @@ pub enum StartError {
     #[error(transparent)]
     Blob(#[from] BlobError),
     #[error(transparent)]
-    Token(#[from] TokenError),
+    Auth(#[from] AuthStartError),
     #[error("{path}: {op}: {source}")]
     Io {
         path: std::path::PathBuf,
@@ -41,8 +40,6 @@ pub enum StartError {
     Authoring(#[from] AuthoringError),
     #[error("TLS: {0}")]
     Tls(String),
-    #[error("the OS random number generator failed")]
-    Rng,
     #[error("metrics registry: {0}")]
     Metrics(String),
     #[error(transparent)]
@@ -63,26 +60,16 @@ pub struct AppState {
     pub blobs: Arc<dyn BlobStore>,
     pub hosting: Hosting,
     pub authoring: Authoring,
-    pub tokens: TokenKeys,
-    pub oidc: OidcVerifier,
+    /// The auth slice: tokens, credentials, OIDC, scopes, audit.
+    pub auth: Auth,
     pub metrics: Metrics,
     pub ready: AtomicBool,
     pub tmp_dir: std::path::PathBuf,
     /// The director (device API, fleet API); `None` when disabled or
     /// without a key passphrase (device routes then answer 503).
     pub director: Option<Arc<crate::director::Director>>,
-    /// Per-client-address limit on `POST /api/v1/token`.
-    pub token_limiter: crate::ratelimit::RateLimiter,
     /// The transparency log (`crate::log`): append with `state.log.append(..)`.
     pub log: Arc<crate::log::ServerLog>,
-}
-
-/// Unix seconds now.
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// The state plus, on the very first start, the bootstrap credential
@@ -130,49 +117,13 @@ impl AppState {
         };
         storage.migrate().await?;
 
-        let key = match &config.token_key_file {
-            Some(path) => std::fs::read(path).map_err(io_err(path, "read token key file"))?,
-            None => {
-                let mut candidate = [0u8; 32];
-                ring::rand::SystemRandom::new()
-                    .fill(&mut candidate)
-                    .map_err(|_| StartError::Rng)?;
-                storage
-                    .get_or_create_secret("token-hmac-sha256-v1", &candidate)
-                    .await?
-            }
-        };
-        let tokens = TokenKeys::new(&key)?;
-
-        let mut bootstrap_credential = None;
-        if storage.count_credentials().await? == 0 {
-            let new = credential::generate(None).map_err(|_| StartError::Rng)?;
-            let at = now();
-            storage
-                .insert_credential(&CredentialRecord {
-                    id: new.id.clone(),
-                    name: "bootstrap".into(),
-                    secret_hash: new.secret_hash,
-                    scopes: BOOTSTRAP_SCOPES.iter().map(|s| s.to_string()).collect(),
-                    generation: 1,
-                    created_at: at,
-                    revoked_at: None,
-                })
-                .await?;
-            storage
-                .append_audit(&crate::storage::NewAudit {
-                    at,
-                    identity: "server".into(),
-                    scopes: vec![],
-                    action: "credential.bootstrap".into(),
-                    repo: None,
-                    target: Some(new.id.clone()),
-                    outcome: "ok".into(),
-                    detail: "first start: bootstrap credential created".into(),
-                })
-                .await?;
-            bootstrap_credential = Some(new.secret_string);
-        }
+        let log = Arc::new(ServerLog::open(&data)?);
+        let started = Auth::start(
+            config.auth_settings(),
+            storage.clone(),
+            Arc::new(LogAuditTrail(log.clone())),
+        )
+        .await?;
 
         let blobs: Arc<dyn BlobStore> = match &config.blob_store_url {
             None => Arc::new(LocalBlobStore::open(&data.join("blobs"), &tmp_dir)?),
@@ -198,22 +149,14 @@ impl AppState {
         }
         let authoring = Authoring::new(&data, config.key_passphrase_file.as_deref())?
             .with_pkcs11_online_keys(config.pkcs11_online_key_uri.clone());
-        let oidc = OidcVerifier::new(&config.oidc);
-        let log = Arc::new(crate::log::ServerLog::open(&data)?);
         let director = crate::director::start(&config, director_db, log.clone()).await?;
-        let token_limiter = crate::ratelimit::RateLimiter::new(
-            config.token_requests_per_minute,
-            config.token_request_burst,
-        );
         let state = AppState {
-            token_limiter,
             config,
             storage,
             blobs,
             hosting,
             authoring,
-            tokens,
-            oidc,
+            auth: started.auth,
             metrics: Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?,
             ready: AtomicBool::new(true),
             tmp_dir,
@@ -222,7 +165,96 @@ impl AppState {
         };
         Ok(Built {
             state: Arc::new(state),
-            bootstrap_credential,
+            bootstrap_credential: started.bootstrap_credential,
         })
+    }
+
+    /// See [`Auth::authorize`].
+    pub(crate) async fn authorize(
+        &self,
+        caller: &Caller,
+        required: Scope,
+        action: &str,
+        target: Option<&str>,
+    ) -> Result<(), ApiError> {
+        self.auth.authorize(caller, required, action, target).await
+    }
+
+    /// See [`Auth::authorize_read`].
+    pub(crate) async fn authorize_read(
+        &self,
+        caller: &Caller,
+        repo: &str,
+        action: &str,
+    ) -> Result<(), ApiError> {
+        self.auth.authorize_read(caller, repo, action).await
+    }
+
+    /// See [`Auth::audit`].
+    pub(crate) async fn audit(
+        &self,
+        caller: &Caller,
+        action: &str,
+        repo: Option<&str>,
+        target: Option<&str>,
+        outcome: &str,
+        detail: &str,
+    ) -> Result<(), ApiError> {
+        self.auth
+            .audit(caller, action, repo, target, outcome, detail)
+            .await
+    }
+
+    /// See [`Auth::audit_as`].
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn audit_as(
+        &self,
+        identity: &str,
+        scopes: &[String],
+        action: &str,
+        repo: Option<&str>,
+        target: Option<&str>,
+        outcome: &str,
+        detail: &str,
+    ) -> Result<(), ApiError> {
+        self.auth
+            .audit_as(identity, scopes, action, repo, target, outcome, detail)
+            .await
+    }
+}
+
+/// Handlers and the [`Caller`] extractor take the auth slice from the
+/// server state.
+impl FromRef<Arc<AppState>> for Auth {
+    fn from_ref(state: &Arc<AppState>) -> Auth {
+        state.auth.clone()
+    }
+}
+
+/// The request metrics middleware and `/metrics` take the registry from
+/// the server state.
+impl FromRef<Arc<AppState>> for Metrics {
+    fn from_ref(state: &Arc<AppState>) -> Metrics {
+        state.metrics.clone()
+    }
+}
+
+/// Every audit record is also an entry of the transparency log.
+struct LogAuditTrail(Arc<ServerLog>);
+
+#[async_trait]
+impl AuditTrail for LogAuditTrail {
+    async fn record(&self, entry: &NewAudit) -> Result<(), ApiError> {
+        self.0
+            .append(EntryBody::AdminAction {
+                identity: entry.identity.clone(),
+                action: entry.action.clone(),
+                repo: entry.repo.clone(),
+                target: entry.target.clone(),
+                outcome: entry.outcome.clone(),
+                detail: entry.detail.clone(),
+            })
+            .await?;
+        Ok(())
     }
 }

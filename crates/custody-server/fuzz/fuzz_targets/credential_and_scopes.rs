@@ -2,7 +2,7 @@
 //! parse print back to themselves.
 #![no_main]
 use custody_server::auth::credential::PresentedCredential;
-use custody_server::scope::{Scope, ScopeSet};
+use custody_server::auth::scope::{Scope, ScopeSet};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

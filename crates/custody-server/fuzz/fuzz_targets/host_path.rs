@@ -8,7 +8,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(data) else { return };
     let raw = format!("/repos/{s}");
     if let Ok(p) = parse_host_path(&raw) {
-        assert!(custody_server::scope::validate_repo_name(&p.repo).is_ok());
+        assert!(custody_server::auth::scope::validate_repo_name(&p.repo).is_ok());
         assert!(!p.segments.is_empty());
         for seg in &p.segments {
             assert!(!seg.is_empty());

@@ -10,7 +10,7 @@
 use base64::Engine;
 use ring::rand::SecureRandom;
 
-pub const PREFIX: &str = "cst1";
+const PREFIX: &str = "cst1";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CredentialError {
@@ -22,10 +22,10 @@ pub enum CredentialError {
 
 /// A freshly generated credential; `secret_string` is shown once.
 #[derive(Debug)]
-pub struct NewCredential {
-    pub id: String,
-    pub secret_string: String,
-    pub secret_hash: String,
+pub(crate) struct NewCredential {
+    pub(crate) id: String,
+    pub(crate) secret_string: String,
+    pub(crate) secret_hash: String,
 }
 
 /// Parsed presented credential.
@@ -39,7 +39,7 @@ fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
 }
 
-pub fn hash_secret(id: &str, secret: &[u8]) -> String {
+fn hash_secret(id: &str, secret: &[u8]) -> String {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     ctx.update(b"custody-credential-v1\0");
     ctx.update(id.as_bytes());
@@ -49,7 +49,7 @@ pub fn hash_secret(id: &str, secret: &[u8]) -> String {
 }
 
 /// Generates a new credential, or a new secret for an existing id.
-pub fn generate(existing_id: Option<&str>) -> Result<NewCredential, CredentialError> {
+pub(crate) fn generate(existing_id: Option<&str>) -> Result<NewCredential, CredentialError> {
     let rng = ring::rand::SystemRandom::new();
     let id = match existing_id {
         Some(id) => id.to_string(),
@@ -104,7 +104,7 @@ impl PresentedCredential {
     }
 }
 
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

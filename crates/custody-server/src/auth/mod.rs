@@ -1,72 +1,180 @@
-//! Identity and authorisation for the admin API.
+//! The auth slice: who is calling the admin API and what they may do.
+//!
+//! It owns bootstrap credentials ([`credential`]), short-lived admin tokens
+//! ([`token`]), OIDC workload identity (`oidc`), scopes and separation of
+//! duties ([`scope`]), the per-address limit on token requests
+//! (`ratelimit`), the audit trail, its settings (`settings`) and its routes
+//! (`routes`: `/api/v1/token`, `/api/v1/whoami`, `/api/v1/credentials…`).
+//!
+//! "May this token do this" is decided in one place: [`Auth::authenticate`]
+//! (signature, time, audience, revocation of the token and of the
+//! credential generation that minted it) followed by [`Auth::authorize`]
+//! (scope check, denial audited).
+//!
+//! The slice reaches nothing above it: it reads its settings from
+//! [`AuthSettings`] (built by `crate::config`), keeps its records through
+//! `crate::storage`, and hands each audit record to an [`AuditTrail`] (the
+//! transparency log, wired in by `crate::state`). Handlers elsewhere take a
+//! [`Caller`] extractor; any router state `S` with `Auth: FromRef<S>` works.
+//!
+//! Public API (for tests, fuzzing and tools): the [`token`], [`credential`]
+//! and [`scope`] formats, and [`Auth::tokens`] to sign test tokens.
 
 pub mod credential;
-pub mod oidc;
+mod oidc;
+mod ratelimit;
+mod routes;
+pub mod scope;
+pub(crate) mod settings;
 pub mod token;
 
+use std::path::Path;
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
+use async_trait::async_trait;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
+use ring::rand::SecureRandom;
 
 use crate::error::ApiError;
-use crate::scope::{Scope, ScopeSet};
-use crate::state::AppState;
-use token::Claims;
+use crate::storage::{now, CredentialRecord, NewAudit, Storage, StorageError};
+use oidc::OidcVerifier;
+pub(crate) use ratelimit::PeerAddr;
+use ratelimit::RateLimiter;
+pub(crate) use routes::{router, AuthDoc};
+use scope::{Scope, ScopeSet};
+pub(crate) use settings::AuthSettings;
+use token::{Claims, TokenError, TokenKeys};
 
-/// An authenticated admin caller (bearer token checked, credential alive).
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub claims: Claims,
-    pub scopes: ScopeSet,
+/// Scopes of the credential created on first start. It administers
+/// credentials and reads the audit log; it cannot upload or publish, so the
+/// operator must create separate uploader and publisher credentials.
+const BOOTSTRAP_SCOPES: &[&str] = &["fleet:admin", "audit:read"];
+
+/// Why the auth slice could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthStartError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("{path}: {op}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        op: &'static str,
+        source: std::io::Error,
+    },
+    #[error("the OS random number generator failed")]
+    Rng,
 }
 
-impl Caller {
-    pub fn identity(&self) -> &str {
-        &self.claims.sub
+/// Where every audit record goes besides the database: the server's
+/// transparency log. A trait, so that the auth slice does not depend on
+/// the log module (the server state wires the log in).
+#[async_trait]
+pub(crate) trait AuditTrail: Send + Sync {
+    async fn record(&self, entry: &NewAudit) -> Result<(), ApiError>;
+}
+
+/// The auth service: cheap to clone (one shared inner value).
+#[derive(Clone)]
+pub struct Auth {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: AuthSettings,
+    storage: Arc<dyn Storage>,
+    tokens: TokenKeys,
+    oidc: OidcVerifier,
+    /// Per-client-address limit on `POST /api/v1/token`.
+    limiter: RateLimiter,
+    trail: Arc<dyn AuditTrail>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("settings", &self.inner.settings)
+            .finish_non_exhaustive()
     }
 }
 
-impl FromRequestParts<Arc<AppState>> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &Arc<AppState>,
-    ) -> Result<Self, Self::Rejection> {
-        let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
-            ApiError::unauthorized("missing Authorization: Bearer <token> header")
-        })?;
-        let value = value
-            .to_str()
-            .map_err(|_| ApiError::unauthorized("Authorization header is not ASCII"))?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .ok_or_else(|| ApiError::unauthorized("Authorization scheme must be Bearer"))?
-            .trim();
-        state.authenticate(token).await
-    }
+/// A started auth slice plus, on the very first start, the bootstrap
+/// credential (to be shown once, never stored in clear).
+pub(crate) struct Started {
+    pub(crate) auth: Auth,
+    pub(crate) bootstrap_credential: Option<String>,
 }
 
-impl AppState {
+impl Auth {
+    /// Loads (or creates, in the database) the token key, creates the
+    /// bootstrap credential when there is no credential at all, and sets up
+    /// OIDC and the token-request limit.
+    pub(crate) async fn start(
+        settings: AuthSettings,
+        storage: Arc<dyn Storage>,
+        trail: Arc<dyn AuditTrail>,
+    ) -> Result<Started, AuthStartError> {
+        let key = match &settings.token_key_file {
+            Some(path) => std::fs::read(path).map_err(io_err(path, "read token key file"))?,
+            None => {
+                let mut candidate = [0u8; 32];
+                ring::rand::SystemRandom::new()
+                    .fill(&mut candidate)
+                    .map_err(|_| AuthStartError::Rng)?;
+                storage
+                    .get_or_create_secret("token-hmac-sha256-v1", &candidate)
+                    .await?
+            }
+        };
+        let tokens = TokenKeys::new(&key)?;
+        let bootstrap_credential = create_bootstrap_credential(storage.as_ref()).await?;
+        let oidc = OidcVerifier::new(&settings.oidc);
+        let limiter = RateLimiter::new(
+            settings.token_requests_per_minute,
+            settings.token_request_burst,
+        );
+        let inner = Inner {
+            settings,
+            storage,
+            tokens,
+            oidc,
+            limiter,
+            trail,
+        };
+        Ok(Started {
+            auth: Auth {
+                inner: Arc::new(inner),
+            },
+            bootstrap_credential,
+        })
+    }
+
+    /// The server's admin-token keys (tests sign their own tokens with it).
+    pub fn tokens(&self) -> &TokenKeys {
+        &self.inner.tokens
+    }
+
     /// Full token check, done on every admin call: signature, time,
     /// audience, then revocation of the token itself and of the credential
     /// (and credential generation) that minted it.
     pub async fn authenticate(&self, token: &str) -> Result<Caller, ApiError> {
         let claims = self
+            .inner
             .tokens
             .verify(token)
             .map_err(|e| ApiError::unauthorized(e.to_string()))?;
-        if self.storage.is_token_revoked(&claims.jti).await? {
+        let storage = &self.inner.storage;
+        if storage.is_token_revoked(&claims.jti).await? {
             return Err(ApiError::unauthorized(format!(
                 "token {} has been revoked",
                 claims.jti
             )));
         }
         if let Some(cred_id) = &claims.cred {
-            let cred = self.storage.get_credential(cred_id).await?;
+            let cred = storage.get_credential(cred_id).await?;
             match cred {
                 None => {
                     return Err(ApiError::unauthorized(format!(
@@ -140,6 +248,7 @@ impl AppState {
         Err(ApiError::forbidden(detail))
     }
 
+    /// Audits an action of an authenticated caller.
     pub async fn audit(
         &self,
         caller: &Caller,
@@ -161,6 +270,8 @@ impl AppState {
         .await
     }
 
+    /// Audits an action of any identity (devices, the server itself): a
+    /// database record, then an entry of the transparency log.
     #[allow(clippy::too_many_arguments)]
     pub async fn audit_as(
         &self,
@@ -172,8 +283,8 @@ impl AppState {
         outcome: &str,
         detail: &str,
     ) -> Result<(), ApiError> {
-        let entry = crate::storage::NewAudit {
-            at: crate::state::now(),
+        let entry = NewAudit {
+            at: now(),
             identity: identity.to_string(),
             scopes: scopes.to_vec(),
             action: action.to_string(),
@@ -182,21 +293,106 @@ impl AppState {
             outcome: outcome.to_string(),
             detail: detail.to_string(),
         };
-        self.storage.append_audit(&entry).await.map_err(|e| {
+        self.inner.storage.append_audit(&entry).await.map_err(|e| {
             tracing::error!(error = %e, action, "audit record could not be written");
             ApiError::internal("audit record could not be written (see server log)")
         })?;
         // Every audit record is also an entry of the transparency log.
-        self.log
-            .append(crate::log::EntryBody::AdminAction {
-                identity: entry.identity,
-                action: entry.action,
-                repo: entry.repo,
-                target: entry.target,
-                outcome: entry.outcome,
-                detail: entry.detail,
-            })
-            .await?;
-        Ok(())
+        self.inner.trail.record(&entry).await
+    }
+
+    /// Hourly upkeep: forget clients back to a full token-request bucket
+    /// and drop revocations of tokens that expired (with a margin for the
+    /// verification leeway).
+    pub(crate) async fn housekeeping(&self) {
+        self.inner.limiter.prune();
+        match self.inner.storage.purge_revoked_tokens(now() - 300).await {
+            Ok(n) if n > 0 => tracing::info!(purged = n, "expired token revocations removed"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "purging token revocations failed"),
+        }
+    }
+}
+
+fn io_err<'a>(
+    path: &'a Path,
+    op: &'static str,
+) -> impl FnOnce(std::io::Error) -> AuthStartError + 'a {
+    move |source| AuthStartError::Io {
+        path: path.to_path_buf(),
+        op,
+        source,
+    }
+}
+
+/// On the first start (no credential at all): a bootstrap credential with
+/// [`BOOTSTRAP_SCOPES`], audited; its secret is returned to be shown once.
+async fn create_bootstrap_credential(
+    storage: &dyn Storage,
+) -> Result<Option<String>, AuthStartError> {
+    if storage.count_credentials().await? != 0 {
+        return Ok(None);
+    }
+    let new = credential::generate(None).map_err(|_| AuthStartError::Rng)?;
+    let at = now();
+    storage
+        .insert_credential(&CredentialRecord {
+            id: new.id.clone(),
+            name: "bootstrap".into(),
+            secret_hash: new.secret_hash,
+            scopes: BOOTSTRAP_SCOPES.iter().map(|s| s.to_string()).collect(),
+            generation: 1,
+            created_at: at,
+            revoked_at: None,
+        })
+        .await?;
+    storage
+        .append_audit(&NewAudit {
+            at,
+            identity: "server".into(),
+            scopes: vec![],
+            action: "credential.bootstrap".into(),
+            repo: None,
+            target: Some(new.id.clone()),
+            outcome: "ok".into(),
+            detail: "first start: bootstrap credential created".into(),
+        })
+        .await?;
+    Ok(Some(new.secret_string))
+}
+
+/// An authenticated admin caller (bearer token checked, credential alive).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub claims: Claims,
+    pub scopes: ScopeSet,
+}
+
+impl Caller {
+    pub fn identity(&self) -> &str {
+        &self.claims.sub
+    }
+}
+
+impl<S> FromRequestParts<S> for Caller
+where
+    Auth: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+            ApiError::unauthorized("missing Authorization: Bearer <token> header")
+        })?;
+        let value = value
+            .to_str()
+            .map_err(|_| ApiError::unauthorized("Authorization header is not ASCII"))?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or_else(|| ApiError::unauthorized("Authorization scheme must be Bearer"))?
+            .trim();
+        Auth::from_ref(state).authenticate(token).await
     }
 }

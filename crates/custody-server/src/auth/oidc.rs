@@ -20,15 +20,15 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::config::{OidcProviderConfig, OidcRule};
-use crate::scope::ScopeSet;
+use super::scope::ScopeSet;
+use super::settings::{OidcProviderConfig, OidcRule};
 
 const MAX_DOC_BYTES: u64 = 256 * 1024;
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
 const MAX_KEYS: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
-pub enum OidcError {
+pub(crate) enum OidcError {
     #[error("OIDC token rejected: {0}")]
     Invalid(String),
     #[error("OIDC token from issuer {iss:?}: no provider with that issuer is configured")]
@@ -51,11 +51,10 @@ pub enum OidcError {
 
 /// A verified identity and what policy grants it.
 #[derive(Debug, Clone)]
-pub struct OidcGrant {
-    pub identity: String,
-    pub rules: Vec<String>,
-    pub scopes: ScopeSet,
-    pub expires_at: i64,
+pub(crate) struct OidcGrant {
+    pub(crate) identity: String,
+    pub(crate) rules: Vec<String>,
+    pub(crate) scopes: ScopeSet,
 }
 
 #[derive(Deserialize)]
@@ -110,7 +109,7 @@ struct Provider {
 }
 
 /// Verifies ID tokens of every configured provider.
-pub struct OidcVerifier {
+pub(crate) struct OidcVerifier {
     providers: Vec<Provider>,
     agent: ureq::Agent,
 }
@@ -124,7 +123,7 @@ fn invalid(msg: impl Into<String>) -> OidcError {
 }
 
 impl OidcVerifier {
-    pub fn new(providers: &[OidcProviderConfig]) -> OidcVerifier {
+    pub(crate) fn new(providers: &[OidcProviderConfig]) -> OidcVerifier {
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(10)))
             .http_status_as_error(true)
@@ -143,12 +142,12 @@ impl OidcVerifier {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.providers.is_empty()
     }
 
     /// Verifies `token` at time `now` (unix seconds) and applies the rules.
-    pub async fn verify(&self, token: &str, now: i64) -> Result<OidcGrant, OidcError> {
+    pub(crate) async fn verify(&self, token: &str, now: i64) -> Result<OidcGrant, OidcError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(invalid(format!(
                 "token is {} bytes, the limit is {MAX_TOKEN_BYTES}",
@@ -259,7 +258,6 @@ impl OidcVerifier {
             identity: format!("oidc:{}#{sub}", cfg.issuer),
             rules,
             scopes,
-            expires_at: exp,
         })
     }
 

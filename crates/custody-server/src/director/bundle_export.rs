@@ -32,9 +32,9 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::store::{DeviceFilter, DeviceRow};
 use super::Director;
+use crate::auth::scope::{Scope, ScopeKind};
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
-use crate::scope::{Scope, ScopeKind};
 use crate::state::AppState;
 
 type St = State<Arc<AppState>>;

@@ -30,9 +30,9 @@ use super::store::{
     TokenRow, YankRow,
 };
 use super::{Director, RolloutSpec, WindowSpec};
+use crate::auth::scope::{Scope, ScopeKind};
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
-use crate::scope::{Scope, ScopeKind};
 use crate::state::{now, AppState};
 
 type St = State<Arc<AppState>>;

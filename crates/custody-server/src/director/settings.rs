@@ -58,7 +58,7 @@ impl Default for DirectorSettings {
 impl DirectorSettings {
     /// Cross-field rules.
     pub fn validate(&self) -> Result<(), String> {
-        crate::scope::validate_repo_name(&self.image_repository)
+        crate::auth::scope::validate_repo_name(&self.image_repository)
             .map_err(|e| format!("director.image_repository: {e}"))?;
         for (name, v, lo, hi) in [
             (

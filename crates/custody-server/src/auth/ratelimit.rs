@@ -7,7 +7,7 @@
 //! (`governor`), so one misbehaving host cannot lock out the others.
 //!
 //! The peer address comes from the accept loop (see
-//! [`crate::server`]), not from `X-Forwarded-For`: a header is the
+//! `crate::server`), not from `X-Forwarded-For`: a header is the
 //! client's word. Behind a proxy every request shares the proxy's address,
 //! so operators there raise the limit or rate-limit at the proxy.
 
@@ -21,10 +21,10 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 /// The TCP peer of the connection a request arrived on, inserted by the
 /// accept loop into every request's extensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PeerAddr(pub SocketAddr);
+pub(crate) struct PeerAddr(pub(crate) SocketAddr);
 
 /// A keyed (per IP) rate limiter.
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     inner: DefaultKeyedRateLimiter<IpAddr>,
     clock: DefaultClock,
     per_minute: u32,
@@ -42,7 +42,7 @@ impl RateLimiter {
     /// `per_minute` sustained requests per client address with bursts of
     /// `burst`; zero values are raised to one (a limit of zero would be a
     /// denial of service the operator did not mean).
-    pub fn new(per_minute: u32, burst: u32) -> RateLimiter {
+    pub(crate) fn new(per_minute: u32, burst: u32) -> RateLimiter {
         let per_minute = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
         RateLimiter {
@@ -54,7 +54,7 @@ impl RateLimiter {
 
     /// `Ok` if `ip` may make one more request now, else how long until it
     /// may. Requests without a known peer share one bucket (fail closed).
-    pub fn check(&self, peer: Option<IpAddr>) -> Result<(), Duration> {
+    pub(crate) fn check(&self, peer: Option<IpAddr>) -> Result<(), Duration> {
         let key = peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
         self.inner
             .check_key(&key)
@@ -63,13 +63,13 @@ impl RateLimiter {
 
     /// Drop the state of clients that are back to a full bucket (called by
     /// housekeeping so the map does not grow with every address ever seen).
-    pub fn prune(&self) {
+    pub(crate) fn prune(&self) {
         self.inner.retain_recent();
         self.inner.shrink_to_fit();
     }
 
     /// The sustained rate, for messages.
-    pub fn per_minute(&self) -> u32 {
+    pub(crate) fn per_minute(&self) -> u32 {
         self.per_minute
     }
 }

@@ -114,6 +114,11 @@ pub fn validate_role_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `fleet:admin` over every repository: credentials, repositories, fleet.
+pub(crate) fn fleet_admin() -> Scope {
+    Scope::new(ScopeKind::FleetAdmin, None)
+}
+
 impl Scope {
     pub fn new(kind: ScopeKind, repo: Option<&str>) -> Self {
         Scope {
