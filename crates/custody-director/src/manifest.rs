@@ -168,3 +168,168 @@ pub fn verify_manifest_signature(
     })?;
     Ok(())
 }
+
+/// An install report as a transparency log entry claims it (custody-log's
+/// `install_report` entry): the device, the report, the digest of the
+/// device-signed manifest and, when they fit, the manifest bytes (base64)
+/// and the device's TUF public key (JSON).
+#[derive(Debug, Clone, Copy)]
+pub struct LoggedInstallReport<'a> {
+    /// `device_id`
+    pub device_id: &'a str,
+    /// `target`
+    pub target: &'a str,
+    /// `outcome`
+    pub outcome: &'a str,
+    /// `manifest_sha256` (lowercase hex)
+    pub manifest_sha256: &'a str,
+    /// `manifest`: base64 of the manifest bytes as the device signed them
+    pub manifest: Option<&'a str>,
+    /// `device_key`: the device's TUF public key
+    pub device_key: Option<&'a serde_json::Value>,
+}
+
+/// What [`check_logged_install_report`] could establish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoggedReportCheck {
+    /// manifest embedded, device key present, every check passed
+    Verified,
+    /// only the manifest digest (the manifest was too large to embed)
+    DigestOnly,
+    /// manifest embedded but no device key: the signature cannot be checked
+    NoKey,
+}
+
+impl LoggedReportCheck {
+    /// The name auditors print (`verified`, `digest_only`, `no_device_key`).
+    pub fn name(self) -> &'static str {
+        match self {
+            LoggedReportCheck::Verified => "verified",
+            LoggedReportCheck::DigestOnly => "digest_only",
+            LoggedReportCheck::NoKey => "no_device_key",
+        }
+    }
+}
+
+/// Why a logged install report does not hold up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoggedReportError {
+    /// `manifest` is not base64.
+    #[error("install report: manifest is not base64: {0}")]
+    NotBase64(String),
+    /// The manifest bytes do not hash to `manifest_sha256`.
+    #[error("install report: manifest sha256 is {actual}, the entry says {claimed}")]
+    Digest {
+        /// sha256 of the bytes
+        actual: String,
+        /// the entry's
+        claimed: String,
+    },
+    /// `device_key` is not a TUF key (or has no key id).
+    #[error("install report: device_key: {0}")]
+    BadKey(String),
+    /// The key's id is not the device id: another device's key.
+    #[error("install report: device_key has key id {keyid}, the device id is {device_id}")]
+    OtherDevicesKey {
+        /// the key's id
+        keyid: String,
+        /// the entry's device
+        device_id: String,
+    },
+    /// The bytes are not a custody device manifest.
+    #[error("install report of device {device_id}: the manifest is not a custody device manifest: {reason}")]
+    NotAManifest {
+        /// the entry's device
+        device_id: String,
+        /// the parser's complaint
+        reason: String,
+    },
+    /// The manifest is another device's.
+    #[error("install report: the manifest is device {found}'s, the entry says device {device_id}")]
+    OtherDevicesManifest {
+        /// the manifest's device
+        found: String,
+        /// the entry's device
+        device_id: String,
+    },
+    /// The device key did not sign the manifest.
+    #[error("install report: {0}")]
+    Signature(ManifestError),
+    /// The manifest carries no report of this target with this outcome.
+    #[error("install report: the entry says device {device_id} reported {outcome:?} for {target:?}, but the device-signed manifest (report counter {report_counter}) carries no such report")]
+    NoSuchReport {
+        /// the entry's device
+        device_id: String,
+        /// the entry's outcome
+        outcome: String,
+        /// the entry's target
+        target: String,
+        /// the manifest's counter
+        report_counter: u64,
+    },
+}
+
+/// Check an install report a transparency log holds against the
+/// device-signed manifest it carries (the auditor's inner-signature check;
+/// docs/LOG.md): the bytes hash to `manifest_sha256`; with a device key,
+/// its TUF key id is the device id, the bytes are a custody device manifest
+/// (strict parser) of that device, the key signed it
+/// ([`verify_manifest_signature`], the check-in rule), and the manifest
+/// itself carries an install report of `target` with `outcome`, so a
+/// genuine manifest cannot be attached to a claim the device never made.
+pub fn check_logged_install_report(
+    r: &LoggedInstallReport<'_>,
+) -> Result<LoggedReportCheck, LoggedReportError> {
+    use base64::Engine as _;
+    let Some(m) = r.manifest else {
+        return Ok(LoggedReportCheck::DigestOnly);
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(m)
+        .map_err(|e| LoggedReportError::NotBase64(e.to_string()))?;
+    let digest = custody_tuf::crypto::sha256_hex(&bytes);
+    if digest != r.manifest_sha256 {
+        return Err(LoggedReportError::Digest {
+            actual: digest,
+            claimed: r.manifest_sha256.to_owned(),
+        });
+    }
+    let Some(k) = r.device_key else {
+        return Ok(LoggedReportCheck::NoKey);
+    };
+    let key: custody_tuf::schema::Key =
+        serde_json::from_value(k.clone()).map_err(|e| LoggedReportError::BadKey(e.to_string()))?;
+    let keyid = crate::keys::device_id_for_key(&key)
+        .map_err(|e| LoggedReportError::BadKey(e.to_string()))?;
+    if keyid != r.device_id {
+        return Err(LoggedReportError::OtherDevicesKey {
+            keyid,
+            device_id: r.device_id.to_owned(),
+        });
+    }
+    let sm = SignedManifest::from_bytes(&bytes).map_err(|e| LoggedReportError::NotAManifest {
+        device_id: r.device_id.to_owned(),
+        reason: e.to_string(),
+    })?;
+    if sm.signed.device_id != r.device_id {
+        return Err(LoggedReportError::OtherDevicesManifest {
+            found: sm.signed.device_id.clone(),
+            device_id: r.device_id.to_owned(),
+        });
+    }
+    verify_manifest_signature(&sm, r.device_id, &key).map_err(LoggedReportError::Signature)?;
+    if !sm
+        .signed
+        .install_reports
+        .iter()
+        .any(|rep| rep.target == r.target && rep.outcome == r.outcome)
+    {
+        return Err(LoggedReportError::NoSuchReport {
+            device_id: r.device_id.to_owned(),
+            outcome: r.outcome.to_owned(),
+            target: r.target.to_owned(),
+            report_counter: sm.signed.report_counter,
+        });
+    }
+    Ok(LoggedReportCheck::Verified)
+}

@@ -125,16 +125,15 @@ pub enum AuditProblem {
 pub enum AuditError {
     /// Building the tree failed.
     #[error("rebuilding the tree: {0}")]
-    Tree(#[from] TreeError),
+    Tree(TreeError),
     /// An inclusion proof from the replayed tree does not verify (the
     /// replay did not reach the checkpoint's tree).
-    #[error("inclusion proof of entry {index}: {source}")]
+    #[error("inclusion proof of entry {index}: {error}")]
     Inclusion {
         /// entry index
         index: u64,
         /// the proof failure
-        #[source]
-        source: ProofError,
+        error: ProofError,
     },
     /// No entry at that index.
     #[error("entry {index} missing")]
@@ -142,6 +141,12 @@ pub enum AuditError {
         /// entry index
         index: u64,
     },
+}
+
+impl From<TreeError> for AuditError {
+    fn from(e: TreeError) -> Self {
+        AuditError::Tree(e)
+    }
 }
 
 /// A replay in progress: feed it every bundle of [`Replay::bundles`].
@@ -355,7 +360,7 @@ impl ReplayedLog {
             .get(usize::try_from(index).unwrap_or(usize::MAX))
             .ok_or(AuditError::NoEntry { index })?;
         verify_inclusion(&leaf_hash(entry), index, self.size, &proof, &self.root)
-            .map_err(|source| AuditError::Inclusion { index, source })?;
+            .map_err(|error| AuditError::Inclusion { index, error })?;
         Ok(proof)
     }
 }
