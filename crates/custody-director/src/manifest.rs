@@ -333,3 +333,156 @@ pub fn check_logged_install_report(
     }
     Ok(LoggedReportCheck::Verified)
 }
+
+#[cfg(test)]
+mod logged_report_tests {
+    use super::*;
+    use crate::keys::MemorySigner;
+    use crate::wire::{InstallReport, TYPE_MANIFEST, WIRE_VERSION};
+    use custody_repo::Signer as _;
+    use base64::Engine as _;
+
+    fn b64(b: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(b)
+    }
+
+    /// A device key, its id and the bytes of a manifest it signed that
+    /// reports `installed` for `fw-1.bin` (flipping one signature byte if
+    /// `forge`).
+    fn signed(key: &MemorySigner, forge: bool) -> (serde_json::Value, String, Vec<u8>) {
+        let kjson = serde_json::to_value(key.key()).unwrap();
+        let tkey: custody_tuf::schema::Key = serde_json::from_value(kjson.clone()).unwrap();
+        let id = crate::keys::device_id_for_key(&tkey).unwrap();
+        let body = ManifestBody {
+            type_: TYPE_MANIFEST.into(),
+            wire_version: WIRE_VERSION,
+            device_id: id.clone(),
+            hardware_id: "board-a".into(),
+            report_counter: 7,
+            device_time: 1_700_000_000,
+            installed: BTreeMap::new(),
+            active_slot: None,
+            attacks_detected: vec![],
+            install_reports: vec![InstallReport {
+                id: "attempt-1".into(),
+                target: "fw-1.bin".into(),
+                release_counter: 1,
+                outcome: "installed".into(),
+                reason: None,
+                time: 1_700_000_000,
+            }],
+        };
+        let mut m = SignedManifest::sign(body, key).unwrap();
+        if forge {
+            let mut sig = hex::decode(&m.signatures[0].sig).unwrap();
+            sig[0] ^= 1;
+            m.signatures[0].sig = hex::encode(sig);
+        }
+        (kjson, id, m.to_bytes().unwrap())
+    }
+
+    fn check(
+        id: &str,
+        target: &str,
+        outcome: &str,
+        bytes: &[u8],
+        key: Option<&serde_json::Value>,
+    ) -> Result<LoggedReportCheck, LoggedReportError> {
+        let m = b64(bytes);
+        let digest = custody_tuf::crypto::sha256_hex(bytes);
+        check_logged_install_report(&LoggedInstallReport {
+            device_id: id,
+            target,
+            outcome,
+            manifest_sha256: &digest,
+            manifest: Some(&m),
+            device_key: key,
+        })
+    }
+
+    #[test]
+    fn a_genuine_report_verifies_and_each_forgery_is_named() {
+        let dev = MemorySigner::generate_ed25519().unwrap();
+        let (k, id, bytes) = signed(&dev, false);
+        assert_eq!(
+            check(&id, "fw-1.bin", "installed", &bytes, Some(&k)),
+            Ok(LoggedReportCheck::Verified)
+        );
+        assert_eq!(
+            check(&id, "fw-1.bin", "installed", &bytes, None),
+            Ok(LoggedReportCheck::NoKey)
+        );
+        let digest_only = check_logged_install_report(&LoggedInstallReport {
+            device_id: &id,
+            target: "fw-1.bin",
+            outcome: "installed",
+            manifest_sha256: "00",
+            manifest: None,
+            device_key: Some(&k),
+        });
+        assert_eq!(digest_only, Ok(LoggedReportCheck::DigestOnly));
+
+        // a claim the device never made (other outcome, other target)
+        for (t, o) in [("fw-1.bin", "failed"), ("fw-2.bin", "installed")] {
+            assert!(matches!(
+                check(&id, t, o, &bytes, Some(&k)),
+                Err(LoggedReportError::NoSuchReport { .. })
+            ));
+        }
+        // a signature that does not verify
+        let (_, _, forged) = signed(&dev, true);
+        let e = check(&id, "fw-1.bin", "installed", &forged, Some(&k)).unwrap_err();
+        assert!(matches!(e, LoggedReportError::Signature(_)), "{e}");
+        assert!(e.to_string().contains("manifest: signature of device"), "{e}");
+        // another device's key presented as this device's
+        let other = MemorySigner::generate_ed25519().unwrap();
+        let (k2, id2, bytes2) = signed(&other, false);
+        assert!(matches!(
+            check(&id, "fw-1.bin", "installed", &bytes, Some(&k2)),
+            Err(LoggedReportError::OtherDevicesKey { .. })
+        ));
+        // another device's genuine manifest, with its key, under this id
+        assert!(matches!(
+            check(&id, "fw-1.bin", "installed", &bytes2, Some(&k2)),
+            Err(LoggedReportError::OtherDevicesKey { .. })
+        ));
+        assert!(matches!(
+            check(&id2, "fw-1.bin", "installed", &bytes, Some(&k2)),
+            Err(LoggedReportError::OtherDevicesManifest { .. })
+        ));
+        // bytes changed after the digest was taken
+        let digest = custody_tuf::crypto::sha256_hex(&bytes);
+        let mut changed = bytes.clone();
+        let pos = changed.windows(7).position(|w| w == b"board-a").unwrap();
+        changed[pos] = b'B';
+        let e = check_logged_install_report(&LoggedInstallReport {
+            device_id: &id,
+            target: "fw-1.bin",
+            outcome: "installed",
+            manifest_sha256: &digest,
+            manifest: Some(&b64(&changed)),
+            device_key: Some(&k),
+        })
+        .unwrap_err();
+        assert!(e.to_string().starts_with("install report: manifest sha256 is"), "{e}");
+        // not base64, not a manifest, not a key
+        let e = check_logged_install_report(&LoggedInstallReport {
+            device_id: &id,
+            target: "fw-1.bin",
+            outcome: "installed",
+            manifest_sha256: &digest,
+            manifest: Some("!"),
+            device_key: Some(&k),
+        })
+        .unwrap_err();
+        assert!(matches!(e, LoggedReportError::NotBase64(_)));
+        assert!(matches!(
+            check(&id, "fw-1.bin", "installed", b"{}", Some(&k)),
+            Err(LoggedReportError::NotAManifest { .. })
+        ));
+        assert!(matches!(
+            check(&id, "fw-1.bin", "installed", &bytes, Some(&serde_json::json!({"x": 1}))),
+            Err(LoggedReportError::BadKey(_))
+        ));
+    }
+}
