@@ -339,8 +339,8 @@ mod logged_report_tests {
     use super::*;
     use crate::keys::MemorySigner;
     use crate::wire::{InstallReport, TYPE_MANIFEST, WIRE_VERSION};
-    use custody_repo::Signer as _;
     use base64::Engine as _;
+    use custody_repo::Signer as _;
 
     fn b64(b: &[u8]) -> String {
         base64::engine::general_purpose::STANDARD.encode(b)
@@ -433,7 +433,10 @@ mod logged_report_tests {
         let (_, _, forged) = signed(&dev, true);
         let e = check(&id, "fw-1.bin", "installed", &forged, Some(&k)).unwrap_err();
         assert!(matches!(e, LoggedReportError::Signature(_)), "{e}");
-        assert!(e.to_string().contains("manifest: signature of device"), "{e}");
+        assert!(
+            e.to_string().contains("manifest: signature of device"),
+            "{e}"
+        );
         // another device's key presented as this device's
         let other = MemorySigner::generate_ed25519().unwrap();
         let (k2, id2, bytes2) = signed(&other, false);
@@ -464,7 +467,11 @@ mod logged_report_tests {
             device_key: Some(&k),
         })
         .unwrap_err();
-        assert!(e.to_string().starts_with("install report: manifest sha256 is"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("install report: manifest sha256 is"),
+            "{e}"
+        );
         // not base64, not a manifest, not a key
         let e = check_logged_install_report(&LoggedInstallReport {
             device_id: &id,
@@ -481,7 +488,13 @@ mod logged_report_tests {
             Err(LoggedReportError::NotAManifest { .. })
         ));
         assert!(matches!(
-            check(&id, "fw-1.bin", "installed", &bytes, Some(&serde_json::json!({"x": 1}))),
+            check(
+                &id,
+                "fw-1.bin",
+                "installed",
+                &bytes,
+                Some(&serde_json::json!({"x": 1}))
+            ),
             Err(LoggedReportError::BadKey(_))
         ));
     }
