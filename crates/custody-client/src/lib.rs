@@ -7,6 +7,11 @@
 //! client workflow (spec §5, python-tuf ngclient's request pattern) and
 //! [`target`] streams targets through custody-tuf's verifier.
 //!
+//! The same shell for the transparency log (custody-log decides, these
+//! move bytes): [`log`] checks a target against the log before it is
+//! used, [`witness`] is the witness loop and [`audit`] the auditor's
+//! fetching (`custody witness`, `custody audit`).
+//!
 //! ```no_run
 //! use custody_client::{AnyTransport, Updater, UpdaterConfig};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -31,13 +36,16 @@
     )
 )]
 
+pub mod audit;
 pub mod encoding;
 mod error;
 pub mod log;
+mod logtool;
 pub mod store;
 pub mod target;
 pub mod transport;
 pub mod updater;
+pub mod witness;
 
 pub use error::ClientError;
 pub use store::{MetadataStore, StoreError};

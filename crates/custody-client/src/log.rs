@@ -15,7 +15,10 @@
 //!
 //! Evidence comes from the server's `GET /log/v1/evidence?repo=&target=&sha256=&old=`
 //! ([`fetch_evidence`]) or from an offline bundle (same JSON document,
-//! [`Evidence`]).
+//! [`Evidence`], defined with its bounded strict parser in custody-log's
+//! `wire`). The rule for offline evidence that is too old or proves
+//! consistency from other sizes is custody-log's
+//! [`custody_log::client::check_offline_freshness`].
 //!
 //! ```no_run
 //! use custody_client::log::{fetch_evidence, check_target, CheckpointStore, ExpectedPublish, trust_from_keys};
@@ -35,60 +38,24 @@
 
 use std::path::{Path, PathBuf};
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine as _;
-use custody_log::client::{check_logged_entry, decode_proof_hashes, LogEvidence};
+use custody_log::client::{
+    check_logged_entry, check_offline_freshness, LogEvidence, OfflineRefusal,
+};
 pub use custody_log::client::{Accepted, LogAttack, LogTrust};
 use custody_log::entry::check_publish_entry;
-use custody_log::{Checkpoint, Hash, LogVerifier, VerifierKey};
-use serde::{Deserialize, Serialize};
+use custody_log::wire::{ConsistencyProofAnswer, WireError};
+use custody_log::{Checkpoint, VerifierKey};
 use url::Url;
 
 use crate::store::{read_bounded, write_atomic, StoreError};
 use crate::transport::{FetchError, Transport};
 
-/// Largest evidence document accepted (an entry is at most 64 KiB, proofs
-/// at most 2 × 64 hashes).
-pub const MAX_EVIDENCE_BYTES: u64 = 1024 * 1024;
-/// Largest stored checkpoint read back.
-pub const MAX_CHECKPOINT_BYTES: u64 = 64 * 1024;
-/// Most consistency proofs one evidence document may carry (bundles carry
-/// one per stored size the operator prepared them for).
-pub const MAX_CONSISTENCY_PROOFS: usize = 64;
-
-/// A consistency proof from `old` to the evidence checkpoint's size.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConsistencyDoc {
-    /// from this tree size
-    pub old: u64,
-    /// base64 hashes
-    pub proof: Vec<String>,
-}
-
-/// The evidence document (`GET /log/v1/evidence` answer; also embedded in
-/// offline bundles). Nothing in it is trusted: [`check_target`] verifies it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Evidence {
-    /// repository the entry is looked up for
-    pub repo: String,
-    /// target path
-    pub target: String,
-    /// target sha256 (lowercase hex)
-    pub sha256: String,
-    /// index of the `target_publish` entry
-    pub index: u64,
-    /// the entry bytes, base64
-    pub entry: String,
-    /// signed checkpoint (note) with cosignatures
-    pub checkpoint: String,
-    /// inclusion proof of the entry at the checkpoint's size, base64
-    pub inclusion_proof: Vec<String>,
-    /// consistency proofs to the checkpoint's size, by old size
-    #[serde(default)]
-    pub consistency: Vec<ConsistencyDoc>,
-}
+/// The evidence document and its bounds are custody-log's (shared with
+/// the server that writes it).
+pub use custody_log::wire::{
+    Evidence, EvidenceConsistency as ConsistencyDoc, MAX_CHECKPOINT_BYTES, MAX_CONSISTENCY_PROOFS,
+    MAX_EVIDENCE_BYTES,
+};
 
 /// The target the evidence must be about (the rule lives in custody-log,
 /// shared with witnesses and auditors).
@@ -238,10 +205,6 @@ pub fn trust_from_keys(
     LogTrust::new(&origin, key, ws, k).map_err(|e| format!("log trust: {e}"))
 }
 
-fn decode_hashes(what: &str, list: &[String]) -> Result<Vec<Hash>, String> {
-    decode_proof_hashes(what, list).map_err(|e| e.to_string())
-}
-
 /// Fetch the evidence for `expect` from the log at `log_base`
 /// (`https://server/log/v1/`), with a consistency proof from `old` (the
 /// stored checkpoint's size, 0 if none).
@@ -263,7 +226,7 @@ pub fn fetch_evidence<T: Transport + ?Sized>(
         .append_pair("sha256", &sha256)
         .append_pair("old", &old.to_string());
     let bytes = match transport
-        .fetch(&url, MAX_EVIDENCE_BYTES)
+        .fetch(&url, MAX_EVIDENCE_BYTES as u64)
         .and_then(|f| f.read_all())
     {
         Ok(b) => b,
@@ -277,35 +240,19 @@ pub fn fetch_evidence<T: Transport + ?Sized>(
         }
         Err(e) => return Err(LogCheckError::Fetch(e)),
     };
-    let ev: Evidence = serde_json::from_slice(&bytes).map_err(|e| LogCheckError::Malformed {
+    Evidence::from_slice(&bytes).map_err(|e| LogCheckError::Malformed {
         source_name: url.to_string(),
-        reason: format!("not an evidence document: {e}"),
-    })?;
-    Ok(ev)
+        reason: e.to_string(),
+    })
 }
 
 /// The size of the checkpoint an evidence document carries (read, not
 /// verified: for tools that prepare evidence; devices verify).
 pub fn evidence_size(ev: &Evidence) -> Result<u64, LogCheckError> {
-    let note = custody_log::Note::parse(ev.checkpoint.as_bytes()).map_err(|e| {
-        LogCheckError::Malformed {
-            source_name: format!("evidence for {:?}", ev.target),
-            reason: format!("checkpoint: {e}"),
-        }
-    })?;
-    Checkpoint::parse_text(note.text())
-        .map(|c| c.size)
-        .map_err(|e| LogCheckError::Malformed {
-            source_name: format!("evidence for {:?}", ev.target),
-            reason: format!("checkpoint: {e}"),
-        })
-}
-
-#[derive(Deserialize)]
-struct ConsistencyAnswer {
-    old: u64,
-    new: u64,
-    proof: Vec<String>,
+    ev.checkpoint_size().map_err(|e| LogCheckError::Malformed {
+        source_name: format!("evidence for {:?}", ev.target),
+        reason: e.to_string(),
+    })
 }
 
 /// Evidence for an offline bundle: [`fetch_evidence`], plus a consistency
@@ -340,24 +287,16 @@ pub fn fetch_offline_evidence<T: Transport + ?Sized>(
             .append_pair("old", &old.to_string())
             .append_pair("new", &size.to_string());
         let bytes = transport
-            .fetch(&url, MAX_EVIDENCE_BYTES)
+            .fetch(&url, custody_log::wire::MAX_PROOF_ANSWER_BYTES as u64)
             .and_then(|f| f.read_all())
             .map_err(LogCheckError::Fetch)?;
-        let a: ConsistencyAnswer =
-            serde_json::from_slice(&bytes).map_err(|e| LogCheckError::Malformed {
+        let proof = ConsistencyProofAnswer::parse_for(&bytes, old, size).map_err(|e| {
+            LogCheckError::Malformed {
                 source_name: url.to_string(),
                 reason: e.to_string(),
-            })?;
-        if a.old != old || a.new != size {
-            return Err(LogCheckError::Malformed {
-                source_name: url.to_string(),
-                reason: format!("answered for {}..{}, asked {old}..{size}", a.old, a.new),
-            });
-        }
-        ev.consistency.push(ConsistencyDoc {
-            old,
-            proof: a.proof,
-        });
+            }
+        })?;
+        ev.push_consistency(old, &proof);
     }
     Ok(ev)
 }
@@ -396,36 +335,53 @@ fn check_inner(
     expect: &ExpectedPublish,
     offline: bool,
 ) -> Result<Accepted, LogCheckError> {
-    let malformed = |reason: String| LogCheckError::Malformed {
+    let malformed = |e: WireError| LogCheckError::Malformed {
         source_name: format!("evidence for {:?}", expect.name),
-        reason,
+        reason: e.to_string(),
     };
-    if ev.consistency.len() > MAX_CONSISTENCY_PROOFS {
-        return Err(malformed(format!(
-            "{} consistency proofs, at most {MAX_CONSISTENCY_PROOFS}",
-            ev.consistency.len()
-        )));
-    }
-    let entry = B64
-        .decode(&ev.entry)
-        .map_err(|e| malformed(format!("entry: not base64: {e}")))?;
-    let inclusion = decode_hashes("inclusion_proof", &ev.inclusion_proof).map_err(malformed)?;
+    let decoded = ev.decode().map_err(malformed)?;
     if offline {
-        check_offline_sizes(trust, stored, ev)?;
+        check_offline_freshness(
+            trust,
+            stored,
+            ev.checkpoint.as_bytes(),
+            &ev.consistency_sizes(),
+        )
+        .map_err(|r| match r {
+            OfflineRefusal::Stale { stored, size } => LogCheckError::Stale { stored, size },
+            OfflineRefusal::NoConsistencyProof {
+                stored,
+                size,
+                available,
+            } => LogCheckError::NoConsistencyProof {
+                stored,
+                size,
+                available: available
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            },
+            OfflineRefusal::BadSignature(e) => LogCheckError::Attack(LogAttack::BadSignature(e)),
+        })?;
     }
     // The proof from the stored size (an honest log sends exactly that
     // one; without it a larger checkpoint fails as inconsistent).
-    let consistency = match stored.and_then(|s| ev.consistency.iter().find(|c| c.old == s.size)) {
-        Some(c) => decode_hashes("consistency proof", &c.proof).map_err(malformed)?,
+    let consistency = match stored {
+        Some(s) => ev
+            .consistency_from(s.size)
+            .map_err(malformed)?
+            .unwrap_or_default(),
         None => Vec::new(),
     };
+    let entry = decoded.entry;
     let accepted = check_logged_entry(
         trust,
         stored,
         &LogEvidence {
             entry: &entry,
             index: ev.index,
-            inclusion_proof: &inclusion,
+            inclusion_proof: &decoded.inclusion_proof,
             checkpoint: ev.checkpoint.as_bytes(),
             consistency_proof: &consistency,
         },
@@ -433,53 +389,6 @@ fn check_inner(
     .map_err(LogCheckError::Attack)?;
     check_entry_is(&entry, ev.index, expect)?;
     Ok(accepted)
-}
-
-/// The pinned log key alone (no witness policy): enough to read a
-/// checkpoint's size or re-check a stored one.
-fn log_key_verifier(trust: &LogTrust) -> Result<LogVerifier, custody_log::CheckpointError> {
-    LogVerifier::new(
-        trust.verifier().origin(),
-        trust.verifier().log_key().clone(),
-    )
-}
-
-/// Offline evidence: refuse, without calling it an attack, evidence older
-/// than `stored` or lacking a consistency proof from its size.
-fn check_offline_sizes(
-    trust: &LogTrust,
-    stored: Option<&Checkpoint>,
-    ev: &Evidence,
-) -> Result<(), LogCheckError> {
-    // Learn the size from the log-signed checkpoint (a bad signature is
-    // an attack whatever the sizes).
-    let size = log_key_verifier(trust)
-        .and_then(|v| v.verify(ev.checkpoint.as_bytes()))
-        .map_err(|e| LogCheckError::Attack(LogAttack::BadSignature(e)))?
-        .checkpoint
-        .size;
-    let Some(s) = stored else {
-        return Ok(());
-    };
-    if s.size > size {
-        return Err(LogCheckError::Stale {
-            stored: s.size,
-            size,
-        });
-    }
-    if s.size < size && !ev.consistency.iter().any(|c| c.old == s.size) {
-        return Err(LogCheckError::NoConsistencyProof {
-            stored: s.size,
-            size,
-            available: ev
-                .consistency
-                .iter()
-                .map(|c| c.old.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-        });
-    }
-    Ok(())
 }
 
 /// The entry must be a `target_publish` of exactly this repository, name,
@@ -518,10 +427,10 @@ impl CheckpointStore {
     /// that does not verify is a local error, never silently ignored: that
     /// would reset the rollback protection).
     pub fn load(&self, trust: &LogTrust) -> Result<Option<Checkpoint>, LogCheckError> {
-        let Some(bytes) = read_bounded(&self.path, MAX_CHECKPOINT_BYTES)? else {
+        let Some(bytes) = read_bounded(&self.path, MAX_CHECKPOINT_BYTES as u64)? else {
             return Ok(None);
         };
-        let v = log_key_verifier(trust).map_err(|e| {
+        let v = trust.log_key_verifier().map_err(|e| {
             LogCheckError::Local(format!(
                 "stored checkpoint {}: the pinned log origin/key is unusable: {e}",
                 self.path.display()
@@ -550,8 +459,12 @@ impl CheckpointStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine as _;
     use custody_log::entry::{EntryBody, LogEntry};
-    use custody_log::{consistency_proof, inclusion_proof, Appender, MemoryStore, NoteSigner};
+    use custody_log::{
+        consistency_proof, inclusion_proof, Appender, Hash, MemoryStore, NoteSigner,
+    };
     use proptest::prelude::*;
 
     const ORIGIN: &str = "log.test/log";

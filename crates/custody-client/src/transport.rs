@@ -317,6 +317,30 @@ impl HttpTransport {
     }
 }
 
+impl HttpTransport {
+    /// POST a JSON `body` to `url`; the status and the answer (at most
+    /// `max_len` bytes), whatever the status. For the few writes a log
+    /// client makes (a witness posting its cosignature).
+    pub fn post_json(
+        &self,
+        url: &Url,
+        body: &[u8],
+        max_len: u64,
+    ) -> Result<(u16, Vec<u8>), FetchError> {
+        let url_s = url.as_str();
+        let response = self
+            .agent
+            .post(url_s)
+            .header("content-type", "application/json")
+            .send(body)
+            .map_err(|e| map_ureq_error(url_s, &e))?;
+        let status = response.status().as_u16();
+        let reader = response.into_body().into_reader();
+        let answer = Fetched::new(url_s, max_len, None, Box::new(reader))?.read_all()?;
+        Ok((status, answer))
+    }
+}
+
 impl Default for HttpTransport {
     fn default() -> Self {
         HttpTransport::new(Timeouts::default())

@@ -13,7 +13,7 @@
 //! | [`wire`] | versioned wire types and their bounded strict parsers (shared with the agent) |
 //! | [`keys`] | device keys, the device-id rule, an in-memory signer |
 //! | [`request`] | signed device requests (why not mTLS), nonce cache, [`verify_device_request`] |
-//! | [`manifest`] | [`verify_manifest`]: device key, counter replay / reorder |
+//! | [`manifest`] | [`verify_manifest`]: device key, counter replay / reorder; [`check_logged_install_report`]: a logged install report against its device-signed manifest |
 //! | [`registry`] | the device record, status, re-attestation |
 //! | [`enrol`] | one-time tokens, factory X.509 identity, [`enrol::enrol`] |
 //! | [`director`] | per-device director metadata, [`verify_director_targets_for_device`] |
@@ -46,5 +46,8 @@ pub mod rollback;
 pub mod wire;
 
 pub use director::{verify_director_targets_for_device, DirectorError};
-pub use manifest::{verify_manifest, verify_manifest_signature, ManifestError};
+pub use manifest::{
+    check_logged_install_report, verify_manifest, verify_manifest_signature, LoggedInstallReport,
+    LoggedReportCheck, LoggedReportError, ManifestError,
+};
 pub use request::{verify_device_request, MemoryNonceCache, NonceCache, RequestError};

@@ -57,6 +57,12 @@ impl LogTrust {
     pub fn verifier(&self) -> &LogVerifier {
         &self.verifier
     }
+
+    /// The pinned log key alone, without the witness policy: enough to
+    /// read a checkpoint's size or re-check a stored checkpoint.
+    pub fn log_key_verifier(&self) -> Result<LogVerifier, CheckpointError> {
+        LogVerifier::new(self.verifier.origin(), self.verifier.log_key().clone())
+    }
 }
 
 /// What the client received with a target.
@@ -221,6 +227,75 @@ pub fn check_logged_entry(
     })
 }
 
+/// Why offline evidence (a bundle) was refused before the log check:
+/// evidence made before this client last saw the log, or for other
+/// clients. Neither is an attack, and neither lets a target through.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OfflineRefusal {
+    /// The evidence checkpoint is older than the stored one.
+    #[error(
+        "the evidence checkpoint (size {size}) is older than the stored checkpoint (size {stored})"
+    )]
+    Stale {
+        /// stored size
+        stored: u64,
+        /// evidence checkpoint size
+        size: u64,
+    },
+    /// The evidence proves consistency from other sizes than the stored one.
+    #[error("the evidence has no consistency proof from the stored checkpoint size {stored} to size {size} (it has proofs from {available:?})")]
+    NoConsistencyProof {
+        /// stored size
+        stored: u64,
+        /// evidence checkpoint size
+        size: u64,
+        /// sizes it has proofs from
+        available: Vec<u64>,
+    },
+    /// The evidence checkpoint is not signed by the pinned log key: an
+    /// attack whatever the sizes.
+    #[error("log attack: checkpoint rejected: {0}")]
+    BadSignature(CheckpointError),
+}
+
+/// The offline-evidence staleness rule: evidence whose checkpoint (size
+/// learnt from its log-signed `checkpoint`, so a bad signature is still an
+/// attack) is older than `stored`, or larger without a consistency proof
+/// from `stored`'s size (`proofs_from`: the sizes the evidence proves
+/// consistency from), is refused without being an attack. With nothing
+/// stored, any signed evidence passes (first use). Run before
+/// [`check_logged_entry`], which then checks everything as online.
+pub fn check_offline_freshness(
+    trust: &LogTrust,
+    stored: Option<&Checkpoint>,
+    checkpoint: &[u8],
+    proofs_from: &[u64],
+) -> Result<(), OfflineRefusal> {
+    let size = trust
+        .log_key_verifier()
+        .and_then(|v| v.verify(checkpoint))
+        .map_err(OfflineRefusal::BadSignature)?
+        .checkpoint
+        .size;
+    let Some(s) = stored else {
+        return Ok(());
+    };
+    if s.size > size {
+        return Err(OfflineRefusal::Stale {
+            stored: s.size,
+            size,
+        });
+    }
+    if s.size < size && !proofs_from.contains(&s.size) {
+        return Err(OfflineRefusal::NoConsistencyProof {
+            stored: s.size,
+            size,
+            available: proofs_from.to_vec(),
+        });
+    }
+    Ok(())
+}
+
 /// Most hashes in one proof accepted from the wire (a tree of 2^64 leaves
 /// needs fewer).
 pub const MAX_PROOF_HASHES: usize = 130;
@@ -319,5 +394,62 @@ mod proof_decode_tests {
         let many = vec![good; MAX_PROOF_HASHES + 1];
         let e = decode_proof_hashes("p", &many).unwrap_err();
         assert_eq!(e.to_string(), "p: 131 hashes, at most 130");
+    }
+}
+
+#[cfg(test)]
+mod offline_tests {
+    use super::*;
+    use crate::{Appender, MemoryStore, NoteSigner};
+
+    const ORIGIN: &str = "log.test/log";
+
+    fn log(n: usize) -> Appender<MemoryStore> {
+        let mut a = Appender::open(MemoryStore::new()).unwrap();
+        let e: Vec<Vec<u8>> = (0..n).map(|i| vec![i as u8]).collect();
+        a.append_entries(&e).unwrap();
+        a
+    }
+
+    #[test]
+    fn offline_evidence_must_be_fresh_and_prove_from_the_stored_size() {
+        let key = NoteSigner::from_seed(ORIGIN, [1; 32]).unwrap();
+        let trust = LogTrust::new(ORIGIN, key.verifier_key(), vec![], 0).unwrap();
+        let at5 = log(5).checkpoint(ORIGIN).unwrap();
+        let at3 = log(3).checkpoint(ORIGIN).unwrap();
+        let at8 = log(8).checkpoint(ORIGIN).unwrap();
+        let signed5 = at5.sign(&key).unwrap().to_bytes();
+        // first use: anything signed
+        check_offline_freshness(&trust, None, &signed5, &[]).unwrap();
+        // same size: no proof needed
+        check_offline_freshness(&trust, Some(&at5), &signed5, &[]).unwrap();
+        // stored smaller, proof from it: fine; without: refused
+        check_offline_freshness(&trust, Some(&at3), &signed5, &[1, 3]).unwrap();
+        assert_eq!(
+            check_offline_freshness(&trust, Some(&at3), &signed5, &[1, 2]).unwrap_err(),
+            OfflineRefusal::NoConsistencyProof {
+                stored: 3,
+                size: 5,
+                available: vec![1, 2]
+            }
+        );
+        // stored larger: stale
+        assert_eq!(
+            check_offline_freshness(&trust, Some(&at8), &signed5, &[3]).unwrap_err(),
+            OfflineRefusal::Stale { stored: 8, size: 5 }
+        );
+        // signed by another key: an attack, whatever the sizes
+        let evil = NoteSigner::from_seed(ORIGIN, [2; 32]).unwrap();
+        let forged = at5.sign(&evil).unwrap().to_bytes();
+        for stored in [None, Some(&at3), Some(&at8)] {
+            assert!(matches!(
+                check_offline_freshness(&trust, stored, &forged, &[3]),
+                Err(OfflineRefusal::BadSignature(_))
+            ));
+        }
+        // the witness policy does not apply to learning the size
+        let w = crate::Cosigner::from_seed("w.test/1", [3; 32]).unwrap();
+        let strict = LogTrust::new(ORIGIN, key.verifier_key(), vec![w.verifier_key()], 1).unwrap();
+        check_offline_freshness(&strict, Some(&at5), &signed5, &[]).unwrap();
     }
 }

@@ -79,6 +79,19 @@
 //! pinned log key and cosigned by k of n witnesses, consistent with the
 //! last stored checkpoint; otherwise a typed [`client::LogAttack`].
 //!
+//! ## Log protocol ([`wire`], [`cosign`], [`audit`])
+//!
+//! - [`wire`]: the HTTP documents server, clients, witnesses and auditors
+//!   share (evidence, cosignature request and answer, proof answers,
+//!   checkpoint bound), with bounded strict parsers.
+//! - [`cosign::accept_cosignature`]: whether the log attaches a witness's
+//!   cosignature; [`cosign::CosignatureSet`] keeps them per checkpoint
+//!   (at most 16 witnesses, a stale cosignature never replaces a newer one).
+//! - [`client::check_offline_freshness`]: the staleness rule for evidence
+//!   carried offline (bundles).
+//! - [`audit::Replay`]: an auditor's replay of the whole log from its tiles,
+//!   and the fork check of a cosigned checkpoint.
+//!
 //! ## Durable store ([`fs`], feature `fs`)
 //!
 //! The only IO in the crate, behind a feature: tiles, bundles and the
@@ -89,8 +102,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod checkpoint;
 pub mod client;
+pub mod cosign;
 pub mod entry;
 #[cfg(feature = "fs")]
 pub mod fs;
@@ -100,6 +115,7 @@ pub mod proof;
 pub mod store;
 pub mod tile;
 pub mod tree;
+pub mod wire;
 pub mod witness;
 
 pub use checkpoint::{Checkpoint, CheckpointError, LogVerifier, VerifiedCheckpoint, WitnessPolicy};

@@ -33,13 +33,20 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
+use custody_log::cosign::{accept_cosignature, CosignError, CosignatureSet};
 use custody_log::fs::{FsError, FsLog, LogWriter, WriterOptions};
 use custody_log::tile::{parse_tile_path, TilePath, TILE_WIDTH};
 use custody_log::{
-    consistency_proof, inclusion_proof, root_at, KeyType, LogVerifier, Note, NoteSignature,
-    NoteSigner, VerifierKey,
+    consistency_proof, inclusion_proof, root_at, KeyType, LogVerifier, NoteSigner, VerifierKey,
 };
 use serde::{Deserialize, Serialize};
+
+/// The log's HTTP documents are custody-log's (`custody_log::wire`), shared
+/// with clients, witnesses and auditors.
+pub use custody_log::wire::{
+    ConsistencyProofAnswer, CosignRequest, CosignResponse, Evidence, EvidenceConsistency,
+    InclusionProofAnswer,
+};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -49,8 +56,8 @@ use crate::state::AppState;
 pub const ORIGIN_ENV: &str = "CUSTODY_LOG_ORIGIN";
 /// Default checkpoint origin.
 pub const DEFAULT_ORIGIN: &str = "custody.local/log";
-/// Most cosignatures kept per checkpoint.
-pub const MAX_COSIGNATURES: usize = 16;
+/// Most cosignatures kept per checkpoint (custody-log's rule).
+pub use custody_log::cosign::MAX_COSIGNATURES;
 
 /// Errors of the server log.
 #[derive(Debug, thiserror::Error)]
@@ -102,17 +109,6 @@ pub fn stamp(body: EntryBody) -> LogEntry {
 
 // ------------------------------------------------------------ the log
 
-/// Cosignatures collected for one checkpoint.
-#[derive(Debug, Clone)]
-struct Cosigned {
-    size: u64,
-    /// the checkpoint note text (body)
-    text: String,
-    /// the log's own signature line
-    log_sig: NoteSignature,
-    cosigs: Vec<(VerifierKey, NoteSignature)>,
-}
-
 /// The server's log handle (held in [`AppState::log`]).
 pub struct ServerLog {
     writer: LogWriter,
@@ -120,7 +116,7 @@ pub struct ServerLog {
     verifier: VerifierKey,
     dir: PathBuf,
     /// Newest cosigned checkpoints, by size (at most 16 kept).
-    cosigned: Mutex<BTreeMap<u64, Cosigned>>,
+    cosigned: Mutex<BTreeMap<u64, CosignatureSet>>,
     witnesses: Option<Vec<VerifierKey>>,
     /// Where each target's `target_publish` entry is (see [`PublishIndex`]).
     publishes: Mutex<PublishIndex>,
@@ -277,7 +273,7 @@ impl ServerLog {
             return c.checkpoint.clone();
         };
         match map.get(&c.size) {
-            Some(cs) if !cs.cosigs.is_empty() => render(cs),
+            Some(cs) if !cs.is_empty() => cs.render(),
             _ => c.checkpoint.clone(),
         }
     }
@@ -287,8 +283,8 @@ impl ServerLog {
         let map = self.cosigned.lock().ok()?;
         map.values()
             .rev()
-            .find(|c| !c.cosigs.is_empty())
-            .map(render)
+            .find(|c| !c.is_empty())
+            .map(CosignatureSet::render)
     }
 
     /// The checkpoint to prove an entry against: the newest cosigned one
@@ -305,16 +301,16 @@ impl ServerLog {
     ) -> (Vec<u8>, u64) {
         if let Ok(map) = self.cosigned.lock() {
             if let Some(c) = map.values().rev().find(|c| {
-                !c.cosigs.is_empty()
-                    && c.size > index
-                    && c.size >= min_size
-                    && c.size <= committed.size
+                !c.is_empty()
+                    && c.size() > index
+                    && c.size() >= min_size
+                    && c.size() <= committed.size
             }) {
-                return (render(c), c.size);
+                return (c.render(), c.size());
             }
             if let Some(c) = map.get(&committed.size) {
-                if !c.cosigs.is_empty() {
-                    return (render(c), committed.size);
+                if !c.is_empty() {
+                    return (c.render(), committed.size);
                 }
             }
         }
@@ -369,12 +365,9 @@ impl ServerLog {
         if old > 0 && old < size {
             let proof = consistency_proof(&reader, old, size)
                 .map_err(|e| ApiError::internal(e.to_string()))?;
-            consistency.push(EvidenceConsistency {
-                old,
-                proof: proof.iter().map(|h| B64.encode(h)).collect(),
-            });
+            consistency.push((old, proof));
         }
-        Ok(Some(Evidence {
+        let mut ev = Evidence {
             repo: q.repo.clone(),
             target: q.target.clone(),
             sha256: q.sha256.clone(),
@@ -382,8 +375,12 @@ impl ServerLog {
             entry: B64.encode(&entry),
             checkpoint: String::from_utf8_lossy(&checkpoint).into_owned(),
             inclusion_proof: inclusion.iter().map(|h| B64.encode(h)).collect(),
-            consistency,
-        }))
+            consistency: Vec::new(),
+        };
+        for (old, proof) in consistency {
+            ev.push_consistency(old, &proof);
+        }
+        Ok(Some(ev))
     }
 
     fn load_cosigned(&self) {
@@ -405,149 +402,67 @@ impl ServerLog {
         else {
             return;
         };
-        // Cosignatures are re-verified against their keys on the next POST;
-        // here they are kept as stored (they verified when accepted).
+        // Stored cosignatures are re-verified against their stored keys.
         let keys: Vec<VerifierKey> = std::fs::read_to_string(self.dir.join("cosigned.keys"))
             .unwrap_or_default()
             .lines()
             .filter_map(|l| VerifierKey::parse(l.trim()).ok())
             .collect();
-        let mut cosigs = Vec::new();
+        let mut set = CosignatureSet::new(vc.checkpoint.size, vc.note.text().to_owned(), log_sig);
         for s in vc.note.signatures() {
             if let Some(k) = keys
                 .iter()
                 .find(|k| k.name() == s.name && k.key_id() == s.key_id)
             {
-                if k.verify_signature(vc.note.text(), &s.signature).is_ok() {
-                    cosigs.push((k.clone(), s.clone()));
-                }
+                set.restore(k, s);
             }
         }
         if let Ok(mut map) = self.cosigned.lock() {
-            map.insert(
-                vc.checkpoint.size,
-                Cosigned {
-                    size: vc.checkpoint.size,
-                    text: vc.note.text().to_owned(),
-                    log_sig,
-                    cosigs,
-                },
-            );
+            map.insert(vc.checkpoint.size, set);
         }
     }
 
-    /// Accept a witness cosignature for a checkpoint of this log.
+    /// Accept a witness cosignature for a checkpoint of this log
+    /// (custody-log's [`accept_cosignature`] and [`CosignatureSet::add`]
+    /// decide; this keeps the newest sets and persists the newest one).
     pub fn add_cosignature(&self, req: &CosignRequest) -> Result<CosignResponse, ApiError> {
-        let key = VerifierKey::parse(req.key.trim())
-            .map_err(|e| ApiError::bad_request(format!("key: {e}")))?;
-        if key.key_type() != KeyType::CosignatureV1 {
-            return Err(ApiError::bad_request(format!(
-                "key {}: must be a cosignature/v1 (type 0x04) witness key, got {:?}",
-                key.name(),
-                key.key_type()
-            )));
-        }
-        if let Some(allowed) = &self.witnesses {
-            if !allowed.iter().any(|k| k == &key) {
-                return Err(ApiError::forbidden(format!(
-                    "witness key {}+{:08x} is not in this log's witnesses list",
-                    key.name(),
-                    key.key_id()
-                )));
-            }
-        }
-        let vc = self
-            .verifier()?
-            .verify(req.checkpoint.as_bytes())
-            .map_err(|e| ApiError::bad_request(format!("checkpoint: {e}")))?;
-        let size = vc.checkpoint.size;
         let committed = self.writer.committed();
-        if size > committed.size {
-            return Err(ApiError::bad_request(format!(
-                "checkpoint size {size} is beyond this log's size {}",
-                committed.size
-            )));
-        }
-        let root = root_at(&self.writer.tiles().at(committed.size), size)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        if root != vc.checkpoint.root {
-            return Err(ApiError::bad_request(format!(
-                "checkpoint of size {size} has a root this log never had"
-            )));
-        }
-        let sig = NoteSignature::parse_line(req.signature.trim_end_matches('\n'))
-            .map_err(|e| ApiError::bad_request(format!("signature: {e}")))?;
-        if sig.name != key.name() || sig.key_id != key.key_id() {
-            return Err(ApiError::bad_request(format!(
-                "signature line is by {}+{:08x}, the key is {}+{:08x}",
-                sig.name,
-                sig.key_id,
-                key.name(),
-                key.key_id()
-            )));
-        }
-        key.verify_signature(vc.note.text(), &sig.signature)
-            .map_err(|e| ApiError::bad_request(format!("cosignature does not verify: {e}")))?;
-        let log_sig = vc
-            .note
-            .signatures()
-            .iter()
-            .find(|s| s.key_id == self.verifier.key_id() && s.name == self.verifier.name())
-            .cloned()
-            .ok_or_else(|| ApiError::bad_request("checkpoint lacks the log signature"))?;
-        let (rendered, count) = {
+        let tiles = self.writer.tiles();
+        let accepted = accept_cosignature(
+            &self.verifier()?,
+            self.witnesses.as_deref(),
+            req,
+            committed.size,
+            |size| root_at(&tiles.at(committed.size), size),
+        )
+        .map_err(cosign_error)?;
+        let size = accepted.checkpoint.checkpoint.size;
+        let (rendered, count, keys, newest) = {
             let mut map = self
                 .cosigned
                 .lock()
                 .map_err(|_| ApiError::internal("cosignature state poisoned"))?;
-            let entry = map.entry(size).or_insert_with(|| Cosigned {
-                size,
-                text: vc.note.text().to_owned(),
-                log_sig,
-                cosigs: Vec::new(),
-            });
-            if let Some(slot) = entry
-                .cosigs
-                .iter_mut()
-                .find(|(k, _)| k.public_key() == key.public_key())
-            {
-                *slot = (key.clone(), sig);
-            } else if entry.cosigs.len() >= MAX_COSIGNATURES {
-                return Err(ApiError::conflict(format!(
-                    "checkpoint {size} already has {MAX_COSIGNATURES} cosignatures"
-                )));
-            } else {
-                entry.cosigs.push((key.clone(), sig));
-            }
-            let out = (render(entry), entry.cosigs.len());
+            let set = map
+                .entry(size)
+                .or_insert_with(|| CosignatureSet::for_checkpoint(&accepted));
+            let count = set.add(&accepted).map_err(cosign_error)?;
+            let rendered = set.render();
+            let keys: String = set
+                .cosignatures()
+                .iter()
+                .map(|(k, _)| format!("{}\n", k.to_vkey()))
+                .collect();
             while map.len() > 16 {
                 let Some(first) = map.keys().next().copied() else {
                     break;
                 };
                 map.remove(&first);
             }
-            out
+            let newest = map.keys().next_back().copied();
+            (rendered, count, keys, newest)
         };
         // Persist the newest cosigned checkpoint (and its witness keys).
-        let newest = self
-            .cosigned
-            .lock()
-            .ok()
-            .and_then(|m| m.keys().next_back().copied());
         if newest == Some(size) {
-            let keys: String = self
-                .cosigned
-                .lock()
-                .ok()
-                .and_then(|m| {
-                    m.get(&size).map(|c| {
-                        c.cosigs
-                            .iter()
-                            .map(|(k, _)| format!("{}\n", k.to_vkey()))
-                            .collect()
-                    })
-                })
-                .unwrap_or_default();
             write_atomic(&self.dir.join("cosigned.keys"), keys.as_bytes(), None)
                 .and_then(|()| write_atomic(&self.dir.join("cosigned"), &rendered, None))
                 .map_err(|e| ApiError::internal(e.to_string()))?;
@@ -559,17 +474,17 @@ impl ServerLog {
     }
 }
 
-fn render(c: &Cosigned) -> Vec<u8> {
-    let mut note = match Note::new(c.text.clone()) {
-        Ok(n) => n,
-        Err(_) => return Vec::new(),
-    };
-    note.add_signature(c.log_sig.clone());
-    for (_, s) in &c.cosigs {
-        note.add_signature(s.clone());
+/// The HTTP status of a refused cosignature.
+fn cosign_error(e: CosignError) -> ApiError {
+    if e.is_forbidden() {
+        ApiError::forbidden(e.to_string())
+    } else if e.is_conflict() {
+        ApiError::conflict(e.to_string())
+    } else if e.is_internal() {
+        ApiError::internal(e.to_string())
+    } else {
+        ApiError::bad_request(e.to_string())
     }
-    let _ = c.size;
-    note.to_bytes()
 }
 
 // ------------------------------------------------------------ publish index
@@ -924,45 +839,6 @@ pub async fn log_targets(
 
 type St = State<Arc<AppState>>;
 
-/// `POST /log/v1/cosign` body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CosignRequest {
-    /// the witness's verifier key (`name+hash+base64`, type cosignature/v1)
-    pub key: String,
-    /// the signed checkpoint as served by this log (log signature included)
-    pub checkpoint: String,
-    /// the witness's signature line (`— name base64`)
-    pub signature: String,
-}
-
-/// `POST /log/v1/cosign` answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CosignResponse {
-    /// size of the cosigned checkpoint
-    pub size: u64,
-    /// cosignatures it now has
-    pub cosignatures: usize,
-}
-
-/// Inclusion proof answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct InclusionProof {
-    pub index: u64,
-    pub size: u64,
-    /// base64 hashes, leaf's sibling first
-    pub proof: Vec<String>,
-}
-
-/// Consistency proof answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ConsistencyProof {
-    pub old: u64,
-    pub new: u64,
-    /// base64 hashes
-    pub proof: Vec<String>,
-}
-
 /// `GET /log/v1/evidence` query.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1004,34 +880,6 @@ impl EvidenceQuery {
         }
         Ok(())
     }
-}
-
-/// A consistency proof inside [`Evidence`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EvidenceConsistency {
-    /// from this size
-    pub old: u64,
-    /// base64 hashes
-    pub proof: Vec<String>,
-}
-
-/// `GET /log/v1/evidence` answer (custody-client's `log::Evidence` reads it).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Evidence {
-    pub repo: String,
-    pub target: String,
-    pub sha256: String,
-    /// index of the `target_publish` entry
-    pub index: u64,
-    /// the entry bytes, base64
-    pub entry: String,
-    /// the signed checkpoint (note text, log signature and cosignatures)
-    pub checkpoint: String,
-    /// inclusion proof of the entry at the checkpoint's size (base64)
-    pub inclusion_proof: Vec<String>,
-    /// consistency proof from the `old` the client sent (none when old is 0
-    /// or not below the checkpoint's size)
-    pub consistency: Vec<EvidenceConsistency>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1138,7 +986,7 @@ async fn get_tile(State(st): St, UrlPath(path): UrlPath<String>) -> Result<Respo
 async fn get_inclusion(
     State(st): St,
     Query(q): Query<InclusionQuery>,
-) -> Result<Json<InclusionProof>, ApiError> {
+) -> Result<Json<InclusionProofAnswer>, ApiError> {
     let cur = st.log.size();
     let size = q.size.unwrap_or(cur);
     if size > cur || q.index >= size {
@@ -1153,17 +1001,13 @@ async fn get_inclusion(
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(Json(InclusionProof {
-        index,
-        size,
-        proof: proof.iter().map(|h| B64.encode(h)).collect(),
-    }))
+    Ok(Json(InclusionProofAnswer::new(index, size, &proof)))
 }
 
 async fn get_consistency(
     State(st): St,
     Query(q): Query<ConsistencyQuery>,
-) -> Result<Json<ConsistencyProof>, ApiError> {
+) -> Result<Json<ConsistencyProofAnswer>, ApiError> {
     let cur = st.log.size();
     let new = q.new.unwrap_or(cur);
     if new > cur || q.old > new {
@@ -1178,11 +1022,7 @@ async fn get_consistency(
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(Json(ConsistencyProof {
-        old,
-        new,
-        proof: proof.iter().map(|h| B64.encode(h)).collect(),
-    }))
+    Ok(Json(ConsistencyProofAnswer::new(old, new, &proof)))
 }
 
 async fn get_evidence(
@@ -1217,9 +1057,8 @@ async fn post_cosign(
     body: Result<Json<CosignRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<CosignResponse>, ApiError> {
     let Json(req) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    if req.checkpoint.len() > 64 * 1024 {
-        return Err(ApiError::bad_request("checkpoint: larger than 64 KiB"));
-    }
+    req.check_bounds()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let st2 = st.clone();
     tokio::task::spawn_blocking(move || st2.log.add_cosignature(&req))
         .await
