@@ -9,8 +9,8 @@ use std::path::Path;
 
 use base64::Engine;
 use chrono::{TimeZone, Utc};
+use custody_keys::MemorySigner;
 use custody_repo::keyring::{KeyLocation, KeyRing};
-use custody_repo::memsigner::MemorySigner;
 use custody_repo::passphrase::SecretSource;
 use custody_repo::policy::ExpiryPolicy;
 use custody_repo::repository::{InitOptions, ProvenanceInput, RoleInit, TargetEntry};
@@ -100,7 +100,7 @@ fn repo(dir: &Path) -> (Repository, KeyRing) {
     let mut ring = KeyRing::new(SecretSource::Env("UNUSED".into()));
     let mut roles = BTreeMap::new();
     for role in ["root", "targets", "snapshot", "timestamp"] {
-        let s = MemorySigner::generate().unwrap();
+        let s = MemorySigner::generate_ed25519().unwrap();
         let e = (s.key().clone(), s.keyid().to_owned(), KeyLocation::Offline);
         ring.add(Box::new(s));
         roles.insert(

@@ -216,7 +216,7 @@ fn audit_shows_a_real_agents_delivery_install_and_decommission_with_proofs() {
     // the new key signs targets through the API, that publish goes live:
     // one key_change entry names the role and both key ids.
     let mut setup = setup;
-    let new_targets = custody_repo::memsigner::MemorySigner::generate().unwrap();
+    let new_targets = custody_keys::MemorySigner::generate_ed25519().unwrap();
     let (new_key, new_id) = (new_targets.key().clone(), new_targets.keyid().to_string());
     setup.ring.add(Box::new(new_targets));
     let mut repo =

@@ -65,8 +65,8 @@ async fn fleet_inner(
     })
     .await;
     let mut ring = KeyRing::new(SecretSource::Env("UNUSED".into()));
-    let root = custody_repo::memsigner::MemorySigner::generate().unwrap();
-    let targets = custody_repo::memsigner::MemorySigner::generate().unwrap();
+    let root = custody_keys::MemorySigner::generate_ed25519().unwrap();
+    let targets = custody_keys::MemorySigner::generate_ed25519().unwrap();
     let (rk, tk) = (
         serde_json::to_value(root.key()).unwrap(),
         serde_json::to_value(targets.key()).unwrap(),
