@@ -1689,7 +1689,7 @@ mod checkin_connection_tests {
     //! nonce insert-or-conflict first, counter compare-and-set on an
     //! active device, reports idempotent, all committed before it returns.
     use super::*;
-    use custody_director::keys::MemorySigner;
+    use custody_keys::MemorySigner;
     use custody_repo::Signer;
 
     fn record() -> DeviceRecord {

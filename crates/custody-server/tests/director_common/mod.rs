@@ -6,13 +6,13 @@
 
 use std::collections::BTreeMap;
 
-use custody_director::keys::MemorySigner as DeviceKey;
 use custody_director::request::{fresh_nonce, sign_request};
 use custody_director::wire::{
     headers as h, CheckinResponse, DeviceAttributes, EnrolResponse, EnrolmentClaims,
     EnrolmentCredential, EnrolmentRequest, InstallReport, InstalledTarget, ManifestBody,
     SignedManifest, TYPE_ENROLMENT, TYPE_MANIFEST, WIRE_VERSION,
 };
+use custody_keys::MemorySigner as DeviceKey;
 use custody_repo::keyring::KeyRing;
 use custody_repo::passphrase::SecretSource;
 use custody_repo::Signer;
