@@ -6,12 +6,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use chrono::{TimeZone, Utc};
+use custody_keys::passphrase::SecretSource;
 use custody_keys::MemorySigner;
+use custody_keys::Signer;
 use custody_repo::keyring::{KeyLocation, KeyRing};
-use custody_repo::passphrase::SecretSource;
 use custody_repo::policy::ExpiryPolicy;
 use custody_repo::repository::{InitOptions, RoleInit, TargetEntry};
-use custody_repo::{Repository, Signer};
+use custody_repo::Repository;
 
 fn now() -> chrono::DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()

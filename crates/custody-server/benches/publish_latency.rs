@@ -17,10 +17,10 @@
 use std::path::Path;
 use std::time::Instant;
 
+use custody_keys::passphrase::SecretSource;
 use custody_keys::MemorySigner;
+use custody_keys::Signer;
 use custody_repo::keyring::KeyRing;
-use custody_repo::passphrase::SecretSource;
-use custody_repo::Signer;
 use custody_server::authoring::{Authoring, WantedTarget};
 use custody_server::hosting::Hosting;
 

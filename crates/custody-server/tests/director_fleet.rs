@@ -302,7 +302,7 @@ async fn maintenance_windows_gate_assignments() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn downgrade_needs_a_rollback_authorisation() {
     use custody_director::rollback::{RollbackAuthorization, RollbackBody, TYPE_ROLLBACK};
-    use custody_repo::Signer;
+    use custody_keys::Signer;
     let rollback_key = custody_keys::MemorySigner::generate_ed25519().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let keys_file = dir.path().join("rollback-keys.json");

@@ -12,9 +12,9 @@ mod agent_support;
 use agent_support::*;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
+use custody_keys::Signer as _;
 use custody_log::tile::{new_bundles, parse_entry_bundle};
 use custody_log::{leaf_hash, verify_inclusion, Hash, LogVerifier, VerifierKey};
-use custody_repo::Signer as _;
 use serde_json::{json, Value};
 
 fn json_of(args: &[&str]) -> (i32, Value) {
@@ -227,7 +227,7 @@ fn audit_shows_a_real_agents_delivery_install_and_decommission_with_proofs() {
     let pass = tmp.path().join("online-passphrase");
     std::fs::write(&pass, "test passphrase for online keys").unwrap();
     let mut online =
-        custody_repo::keyring::KeyRing::new(custody_repo::passphrase::SecretSource::File(pass));
+        custody_repo::keyring::KeyRing::new(custody_keys::passphrase::SecretSource::File(pass));
     repo.change_root_role(
         "targets",
         &[(

@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use agent_support::{api, sha256_hex, start, token, Server};
 use base64::Engine;
 use custody_keys::MemorySigner;
-use custody_repo::Signer;
+use custody_keys::Signer;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::{json, Value};
 

@@ -43,7 +43,7 @@ use custody_director::wire::{
     WIRE_VERSION,
 };
 use custody_keys::MemorySigner;
-use custody_repo::{KeyType, Signer};
+use custody_keys::{KeyType, Signer};
 use custody_server::director::store::{DirectorDb, RolloutRow, SqliteDirectorDb};
 
 /// The `custody` binary's allocator when it serves (crates/custody).

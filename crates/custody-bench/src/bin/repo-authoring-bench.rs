@@ -32,12 +32,13 @@ use anyhow::{bail, Context, Result};
 use chrono::Utc;
 use clap::Parser;
 use custody_bench::{python, workspace_root, Machine};
+use custody_keys::passphrase::SecretSource;
 use custody_keys::MemorySigner;
+use custody_keys::Signer;
 use custody_repo::keyring::{KeyLocation, KeyRing};
-use custody_repo::passphrase::SecretSource;
 use custody_repo::policy::ExpiryPolicy;
 use custody_repo::repository::{InitOptions, RoleInit, TargetEntry};
-use custody_repo::{Repository, Signer};
+use custody_repo::Repository;
 use serde::Serialize;
 
 #[derive(Parser, Debug)]

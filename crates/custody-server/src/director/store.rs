@@ -1690,7 +1690,7 @@ mod checkin_connection_tests {
     //! active device, reports idempotent, all committed before it returns.
     use super::*;
     use custody_keys::MemorySigner;
-    use custody_repo::Signer;
+    use custody_keys::Signer;
 
     fn record() -> DeviceRecord {
         let k = MemorySigner::generate_ed25519().unwrap();

@@ -1,10 +1,10 @@
 //! A hosted repository with offline root/targets keys held by the test:
 //! create it, sign drafts through the API, and look at it as a client.
 
+use custody_keys::passphrase::SecretSource;
 use custody_keys::MemorySigner;
+use custody_keys::Signer;
 use custody_repo::keyring::KeyRing;
-use custody_repo::passphrase::SecretSource;
-use custody_repo::Signer;
 use serde_json::{json, Value};
 
 use super::TestServer;

@@ -12,10 +12,10 @@ use custody_director::wire::{
     EnrolmentCredential, EnrolmentRequest, InstallReport, InstalledTarget, ManifestBody,
     SignedManifest, TYPE_ENROLMENT, TYPE_MANIFEST, WIRE_VERSION,
 };
+use custody_keys::passphrase::SecretSource;
 use custody_keys::MemorySigner as DeviceKey;
+use custody_keys::Signer;
 use custody_repo::keyring::KeyRing;
-use custody_repo::passphrase::SecretSource;
-use custody_repo::Signer;
 use serde_json::{json, Value};
 
 use crate::common::{self, Resp, TestServer};
@@ -364,7 +364,7 @@ impl Device {
         der.extend_from_slice(
             ring::digest::digest(&ring::digest::SHA256, seed.as_bytes()).as_ref(),
         );
-        let key = DeviceKey::from_pkcs8(custody_repo::KeyType::Ed25519, &der).unwrap();
+        let key = DeviceKey::from_pkcs8(custody_keys::KeyType::Ed25519, &der).unwrap();
         Self::with_key(key, hw, group)
     }
 

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use custody_keys::passphrase::SecretSource;
 use custody_keys::MemorySigner;
+use custody_keys::Signer;
 use custody_repo::keyring::KeyRing;
-use custody_repo::passphrase::SecretSource;
-use custody_repo::Signer;
 use serde_json::{json, Value};
 
 pub const REPO: &str = "main";
