@@ -3,7 +3,7 @@
 //! The device id is the TUF key id of this key (custody-director's rule), so
 //! the key IS the device identity. [`KeyBackend`] is the seam where a
 //! PKCS#11 token or a TPM plugs in later: the rest of the agent only sees a
-//! custody-repo [`Signer`]. [`FileKeyBackend`] keeps an unencrypted PKCS#8
+//! custody-keys [`Signer`]. [`FileKeyBackend`] keeps an unencrypted PKCS#8
 //! key in a file created with mode 0600 (never widened), like an SSH host
 //! key: the device must sign unattended, so a passphrase would sit next to
 //! the file anyway.
@@ -13,8 +13,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use custody_director::keys::MemorySigner;
-use custody_repo::{KeyType, Signer};
+use custody_keys::{KeyType, MemorySigner, Signer};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{io_err, AgentError};

@@ -14,10 +14,10 @@ use custody_director::director::{
     build_director_metadata, build_director_root, DeviceDirectorState, DirectorConfig,
     DirectorRootKeys, DirectorSigners, DirectorTarget,
 };
-use custody_director::keys::MemorySigner;
 use custody_director::rollback::{RollbackAuthorization, RollbackBody, RollbackKeys};
 use custody_director::wire::DirectorMetadataSet;
-use custody_repo::Signer;
+use custody_keys::MemorySigner;
+use custody_keys::Signer;
 use url::Url;
 
 struct Repo {

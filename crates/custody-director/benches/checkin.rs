@@ -18,7 +18,6 @@ use custody_director::director::{
     build_director_metadata, refresh_timestamp, DeviceDirectorState, DirectorConfig,
     DirectorSigners,
 };
-use custody_director::keys::MemorySigner;
 use custody_director::manifest::verify_manifest;
 use custody_director::policy::{
     assign, DeviceView, FleetPolicy, Gate, MaintenanceWindow, Release, RollbackKeys, Rollout,
@@ -34,7 +33,8 @@ use custody_director::wire::{
     DeviceAttributes, InstalledTarget, ManifestBody, SignedManifest, SignedRequest, TYPE_MANIFEST,
     WIRE_VERSION,
 };
-use custody_repo::Signer;
+use custody_keys::MemorySigner;
+use custody_keys::Signer;
 
 struct Dev {
     rec: DeviceRecord,

@@ -4,7 +4,7 @@
 //! director root (offline root keys; online targets/snapshot/timestamp keys)
 //! and, per device, targets / snapshot / timestamp metadata generated on
 //! demand and signed with the director's online keys (any
-//! custody-repo [`Signer`]: key file or PKCS#11).
+//! custody-keys [`Signer`]: key file or PKCS#11).
 //!
 //! # Device binding (never "empty")
 //! Director targets metadata always carries, in the signed object, the field
@@ -41,7 +41,7 @@
 //! re-attest first (see [`crate::registry`]).
 
 use chrono::{DateTime, Duration, SubsecRound, Utc};
-use custody_repo::Signer;
+use custody_keys::Signer;
 use custody_tuf::{
     Hashes, Key, MetaFile, RoleKeys, Root, Snapshot, TargetFile, Targets, Timestamp,
 };

@@ -203,7 +203,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use chrono::TimeZone;
-    use custody_repo::Signer;
+    use custody_keys::Signer;
 
     use super::*;
     use crate::keys::MemorySigner;

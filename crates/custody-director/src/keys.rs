@@ -11,15 +11,11 @@
 //! Device keys: Ed25519 (default) or ECDSA P-256 (secure elements that only
 //! do P-256). Other TUF key types are refused at enrolment.
 //!
-//! [`MemorySigner`] is an in-memory key implementing custody-repo's
-//! [`Signer`]: the device simulator in tests and benches, and the shape an
-//! agent's key store takes. The director's online key is any [`Signer`]
-//! (key file or PKCS#11).
+//! Device keys are held by custody-keys' signers (an agent's key store
+//! loads them into a `custody_keys::MemorySigner`); the director's online
+//! key is any `custody_keys::Signer` (key file or PKCS#11).
 
-use custody_repo::{KeyType, Signer, SignerError, TufPublicKey};
 use custody_tuf::{Algorithm, Key, PublicKey};
-use ring::rand::SystemRandom;
-use ring::signature::{self as rsig, KeyPair};
 
 /// Why a device key is not acceptable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,125 +68,10 @@ pub fn is_device_id(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-enum Inner {
-    Ed25519(rsig::Ed25519KeyPair),
-    P256(rsig::EcdsaKeyPair),
-}
-
-/// An in-memory Ed25519 or ECDSA P-256 private key (ring).
-pub struct MemorySigner {
-    inner: Inner,
-    key: TufPublicKey,
-    keyid: String,
-    key_type: KeyType,
-    rng: SystemRandom,
-}
-
-impl std::fmt::Debug for MemorySigner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemorySigner")
-            .field("keyid", &self.keyid)
-            .field("key_type", &self.key_type)
-            .finish_non_exhaustive()
-    }
-}
-
-fn tuf_key(kt: KeyType, public: String) -> TufPublicKey {
-    custody_tuf::Key {
-        keytype: kt.tuf_keytype().to_owned(),
-        scheme: kt.tuf_scheme().to_owned(),
-        keyval: custody_tuf::KeyVal {
-            public: Some(public),
-            unknown: Default::default(),
-        },
-        unknown: Default::default(),
-    }
-}
-
-impl MemorySigner {
-    /// A fresh Ed25519 key.
-    pub fn generate_ed25519() -> Result<Self, SignerError> {
-        let rng = SystemRandom::new();
-        let doc = rsig::Ed25519KeyPair::generate_pkcs8(&rng)
-            .map_err(|_| SignerError::Generate("ed25519: ring key generation failed".into()))?;
-        Self::from_pkcs8(KeyType::Ed25519, doc.as_ref())
-    }
-
-    /// A fresh ECDSA P-256 key.
-    pub fn generate_p256() -> Result<Self, SignerError> {
-        let rng = SystemRandom::new();
-        let doc = rsig::EcdsaKeyPair::generate_pkcs8(&rsig::ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
-            .map_err(|_| {
-            SignerError::Generate("ecdsa-p256: ring key generation failed".into())
-        })?;
-        Self::from_pkcs8(KeyType::EcdsaP256, doc.as_ref())
-    }
-
-    /// Load an unencrypted PKCS#8 DER key of type `kt` (Ed25519 or P-256).
-    pub fn from_pkcs8(kt: KeyType, der: &[u8]) -> Result<Self, SignerError> {
-        let rng = SystemRandom::new();
-        let bad = |d: &str| SignerError::Generate(format!("{kt}: {d}"));
-        let (inner, key) = match kt {
-            KeyType::Ed25519 => {
-                let kp = rsig::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
-                    .map_err(|e| bad(&e.to_string()))?;
-                let key = tuf_key(kt, hex::encode(kp.public_key().as_ref()));
-                (Inner::Ed25519(kp), key)
-            }
-            KeyType::EcdsaP256 => {
-                let kp = rsig::EcdsaKeyPair::from_pkcs8(
-                    &rsig::ECDSA_P256_SHA256_ASN1_SIGNING,
-                    der,
-                    &rng,
-                )
-                .map_err(|e| bad(&e.to_string()))?;
-                // TUF "ecdsa" keys: hex uncompressed point is accepted by
-                // custody-tuf; keytype/scheme per custody-repo's KeyType.
-                let key = tuf_key(kt, hex::encode(kp.public_key().as_ref()));
-                (Inner::P256(kp), key)
-            }
-            other => return Err(bad(&format!("{other} is not a device key type"))),
-        };
-        let keyid = key
-            .key_id()
-            .map_err(|e| SignerError::Encode(e.to_string()))?;
-        Ok(MemorySigner {
-            inner,
-            key,
-            keyid,
-            key_type: kt,
-            rng,
-        })
-    }
-}
-
-impl Signer for MemorySigner {
-    fn key(&self) -> &TufPublicKey {
-        &self.key
-    }
-    fn keyid(&self) -> &str {
-        &self.keyid
-    }
-    fn key_type(&self) -> KeyType {
-        self.key_type
-    }
-    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, SignerError> {
-        match &self.inner {
-            Inner::Ed25519(k) => Ok(k.sign(msg).as_ref().to_vec()),
-            Inner::P256(k) => k
-                .sign(&self.rng, msg)
-                .map(|s| s.as_ref().to_vec())
-                .map_err(|_| SignerError::Sign {
-                    keyid: self.keyid.clone(),
-                    detail: "ring ECDSA signing failed".into(),
-                }),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use custody_keys::{MemorySigner, Signer};
 
     #[test]
     fn device_id_is_key_id_and_keys_verify() {

@@ -340,7 +340,7 @@ mod logged_report_tests {
     use crate::keys::MemorySigner;
     use crate::wire::{InstallReport, TYPE_MANIFEST, WIRE_VERSION};
     use base64::Engine as _;
-    use custody_repo::Signer as _;
+    use custody_keys::Signer as _;
 
     fn b64(b: &[u8]) -> String {
         base64::engine::general_purpose::STANDARD.encode(b)

@@ -39,7 +39,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use chrono::{DateTime, Duration, Utc};
-use custody_repo::Signer;
+use custody_keys::Signer;
 use ring::digest;
 
 use crate::keys::device_public_key;
@@ -169,7 +169,7 @@ pub fn sign_request(
     body: Vec<u8>,
     now: DateTime<Utc>,
     nonce: String,
-) -> Result<SignedRequest, custody_repo::SignerError> {
+) -> Result<SignedRequest, custody_keys::SignerError> {
     let device_id = key.keyid().to_owned();
     let timestamp = now.timestamp();
     let msg = request_message(method, path, &device_id, timestamp, &nonce, &body);

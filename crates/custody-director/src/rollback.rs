@@ -128,7 +128,7 @@ impl RollbackAuthorization {
     /// Sign a body (operator tooling, tests).
     pub fn sign(
         body: RollbackBody,
-        signers: &[&dyn custody_repo::Signer],
+        signers: &[&dyn custody_keys::Signer],
     ) -> Result<Self, RollbackError> {
         let canonical = custody_tuf::cjson::canonical_bytes(RB, &body)
             .map_err(|e| RollbackError(e.to_string()))?;

@@ -430,7 +430,7 @@ impl EnrolmentRequest {
     /// credentials, signs the same message with the certificate's key.
     pub fn sign(
         claims: EnrolmentClaims,
-        device_key: &dyn custody_repo::Signer,
+        device_key: &dyn custody_keys::Signer,
         factory_sign: Option<&FactorySign<'_>>,
     ) -> Result<Self, WireError> {
         let canonical = custody_tuf::cjson::canonical_bytes(ENROL, &claims).map_err(|e| {
@@ -772,7 +772,7 @@ impl SignedManifest {
     }
 
     /// Device side: sign `body` with the device key.
-    pub fn sign(body: ManifestBody, key: &dyn custody_repo::Signer) -> Result<Self, WireError> {
+    pub fn sign(body: ManifestBody, key: &dyn custody_keys::Signer) -> Result<Self, WireError> {
         let canonical =
             custody_tuf::cjson::canonical_bytes(MAN, &body).map_err(|e| WireError::Malformed {
                 message: MAN,

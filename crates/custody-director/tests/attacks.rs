@@ -11,7 +11,6 @@ use custody_director::enrol::{
     enrol, issue_token, EnrolError, EnrolmentPolicy, FactoryCas, MemoryTokenStore, TokenRefusal,
     TokenStore,
 };
-use custody_director::keys::MemorySigner;
 use custody_director::manifest::{verify_manifest, verify_manifest_signature, ManifestError};
 use custody_director::policy::{
     assign, Assignment, DeviceView, FleetPolicy, Gate, Installed, PolicyError, Release,
@@ -23,7 +22,8 @@ use custody_director::request::{
 };
 use custody_director::wire::{EnrolmentCredential, EnrolmentRequest, SignedRequest, WIRE_VERSION};
 use custody_director::{verify_director_targets_for_device, DirectorError};
-use custody_repo::{KeyType, Signer};
+use custody_keys::MemorySigner;
+use custody_keys::{KeyType, Signer};
 use custody_tuf::TrustedMetadata;
 
 const HW: &str = "board-x1";

@@ -16,21 +16,6 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
-/// Write `bytes` to a new file at `path` with mode 0600. Fails with
-/// `ErrorKind::AlreadyExists` if anything exists at `path` (never overwrites).
-pub fn write_new_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = parent_of(path);
-    // tempfile creates files with mode 0600 on unix.
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".custody-key-")
-        .tempfile_in(dir)?;
-    set_private_mode(tmp.as_file())?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist_noclobber(path).map_err(|e| e.error)?;
-    sync_dir(dir)
-}
-
 /// Atomically replace (or create) the file at `path` with `bytes`.
 pub fn write_replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = parent_of(path);
@@ -47,15 +32,4 @@ pub fn write_replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     }
     tmp.persist(path).map_err(|e| e.error)?;
     sync_dir(dir)
-}
-
-#[cfg(unix)]
-fn set_private_mode(f: &fs::File) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    f.set_permissions(fs::Permissions::from_mode(0o600))
-}
-
-#[cfg(not(unix))]
-fn set_private_mode(_f: &fs::File) -> std::io::Result<()> {
-    Ok(())
 }

@@ -5,12 +5,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{RepoError, SignerError};
-use crate::keyfile;
-use crate::keys::{keyid, TufPublicKey};
-use crate::passphrase::SecretSource;
-use crate::pkcs11::{Pkcs11Signer, Pkcs11Uri};
-use crate::signer::Signer;
+use custody_keys::keyfile;
+use custody_keys::keys::keyid;
+use custody_keys::passphrase::SecretSource;
+use custody_keys::pkcs11::{Pkcs11Signer, Pkcs11Uri};
+use custody_keys::{Signer, SignerError, TufPublicKey};
+
+use crate::error::RepoError;
 
 /// Where the private half of a repository key lives. Recorded in the
 /// repository config so later runs can find online keys; never a secret.

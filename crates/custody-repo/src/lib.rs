@@ -1,8 +1,7 @@
-//! custody-repo: TUF repository authoring and the signer backends.
+//! custody-repo: TUF repository authoring.
 //!
-//! - [`signer::Signer`]: one private key that signs TUF metadata.
-//! - [`keyfile`]: encrypted PKCS#8 key files (ed25519, ecdsa P-256/P-384, rsa-pss).
-//! - [`pkcs11`]: keys on a PKCS#11 token (HSM, SoftHSM).
+//! - [`keyring::KeyRing`]: the signing keys of one command (key files and
+//!   PKCS#11 tokens, which are custody-keys' backends).
 //! - [`repository::Repository`]: the staged repository (init, targets,
 //!   delegations, hash bins, root changes, threshold/offline signing, publish).
 //!
@@ -24,16 +23,19 @@
 
 pub mod error;
 pub mod fsutil;
-pub mod keyfile;
 pub mod keyring;
-pub mod keys;
-pub mod memsigner;
-pub mod passphrase;
 pub mod paths;
-pub mod pkcs11;
 pub mod policy;
 pub mod repository;
-pub mod signer;
+
+// The signer backends moved to custody-keys; these keep the in-crate paths
+// (`crate::keys::...`, `crate::signer::Signer`) valid. Other crates import
+// from custody_keys.
+pub use custody_keys::{keyfile, keys, passphrase, pkcs11};
+/// The [`Signer`] trait (custody-keys).
+pub mod signer {
+    pub use custody_keys::Signer;
+}
 
 /// The provenance gate's crate (policies, envelopes), for callers of
 /// [`repository::ProvenanceInput`].

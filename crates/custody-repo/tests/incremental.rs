@@ -6,12 +6,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use chrono::{TimeZone, Utc};
+use custody_keys::passphrase::SecretSource;
+use custody_keys::MemorySigner;
+use custody_keys::Signer;
 use custody_repo::keyring::{KeyLocation, KeyRing};
-use custody_repo::memsigner::MemorySigner;
-use custody_repo::passphrase::SecretSource;
 use custody_repo::policy::ExpiryPolicy;
 use custody_repo::repository::{InitOptions, RoleInit, TargetEntry};
-use custody_repo::{Repository, Signer};
+use custody_repo::Repository;
 
 fn now() -> chrono::DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
@@ -27,7 +28,7 @@ fn keys(targets_keys: usize) -> Keys {
     let mut ring = KeyRing::new(SecretSource::Env("UNUSED_PASSPHRASE".into()));
     let mut roles = BTreeMap::new();
     let entry = |ring: &mut KeyRing| {
-        let s = MemorySigner::generate().unwrap();
+        let s = MemorySigner::generate_ed25519().unwrap();
         let e = (s.key().clone(), s.keyid().to_owned(), KeyLocation::Offline);
         ring.add(Box::new(s));
         e
@@ -195,7 +196,7 @@ fn merging_the_same_signatures_twice_never_repeats_a_key_id() {
     // targets: threshold 1 of 2 keys; the second one is offline (only
     // in `offline_ring`, not in the ring the repository signs with)
     let mut k = keys(1);
-    let offline = MemorySigner::generate().unwrap();
+    let offline = MemorySigner::generate_ed25519().unwrap();
     let offline_id = offline.keyid().to_owned();
     k.roles.get_mut("targets").unwrap().keys.push((
         offline.key().clone(),

@@ -9,12 +9,13 @@ use std::path::Path;
 
 use base64::Engine;
 use chrono::{TimeZone, Utc};
+use custody_keys::passphrase::SecretSource;
+use custody_keys::MemorySigner;
+use custody_keys::Signer;
 use custody_repo::keyring::{KeyLocation, KeyRing};
-use custody_repo::memsigner::MemorySigner;
-use custody_repo::passphrase::SecretSource;
 use custody_repo::policy::ExpiryPolicy;
 use custody_repo::repository::{InitOptions, ProvenanceInput, RoleInit, TargetEntry};
-use custody_repo::{RepoError, Repository, Signer};
+use custody_repo::{RepoError, Repository};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::{json, Value};
 
@@ -100,7 +101,7 @@ fn repo(dir: &Path) -> (Repository, KeyRing) {
     let mut ring = KeyRing::new(SecretSource::Env("UNUSED".into()));
     let mut roles = BTreeMap::new();
     for role in ["root", "targets", "snapshot", "timestamp"] {
-        let s = MemorySigner::generate().unwrap();
+        let s = MemorySigner::generate_ed25519().unwrap();
         let e = (s.key().clone(), s.keyid().to_owned(), KeyLocation::Offline);
         ring.add(Box::new(s));
         roles.insert(

@@ -17,10 +17,10 @@
 use std::path::Path;
 use std::time::Instant;
 
+use custody_keys::passphrase::SecretSource;
+use custody_keys::MemorySigner;
+use custody_keys::Signer;
 use custody_repo::keyring::KeyRing;
-use custody_repo::memsigner::MemorySigner;
-use custody_repo::passphrase::SecretSource;
-use custody_repo::Signer;
 use custody_server::authoring::{Authoring, WantedTarget};
 use custody_server::hosting::Hosting;
 
@@ -45,8 +45,8 @@ fn main() {
     std::fs::write(&pass, "bench passphrase").expect("pass");
     let auth = Authoring::new(data, Some(&pass)).expect("authoring");
     let hosting = Hosting::new(data.join("repos"), 4 << 20, 64 << 20);
-    let root = MemorySigner::generate().expect("key");
-    let targets = MemorySigner::generate().expect("key");
+    let root = MemorySigner::generate_ed25519().expect("key");
+    let targets = MemorySigner::generate_ed25519().expect("key");
     let (root_id, targets_id) = (root.keyid().to_string(), targets.keyid().to_string());
     auth.create_with_bins(
         "bench",

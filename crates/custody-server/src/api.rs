@@ -494,7 +494,7 @@ pub struct CreatedRepo {
 fn parse_keys(
     role: &str,
     keys: &[serde_json::Value],
-) -> ApiResult<Vec<custody_repo::TufPublicKey>> {
+) -> ApiResult<Vec<custody_keys::TufPublicKey>> {
     if keys.is_empty() || keys.len() > 100 {
         return Err(ApiError::bad_request(format!(
             "{role}.keys must list 1..=100 public keys, got {}",

@@ -18,14 +18,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
+use custody_keys::passphrase::SecretSource;
+use custody_keys::{KeyType, TufPublicKey};
 use custody_repo::custody_provenance::{self, Policy};
 use custody_repo::keyring::{KeyLocation, KeyRing};
-use custody_repo::passphrase::SecretSource;
 use custody_repo::policy::ExpiryPolicy;
 use custody_repo::repository::{
     InitOptions, ProvenanceInput, PublishFile, RoleInit, PROVENANCE_POLICY_FILE,
 };
-use custody_repo::{KeyType, RepoError, Repository, TufPublicKey};
+use custody_repo::{RepoError, Repository};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -313,14 +314,14 @@ impl Authoring {
         repo: &str,
         role: &str,
         kdir: &Path,
-    ) -> Result<(Box<dyn custody_repo::Signer>, KeyLocation), AuthoringError> {
+    ) -> Result<(Box<dyn custody_keys::Signer>, KeyLocation), AuthoringError> {
         if let Some(template) = &self.pkcs11_online_keys {
             let uri = template.replace("{repo}", repo).replace("{role}", role);
-            let parsed: custody_repo::pkcs11::Pkcs11Uri =
-                uri.parse().map_err(|e: custody_repo::SignerError| {
+            let parsed: custody_keys::pkcs11::Pkcs11Uri =
+                uri.parse().map_err(|e: custody_keys::SignerError| {
                     AuthoringError::Invalid(format!("pkcs11_online_key_uri for {repo}/{role}: {e}"))
                 })?;
-            let signer = custody_repo::pkcs11::Pkcs11Signer::open(&parsed).map_err(|e| {
+            let signer = custody_keys::pkcs11::Pkcs11Signer::open(&parsed).map_err(|e| {
                 AuthoringError::Invalid(format!(
                     "the {role} key of {repo:?} must exist on the PKCS#11 token as {uri:?} (make it with pkcs11-tool --keypairgen): {e}"
                 ))
@@ -345,7 +346,7 @@ impl Authoring {
         // was never listed in any published root.
         let path = kdir.join(format!("{role}.pem"));
         let _ = std::fs::remove_file(&path);
-        let signer = custody_repo::keyfile::generate(&path, KeyType::Ed25519, pass.as_bytes())
+        let signer = custody_keys::keyfile::generate(&path, KeyType::Ed25519, pass.as_bytes())
             .map_err(|e| repo_err(repo)(RepoError::from(e)))?;
         Ok((Box::new(signer), KeyLocation::File { path }))
     }
@@ -437,7 +438,7 @@ impl Authoring {
         for (role, (keys, threshold)) in [("root", root), ("targets", targets)] {
             let mut list = Vec::new();
             for k in keys {
-                let id = custody_repo::keys::keyid(&k)
+                let id = custody_keys::keys::keyid(&k)
                     .map_err(|e| repo_err(repo)(RepoError::from(e)))?;
                 list.push((k, id, KeyLocation::Offline));
             }

@@ -104,7 +104,7 @@ async fn attack_manifest_signed_by_another_devices_key() {
     // B's key signs a manifest that claims to be A's, sent as A's request
     // (request signed by B): refused at the request signature.
     let mut forged = Device::new("board-a", "fleet-a");
-    forged.key = custody_director::keys::MemorySigner::generate_ed25519().unwrap();
+    forged.key = custody_keys::MemorySigner::generate_ed25519().unwrap();
     forged.id = a.id.clone();
     let body = forged.manifest_with(1);
     let r = f

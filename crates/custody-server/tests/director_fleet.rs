@@ -302,8 +302,8 @@ async fn maintenance_windows_gate_assignments() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn downgrade_needs_a_rollback_authorisation() {
     use custody_director::rollback::{RollbackAuthorization, RollbackBody, TYPE_ROLLBACK};
-    use custody_repo::Signer;
-    let rollback_key = custody_director::keys::MemorySigner::generate_ed25519().unwrap();
+    use custody_keys::Signer;
+    let rollback_key = custody_keys::MemorySigner::generate_ed25519().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let keys_file = dir.path().join("rollback-keys.json");
     std::fs::write(
@@ -363,7 +363,7 @@ async fn downgrade_needs_a_rollback_authorisation() {
         f.s.credential("rollback signer", &["role:sign:rollback"])
             .await;
     let rt = f.s.token(&roller, None).await;
-    let wrong = custody_director::keys::MemorySigner::generate_ed25519().unwrap();
+    let wrong = custody_keys::MemorySigner::generate_ed25519().unwrap();
     let bad = RollbackAuthorization::sign(body.clone(), &[&wrong]).unwrap();
     let r = common::http(
         "POST",

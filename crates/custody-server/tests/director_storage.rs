@@ -16,7 +16,7 @@ use custody_director::enrol::{issue_token, TokenRefusal};
 use custody_director::policy::Installed;
 use custody_director::registry::{DeviceRecord, DeviceStatus, EnrolledWith};
 use custody_director::wire::DeviceAttributes;
-use custody_repo::Signer;
+use custody_keys::Signer;
 use custody_server::director::store::{
     CheckinWrite, DeviceFilter, DirectorDb, PgDirectorDb, ReportRow, RolloutRow, SqliteDirectorDb,
     TokenRow, WriteOutcome,

@@ -26,11 +26,12 @@ use custody_agent::device::{
 use custody_agent::keystore::DeviceKeyType;
 use custody_agent::{HookCommand, InstallerConfig};
 use custody_director::wire::DeviceAttributes;
+use custody_keys::passphrase::SecretSource;
+use custody_keys::{keyfile, KeyType, Signer};
 use custody_repo::keyring::{KeyLocation, KeyRing};
-use custody_repo::passphrase::SecretSource;
 use custody_repo::policy::ExpiryPolicy;
 use custody_repo::repository::{InitOptions, PublishFile, RoleInit};
-use custody_repo::{keyfile, KeyType, Repository, Signer};
+use custody_repo::Repository;
 use custody_server::ServerConfig;
 use indicatif::{ProgressBar, ProgressStyle};
 

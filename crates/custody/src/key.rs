@@ -3,10 +3,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use custody_repo::keyfile;
-use custody_repo::passphrase::SecretSource;
-use custody_repo::pkcs11::{Pkcs11Signer, Pkcs11Uri};
-use custody_repo::{KeyType, Signer};
+use custody_keys::keyfile;
+use custody_keys::passphrase::SecretSource;
+use custody_keys::pkcs11::{Pkcs11Signer, Pkcs11Uri};
+use custody_keys::{KeyType, Signer};
 
 #[derive(clap::Args, Debug)]
 #[command(after_long_help = "\
@@ -156,7 +156,7 @@ pub fn load_key_file(file: &Path, pass: &PassphraseArgs) -> anyhow::Result<keyfi
 
 /// If `file` is a public key JSON (a TUF key object, or the output of
 /// `custody key show --json`), return the key.
-pub fn read_public_key_json(file: &Path) -> anyhow::Result<Option<custody_repo::TufPublicKey>> {
+pub fn read_public_key_json(file: &Path) -> anyhow::Result<Option<custody_keys::TufPublicKey>> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     if bytes.len() > 64 * 1024 || bytes.first() != Some(&b'{') {
         return Ok(None);
@@ -164,7 +164,7 @@ pub fn read_public_key_json(file: &Path) -> anyhow::Result<Option<custody_repo::
     let v: serde_json::Value = serde_json::from_slice(&bytes)
         .with_context(|| format!("{}: not valid JSON", file.display()))?;
     let key_v = v.get("key").cloned().unwrap_or(v);
-    let key: custody_repo::TufPublicKey = serde_json::from_value(key_v).with_context(|| {
+    let key: custody_keys::TufPublicKey = serde_json::from_value(key_v).with_context(|| {
         format!(
             "{}: not a TUF public key (needs keytype, scheme, keyval.public)",
             file.display()
@@ -173,9 +173,9 @@ pub fn read_public_key_json(file: &Path) -> anyhow::Result<Option<custody_repo::
     Ok(Some(key))
 }
 
-fn print_public(key: &custody_repo::TufPublicKey, json: bool) -> anyhow::Result<()> {
-    let keyid = custody_repo::keys::keyid(key)?;
-    let kt = custody_repo::keys::key_type_of(key);
+fn print_public(key: &custody_keys::TufPublicKey, json: bool) -> anyhow::Result<()> {
+    let keyid = custody_keys::keys::keyid(key)?;
+    let kt = custody_keys::keys::key_type_of(key);
     let type_name = kt.map(|k| k.name()).unwrap_or("unsupported");
     if json {
         let out = serde_json::json!({ "keyid": keyid, "type": type_name, "key": key });

@@ -5,10 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
+use custody_keys::TufPublicKey;
 use custody_repo::keyring::{KeyLocation, KeyRing, KeySpec};
 use custody_repo::policy::{parse_duration, ExpiryPolicy};
 use custody_repo::repository::{sign_metadata_bytes, InitOptions, ProvenanceInput, RoleInit};
-use custody_repo::{Repository, TufPublicKey};
+use custody_repo::Repository;
 
 use crate::key::PassphraseArgs;
 

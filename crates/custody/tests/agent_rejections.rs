@@ -28,16 +28,16 @@ use serde_json::{json, Value};
 const PASS: &[u8] = b"test passphrase for online keys";
 
 struct Forger {
-    targets: custody_repo::keyfile::FileSigner,
-    snapshot: custody_repo::keyfile::FileSigner,
-    timestamp: custody_repo::keyfile::FileSigner,
+    targets: custody_keys::keyfile::FileSigner,
+    snapshot: custody_keys::keyfile::FileSigner,
+    timestamp: custody_keys::keyfile::FileSigner,
     version: u64,
 }
 
 impl Forger {
     fn new(data: &Path) -> Forger {
         let k = |n: &str| {
-            custody_repo::keyfile::load(&data.join(format!("keys/director/{n}.pem")), PASS).unwrap()
+            custody_keys::keyfile::load(&data.join(format!("keys/director/{n}.pem")), PASS).unwrap()
         };
         Forger {
             targets: k("targets"),

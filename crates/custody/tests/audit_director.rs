@@ -12,9 +12,9 @@ mod agent_support;
 use agent_support::*;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
+use custody_keys::Signer as _;
 use custody_log::tile::{new_bundles, parse_entry_bundle};
 use custody_log::{leaf_hash, verify_inclusion, Hash, LogVerifier, VerifierKey};
-use custody_repo::Signer as _;
 use serde_json::{json, Value};
 
 fn json_of(args: &[&str]) -> (i32, Value) {
@@ -216,7 +216,7 @@ fn audit_shows_a_real_agents_delivery_install_and_decommission_with_proofs() {
     // the new key signs targets through the API, that publish goes live:
     // one key_change entry names the role and both key ids.
     let mut setup = setup;
-    let new_targets = custody_repo::memsigner::MemorySigner::generate().unwrap();
+    let new_targets = custody_keys::MemorySigner::generate_ed25519().unwrap();
     let (new_key, new_id) = (new_targets.key().clone(), new_targets.keyid().to_string());
     setup.ring.add(Box::new(new_targets));
     let mut repo =
@@ -227,7 +227,7 @@ fn audit_shows_a_real_agents_delivery_install_and_decommission_with_proofs() {
     let pass = tmp.path().join("online-passphrase");
     std::fs::write(&pass, "test passphrase for online keys").unwrap();
     let mut online =
-        custody_repo::keyring::KeyRing::new(custody_repo::passphrase::SecretSource::File(pass));
+        custody_repo::keyring::KeyRing::new(custody_keys::passphrase::SecretSource::File(pass));
     repo.change_root_role(
         "targets",
         &[(

@@ -11,8 +11,8 @@ use std::process::{Command, Output};
 
 use agent_support::{api, sha256_hex, start, token, Server};
 use base64::Engine;
-use custody_repo::memsigner::MemorySigner;
-use custody_repo::Signer;
+use custody_keys::MemorySigner;
+use custody_keys::Signer;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::{json, Value};
 
@@ -81,8 +81,8 @@ fn policy_and_upload_with_provenance_through_the_cli() {
         .clone()
         .expect("bootstrap credential on first start");
     let admin = token(&s, &bootstrap);
-    let root = MemorySigner::generate().unwrap();
-    let targets = MemorySigner::generate().unwrap();
+    let root = MemorySigner::generate_ed25519().unwrap();
+    let targets = MemorySigner::generate_ed25519().unwrap();
     let r = api(
         &s,
         "POST",

@@ -35,7 +35,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use custody_director::keys::MemorySigner;
 use custody_director::policy::{Gate, Release, RolloutState, Selector, Stage};
 use custody_director::registry::{DeviceRecord, DeviceStatus, EnrolledWith};
 use custody_director::request::{fresh_nonce, sign_request};
@@ -43,7 +42,8 @@ use custody_director::wire::{
     headers as h, DeviceAttributes, InstalledTarget, ManifestBody, SignedManifest, TYPE_MANIFEST,
     WIRE_VERSION,
 };
-use custody_repo::{KeyType, Signer};
+use custody_keys::MemorySigner;
+use custody_keys::{KeyType, Signer};
 use custody_server::director::store::{DirectorDb, RolloutRow, SqliteDirectorDb};
 
 /// The `custody` binary's allocator when it serves (crates/custody).

@@ -8,7 +8,7 @@
 //! reads those lines (untimed). Neither side hashes target files in the
 //! timed part: at this scale the digests come from the upload.
 //!
-//! custody side (in-memory Ed25519 keys, `custody_repo::memsigner`: key
+//! custody side (in-memory Ed25519 keys, `custody_keys::MemorySigner`: key
 //! file decryption is a one-off cost that says nothing about authoring):
 //! 1. create: `init` + `hash_bins` (2^bit_length bins) +
 //!    `add_target_entries` (sign every changed role) + `save` (strict
@@ -32,12 +32,13 @@ use anyhow::{bail, Context, Result};
 use chrono::Utc;
 use clap::Parser;
 use custody_bench::{python, workspace_root, Machine};
+use custody_keys::passphrase::SecretSource;
+use custody_keys::MemorySigner;
+use custody_keys::Signer;
 use custody_repo::keyring::{KeyLocation, KeyRing};
-use custody_repo::memsigner::MemorySigner;
-use custody_repo::passphrase::SecretSource;
 use custody_repo::policy::ExpiryPolicy;
 use custody_repo::repository::{InitOptions, RoleInit, TargetEntry};
-use custody_repo::{Repository, Signer};
+use custody_repo::Repository;
 use serde::Serialize;
 
 #[derive(Parser, Debug)]
@@ -127,7 +128,7 @@ type KeyEntry = (custody_tuf::Key, String, KeyLocation);
 
 fn keys(ring: &mut KeyRing) -> Result<(BTreeMap<String, RoleInit>, Vec<KeyEntry>)> {
     let mut entry = || -> Result<KeyEntry> {
-        let s = MemorySigner::generate()?;
+        let s = MemorySigner::generate_ed25519()?;
         let e = (s.key().clone(), s.keyid().to_owned(), KeyLocation::Offline);
         ring.add(Box::new(s));
         Ok(e)
@@ -274,7 +275,7 @@ fn run_custody(args: &Args, work: &Path, entries: Vec<TargetEntry>) -> Result<Cu
         .version;
     let bin_bytes = std::fs::metadata(out.join(format!("{bin_version}.{role}.json")))?.len();
     Ok(Custody {
-        keys: "in-memory Ed25519 (custody_repo::memsigner::MemorySigner, ring)",
+        keys: "in-memory Ed25519 (custody_keys::MemorySigner, ring)",
         init_and_bins_seconds,
         add_targets_seconds,
         save_seconds,

@@ -1,13 +1,13 @@
 #![allow(dead_code)]
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use custody_director::enrol::{enrol, issue_token, EnrolmentPolicy, MemoryTokenStore, TokenStore};
-use custody_director::keys::MemorySigner;
 use custody_director::registry::DeviceRecord;
 use custody_director::wire::{
     DeviceAttributes, EnrolmentClaims, EnrolmentCredential, EnrolmentRequest, InstalledTarget,
     ManifestBody, SignedManifest, TYPE_ENROLMENT, TYPE_MANIFEST, WIRE_VERSION,
 };
-use custody_repo::Signer;
+use custody_keys::MemorySigner;
+use custody_keys::Signer;
 
 pub fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 6, 1, 12, 0, 0).unwrap()

@@ -46,9 +46,9 @@ use custody_director::policy::{
 };
 use custody_director::registry::ReattestationPolicy;
 use custody_director::request::RequestPolicy;
-use custody_repo::keyfile::FileSigner;
-use custody_repo::passphrase::SecretSource;
-use custody_repo::{KeyType, Signer};
+use custody_keys::keyfile::FileSigner;
+use custody_keys::passphrase::SecretSource;
+use custody_keys::{KeyType, Signer};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
@@ -329,9 +329,9 @@ pub struct Director {
 
 fn load_or_generate(path: &Path, pass: &[u8]) -> Result<FileSigner, DirectorInitError> {
     let r = if path.exists() {
-        custody_repo::keyfile::load(path, pass)
+        custody_keys::keyfile::load(path, pass)
     } else {
-        custody_repo::keyfile::generate(path, KeyType::Ed25519, pass)
+        custody_keys::keyfile::generate(path, KeyType::Ed25519, pass)
     };
     r.map_err(|e| DirectorInitError::Key {
         path: path.to_path_buf(),

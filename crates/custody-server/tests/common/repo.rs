@@ -1,10 +1,10 @@
 //! A hosted repository with offline root/targets keys held by the test:
 //! create it, sign drafts through the API, and look at it as a client.
 
+use custody_keys::passphrase::SecretSource;
+use custody_keys::MemorySigner;
+use custody_keys::Signer;
 use custody_repo::keyring::KeyRing;
-use custody_repo::memsigner::MemorySigner;
-use custody_repo::passphrase::SecretSource;
-use custody_repo::Signer;
 use serde_json::{json, Value};
 
 use super::TestServer;
@@ -18,9 +18,9 @@ pub struct Offline {
 
 pub fn offline_keys() -> (Offline, Value, Value) {
     let ring = KeyRing::new(SecretSource::Env("UNUSED".into()));
-    let root = MemorySigner::generate().unwrap();
-    let targets = MemorySigner::generate().unwrap();
-    let stranger = MemorySigner::generate().unwrap();
+    let root = MemorySigner::generate_ed25519().unwrap();
+    let targets = MemorySigner::generate_ed25519().unwrap();
+    let stranger = MemorySigner::generate_ed25519().unwrap();
     let (rk, tk) = (
         serde_json::to_value(root.key()).unwrap(),
         serde_json::to_value(targets.key()).unwrap(),

@@ -6,16 +6,16 @@
 
 use std::collections::BTreeMap;
 
-use custody_director::keys::MemorySigner as DeviceKey;
 use custody_director::request::{fresh_nonce, sign_request};
 use custody_director::wire::{
     headers as h, CheckinResponse, DeviceAttributes, EnrolResponse, EnrolmentClaims,
     EnrolmentCredential, EnrolmentRequest, InstallReport, InstalledTarget, ManifestBody,
     SignedManifest, TYPE_ENROLMENT, TYPE_MANIFEST, WIRE_VERSION,
 };
+use custody_keys::passphrase::SecretSource;
+use custody_keys::MemorySigner as DeviceKey;
+use custody_keys::Signer;
 use custody_repo::keyring::KeyRing;
-use custody_repo::passphrase::SecretSource;
-use custody_repo::Signer;
 use serde_json::{json, Value};
 
 use crate::common::{self, Resp, TestServer};
@@ -65,8 +65,8 @@ async fn fleet_inner(
     })
     .await;
     let mut ring = KeyRing::new(SecretSource::Env("UNUSED".into()));
-    let root = custody_repo::memsigner::MemorySigner::generate().unwrap();
-    let targets = custody_repo::memsigner::MemorySigner::generate().unwrap();
+    let root = custody_keys::MemorySigner::generate_ed25519().unwrap();
+    let targets = custody_keys::MemorySigner::generate_ed25519().unwrap();
     let (rk, tk) = (
         serde_json::to_value(root.key()).unwrap(),
         serde_json::to_value(targets.key()).unwrap(),
@@ -364,7 +364,7 @@ impl Device {
         der.extend_from_slice(
             ring::digest::digest(&ring::digest::SHA256, seed.as_bytes()).as_ref(),
         );
-        let key = DeviceKey::from_pkcs8(custody_repo::KeyType::Ed25519, &der).unwrap();
+        let key = DeviceKey::from_pkcs8(custody_keys::KeyType::Ed25519, &der).unwrap();
         Self::with_key(key, hw, group)
     }
 

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use custody_keys::passphrase::SecretSource;
+use custody_keys::MemorySigner;
+use custody_keys::Signer;
 use custody_repo::keyring::KeyRing;
-use custody_repo::memsigner::MemorySigner;
-use custody_repo::passphrase::SecretSource;
-use custody_repo::Signer;
 use serde_json::{json, Value};
 
 pub const REPO: &str = "main";
@@ -212,8 +212,8 @@ impl Setup {
             &["role:sign:root@main", "role:sign:targets@main"],
         );
         let fleet = cred("fleet operator", &["fleet:admin"]);
-        let root = MemorySigner::generate().unwrap();
-        let targets = MemorySigner::generate().unwrap();
+        let root = MemorySigner::generate_ed25519().unwrap();
+        let targets = MemorySigner::generate_ed25519().unwrap();
         let body = json!({
             "root": {"keys": [root.key()], "threshold": 1},
             "targets": {"keys": [targets.key()], "threshold": 1},

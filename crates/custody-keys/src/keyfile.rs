@@ -21,13 +21,14 @@ use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{self as rsig, KeyPair};
 use zeroize::Zeroizing;
 
+use crate::encode::{OID_EC_PUBLIC_KEY, OID_ED25519, OID_P256, OID_P384, OID_RSA};
 use crate::error::SignerError;
-use crate::fsutil;
-use crate::keys::{
-    KeyType, TufPublicKey, OID_EC_PUBLIC_KEY, OID_ED25519, OID_P256, OID_P384, OID_RSA,
-    RSA_GENERATE_BITS,
-};
+use crate::keys::{KeyType, TufPublicKey};
 use crate::signer::Signer;
+
+/// RSA modulus size custody generates. NIST SP 800-57: 3072 bits for
+/// security beyond 2030; TUF root keys live for years.
+pub const RSA_GENERATE_BITS: usize = 3072;
 
 /// Largest key file custody reads (an RSA-8192 encrypted key is ~6.5 KiB).
 const MAX_KEY_FILE: u64 = 64 * 1024;
@@ -139,7 +140,7 @@ pub fn generate(path: &Path, kt: KeyType, passphrase: &[u8]) -> Result<FileSigne
     };
     let signer = from_pkcs8(path, &pkcs8_der, &rng)?;
     let pem = encrypt_pkcs8_pem(&pkcs8_der, passphrase, &rng)?;
-    fsutil::write_new_private(path, pem.as_bytes()).map_err(|source| {
+    write_new_private(path, pem.as_bytes()).map_err(|source| {
         if source.kind() == std::io::ErrorKind::AlreadyExists {
             SignerError::AlreadyExists {
                 path: path.to_owned(),
@@ -287,11 +288,11 @@ fn from_pkcs8(path: &Path, der: &[u8], rng: &SystemRandom) -> Result<FileSigner,
         };
         let kp = rsig::EcdsaKeyPair::from_pkcs8(ecdsa_alg(kt), der, rng)
             .map_err(|e| unsupported(format!("{kt}: {e}")))?;
-        let public = crate::keys::ecdsa_key(kt, kp.public_key().as_ref())?;
+        let public = crate::encode::ecdsa_key(kt, kp.public_key().as_ref())?;
         (kt, public, Inner::Ecdsa(kp))
     } else if oid == OID_RSA {
         let kp = rsig::RsaKeyPair::from_pkcs8(der).map_err(|e| unsupported(format!("rsa: {e}")))?;
-        let public = crate::keys::rsa_key(kp.public_key().as_ref())?;
+        let public = crate::encode::rsa_key(kp.public_key().as_ref())?;
         (KeyType::RsaPss, public, Inner::Rsa(kp))
     } else {
         return Err(unsupported(format!("algorithm OID {oid}")));
@@ -305,6 +306,32 @@ fn from_pkcs8(path: &Path, der: &[u8], rng: &SystemRandom) -> Result<FileSigner,
         inner,
         rng: rng.clone(),
     })
+}
+
+/// Write `bytes` to a new file at `path` with mode 0600: temp file in the
+/// same directory, fsync, no-clobber rename, fsync the directory. Fails with
+/// `ErrorKind::AlreadyExists` if anything exists at `path` (never overwrites).
+fn write_new_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    // tempfile creates files with mode 0600 on unix; say so anyway.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".custody-key-")
+        .tempfile_in(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(0o600))?;
+    }
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist_noclobber(path).map_err(|e| e.error)?;
+    // Directory fsync makes the rename durable (POSIX).
+    fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

@@ -4,8 +4,9 @@ use crate::keys::{KeyType, TufPublicKey};
 
 /// Something that holds one private key and can sign TUF metadata with it.
 ///
-/// Implementations: [`crate::keyfile::FileSigner`] (encrypted PKCS#8 file),
-/// [`crate::pkcs11::Pkcs11Signer`] (key on a PKCS#11 token, never leaves it).
+/// Implementations: [`crate::MemorySigner`] (in memory), `keyfile::FileSigner`
+/// (encrypted PKCS#8 file, feature `file`) and `pkcs11::Pkcs11Signer` (key on
+/// a PKCS#11 token, never leaves it; feature `pkcs11`).
 pub trait Signer {
     /// The public key in TUF form (`keytype`, `scheme`, `keyval.public`).
     fn key(&self) -> &TufPublicKey;

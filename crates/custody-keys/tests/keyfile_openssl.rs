@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use custody_repo::keyfile;
-use custody_repo::{KeyType, Signer};
+use custody_keys::keyfile;
+use custody_keys::{KeyType, Signer};
 
 fn openssl() -> Option<&'static str> {
     let ok = Command::new("openssl")

@@ -25,12 +25,13 @@ use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType as CkKeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
-use pkcs8::der::asn1::{ObjectIdentifier, OctetStringRef};
-use pkcs8::der::Decode;
+use spki::der::asn1::{ObjectIdentifier, OctetStringRef};
+use spki::der::Decode;
 use zeroize::Zeroizing;
 
+use crate::encode::{der_uint_pair, OID_ED25519, OID_P256, OID_P384};
 use crate::error::SignerError;
-use crate::keys::{der_uint_pair, KeyType, TufPublicKey, OID_ED25519, OID_P256, OID_P384};
+use crate::keys::{KeyType, TufPublicKey};
 use crate::passphrase::SecretSource;
 use crate::signer::Signer;
 
@@ -377,12 +378,12 @@ fn read_public(
             )));
         };
         let point = unwrap_ec_point(&attr_bytes(session, obj, AttributeType::EcPoint)?);
-        Ok((kt, crate::keys::ecdsa_key(kt, &point)?))
+        Ok((kt, crate::encode::ecdsa_key(kt, &point)?))
     } else if ck == CkKeyType::RSA {
         let n = attr_bytes(session, obj, AttributeType::Modulus)?;
         let e = attr_bytes(session, obj, AttributeType::PublicExponent)?;
         let pkcs1 = der_uint_pair(&n, &e)?;
-        Ok((KeyType::RsaPss, crate::keys::rsa_key(&pkcs1)?))
+        Ok((KeyType::RsaPss, crate::encode::rsa_key(&pkcs1)?))
     } else {
         Err(SignerError::Pkcs11(format!(
             "key {label:?}: key type {ck} is not supported (EC, EC_EDWARDS, RSA)"

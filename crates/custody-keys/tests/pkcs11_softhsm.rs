@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use custody_repo::pkcs11::{Pkcs11Signer, Pkcs11Uri};
-use custody_repo::{KeyType, Signer};
+use custody_keys::pkcs11::{Pkcs11Signer, Pkcs11Uri};
+use custody_keys::{KeyType, Signer};
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const PIN: &str = "5678";
@@ -91,7 +91,7 @@ fn make_token() -> Token {
 }
 
 /// Verify with custody-tuf's verifier: what clients will run.
-fn verify(key: &custody_repo::TufPublicKey, kt: KeyType, msg: &[u8], sig: &[u8]) {
+fn verify(key: &custody_keys::TufPublicKey, kt: KeyType, msg: &[u8], sig: &[u8]) {
     let pk = custody_tuf::PublicKey::from_key(key).unwrap();
     assert!(
         pk.verify(msg, sig),
