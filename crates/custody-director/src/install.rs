@@ -206,7 +206,7 @@ mod tests {
     use custody_keys::Signer;
 
     use super::*;
-    use crate::keys::MemorySigner;
+    use custody_keys::MemorySigner;
     use crate::rollback::{RollbackBody, TYPE_ROLLBACK};
     use crate::wire::WIRE_VERSION;
 
