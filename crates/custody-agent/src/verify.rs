@@ -268,7 +268,7 @@ fn drive(
 ) -> Result<Step, ClientError> {
     let store = MetadataStore::new(dir);
     loop {
-        let step = r.next().map_err(|error| ClientError::Rejected {
+        let step = r.step().map_err(|error| ClientError::Rejected {
             source_name: dir.display().to_string(),
             error,
         })?;

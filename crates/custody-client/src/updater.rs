@@ -146,7 +146,7 @@ impl<T: Transport> Updater<T> {
         loop {
             let step = self
                 .refresh
-                .next()
+                .step()
                 .map_err(|e| self.rejected_before_fetch(e, lookup))?;
             let Step::Fetch(fetch) = step else {
                 return Ok(step);

@@ -5,7 +5,7 @@
 //! let mut r = Refresh::new(&local_root_bytes, limits, now)?
 //!     .with_targets_check(Box::new(|targets| check(targets)));  // optional hook
 //! loop {
-//!     match r.next()? {
+//!     match r.step()? {
 //!         Step::Fetch(f) => {
 //!             // f.source: Local (the caller's trusted store, file f.file_name)
 //!             //        or Remote (the repository, file f.file_name);
@@ -235,7 +235,7 @@ impl Refresh {
     }
 
     /// Start looking up `target_path` through the delegation graph (after
-    /// the refresh, or the refresh runs first); drive [`Refresh::next`]
+    /// the refresh, or the refresh runs first); drive [`Refresh::step`]
     /// until [`Step::Found`] or [`Step::NotFound`].
     pub fn lookup(&mut self, target_path: &str) {
         self.search = Some(TargetSearch::new(
@@ -246,7 +246,7 @@ impl Refresh {
 
     /// The next step. Asking again without [`Refresh::provide`] returns the
     /// same [`Step::Fetch`].
-    pub fn next(&mut self) -> Result<Step> {
+    pub fn step(&mut self) -> Result<Step> {
         let r = self.advance();
         if r.is_err() {
             self.stage = Stage::Failed;

@@ -44,7 +44,7 @@ impl World {
     /// writes after every step (custody-client); else leave them in `r`.
     fn drive(&mut self, r: &mut Refresh, persist_each_step: bool) -> Result<Step, Error> {
         loop {
-            let f = match r.next()? {
+            let f = match r.step()? {
                 Step::Fetch(f) => f,
                 other => return Ok(other),
             };
@@ -231,7 +231,7 @@ fn rollback_against_the_stored_timestamp_is_refused_and_nothing_is_written() {
     assert!(r.take_writes().is_empty());
     assert_eq!(w.local["timestamp"], ts5);
     // the refresh is over
-    assert_eq!(r.next().unwrap_err().kind(), ErrorKind::Order);
+    assert_eq!(r.step().unwrap_err().kind(), ErrorKind::Order);
 }
 
 #[test]
@@ -277,7 +277,7 @@ fn endless_data_beyond_the_bound_of_the_step_is_refused() {
     let mut r = w.start(Limits::default());
     // go to the snapshot request, then answer with one byte too many
     loop {
-        match r.next().unwrap() {
+        match r.step().unwrap() {
             Step::Fetch(f) if f.role == "snapshot" && f.source == Source::Remote => {
                 assert_eq!(f.max_bytes, repo.snapshot.len() as u64);
                 assert_eq!(f.version, Some(1));

@@ -87,7 +87,7 @@ pub fn lookup_target(
     let mut refresh = Refresh::new(&root, limits, now).map_err(invalid(&first_root))?;
     refresh.lookup(target);
     loop {
-        let fetch = match refresh.next().map_err(invalid(&dir))? {
+        let fetch = match refresh.step().map_err(invalid(&dir))? {
             Step::Fetch(f) => f,
             Step::Found { role, target } => return Ok((role, target)),
             Step::NotFound { .. } | Step::Refreshed => {

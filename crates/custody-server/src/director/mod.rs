@@ -550,7 +550,7 @@ impl Director {
         let mut walk = custody_tuf::Refresh::new(first, custody_tuf::Limits::default(), now)
             .map_err(|e| DirectorInitError::Root(format!("1.root.json: {e}")))?;
         while let custody_tuf::Step::Fetch(f) = walk
-            .next()
+            .step()
             .map_err(|e| DirectorInitError::Root(e.to_string()))?
         {
             if f.role != "root" {
