@@ -63,8 +63,8 @@ use crate::installer::{InstallPlan, InstallerConfig};
 use crate::keystore::{DeviceKeyType, DeviceSigner, FileKeyBackend, KeyBackend};
 use crate::report::{Outcome, Report};
 use crate::verify::{
-    trusted_root_version, verify_update, DeviceTrust, MemoryTransport, VerifiedTarget,
-    IMAGE_MEM_URL,
+    trusted_root_version, verify_update, BundleImageMetadata, DeviceTrust, HttpImageMetadata,
+    ImageMetadata, TrustedWrites, VerifiedTarget,
 };
 use crate::{Agent, AgentConfig, AgentError, HookCommand, Probe};
 
@@ -881,12 +881,12 @@ impl Device {
             })?;
         let transport = custody_client::AnyTransport::new(custody_client::Timeouts::default());
         let targets_base = join(&self.config.server, &self.config.image_targets_path);
-        let mut report = self.apply(
-            &answer.director,
-            image_url,
+        let image = HttpImageMetadata {
+            url: image_url,
             transport,
-            &PayloadSource::Http(targets_base),
-        )?;
+        };
+        let mut report =
+            self.apply(&answer.director, &image, &PayloadSource::Http(targets_base))?;
         report.accepted_counters.push(answer.accepted_counter);
         report.reports_delivered += r;
         report.attacks_delivered += a;
@@ -926,17 +926,10 @@ impl Device {
                 reason,
             }));
         };
-        let files = bundle.image_files()?;
-        let url = Url::parse(IMAGE_MEM_URL).map_err(|e| DeviceError::Http {
-            url: IMAGE_MEM_URL.into(),
-            reason: e.to_string(),
-        })?;
-        let mut report = self.apply(
-            &set,
-            url,
-            MemoryTransport::new(files),
-            &PayloadSource::Bundle(&bundle),
-        )?;
+        let image = BundleImageMetadata {
+            files: bundle.image_files()?,
+        };
+        let mut report = self.apply(&set, &image, &PayloadSource::Bundle(&bundle))?;
         if let Action::Refused { reason, .. } = &mut report.action {
             *reason = format!(
                 "bundle {} (created {}): {reason}",
@@ -950,11 +943,14 @@ impl Device {
     }
 
     /// Verify and act on one director metadata set (online or bundle).
-    fn apply<T: custody_client::Transport>(
+    /// The verified director and image metadata are persisted only once the
+    /// update is accepted: when nothing is to be installed, or when the
+    /// target to install also passed the transparency-log check. A refusal
+    /// leaves both trusted stores unchanged.
+    fn apply(
         &mut self,
         set: &DirectorMetadataSet,
-        image_url: Url,
-        image_transport: T,
+        image: &dyn ImageMetadata,
         source: &PayloadSource<'_>,
     ) -> Result<CheckReport, DeviceError> {
         let rollback_keys = self.rollback_keys();
@@ -968,14 +964,7 @@ impl Device {
             rollback_keys: rollback_keys.as_ref(),
         };
         let installed = self.installed().cloned();
-        let verified = match verify_update(
-            &trust,
-            set,
-            image_url,
-            image_transport,
-            installed.as_ref(),
-            Utc::now(),
-        ) {
+        let verified = match verify_update(&trust, set, image, installed.as_ref(), Utc::now()) {
             Ok(v) => v,
             Err(e) if e.is_attack() => {
                 let (subject, reason) = (e.subject(), e.to_string());
@@ -990,20 +979,38 @@ impl Device {
                 })
             }
         };
-        let mut report = match verified.install {
-            None => self.report(Action::UpToDate {
-                installed: installed.map(|t| t.name),
-            }),
-            Some(t) => self.install_target(&t, source)?,
+        let writes = &verified.trusted_writes;
+        let persist = |w: &TrustedWrites| {
+            let trust = DeviceTrust {
+                director_dir: &director_dir,
+                image_dir: &image_dir,
+                device_id: "",
+                hardware_id: "",
+                rollback_keys: None,
+            };
+            w.persist(&trust)
+                .map_err(|e| DeviceError::Client(custody_client::ClientError::Store(e)))
+        };
+        let mut report = match &verified.install {
+            None => {
+                persist(writes)?;
+                self.report(Action::UpToDate {
+                    installed: installed.map(|t| t.name),
+                })
+            }
+            Some(t) => self.install_target(t, source, || persist(writes))?,
         };
         report.director_targets_version = Some(verified.director_targets_version);
         Ok(report)
     }
 
+    /// `accept` persists the verified metadata: called once the target is
+    /// known not to be refused (given up earlier, or past the log check).
     fn install_target(
         &mut self,
         t: &VerifiedTarget,
         source: &PayloadSource<'_>,
+        accept: impl FnOnce() -> Result<(), DeviceError>,
     ) -> Result<CheckReport, DeviceError> {
         let sha = t.meta.sha256().unwrap_or_default().to_owned();
         let key = (t.meta.name.clone(), sha);
@@ -1011,6 +1018,7 @@ impl Device {
         // operator installing a bundle explicitly does.
         let explicit = matches!(source, PayloadSource::Bundle(_));
         if !explicit && self.net()?.given_up.contains(&key) {
+            accept()?;
             return Ok(self.report(Action::Skipped {
                 target: t.meta.name.clone(),
             }));
@@ -1033,6 +1041,7 @@ impl Device {
                 reason,
             }));
         }
+        accept()?;
         let attempt = match self.agent.begin_with(t.meta.clone(), t.rollback_authorized) {
             Ok(a) => a,
             Err(e @ (AgentError::Downgrade { .. } | AgentError::InsufficientSpace { .. })) => {

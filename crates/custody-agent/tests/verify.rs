@@ -6,9 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use chrono::{DateTime, Duration, Utc};
-use custody_agent::verify::{
-    verify_update, DeviceTrust, MemoryTransport, VerifyError, IMAGE_MEM_URL,
-};
+use custody_agent::verify::{verify_update, BundleImageMetadata, DeviceTrust, VerifyError};
 use custody_agent::TargetMeta;
 use custody_director::director::{
     build_director_metadata, build_director_root, DeviceDirectorState, DirectorConfig,
@@ -89,12 +87,14 @@ impl Repo {
     }
 }
 
-fn image_files(set: &DirectorMetadataSet) -> MemoryTransport {
-    MemoryTransport::new(BTreeMap::from([
-        ("timestamp.json".to_owned(), set.timestamp.clone()),
-        ("snapshot.json".to_owned(), set.snapshot.clone()),
-        ("targets.json".to_owned(), set.targets.clone()),
-    ]))
+fn image_files(set: &DirectorMetadataSet) -> BundleImageMetadata {
+    BundleImageMetadata {
+        files: BTreeMap::from([
+            ("timestamp.json".to_owned(), set.timestamp.clone()),
+            ("snapshot.json".to_owned(), set.snapshot.clone()),
+            ("targets.json".to_owned(), set.targets.clone()),
+        ]),
+    }
 }
 
 fn target(name: &str, data: &[u8], counter: u64) -> DirectorTarget {
@@ -147,30 +147,28 @@ impl World {
         self.device.keyid().to_owned()
     }
 
+    /// Verify, and persist the verified metadata when accepted (as the
+    /// device does once it accepts an update).
     fn verify(
         &self,
         set: &DirectorMetadataSet,
-        image: MemoryTransport,
+        image: BundleImageMetadata,
         installed: Option<&TargetMeta>,
         keys: Option<&RollbackKeys>,
         now: DateTime<Utc>,
     ) -> Result<custody_agent::verify::VerifiedUpdate, VerifyError> {
         let (d, i) = (self.dir.join("director"), self.dir.join("image"));
         let id = self.id();
-        verify_update(
-            &DeviceTrust {
-                director_dir: &d,
-                image_dir: &i,
-                device_id: &id,
-                hardware_id: HW,
-                rollback_keys: keys,
-            },
-            set,
-            Url::parse(IMAGE_MEM_URL).unwrap(),
-            image,
-            installed,
-            now,
-        )
+        let trust = DeviceTrust {
+            director_dir: &d,
+            image_dir: &i,
+            device_id: &id,
+            hardware_id: HW,
+            rollback_keys: keys,
+        };
+        let v = verify_update(&trust, set, &image, installed, now)?;
+        v.trusted_writes.persist(&trust).unwrap();
+        Ok(v)
     }
 }
 
@@ -232,7 +230,7 @@ fn empty_assignment_needs_no_image_repository() {
     let set = w.director.sign(&id, HW, &[], w.now);
     // image transport serves nothing: must not be consulted
     let v = w
-        .verify(&set, MemoryTransport::default(), None, None, w.now)
+        .verify(&set, BundleImageMetadata::default(), None, None, w.now)
         .unwrap();
     assert!(v.install.is_none() && v.targets.is_empty());
 }

@@ -1,27 +1,23 @@
-//! The TUF client workflow (spec §5) as IO around custody-tuf's
-//! [`TrustedMetadata`] and [`TargetSearch`].
+//! The TUF client workflow (spec §5): a short IO loop around custody-tuf's
+//! [`Refresh`] step machine.
 //!
 //! The request pattern is python-tuf ngclient's (tuf-conformance asserts on
-//! it):
-//! 1. load local `root.json`; fetch `N+1.root.json`, `N+2.root.json`, … until
-//!    HTTP 404/403 or `max_root_rotations` attempts, persisting each verified
-//!    root; when a rotation changes the timestamp or snapshot keys, delete the
-//!    local timestamp and snapshot (fast-forward attack recovery);
-//! 2. load local `timestamp.json` (only as rollback reference), fetch
-//!    `timestamp.json`, persist it unless its version is unchanged;
-//! 3. use local `snapshot.json` if custody-tuf accepts it as final, else
-//!    fetch `[V.]snapshot.json` bounded by the timestamp's length (or the
-//!    limit) and persist it;
-//! 4. the same for `targets`, and for delegated roles on demand while
-//!    [`TargetSearch`] walks the delegation graph.
+//! it), and it is [`Refresh`]'s: `N+1.root.json`… until 404/403, local then
+//! remote `timestamp.json`, local snapshot (no fetch while it is still
+//! final) else `[V.]snapshot.json`, the same for `targets` and for
+//! delegated roles on demand. Like python-tuf, every verified file is
+//! persisted as soon as it is accepted ([`Refresh::take_writes`] after each
+//! step), and a rotation that changed the timestamp or snapshot keys
+//! deletes the local timestamp and snapshot.
 //!
-//! Every verdict comes from custody-tuf; this module decides only which
-//! bytes to read, where from, how many at most, and where to keep them.
+//! Every verdict comes from custody-tuf; this module reads the files the
+//! machine asks for (local store or transport, bounded by the machine's
+//! length) and applies the writes it returns.
 
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use custody_tuf::{Limits, SearchStep, TargetFile, TargetSearch, TimestampUpdate, TrustedMetadata};
+use custody_tuf::{Fetch, Limits, Refresh, Source, Step, StoreWrite, TargetFile};
 use url::Url;
 
 use crate::encoding::{escape_url_path, join_url, target_file_name};
@@ -44,9 +40,7 @@ pub struct Updater<T: Transport> {
     transport: T,
     limits: Limits,
     now: DateTime<Utc>,
-    trusted: TrustedMetadata,
-    refreshed: bool,
-    delegated_loaded: Vec<String>,
+    refresh: Refresh,
 }
 
 impl<T: Transport> std::fmt::Debug for Updater<T> {
@@ -55,7 +49,7 @@ impl<T: Transport> std::fmt::Debug for Updater<T> {
             .field("metadata_dir", &self.store.dir())
             .field("metadata_url", &self.metadata_url.as_str())
             .field("now", &self.now)
-            .field("refreshed", &self.refreshed)
+            .field("refreshed", &self.refresh.is_refreshed())
             .finish_non_exhaustive()
     }
 }
@@ -73,7 +67,7 @@ pub fn init_trusted_root(metadata_dir: &Path, root_file: &Path) -> Result<u64, C
             error: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
         }
     })?;
-    let trusted = TrustedMetadata::with_limits(&bytes, limits)
+    let trusted = custody_tuf::TrustedMetadata::with_limits(&bytes, limits)
         .map_err(|e| ClientError::rejected(root_file.display().to_string(), e))?;
     let store = MetadataStore::create(metadata_dir)?;
     store.persist("root", &bytes)?;
@@ -98,7 +92,7 @@ impl<T: Transport> Updater<T> {
                 path: root_path.clone(),
             }
         })?;
-        let trusted = TrustedMetadata::with_limits(&bytes, limits)
+        let refresh = Refresh::new(&bytes, limits, now)
             .map_err(|e| ClientError::rejected(root_path.display().to_string(), e))?;
         crate::store::sweep_stale_temp_files(store.dir(), crate::store::STALE_TEMP_AGE);
         Ok(Updater {
@@ -107,31 +101,30 @@ impl<T: Transport> Updater<T> {
             transport,
             limits,
             now,
-            trusted,
-            refreshed: false,
-            delegated_loaded: Vec::new(),
+            refresh,
         })
     }
 
     /// The trusted metadata (read-only).
-    pub fn trusted(&self) -> &TrustedMetadata {
-        &self.trusted
+    pub fn trusted(&self) -> &custody_tuf::TrustedMetadata {
+        self.refresh.trusted()
     }
 
     /// Roles currently trusted and their versions, top-level first.
     pub fn trusted_versions(&self) -> Vec<(String, u64)> {
-        let mut out = vec![("root".to_owned(), self.trusted.root().version)];
-        if let Some(t) = self.trusted.timestamp() {
+        let trusted = self.refresh.trusted();
+        let mut out = vec![("root".to_owned(), trusted.root().version)];
+        if let Some(t) = trusted.timestamp() {
             out.push(("timestamp".to_owned(), t.version));
         }
-        if let Some(s) = self.trusted.snapshot() {
+        if let Some(s) = trusted.snapshot() {
             out.push(("snapshot".to_owned(), s.version));
         }
-        if let Some(t) = self.trusted.targets() {
+        if let Some(t) = trusted.targets() {
             out.push(("targets".to_owned(), t.version));
         }
-        for role in &self.delegated_loaded {
-            if let Some(t) = self.trusted.targets_role(role) {
+        for role in self.refresh.delegated_roles() {
+            if let Some(t) = trusted.targets_role(role) {
                 out.push((role.clone(), t.version));
             }
         }
@@ -140,15 +133,63 @@ impl<T: Transport> Updater<T> {
 
     /// Update root, timestamp, snapshot and targets (once per updater).
     pub fn refresh(&mut self) -> Result<(), ClientError> {
-        if self.refreshed {
-            return Ok(());
+        match self.drive(false)? {
+            Step::Refreshed => Ok(()),
+            other => Err(ClientError::Usage(format!(
+                "refresh ended with a lookup answer: {other:?}"
+            ))),
         }
-        self.load_root()?;
-        self.load_timestamp()?;
-        self.load_snapshot()?;
-        self.load_targets("targets", "root")?;
-        self.refreshed = true;
-        Ok(())
+    }
+
+    /// Run the machine until it stops asking for files.
+    fn drive(&mut self, lookup: bool) -> Result<Step, ClientError> {
+        loop {
+            let step = self
+                .refresh
+                .step()
+                .map_err(|e| self.rejected_before_fetch(e, lookup))?;
+            let Step::Fetch(fetch) = step else {
+                return Ok(step);
+            };
+            let (bytes, from) = match fetch.source {
+                Source::Local => (self.load_local(&fetch), self.store.path(&fetch.role)),
+                Source::Remote => {
+                    let url = self.url_for(&fetch.file_name)?;
+                    let bytes = match self.fetch_metadata(&url, fetch.max_bytes) {
+                        Ok(b) => Some(b),
+                        // 404/403 for the next root: the trusted root is the newest (spec 5.3.3).
+                        Err(ClientError::Fetch(e)) if e.is_not_found() && fetch.role == "root" => {
+                            None
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    (bytes, PathBuf::from(url.as_str()))
+                }
+            };
+            self.refresh
+                .provide(bytes.as_deref())
+                .map_err(|e| ClientError::rejected(from.display().to_string(), e))?;
+            for write in self.refresh.take_writes() {
+                match write {
+                    StoreWrite::Persist { role, bytes } => {
+                        self.store.persist(&role, &bytes)?;
+                        if role == "root" {
+                            tracing::info!(version = self.trusted().root().version, "root rotated");
+                        }
+                    }
+                    // Fast-forward attack recovery (spec 5.3.11).
+                    StoreWrite::Remove { role } => self.store.remove(&role)?,
+                }
+            }
+        }
+    }
+
+    fn rejected_before_fetch(&self, e: custody_tuf::Error, lookup: bool) -> ClientError {
+        match e {
+            e @ custody_tuf::Error::MissingMeta { .. } => ClientError::rejected("snapshot", e),
+            e if lookup => ClientError::rejected("delegation search", e),
+            e => ClientError::rejected(self.metadata_url.as_str(), e),
+        }
     }
 
     fn url_for(&self, file_name: &str) -> Result<Url, ClientError> {
@@ -167,126 +208,13 @@ impl<T: Transport> Updater<T> {
 
     /// Local bytes of a role, or `None` when absent or unreadable (a broken
     /// local file is simply not used; it is replaced by a verified one).
-    fn load_local(&self, role: &str, bound: u64) -> Option<Vec<u8>> {
-        match self.store.load(role, bound) {
+    fn load_local(&self, fetch: &Fetch) -> Option<Vec<u8>> {
+        match self.store.load(&fetch.role, fetch.max_bytes) {
             Ok(b) => b,
             Err(e) => {
-                tracing::debug!(role, error = %e, "local metadata not usable");
+                tracing::debug!(role = %fetch.role, error = %e, "local metadata not usable");
                 None
             }
-        }
-    }
-
-    fn load_root(&mut self) -> Result<(), ClientError> {
-        for _ in 0..self.limits.max_root_rotations {
-            let url = self.url_for(&self.trusted.next_root_filename())?;
-            let bytes = match self.fetch_metadata(&url, self.limits.max_root_bytes) {
-                Ok(b) => b,
-                // 404/403: the trusted root is the newest (spec 5.3.3).
-                Err(ClientError::Fetch(e)) if e.is_not_found() => break,
-                Err(e) => return Err(e),
-            };
-            let update = self
-                .trusted
-                .update_root(&bytes)
-                .map_err(|e| ClientError::rejected(url.as_str(), e))?;
-            self.store.persist("root", &bytes)?;
-            tracing::info!(version = update.version, "root rotated");
-            if update.discard_timestamp_and_snapshot {
-                // Fast-forward attack recovery (spec 5.3.11).
-                self.store.remove("timestamp")?;
-                self.store.remove("snapshot")?;
-            }
-        }
-        Ok(())
-    }
-
-    fn load_timestamp(&mut self) -> Result<(), ClientError> {
-        if !self.trusted.must_discard_timestamp_and_snapshot() {
-            if let Some(local) = self.load_local("timestamp", self.limits.max_timestamp_bytes) {
-                // Only a rollback reference: its verdict does not matter.
-                if let Err(e) = self.trusted.update_timestamp(&local, self.now) {
-                    tracing::debug!(error = %e, "local timestamp not usable as final");
-                }
-            }
-        }
-        let name = self
-            .trusted
-            .remote_filename("timestamp")
-            .map_err(|e| ClientError::rejected(self.metadata_url.as_str(), e))?;
-        let url = self.url_for(&name)?;
-        let bytes = self.fetch_metadata(&url, self.trusted.max_length("timestamp"))?;
-        match self
-            .trusted
-            .update_timestamp(&bytes, self.now)
-            .map_err(|e| ClientError::rejected(url.as_str(), e))?
-        {
-            TimestampUpdate::Updated => self.store.persist("timestamp", &bytes)?,
-            TimestampUpdate::Unchanged => {}
-        }
-        Ok(())
-    }
-
-    fn load_snapshot(&mut self) -> Result<(), ClientError> {
-        if !self.trusted.must_discard_timestamp_and_snapshot() {
-            if let Some(local) = self.load_local("snapshot", self.limits.max_snapshot_bytes) {
-                match self.trusted.update_snapshot(&local, self.now, true) {
-                    Ok(()) => return Ok(()),
-                    Err(e) => tracing::debug!(error = %e, "local snapshot not usable as final"),
-                }
-            }
-        }
-        let name = self
-            .trusted
-            .remote_filename("snapshot")
-            .map_err(|e| ClientError::rejected(self.metadata_url.as_str(), e))?;
-        let url = self.url_for(&name)?;
-        let bytes = self.fetch_metadata(&url, self.trusted.max_length("snapshot"))?;
-        self.trusted
-            .update_snapshot(&bytes, self.now, false)
-            .map_err(|e| ClientError::rejected(url.as_str(), e))?;
-        self.store.persist("snapshot", &bytes)?;
-        Ok(())
-    }
-
-    fn load_targets(&mut self, role: &str, delegator: &str) -> Result<(), ClientError> {
-        if self.trusted.is_verified_by(role, delegator) {
-            return Ok(());
-        }
-        if let Some(local) = self.load_local(role, self.limits.max_targets_bytes) {
-            match self
-                .trusted
-                .update_delegated_targets(&local, role, delegator, self.now)
-            {
-                Ok(()) => {
-                    self.note_loaded(role);
-                    return Ok(());
-                }
-                Err(e) => tracing::debug!(role, error = %e, "local targets metadata not usable"),
-            }
-        }
-        // Like python-tuf: no request for a role the snapshot does not list
-        // (custody-tuf answers MissingMeta, naming the role and the file).
-        self.trusted
-            .meta_for(role)
-            .map_err(|e| ClientError::rejected("snapshot", e))?;
-        let name = self
-            .trusted
-            .remote_filename(role)
-            .map_err(|e| ClientError::rejected(self.metadata_url.as_str(), e))?;
-        let url = self.url_for(&name)?;
-        let bytes = self.fetch_metadata(&url, self.trusted.max_length(role))?;
-        self.trusted
-            .update_delegated_targets(&bytes, role, delegator, self.now)
-            .map_err(|e| ClientError::rejected(url.as_str(), e))?;
-        self.store.persist(role, &bytes)?;
-        self.note_loaded(role);
-        Ok(())
-    }
-
-    fn note_loaded(&mut self, role: &str) {
-        if role != "targets" && !self.delegated_loaded.iter().any(|r| r == role) {
-            self.delegated_loaded.push(role.to_owned());
         }
     }
 
@@ -298,25 +226,22 @@ impl<T: Transport> Updater<T> {
         target_path: &str,
     ) -> Result<Option<(String, TargetFile)>, ClientError> {
         self.refresh()?;
-        let mut search = TargetSearch::new(target_path, self.limits.max_delegations);
-        loop {
-            let step = search
-                .next(&self.trusted)
-                .map_err(|e| ClientError::rejected("delegation search", e))?;
-            match step {
-                SearchStep::Found { role, target } => return Ok(Some((role, target))),
-                SearchStep::NotFound => {
-                    if search.limit_reached() {
-                        tracing::warn!(
-                            target = target_path,
-                            max = self.limits.max_delegations,
-                            "delegation search stopped at the role limit"
-                        );
-                    }
-                    return Ok(None);
+        self.refresh.lookup(target_path);
+        match self.drive(true)? {
+            Step::Found { role, target } => Ok(Some((role, target))),
+            Step::NotFound { limit_reached } => {
+                if limit_reached {
+                    tracing::warn!(
+                        target = target_path,
+                        max = self.limits.max_delegations,
+                        "delegation search stopped at the role limit"
+                    );
                 }
-                SearchStep::Load { role, delegator } => self.load_targets(&role, &delegator)?,
+                Ok(None)
             }
+            Step::Refreshed | Step::Fetch(_) => Err(ClientError::Usage(
+                "the lookup ended without an answer".to_owned(),
+            )),
         }
     }
 
@@ -341,7 +266,8 @@ impl<T: Transport> Updater<T> {
     ) -> Result<DownloadedTarget, ClientError> {
         let Some((role, info)) = self.get_target_info(target_path)? else {
             let searched = self
-                .delegated_loaded
+                .refresh
+                .delegated_roles()
                 .iter()
                 .fold("targets".to_owned(), |acc, r| format!("{acc}, {r}"));
             return Err(ClientError::TargetNotFound {
@@ -368,7 +294,7 @@ impl<T: Transport> Updater<T> {
         if is_cached(target_path, &info, &dest) {
             return Ok(result);
         }
-        let remote = self.trusted.target_remote_path(target_path, &info);
+        let remote = self.trusted().target_remote_path(target_path, &info);
         let relative = escape_url_path(&remote);
         let url = join_url(target_base_url, &relative).map_err(|e| ClientError::Url {
             base: target_base_url.to_string(),

@@ -43,6 +43,12 @@ pub enum ErrorKind {
     Delegation,
     /// The workflow was called out of order (e.g. snapshot before timestamp).
     Order,
+    /// A file the workflow needs is not available (not served, not in the
+    /// bundle).
+    Missing,
+    /// Signature-verified metadata was refused by the caller's check (for
+    /// the director repository: not bound to this device).
+    Refused,
 }
 
 /// Everything that can go wrong while deciding trust.
@@ -258,6 +264,25 @@ pub enum Error {
         /// delegator of this load
         delegator: String,
     },
+    /// A file the refresh needs was not available (the root walk ends on a
+    /// missing root instead: that is not an error).
+    #[error("{role}: {file} is not available")]
+    Missing {
+        /// role
+        role: String,
+        /// the file name asked for
+        file: String,
+    },
+    /// The caller's check (see `Refresh::with_targets_check`) refused the
+    /// role after its signatures, version and expiry were verified; the
+    /// role was not accepted. `source` is the caller's own error.
+    #[error("{role}: refused before it was accepted: {source}")]
+    Refused {
+        /// role
+        role: String,
+        /// the caller's reason (downcast it to the caller's error type)
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Workflow called out of order.
     #[error("{role}: {reason}")]
     Order {
@@ -292,6 +317,8 @@ impl Error {
             Error::MissingMeta { .. } => ErrorKind::MixAndMatch,
             Error::NotDelegated { .. } | Error::InconsistentRole { .. } => ErrorKind::Delegation,
             Error::Order { .. } => ErrorKind::Order,
+            Error::Missing { .. } => ErrorKind::Missing,
+            Error::Refused { .. } => ErrorKind::Refused,
         }
     }
 
@@ -337,6 +364,8 @@ impl Error {
             | Error::MissingMeta { role, .. }
             | Error::NotDelegated { role, .. }
             | Error::InconsistentRole { role, .. }
+            | Error::Missing { role, .. }
+            | Error::Refused { role, .. }
             | Error::Order { role, .. } => role,
             Error::RootVersionSkip { .. } | Error::TooManyRootRotations { .. } => "root",
         }

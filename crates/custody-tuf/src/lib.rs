@@ -7,6 +7,11 @@
 //!
 //! # Workflow (one refresh)
 //!
+//! [`Refresh`] drives the whole sequence below as a sans-IO step machine
+//! (it asks for files, takes bytes back and says which verified bytes to
+//! persist); every caller (custody-client's `Updater`, the device agent,
+//! the server) uses it. What it does, by hand:
+//!
 //! ```text
 //! let mut t = TrustedMetadata::with_limits(&local_root_bytes, limits)?;   // self-signed, threshold
 //! for _ in 0..limits.max_root_rotations {                                 // spec 5.3
@@ -46,6 +51,7 @@
 //! - hash rule (≥1 supported algorithm; all supported must match; unknown
 //!   ignored) and streaming length rule: [`verify`]
 //! - workflow order, rollback, freeze, mix-and-match, fast-forward: [`trusted`]
+//! - the refresh sequence (spec §5 order, python-tuf's requests): [`refresh`]
 //! - delegation search, path patterns, hash bins: [`search`]
 //! - file names: [`naming`]; limits: [`limits`]
 //!
@@ -81,6 +87,7 @@ pub mod crypto;
 pub mod error;
 pub mod limits;
 pub mod naming;
+pub mod refresh;
 pub mod schema;
 pub mod search;
 pub mod trusted;
@@ -99,6 +106,7 @@ pub use naming::{
     consistent_target_path, encode_role_filename, encode_target_filename, local_metadata_filename,
     metadata_filename,
 };
+pub use refresh::{CheckError, Fetch, Refresh, Source, Step, StoreWrite, TargetsCheck};
 pub use schema::{
     check_spec_version, parse_expires, DelegatedRole, Delegations, Hashes, Key, KeyVal, MetaFile,
     Metadata, RoleKeys, Root, Signature, Signed, Snapshot, SuccinctRoles, TargetFile, Targets,

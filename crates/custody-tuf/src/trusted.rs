@@ -396,6 +396,37 @@ impl TrustedMetadata {
         delegator: &str,
         now: DateTime<Utc>,
     ) -> Result<()> {
+        self.update_delegated_targets_checked(bytes, role, delegator, now, |_| Ok(()))
+    }
+
+    /// Like [`TrustedMetadata::update_targets`], and before the role is
+    /// accepted, `check` sees the parsed role whose signatures, version,
+    /// length, hashes and expiry passed every rule above. If `check` refuses,
+    /// the role is not trusted and [`Error::Refused`] carries the caller's
+    /// error. The director repository's device-binding check runs here.
+    pub fn update_targets_checked<F>(
+        &mut self,
+        bytes: &[u8],
+        now: DateTime<Utc>,
+        check: F,
+    ) -> Result<()>
+    where
+        F: FnOnce(&Targets) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.update_delegated_targets_checked(bytes, "targets", "root", now, check)
+    }
+
+    fn update_delegated_targets_checked<F>(
+        &mut self,
+        bytes: &[u8],
+        role: &str,
+        delegator: &str,
+        now: DateTime<Utc>,
+        check: F,
+    ) -> Result<()>
+    where
+        F: FnOnce(&Targets) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>,
+    {
         if self.snapshot.is_none() {
             return Err(Error::order(
                 role,
@@ -446,6 +477,10 @@ impl TrustedMetadata {
                 now,
             });
         }
+        check(&new.signed).map_err(|source| Error::Refused {
+            role: role.to_owned(),
+            source,
+        })?;
         match self.targets.get_mut(role) {
             Some(existing) => {
                 if existing.meta.canonical_signed() != new.canonical_signed() {

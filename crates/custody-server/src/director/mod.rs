@@ -544,11 +544,33 @@ impl Director {
         let first = roots
             .first()
             .ok_or_else(|| DirectorInitError::Root("no root".into()))?;
-        let mut t = custody_tuf::TrustedMetadata::new(first)
+        // custody-tuf's refresh driver walks the chain as a device does
+        // (N+1 signed by N's root keys and its own, versions consecutive);
+        // the walk ends where the device's would ask for the timestamp.
+        let mut walk = custody_tuf::Refresh::new(first, custody_tuf::Limits::default(), now)
             .map_err(|e| DirectorInitError::Root(format!("1.root.json: {e}")))?;
-        for (i, b) in roots.iter().enumerate().skip(1) {
-            t.update_root(b)
-                .map_err(|e| DirectorInitError::Root(format!("{}.root.json: {e}", i + 1)))?;
+        while let custody_tuf::Step::Fetch(f) = walk
+            .step()
+            .map_err(|e| DirectorInitError::Root(e.to_string()))?
+        {
+            if f.role != "root" {
+                break;
+            }
+            let next = f
+                .version
+                .and_then(|v| usize::try_from(v).ok())
+                .and_then(|v| roots.get(v.wrapping_sub(1)));
+            walk.provide(next.map(Vec::as_slice))
+                .map_err(|e| DirectorInitError::Root(format!("{}: {e}", f.file_name)))?;
+        }
+        let t = walk.trusted();
+        if usize::try_from(t.root().version).ok() != Some(roots.len()) {
+            return Err(DirectorInitError::Root(format!(
+                "the root chain stops at version {} of {} (more than {} rotations)",
+                t.root().version,
+                roots.len(),
+                custody_tuf::MAX_ROOT_ROTATIONS
+            )));
         }
         for (role, k) in [
             ("targets", &self.keys.targets),
