@@ -16,7 +16,6 @@ use custody_director::rollback::{RollbackAuthorization, RollbackBody, RollbackKe
 use custody_director::wire::DirectorMetadataSet;
 use custody_keys::MemorySigner;
 use custody_keys::Signer;
-use url::Url;
 
 struct Repo {
     root: MemorySigner,
