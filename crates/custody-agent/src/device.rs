@@ -721,14 +721,7 @@ impl Device {
         recovered: Option<&Outcome>,
     ) -> Result<(), DeviceError> {
         if let (Some(a), Some(outcome)) = (interrupted, recovered) {
-            let reached_install =
-                a.plan.is_some() || matches!(a.phase, crate::state::Phase::Downloaded { .. });
-            let gives_up = match outcome {
-                Outcome::Installed => false,
-                Outcome::AttackDetected { .. } | Outcome::RolledBack { .. } => true,
-                Outcome::Failed { .. } => reached_install,
-            };
-            if gives_up {
+            if recovered_gives_up(a, outcome) {
                 tracing::warn!(
                     target = %a.target.name,
                     outcome = outcome.kind(),
@@ -1031,7 +1024,9 @@ impl Device {
                 })
             }
         };
-        self.assignment_seen(verified.install.as_ref())?;
+        if verified.install.is_none() {
+            self.assignment_seen(None)?;
+        }
         let mut report = match verified.install {
             None => self.report(Action::UpToDate {
                 installed: installed.map(|t| t.name),
@@ -1074,6 +1069,9 @@ impl Device {
                 reason,
             }));
         }
+        // Assigned, verified and logged: marks of other targets go (a
+        // refused answer never clears one).
+        self.assignment_seen(Some(t))?;
         let attempt = match self.agent.begin_with(t.meta.clone(), t.rollback_authorized) {
             Ok(a) => a,
             Err(e @ (AgentError::Downgrade { .. } | AgentError::InsufficientSpace { .. })) => {
@@ -1307,6 +1305,22 @@ impl Device {
     }
 }
 
+/// Whether `outcome`, reached by recovery for the interrupted attempt `a`,
+/// gives the target up (the rule of [`Device::install_target`]): not a
+/// commit, and the attempt reached the install step (it has a plan or its
+/// payload was downloaded and verified) or was refused (`AttackDetected`:
+/// a downgrade or an attack found while downloading). A `Failed` attempt
+/// with neither was an interrupted or failed download: retried.
+fn recovered_gives_up(a: &crate::state::Attempt, outcome: &Outcome) -> bool {
+    let reached_install =
+        a.plan.is_some() || matches!(a.phase, crate::state::Phase::Downloaded { .. });
+    match outcome {
+        Outcome::Installed => false,
+        Outcome::AttackDetected { .. } | Outcome::RolledBack { .. } => true,
+        Outcome::Failed { .. } => reached_install,
+    }
+}
+
 /// The given-up mark of a target: (name, sha256).
 fn given_up_key(t: &crate::TargetMeta) -> (String, String) {
     (t.name.clone(), t.sha256().unwrap_or_default().to_owned())
@@ -1427,6 +1441,57 @@ mod tests {
             witness_threshold: k,
             log_path: "/log/v1/".into(),
         }
+    }
+
+    #[test]
+    fn recovered_outcomes_give_up_like_the_same_outcome_in_an_install() {
+        use crate::state::{Attempt, Phase};
+        use crate::{InstallPlan, TargetMeta};
+        let target: TargetMeta = serde_json::from_value(serde_json::json!({
+            "name": "fw-2.img", "length": 3, "release_counter": 2,
+            "hashes": {"sha256": "ab".repeat(32)}
+        }))
+        .unwrap();
+        let attempt = |phase: Phase, plan: Option<InstallPlan>| Attempt {
+            id: 7,
+            target: target.clone(),
+            plan,
+            phase,
+        };
+        let failed = Outcome::Failed { reason: "x".into() };
+        let rolled = Outcome::RolledBack { reason: "x".into() };
+        let attack = Outcome::AttackDetected { reason: "x".into() };
+        let trial = attempt(Phase::Trial { since: 1 }, Some(InstallPlan::Command));
+        // killed in the trial: rolled back at restart, given up
+        assert!(recovered_gives_up(&trial, &rolled));
+        // killed while staging (restage limit): failed, given up
+        let staging = attempt(
+            Phase::Installing {
+                payload: "p".into(),
+                tries: 3,
+            },
+            Some(InstallPlan::Command),
+        );
+        assert!(recovered_gives_up(&staging, &failed));
+        // killed after the download verified: the install's failure counts
+        let downloaded = attempt(
+            Phase::Downloaded {
+                payload: "p".into(),
+            },
+            None,
+        );
+        assert!(recovered_gives_up(&downloaded, &failed));
+        // killed while downloading: a failed download, retried
+        let downloading = attempt(Phase::Downloading, None);
+        assert!(!recovered_gives_up(&downloading, &failed));
+        // a refusal finished at restart (downgrade, attack while downloading)
+        assert!(recovered_gives_up(
+            &attempt(Phase::AttackDetected { reason: "x".into() }, None),
+            &attack
+        ));
+        // committed before the crash: never given up
+        let committed = attempt(Phase::Committed, Some(InstallPlan::Command));
+        assert!(!recovered_gives_up(&committed, &Outcome::Installed));
     }
 
     #[test]
