@@ -690,9 +690,10 @@ impl Device {
             ac.reserve_bytes = r;
         }
         let mut agent = Agent::open(ac, installer, Probe::none())?;
-        agent.recover()?;
+        let interrupted = agent.state().attempt.clone();
+        let recovered = agent.recover()?;
         let dl = DownloadConfig::default();
-        Ok(Device {
+        let device = Device {
             state_dir: state_dir.to_owned(),
             http: http_agent(&dl),
             dl,
@@ -700,7 +701,40 @@ impl Device {
             signer,
             agent,
             local,
-        })
+        };
+        device.settle_recovery(interrupted.as_ref(), recovered.as_ref())?;
+        Ok(device)
+    }
+
+    /// What recovery finished counts exactly like the same outcome inside
+    /// [`install_target`](Self::install_target): an attempt that reached
+    /// the install step (payload downloaded and verified) and did not
+    /// commit, or that was refused as a downgrade, gives its target up;
+    /// one killed while downloading ended `Failed` like any interrupted
+    /// download and is retried. The report of the attempt was queued once
+    /// by the agent (idempotent on the attempt's report id). Also drops the
+    /// mark of the committed target, which a crash between a commit and
+    /// [`forget_given_up`](Self::forget_given_up) may have left behind.
+    fn settle_recovery(
+        &self,
+        interrupted: Option<&crate::state::Attempt>,
+        recovered: Option<&Outcome>,
+    ) -> Result<(), DeviceError> {
+        if let (Some(a), Some(outcome)) = (interrupted, recovered) {
+            if recovered_gives_up(a, outcome) {
+                tracing::warn!(
+                    target = %a.target.name,
+                    outcome = outcome.kind(),
+                    attempt = a.id,
+                    "the attempt a restart interrupted ended without commit; target given up until the director assigns something else"
+                );
+                self.give_up(given_up_key(&a.target))?;
+            }
+        }
+        if let Some(c) = &self.agent.state().committed {
+            self.forget_given_up(&given_up_key(&c.target))?;
+        }
+        Ok(())
     }
 
     /// The configuration.
@@ -994,6 +1028,9 @@ impl Device {
         let mut report = match &verified.install {
             None => {
                 persist(writes)?;
+                // Verified and accepted: the director assigns nothing new,
+                // so given-up marks go (a refused answer never clears one).
+                self.assignment_seen(None)?;
                 self.report(Action::UpToDate {
                     installed: installed.map(|t| t.name),
                 })
@@ -1012,8 +1049,7 @@ impl Device {
         source: &PayloadSource<'_>,
         accept: impl FnOnce() -> Result<(), DeviceError>,
     ) -> Result<CheckReport, DeviceError> {
-        let sha = t.meta.sha256().unwrap_or_default().to_owned();
-        let key = (t.meta.name.clone(), sha);
+        let key = given_up_key(&t.meta);
         // A poll does not retry a target that already failed here; an
         // operator installing a bundle explicitly does.
         let explicit = matches!(source, PayloadSource::Bundle(_));
@@ -1042,6 +1078,9 @@ impl Device {
             }));
         }
         accept()?;
+        // Assigned, verified and logged: marks of other targets go (a
+        // refused answer never clears one).
+        self.assignment_seen(Some(t))?;
         let attempt = match self.agent.begin_with(t.meta.clone(), t.rollback_authorized) {
             Ok(a) => a,
             Err(e @ (AgentError::Downgrade { .. } | AgentError::InsufficientSpace { .. })) => {
@@ -1079,6 +1118,11 @@ impl Device {
         let outcome = match got {
             Ok(()) => {
                 self.agent.downloaded(attempt, &dest)?;
+                // Given up before the install step runs, taken back only
+                // after a commit: a crash anywhere in between (even after
+                // the agent queued a rollback, before this returns) cannot
+                // let the next poll install the target again.
+                self.give_up(key.clone())?;
                 self.agent.install(attempt)?
             }
             Err(e) if e.is_attack() => self.agent.abort(
@@ -1108,10 +1152,13 @@ impl Device {
             }
         };
         let action = match outcome {
-            Outcome::Installed => Action::Installed {
-                target: name,
-                release_counter: t.meta.release_counter,
-            },
+            Outcome::Installed => {
+                self.forget_given_up(&key)?;
+                Action::Installed {
+                    target: name,
+                    release_counter: t.meta.release_counter,
+                }
+            }
             Outcome::Failed { reason } => {
                 self.give_up(key)?;
                 Action::Failed {
@@ -1220,6 +1267,36 @@ impl Device {
             .map(|c| c.size)
     }
 
+    /// Drop the given-up mark of `key` (written only if it was there).
+    fn forget_given_up(&self, key: &(String, String)) -> Result<(), DeviceError> {
+        let mut n = self.net()?;
+        if !n.given_up.contains(key) {
+            return Ok(());
+        }
+        n.given_up.retain(|k| k != key);
+        self.save_net(&n)
+    }
+
+    /// The director's verified assignment is `assigned` (`None`: nothing
+    /// to install, or what is installed): every given-up mark for another
+    /// target goes. A target is given up "until the director assigns
+    /// something else"; once it has, assigning the target again re-offers
+    /// it (README: "Re-offering a given-up target").
+    fn assignment_seen(&self, assigned: Option<&VerifiedTarget>) -> Result<(), DeviceError> {
+        let keep = assigned.map(|t| given_up_key(&t.meta));
+        let mut n = self.net()?;
+        let before = n.given_up.len();
+        n.given_up.retain(|k| Some(k) == keep.as_ref());
+        if n.given_up.len() == before {
+            return Ok(());
+        }
+        tracing::info!(
+            cleared = before - n.given_up.len(),
+            "the director assigns something else: given-up targets may be offered again"
+        );
+        self.save_net(&n)
+    }
+
     fn give_up(&self, key: (String, String)) -> Result<(), DeviceError> {
         let mut n = self.net()?;
         if !n.given_up.contains(&key) {
@@ -1235,6 +1312,27 @@ impl Device {
     pub fn poll_interval(&self) -> Duration {
         Duration::from_secs(self.local.poll_secs.unwrap_or(300).max(1))
     }
+}
+
+/// Whether `outcome`, reached by recovery for the interrupted attempt `a`,
+/// gives the target up (the rule of [`Device::install_target`]): not a
+/// commit, and the attempt reached the install step (it has a plan or its
+/// payload was downloaded and verified) or was refused (`AttackDetected`:
+/// a downgrade or an attack found while downloading). A `Failed` attempt
+/// with neither was an interrupted or failed download: retried.
+fn recovered_gives_up(a: &crate::state::Attempt, outcome: &Outcome) -> bool {
+    let reached_install =
+        a.plan.is_some() || matches!(a.phase, crate::state::Phase::Downloaded { .. });
+    match outcome {
+        Outcome::Installed => false,
+        Outcome::AttackDetected { .. } | Outcome::RolledBack { .. } => true,
+        Outcome::Failed { .. } => reached_install,
+    }
+}
+
+/// The given-up mark of a target: (name, sha256).
+fn given_up_key(t: &crate::TargetMeta) -> (String, String) {
+    (t.name.clone(), t.sha256().unwrap_or_default().to_owned())
 }
 
 /// Where payloads come from.
@@ -1303,6 +1401,18 @@ pub struct Status {
     pub director_root_version: Option<u64>,
     /// size of the last accepted transparency-log checkpoint
     pub log_size: Option<u64>,
+    /// targets a poll will not install again until the director assigns
+    /// something else
+    pub given_up: Vec<GivenUp>,
+}
+
+/// A target given up on this device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GivenUp {
+    /// target name
+    pub target: String,
+    /// its SHA-256 (hex)
+    pub sha256: String,
 }
 
 impl Device {
@@ -1316,6 +1426,11 @@ impl Device {
             queued_reports: self.agent.queue().pending()?.len(),
             pending_attacks: net.attacks,
             report_counter: net.report_counter,
+            given_up: net
+                .given_up
+                .into_iter()
+                .map(|(target, sha256)| GivenUp { target, sha256 })
+                .collect(),
             director_root_version: trusted_root_version(&self.state_dir.join("director")).ok(),
             log_size: self.log_size(),
         })
@@ -1335,6 +1450,57 @@ mod tests {
             witness_threshold: k,
             log_path: "/log/v1/".into(),
         }
+    }
+
+    #[test]
+    fn recovered_outcomes_give_up_like_the_same_outcome_in_an_install() {
+        use crate::state::{Attempt, Phase};
+        use crate::{InstallPlan, TargetMeta};
+        let target: TargetMeta = serde_json::from_value(serde_json::json!({
+            "name": "fw-2.img", "length": 3, "release_counter": 2,
+            "hashes": {"sha256": "ab".repeat(32)}
+        }))
+        .unwrap();
+        let attempt = |phase: Phase, plan: Option<InstallPlan>| Attempt {
+            id: 7,
+            target: target.clone(),
+            plan,
+            phase,
+        };
+        let failed = Outcome::Failed { reason: "x".into() };
+        let rolled = Outcome::RolledBack { reason: "x".into() };
+        let attack = Outcome::AttackDetected { reason: "x".into() };
+        let trial = attempt(Phase::Trial { since: 1 }, Some(InstallPlan::Command));
+        // killed in the trial: rolled back at restart, given up
+        assert!(recovered_gives_up(&trial, &rolled));
+        // killed while staging (restage limit): failed, given up
+        let staging = attempt(
+            Phase::Installing {
+                payload: "p".into(),
+                tries: 3,
+            },
+            Some(InstallPlan::Command),
+        );
+        assert!(recovered_gives_up(&staging, &failed));
+        // killed after the download verified: the install's failure counts
+        let downloaded = attempt(
+            Phase::Downloaded {
+                payload: "p".into(),
+            },
+            None,
+        );
+        assert!(recovered_gives_up(&downloaded, &failed));
+        // killed while downloading: a failed download, retried
+        let downloading = attempt(Phase::Downloading, None);
+        assert!(!recovered_gives_up(&downloading, &failed));
+        // a refusal finished at restart (downgrade, attack while downloading)
+        assert!(recovered_gives_up(
+            &attempt(Phase::AttackDetected { reason: "x".into() }, None),
+            &attack
+        ));
+        // committed before the crash: never given up
+        let committed = attempt(Phase::Committed, Some(InstallPlan::Command));
+        assert!(!recovered_gives_up(&committed, &Outcome::Installed));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! sizes and proof lengths yields `Ok` or a typed [`ProofError`], never a
 //! panic.
 
-use crate::hash::{node_hash, split_point, Hash};
+use crate::hash::{node_hash, split_point, Hash, EMPTY_ROOT};
 
 /// Why a proof did not verify.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,6 +47,17 @@ pub enum ProofError {
         old_size: u64,
         /// The newer (second) tree size.
         new_size: u64,
+    },
+    /// A tree of size 0 claimed a root other than the empty-tree root
+    /// (SHA-256 of the empty string, RFC 9162 §2.1.1): no log has that tree.
+    #[error("consistency proof: the {which} tree has size 0, so its root must be the empty-tree root {empty}, not {root}")]
+    EmptyTreeRoot {
+        /// "old" or "new".
+        which: &'static str,
+        /// Hex of the claimed root.
+        root: String,
+        /// Hex of the empty-tree root.
+        empty: String,
     },
     /// Equal sizes but different roots: the two trees cannot both be this log.
     #[error("consistency proof: same size {size} but different roots {old_root} and {new_root}")]
@@ -192,8 +203,12 @@ pub fn verify_inclusion(
 /// append-only extension of the tree of `old_size` leaves with root
 /// `old_root` (RFC 9162 §2.1.4.2).
 ///
-/// Trivial cases: `old_size == 0` is consistent with anything and needs an
-/// empty proof; `old_size == new_size` needs an empty proof and equal roots.
+/// Trivial cases, which RFC 9162 leaves out (it defines these proofs only
+/// for `0 < old_size < new_size`): `old_size == 0` needs an empty proof and
+/// `old_root` must be [`EMPTY_ROOT`](crate::hash::EMPTY_ROOT), the only
+/// root a tree of size 0 has (so does `new_root` when `new_size == 0`);
+/// the empty tree is then a prefix of any tree. `old_size == new_size`
+/// needs an empty proof and equal roots.
 pub fn verify_consistency(
     old_size: u64,
     new_size: u64,
@@ -212,6 +227,20 @@ pub fn verify_consistency(
             params: params(),
             got: proof.len(),
             want,
+        });
+    }
+    if old_size == 0 && *old_root != EMPTY_ROOT {
+        return Err(ProofError::EmptyTreeRoot {
+            which: "old",
+            root: hex(old_root),
+            empty: hex(&EMPTY_ROOT),
+        });
+    }
+    if new_size == 0 && *new_root != EMPTY_ROOT {
+        return Err(ProofError::EmptyTreeRoot {
+            which: "new",
+            root: hex(new_root),
+            empty: hex(&EMPTY_ROOT),
         });
     }
     if old_size == 0 {

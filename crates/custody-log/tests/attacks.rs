@@ -110,6 +110,33 @@ fn forked_log_at_larger_size_fails_consistency() {
     assert!(check_update(Some(&honest), &forked, &[]).is_err());
 }
 
+/// A log (or a tampered state file) presenting a "size 0" checkpoint with a
+/// root other than the empty-tree root, then growing from it: there is no
+/// such tree, so no growth from it is consistent (issue #13).
+#[test]
+fn empty_checkpoint_with_a_non_empty_root_is_no_base_for_growth() {
+    let app = log(10, None);
+    let new = checkpoint(&app);
+    let honest_empty = Checkpoint::new(ORIGIN, 0, custody_log::EMPTY_ROOT).unwrap();
+    assert_eq!(
+        check_update(Some(&honest_empty), &new, &[]).unwrap(),
+        Update::Advanced { from: 0, to: 10 }
+    );
+    let bogus = Checkpoint::new(ORIGIN, 0, [7u8; 32]).unwrap();
+    let err = check_update(Some(&bogus), &new, &[]).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            WitnessError::Inconsistent {
+                last_size: 0,
+                new_size: 10,
+                source: custody_log::ProofError::EmptyTreeRoot { which: "old", .. }
+            }
+        ),
+        "{err:?}"
+    );
+}
+
 #[test]
 fn rolled_back_checkpoint_is_refused() {
     let app = log(80, None);

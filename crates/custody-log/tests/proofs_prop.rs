@@ -10,7 +10,7 @@ use custody_log::tile::{
 };
 use custody_log::{
     consistency_proof, inclusion_proof, leaf_hash, root_at, root_from_leaf_hashes,
-    verify_consistency, verify_inclusion, Appender, Hash, MemoryStore, TileId,
+    verify_consistency, verify_inclusion, Appender, Hash, MemoryStore, TileId, EMPTY_ROOT,
 };
 use proptest::prelude::*;
 
@@ -210,6 +210,31 @@ proptest! {
         forked[flip_at.index(old as usize)][0] ^= 1;
         let fr2 = root_from_leaf_hashes(&forked);
         prop_assert!(verify_consistency(old, new, &r1, &fr2, &proof).is_err());
+    }
+
+    /// A tree of size 0 has exactly one root, the empty-tree root: any
+    /// other "old root of size 0" is refused whatever the new tree and the
+    /// proof, and from the empty root every real tree is consistent with an
+    /// empty proof (issue #13: 0 -> n used to accept any old root).
+    #[test]
+    fn size_zero_needs_the_empty_tree_root(
+        new in 0..=SMALL,
+        bogus in any::<[u8; 32]>(),
+        other in any::<[u8; 32]>(),
+        proof_len in 0usize..3,
+    ) {
+        let t = small();
+        let r2 = root_at(&t.store, new).unwrap();
+        prop_assume!(bogus != EMPTY_ROOT);
+        let proof = vec![other; proof_len];
+        prop_assert!(verify_consistency(0, new, &bogus, &r2, &proof).is_err());
+        prop_assert!(verify_consistency(0, new, &bogus, &other, &proof).is_err());
+        prop_assert!(verify_consistency(0, new, &EMPTY_ROOT, &r2, &[]).is_ok());
+        prop_assert_eq!(verify_consistency(0, new, &EMPTY_ROOT, &r2, &proof).is_ok(), proof_len == 0);
+        // 0 -> 0: both roots must be the empty root.
+        prop_assert!(verify_consistency(0, 0, &EMPTY_ROOT, &bogus, &[]).is_err());
+        prop_assert!(verify_consistency(0, 0, &bogus, &bogus, &[]).is_err());
+        prop_assert!(verify_consistency(0, 0, &bogus, &other, &[]).is_err());
     }
 
     #[test]

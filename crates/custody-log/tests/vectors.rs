@@ -188,10 +188,15 @@ fn go_verifier_edge_cases() {
     // Cases from transparency-dev/merkle TestVerifyConsistency.
     let r1 = [1u8; 32];
     let r2 = [2u8; 32];
-    assert!(verify_consistency(0, 0, &r1, &r2, &[]).is_ok()); // size 0 is consistent with anything
+    // transparency-dev accepts any root for size 0; custody requires the
+    // empty-tree root there (issue #13): a "size 0" tree with another root
+    // is no tree at all, and 0 -> 0 with two roots is a fork.
+    assert!(verify_consistency(0, 0, &r1, &r2, &[]).is_err());
+    assert!(verify_consistency(0, 0, &r1, &r1, &[]).is_err());
+    assert!(verify_consistency(0, 1, &r1, &r2, &[]).is_err());
+    assert!(verify_consistency(0, 0, &EMPTY_ROOT, &EMPTY_ROOT, &[]).is_ok());
+    assert!(verify_consistency(0, 1, &EMPTY_ROOT, &r2, &[]).is_ok());
     assert!(verify_consistency(1, 1, &r1, &r2, &[]).is_err());
-    assert!(verify_consistency(0, 0, &r1, &r1, &[]).is_ok());
-    assert!(verify_consistency(0, 1, &r1, &r2, &[]).is_ok());
     assert!(verify_consistency(1, 1, &r2, &r2, &[]).is_ok());
     assert!(verify_consistency(1, 0, &r1, &r2, &[]).is_err());
     assert!(verify_consistency(2, 1, &r1, &r2, &[]).is_err());

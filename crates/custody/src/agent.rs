@@ -209,6 +209,12 @@ pub fn run(args: AgentArgs) -> Result<ExitCode> {
                     st.queued_reports,
                     st.pending_attacks.len()
                 );
+                for g in &st.given_up {
+                    println!(
+                        "given up  {} (sha256 {}): not retried until the director assigns something else",
+                        g.target, g.sha256
+                    );
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -1,14 +1,9 @@
-//! Untrusted bundle bytes (a USB stick): parse the preamble and header,
-//! decode the image metadata.
+//! cargo-fuzz target `bundle`. What it feeds and asserts is described in
+//! `harness/bundle.rs`, whose `run` is also what `tests/fuzz_corpus.rs` feeds
+//! every committed corpus input (stable `cargo test`).
 #![no_main]
-use custody_agent::bundle::Bundle;
-use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok((h, start)) = Bundle::parse_bytes(data) {
-        assert!(start <= data.len() as u64);
-        for p in &h.payloads {
-            assert!(start + p.offset + p.length <= data.len() as u64);
-        }
-    }
-});
+#[path = "../harness/bundle.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::run(data));

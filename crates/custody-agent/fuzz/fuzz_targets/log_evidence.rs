@@ -1,32 +1,9 @@
-//! Untrusted transparency-log evidence (from the network or a bundle):
-//! parse it and run the client check, online and offline, against a fixed
-//! pinned key and stored checkpoint. Nothing may panic; nothing forged may
-//! pass (the fuzzer cannot sign with the pinned key).
+//! cargo-fuzz target `log_evidence`. What it feeds and asserts is described in
+//! `harness/log_evidence.rs`, whose `run` is also what `tests/fuzz_corpus.rs` feeds
+//! every committed corpus input (stable `cargo test`).
 #![no_main]
-use custody_client::log::{
-    check_offline_target, check_target, trust_from_keys, Evidence, ExpectedPublish,
-};
-use custody_log::{Checkpoint, NoteSigner};
-use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(ev) = serde_json::from_slice::<Evidence>(data) else {
-        return;
-    };
-    let Ok(key) = NoteSigner::from_seed("fuzz.test/log", [7; 32]) else {
-        return;
-    };
-    let Ok(trust) = trust_from_keys(None, &key.verifier_key().to_vkey(), &[], 0) else {
-        return;
-    };
-    let expect = ExpectedPublish {
-        repo: "main".into(),
-        name: "fw.img".into(),
-        length: 10,
-        hashes: [("sha256".to_owned(), "aa".repeat(32))].into(),
-    };
-    let stored = Checkpoint::new("fuzz.test/log", 3, [1; 32]).ok();
-    assert!(check_target(&trust, None, &ev, &expect).is_err());
-    assert!(check_target(&trust, stored.as_ref(), &ev, &expect).is_err());
-    assert!(check_offline_target(&trust, stored.as_ref(), &ev, &expect).is_err());
-});
+#[path = "../harness/log_evidence.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::run(data));

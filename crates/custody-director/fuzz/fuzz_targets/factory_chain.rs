@@ -1,22 +1,9 @@
-//! Untrusted certificate bytes into factory identity verification, both as a
-//! trust anchor candidate and as the presented chain (split on a 0xff 0x00
-//! 0xff marker into leaf, intermediate).
+//! cargo-fuzz target `factory_chain`. What it feeds and asserts is described in
+//! `harness/factory_chain.rs`, whose `run` is also what `tests/fuzz_corpus.rs` feeds
+//! every committed corpus input (stable `cargo test`).
 #![no_main]
-use chrono::{TimeZone, Utc};
-use custody_director::enrol::{verify_factory_identity, FactoryCas};
-use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    let now = Utc
-        .timestamp_opt(1_700_000_000, 0)
-        .single()
-        .unwrap_or_default();
-    let chain: Vec<Vec<u8>> = data
-        .windows(3)
-        .position(|w| w == [0xff, 0x00, 0xff])
-        .map(|i| vec![data[..i].to_vec(), data[i + 3..].to_vec()])
-        .unwrap_or_else(|| vec![data.to_vec()]);
-    if let Ok(cas) = FactoryCas::new(vec![chain.last().cloned().unwrap_or_default()]) {
-        let _ = verify_factory_identity(&cas, &chain, b"msg", b"sig", now);
-    }
-});
+#[path = "../harness/factory_chain.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::run(data));

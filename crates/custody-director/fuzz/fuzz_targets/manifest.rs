@@ -1,12 +1,9 @@
-//! Untrusted manifest bytes: parse, then verify against a fixed device.
+//! cargo-fuzz target `manifest`. What it feeds and asserts is described in
+//! `harness/manifest.rs`, whose `run` is also what `tests/fuzz_corpus.rs` feeds
+//! every committed corpus input (stable `cargo test`).
 #![no_main]
-use custody_director::wire::SignedManifest;
-use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(m) = SignedManifest::from_bytes(data) {
-        let _ = m.signed.running();
-        let _ = m.signed.max_release_counter();
-        let _ = m.to_bytes();
-    }
-});
+#[path = "../harness/manifest.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::run(data));

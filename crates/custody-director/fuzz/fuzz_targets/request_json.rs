@@ -1,17 +1,9 @@
-//! Untrusted JSON-form signed requests (relays, USB bundles).
+//! cargo-fuzz target `request_json`. What it feeds and asserts is described in
+//! `harness/request_json.rs`, whose `run` is also what `tests/fuzz_corpus.rs` feeds
+//! every committed corpus input (stable `cargo test`).
 #![no_main]
-use custody_director::wire::SignedRequest;
-use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(r) = SignedRequest::from_bytes(data) {
-        let _ = custody_director::request::request_message(
-            &r.method,
-            &r.path,
-            &r.device_id,
-            r.timestamp,
-            &r.nonce,
-            &r.body,
-        );
-    }
-});
+#[path = "../harness/request_json.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::run(data));

@@ -1,19 +1,9 @@
-//! Entry bundles: no panic; accepted bundles re-encode to the input; the
-//! check against a level-0 tile never panics.
+//! cargo-fuzz target `entry_bundle`. What it feeds and asserts is described in
+//! `harness/entry_bundle.rs`, whose `run` is also what `tests/fuzz_corpus.rs` feeds
+//! every committed corpus input (stable `cargo test`).
 #![no_main]
 
-use custody_log::tile::{check_bundle_against_tile, encode_entry_bundle, parse_entry_bundle};
-use libfuzzer_sys::fuzz_target;
+#[path = "../harness/entry_bundle.rs"]
+mod harness;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(entries) = parse_entry_bundle(data) {
-        assert!(entries.len() <= 256);
-        assert_eq!(encode_entry_bundle(&entries).unwrap(), data);
-        let tile: Vec<u8> = entries
-            .iter()
-            .flat_map(|e| custody_log::leaf_hash(e))
-            .collect();
-        check_bundle_against_tile(&entries, &tile).unwrap();
-        let _ = check_bundle_against_tile(&entries, data);
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::run(data));

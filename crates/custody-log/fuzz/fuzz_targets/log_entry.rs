@@ -1,15 +1,9 @@
-//! Log entries (untrusted bytes from bundles, read by auditors and agents):
-//! no panic; an accepted entry re-encodes to an entry that parses to the
-//! same value.
+//! cargo-fuzz target `log_entry`. What it feeds and asserts is described in
+//! `harness/log_entry.rs`, whose `run` is also what `tests/fuzz_corpus.rs` feeds
+//! every committed corpus input (stable `cargo test`).
 #![no_main]
 
-use custody_log::entry::LogEntry;
-use libfuzzer_sys::fuzz_target;
+#[path = "../harness/log_entry.rs"]
+mod harness;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(e) = LogEntry::from_bytes(data) {
-        let again = e.to_bytes().unwrap();
-        assert_eq!(LogEntry::from_bytes(&again).unwrap(), e);
-        let _ = (e.device_id(), e.target(), e.type_name());
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::run(data));

@@ -1,20 +1,9 @@
-//! Tile and entry bundle paths: no panic; accepted paths are canonical.
+//! cargo-fuzz target `tile_path`. What it feeds and asserts is described in
+//! `harness/tile_path.rs`, whose `run` is also what `tests/fuzz_corpus.rs` feeds
+//! every committed corpus input (stable `cargo test`).
 #![no_main]
 
-use custody_log::{parse_tile_path, TilePath};
-use libfuzzer_sys::fuzz_target;
+#[path = "../harness/tile_path.rs"]
+mod harness;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(s) = std::str::from_utf8(data) else {
-        return;
-    };
-    for p in [s.to_owned(), format!("tile/{s}"), format!("tile/entries/{s}")] {
-        if let Ok(parsed) = parse_tile_path(&p) {
-            let again = match parsed {
-                TilePath::Tile(t) => t.path(),
-                TilePath::Entries(b) => b.path(),
-            };
-            assert_eq!(again, p);
-        }
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::run(data));

@@ -1,20 +1,9 @@
-//! Untrusted in-toto statement bytes (a DSSE payload) and SLSA predicate.
+//! cargo-fuzz target `parse_statement`. What it feeds and asserts is described in
+//! `harness/parse_statement.rs`, whose `run` is also what `tests/fuzz_corpus.rs` feeds
+//! every committed corpus input (stable `cargo test`).
 #![no_main]
-use custody_provenance::{Limits, Provenance, Statement};
-use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    let limits = Limits::default();
-    if let Ok(st) = Statement::parse(data, &limits) {
-        let bytes = serde_json::to_vec(&st).expect("serialise");
-        assert_eq!(Statement::parse(&bytes, &limits).expect("re-parse"), st);
-        if let Some(p) = &st.predicate {
-            if let Ok(prov) = Provenance::from_value(p) {
-                let _ = prov.source();
-                let v = serde_json::to_value(&prov).expect("serialise");
-                assert_eq!(Provenance::from_value(&v).expect("re-parse"), prov);
-            }
-        }
-    }
-    let _ = custody_provenance::slsa::parse_git_uri(&String::from_utf8_lossy(data));
-});
+#[path = "../harness/parse_statement.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::run(data));

@@ -1,13 +1,9 @@
-//! Policy files (TOML and JSON) and the rule matcher on arbitrary input.
+//! cargo-fuzz target `policy`. What it feeds and asserts is described in
+//! `harness/policy.rs`, whose `run` is also what `tests/fuzz_corpus.rs` feeds
+//! every committed corpus input (stable `cargo test`).
 #![no_main]
-use custody_provenance::Policy;
-use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    for name in ["p.toml", "p.json"] {
-        if let Ok(p) = Policy::from_file_contents(name, data) {
-            let _ = p.rule_for("firmware/a.bin", Some("role"));
-            let _ = p.unattested_pattern("docs/a");
-        }
-    }
-});
+#[path = "../harness/policy.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::run(data));

@@ -1,9 +1,9 @@
-//! Key-file bytes (PEM, PKCS#8 PBES2, the decrypted PKCS#8) must never panic.
+//! cargo-fuzz target `key_file`. What it feeds and asserts is described in
+//! `harness/key_file.rs`, whose `run` is also what `tests/fuzz_corpus.rs` feeds
+//! every committed corpus input (stable `cargo test`).
 #![no_main]
-use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(s) = std::str::from_utf8(data) {
-        let _ = custody_repo::keyfile::load_pem(std::path::Path::new("fuzz.pem"), s, b"pw");
-    }
-});
+#[path = "../harness/key_file.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::run(data));

@@ -1,17 +1,9 @@
-//! Files coming back from offline signers (merge, sign-file) are untrusted.
+//! cargo-fuzz target `offline_signed_file`. What it feeds and asserts is described in
+//! `harness/offline_signed_file.rs`, whose `run` is also what `tests/fuzz_corpus.rs` feeds
+//! every committed corpus input (stable `cargo test`).
 #![no_main]
-use custody_repo::keyring::KeyRing;
-use custody_repo::passphrase::SecretSource;
-use custody_repo::repository::{parse_envelope, sign_metadata_bytes, Envelope};
-use custody_tuf::{Root, Snapshot, Targets, Timestamp};
-use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    let p = std::path::Path::new("fuzz.json");
-    let _: Result<Envelope<Root>, _> = parse_envelope("root", data, p);
-    let _: Result<Envelope<Timestamp>, _> = parse_envelope("timestamp", data, p);
-    let _: Result<Envelope<Snapshot>, _> = parse_envelope("snapshot", data, p);
-    let _: Result<Envelope<Targets>, _> = parse_envelope("targets", data, p);
-    let ring = KeyRing::new(SecretSource::Env("UNSET".into()));
-    let _ = sign_metadata_bytes(data, p, &[], &ring);
-});
+#[path = "../harness/offline_signed_file.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::run(data));

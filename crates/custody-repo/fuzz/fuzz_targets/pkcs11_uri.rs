@@ -1,9 +1,9 @@
-//! PKCS#11 URIs (from config files and the command line) must never panic.
+//! cargo-fuzz target `pkcs11_uri`. What it feeds and asserts is described in
+//! `harness/pkcs11_uri.rs`, whose `run` is also what `tests/fuzz_corpus.rs` feeds
+//! every committed corpus input (stable `cargo test`).
 #![no_main]
-use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(s) = std::str::from_utf8(data) {
-        let _ = s.parse::<custody_repo::pkcs11::Pkcs11Uri>();
-    }
-});
+#[path = "../harness/pkcs11_uri.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::run(data));

@@ -1,20 +1,9 @@
-//! Presented credentials and scope strings never panic, and scopes that
-//! parse print back to themselves.
+//! cargo-fuzz target `credential_and_scopes`. What it feeds and asserts is described in
+//! `harness/credential_and_scopes.rs`, whose `run` is also what `tests/fuzz_corpus.rs` feeds
+//! every committed corpus input (stable `cargo test`).
 #![no_main]
-use custody_server::auth::credential::PresentedCredential;
-use custody_server::auth::scope::{Scope, ScopeSet};
-use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(s) = std::str::from_utf8(data) else { return };
-    if let Ok(c) = PresentedCredential::parse(s) {
-        assert_eq!(c.id.len(), 24);
-        assert!(!c.matches(""));
-    }
-    if let Ok(scope) = Scope::parse(s) {
-        assert_eq!(scope.to_string(), s);
-    }
-    if let Ok(set) = ScopeSet::parse_all(s.split(' ')) {
-        let _ = set.separation_of_duties_conflict();
-    }
-});
+#[path = "../harness/credential_and_scopes.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::run(data));

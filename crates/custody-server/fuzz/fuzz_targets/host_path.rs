@@ -1,22 +1,9 @@
-//! Request paths under /repos/: whatever is accepted names a plain
-//! repository, and target segments that cannot leave their directory.
+//! cargo-fuzz target `host_path`. What it feeds and asserts is described in
+//! `harness/host_path.rs`, whose `run` is also what `tests/fuzz_corpus.rs` feeds
+//! every committed corpus input (stable `cargo test`).
 #![no_main]
-use custody_server::hosting::{parse_host_path, Area};
-use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(s) = std::str::from_utf8(data) else { return };
-    let raw = format!("/repos/{s}");
-    if let Ok(p) = parse_host_path(&raw) {
-        assert!(custody_server::auth::scope::validate_repo_name(&p.repo).is_ok());
-        assert!(!p.segments.is_empty());
-        for seg in &p.segments {
-            assert!(!seg.is_empty());
-            assert!(!seg.starts_with('.'), "{raw}: {seg}");
-            assert!(!seg.contains(['/', '\\', '\0']), "{raw}: {seg}");
-        }
-        if p.area == Area::Metadata {
-            assert_eq!(p.segments.len(), 1);
-        }
-    }
-});
+#[path = "../harness/host_path.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::run(data));

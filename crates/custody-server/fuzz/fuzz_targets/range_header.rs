@@ -1,11 +1,9 @@
-//! Range headers: a satisfiable answer always lies inside the file.
+//! cargo-fuzz target `range_header`. What it feeds and asserts is described in
+//! `harness/range_header.rs`, whose `run` is also what `tests/fuzz_corpus.rs` feeds
+//! every committed corpus input (stable `cargo test`).
 #![no_main]
-use custody_server::hosting::{parse_range, RangeSpec};
-use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|input: (&str, u64)| {
-    let (header, len) = input;
-    if let RangeSpec::Partial(a, b) = parse_range(header, len) {
-        assert!(a <= b && b < len, "{header:?} len {len}: {a}-{b}");
-    }
-});
+#[path = "../harness/range_header.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::run(data));

@@ -1,19 +1,9 @@
-//! Strict JSON parser + canonical JSON: parse, canonicalise, re-parse must agree.
-//! OLPC canonical JSON writes control characters inside strings raw (only `"`
-//! and `\` are escaped), so its output is not always valid JSON: the re-parse
-//! check applies when the output has no control bytes.
+//! cargo-fuzz target `canonical_json`. What it feeds and asserts is described in
+//! `harness/canonical_json.rs`, whose `run` is also what `tests/fuzz_corpus.rs` feeds
+//! every committed corpus input (stable `cargo test`).
 #![no_main]
-use custody_tuf::cjson::{canonical_bytes, parse_strict};
-use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(v) = parse_strict("fuzz", data) {
-        let c = canonical_bytes("fuzz", &v).expect("strictly parsed values are canonicalisable");
-        if c.iter().any(|&b| b < 0x20) {
-            return;
-        }
-        let back = parse_strict("fuzz", &c).expect("canonical output re-parses");
-        assert_eq!(back, v);
-        assert_eq!(canonical_bytes("fuzz", &back).expect("idempotent"), c);
-    }
-});
+#[path = "../harness/canonical_json.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::run(data));

@@ -1,14 +1,9 @@
-//! Delegation path patterns (fnmatch-like matcher) on arbitrary input.
+//! cargo-fuzz target `path_pattern`. What it feeds and asserts is described in
+//! `harness/path_pattern.rs`, whose `run` is also what `tests/fuzz_corpus.rs` feeds
+//! every committed corpus input (stable `cargo test`).
 #![no_main]
-use custody_tuf::path_matches_pattern;
-use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    let s = String::from_utf8_lossy(data);
-    let (pattern, target) = s.split_once('\u{0}').unwrap_or((&s, "a/b"));
-    let _ = path_matches_pattern(target, pattern);
-    // a pattern without metacharacters matches exactly itself
-    if !pattern.contains(['*', '?', '[']) {
-        assert_eq!(path_matches_pattern(target, pattern), target == pattern);
-    }
-});
+#[path = "../harness/path_pattern.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::run(data));

@@ -1,30 +1,9 @@
-//! Key material parsing (hex points, PEM SPKI via spki/der) and verification
-//! with arbitrary signatures.
+//! cargo-fuzz target `public_key`. What it feeds and asserts is described in
+//! `harness/public_key.rs`, whose `run` is also what `tests/fuzz_corpus.rs` feeds
+//! every committed corpus input (stable `cargo test`).
 #![no_main]
-use custody_tuf::{Key, PublicKey};
-use libfuzzer_sys::fuzz_target;
 
-const TYPES: [(&str, &str); 5] = [
-    ("ed25519", "ed25519"),
-    ("ecdsa", "ecdsa-sha2-nistp256"),
-    ("ecdsa-sha2-nistp384", "ecdsa-sha2-nistp384"),
-    ("rsa", "rsassa-pss-sha256"),
-    ("ecdsa", "ecdsa-sha2-nistp384"),
-];
+#[path = "../harness/public_key.rs"]
+mod harness;
 
-fuzz_target!(|data: &[u8]| {
-    let Some((&sel, rest)) = data.split_first() else { return };
-    let (keytype, scheme) = TYPES[usize::from(sel) % TYPES.len()];
-    let split = rest.len() / 2;
-    let (public, sig) = rest.split_at(split);
-    let public = String::from_utf8_lossy(public).into_owned();
-    let key: Key = match serde_json::from_value(serde_json::json!({
-        "keytype": keytype, "scheme": scheme, "keyval": {"public": public}
-    })) {
-        Ok(k) => k,
-        Err(_) => return,
-    };
-    if let Ok(pk) = PublicKey::from_key(&key) {
-        let _ = pk.verify(b"message", sig);
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::run(data));
