@@ -8,7 +8,8 @@
 //! replay in `tests/fuzz_corpus.rs` (stable `cargo test`): the same code.
 
 use axum::Json;
-use custody_server::api::{CreateCredential, CreateRepo, StageTarget, TokenRequest, YankRequest};
+use custody_server::api::{CreateRepo, StageTarget, YankRequest};
+use custody_server::auth::{CreateCredential, TokenRequest};
 use custody_server::director::fleet::{
     PinRequest, Reason, RolloutRequest, TokenIssue, YankRequest as FleetYankRequest,
 };

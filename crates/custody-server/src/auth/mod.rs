@@ -43,6 +43,9 @@ use oidc::OidcVerifier;
 pub(crate) use ratelimit::PeerAddr;
 use ratelimit::RateLimiter;
 pub(crate) use routes::{router, AuthDoc};
+/// Request bodies of the token and credential endpoints (public for the
+/// JSON-body fuzz target, which parses every endpoint's body type).
+pub use routes::{CreateCredential, TokenRequest};
 use scope::{Scope, ScopeSet};
 pub(crate) use settings::AuthSettings;
 use token::{Claims, TokenError, TokenKeys};

@@ -70,7 +70,7 @@ pub(crate) struct AuthDoc;
 /// admin token. Give exactly one of `credential` and `oidc_token`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct TokenRequest {
+pub struct TokenRequest {
     /// `cst1.<id>.<secret>` as shown once at creation.
     pub(crate) credential: Option<String>,
     /// An OIDC ID token from a configured CI issuer.
@@ -329,7 +329,7 @@ async fn whoami(caller: Caller) -> Json<WhoAmI> {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct CreateCredential {
+pub struct CreateCredential {
     /// Human label, shown in audit records.
     pub(crate) name: String,
     pub(crate) scopes: Vec<String>,
