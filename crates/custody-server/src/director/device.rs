@@ -2,6 +2,33 @@
 //! root chain. Every refusal answers `ErrorBody {error, message}` with a
 //! stable code; refusals that can be attacks are recorded (attack table
 //! and audit log).
+//!
+//! # Check-in pipeline
+//!
+//! `POST /device/v1/checkin` runs four stages, each a function with a typed
+//! output; any stage may refuse with a [`DeviceError`]:
+//!
+//! ```text
+//! request ─ authenticate ─▶ Authenticated   signed request: headers, device row,
+//!                                           route, timestamp, signature; nonce captured
+//!         ─ assess ───────▶ Assessment      manifest: device, hardware, signature,
+//!                                           counter, usable; policy: what to assign,
+//!                                           anti-rollback (custody-director)
+//!         ─ sign_metadata ▶ DirectorMetadata  answer, signing half: the device's
+//!                                           director targets/snapshot/timestamp
+//!         ─ record ───────▶ ()              writes, in durability order: install
+//!                                           reports in the log; one transaction
+//!                                           (nonce, counter, metadata versions,
+//!                                           assignment, reports, attacks); the
+//!                                           delivery in the log; audit
+//!         ─ answer ───────▶ CheckinResponse metadata + missing director roots
+//! ```
+//!
+//! The metadata is signed before `record` because the versions it bumps
+//! are committed there; nothing is written before `record` (a refused
+//! request costs no write beyond the attack record), and the device is
+//! answered only after the log entries are durable and the transaction has
+//! committed.
 
 use std::sync::Arc;
 
@@ -12,6 +39,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
+use custody_director::director::{
+    build_director_metadata, DeviceDirectorState, DirectorMetadata, DirectorTarget,
+};
 use custody_director::enrol::{EnrolError, TokenRecord, TokenRefusal, TokenStore};
 use custody_director::manifest::{verify_manifest, ManifestError};
 use custody_director::policy::{assign, Assignment, DeviceView, Installed};
@@ -19,12 +49,12 @@ use custody_director::registry::{DeviceStatus, Purpose, StatusError};
 use custody_director::request::{verify_device_request, NonceCache, RequestError, Route};
 use custody_director::wire::{
     headers as h, CheckinResponse, DirectorMetadataSet, EnrolResponse, EnrolmentRequest, ErrorBody,
-    SignedManifest, SignedRequest, WireError, MAX_ENROLMENT_BYTES, MAX_MANIFEST_BYTES,
-    MAX_ROOT_CHAIN, WIRE_VERSION,
+    ManifestBody, SignedManifest, SignedRequest, WireError, MAX_ENROLMENT_BYTES,
+    MAX_MANIFEST_BYTES, MAX_ROOT_CHAIN, WIRE_VERSION,
 };
 
 use super::store::{AttackRow, CheckinWrite, DeviceRow, ReportRow, WriteOutcome};
-use super::Director;
+use super::{Director, PolicyCache};
 use crate::state::AppState;
 
 /// A refused device request.
@@ -292,13 +322,21 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, DeviceE
         .map_err(|_| DeviceError::malformed(format!("signed request: header {name} is not ASCII")))
 }
 
-/// Verified signed request: the device row and the nonce to record.
+/// Stage 1 output: a verified signed request.
 struct Authenticated {
+    /// the device as stored when the request was verified
     row: DeviceRow,
+    /// the request (its body is the check-in's manifest)
     req: SignedRequest,
+    /// the nonce and its expiry, recorded atomically by the write that
+    /// consumes the request
     nonce: (String, i64),
 }
 
+/// Stage 1, authenticate (check-in and root files): parses the signed
+/// request headers, loads the device and runs custody-director's request
+/// verification (usable, key, route, timestamp, signature). Reads only; the
+/// nonce is captured here and inserted by the caller's write.
 async fn authenticate(
     d: &Director,
     method: &Method,
@@ -549,6 +587,9 @@ fn reported_attack_id(device: &str, counter: u64, i: usize) -> String {
     hex::encode(&d.as_ref()[..16])
 }
 
+/// The check-in pipeline (see the module documentation). Each stage
+/// returns early with the refusal the device gets; nothing is written
+/// before stage 3 and nothing is answered before it has committed.
 async fn checkin_inner(
     st: &Arc<AppState>,
     d: &Arc<Director>,
@@ -559,11 +600,55 @@ async fn checkin_inner(
 ) -> Result<CheckinResponse, DeviceError> {
     let now = Utc::now();
     let trusted = trusted_root(uri)?;
-    let Authenticated { row, req, nonce } =
-        authenticate(d, method, uri, headers, body, now).await?;
-    let id = row.record.id.clone();
-    let manifest =
-        SignedManifest::from_bytes(&req.body).map_err(|e| DeviceError::from(e).for_device(&id))?;
+    let who = authenticate(d, method, uri, headers, body, now).await?;
+    let verdict = assess(d, &who, now)?;
+    let metadata = sign_metadata(d, &who, &verdict, now)?;
+    record(st, d, &who, &verdict, metadata.state, now).await?;
+    Ok(answer(d, trusted, &verdict, metadata))
+}
+
+/// Stage 2 output: the verified manifest and what the director decided
+/// for this device.
+struct Assessment {
+    /// the signed manifest, verified against the device record and its
+    /// last accepted counter
+    manifest: SignedManifest,
+    /// the policy snapshot the decision was taken on (also used to file
+    /// the install reports under their rollout)
+    policy: Arc<PolicyCache>,
+    /// the target the manifest says is running
+    running: Option<Installed>,
+    /// the director targets to sign for the device (at most one)
+    targets: Vec<DirectorTarget>,
+    /// the assignment to store: (target, release counter)
+    assigned: Option<(String, u64)>,
+    /// the assignment note to store (why this, or why nothing)
+    note: String,
+    /// a candidate refused by anti-rollback: the reason, recorded as an
+    /// attack when the note changes
+    refused: Option<String>,
+}
+
+impl Assessment {
+    /// The verified manifest body.
+    fn body(&self) -> &ManifestBody {
+        &self.manifest.signed
+    }
+}
+
+/// Stage 2, assess: verifies the manifest (device, hardware, signature,
+/// counter monotonicity, device usable) and applies custody-director's
+/// assignment policy (stage, anti-rollback, rollback authorisations).
+/// Pure: reads only the director's in-memory policy.
+fn assess(
+    d: &Director,
+    who: &Authenticated,
+    now: DateTime<Utc>,
+) -> Result<Assessment, DeviceError> {
+    let row = &who.row;
+    let id = &row.record.id;
+    let manifest = SignedManifest::from_bytes(&who.req.body)
+        .map_err(|e| DeviceError::from(e).for_device(id))?;
     let m = verify_manifest(
         &row.record,
         &manifest,
@@ -571,23 +656,21 @@ async fn checkin_inner(
         now,
         &d.reattestation,
     )
-    .map_err(|e| manifest_error(e).for_device(&id))?;
+    .map_err(|e| manifest_error(e).for_device(id))?;
     if i64::try_from(m.report_counter).is_err() {
         return Err(DeviceError::malformed(format!(
             "manifest: report_counter {} is above {} (the largest counter the server stores)",
             m.report_counter,
             i64::MAX
         ))
-        .for_device(&id));
+        .for_device(id));
     }
-
-    // Assignment (custody-director policy) and per-device metadata.
-    let policy = d.policy();
     let running = m.running().map(|t| Installed {
         name: t.name.clone(),
         release_counter: t.release_counter,
         max_release_counter: m.max_release_counter(),
     });
+    let policy = d.policy();
     let view = DeviceView {
         id: id.clone(),
         hardware_id: row.record.hardware_id.clone(),
@@ -611,23 +694,129 @@ async fn checkin_inner(
         Assignment::Nothing { reason } => (vec![], None, reason.clone(), None),
         Assignment::Refused(e) => (vec![], None, format!("refused: {e}"), Some(e.to_string())),
     };
-    let md = custody_director::director::build_director_metadata(
+    Ok(Assessment {
+        manifest,
+        policy,
+        running,
+        targets,
+        assigned,
+        note,
+        refused,
+    })
+}
+
+/// Stage 4a, answer (signing half): the device's director targets,
+/// snapshot and timestamp. Runs before stage 3 because the new metadata
+/// versions are part of what stage 3 commits.
+fn sign_metadata(
+    d: &Director,
+    who: &Authenticated,
+    verdict: &Assessment,
+    now: DateTime<Utc>,
+) -> Result<DirectorMetadata, DeviceError> {
+    let row = &who.row;
+    build_director_metadata(
         d.keys.signers(),
-        &id,
+        &row.record.id,
         &row.record.hardware_id,
-        &targets,
+        &verdict.targets,
         &row.director,
         now,
         &d.metadata,
     )
-    .map_err(|e| DeviceError::internal(e.to_string()))?;
+    .map_err(|e| DeviceError::internal(e.to_string()))
+}
 
+/// Stage 3, record: everything the check-in writes, in durability order:
+/// the carried install reports in the transparency log, then one
+/// transaction (nonce, counter, installed state, director versions,
+/// assignment, reports, reported attacks), then the delivery log entry,
+/// then the audit records. An error leaves the device unanswered.
+async fn record(
+    st: &Arc<AppState>,
+    d: &Arc<Director>,
+    who: &Authenticated,
+    verdict: &Assessment,
+    director: DeviceDirectorState,
+    now: DateTime<Utc>,
+) -> Result<(), DeviceError> {
+    let row = &who.row;
+    let id = &row.record.id;
+    let m = verdict.body();
     let at = now.timestamp();
+    let job = checkin_write(who, verdict, director, at);
+    let n_attacks = job.attacks.len();
+    // Transparency log: the carried install reports, durable before the
+    // commit and the answer (log_hooks.rs; nothing without reports).
+    super::log_hooks::log_install_reports(st, row, &who.req.body, m)
+        .await
+        .map_err(|e| DeviceError::internal(e.to_string()).for_device(id))?;
+    match d.writer.write(job).await {
+        Ok(WriteOutcome::Committed {
+            rollouts_with_new_reports,
+        }) => spawn_gate_evaluations(st, d, rollouts_with_new_reports),
+        Ok(WriteOutcome::ReplayedNonce) => {
+            return Err(DeviceError::new(
+                StatusCode::CONFLICT,
+                "replayed_nonce",
+                format!(
+                    "request: nonce {} of device {id} was already used (replayed request)",
+                    who.req.nonce
+                ),
+            )
+            .for_device(id));
+        }
+        Ok(WriteOutcome::Conflict) => {
+            return Err(lost_race(d, id, m.report_counter, now).await);
+        }
+        Err(e) => return Err(DeviceError::internal(e)),
+    }
+    // Transparency log: a newly delivered assignment, once, before the
+    // answer (log_hooks.rs; nothing when the store says it is logged).
+    super::log_hooks::log_delivery(st, d, row, &verdict.targets, at)
+        .await
+        .map_err(|e| DeviceError::internal(e.to_string()).for_device(id))?;
+    if n_attacks > 0 {
+        let _ = st
+            .audit_as(
+                &format!("device:{id}"),
+                &[],
+                "device.attack_reported",
+                None,
+                Some(id),
+                "recorded",
+                &format!(
+                    "{n_attacks} attack(s) reported in manifest {}",
+                    m.report_counter
+                ),
+            )
+            .await;
+    }
+    if let Some(reason) = &verdict.refused {
+        // Recorded once per change of the refusal, not on every check-in.
+        if row.assignment_note.as_deref() != Some(verdict.note.as_str()) {
+            d.record_attack(st, Some(id), "downgrade_refused", "server", reason)
+                .await;
+        }
+    }
+    Ok(())
+}
+
+/// The one transaction of stage 3: what the check-in changes in the store.
+fn checkin_write(
+    who: &Authenticated,
+    verdict: &Assessment,
+    director: DeviceDirectorState,
+    at: i64,
+) -> CheckinWrite {
+    let row = &who.row;
+    let id = &row.record.id;
+    let m = verdict.body();
     let reports = m
         .install_reports
         .iter()
         .map(|r| {
-            let ro = policy.fleet.rollouts.iter().find(|x| {
+            let ro = verdict.policy.fleet.rollouts.iter().find(|x| {
                 x.release.name == r.target && x.release.release_counter == r.release_counter
             });
             ReportRow {
@@ -643,7 +832,7 @@ async fn checkin_inner(
                 // The device's own stage, not the rollout's current one: a
                 // late report of a canary device must not count for the
                 // next stage's gate.
-                stage: ro.and_then(|x| x.device_stage(&id)).map(|s| s as u64),
+                stage: ro.and_then(|x| x.device_stage(id)).map(|s| s as u64),
             }
         })
         .collect();
@@ -652,24 +841,24 @@ async fn checkin_inner(
         .iter()
         .enumerate()
         .map(|(i, a)| AttackRow {
-            id: reported_attack_id(&id, m.report_counter, i),
+            id: reported_attack_id(id, m.report_counter, i),
             at,
             device_id: Some(id.clone()),
             code: "device_reported".into(),
             source: "device".into(),
             detail: format!("{}: {} (device time {})", a.subject, a.reason, a.time),
         })
-        .collect::<Vec<_>>();
-    let n_attacks = attacks.len();
+        .collect();
     let installed_json = serde_json::json!({
         "installed": m.installed,
         "active_slot": m.active_slot,
     })
     .to_string();
-    let job = CheckinWrite {
+    let running = verdict.running.clone();
+    CheckinWrite {
         device_id: id.clone(),
-        nonce: nonce.0,
-        nonce_expires: nonce.1,
+        nonce: who.nonce.0.clone(),
+        nonce_expires: who.nonce.1,
         old_counter: row.last_counter,
         new_counter: m.report_counter,
         at,
@@ -677,119 +866,88 @@ async fn checkin_inner(
         running_changed: running.as_ref().map(|r| (&r.name, r.release_counter))
             != row.running.as_ref().map(|r| (&r.name, r.release_counter)),
         running,
-        director: md.state,
-        assigned,
-        assignment_note: note.clone(),
+        director,
+        assigned: verdict.assigned.clone(),
+        assignment_note: verdict.note.clone(),
         reports,
         attacks,
-    };
-    // Transparency log: the carried install reports, durable before the
-    // commit and the answer (log_hooks.rs; nothing without reports).
-    super::log_hooks::log_install_reports(st, &row, &req.body, m)
-        .await
-        .map_err(|e| DeviceError::internal(e.to_string()).for_device(&id))?;
-    match d.writer.write(job).await {
-        Ok(WriteOutcome::Committed {
-            rollouts_with_new_reports,
-        }) => {
-            for r in rollouts_with_new_reports {
-                let d = d.clone();
-                let st = st.clone();
-                tokio::spawn(async move {
-                    match d.evaluate_gate(&r).await {
-                        Ok(Some(decision)) => {
-                            tracing::info!(rollout = %r, ?decision, "canary gate decision");
-                            let _ = st
-                                .audit_as(
-                                    "director",
-                                    &[],
-                                    "fleet.rollout.gate",
-                                    None,
-                                    Some(&r),
-                                    "ok",
-                                    &format!("{decision:?}"),
-                                )
-                                .await;
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            tracing::warn!(rollout = %r, error = %e, "canary gate evaluation failed")
-                        }
-                    }
-                });
-            }
-        }
-        Ok(WriteOutcome::ReplayedNonce) => {
-            return Err(DeviceError::new(
-                StatusCode::CONFLICT,
-                "replayed_nonce",
-                format!(
-                    "request: nonce {} of device {id} was already used (replayed request)",
-                    req.nonce
-                ),
-            )
-            .for_device(&id));
-        }
-        Ok(WriteOutcome::Conflict) => {
-            // Either a racing manifest won or the device stopped being
-            // active after it was read: tell which.
-            let now_row = d.db.get_device(&id).await?;
-            if let Some(r) = &now_row {
-                if let Err(e) = r
-                    .record
-                    .check_usable(now, &d.reattestation, Purpose::Normal)
-                {
-                    return Err(status_error(&e).for_device(&id));
+    }
+}
+
+/// Evaluates the canary gate of every rollout that got new reports, in the
+/// background (the device's answer does not wait for it).
+fn spawn_gate_evaluations(st: &Arc<AppState>, d: &Arc<Director>, rollouts: Vec<String>) {
+    for r in rollouts {
+        let d = d.clone();
+        let st = st.clone();
+        tokio::spawn(async move {
+            match d.evaluate_gate(&r).await {
+                Ok(Some(decision)) => {
+                    tracing::info!(rollout = %r, ?decision, "canary gate decision");
+                    let _ = st
+                        .audit_as(
+                            "director",
+                            &[],
+                            "fleet.rollout.gate",
+                            None,
+                            Some(&r),
+                            "ok",
+                            &format!("{decision:?}"),
+                        )
+                        .await;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(rollout = %r, error = %e, "canary gate evaluation failed")
                 }
             }
-            return Err(DeviceError::new(
-                StatusCode::CONFLICT,
-                "replayed_counter",
-                format!(
-                    "manifest: report_counter {} of device {id} lost a race with another manifest \
-                     (now at {:?}); reordered or replayed",
-                    m.report_counter,
-                    now_row.and_then(|r| r.last_counter)
-                ),
-            )
-            .for_device(&id));
-        }
-        Err(e) => return Err(DeviceError::internal(e)),
+        });
     }
-    // Transparency log: a newly delivered assignment, once, before the
-    // answer (log_hooks.rs; nothing when the store says it is logged).
-    super::log_hooks::log_delivery(st, d, &row, &targets, at)
-        .await
-        .map_err(|e| DeviceError::internal(e.to_string()).for_device(&id))?;
-    if n_attacks > 0 {
-        let _ = st
-            .audit_as(
-                &format!("device:{id}"),
-                &[],
-                "device.attack_reported",
-                None,
-                Some(&id),
-                "recorded",
-                &format!(
-                    "{n_attacks} attack(s) reported in manifest {}",
-                    m.report_counter
-                ),
-            )
-            .await;
-    }
-    if let Some(reason) = refused {
-        // Recorded once per change of the refusal, not on every check-in.
-        if row.assignment_note.as_deref() != Some(note.as_str()) {
-            d.record_attack(st, Some(&id), "downgrade_refused", "server", &reason)
-                .await;
+}
+
+/// The refusal for a check-in whose commit found the device moved on:
+/// either a racing manifest won or the device stopped being usable after
+/// it was read; tells which.
+async fn lost_race(d: &Director, id: &str, counter: u64, now: DateTime<Utc>) -> DeviceError {
+    let now_row = match d.db.get_device(id).await {
+        Ok(r) => r,
+        Err(e) => return e.into(),
+    };
+    if let Some(r) = &now_row {
+        if let Err(e) = r
+            .record
+            .check_usable(now, &d.reattestation, Purpose::Normal)
+        {
+            return status_error(&e).for_device(id);
         }
     }
+    DeviceError::new(
+        StatusCode::CONFLICT,
+        "replayed_counter",
+        format!(
+            "manifest: report_counter {counter} of device {id} lost a race with another manifest \
+             (now at {:?}); reordered or replayed",
+            now_row.and_then(|r| r.last_counter)
+        ),
+    )
+    .for_device(id)
+}
+
+/// Stage 4b, answer: the signed director metadata, the director roots the
+/// device lacks (from its trusted version, at most [`MAX_ROOT_CHAIN`]) and
+/// the accepted counter.
+fn answer(
+    d: &Director,
+    trusted: usize,
+    verdict: &Assessment,
+    md: DirectorMetadata,
+) -> CheckinResponse {
     let roots = d.roots();
     let from = trusted.min(roots.len());
     let to = roots.len().min(from.saturating_add(MAX_ROOT_CHAIN));
-    Ok(CheckinResponse {
+    CheckinResponse {
         wire_version: WIRE_VERSION,
-        accepted_counter: m.report_counter,
+        accepted_counter: verdict.body().report_counter,
         director: DirectorMetadataSet {
             roots: roots.get(from..to).map(<[_]>::to_vec).unwrap_or_default(),
             timestamp: md.timestamp,
@@ -797,7 +955,7 @@ async fn checkin_inner(
             targets: md.targets,
         },
         next_checkin_secs: Some(d.settings.checkin_interval_seconds),
-    })
+    }
 }
 
 // ------------------------------------------------------------------ roots
