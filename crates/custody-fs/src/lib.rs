@@ -193,6 +193,41 @@ impl AtomicFile {
         }
         sync_dir(parent_dir(&dest))
     }
+
+    /// Close the temp file WITHOUT fsync, for a batch of many files made
+    /// durable together (one `syncfs`) by the caller before it calls
+    /// [`PendingFile::rename_into_place`] and [`sync_dir`]. Closing keeps
+    /// 65,536 hash bins from meaning 65,536 open files.
+    pub fn into_pending(self) -> PendingFile {
+        PendingFile {
+            tmp: self.tmp.into_temp_path(),
+            dest: self.dest,
+        }
+    }
+}
+
+/// A closed, not yet synced temp file waiting to be renamed over its
+/// destination (see [`AtomicFile::into_pending`]). Dropped, it is removed.
+#[derive(Debug)]
+pub struct PendingFile {
+    tmp: tempfile::TempPath,
+    dest: PathBuf,
+}
+
+impl PendingFile {
+    /// Rename over the destination. No fsync of the file or the
+    /// directory: the caller has synced the data first and fsyncs the
+    /// directory after the batch.
+    pub fn rename_into_place(self) -> Result<(), FsError> {
+        let PendingFile { tmp, dest } = self;
+        tmp.persist(&dest)
+            .map_err(|e| io_err(&dest, "rename temp file into place")(e.error))
+    }
+
+    /// The destination.
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
 }
 
 #[cfg(unix)]
@@ -470,6 +505,29 @@ mod tests {
         let err = f.commit().unwrap_err();
         assert!(matches!(err, FsError::Exists { .. }), "{err}");
         assert_eq!(fs::read(&p).unwrap(), b"theirs");
+        assert!(temp_files(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn pending_files_appear_only_when_renamed() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("1.bin.json");
+        let b = dir.path().join("2.bin.json");
+        let mut pending = Vec::new();
+        for p in [&a, &b] {
+            let mut f = AtomicFile::create(p, WriteOptions::default()).unwrap();
+            f.write_all(b"bin").unwrap();
+            pending.push(f.into_pending());
+        }
+        assert!(!a.exists() && !b.exists());
+        assert_eq!(temp_files(dir.path()).len(), 2);
+        let second = pending.pop().unwrap();
+        pending.pop().unwrap().rename_into_place().unwrap();
+        assert_eq!(fs::read(&a).unwrap(), b"bin");
+        // A batch abandoned half-way leaves no temp file.
+        assert_eq!(second.dest(), b);
+        drop(second);
+        assert!(!b.exists());
         assert!(temp_files(dir.path()).is_empty());
     }
 

@@ -1,61 +1,39 @@
-//! Crash-safe file writes: temp file in the same directory, fsync, rename,
-//! fsync the directory. A power cut leaves the old or the new file, never a mix.
-use std::fs;
-use std::io::Write;
+//! Crash-safe file writes, as [`custody_fs`] does them (temp file in the
+//! same directory, fsync, rename, fsync of the directory): a power cut
+//! leaves the old or the new file, never a mix. Kept as this crate's public
+//! names for its callers (key files, the CLI, the server); the one
+//! implementation is custody-fs.
 use std::path::Path;
 
-fn parent_of(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
+use custody_fs::{FsError, WriteOptions};
 
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    // Directory fsync makes the rename durable (POSIX).
-    fs::File::open(dir)?.sync_all()
+/// The io::Error behind an [`FsError`] (its kind kept: `AlreadyExists` for
+/// a refused overwrite).
+pub(crate) fn into_io(e: FsError) -> std::io::Error {
+    match e {
+        FsError::Io { error, .. } => error,
+        FsError::Exists { .. } => std::io::ErrorKind::AlreadyExists.into(),
+        e @ FsError::TooLarge { .. } => std::io::Error::other(e.to_string()),
+    }
 }
 
 /// Write `bytes` to a new file at `path` with mode 0600. Fails with
 /// `ErrorKind::AlreadyExists` if anything exists at `path` (never overwrites).
 pub fn write_new_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = parent_of(path);
-    // tempfile creates files with mode 0600 on unix.
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".custody-key-")
-        .tempfile_in(dir)?;
-    set_private_mode(tmp.as_file())?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist_noclobber(path).map_err(|e| e.error)?;
-    sync_dir(dir)
+    let opts = WriteOptions {
+        mode: Some(0o600),
+        create_new: true,
+    };
+    custody_fs::write_atomic_with(path, bytes, opts).map_err(into_io)
 }
 
-/// Atomically replace (or create) the file at `path` with `bytes`.
+/// Mode of published and staged repository files: world-readable.
+pub(crate) const PUBLIC_FILE: WriteOptions = WriteOptions {
+    mode: Some(0o644),
+    create_new: false,
+};
+
+/// Atomically replace (or create) the file at `path` with `bytes` (mode 0644).
 pub fn write_replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = parent_of(path);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".custody-tmp-")
-        .tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(fs::Permissions::from_mode(0o644))?;
-    }
-    tmp.persist(path).map_err(|e| e.error)?;
-    sync_dir(dir)
-}
-
-#[cfg(unix)]
-fn set_private_mode(f: &fs::File) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    f.set_permissions(fs::Permissions::from_mode(0o600))
-}
-
-#[cfg(not(unix))]
-fn set_private_mode(_f: &fs::File) -> std::io::Result<()> {
-    Ok(())
+    custody_fs::write_atomic_with(path, bytes, PUBLIC_FILE).map_err(into_io)
 }
