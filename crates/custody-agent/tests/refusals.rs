@@ -25,8 +25,8 @@ use custody_director::director::{
     build_director_metadata, build_director_root, DeviceDirectorState, DirectorConfig,
     DirectorRootKeys, DirectorSigners, DirectorTarget,
 };
-use custody_keys::MemorySigner;
 use custody_director::wire::{DirectorMetadataSet, LogPin};
+use custody_keys::MemorySigner;
 use custody_keys::Signer;
 use proptest::prelude::*;
 

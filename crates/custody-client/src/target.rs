@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use custody_tuf::schema::TargetFile;
@@ -17,7 +17,7 @@ use custody_tuf::verify::TargetVerifier;
 use url::Url;
 
 use crate::error::ClientError;
-use crate::store::{parent_dir, sync_dir, StoreError};
+use crate::store::StoreError;
 use crate::transport::Transport;
 
 /// Read/write buffer for targets.
@@ -85,15 +85,10 @@ pub fn download_verified(
         TargetVerifier::new(target_path, info).map_err(|e| ClientError::rejected(url_s, e))?;
     // The signed length is the bound: one byte more is endless data.
     let mut body = transport.fetch(url, info.length)?;
-    let dir = parent_dir(dest);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(crate::store::TEMP_PREFIX)
-        .tempfile_in(dir)
-        .map_err(|error| StoreError::Io {
-            path: dir.to_owned(),
-            action: "create temp file",
-            error,
-        })?;
+    // Nothing appears under `dest` unless every byte verified: an
+    // unfinished or rejected download drops the temp file.
+    let mut tmp = custody_fs::AtomicFile::create(dest, custody_fs::WriteOptions::default())
+        .map_err(StoreError::from)?;
     let mut buf = vec![0u8; CHUNK_SIZE];
     loop {
         let n = body.read_chunk(&mut buf)?;
@@ -104,26 +99,12 @@ pub fn download_verified(
         verifier
             .update(chunk)
             .map_err(|e| ClientError::rejected(url_s, e))?;
-        tmp.write_all(chunk).map_err(|error| StoreError::Io {
-            path: tmp.path().to_owned(),
-            action: "write temp file",
-            error,
-        })?;
+        tmp.write_all(chunk).map_err(StoreError::from)?;
     }
     verifier
         .finish()
         .map_err(|e| ClientError::rejected(url_s, e))?;
-    tmp.as_file().sync_all().map_err(|error| StoreError::Io {
-        path: dest.to_owned(),
-        action: "fsync temp file",
-        error,
-    })?;
-    tmp.persist(dest).map_err(|e| StoreError::Io {
-        path: dest.to_owned(),
-        action: "rename temp file into place",
-        error: e.error,
-    })?;
-    sync_dir(dir)?;
+    tmp.commit().map_err(StoreError::from)?;
     Ok(())
 }
 

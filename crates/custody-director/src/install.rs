@@ -206,9 +206,9 @@ mod tests {
     use custody_keys::Signer;
 
     use super::*;
-    use custody_keys::MemorySigner;
     use crate::rollback::{RollbackBody, TYPE_ROLLBACK};
     use crate::wire::WIRE_VERSION;
+    use custody_keys::MemorySigner;
 
     const DEV: &str = "device-1";
 

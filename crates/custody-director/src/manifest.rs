@@ -337,9 +337,9 @@ pub fn check_logged_install_report(
 #[cfg(test)]
 mod logged_report_tests {
     use super::*;
-    use custody_keys::MemorySigner;
     use crate::wire::{InstallReport, TYPE_MANIFEST, WIRE_VERSION};
     use base64::Engine as _;
+    use custody_keys::MemorySigner;
     use custody_keys::Signer as _;
 
     fn b64(b: &[u8]) -> String {

@@ -13,6 +13,8 @@
 //! - [`read_bounded`] and [`read_to_end_bounded`]: a read with a length
 //!   bound known before the read, so a huge or endless file or stream
 //!   cannot exhaust memory.
+//! - [`AtomicFile`]: the same, for content written in pieces (a download
+//!   verified while it streams); dropped unfinished, it leaves nothing.
 //! - [`sync_dir`], [`remove_durable`], [`sweep_stale_temp_files`].
 //!
 //! No custody dependency: it sits below every IO crate.
@@ -66,6 +68,21 @@ impl FsError {
     }
 }
 
+/// For callers whose errors are `io::Error`: the underlying error of an
+/// [`FsError::Io`] (its kind kept), `AlreadyExists` for a refused
+/// overwrite, and an `Other` error with the message for a bound.
+impl From<FsError> for io::Error {
+    fn from(e: FsError) -> io::Error {
+        match e {
+            FsError::Io { error, .. } => error,
+            e @ FsError::Exists { .. } => {
+                io::Error::new(io::ErrorKind::AlreadyExists, e.to_string())
+            }
+            e @ FsError::TooLarge { .. } => io::Error::other(e.to_string()),
+        }
+    }
+}
+
 fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) -> FsError + 'a {
     move |error| FsError::Io {
         path: path.to_owned(),
@@ -113,38 +130,119 @@ pub fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<(), FsError> {
 
 /// [`write_atomic`] with a file mode or a no-overwrite rule.
 pub fn write_atomic_with(dest: &Path, bytes: &[u8], opts: WriteOptions) -> Result<(), FsError> {
-    let dir = parent_dir(dest);
-    if opts.create_new && fs::symlink_metadata(dest).is_ok() {
-        return Err(FsError::Exists {
-            path: dest.to_owned(),
-        });
+    let mut file = AtomicFile::create(dest, opts)?;
+    file.write_all(bytes)?;
+    file.commit()
+}
+
+/// A file being written in a temp file next to its destination, for
+/// content that arrives in pieces (a download verified while it streams, a
+/// copy hashed while it is made). [`AtomicFile::commit`] makes it appear
+/// under its name (fsync, rename, directory fsync); dropping it instead
+/// removes the temp file and leaves the destination untouched.
+#[derive(Debug)]
+pub struct AtomicFile {
+    tmp: tempfile::NamedTempFile,
+    dest: PathBuf,
+    create_new: bool,
+}
+
+impl AtomicFile {
+    /// Start writing `dest`: a temp file in its directory, with `opts.mode`.
+    /// With `opts.create_new`, an existing `dest` is refused now and again
+    /// at [`AtomicFile::commit`].
+    pub fn create(dest: &Path, opts: WriteOptions) -> Result<Self, FsError> {
+        let dir = parent_dir(dest);
+        if opts.create_new && fs::symlink_metadata(dest).is_ok() {
+            return Err(FsError::Exists {
+                path: dest.to_owned(),
+            });
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .tempfile_in(dir)
+            .map_err(io_err(dir, "create temp file"))?;
+        set_mode(tmp.as_file(), opts.mode).map_err(io_err(tmp.path(), "set file mode"))?;
+        Ok(AtomicFile {
+            tmp,
+            dest: dest.to_owned(),
+            create_new: opts.create_new,
+        })
     }
-    let mut tmp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .tempfile_in(dir)
-        .map_err(io_err(dir, "create temp file"))?;
-    set_mode(tmp.as_file(), opts.mode).map_err(io_err(tmp.path(), "set file mode"))?;
-    tmp.write_all(bytes)
-        .map_err(io_err(tmp.path(), "write temp file"))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(io_err(dest, "fsync temp file"))?;
-    if opts.create_new {
-        // persist_noclobber: link + unlink, refuses an existing dest.
-        tmp.persist_noclobber(dest).map_err(|e| {
-            if e.error.kind() == io::ErrorKind::AlreadyExists {
-                FsError::Exists {
-                    path: dest.to_owned(),
+
+    /// Append `bytes` to the temp file.
+    pub fn write_all(&mut self, bytes: &[u8]) -> Result<(), FsError> {
+        self.tmp
+            .write_all(bytes)
+            .map_err(io_err(self.tmp.path(), "write temp file"))
+    }
+
+    /// The destination this file will be renamed to.
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+
+    /// fsync the temp file, rename it over the destination, fsync the
+    /// directory.
+    pub fn commit(self) -> Result<(), FsError> {
+        let AtomicFile {
+            tmp,
+            dest,
+            create_new,
+        } = self;
+        tmp.as_file()
+            .sync_all()
+            .map_err(io_err(&dest, "fsync temp file"))?;
+        if create_new {
+            // persist_noclobber: link + unlink, refuses an existing dest.
+            tmp.persist_noclobber(&dest).map_err(|e| {
+                if e.error.kind() == io::ErrorKind::AlreadyExists {
+                    FsError::Exists { path: dest.clone() }
+                } else {
+                    io_err(&dest, "move temp file into place")(e.error)
                 }
-            } else {
-                io_err(dest, "move temp file into place")(e.error)
-            }
-        })?;
-    } else {
-        tmp.persist(dest)
-            .map_err(|e| io_err(dest, "rename temp file into place")(e.error))?;
+            })?;
+        } else {
+            tmp.persist(&dest)
+                .map_err(|e| io_err(&dest, "rename temp file into place")(e.error))?;
+        }
+        sync_dir(parent_dir(&dest))
     }
-    sync_dir(dir)
+
+    /// Close the temp file WITHOUT fsync, for a batch of many files made
+    /// durable together (one `syncfs`) by the caller before it calls
+    /// [`PendingFile::rename_into_place`] and [`sync_dir`]. Closing keeps
+    /// 65,536 hash bins from meaning 65,536 open files.
+    pub fn into_pending(self) -> PendingFile {
+        PendingFile {
+            tmp: self.tmp.into_temp_path(),
+            dest: self.dest,
+        }
+    }
+}
+
+/// A closed, not yet synced temp file waiting to be renamed over its
+/// destination (see [`AtomicFile::into_pending`]). Dropped, it is removed.
+#[derive(Debug)]
+pub struct PendingFile {
+    tmp: tempfile::TempPath,
+    dest: PathBuf,
+}
+
+impl PendingFile {
+    /// Rename over the destination. No fsync of the file or the
+    /// directory: the caller has synced the data first and fsyncs the
+    /// directory after the batch.
+    pub fn rename_into_place(self) -> Result<(), FsError> {
+        let PendingFile { tmp, dest } = self;
+        tmp.persist(&dest)
+            .map_err(|e| io_err(&dest, "rename temp file into place")(e.error))
+    }
+
+    /// The destination.
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
 }
 
 #[cfg(unix)]
@@ -239,10 +337,12 @@ pub fn sweep_stale_temp_files(dir: &Path, older_than: Duration) -> usize {
         if !entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
             continue;
         }
+        // Only regular files: a directory with the prefix is not ours.
         let old_enough = entry
             .metadata()
-            .and_then(|m| m.modified())
             .ok()
+            .filter(fs::Metadata::is_file)
+            .and_then(|m| m.modified().ok())
             .and_then(|t| now.duration_since(t).ok())
             .is_some_and(|age| age >= older_than);
         if !old_enough {
@@ -374,6 +474,84 @@ mod tests {
         assert!(err
             .to_string()
             .starts_with("request body: larger than its 65536-byte bound"));
+    }
+
+    #[test]
+    fn atomic_file_appears_only_on_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("payload.bin");
+        write_atomic(&p, b"old").unwrap();
+        let mut f = AtomicFile::create(&p, WriteOptions::default()).unwrap();
+        f.write_all(b"new ").unwrap();
+        f.write_all(b"payload").unwrap();
+        assert_eq!(f.dest(), p);
+        // Not visible before commit.
+        assert_eq!(fs::read(&p).unwrap(), b"old");
+        f.commit().unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"new payload");
+        assert!(temp_files(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn a_dropped_atomic_file_leaves_the_old_file_and_no_temp_file() {
+        // A download that fails verification half-way is dropped.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("payload.bin");
+        write_atomic(&p, b"trusted").unwrap();
+        let mut f = AtomicFile::create(&p, WriteOptions::default()).unwrap();
+        f.write_all(b"attacker's half").unwrap();
+        drop(f);
+        assert_eq!(fs::read(&p).unwrap(), b"trusted");
+        assert!(temp_files(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn create_new_is_checked_again_at_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("key.pem");
+        let opts = WriteOptions {
+            mode: Some(0o600),
+            create_new: true,
+        };
+        let mut f = AtomicFile::create(&p, opts).unwrap();
+        f.write_all(b"mine").unwrap();
+        // Someone else creates the file meanwhile.
+        fs::write(&p, b"theirs").unwrap();
+        let err = f.commit().unwrap_err();
+        assert!(matches!(err, FsError::Exists { .. }), "{err}");
+        assert_eq!(fs::read(&p).unwrap(), b"theirs");
+        assert!(temp_files(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn pending_files_appear_only_when_renamed() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("1.bin.json");
+        let b = dir.path().join("2.bin.json");
+        let mut pending = Vec::new();
+        for p in [&a, &b] {
+            let mut f = AtomicFile::create(p, WriteOptions::default()).unwrap();
+            f.write_all(b"bin").unwrap();
+            pending.push(f.into_pending());
+        }
+        assert!(!a.exists() && !b.exists());
+        assert_eq!(temp_files(dir.path()).len(), 2);
+        let second = pending.pop().unwrap();
+        pending.pop().unwrap().rename_into_place().unwrap();
+        assert_eq!(fs::read(&a).unwrap(), b"bin");
+        // A batch abandoned half-way leaves no temp file.
+        assert_eq!(second.dest(), b);
+        drop(second);
+        assert!(!b.exists());
+        assert!(temp_files(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn sweep_leaves_directories_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join(format!("{TEMP_PREFIX}dir"))).unwrap();
+        assert_eq!(sweep_stale_temp_files(dir.path(), Duration::ZERO), 0);
+        assert!(dir.path().join(format!("{TEMP_PREFIX}dir")).is_dir());
     }
 
     #[test]

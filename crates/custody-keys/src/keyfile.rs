@@ -312,26 +312,12 @@ fn from_pkcs8(path: &Path, der: &[u8], rng: &SystemRandom) -> Result<FileSigner,
 /// same directory, fsync, no-clobber rename, fsync the directory. Fails with
 /// `ErrorKind::AlreadyExists` if anything exists at `path` (never overwrites).
 fn write_new_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
+    // custody-fs: temp file (0600), fsync, no-clobber move, directory fsync.
+    let opts = custody_fs::WriteOptions {
+        mode: Some(0o600),
+        create_new: true,
     };
-    // tempfile creates files with mode 0600 on unix; say so anyway.
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".custody-key-")
-        .tempfile_in(dir)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(fs::Permissions::from_mode(0o600))?;
-    }
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist_noclobber(path).map_err(|e| e.error)?;
-    // Directory fsync makes the rename durable (POSIX).
-    fs::File::open(dir)?.sync_all()
+    Ok(custody_fs::write_atomic_with(path, bytes, opts)?)
 }
 
 #[cfg(test)]

@@ -1,35 +1,25 @@
-//! Crash-safe file writes: temp file in the same directory, fsync, rename,
-//! fsync the directory. A power cut leaves the old or the new file, never a mix.
-use std::fs;
-use std::io::Write;
+//! Crash-safe file writes, as [`custody_fs`] does them (temp file in the
+//! same directory, fsync, rename, fsync of the directory): a power cut
+//! leaves the old or the new file, never a mix. Kept as this crate's public
+//! names for its callers (key files, the CLI, the server); the one
+//! implementation is custody-fs.
 use std::path::Path;
 
-fn parent_of(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
+use custody_fs::{FsError, WriteOptions};
+
+/// The io::Error behind an [`FsError`] (its kind kept: `AlreadyExists` for
+/// a refused overwrite).
+pub(crate) fn into_io(e: FsError) -> std::io::Error {
+    e.into()
 }
 
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    // Directory fsync makes the rename durable (POSIX).
-    fs::File::open(dir)?.sync_all()
-}
+/// Mode of published and staged repository files: world-readable.
+pub(crate) const PUBLIC_FILE: WriteOptions = WriteOptions {
+    mode: Some(0o644),
+    create_new: false,
+};
 
-/// Atomically replace (or create) the file at `path` with `bytes`.
+/// Atomically replace (or create) the file at `path` with `bytes` (mode 0644).
 pub fn write_replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = parent_of(path);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".custody-tmp-")
-        .tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(fs::Permissions::from_mode(0o644))?;
-    }
-    tmp.persist(path).map_err(|e| e.error)?;
-    sync_dir(dir)
+    custody_fs::write_atomic_with(path, bytes, PUBLIC_FILE).map_err(into_io)
 }

@@ -255,21 +255,21 @@ fn served_targets(meta: &Path) -> Option<serde_json::Map<String, serde_json::Val
     }
 }
 
-/// A whole file of at most `limit` bytes.
+/// A whole file of at most `limit` bytes ([`custody_fs::read_to_end_bounded`]).
 fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, AuthoringError> {
-    use std::io::Read;
     let f = std::fs::File::open(path).map_err(io(path, "open"))?;
-    let mut bytes = Vec::new();
-    f.take(limit + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io(path, "read"))?;
-    if bytes.len() as u64 > limit {
-        return Err(AuthoringError::Invalid(format!(
+    custody_fs::read_to_end_bounded(f, limit, path).map_err(|e| match e {
+        custody_fs::FsError::Io { path, error, .. } => AuthoringError::Io {
+            path,
+            op: "read",
+            source: error,
+        },
+        // Same text as before custody-fs.
+        _ => AuthoringError::Invalid(format!(
             "{}: larger than the limit of {limit} bytes",
             path.display()
-        )));
-    }
-    Ok(bytes)
+        )),
+    })
 }
 
 impl Authoring {

@@ -239,14 +239,17 @@ pub(crate) async fn spool_verified(
 /// fsync a directory so a rename inside it is durable.
 pub(crate) async fn fsync_dir(dir: &Path) -> Result<(), BlobError> {
     let d = dir.to_path_buf();
-    tokio::task::spawn_blocking(move || std::fs::File::open(&d).and_then(|f| f.sync_all()))
+    tokio::task::spawn_blocking(move || custody_fs::sync_dir(&d))
         .await
         .map_err(|e| BlobError::Io {
             path: dir.to_path_buf(),
             op: "fsync directory",
             source: io::Error::other(e.to_string()),
         })?
-        .map_err(io_err(dir, "fsync directory"))
+        .map_err(|e| match e {
+            custody_fs::FsError::Io { error, .. } => io_err(dir, "fsync directory")(error),
+            other => io_err(dir, "fsync directory")(io::Error::other(other.to_string())),
+        })
 }
 
 #[cfg(test)]

@@ -756,7 +756,10 @@ fn sync_generation(dir: &Path) -> io::Result<()> {
 }
 
 fn fsync_dir_sync(dir: &Path) -> io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
+    custody_fs::sync_dir(dir).map_err(|e| match e {
+        custody_fs::FsError::Io { error, .. } => error,
+        other => io::Error::other(other.to_string()),
+    })
 }
 
 #[cfg_attr(target_os = "linux", allow(dead_code))]

@@ -8,6 +8,8 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+
+use crate::repo::read_limited;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
@@ -414,16 +416,4 @@ fn sha256_file(path: &Path) -> Result<(String, u64)> {
         ctx.update(buf.get(..n).unwrap_or_default());
     }
     Ok((hex::encode(ctx.finish()), size))
-}
-
-fn read_limited(path: &Path, limit: usize) -> Result<Vec<u8>> {
-    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut buf = Vec::new();
-    f.take(limit as u64 + 1)
-        .read_to_end(&mut buf)
-        .with_context(|| format!("reading {}", path.display()))?;
-    if buf.len() > limit {
-        bail!("{}: larger than {limit} bytes", path.display());
-    }
-    Ok(buf)
 }

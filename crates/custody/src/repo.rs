@@ -300,18 +300,20 @@ Examples:
     },
 }
 
-/// Read at most `limit` bytes of `path`; larger files are refused.
-fn read_limited(path: &Path, limit: usize) -> anyhow::Result<Vec<u8>> {
-    use std::io::Read;
+/// Read at most `limit` bytes of `path`; larger files are refused
+/// ([`custody_fs::read_to_end_bounded`]; also used by `remote`).
+pub(crate) fn read_limited(path: &Path, limit: usize) -> anyhow::Result<Vec<u8>> {
     let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut buf = Vec::new();
-    f.take(limit as u64 + 1)
-        .read_to_end(&mut buf)
-        .with_context(|| format!("reading {}", path.display()))?;
-    if buf.len() > limit {
-        bail!("{}: larger than {limit} bytes", path.display());
+    match custody_fs::read_to_end_bounded(f, limit as u64, path) {
+        Ok(buf) => Ok(buf),
+        Err(custody_fs::FsError::TooLarge { .. }) => {
+            bail!("{}: larger than {limit} bytes", path.display())
+        }
+        Err(custody_fs::FsError::Io { error, .. }) => {
+            Err(error).with_context(|| format!("reading {}", path.display()))
+        }
+        Err(e) => Err(e.into()),
     }
-    Ok(buf)
 }
 
 fn now_from(arg: &Option<String>) -> anyhow::Result<DateTime<Utc>> {

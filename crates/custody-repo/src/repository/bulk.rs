@@ -1,11 +1,12 @@
 //! Many files at once: parallel map over roles, bulk writes made durable
 //! with one `syncfs`.
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::RepoError;
 
-use super::codec::io_err;
+use custody_fs::AtomicFile;
+
+use super::codec::{fs_err, io_err};
 
 /// `items.map(f)` on up to `available_parallelism` threads (in order).
 /// Coarse chunks with `std::thread::scope`: used for canonicalising and
@@ -83,41 +84,20 @@ pub(super) const BULK_FILES: usize = 64;
 pub(super) fn write_replace_bulk(dir: &Path, writes: &[(PathBuf, &[u8])]) -> Result<(), RepoError> {
     let mut temps = Vec::with_capacity(writes.len());
     for (path, bytes) in writes {
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".custody-tmp-")
-            .tempfile_in(dir)
-            .map_err(io_err(dir))?;
-        tmp.write_all(bytes).map_err(io_err(path))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            tmp.as_file()
-                .set_permissions(std::fs::Permissions::from_mode(0o644))
-                .map_err(io_err(path))?;
-        }
+        let mut tmp = AtomicFile::create(path, crate::fsutil::PUBLIC_FILE).map_err(fs_err)?;
+        tmp.write_all(bytes).map_err(fs_err)?;
         // closed now: 2^16 bins must not mean 2^16 open files
-        temps.push((tmp.into_temp_path(), path));
+        temps.push(tmp.into_pending());
     }
     bulk_sync(dir)?;
-    let sync_dir = || {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(dir))
-    };
     let last = temps.pop();
-    for (tmp, path) in temps {
-        tmp.persist(path).map_err(|e| RepoError::Io {
-            path: path.clone(),
-            source: e.error,
-        })?;
+    for tmp in temps {
+        tmp.rename_into_place().map_err(fs_err)?;
     }
-    sync_dir()?;
-    if let Some((tmp, path)) = last {
-        tmp.persist(path).map_err(|e| RepoError::Io {
-            path: path.clone(),
-            source: e.error,
-        })?;
-        sync_dir()?;
+    custody_fs::sync_dir(dir).map_err(fs_err)?;
+    if let Some(tmp) = last {
+        tmp.rename_into_place().map_err(fs_err)?;
+        custody_fs::sync_dir(dir).map_err(fs_err)?;
     }
     Ok(())
 }

@@ -83,19 +83,38 @@ pub(super) fn canonical_signed<T: Serialize>(
 }
 
 pub(super) fn read_bounded(path: &Path) -> Result<Vec<u8>, RepoError> {
-    use std::io::Read;
+    // Open here: a missing file is an error to these callers, not `None`.
     let f = std::fs::File::open(path).map_err(io_err(path))?;
-    let mut buf = Vec::new();
-    f.take(MAX_METADATA_FILE + 1)
-        .read_to_end(&mut buf)
-        .map_err(io_err(path))?;
-    if buf.len() as u64 > MAX_METADATA_FILE {
-        return Err(RepoError::BadFile {
-            path: path.to_owned(),
-            detail: format!("larger than {MAX_METADATA_FILE} bytes"),
-        });
+    custody_fs::read_to_end_bounded(f, MAX_METADATA_FILE, path).map_err(fs_err)
+}
+
+/// A custody-fs error as this crate reports it (the same texts as before
+/// custody-fs: `path: io error`, `larger than N bytes`).
+pub(super) fn fs_err(e: custody_fs::FsError) -> RepoError {
+    match e {
+        custody_fs::FsError::TooLarge { path, bound } => RepoError::BadFile {
+            path,
+            detail: format!("larger than {bound} bytes"),
+        },
+        custody_fs::FsError::Io { path, error, .. } => RepoError::Io {
+            path,
+            source: error,
+        },
+        custody_fs::FsError::Exists { path } => RepoError::Io {
+            path,
+            source: std::io::ErrorKind::AlreadyExists.into(),
+        },
     }
-    Ok(buf)
+}
+
+/// Replace (or create) `path` crash-safely, world-readable (0644).
+pub(super) fn write_replace(path: &Path, bytes: &[u8]) -> Result<(), RepoError> {
+    custody_fs::write_atomic_with(path, bytes, crate::fsutil::PUBLIC_FILE).map_err(|e| {
+        RepoError::Io {
+            path: path.to_owned(),
+            source: crate::fsutil::into_io(e),
+        }
+    })
 }
 
 /// Parse metadata with custody-tuf's strict parser, and check it

@@ -1,16 +1,14 @@
 //! Targets listed without contents (added by length and hashes): the
 //! per-role lists in `external-targets/`.
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use crate::error::RepoError;
-use crate::fsutil;
 
 use super::bulk::{par_map, BULK_FILES};
-use super::codec::{io_err, read_bounded};
+use super::codec::{fs_err, io_err, read_bounded, write_replace};
 use super::Repository;
 use super::EXTERNAL_DIR;
 
@@ -57,19 +55,14 @@ impl Repository {
         let bulk = writes.len() > BULK_FILES;
         for (path, bytes) in &writes {
             if bulk {
-                let mut tmp = tempfile::Builder::new()
-                    .prefix(".custody-tmp-")
-                    .tempfile_in(&ext_dir)
-                    .map_err(io_err(&ext_dir))?;
-                tmp.write_all(bytes).map_err(io_err(path))?;
-                tmp.into_temp_path()
-                    .persist(path)
-                    .map_err(|e| RepoError::Io {
-                        path: path.clone(),
-                        source: e.error,
-                    })?;
+                // No fsync per list: `save` syncs the file system once
+                // before any metadata naming them is renamed into place.
+                let mut tmp = custody_fs::AtomicFile::create(path, crate::fsutil::PUBLIC_FILE)
+                    .map_err(fs_err)?;
+                tmp.write_all(bytes).map_err(fs_err)?;
+                tmp.into_pending().rename_into_place().map_err(fs_err)?;
             } else {
-                fsutil::write_replace(path, bytes).map_err(io_err(path))?;
+                write_replace(path, bytes)?;
             }
         }
         for p in removes {

@@ -8,13 +8,12 @@ use custody_tuf::{
 };
 
 use crate::error::RepoError;
-use crate::fsutil;
 use crate::keyring::KeyRing;
 
 use super::bulk::{bulk_sync, par_map, write_replace_bulk, BULK_FILES};
 use super::codec::{
-    checked_envelope_bytes, checked_envelope_bytes_signed, delegated_names, expiry, io_err,
-    load_role, load_role_bytes, load_role_loose, new_targets, read_bounded,
+    checked_envelope_bytes, checked_envelope_bytes_signed, delegated_names, expiry, fs_err, io_err,
+    load_role, load_role_bytes, load_role_loose, new_targets, read_bounded, write_replace,
 };
 use super::provenance::{PROVENANCE_DIR, PROVENANCE_POLICY_FILE};
 use super::signing::{check_no_shared_keys, check_threshold};
@@ -318,9 +317,7 @@ impl Repository {
             bulk_sync(&targets_dir)?;
         } else {
             for parent in parents {
-                std::fs::File::open(&parent)
-                    .and_then(|d| d.sync_all())
-                    .map_err(io_err(&parent))?;
+                custody_fs::sync_dir(&parent).map_err(fs_err)?;
             }
         }
         // Lists of contents-less targets: before the metadata naming them.
@@ -335,13 +332,13 @@ impl Repository {
             std::fs::create_dir_all(&pdir).map_err(io_err(&pdir))?;
             for (sha, bytes) in std::mem::take(&mut self.pending_provenance) {
                 let p = pdir.join(format!("{sha}.dsse.json"));
-                fsutil::write_replace(&p, &bytes).map_err(io_err(&p))?;
+                write_replace(&p, &bytes)?;
             }
         }
         match self.pending_policy.take() {
             Some(Some(bytes)) => {
                 let p = self.dir.join(PROVENANCE_POLICY_FILE);
-                fsutil::write_replace(&p, &bytes).map_err(io_err(&p))?;
+                write_replace(&p, &bytes)?;
             }
             Some(None) => {
                 let p = self.dir.join(PROVENANCE_POLICY_FILE);
@@ -388,7 +385,7 @@ impl Repository {
                 bulk_sync(&meta_dir)?;
             }
             for (p, bytes) in &writes {
-                fsutil::write_replace(p, bytes).map_err(io_err(p))?;
+                write_replace(p, bytes)?;
             }
         }
         drop(writes);
@@ -400,7 +397,7 @@ impl Repository {
         let cfg = serde_json::to_vec_pretty(&self.config)
             .map_err(|e| RepoError::Invalid(format!("serializing config: {e}")))?;
         let cfg_path = self.dir.join(CONFIG_FILE);
-        fsutil::write_replace(&cfg_path, &cfg).map_err(io_err(&cfg_path))?;
+        write_replace(&cfg_path, &cfg)?;
         self.flush_log()?;
         self.dirty.clear();
         // What was saved is a finished version: the next change (same

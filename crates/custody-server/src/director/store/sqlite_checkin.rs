@@ -163,10 +163,10 @@ mod checkin_connection_tests {
     use super::*;
     use crate::director::store::{DirectorDb, ReportRow, SqliteDirectorDb};
     use custody_director::director::DeviceDirectorState;
-    use custody_keys::MemorySigner;
     use custody_director::policy::Installed;
     use custody_director::registry::{DeviceRecord, DeviceStatus, EnrolledWith};
     use custody_director::wire::DeviceAttributes;
+    use custody_keys::MemorySigner;
     use custody_keys::Signer;
 
     fn record() -> DeviceRecord {
