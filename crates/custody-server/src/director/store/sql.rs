@@ -134,9 +134,9 @@ CREATE INDEX IF NOT EXISTS director_attacks_at ON director_attacks (at);
 CREATE INDEX IF NOT EXISTS director_attacks_device ON director_attacks (device_id, at)
 "#;
 
-/// Column added for the transparency log marks (log_hooks.rs): added by
-/// `migrate` to tables created before it existed.
-const LOG_DELIVERY_COLUMN: &str = "log_delivery";
+// `director_devices.log_delivery`, the transparency-log delivery mark
+// (log_hooks.rs), is added by `migrate` to tables created before it
+// existed; each backend's `has_log_mark` query below asks its catalogue.
 
 /// SQLite (the server's database file).
 #[derive(Debug, Clone)]
@@ -191,7 +191,7 @@ impl PgDirectorDb {
 }
 
 macro_rules! director_sql {
-    ($ty:ident, $db:ty, migrate_lock = $lock:expr, begin_write = $begin:expr) => {
+    ($ty:ident, $db:ty, migrate_lock = $lock:expr, begin_write = $begin:expr, has_log_mark = $has_mark:expr) => {
         impl $ty {
             /// `s` as a sqlx query.
             fn query<'q>(
@@ -277,16 +277,16 @@ macro_rules! director_sql {
                 // ---- transparency log marks (log_hooks.rs) ----
                 // Tables created before the column existed get it here (no
                 // IF NOT EXISTS for columns on SQLite: look first).
-                let has_mark = {
-                    use sqlx::{Column as _, Executor as _};
-                    (&mut *tx)
-                        .describe("SELECT * FROM director_devices")
-                        .await
-                        .map_err(db("describe director_devices"))?
-                        .columns()
-                        .iter()
-                        .any(|c| c.name() == LOG_DELIVERY_COLUMN)
-                };
+                // Asked of the catalogue, not by describing `SELECT *`: on
+                // PostgreSQL a prepared `SELECT *` whose columns this very
+                // migration changes fails the next migration on the same
+                // connection ("cached plan must not change result type").
+                let has_mark = sqlx::query_scalar::<_, i64>($has_mark)
+                    .persistent(false)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db("look for column director_devices.log_delivery"))?
+                    > 0;
                 if !has_mark {
                     sqlx::query("ALTER TABLE director_devices ADD COLUMN log_delivery TEXT")
                         .execute(&mut *tx)
@@ -653,12 +653,17 @@ director_sql!(
     SqliteDirectorDb,
     sqlx::Sqlite,
     migrate_lock = "SELECT 1",
-    begin_write = "BEGIN IMMEDIATE"
+    begin_write = "BEGIN IMMEDIATE",
+    has_log_mark =
+        "SELECT COUNT(*) FROM pragma_table_info('director_devices') WHERE name = 'log_delivery'"
 );
 
 director_sql!(
     PgDirectorDb,
     sqlx::Postgres,
     migrate_lock = "SELECT pg_advisory_xact_lock(7263757375)",
-    begin_write = "BEGIN"
+    begin_write = "BEGIN",
+    has_log_mark = "SELECT COUNT(*) FROM information_schema.columns \
+                    WHERE table_schema = current_schema() AND table_name = 'director_devices' \
+                    AND column_name = 'log_delivery'"
 );
