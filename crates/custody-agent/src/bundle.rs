@@ -22,7 +22,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -314,26 +314,36 @@ pub fn write_bundle(
         offset = offset.saturating_add(length);
     }
     let json = serde_json::to_vec(&header).map_err(|e| fmt_err(out, e.to_string()))?;
-    let dir = crate::fsutil::parent(out);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".custody-bundle-")
-        .tempfile_in(dir)
-        .map_err(io_err(dir, "create temp file"))?;
-    {
-        let f = tmp.as_file_mut();
-        f.write_all(MAGIC)
-            .and_then(|()| f.write_all(&(json.len() as u64).to_be_bytes()))
-            .and_then(|()| f.write_all(&json))
-            .map_err(io_err(out, "write header"))?;
-        for (_, file) in payloads {
-            let mut src = File::open(file).map_err(io_err(file, "open payload"))?;
-            std::io::copy(&mut src, f).map_err(io_err(file, "copy payload"))?;
+    // temp file next to `out`, fsync, rename, directory fsync; dropped on
+    // error, it leaves nothing behind
+    let mut tmp = custody_fs::AtomicFile::create(out, custody_fs::WriteOptions::default())
+        .map_err(|e| fs_err(out, "create temp file", e))?;
+    tmp.write_all(MAGIC)
+        .and_then(|()| tmp.write_all(&(json.len() as u64).to_be_bytes()))
+        .and_then(|()| tmp.write_all(&json))
+        .map_err(|e| fs_err(out, "write header", e))?;
+    let mut buf = vec![0u8; 64 * 1024];
+    for (_, file) in payloads {
+        let mut src = File::open(file).map_err(io_err(file, "open payload"))?;
+        loop {
+            let n = match src.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_err(file, "copy payload")(e)),
+            };
+            tmp.write_all(buf.get(..n).unwrap_or_default())
+                .map_err(|e| fs_err(file, "copy payload", e))?;
         }
-        f.sync_all().map_err(io_err(out, "fsync"))?;
     }
-    tmp.persist(out)
-        .map_err(|e| io_err(out, "rename into place")(e.error))?;
+    tmp.commit()
+        .map_err(|e| fs_err(out, "rename into place", e))?;
     Ok(())
+}
+
+/// A custody-fs error as a bundle IO error (the OS error kept).
+fn fs_err(path: &Path, action: &'static str, e: custody_fs::FsError) -> BundleError {
+    io_err(path, action)(e.into())
 }
 
 /// Encode image metadata files for the header.

@@ -6,6 +6,14 @@ use std::path::PathBuf;
 
 use custody_client::StoreError;
 
+/// custody-fs errors keep the texts they had when the agent went through
+/// custody-client's store wrappers (the same `StoreError` messages).
+impl From<custody_fs::FsError> for AgentError {
+    fn from(e: custody_fs::FsError) -> Self {
+        AgentError::Store(StoreError::from(e))
+    }
+}
+
 /// Everything that can stop the agent from taking a step.
 ///
 /// An `AgentError` means the step did not happen; the persisted state is

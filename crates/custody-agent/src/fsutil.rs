@@ -1,14 +1,13 @@
-//! Small crash-safe file helpers on top of custody-client's
-//! `custody_client::store::write_atomic` /
-//! `sync_dir` (temp file, fsync, rename,
-//! directory fsync).
+//! Small crash-safe file helpers on top of custody-fs (`write_atomic`,
+//! `AtomicFile`, `sync_dir`, `remove_durable`, `read_bounded`: temp file,
+//! fsync, rename, directory fsync; bounded reads).
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use custody_client::store::{read_bounded, sync_dir, write_atomic};
+use custody_fs::{read_bounded, remove_durable, sync_dir, write_atomic, AtomicFile, WriteOptions};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -100,8 +99,8 @@ pub fn read_json<T: DeserializeOwned>(
         })
 }
 
-/// Prefix of every temp file the agent (and custody-client's
-/// `write_atomic`) creates; leftovers of a crash are removed with
+/// Prefix of every temp file the agent (through custody-fs, whose
+/// `TEMP_PREFIX` starts with it) creates; leftovers of a crash are removed with
 /// [`remove_temp_files`].
 pub const TEMP_PREFIX: &str = ".custody-";
 
@@ -135,13 +134,7 @@ pub fn ensure_dir(dir: &Path) -> Result<(), AgentError> {
 
 /// Remove a file if it exists, then fsync its directory.
 pub fn remove_file_durable(path: &Path) -> Result<(), AgentError> {
-    match fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io_err(path, "remove file")(e)),
-    }
-    sync_dir(parent(path))?;
-    Ok(())
+    Ok(remove_durable(path)?)
 }
 
 /// The directory holding `path`.
@@ -226,11 +219,7 @@ fn copy_inner(
     verifier: Option<TargetVerifier>,
 ) -> Result<(FileDigest, Verdict), AgentError> {
     let mut input = File::open(src).map_err(io_err(src, "open payload"))?;
-    let dir = parent(dest);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".custody-copy-")
-        .tempfile_in(dir)
-        .map_err(io_err(dir, "create temp file"))?;
+    let mut tmp = AtomicFile::create(dest, WriteOptions::default())?;
     let mut hasher = Hasher::new(verifier);
     let mut buf = vec![0u8; CHUNK_SIZE];
     loop {
@@ -242,8 +231,7 @@ fn copy_inner(
         };
         let chunk = buf.get(..n).unwrap_or_default();
         hasher.update(chunk);
-        tmp.write_all(chunk)
-            .map_err(io_err(tmp.path().to_owned(), "write temp file"))?;
+        tmp.write_all(chunk)?;
         probe.hit("copy:chunk");
     }
     let (digest, verdict) = hasher.finish();
@@ -251,12 +239,8 @@ fn copy_inner(
         // dropped temp file is removed; nothing lands at `dest`
         return Ok((digest, verdict));
     }
-    tmp.as_file()
-        .sync_all()
-        .map_err(io_err(dest, "fsync temp file"))?;
-    tmp.persist(dest)
-        .map_err(|e| io_err(dest, "rename temp file into place")(e.error))?;
-    sync_dir(dir)?;
+    // fsync, rename over `dest`, fsync of the directory
+    tmp.commit()?;
     Ok((digest, verdict))
 }
 

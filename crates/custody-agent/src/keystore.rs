@@ -8,9 +8,7 @@
 //! key: the device must sign unattended, so a passphrase would sit next to
 //! the file anyway.
 
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use custody_keys::{KeyType, MemorySigner, Signer};
@@ -111,20 +109,24 @@ impl KeyBackend for FileKeyBackend {
         .map_err(|e| key_err(&self.path, e.to_string()))?;
         crate::fsutil::ensure_dir(parent(&self.path))?;
         // create_new: never overwrite an identity; mode 0600 from the start
-        // (no window where the key is readable by others).
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&self.path)
-            .map_err(io_err(
-                &self.path,
-                "create device key file (0600, must not exist)",
-            ))?;
-        f.write_all(&body)
-            .and_then(|()| f.sync_all())
-            .map_err(io_err(&self.path, "write device key file"))?;
-        custody_client::store::sync_dir(parent(&self.path))?;
+        // (no window where the key is readable by others); written to a temp
+        // file and moved into place, so a crash never leaves a torn key.
+        custody_fs::write_atomic_with(
+            &self.path,
+            &body,
+            custody_fs::WriteOptions {
+                mode: Some(0o600),
+                create_new: true,
+            },
+        )
+        .map_err(|e| match e {
+            custody_fs::FsError::Exists { .. } => {
+                io_err(&self.path, "create device key file (0600, must not exist)")(
+                    std::io::ErrorKind::AlreadyExists.into(),
+                )
+            }
+            e => AgentError::from(e),
+        })?;
         Ok(Box::new(signer))
     }
 
