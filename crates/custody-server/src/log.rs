@@ -131,28 +131,25 @@ impl std::fmt::Debug for ServerLog {
     }
 }
 
-fn write_atomic(path: &Path, data: &[u8], mode: Option<u32>) -> Result<(), LogError> {
-    use std::io::Write as _;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = path.with_extension("tmp");
-    {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        if let Some(m) = mode {
-            use std::os::unix::fs::OpenOptionsExt as _;
-            opts.mode(m);
-        }
-        #[cfg(not(unix))]
-        let _ = mode;
-        let mut f = opts.open(&tmp).map_err(io(&tmp, "create"))?;
-        f.write_all(data).map_err(io(&tmp, "write"))?;
-        f.sync_all().map_err(io(&tmp, "fsync"))?;
-    }
-    std::fs::rename(&tmp, path).map_err(io(path, "rename into place"))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir, "fsync directory"))
+/// Crash-safe write through custody-fs (unique temp file next to `path`,
+/// fsync, rename, directory fsync), with the file mode `mode`.
+fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), LogError> {
+    let opts = custody_fs::WriteOptions {
+        mode: Some(mode),
+        create_new: false,
+    };
+    custody_fs::write_atomic_with(path, data, opts).map_err(|e| match e {
+        custody_fs::FsError::Io {
+            path,
+            action,
+            error,
+        } => LogError::Io {
+            path,
+            op: action,
+            source: error,
+        },
+        e => io(path, "write")(e.into()),
+    })
 }
 
 /// Load `<data-dir>/keys/log/log.key`, creating it on first start.
@@ -174,12 +171,12 @@ fn load_or_create_key(data_dir: &Path) -> Result<NoteSigner, LogError> {
             write_atomic(
                 &path,
                 format!("{}\n", signer.to_private_key()).as_bytes(),
-                Some(0o600),
+                0o600,
             )?;
             write_atomic(
                 &kdir.join("log.vkey"),
                 format!("{}\n", signer.verifier_key().to_vkey()).as_bytes(),
-                Some(0o644),
+                0o644,
             )?;
             Ok(signer)
         }
@@ -462,9 +459,11 @@ impl ServerLog {
             (rendered, count, keys, newest)
         };
         // Persist the newest cosigned checkpoint (and its witness keys).
+        // Public data: 0644, what the default umask gave the old
+        // open-with-default-mode write.
         if newest == Some(size) {
-            write_atomic(&self.dir.join("cosigned.keys"), keys.as_bytes(), None)
-                .and_then(|()| write_atomic(&self.dir.join("cosigned"), &rendered, None))
+            write_atomic(&self.dir.join("cosigned.keys"), keys.as_bytes(), 0o644)
+                .and_then(|()| write_atomic(&self.dir.join("cosigned"), &rendered, 0o644))
                 .map_err(|e| ApiError::internal(e.to_string()))?;
         }
         Ok(CosignResponse {
