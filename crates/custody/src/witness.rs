@@ -128,19 +128,13 @@ pub fn run(args: WitnessArgs) -> Result<ExitCode> {
     Ok(ExitCode::from(EXIT_ALARM))
 }
 
+/// A new 0600 file that must not exist yet, written crash-safely (temp
+/// file, fsync, no-clobber move into place, directory fsync).
 fn write_private(path: &Path, text: &str) -> Result<()> {
-    use std::io::Write as _;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        opts.mode(0o600);
-    }
-    let mut f = opts
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    writeln!(f, "{text}").with_context(|| format!("writing {}", path.display()))?;
-    f.sync_all()
-        .with_context(|| format!("fsync {}", path.display()))
+    let opts = custody_fs::WriteOptions {
+        mode: Some(0o600),
+        create_new: true,
+    };
+    custody_fs::write_atomic_with(path, format!("{text}\n").as_bytes(), opts)
+        .with_context(|| format!("creating {}", path.display()))
 }
