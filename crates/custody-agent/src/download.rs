@@ -143,7 +143,7 @@ fn finish(
         reason: e.to_string(),
     })?;
     out.sync_all().map_err(io(dest, "fsync payload"))?;
-    custody_client::store::sync_dir(parent(dest)).map_err(|e| DownloadError::Io {
+    custody_fs::sync_dir(parent(dest)).map_err(|e| DownloadError::Io {
         path: dest.display().to_string(),
         action: "fsync directory",
         source: std::io::Error::other(e.to_string()),
