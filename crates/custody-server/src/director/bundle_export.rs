@@ -19,7 +19,6 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use chrono::Utc;
@@ -79,15 +78,7 @@ pub struct HardwareQuery {
     pub hardware_id: String,
 }
 
-fn director(st: &AppState) -> ApiResult<Arc<Director>> {
-    st.director.clone().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the director is not running on this server (it needs the key passphrase)",
-        )
-    })
-}
+use super::fleet::director;
 
 /// Assign, sign, record the new versions; the caller audits and logs the
 /// returned targets (what the signed director targets role assigns).

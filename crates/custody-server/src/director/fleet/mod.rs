@@ -79,12 +79,10 @@ pub fn router() -> Router<Arc<AppState>> {
         .merge(super::bundle_export::router())
 }
 
-fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
-    body.map(|Json(b)| b)
-        .map_err(|e| ApiError::bad_request(format!("request body: {}", e.body_text())))
-}
+use crate::error::json_body;
 
-fn director(st: &AppState) -> ApiResult<Arc<Director>> {
+/// The running director, or 503 when this server runs without one.
+pub(super) fn director(st: &AppState) -> ApiResult<Arc<Director>> {
     st.director.clone().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
