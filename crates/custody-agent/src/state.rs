@@ -9,7 +9,6 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::installer::InstallPlan;
 use crate::report::{CommittedRef, Outcome};
 use crate::target::TargetMeta;
 
@@ -56,6 +55,50 @@ impl AgentState {
             Some(a) => format!("attempt {} {}", a.id, a.phase.name()),
         }
     }
+}
+
+/// An A/B slot name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Slot {
+    /// `slots/a`
+    A,
+    /// `slots/b`
+    B,
+}
+
+impl Slot {
+    /// The other slot.
+    pub fn other(self) -> Slot {
+        match self {
+            Slot::A => Slot::B,
+            Slot::B => Slot::A,
+        }
+    }
+
+    /// `"a"` or `"b"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Slot::A => "a",
+            Slot::B => "b",
+        }
+    }
+}
+
+/// Where an attempt's version goes, fixed (and persisted) before staging.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "installer", rename_all = "snake_case")]
+pub enum InstallPlan {
+    /// A/B: write `new`, switch `current` from `old` (none on a fresh
+    /// device) to `new`
+    Slot {
+        /// the inactive slot that receives the payload
+        new: Slot,
+        /// the slot active when the attempt started
+        old: Option<Slot>,
+    },
+    /// an external command installs; it knows where things go
+    Command,
 }
 
 /// The committed version and where it lives.
