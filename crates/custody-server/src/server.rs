@@ -55,6 +55,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(crate::log::router())
         .merge(crate::director::device::router())
         .merge(crate::director::fleet::router())
+        .merge(crate::director::bundle_export::router())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::metrics::track,

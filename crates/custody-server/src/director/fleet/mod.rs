@@ -76,7 +76,6 @@ pub fn router() -> Router<Arc<AppState>> {
             post(file_rollback).get(list_rollbacks),
         )
         .route("/api/v1/fleet/attacks", get(list_attacks))
-        .merge(super::bundle_export::router())
 }
 
 use crate::error::json_body;
