@@ -114,13 +114,14 @@ async fn upload_blob(
 ) -> ApiResult<(StatusCode, Json<BlobRecord>)> {
     repo_param(&repo)?;
     let hash = Sha256Hex::parse(&sha).map_err(ApiError::bad_request)?;
-    st.authorize(
-        &caller,
-        Scope::new(ScopeKind::TargetUpload, Some(&repo)),
-        "blob.upload",
-        Some(&sha),
-    )
-    .await?;
+    st.auth
+        .authorize(
+            &caller,
+            Scope::new(ScopeKind::TargetUpload, Some(&repo)),
+            "blob.upload",
+            Some(&sha),
+        )
+        .await?;
     let limit = st.config.max_blob_bytes;
     if declared_length(&headers).is_some_and(|len| len > limit) {
         return Err(ApiError::from(crate::blobs::BlobError::TooLarge { limit }));
@@ -131,15 +132,16 @@ async fn upload_blob(
     let size = match st.blobs.put(&hash, Box::pin(stream), limit).await {
         Ok(size) => size,
         Err(e) => {
-            st.audit(
-                &caller,
-                "blob.upload",
-                Some(&repo),
-                Some(&sha),
-                "failed",
-                &e.to_string(),
-            )
-            .await?;
+            st.auth
+                .audit(
+                    &caller,
+                    "blob.upload",
+                    Some(&repo),
+                    Some(&sha),
+                    "failed",
+                    &e.to_string(),
+                )
+                .await?;
             return Err(e.into());
         }
     };
@@ -185,7 +187,8 @@ pub(crate) async fn record_blob(
         uploaded_by: caller.identity().to_string(),
     };
     st.storage.upsert_blob(&record).await?;
-    st.audit(caller, action, Some(repo), Some(sha), "ok", detail)
+    st.auth
+        .audit(caller, action, Some(repo), Some(sha), "ok", detail)
         .await?;
     Ok(st.storage.get_blob(repo, sha).await?.unwrap_or(record))
 }
@@ -199,7 +202,7 @@ async fn get_blob(
     Path((repo, sha)): Path<(String, String)>,
 ) -> ApiResult<Json<BlobRecord>> {
     repo_param(&repo)?;
-    st.authorize_read(&caller, &repo, "blob.read").await?;
+    st.auth.authorize_read(&caller, &repo, "blob.read").await?;
     st.storage
         .get_blob(&repo, &sha)
         .await?
@@ -216,7 +219,7 @@ async fn list_blobs(
     Path(repo): Path<String>,
 ) -> ApiResult<Json<Vec<BlobRecord>>> {
     repo_param(&repo)?;
-    st.authorize_read(&caller, &repo, "blob.list").await?;
+    st.auth.authorize_read(&caller, &repo, "blob.list").await?;
     Ok(Json(st.storage.list_blobs(&repo).await?))
 }
 
@@ -256,13 +259,14 @@ async fn stage_target(
 ) -> ApiResult<Json<StagedTarget>> {
     repo_param(&repo)?;
     validate_target_name(&name).map_err(ApiError::bad_request)?;
-    st.authorize(
-        &caller,
-        Scope::new(ScopeKind::TargetStage, Some(&repo)),
-        "target.stage",
-        Some(&name),
-    )
-    .await?;
+    st.auth
+        .authorize(
+            &caller,
+            Scope::new(ScopeKind::TargetStage, Some(&repo)),
+            "target.stage",
+            Some(&name),
+        )
+        .await?;
     let req = json_body(body)?;
     let custom = req.custom.unwrap_or_else(|| serde_json::json!({}));
     if !custom.is_object() {
@@ -306,15 +310,16 @@ async fn stage_target(
         detail.push_str("; ");
         detail.push_str(&note);
     }
-    st.audit(
-        &caller,
-        "target.stage",
-        Some(&repo),
-        Some(&name),
-        "ok",
-        &detail,
-    )
-    .await?;
+    st.auth
+        .audit(
+            &caller,
+            "target.stage",
+            Some(&repo),
+            Some(&name),
+            "ok",
+            &detail,
+        )
+        .await?;
     Ok(Json(target))
 }
 
@@ -327,7 +332,9 @@ async fn get_staged(
     Path((repo, name)): Path<(String, String)>,
 ) -> ApiResult<Json<StagedTarget>> {
     repo_param(&repo)?;
-    st.authorize_read(&caller, &repo, "target.read").await?;
+    st.auth
+        .authorize_read(&caller, &repo, "target.read")
+        .await?;
     st.storage
         .get_staged(&repo, &name)
         .await?
@@ -344,7 +351,9 @@ async fn list_staged(
     Path(repo): Path<String>,
 ) -> ApiResult<Json<Vec<StagedTarget>>> {
     repo_param(&repo)?;
-    st.authorize_read(&caller, &repo, "target.list").await?;
+    st.auth
+        .authorize_read(&caller, &repo, "target.list")
+        .await?;
     Ok(Json(st.storage.list_staged(&repo).await?))
 }
 
@@ -366,13 +375,14 @@ async fn yank_target(
     body: Result<Json<YankRequest>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<YankRecord>)> {
     repo_param(&repo)?;
-    st.authorize(
-        &caller,
-        Scope::new(ScopeKind::TargetRevoke, Some(&repo)),
-        "target.yank",
-        None,
-    )
-    .await?;
+    st.auth
+        .authorize(
+            &caller,
+            Scope::new(ScopeKind::TargetRevoke, Some(&repo)),
+            "target.yank",
+            None,
+        )
+        .await?;
     let req = json_body(body)?;
     validate_target_name(&req.target).map_err(ApiError::bad_request)?;
     let reason = req.reason.trim();
@@ -383,15 +393,16 @@ async fn yank_target(
         .storage
         .insert_yank(&repo, &req.target, reason, caller.identity(), now())
         .await?;
-    st.audit(
-        &caller,
-        "target.yank",
-        Some(&repo),
-        Some(&req.target),
-        "ok",
-        reason,
-    )
-    .await?;
+    st.auth
+        .audit(
+            &caller,
+            "target.yank",
+            Some(&repo),
+            Some(&req.target),
+            "ok",
+            reason,
+        )
+        .await?;
     crate::log::record(
         &st,
         crate::log::EntryBody::Yank {
@@ -414,7 +425,7 @@ async fn list_yanks(
     Path(repo): Path<String>,
 ) -> ApiResult<Json<Vec<YankRecord>>> {
     repo_param(&repo)?;
-    st.authorize_read(&caller, &repo, "yank.list").await?;
+    st.auth.authorize_read(&caller, &repo, "yank.list").await?;
     Ok(Json(st.storage.list_yanks(&repo).await?))
 }
 
@@ -523,7 +534,8 @@ async fn create_repo(
     body: Result<Json<CreateRepo>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<CreatedRepo>)> {
     repo_param(&repo)?;
-    st.authorize(&caller, fleet_admin(), "repo.create", Some(&repo))
+    st.auth
+        .authorize(&caller, fleet_admin(), "repo.create", Some(&repo))
         .await?;
     let req = json_body(body)?;
     let root = (parse_keys("root", &req.root.keys)?, req.root.threshold);
@@ -541,27 +553,29 @@ async fn create_repo(
     let online_keys = match result {
         Ok(k) => k,
         Err(e) => {
-            st.audit(
-                &caller,
-                "repo.create",
-                Some(&repo),
-                None,
-                "failed",
-                &e.to_string(),
-            )
-            .await?;
+            st.auth
+                .audit(
+                    &caller,
+                    "repo.create",
+                    Some(&repo),
+                    None,
+                    "failed",
+                    &e.to_string(),
+                )
+                .await?;
             return Err(e);
         }
     };
-    st.audit(
-        &caller,
-        "repo.create",
-        Some(&repo),
-        None,
-        "ok",
-        &format!("online keys {online_keys:?}"),
-    )
-    .await?;
+    st.auth
+        .audit(
+            &caller,
+            "repo.create",
+            Some(&repo),
+            None,
+            "ok",
+            &format!("online keys {online_keys:?}"),
+        )
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedRepo {
@@ -583,7 +597,7 @@ async fn get_role(
 ) -> ApiResult<(HeaderMap, Vec<u8>)> {
     repo_param(&repo)?;
     validate_role_name(&role).map_err(ApiError::bad_request)?;
-    st.authorize_read(&caller, &repo, "role.read").await?;
+    st.auth.authorize_read(&caller, &repo, "role.read").await?;
     let (r, ro) = (repo.clone(), role.clone());
     let bytes = authoring(&st, move |s| s.authoring.export_role(&r, &ro)).await?;
     let mut h = HeaderMap::new();
@@ -613,13 +627,14 @@ async fn publish(
     Path(repo): Path<String>,
 ) -> ApiResult<Json<PublishResponse>> {
     repo_param(&repo)?;
-    st.authorize(
-        &caller,
-        Scope::new(ScopeKind::RepoPublish, Some(&repo)),
-        "repo.publish",
-        None,
-    )
-    .await?;
+    st.auth
+        .authorize(
+            &caller,
+            Scope::new(ScopeKind::RepoPublish, Some(&repo)),
+            "repo.publish",
+            None,
+        )
+        .await?;
     let staged = st.storage.list_staged(&repo).await?;
     let yanks = st.storage.list_yanks(&repo).await?;
     // A yank wins over a staging that is not newer than it; staging the
@@ -677,15 +692,16 @@ async fn publish(
             } else {
                 "failed"
             };
-            st.audit(
-                &caller,
-                "repo.publish",
-                Some(&repo),
-                None,
-                outcome,
-                &e.message,
-            )
-            .await?;
+            st.auth
+                .audit(
+                    &caller,
+                    "repo.publish",
+                    Some(&repo),
+                    None,
+                    outcome,
+                    &e.message,
+                )
+                .await?;
             return Err(e);
         }
     };
@@ -693,13 +709,14 @@ async fn publish(
         .storage
         .next_publish_version(&repo, caller.identity(), now())
         .await?;
-    st.audit(
-        &caller,
-        "repo.publish",
-        Some(&repo),
-        None,
-        "ok",
-        &format!(
+    st.auth
+        .audit(
+            &caller,
+            "repo.publish",
+            Some(&repo),
+            None,
+            "ok",
+            &format!(
             "publish {version}: targets v{}, snapshot v{}, timestamp v{}; added {:?}; removed {:?}",
             outcome.targets_version,
             outcome.snapshot_version,
@@ -707,8 +724,8 @@ async fn publish(
             outcome.added,
             outcome.removed
         ),
-    )
-    .await?;
+        )
+        .await?;
     crate::log::record_publish(&st, &repo, &outcome).await?;
     crate::director::log_hooks::record_root_rotation(&st, &repo, caller.identity()).await?;
     Ok(Json(PublishResponse { version, outcome }))
@@ -723,7 +740,9 @@ async fn list_publishes(
     Path(repo): Path<String>,
 ) -> ApiResult<Json<Vec<PublishRecord>>> {
     repo_param(&repo)?;
-    st.authorize_read(&caller, &repo, "publish.list").await?;
+    st.auth
+        .authorize_read(&caller, &repo, "publish.list")
+        .await?;
     Ok(Json(st.storage.list_publishes(&repo).await?))
 }
 
@@ -749,13 +768,14 @@ async fn sign_role(
 ) -> ApiResult<Json<SignResponse>> {
     repo_param(&repo)?;
     validate_role_name(&role).map_err(ApiError::bad_request)?;
-    st.authorize(
-        &caller,
-        Scope::new(ScopeKind::RoleSign(role.clone()), Some(&repo)),
-        "role.sign",
-        Some(&role),
-    )
-    .await?;
+    st.auth
+        .authorize(
+            &caller,
+            Scope::new(ScopeKind::RoleSign(role.clone()), Some(&repo)),
+            "role.sign",
+            Some(&role),
+        )
+        .await?;
     let (r, ro) = (repo.clone(), role.clone());
     let result = authoring(&st, move |s| {
         s.authoring
@@ -765,39 +785,41 @@ async fn sign_role(
     let (merged, state, live) = match result {
         Ok(v) => v,
         Err(e) => {
-            st.audit(
-                &caller,
-                "role.sign",
-                Some(&repo),
-                Some(&role),
-                "rejected",
-                &e.message,
-            )
-            .await?;
+            st.auth
+                .audit(
+                    &caller,
+                    "role.sign",
+                    Some(&repo),
+                    Some(&role),
+                    "rejected",
+                    &e.message,
+                )
+                .await?;
             return Err(e);
         }
     };
-    st.audit(
-        &caller,
-        "role.sign",
-        Some(&repo),
-        Some(&role),
-        "ok",
-        &format!(
-            "merged signatures by {merged:?}; {} of {} (threshold met: {})",
-            state.signed_by.len(),
-            state.threshold,
-            state.threshold_met
-        ),
-    )
-    .await?;
+    st.auth
+        .audit(
+            &caller,
+            "role.sign",
+            Some(&repo),
+            Some(&role),
+            "ok",
+            &format!(
+                "merged signatures by {merged:?}; {} of {} (threshold met: {})",
+                state.signed_by.len(),
+                state.threshold,
+                state.threshold_met
+            ),
+        )
+        .await?;
     let published = match live {
         Some(outcome) => {
             let version = st
                 .storage
                 .next_publish_version(&repo, caller.identity(), now())
                 .await?;
-            st.audit(
+            st.auth.audit(
                 &caller,
                 "repo.publish",
                 Some(&repo),
@@ -844,13 +866,14 @@ async fn list_audit(
     if let Some(repo) = &q.repo {
         repo_param(repo)?;
     }
-    st.authorize(
-        &caller,
-        Scope::new(ScopeKind::AuditRead, q.repo.as_deref()),
-        "audit.read",
-        None,
-    )
-    .await?;
+    st.auth
+        .authorize(
+            &caller,
+            Scope::new(ScopeKind::AuditRead, q.repo.as_deref()),
+            "audit.read",
+            None,
+        )
+        .await?;
     Ok(Json(
         st.storage
             .list_audit(q.limit.unwrap_or(100), q.before, q.repo.as_deref())

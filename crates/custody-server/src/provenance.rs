@@ -148,13 +148,14 @@ async fn set_policy(
     body: bytes::Bytes,
 ) -> ApiResult<Json<PolicyInfo>> {
     repo_param(&repo)?;
-    st.authorize(
-        &caller,
-        Scope::new(ScopeKind::ProvenanceAdmin, Some(&repo)),
-        "provenance.policy.set",
-        None,
-    )
-    .await?;
+    st.auth
+        .authorize(
+            &caller,
+            Scope::new(ScopeKind::ProvenanceAdmin, Some(&repo)),
+            "provenance.policy.set",
+            None,
+        )
+        .await?;
     let toml = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -174,28 +175,30 @@ async fn set_policy(
     let policy = match result {
         Ok(v) => v,
         Err(e) => {
-            st.audit(
-                &caller,
-                "provenance.policy.set",
-                Some(&repo),
-                None,
-                "rejected",
-                &e.message,
-            )
-            .await?;
+            st.auth
+                .audit(
+                    &caller,
+                    "provenance.policy.set",
+                    Some(&repo),
+                    None,
+                    "rejected",
+                    &e.message,
+                )
+                .await?;
             return Err(e);
         }
     };
     let info = policy_info(&repo, &policy)?;
-    st.audit(
-        &caller,
-        "provenance.policy.set",
-        Some(&repo),
-        None,
-        "ok",
-        &format!("policy sha256 {}: {}", info.sha256, policy_summary(&policy)),
-    )
-    .await?;
+    st.auth
+        .audit(
+            &caller,
+            "provenance.policy.set",
+            Some(&repo),
+            None,
+            "ok",
+            &format!("policy sha256 {}: {}", info.sha256, policy_summary(&policy)),
+        )
+        .await?;
     Ok(Json(info))
 }
 
@@ -209,7 +212,8 @@ async fn get_policy(
     Path(repo): Path<String>,
 ) -> ApiResult<Json<PolicyInfo>> {
     repo_param(&repo)?;
-    st.authorize_read(&caller, &repo, "provenance.policy.read")
+    st.auth
+        .authorize_read(&caller, &repo, "provenance.policy.read")
         .await?;
     match load_policy(&st, &repo).await? {
         Some(p) => Ok(Json(policy_info(&repo, &p)?)),
@@ -229,13 +233,14 @@ async fn clear_policy(
     Path(repo): Path<String>,
 ) -> ApiResult<StatusCode> {
     repo_param(&repo)?;
-    st.authorize(
-        &caller,
-        Scope::new(ScopeKind::ProvenanceAdmin, Some(&repo)),
-        "provenance.policy.clear",
-        None,
-    )
-    .await?;
+    st.auth
+        .authorize(
+            &caller,
+            Scope::new(ScopeKind::ProvenanceAdmin, Some(&repo)),
+            "provenance.policy.clear",
+            None,
+        )
+        .await?;
     let r = repo.clone();
     let had = authoring(&st, move |s| {
         s.authoring.clear_provenance_policy(&r, chrono::Utc::now())
@@ -246,15 +251,16 @@ async fn clear_policy(
             "repository {repo:?} has no provenance policy to remove"
         )));
     }
-    st.audit(
-        &caller,
-        "provenance.policy.clear",
-        Some(&repo),
-        None,
-        "ok",
-        "provenance policy removed",
-    )
-    .await?;
+    st.auth
+        .audit(
+            &caller,
+            "provenance.policy.clear",
+            Some(&repo),
+            None,
+            "ok",
+            "provenance policy removed",
+        )
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -293,25 +299,27 @@ async fn upload_envelope(
 ) -> ApiResult<(StatusCode, Json<BlobRecord>)> {
     repo_param(&repo)?;
     let hash = Sha256Hex::parse(&sha).map_err(ApiError::bad_request)?;
-    st.authorize(
-        &caller,
-        Scope::new(ScopeKind::TargetUpload, Some(&repo)),
-        "provenance.upload",
-        Some(&sha),
-    )
-    .await?;
+    st.auth
+        .authorize(
+            &caller,
+            Scope::new(ScopeKind::TargetUpload, Some(&repo)),
+            "provenance.upload",
+            Some(&sha),
+        )
+        .await?;
     let bytes = match receive_envelope(&sha, declared_length(&headers), body).await {
         Ok(b) => b,
         Err((e, detail)) => {
-            st.audit(
-                &caller,
-                "provenance.upload",
-                Some(&repo),
-                Some(&sha),
-                "rejected",
-                &detail,
-            )
-            .await?;
+            st.auth
+                .audit(
+                    &caller,
+                    "provenance.upload",
+                    Some(&repo),
+                    Some(&sha),
+                    "rejected",
+                    &detail,
+                )
+                .await?;
             return Err(e);
         }
     };
@@ -404,7 +412,9 @@ async fn get_envelope(
 ) -> ApiResult<(HeaderMap, Vec<u8>)> {
     repo_param(&repo)?;
     let hash = Sha256Hex::parse(&sha).map_err(ApiError::bad_request)?;
-    st.authorize_read(&caller, &repo, "provenance.read").await?;
+    st.auth
+        .authorize_read(&caller, &repo, "provenance.read")
+        .await?;
     let staged = st.storage.list_staged(&repo).await?;
     let named = staged
         .iter()
@@ -589,15 +599,16 @@ async fn deny<T>(
     name: &str,
     msg: String,
 ) -> ApiResult<T> {
-    st.audit(
-        caller,
-        "target.stage",
-        Some(repo),
-        Some(name),
-        "refused",
-        &msg,
-    )
-    .await?;
+    st.auth
+        .audit(
+            caller,
+            "target.stage",
+            Some(repo),
+            Some(name),
+            "refused",
+            &msg,
+        )
+        .await?;
     Err(refused(msg))
 }
 

@@ -274,6 +274,7 @@ async fn renew_timestamps(state: Arc<AppState>) {
                 Ok(Ok(Some(v))) => {
                     tracing::info!(repo, timestamp_version = v, "timestamp renewed");
                     let _ = state
+                        .auth
                         .audit_as(
                             "server",
                             &[],

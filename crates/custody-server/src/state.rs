@@ -7,8 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use axum::extract::FromRef;
 
-use crate::auth::scope::Scope;
-use crate::auth::{AuditTrail, Auth, AuthStartError, Caller};
+use crate::auth::{AuditTrail, Auth, AuthStartError};
 use crate::authoring::{Authoring, AuthoringError};
 use crate::blobs::{BlobError, BlobStore, LocalBlobStore};
 use crate::config::{ConfigError, ServerConfig};
@@ -167,59 +166,6 @@ impl AppState {
             state: Arc::new(state),
             bootstrap_credential: started.bootstrap_credential,
         })
-    }
-
-    /// See [`Auth::authorize`].
-    pub(crate) async fn authorize(
-        &self,
-        caller: &Caller,
-        required: Scope,
-        action: &str,
-        target: Option<&str>,
-    ) -> Result<(), ApiError> {
-        self.auth.authorize(caller, required, action, target).await
-    }
-
-    /// See [`Auth::authorize_read`].
-    pub(crate) async fn authorize_read(
-        &self,
-        caller: &Caller,
-        repo: &str,
-        action: &str,
-    ) -> Result<(), ApiError> {
-        self.auth.authorize_read(caller, repo, action).await
-    }
-
-    /// See [`Auth::audit`].
-    pub(crate) async fn audit(
-        &self,
-        caller: &Caller,
-        action: &str,
-        repo: Option<&str>,
-        target: Option<&str>,
-        outcome: &str,
-        detail: &str,
-    ) -> Result<(), ApiError> {
-        self.auth
-            .audit(caller, action, repo, target, outcome, detail)
-            .await
-    }
-
-    /// See [`Auth::audit_as`].
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn audit_as(
-        &self,
-        identity: &str,
-        scopes: &[String],
-        action: &str,
-        repo: Option<&str>,
-        target: Option<&str>,
-        outcome: &str,
-        detail: &str,
-    ) -> Result<(), ApiError> {
-        self.auth
-            .audit_as(identity, scopes, action, repo, target, outcome, detail)
-            .await
     }
 }
 

@@ -158,13 +158,14 @@ async fn export_device(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<BundleMetadata>> {
-    st.authorize(
-        &caller,
-        Scope::new(ScopeKind::FleetAdmin, None),
-        "fleet.device.bundle_export",
-        Some(&id),
-    )
-    .await?;
+    st.auth
+        .authorize(
+            &caller,
+            Scope::new(ScopeKind::FleetAdmin, None),
+            "fleet.device.bundle_export",
+            Some(&id),
+        )
+        .await?;
     let d = director(&st)?;
     if !custody_director::keys::is_device_id(&id) {
         return Err(ApiError::bad_request(format!(
@@ -183,31 +184,33 @@ async fn export_device(
             m
         }
         Err(e) => {
-            st.audit(
-                &caller,
-                "fleet.device.bundle_export",
-                None,
-                Some(&id),
-                "refused",
-                &e.to_string(),
-            )
-            .await?;
+            st.auth
+                .audit(
+                    &caller,
+                    "fleet.device.bundle_export",
+                    None,
+                    Some(&id),
+                    "refused",
+                    &e.to_string(),
+                )
+                .await?;
             return Err(e);
         }
     };
-    st.audit(
-        &caller,
-        "fleet.device.bundle_export",
-        None,
-        Some(&id),
-        "ok",
-        &format!(
-            "director metadata exported for an offline bundle: {}; director targets version {}",
-            out.assignment,
-            row.director.targets_version.saturating_add(1)
-        ),
-    )
-    .await?;
+    st.auth
+        .audit(
+            &caller,
+            "fleet.device.bundle_export",
+            None,
+            Some(&id),
+            "ok",
+            &format!(
+                "director metadata exported for an offline bundle: {}; director targets version {}",
+                out.assignment,
+                row.director.targets_version.saturating_add(1)
+            ),
+        )
+        .await?;
     Ok(Json(out))
 }
 
@@ -221,13 +224,14 @@ async fn export_hardware(
     Query(q): Query<HardwareQuery>,
 ) -> ApiResult<Json<BundleMetadataList>> {
     let hw = q.hardware_id;
-    st.authorize(
-        &caller,
-        Scope::new(ScopeKind::FleetAdmin, None),
-        "fleet.device.bundle_export",
-        Some(&hw),
-    )
-    .await?;
+    st.auth
+        .authorize(
+            &caller,
+            Scope::new(ScopeKind::FleetAdmin, None),
+            "fleet.device.bundle_export",
+            Some(&hw),
+        )
+        .await?;
     let d = director(&st)?;
     let now = Utc::now();
     let mut rows = Vec::new();
@@ -275,15 +279,16 @@ async fn export_hardware(
             }
             Err(e) => ("refused", e.to_string()),
         };
-        st.audit(
-            &caller,
-            "fleet.device.bundle_export",
-            None,
-            Some(id),
-            outcome,
-            &detail,
-        )
-        .await?;
+        st.auth
+            .audit(
+                &caller,
+                "fleet.device.bundle_export",
+                None,
+                Some(id),
+                outcome,
+                &detail,
+            )
+            .await?;
     }
     if devices.is_empty() {
         return Err(ApiError::conflict(format!(

@@ -261,6 +261,7 @@ impl Director {
         }
         let identity = format!("device:{}", device.unwrap_or("unauthenticated"));
         let _ = st
+            .auth
             .audit_as(
                 &identity,
                 &[],
@@ -503,6 +504,7 @@ async fn enrol_inner(
         Err(e) => return Err(e.into()),
     }
     let _ = st
+        .auth
         .audit_as(
             &format!("device:{}", rec.id),
             &[],
@@ -778,6 +780,7 @@ async fn record(
         .map_err(|e| DeviceError::internal(e.to_string()).for_device(id))?;
     if n_attacks > 0 {
         let _ = st
+            .auth
             .audit_as(
                 &format!("device:{id}"),
                 &[],
@@ -885,6 +888,7 @@ fn spawn_gate_evaluations(st: &Arc<AppState>, d: &Arc<Director>, rollouts: Vec<S
                 Ok(Some(decision)) => {
                     tracing::info!(rollout = %r, ?decision, "canary gate decision");
                     let _ = st
+                        .auth
                         .audit_as(
                             "director",
                             &[],

@@ -259,7 +259,8 @@ pub(super) async fn set_status(
             "device {id} changed meanwhile; retry"
         )));
     }
-    st.audit(caller, action, None, Some(id), "ok", reason)
+    st.auth
+        .audit(caller, action, None, Some(id), "ok", reason)
         .await?;
     let row = load_device(&d, id).await?;
     Ok(Json(summary(&d, &row)))
@@ -375,18 +376,19 @@ pub(super) async fn pin_device(
     })
     .await?;
     d.reload_policy().await?;
-    st.audit(
-        &caller,
-        "fleet.device.pin",
-        None,
-        Some(&id),
-        "ok",
-        &format!(
-            "pinned to {} (release {}): {}",
-            release.name, release.release_counter, req.reason
-        ),
-    )
-    .await?;
+    st.auth
+        .audit(
+            &caller,
+            "fleet.device.pin",
+            None,
+            Some(&id),
+            "ok",
+            &format!(
+                "pinned to {} (release {}): {}",
+                release.name, release.release_counter, req.reason
+            ),
+        )
+        .await?;
     Ok(Json(Deployed {
         target: release.name,
         release_counter: release.release_counter,
@@ -408,7 +410,8 @@ pub(super) async fn unpin_device(
         return Err(ApiError::not_found(format!("device {id} has no pin")));
     }
     d.reload_policy().await?;
-    st.audit(&caller, "fleet.device.unpin", None, Some(&id), "ok", "")
+    st.auth
+        .audit(&caller, "fleet.device.unpin", None, Some(&id), "ok", "")
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

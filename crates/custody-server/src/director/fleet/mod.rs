@@ -97,13 +97,14 @@ async fn fleet_admin(
     action: &str,
     target: Option<&str>,
 ) -> ApiResult<()> {
-    st.authorize(
-        caller,
-        Scope::new(ScopeKind::FleetAdmin, None),
-        action,
-        target,
-    )
-    .await
+    st.auth
+        .authorize(
+            caller,
+            Scope::new(ScopeKind::FleetAdmin, None),
+            action,
+            target,
+        )
+        .await
 }
 
 fn check_name(field: &str, v: &str) -> ApiResult<()> {
@@ -226,18 +227,19 @@ async fn issue_tokens(
         .await?;
         tokens.push(token);
     }
-    st.audit(
-        &caller,
-        "fleet.token.issue",
-        None,
-        Some(&req.group),
-        "ok",
-        &format!(
-            "{count} enrolment token(s) for group {:?}, environment {:?}, ttl {ttl} s",
-            req.group, req.environment
-        ),
-    )
-    .await?;
+    st.auth
+        .audit(
+            &caller,
+            "fleet.token.issue",
+            None,
+            Some(&req.group),
+            "ok",
+            &format!(
+                "{count} enrolment token(s) for group {:?}, environment {:?}, ttl {ttl} s",
+                req.group, req.environment
+            ),
+        )
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(TokensIssued {
@@ -269,13 +271,14 @@ async fn file_rollback(
     caller: Caller,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<RollbackFiled>)> {
-    st.authorize(
-        &caller,
-        Scope::new(ScopeKind::RoleSign("rollback".into()), None),
-        "fleet.rollback.file",
-        None,
-    )
-    .await?;
+    st.auth
+        .authorize(
+            &caller,
+            Scope::new(ScopeKind::RoleSign("rollback".into()), None),
+            "fleet.rollback.file",
+            None,
+        )
+        .await?;
     let d = director(&st)?;
     let a = custody_director::rollback::RollbackAuthorization::from_bytes(&body)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -295,15 +298,16 @@ async fn file_rollback(
         a.signed.release_counter,
         Utc::now(),
     ) {
-        st.audit(
-            &caller,
-            "fleet.rollback.file",
-            None,
-            Some(&a.signed.target),
-            "rejected",
-            &e.to_string(),
-        )
-        .await?;
+        st.auth
+            .audit(
+                &caller,
+                "fleet.rollback.file",
+                None,
+                Some(&a.signed.target),
+                "rejected",
+                &e.to_string(),
+            )
+            .await?;
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "rollback_refused",
@@ -322,21 +326,22 @@ async fn file_rollback(
     })
     .await?;
     d.reload_policy().await?;
-    st.audit(
-        &caller,
-        "fleet.rollback.file",
-        None,
-        Some(&a.signed.target),
-        "ok",
-        &format!(
-            "release {} for {} device(s) until {}: {}",
-            a.signed.release_counter,
-            a.signed.device_ids.len(),
-            a.signed.expires,
-            a.signed.reason
-        ),
-    )
-    .await?;
+    st.auth
+        .audit(
+            &caller,
+            "fleet.rollback.file",
+            None,
+            Some(&a.signed.target),
+            "ok",
+            &format!(
+                "release {} for {} device(s) until {}: {}",
+                a.signed.release_counter,
+                a.signed.device_ids.len(),
+                a.signed.expires,
+                a.signed.reason
+            ),
+        )
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(RollbackFiled {

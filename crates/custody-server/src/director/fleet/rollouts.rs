@@ -329,21 +329,22 @@ pub(super) async fn create_rollout(
     })
     .await?;
     d.reload_policy().await?;
-    st.audit(
-        &caller,
-        "fleet.rollout.create",
-        None,
-        Some(&id),
-        "ok",
-        &format!(
-            "release {} (counter {}), {} stage(s), {} window(s)",
-            release.name,
-            release.release_counter,
-            spec.stages.len(),
-            spec.windows.len()
-        ),
-    )
-    .await?;
+    st.auth
+        .audit(
+            &caller,
+            "fleet.rollout.create",
+            None,
+            Some(&id),
+            "ok",
+            &format!(
+                "release {} (counter {}), {} stage(s), {} window(s)",
+                release.name,
+                release.release_counter,
+                spec.stages.len(),
+                spec.windows.len()
+            ),
+        )
+        .await?;
     Ok((StatusCode::CREATED, Json(status_of(&d, &rollout).await?)))
 }
 
@@ -423,7 +424,8 @@ pub(super) async fn change_rollout(
         )));
     }
     d.reload_policy().await?;
-    st.audit(caller, action, None, Some(id), "ok", &new_state)
+    st.auth
+        .audit(caller, action, None, Some(id), "ok", &new_state)
         .await?;
     Ok(Json(status_of(&d, &next).await?))
 }

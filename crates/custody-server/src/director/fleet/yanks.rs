@@ -61,21 +61,22 @@ pub(super) async fn yank(
         .map(|r| r.record.id.clone())
         .collect();
     let installed = d.db.who_installed(&req.target).await?;
-    st.audit(
-        &caller,
-        "fleet.yank",
-        None,
-        Some(&req.target),
-        "ok",
-        &format!(
-            "replacement {} (release {}); {} device(s) to remediate: {}",
-            replacement.name,
-            replacement.release_counter,
-            remediation.len(),
-            req.reason
-        ),
-    )
-    .await?;
+    st.auth
+        .audit(
+            &caller,
+            "fleet.yank",
+            None,
+            Some(&req.target),
+            "ok",
+            &format!(
+                "replacement {} (release {}); {} device(s) to remediate: {}",
+                replacement.name,
+                replacement.release_counter,
+                remediation.len(),
+                req.reason
+            ),
+        )
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(YankResponse {
