@@ -325,7 +325,7 @@ fn now_from(arg: &Option<String>) -> anyhow::Result<DateTime<Utc>> {
     }
 }
 
-fn load_keys(
+pub(crate) fn load_keys(
     ring: &mut KeyRing,
     specs: &[String],
 ) -> anyhow::Result<Vec<(TufPublicKey, String, KeyLocation)>> {

@@ -6,15 +6,21 @@
 //! policy); this command moves bytes, names what it sends, and prints the
 //! server's refusal, which names the rule.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-
-use crate::repo::read_limited;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use serde_json::{json, Value};
+use serde_json::Value;
+
+use crate::key::PassphraseArgs;
+use crate::repo::read_limited;
+
+pub(crate) mod api;
+pub(crate) mod hosted;
+
+use api::{Api, Body};
+use hosted::{OfflineRole, Publish};
 
 /// Largest provenance envelope the server accepts (custody-provenance's bound).
 const MAX_ENVELOPE_BYTES: usize = custody_repo::custody_provenance::MAX_ENVELOPE_BYTES;
@@ -103,6 +109,90 @@ Examples:
         #[arg(long, value_name = "FILE")]
         provenance: Option<PathBuf>,
     },
+    /// Create a hosted repository whose root and targets keys stay offline.
+    ///
+    /// Sends the public halves of the root and targets keys with their
+    /// thresholds; the server makes its online snapshot and timestamp keys
+    /// (and, with --hash-bins, the online key of the hash bins) and prints
+    /// their key ids. Nothing is served until root and targets are signed:
+    /// `custody server sign --role root`, then `--role targets`. Needs
+    /// scope fleet:admin.
+    #[command(after_long_help = "\
+Keys are public key JSON files (`custody key show --json`), encrypted key
+files (only the public half is sent; the passphrase is asked for) or PKCS#11
+URIs.
+
+Examples:
+  custody key generate --out root.pem && custody key generate --out targets.pem
+  custody server create-repo --repo app --root-key root.pem --targets-key targets.pem
+  custody server create-repo --repo big --root-key r1.json --root-key r2.json \\
+      --root-threshold 2 --targets-key t.json --hash-bins 256")]
+    CreateRepo {
+        #[command(flatten)]
+        conn: Conn,
+        /// A root key (repeat for several).
+        #[arg(long = "root-key", value_name = "KEY", required = true)]
+        root_keys: Vec<String>,
+        /// Root signatures needed.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        root_threshold: u32,
+        /// A targets key (repeat for several).
+        #[arg(long = "targets-key", value_name = "KEY", required = true)]
+        targets_keys: Vec<String>,
+        /// Targets signatures needed.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        targets_threshold: u32,
+        /// Delegate all targets to this many hash bins (a power of two,
+        /// 2..=65536) signed online: after one offline signature of the
+        /// delegation, publishes need no offline key.
+        #[arg(long, value_name = "N")]
+        hash_bins: Option<u32>,
+        #[command(flatten)]
+        pass: PassphraseArgs,
+        /// Print the server's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sign the server's draft of an offline role with local keys.
+    ///
+    /// Fetches the draft (GET …/roles/ROLE), signs it here (the private keys
+    /// never leave this machine) and sends the signed copy back. The server
+    /// merges only signatures that verify with keys of the role; when the
+    /// threshold is met the draft goes live at once. Needs scope
+    /// role:sign:ROLE@REPO.
+    #[command(after_long_help = "\
+Examples:
+  custody server sign --repo app --role root --key root.pem --passphrase-env ROOT_PASS
+  custody server sign --repo app --role targets --key 'pkcs11:token=ci;object=targets'")]
+    Sign {
+        #[command(flatten)]
+        conn: Conn,
+        /// The role to sign (root, targets, or a delegated role).
+        #[arg(long)]
+        role: String,
+        /// A signing key: encrypted key file or PKCS#11 URI (repeat for several).
+        #[arg(long = "key", value_name = "KEY", required = true)]
+        keys: Vec<String>,
+        #[command(flatten)]
+        pass: PassphraseArgs,
+        /// Print the server's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish what is staged: a new generation goes live, and every new
+    /// target is appended to the transparency log.
+    ///
+    /// When the change needs offline signatures (a new targets version
+    /// without hash bins), nothing goes live: the draft waits and the
+    /// command names the keys that must sign it (`custody server sign`);
+    /// it exits 3. Needs scope repo:publish@REPO.
+    Publish {
+        #[command(flatten)]
+        conn: Conn,
+        /// Print the server's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Set, show or remove a hosted repository's provenance policy.
     #[command(subcommand)]
     ProvenancePolicy(PolicyCmd),
@@ -164,6 +254,110 @@ pub fn run(args: ServerArgs) -> Result<ExitCode> {
             custom,
             provenance,
         } => upload(&conn, &file, name, custom, provenance.as_deref()),
+        ServerCmd::CreateRepo {
+            conn,
+            root_keys,
+            root_threshold,
+            targets_keys,
+            targets_threshold,
+            hash_bins,
+            pass,
+            json,
+        } => {
+            let mut ring = custody_repo::keyring::KeyRing::new(pass.source());
+            let public = |ring: &mut _, specs: &[String]| -> Result<Vec<_>> {
+                Ok(crate::repo::load_keys(ring, specs)?
+                    .into_iter()
+                    .map(|(k, _, _)| k)
+                    .collect())
+            };
+            let root = public(&mut ring, &root_keys)?;
+            let targets = public(&mut ring, &targets_keys)?;
+            let api = conn.connect()?;
+            let v = hosted::create_repo(
+                &api,
+                OfflineRole {
+                    keys: &root,
+                    threshold: root_threshold,
+                },
+                OfflineRole {
+                    keys: &targets,
+                    threshold: targets_threshold,
+                },
+                hash_bins,
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("created repository {:?}", conn.repo);
+                for (role, id) in v["online_keys"].as_object().into_iter().flatten() {
+                    println!("  online {role:<9} key {}", id.as_str().unwrap_or("?"));
+                }
+                for role in v["unsigned_roles"].as_array().into_iter().flatten() {
+                    let role = role.as_str().unwrap_or("?");
+                    println!(
+                        "  next: custody server sign --repo {} --role {role} --key <{role} key>",
+                        conn.repo
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ServerCmd::Sign {
+            conn,
+            role,
+            keys,
+            pass,
+            json,
+        } => {
+            let mut ring = custody_repo::keyring::KeyRing::new(pass.source());
+            let ids: Vec<String> = crate::repo::load_keys(&mut ring, &keys)?
+                .into_iter()
+                .map(|(_, id, _)| id)
+                .collect();
+            let api = conn.connect()?;
+            let v = hosted::sign_role(&api, &role, &ids, &ring)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                let merged: Vec<&str> = v["merged"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                println!("{role} of {:?}: merged {}", conn.repo, merged.join(", "));
+                match v.get("published").filter(|p| !p.is_null()) {
+                    Some(p) => println!("published: version {}", p["version"]),
+                    None => println!("not live yet: {}", v["role"]),
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ServerCmd::Publish { conn, json } => {
+            let api = conn.connect()?;
+            match hosted::publish(&api)? {
+                Publish::Live(v) if json => println!("{}", serde_json::to_string_pretty(&v)?),
+                Publish::Live(v) => println!(
+                    "published {:?}: targets v{}, snapshot v{}, timestamp v{}, generation {}; added {}, removed {}",
+                    conn.repo,
+                    v["targets_version"],
+                    v["snapshot_version"],
+                    v["timestamp_version"],
+                    v["generation"].as_str().unwrap_or("-"),
+                    v["added"],
+                    v["removed"]
+                ),
+                Publish::NeedsSignatures(msg) => {
+                    eprintln!(
+                        "not published: {msg}\nsign the draft: custody server sign --repo {} --role targets --key <targets key>",
+                        conn.repo
+                    );
+                    return Ok(ExitCode::from(3));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         ServerCmd::ProvenancePolicy(PolicyCmd::Set { conn, file }) => {
             let bytes = read_limited(&file, MAX_POLICY_BYTES)?;
             // Parsed here too, for an early message with the file's name;
@@ -176,7 +370,7 @@ pub fn run(args: ServerArgs) -> Result<ExitCode> {
             } else {
                 "application/toml"
             };
-            let api = Api::connect(&conn)?;
+            let api = conn.connect()?;
             let v = api.send(
                 "PUT",
                 &api.repo_path(&["provenance-policy"]),
@@ -192,7 +386,7 @@ pub fn run(args: ServerArgs) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ServerCmd::ProvenancePolicy(PolicyCmd::Show { conn }) => {
-            let api = Api::connect(&conn)?;
+            let api = conn.connect()?;
             let v = api.send(
                 "GET",
                 &api.repo_path(&["provenance-policy"]),
@@ -203,7 +397,7 @@ pub fn run(args: ServerArgs) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ServerCmd::ProvenancePolicy(PolicyCmd::Clear { conn }) => {
-            let api = Api::connect(&conn)?;
+            let api = conn.connect()?;
             api.send(
                 "DELETE",
                 &api.repo_path(&["provenance-policy"]),
@@ -245,175 +439,32 @@ fn upload(
     let envelope = provenance
         .map(|p| {
             read_limited(p, MAX_ENVELOPE_BYTES)
+                .map(|b| (p, b))
                 .with_context(|| format!("--provenance {}", p.display()))
         })
         .transpose()?;
-    let (sha, size) = sha256_file(file)?;
-    let api = Api::connect(conn)?;
-
-    let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
-    api.send(
-        "PUT",
-        &api.repo_path(&["blobs", &sha]),
-        "application/octet-stream",
-        Body::File(f),
-    )
-    .with_context(|| format!("uploading {} ({size} bytes)", file.display()))?;
-    eprintln!("uploaded {} ({size} bytes, sha256 {sha})", file.display());
-
-    let mut stage = json!({ "blob_sha256": sha });
-    if let Some(c) = custom {
-        stage["custom"] = c;
+    let api = conn.connect()?;
+    let up = hosted::upload(&api, file, &name, custom, envelope)?;
+    eprintln!(
+        "uploaded {} ({} bytes, sha256 {})",
+        file.display(),
+        up.size,
+        up.sha256
+    );
+    if let Some(sha) = &up.provenance_sha256 {
+        eprintln!("uploaded provenance (sha256 {sha})");
     }
-    if let (Some(env), Some(p)) = (envelope, provenance) {
-        let env_sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, &env));
-        api.send(
-            "PUT",
-            &api.repo_path(&["provenance", &env_sha]),
-            "application/json",
-            Body::Bytes(env),
-        )
-        .with_context(|| format!("uploading provenance {}", p.display()))?;
-        eprintln!("uploaded provenance {} (sha256 {env_sha})", p.display());
-        stage["provenance_sha256"] = json!(env_sha);
-    }
-    let mut segs = vec!["targets"];
-    segs.extend(name.split('/'));
-    let staged = api
-        .send(
-            "PUT",
-            &api.repo_path(&segs),
-            "application/json",
-            Body::Bytes(serde_json::to_vec(&stage)?),
-        )
-        .with_context(|| format!("staging target {name:?} in {:?}", conn.repo))?;
-    println!("{}", serde_json::to_string_pretty(&staged)?);
+    println!("{}", serde_json::to_string_pretty(&up.staged)?);
     Ok(ExitCode::SUCCESS)
 }
 
-enum Body {
-    Empty,
-    Bytes(Vec<u8>),
-    File(std::fs::File),
-}
-
-struct Api {
-    http: ureq::Agent,
-    base: url::Url,
-    repo: String,
-    token: String,
-}
-
-impl Api {
-    fn connect(conn: &Conn) -> Result<Api> {
-        let base = url::Url::parse(&conn.server)
-            .with_context(|| format!("--server {:?} is not a URL", conn.server))?;
-        if !matches!(base.scheme(), "http" | "https") {
-            bail!("--server {:?}: scheme must be http or https", conn.server);
-        }
-        let http = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .new_agent();
-        let mut api = Api {
-            http,
-            base,
-            repo: conn.repo.clone(),
-            token: String::new(),
-        };
-        api.token = match (&conn.token, &conn.credential) {
-            (Some(t), _) => t.clone(),
-            (None, Some(cred)) => {
-                let v = api
-                    .send(
-                        "POST",
-                        &api.url(&["api", "v1", "token"]),
-                        "application/json",
-                        Body::Bytes(serde_json::to_vec(&json!({ "credential": cred }))?),
-                    )
-                    .context("exchanging the credential for a token")?;
-                v.get("token")
-                    .and_then(Value::as_str)
-                    .with_context(|| {
-                        format!("POST /api/v1/token on {}: the answer has no \"token\" field: {v}", api.base)
-                    })?
-                    .to_owned()
-            }
-            (None, None) => bail!(
-                "no credentials: give --credential (or CUSTODY_CREDENTIAL) or --token (or CUSTODY_TOKEN)"
-            ),
-        };
-        Ok(api)
+impl Conn {
+    fn connect(&self) -> Result<Api> {
+        Api::connect(
+            &self.server,
+            &self.repo,
+            self.token.as_deref(),
+            self.credential.as_deref(),
+        )
     }
-
-    /// `base` + the segments, each percent-encoded.
-    fn url(&self, segs: &[&str]) -> url::Url {
-        let mut u = self.base.clone();
-        if let Ok(mut p) = u.path_segments_mut() {
-            p.pop_if_empty().extend(segs);
-        }
-        u
-    }
-
-    fn repo_path(&self, segs: &[&str]) -> url::Url {
-        let mut all = vec!["api", "v1", "repos", self.repo.as_str()];
-        all.extend_from_slice(segs);
-        self.url(&all)
-    }
-
-    /// One request; the JSON answer (Null when empty), or an error with
-    /// the server's code and message.
-    fn send(&self, method: &str, url: &url::Url, content_type: &str, body: Body) -> Result<Value> {
-        let u = url.as_str();
-        let mut req = ureq::http::Request::builder().method(method).uri(u);
-        if !self.token.is_empty() {
-            req = req.header("authorization", format!("Bearer {}", self.token));
-        }
-        if !content_type.is_empty() {
-            req = req.header("content-type", content_type);
-        }
-        let resp = match body {
-            Body::Empty => self.http.run(req.body(())?),
-            Body::Bytes(b) => self.http.run(req.body(b)?),
-            // Streamed with its length (ureq reads the file's size).
-            Body::File(f) => self.http.run(req.body(f)?),
-        }
-        .with_context(|| format!("{method} {u}"))?;
-        let status = resp.status().as_u16();
-        let text = resp
-            .into_body()
-            .with_config()
-            .limit(16 << 20)
-            .read_to_string()
-            .with_context(|| format!("{method} {u}: reading the answer"))?;
-        let v: Value = if text.trim().is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text.clone()))
-        };
-        if !(200..300).contains(&status) {
-            let code = v.get("error").and_then(Value::as_str).unwrap_or("error");
-            let msg = v.get("message").and_then(Value::as_str).unwrap_or(&text);
-            bail!("{method} {u}: the server answered {status} {code}: {msg}");
-        }
-        Ok(v)
-    }
-}
-
-fn sha256_file(path: &Path) -> Result<(String, u64)> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buf = vec![0u8; 1 << 16];
-    let mut size = 0u64;
-    loop {
-        let n = f
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        ctx.update(buf.get(..n).unwrap_or_default());
-    }
-    Ok((hex::encode(ctx.finish()), size))
 }

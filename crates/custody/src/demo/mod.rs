@@ -1,18 +1,23 @@
 //! `custody demo`: the whole trust chain, narrated, in a temp directory.
 //!
-//! Every step uses the real pieces, nothing is simulated: keys and a TUF
-//! image repository (custody-repo), the HTTP server on loopback
-//! (custody-server with its director, embedded SQLite), two devices that
-//! enrol (custody-agent: device key, pinned roots), a rollout through the
-//! fleet API, check-ins with signed manifests, per-device director metadata
-//! verified together with the image repository (custody-agent's one
-//! verification pipeline over custody-tuf / custody-director), A/B slot
-//! installs with a health check, the server's record of who got what, and
-//! a compromised mirror whose tampered payload a device refuses and reports.
+//! Every step uses the real pieces and the interfaces an operator has,
+//! nothing is simulated and nothing reaches into the server: offline root
+//! and targets keys (custody-keys), `custody serve` on loopback with its
+//! director and transparency log (embedded SQLite), a hosted image
+//! repository created, filled, signed and published through the admin API
+//! (the same calls as `custody server create-repo / upload / sign /
+//! publish`), two devices that enrol (custody-agent: device key, pinned
+//! roots and log key), a rollout through the fleet API, check-ins with
+//! signed manifests, per-device director metadata verified together with
+//! the image repository, the transparency-log check, A/B slot installs
+//! with a health check, the server's record of who got what, and a
+//! compromised mirror between one device and the server whose tampered
+//! payload that device refuses and reports.
 //!
 //! Exit 0 only if every expected outcome happened.
 
-use std::collections::BTreeMap;
+mod mirror;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -28,21 +33,24 @@ use custody_agent::{HookCommand, InstallerConfig};
 use custody_director::wire::DeviceAttributes;
 use custody_keys::passphrase::SecretSource;
 use custody_keys::{keyfile, KeyType, Signer};
-use custody_repo::keyring::{KeyLocation, KeyRing};
-use custody_repo::policy::ExpiryPolicy;
-use custody_repo::repository::{InitOptions, PublishFile, RoleInit};
-use custody_repo::Repository;
+use custody_repo::keyring::KeyRing;
 use custody_server::ServerConfig;
 use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+
+use crate::remote::api::{Api, Body};
+use crate::remote::hosted::{self, OfflineRole, Publish};
+use mirror::Mirror;
 
 /// Run the whole custody flow on this machine, narrated.
 ///
-/// Creates a TUF repository with offline-style key files, starts `custody
-/// serve` on loopback with the embedded SQLite store, publishes a signed
-/// release for two hardware types, lets two devices verify, install into
-/// an inactive A/B slot, health-check and commit it, shows what each
-/// device reported, and then shows a device refusing a payload tampered
-/// with on the mirror. Nothing outside the temp directory is touched.
+/// Creates offline root and targets keys, starts `custody serve` on
+/// loopback with the embedded SQLite store, creates a hosted repository
+/// through the admin API and publishes a signed release for two hardware
+/// types into it, lets two devices verify, install into an inactive A/B
+/// slot, health-check and commit it, shows what each device reported, and
+/// then shows a device refusing a payload tampered with on a mirror.
+/// Nothing outside the temp directory is touched.
 #[derive(clap::Args, Debug)]
 #[command(
     after_help = "Examples:\n  cargo run --release -- demo\n  custody demo --keep /tmp/custody-demo   # keep the files to look at"
@@ -57,13 +65,27 @@ pub struct DemoArgs {
     payload_mib: u64,
 }
 
-const PASSPHRASE_ENV: &str = "CUSTODY_DEMO_PASSPHRASE";
+const PASSPHRASE: &[u8] = b"demo passphrase, not for production";
 const REPO: &str = "fleet";
 
 struct Device {
     name: &'static str,
     hardware_id: &'static str,
     dir: PathBuf,
+}
+
+/// The demo's principals: one credential each, separated duties.
+struct Principals {
+    /// fleet:admin (the bootstrap credential): creates the repository
+    admin: Api,
+    /// role:sign:root/targets@fleet: holds the offline keys
+    signer: Api,
+    /// target:upload/stage@fleet: CI
+    ci: Api,
+    /// repo:publish@fleet
+    publisher: Api,
+    /// fleet:admin: enrolment tokens, rollouts, device records
+    fleet: Api,
 }
 
 pub fn run(args: DemoArgs) -> Result<ExitCode> {
@@ -90,69 +112,36 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     println!("custody demo: the update trust chain, end to end");
     println!("working in {}\n", base.display());
 
-    // 1. Keys and repository.
     step(
         1,
-        "create a TUF repository, start the server, build and sign a release",
+        "offline keys, the server, a hosted repository, a signed release",
     );
-    // A demo passphrase for the encrypted key files; real deployments keep
+    // Encrypted key files with a demo passphrase; real deployments keep
     // root and targets keys offline or on a PKCS#11 token.
-    std::env::set_var(PASSPHRASE_ENV, "demo passphrase, not for production");
     let keys_dir = base.join("keys");
     std::fs::create_dir_all(&keys_dir)?;
-    let mut ring = KeyRing::new(SecretSource::Env(PASSPHRASE_ENV.to_owned()));
-    let mut roles = BTreeMap::new();
-    for role in ["root", "targets", "snapshot", "timestamp"] {
+    let mut ring = KeyRing::new(SecretSource::Prompt);
+    let mut offline = Vec::new();
+    for role in ["root", "targets"] {
         let path = keys_dir.join(format!("{role}.pem"));
-        let signer = keyfile::generate(
-            &path,
-            KeyType::Ed25519,
-            b"demo passphrase, not for production",
-        )
-        .with_context(|| format!("generating the {role} key"))?;
+        let signer = keyfile::generate(&path, KeyType::Ed25519, PASSPHRASE)
+            .with_context(|| format!("generating the {role} key"))?;
         detail(&format!(
-            "{role:<9} key {} (ed25519, encrypted PKCS#8, mode 0600)",
+            "{role:<9} key {} (ed25519, encrypted PKCS#8, mode 0600, offline)",
             short(signer.keyid())
         ));
-        roles.insert(
-            role.to_owned(),
-            RoleInit {
-                keys: vec![(
-                    signer.key().clone(),
-                    signer.keyid().to_owned(),
-                    KeyLocation::File { path },
-                )],
-                threshold: 1,
-            },
-        );
+        offline.push((signer.key().clone(), signer.keyid().to_owned()));
         ring.add(Box::new(signer));
     }
-    let repo_dir = base.join("repository");
-    let now = Utc::now();
-    let mut repo = Repository::init(
-        &repo_dir,
-        InitOptions {
-            roles,
-            expiry: ExpiryPolicy::default(),
-            consistent_snapshot: true,
-            allow_shared_keys: false,
-        },
-        &mut ring,
-        now,
-    )
-    .context("initialising the repository")?;
-    repo.save()?;
-    detail("root, targets, snapshot, timestamp signed; consistent snapshots on");
 
-    // 2. Server.
-    detail("start custody serve on loopback (embedded SQLite + local blobs, director on)");
+    // The server.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     let data_dir = base.join("server-data");
-    // The server's online keys (image repository snapshot/timestamp and
+    // The server's online keys (the repository's snapshot/timestamp and
     // the director's) are encrypted with this demo passphrase.
     let pass_file = base.join("server-key-passphrase");
     std::fs::write(&pass_file, "demo server passphrase, not for production")?;
@@ -168,12 +157,50 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         .context("starting the server")?;
     let server_url = server.url();
     detail(&format!(
-        "listening on {server_url}; state in {}",
+        "custody serve listening on {server_url}; state in {}",
         data_dir.display()
     ));
+    let bootstrap = server
+        .bootstrap_credential
+        .clone()
+        .context("the fresh server printed no bootstrap credential")?;
+    let who = principals(&server_url, &bootstrap)?;
 
-    // 3. Release.
-    detail("build and sign a release for two hardware types");
+    // The hosted repository.
+    let [(root_key, root_id), (targets_key, targets_id)] =
+        <[_; 2]>::try_from(offline).map_err(|_| anyhow::anyhow!("two offline keys expected"))?;
+    let created = hosted::create_repo(
+        &who.admin,
+        OfflineRole {
+            keys: std::slice::from_ref(&root_key),
+            threshold: 1,
+        },
+        OfflineRole {
+            keys: std::slice::from_ref(&targets_key),
+            threshold: 1,
+        },
+        None,
+    )?;
+    detail(&format!(
+        "repository {REPO:?} created over the admin API; the server holds only its online keys ({})",
+        created["online_keys"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(role, id)| format!("{role} {}", short(id.as_str().unwrap_or("?"))))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    hosted::sign_role(&who.signer, "root", std::slice::from_ref(&root_id), &ring)?;
+    hosted::sign_role(
+        &who.signer,
+        "targets",
+        std::slice::from_ref(&targets_id),
+        &ring,
+    )?;
+    detail("root and targets signed here with the offline keys and sent back; the private keys never left this machine");
+
+    // The release.
     let payloads = base.join("build");
     std::fs::create_dir_all(&payloads)?;
     let releases = [
@@ -183,53 +210,38 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     for (name, hw, counter) in releases {
         let file = payloads.join(name.replace('/', "_"));
         write_payload(&file, name, args.payload_mib)?;
-        let custom = serde_json::json!({
-            "hardware_ids": [hw],
-            "release_counter": counter,
-        });
-        repo.add_targets(&file, Some(name), Some(custom), &mut ring, Utc::now())
-            .with_context(|| format!("adding target {name}"))?;
+        hosted::upload(
+            &who.ci,
+            &file,
+            name,
+            Some(json!({ "hardware_ids": [hw], "release_counter": counter })),
+            None,
+        )?;
         detail(&format!(
-            "{name}: {} MiB, hardware_id {hw}, release counter {counter}",
+            "CI uploaded and staged {name}: {} MiB, hardware_id {hw}, release counter {counter}",
             args.payload_mib
         ));
     }
-    repo.save()?;
-    let generation = publish(&repo, &server.state.hosting, None)?;
+    let published = release(&who, &targets_id, &ring)?;
+    let log_size = checkpoint_size(&who.admin)?;
     detail(&format!(
-        "published generation {generation}: every signature, version, expiry and hash re-verified before it went live"
+        "published generation {}: the server re-verified every signature, version, expiry and hash before it went live",
+        published["generation"].as_str().unwrap_or("?")
     ));
-    let names: Vec<String> = releases.iter().map(|(n, _, _)| (*n).to_owned()).collect();
-    let size = log_release(&rt, &server.state, &repo_dir, &names)?;
     detail(&format!(
-        "{} target_publish entries appended to the transparency log (size {size}); devices refuse any target not in it",
-        names.len()
+        "{} target_publish entries appended to the transparency log (size {log_size}); devices refuse any target not in it",
+        releases.len()
     ));
-
-    // 4. Fleet operator, devices.
-    let admin = Api::new(&server_url);
-    let bootstrap = server
-        .bootstrap_credential
-        .clone()
-        .context("the fresh server printed no bootstrap credential")?;
-    let admin_token = admin.token(&bootstrap)?;
-    let fleet_secret = admin.call(
-        "POST",
-        "/api/v1/credentials",
-        Some(&admin_token),
-        Some(serde_json::json!({"name": "demo fleet operator", "scopes": ["fleet:admin"]})),
-    )?["secret"]
-        .as_str()
-        .context("credential answer without secret")?
-        .to_owned();
-    let fleet = admin.token(&fleet_secret)?;
 
     step(2, "enrol two devices with different hardware ids");
-    let tokens = admin.call(
+    // device-a reaches the server through a site mirror (a relay: device
+    // requests are signed, so it may carry them).
+    let mirror = Mirror::start(&server_url)?;
+    let tokens = call(
+        &who.fleet,
         "POST",
-        "/api/v1/fleet/enrolment-tokens",
-        Some(&fleet),
-        Some(serde_json::json!({"group": "demo", "count": 2})),
+        &["api", "v1", "fleet", "enrolment-tokens"],
+        Some(json!({"group": "demo", "count": 2})),
     )?;
     let devices = [
         Device {
@@ -243,14 +255,27 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
             dir: base.join("devices/device-b"),
         },
     ];
-    let root_v1 = repo_dir.join("metadata").join("root.json");
+    // Given to devices out of band, as an operator would: the image root
+    // and the log key, read once from the server.
+    let image_root = who.admin.get_bytes(
+        &who.admin.url(&["repos", REPO, "metadata", "1.root.json"]),
+        1 << 20,
+    )?;
+    let log_key = String::from_utf8(
+        who.admin
+            .get_bytes(&who.admin.url(&["log", "v1", "key"]), 4096)?,
+    )
+    .context("the log key is not UTF-8")?
+    .trim()
+    .to_owned();
     let mut ids = Vec::new();
     for (i, d) in devices.iter().enumerate() {
         let token = tokens["tokens"][i]
             .as_str()
             .context("enrolment token missing")?;
+        let via = if i == 0 { &mirror.url } else { &server_url };
         let cfg = enroll(&EnrollOptions {
-            server: server_url.clone(),
+            server: via.clone(),
             credential: Credential::Token(token.to_owned()),
             hardware_id: d.hardware_id.to_owned(),
             attributes: DeviceAttributes {
@@ -261,31 +286,31 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
             state_dir: d.state(),
             key_type: DeviceKeyType::Ed25519,
             director_root: None,
-            image_root: Some(std::fs::read(&root_v1)?),
+            image_root: Some(image_root.clone()),
             rollback_keys: None,
-            // pinned out of band, as an operator would from /log/v1/key
             log: custody_agent::device::LogPinOptions {
-                log_key: Some(server.state.log.verifier_key().to_vkey()),
+                log_key: Some(log_key.clone()),
                 ..Default::default()
             },
         })
         .with_context(|| format!("{}: enrolment", d.name))?;
         detail(&format!(
-            "{} ({}) enrolled as {}: device id = key id of its new ed25519 key (0600); director root pinned, image root and transparency-log key given out of band",
+            "{} ({}) enrolled as {}{}: device id = key id of its new ed25519 key (0600); director root pinned, image root and transparency-log key given out of band",
             d.name,
             d.hardware_id,
-            short(&cfg.device_id)
+            short(&cfg.device_id),
+            if i == 0 { " through the site mirror" } else { "" }
         ));
         ids.push(cfg.device_id);
     }
 
     step(3, "roll the signed release out");
     for (name, hw, _) in releases {
-        let r = admin.call(
+        let r = call(
+            &who.fleet,
             "POST",
-            "/api/v1/fleet/rollouts",
-            Some(&fleet),
-            Some(serde_json::json!({
+            &["api", "v1", "fleet", "rollouts"],
+            Some(json!({
                 "id": format!("rollout-{hw}"),
                 "target": name,
                 "selector": {"hardware_ids": [hw]},
@@ -300,7 +325,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
 
     step(
         4,
-        "devices check in, verify director + image repository, install into the inactive slot, health-check, commit",
+        "devices check in, verify director + image repository + log, install into the inactive slot, health-check, commit",
     );
     for d in &devices {
         let (name, _, _) = releases
@@ -334,10 +359,10 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         "audit: who got what, as the server's fleet API records it",
     );
     for (d, id) in devices.iter().zip(&ids) {
-        let v = admin.call(
+        let v = call(
+            &who.fleet,
             "GET",
-            &format!("/api/v1/fleet/devices/{id}"),
-            Some(&fleet),
+            &["api", "v1", "fleet", "devices", id],
             None,
         )?;
         detail(&format!(
@@ -352,32 +377,28 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     }
 
     step(6, "a compromised mirror serves a tampered payload");
-    // A new editing session, as a second `custody repo add-target` would be:
-    // every role it changes gets a new version.
-    drop(repo);
-    let mut repo = Repository::open(&repo_dir).context("reopening the repository")?;
     let next = ("sensor-hub/firmware-2.5.0.img", "sensor-hub-v2", 25u64);
     let file = payloads.join(next.0.replace('/', "_"));
     write_payload(&file, next.0, args.payload_mib)?;
-    repo.add_targets(
+    hosted::upload(
+        &who.ci,
         &file,
-        Some(next.0),
-        Some(serde_json::json!({"hardware_ids": [next.1], "release_counter": next.2})),
-        &mut ring,
-        Utc::now(),
+        next.0,
+        Some(json!({"hardware_ids": [next.1], "release_counter": next.2})),
+        None,
     )?;
-    repo.save()?;
-    let tampered_rel = publish(&repo, &server.state.hosting, Some(next.0))?;
-    log_release(&rt, &server.state, &repo_dir, &[next.0.to_owned()])?;
+    release(&who, &targets_id, &ring)?;
+    let base_name = next.0.rsplit('/').next().unwrap_or(next.0);
+    mirror.arm(&format!(".{base_name}"));
     detail(&format!(
-        "release {} signed and published, then its bytes were flipped on the mirror ({tampered_rel})",
+        "release {} uploaded, signed, published and logged; the mirror in front of device-a will flip one byte of it",
         next.0
     ));
-    admin.call(
+    call(
+        &who.fleet,
         "POST",
-        "/api/v1/fleet/rollouts",
-        Some(&fleet),
-        Some(serde_json::json!({
+        &["api", "v1", "fleet", "rollouts"],
+        Some(json!({
             "id": "rollout-sensor-hub-2.5",
             "target": next.0,
             "selector": {"hardware_ids": [next.1]},
@@ -390,6 +411,12 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
             report.action
         );
     };
+    let tampered = mirror.tampered();
+    ensure!(
+        !tampered.is_empty(),
+        "the mirror never served the armed payload"
+    );
+    detail(&format!("the mirror served {}", tampered.join(", ")));
     detail(&format!("device-a refused it: {reason}"));
     let committed = report.installed.clone();
     ensure!(
@@ -400,10 +427,10 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         "device-a still runs {}: nothing unverified was installed",
         releases[0].0
     ));
-    let v = admin.call(
+    let v = call(
+        &who.fleet,
         "GET",
-        &format!("/api/v1/fleet/devices/{}", ids[0]),
-        Some(&fleet),
+        &["api", "v1", "fleet", "devices", &ids[0]],
         None,
     )?;
     let mut found = false;
@@ -432,31 +459,75 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// One credential per duty, minted by the bootstrap credential.
+fn principals(server: &str, bootstrap: &str) -> Result<Principals> {
+    let admin = Api::connect(server, REPO, None, Some(bootstrap))?;
+    let mint = |name: &str, scopes: &[String]| -> Result<Api> {
+        let v = call(
+            &admin,
+            "POST",
+            &["api", "v1", "credentials"],
+            Some(json!({ "name": name, "scopes": scopes })),
+        )?;
+        let secret = v["secret"]
+            .as_str()
+            .context("credential answer without secret")?;
+        admin.with_credential(secret)
+    };
+    let at =
+        |scopes: &[&str]| -> Vec<String> { scopes.iter().map(|s| format!("{s}@{REPO}")).collect() };
+    let who = Principals {
+        signer: mint(
+            "demo release signer",
+            &at(&["role:sign:root", "role:sign:targets"]),
+        )?,
+        ci: mint("demo CI", &at(&["target:upload", "target:stage"]))?,
+        publisher: mint("demo publisher", &at(&["repo:publish"]))?,
+        fleet: mint("demo fleet operator", &["fleet:admin".to_owned()])?,
+        admin,
+    };
+    detail("credentials with separated duties: release signer (offline keys), CI (upload, stage), publisher, fleet operator");
+    Ok(who)
+}
+
+/// Publish what CI staged: the new targets version waits for the offline
+/// targets signature, which completes it and makes it live.
+fn release(who: &Principals, targets_id: &str, ring: &KeyRing) -> Result<Value> {
+    match hosted::publish(&who.publisher)? {
+        Publish::Live(v) => Ok(v),
+        Publish::NeedsSignatures(_) => {
+            let v = hosted::sign_role(&who.signer, "targets", &[targets_id.to_owned()], ring)?;
+            v.get("published")
+                .filter(|p| !p.is_null())
+                .cloned()
+                .context("the targets signature did not complete the publish")
+        }
+    }
+}
+
+/// The size of the log's latest checkpoint (second line of the note).
+fn checkpoint_size(api: &Api) -> Result<u64> {
+    let note = api.get_bytes(&api.url(&["log", "v1", "checkpoint"]), 1 << 16)?;
+    String::from_utf8_lossy(&note)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.parse().ok())
+        .context("the log checkpoint has no size line")
+}
+
+/// One admin or fleet API call with a JSON body.
+fn call(api: &Api, method: &str, segs: &[&str], body: Option<Value>) -> Result<Value> {
+    let (ct, body) = match body {
+        Some(b) => ("application/json", Body::json(&b)?),
+        None => ("", Body::Empty),
+    };
+    api.send(method, &api.url(segs), ct, body)
+}
+
 impl Device {
     fn state(&self) -> PathBuf {
         self.dir.join("state")
     }
-}
-
-/// Append the `target_publish` entries of `names` (as the server's publish
-/// endpoint does; the demo publishes into hosting itself). Returns the log
-/// size.
-fn log_release(
-    rt: &tokio::runtime::Runtime,
-    state: &custody_server::state::AppState,
-    repo_dir: &Path,
-    names: &[String],
-) -> Result<u64> {
-    let targets: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(repo_dir.join("metadata").join("targets.json"))
-            .context("reading the published targets role")?,
-    )?;
-    let version = targets["signed"]["version"].as_u64();
-    rt.block_on(custody_server::log::log_targets(
-        &state.log, REPO, &targets, names, version,
-    ))
-    .context("appending to the transparency log")?;
-    Ok(state.log.size())
 }
 
 /// The size of the checkpoint a device stored (second line of the note).
@@ -493,115 +564,6 @@ fn check_in(d: &Device) -> Result<CheckReport> {
     let r = dev.check_once();
     bar.finish_and_clear();
     r.with_context(|| format!("{}: check-in", d.name))
-}
-
-/// The admin and fleet API over HTTP.
-struct Api {
-    base: String,
-    http: ureq::Agent,
-}
-
-impl Api {
-    fn new(base: &str) -> Api {
-        Api {
-            base: base.trim_end_matches('/').to_owned(),
-            http: ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .build()
-                .new_agent(),
-        }
-    }
-
-    fn token(&self, credential: &str) -> Result<String> {
-        let v = self.call(
-            "POST",
-            "/api/v1/token",
-            None,
-            Some(serde_json::json!({"credential": credential})),
-        )?;
-        Ok(v["token"]
-            .as_str()
-            .context("token answer without token")?
-            .to_owned())
-    }
-
-    fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<serde_json::Value>,
-    ) -> Result<serde_json::Value> {
-        let url = format!("{}{path}", self.base);
-        let auth = token.map(|t| format!("Bearer {t}"));
-        let resp = if method == "GET" {
-            let mut r = self.http.get(&url);
-            if let Some(a) = &auth {
-                r = r.header("authorization", a);
-            }
-            r.call()
-        } else {
-            let mut r = self.http.post(&url);
-            if let Some(a) = &auth {
-                r = r.header("authorization", a);
-            }
-            r.header("content-type", "application/json")
-                .send(serde_json::to_vec(&body.unwrap_or_default())?.as_slice())
-        }
-        .with_context(|| format!("{method} {url}"))?;
-        let status = resp.status().as_u16();
-        let text = resp
-            .into_body()
-            .with_config()
-            .limit(16 * 1024 * 1024)
-            .read_to_string()
-            .with_context(|| format!("{method} {url}: reading the answer"))?;
-        ensure!(
-            (200..300).contains(&status),
-            "{method} {url}: HTTP {status}: {text}"
-        );
-        serde_json::from_str(&text).with_context(|| format!("{method} {url}: not JSON: {text}"))
-    }
-}
-
-/// Publish the repository into the server as a new generation. With
-/// `tamper`, that target's bytes are flipped on the way (a compromised
-/// mirror); returns the tampered path, else the generation id.
-fn publish(
-    repo: &Repository,
-    hosting: &custody_server::hosting::Hosting,
-    tamper: Option<&str>,
-) -> Result<String> {
-    let files = repo
-        .build_publish_set(Utc::now())
-        .context("verifying the publish set")?;
-    let gen = hosting.begin_generation(REPO)?;
-    let mut tampered = None;
-    for (path, file) in files {
-        match (path.strip_prefix("targets/"), file) {
-            (Some(rel), PublishFile::Copy(src)) => {
-                let name_matches = tamper.is_some_and(|t| {
-                    let (dir, base) = t.rsplit_once('/').unwrap_or(("", t));
-                    rel.starts_with(dir) && rel.ends_with(&format!(".{base}"))
-                });
-                if name_matches {
-                    let mut bytes = std::fs::read(&src)?;
-                    if let Some(b) = bytes.get_mut(4096) {
-                        *b ^= 0x01;
-                    }
-                    gen.write_target(rel, &bytes)?;
-                    tampered = Some(format!("targets/{rel}"));
-                } else {
-                    gen.add_target_file(rel, &src)?;
-                }
-            }
-            (Some(rel), PublishFile::Bytes(b)) => gen.write_target(rel, &b)?,
-            (None, PublishFile::Bytes(b)) => gen.write_metadata(&path, &b)?,
-            (None, PublishFile::Copy(src)) => gen.write_metadata(&path, &std::fs::read(src)?)?,
-        }
-    }
-    let id = gen.commit(hosting)?;
-    Ok(tampered.unwrap_or(id))
 }
 
 /// A deterministic pseudo-random payload (xorshift), with a progress bar.
