@@ -82,30 +82,11 @@ pub enum VerifyError {
     /// id, release counter).
     #[error("{0}")]
     Disagree(Box<DirectorError>),
-    /// A lower release counter than the installed one, not covered by a
-    /// valid rollback authorisation.
-    #[error(
-        "target {target:?}: release counter {offered} is below the installed {installed}: {why}"
-    )]
-    Downgrade {
-        /// target path
-        target: String,
-        /// offered counter
-        offered: u64,
-        /// installed counter
-        installed: u64,
-        /// why no authorisation covers it
-        why: String,
-    },
-    /// The director assigned more than one new target; this agent manages
-    /// one image.
-    #[error("director assigned {count} targets to install ({names}); this agent installs one image per device")]
-    TooManyTargets {
-        /// how many
-        count: usize,
-        /// their names
-        names: String,
-    },
+    /// custody-director's install decision refused the assignment: a
+    /// downgrade no rollback authorisation covers, or more than one new
+    /// target.
+    #[error(transparent)]
+    Install(#[from] InstallError),
 }
 
 fn client_error_is_attack(e: &ClientError) -> bool {
@@ -132,10 +113,9 @@ impl VerifyError {
         match self {
             VerifyError::Director(_) | VerifyError::Binding(_) => "director".to_owned(),
             VerifyError::Image(_) => "image repository".to_owned(),
-            VerifyError::TooManyTargets { .. } => "director".to_owned(),
-            VerifyError::NotInImage { target, .. } | VerifyError::Downgrade { target, .. } => {
-                target.clone()
-            }
+            VerifyError::Install(InstallError::TooManyTargets { .. }) => "director".to_owned(),
+            VerifyError::NotInImage { target, .. }
+            | VerifyError::Install(InstallError::Downgrade { target, .. }) => target.clone(),
             VerifyError::Disagree(d) => match d.as_ref() {
                 DirectorError::ImageMismatch { target, .. }
                 | DirectorError::ImageCustom { target, .. } => target.clone(),
@@ -358,28 +338,6 @@ pub struct VerifiedUpdate {
     /// the one to install now (`None`: the director's assignment is what
     /// is installed, or nothing is assigned)
     pub install: Option<VerifiedTarget>,
-}
-
-impl From<InstallError> for VerifyError {
-    fn from(e: InstallError) -> Self {
-        match e {
-            InstallError::Downgrade {
-                target,
-                offered,
-                installed,
-                why,
-            } => VerifyError::Downgrade {
-                target,
-                offered,
-                installed,
-                why: why.to_string(),
-            },
-            InstallError::TooManyTargets { names } => VerifyError::TooManyTargets {
-                count: names.len(),
-                names: names.join(", "),
-            },
-        }
-    }
 }
 
 impl TargetMeta {

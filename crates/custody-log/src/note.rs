@@ -677,31 +677,73 @@ impl KeyCore {
     }
 }
 
+/// What a signing key signs: plain note signatures or witness
+/// cosignatures. Sealed: the two kinds below are the only ones.
+pub trait SigningKind: sealed::Sealed {
+    /// the note key type of this kind
+    const KEY_TYPE: KeyType;
+    /// the Rust type name, for `Debug`
+    const NAME: &'static str;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::PlainNote {}
+    impl Sealed for super::Cosignature {}
+}
+
+/// Plain Ed25519 note signatures (type 0x01).
+#[derive(Debug)]
+pub enum PlainNote {}
+impl SigningKind for PlainNote {
+    const KEY_TYPE: KeyType = KeyType::Ed25519;
+    const NAME: &'static str = "NoteSigner";
+}
+
+/// `cosignature/v1` witness cosignatures (type 0x04).
+#[derive(Debug)]
+pub enum Cosignature {}
+impl SigningKind for Cosignature {
+    const KEY_TYPE: KeyType = KeyType::CosignatureV1;
+    const NAME: &'static str = "Cosigner";
+}
+
+/// A note signing key of kind `K`: [`NoteSigner`] or [`Cosigner`].
+pub struct SigningKey<K: SigningKind>(KeyCore, std::marker::PhantomData<K>);
+
 /// Signs notes with plain Ed25519 (type 0x01): what a log uses to sign its
 /// checkpoints.
-pub struct NoteSigner(KeyCore);
+pub type NoteSigner = SigningKey<PlainNote>;
 
-impl std::fmt::Debug for NoteSigner {
+/// Produces `cosignature/v1` witness cosignatures (type 0x04).
+pub type Cosigner = SigningKey<Cosignature>;
+
+impl<K: SigningKind> std::fmt::Debug for SigningKey<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "NoteSigner({}+{:08x})", self.0.name, self.0.key_id)
+        write!(f, "{}({}+{:08x})", K::NAME, self.0.name, self.0.key_id)
     }
 }
 
-impl NoteSigner {
+impl<K: SigningKind> SigningKey<K> {
+    fn wrap(core: KeyCore) -> Self {
+        SigningKey(core, std::marker::PhantomData)
+    }
+
     /// From a name and a 32-byte Ed25519 seed (RFC 8032 private key).
     pub fn from_seed(name: &str, seed: [u8; 32]) -> Result<Self, NoteError> {
-        KeyCore::from_seed(name, KeyType::Ed25519, seed).map(NoteSigner)
+        KeyCore::from_seed(name, K::KEY_TYPE, seed).map(Self::wrap)
     }
 
     /// A fresh random key.
     pub fn generate(name: &str) -> Result<Self, NoteError> {
-        KeyCore::generate(name, KeyType::Ed25519).map(NoteSigner)
+        KeyCore::generate(name, K::KEY_TYPE).map(Self::wrap)
     }
 
-    /// Parse `PRIVATE+KEY+name+hash+base64(0x01 || seed)` (the format of
-    /// Go's `golang.org/x/mod/sumdb/note`).
+    /// Parse `PRIVATE+KEY+name+hash+base64(type || seed)` (the format of
+    /// Go's `golang.org/x/mod/sumdb/note`); the type byte must be this
+    /// kind's (0x01 for a note signer, 0x04 for a cosigner).
     pub fn parse_private_key(skey: &str) -> Result<Self, NoteError> {
-        KeyCore::parse_skey(skey, KeyType::Ed25519).map(NoteSigner)
+        KeyCore::parse_skey(skey, K::KEY_TYPE).map(Self::wrap)
     }
 
     /// Format as `PRIVATE+KEY+...`. This is secret material.
@@ -718,7 +760,9 @@ impl NoteSigner {
     pub fn name(&self) -> &str {
         &self.0.name
     }
+}
 
+impl SigningKey<PlainNote> {
     /// Sign note text (which must be a valid note text).
     pub fn sign(&self, text: &str) -> Result<NoteSignature, NoteError> {
         Note::new(text)?;
@@ -730,46 +774,7 @@ impl NoteSigner {
     }
 }
 
-/// Produces `cosignature/v1` witness cosignatures (type 0x04).
-pub struct Cosigner(KeyCore);
-
-impl std::fmt::Debug for Cosigner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Cosigner({}+{:08x})", self.0.name, self.0.key_id)
-    }
-}
-
-impl Cosigner {
-    /// From a name and a 32-byte Ed25519 seed.
-    pub fn from_seed(name: &str, seed: [u8; 32]) -> Result<Self, NoteError> {
-        KeyCore::from_seed(name, KeyType::CosignatureV1, seed).map(Cosigner)
-    }
-
-    /// A fresh random key.
-    pub fn generate(name: &str) -> Result<Self, NoteError> {
-        KeyCore::generate(name, KeyType::CosignatureV1).map(Cosigner)
-    }
-
-    /// Parse `PRIVATE+KEY+name+hash+base64(0x04 || seed)`.
-    pub fn parse_private_key(skey: &str) -> Result<Self, NoteError> {
-        KeyCore::parse_skey(skey, KeyType::CosignatureV1).map(Cosigner)
-    }
-
-    /// Format as `PRIVATE+KEY+...`. This is secret material.
-    pub fn to_private_key(&self) -> String {
-        self.0.to_skey()
-    }
-
-    /// The matching verifier key (type 0x04).
-    pub fn verifier_key(&self) -> VerifierKey {
-        self.0.verifier()
-    }
-
-    /// Key name.
-    pub fn name(&self) -> &str {
-        &self.0.name
-    }
-
+impl SigningKey<Cosignature> {
     /// Cosign note text (a checkpoint body) at POSIX time `timestamp`.
     pub fn cosign(&self, text: &str, timestamp: u64) -> Result<NoteSignature, NoteError> {
         Note::new(text)?;

@@ -14,7 +14,7 @@
 //! Goals: custody throughput >= 90% of sha256sum's, peak RSS <= 32 MiB.
 #![forbid(unsafe_code)]
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -165,19 +165,8 @@ fn ensure_random_file(path: &Path, bytes: u64) -> Result<()> {
 
 fn ring_hash_file(path: &Path) -> Result<(Duration, String)> {
     let start = Instant::now();
-    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        ctx.update(buf.get(..n).unwrap_or_default());
-    }
-    Ok((start.elapsed(), hex::encode(ctx.finish().as_ref())))
+    let hash = custody_bench::sha256_file(path)?;
+    Ok((start.elapsed(), hash))
 }
 
 fn sha256sum_once(path: &Path) -> Result<(Duration, Duration, String)> {
