@@ -24,6 +24,7 @@ use zeroize::Zeroizing;
 use crate::encode::{OID_EC_PUBLIC_KEY, OID_ED25519, OID_P256, OID_P384, OID_RSA};
 use crate::error::SignerError;
 use crate::keys::{KeyType, TufPublicKey};
+use crate::memory::{MemorySigner, RingKey};
 use crate::signer::Signer;
 
 /// RSA modulus size custody generates. NIST SP 800-57: 3072 bits for
@@ -41,28 +42,20 @@ const SCRYPT_LOG_N: u8 = 14;
 const SCRYPT_R: u32 = 8;
 const SCRYPT_P: u32 = 1;
 
-enum Inner {
-    Ed25519(rsig::Ed25519KeyPair),
-    Ecdsa(rsig::EcdsaKeyPair),
-    Rsa(rsig::RsaKeyPair),
-}
-
-/// A private key loaded (decrypted) from a key file.
+/// A private key loaded (decrypted) from a key file. It signs with the
+/// same in-memory ring key as [`MemorySigner`]; only where it came from and
+/// the public key encoding (ECDSA as PEM SubjectPublicKeyInfo) differ.
 pub struct FileSigner {
     path: PathBuf,
-    key_type: KeyType,
-    public: TufPublicKey,
-    keyid: String,
-    inner: Inner,
-    rng: SystemRandom,
+    key: MemorySigner,
 }
 
 impl std::fmt::Debug for FileSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FileSigner")
             .field("path", &self.path)
-            .field("key_type", &self.key_type)
-            .field("keyid", &self.keyid)
+            .field("key_type", &self.key.key_type())
+            .field("keyid", &self.key.keyid())
             .finish_non_exhaustive()
     }
 }
@@ -76,35 +69,19 @@ impl FileSigner {
 
 impl Signer for FileSigner {
     fn key(&self) -> &TufPublicKey {
-        &self.public
+        self.key.key()
     }
     fn keyid(&self) -> &str {
-        &self.keyid
+        self.key.keyid()
     }
     fn key_type(&self) -> KeyType {
-        self.key_type
+        self.key.key_type()
     }
     fn as_sync(&self) -> Option<&(dyn Signer + Sync)> {
         Some(self)
     }
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, SignerError> {
-        let err = |detail: String| SignerError::Sign {
-            keyid: self.keyid.clone(),
-            detail,
-        };
-        match &self.inner {
-            Inner::Ed25519(k) => Ok(k.sign(msg).as_ref().to_vec()),
-            Inner::Ecdsa(k) => k
-                .sign(&self.rng, msg)
-                .map(|s| s.as_ref().to_vec())
-                .map_err(|_| err("ring ECDSA signing failed".into())),
-            Inner::Rsa(k) => {
-                let mut sig = vec![0u8; k.public().modulus_len()];
-                k.sign(&rsig::RSA_PSS_SHA256, &self.rng, msg, &mut sig)
-                    .map_err(|_| err("ring RSA-PSS signing failed".into()))?;
-                Ok(sig)
-            }
-        }
+        self.key.sign(msg)
     }
 }
 
@@ -273,7 +250,7 @@ fn from_pkcs8(path: &Path, der: &[u8], rng: &SystemRandom) -> Result<FileSigner,
         let kp = rsig::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
             .map_err(|e| unsupported(format!("ed25519: {e}")))?;
         let public = crate::keys::ed25519_key(kp.public_key().as_ref());
-        (KeyType::Ed25519, public, Inner::Ed25519(kp))
+        (KeyType::Ed25519, public, RingKey::Ed25519(kp))
     } else if oid == OID_EC_PUBLIC_KEY {
         let curve = info
             .algorithm
@@ -289,22 +266,17 @@ fn from_pkcs8(path: &Path, der: &[u8], rng: &SystemRandom) -> Result<FileSigner,
         let kp = rsig::EcdsaKeyPair::from_pkcs8(ecdsa_alg(kt), der, rng)
             .map_err(|e| unsupported(format!("{kt}: {e}")))?;
         let public = crate::encode::ecdsa_key(kt, kp.public_key().as_ref())?;
-        (kt, public, Inner::Ecdsa(kp))
+        (kt, public, RingKey::Ecdsa(kp))
     } else if oid == OID_RSA {
         let kp = rsig::RsaKeyPair::from_pkcs8(der).map_err(|e| unsupported(format!("rsa: {e}")))?;
         let public = crate::encode::rsa_key(kp.public_key().as_ref())?;
-        (KeyType::RsaPss, public, Inner::Rsa(kp))
+        (KeyType::RsaPss, public, RingKey::Rsa(kp))
     } else {
         return Err(unsupported(format!("algorithm OID {oid}")));
     };
-    let keyid = crate::keys::keyid(&public)?;
     Ok(FileSigner {
         path: path.to_owned(),
-        key_type,
-        public,
-        keyid,
-        inner,
-        rng: rng.clone(),
+        key: MemorySigner::from_parts(inner, public, key_type)?,
     })
 }
 

@@ -19,14 +19,36 @@ use crate::error::SignerError;
 use crate::keys::{keyid, new_key, KeyType, TufPublicKey};
 use crate::signer::Signer;
 
-enum Inner {
+/// A ring private key: the one signing implementation of every
+/// in-process backend (this module's keys and decrypted key files).
+pub(crate) enum RingKey {
     Ed25519(rsig::Ed25519KeyPair),
-    P256(rsig::EcdsaKeyPair),
+    Ecdsa(rsig::EcdsaKeyPair),
+    Rsa(rsig::RsaKeyPair),
 }
 
-/// An in-memory Ed25519 or ECDSA P-256 signer.
+impl RingKey {
+    fn sign(&self, rng: &SystemRandom, msg: &[u8]) -> Result<Vec<u8>, &'static str> {
+        match self {
+            RingKey::Ed25519(k) => Ok(k.sign(msg).as_ref().to_vec()),
+            RingKey::Ecdsa(k) => k
+                .sign(rng, msg)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(|_| "ring ECDSA signing failed"),
+            RingKey::Rsa(k) => {
+                let mut sig = vec![0u8; k.public().modulus_len()];
+                k.sign(&rsig::RSA_PSS_SHA256, rng, msg, &mut sig)
+                    .map_err(|_| "ring RSA-PSS signing failed")?;
+                Ok(sig)
+            }
+        }
+    }
+}
+
+/// An in-memory signer: Ed25519 or ECDSA P-256 from [`MemorySigner::from_pkcs8`]
+/// and the generators; key files ([`crate::keyfile`]) hold one too.
 pub struct MemorySigner {
-    inner: Inner,
+    inner: RingKey,
     key: TufPublicKey,
     keyid: String,
     key_type: KeyType,
@@ -73,7 +95,7 @@ impl MemorySigner {
                 let kp = rsig::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
                     .map_err(|e| bad(&e.to_string()))?;
                 let key = new_key(kt, hex::encode(kp.public_key().as_ref()));
-                (Inner::Ed25519(kp), key)
+                (RingKey::Ed25519(kp), key)
             }
             KeyType::EcdsaP256 => {
                 let kp = rsig::EcdsaKeyPair::from_pkcs8(
@@ -83,7 +105,7 @@ impl MemorySigner {
                 )
                 .map_err(|e| bad(&e.to_string()))?;
                 let key = new_key(kt, hex::encode(kp.public_key().as_ref()));
-                (Inner::P256(kp), key)
+                (RingKey::Ecdsa(kp), key)
             }
             other => {
                 return Err(bad(&format!(
@@ -91,13 +113,23 @@ impl MemorySigner {
                 )))
             }
         };
+        Self::from_parts(inner, key, kt)
+    }
+
+    /// A signer from a loaded ring key and its TUF public key (whose
+    /// encoding the caller chose: it fixes the key id).
+    pub(crate) fn from_parts(
+        inner: RingKey,
+        key: TufPublicKey,
+        key_type: KeyType,
+    ) -> Result<Self, SignerError> {
         let keyid = keyid(&key)?;
         Ok(MemorySigner {
             inner,
             key,
             keyid,
-            key_type: kt,
-            rng,
+            key_type,
+            rng: SystemRandom::new(),
         })
     }
 }
@@ -116,16 +148,12 @@ impl Signer for MemorySigner {
         Some(self)
     }
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, SignerError> {
-        match &self.inner {
-            Inner::Ed25519(k) => Ok(k.sign(msg).as_ref().to_vec()),
-            Inner::P256(k) => k
-                .sign(&self.rng, msg)
-                .map(|s| s.as_ref().to_vec())
-                .map_err(|_| SignerError::Sign {
-                    keyid: self.keyid.clone(),
-                    detail: "ring ECDSA signing failed".into(),
-                }),
-        }
+        self.inner
+            .sign(&self.rng, msg)
+            .map_err(|detail| SignerError::Sign {
+                keyid: self.keyid.clone(),
+                detail: detail.into(),
+            })
     }
 }
 
