@@ -218,22 +218,14 @@ fn copy_inner(
     probe: &Probe,
     verifier: Option<TargetVerifier>,
 ) -> Result<(FileDigest, Verdict), AgentError> {
-    let mut input = File::open(src).map_err(io_err(src, "open payload"))?;
     let mut tmp = AtomicFile::create(dest, WriteOptions::default())?;
     let mut hasher = Hasher::new(verifier);
-    let mut buf = vec![0u8; CHUNK_SIZE];
-    loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io_err(src, "read payload")(e)),
-        };
-        let chunk = buf.get(..n).unwrap_or_default();
+    for_each_chunk(src, ("open payload", "read payload"), |chunk| {
         hasher.update(chunk);
         tmp.write_all(chunk)?;
         probe.hit("copy:chunk");
-    }
+        Ok(())
+    })?;
     let (digest, verdict) = hasher.finish();
     if let Some(Err(_)) = &verdict {
         // dropped temp file is removed; nothing lands at `dest`
@@ -301,19 +293,31 @@ fn hash_file(
     path: &Path,
     verifier: Option<TargetVerifier>,
 ) -> Result<(FileDigest, Verdict), AgentError> {
-    let mut input = File::open(path).map_err(io_err(path, "open"))?;
     let mut hasher = Hasher::new(verifier);
+    for_each_chunk(path, ("open", "read"), |chunk| {
+        hasher.update(chunk);
+        Ok(())
+    })?;
+    Ok(hasher.finish())
+}
+
+/// Read `path` in `CHUNK_SIZE` pieces (retrying interrupted reads) and hand
+/// each to `f`; IO errors name the file and the action (`open`, `read`).
+fn for_each_chunk(
+    path: &Path,
+    (open, read): (&'static str, &'static str),
+    mut f: impl FnMut(&[u8]) -> Result<(), AgentError>,
+) -> Result<(), AgentError> {
+    let mut input = File::open(path).map_err(io_err(path, open))?;
     let mut buf = vec![0u8; CHUNK_SIZE];
     loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
+        match input.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => f(buf.get(..n).unwrap_or_default())?,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io_err(path, "read")(e)),
-        };
-        hasher.update(buf.get(..n).unwrap_or_default());
+            Err(e) => return Err(io_err(path, read)(e)),
+        }
     }
-    Ok(hasher.finish())
 }
 
 /// Length and digests of the file at `path` (streamed, bounded memory).

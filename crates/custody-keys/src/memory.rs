@@ -24,6 +24,8 @@ use crate::signer::Signer;
 pub(crate) enum RingKey {
     Ed25519(rsig::Ed25519KeyPair),
     Ecdsa(rsig::EcdsaKeyPair),
+    /// only key files hold RSA keys
+    #[cfg(feature = "file")]
     Rsa(rsig::RsaKeyPair),
 }
 
@@ -35,6 +37,7 @@ impl RingKey {
                 .sign(rng, msg)
                 .map(|s| s.as_ref().to_vec())
                 .map_err(|_| "ring ECDSA signing failed"),
+            #[cfg(feature = "file")]
             RingKey::Rsa(k) => {
                 let mut sig = vec![0u8; k.public().modulus_len()];
                 k.sign(&rsig::RSA_PSS_SHA256, rng, msg, &mut sig)
