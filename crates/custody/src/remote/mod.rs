@@ -123,7 +123,7 @@ files (only the public half is sent; the passphrase is asked for) or PKCS#11
 URIs.
 
 Examples:
-  custody key generate --out root.pem && custody key generate --out targets.pem
+  custody key generate --type ed25519 --out root.pem && custody key generate --type ed25519 --out targets.pem
   custody server create-repo --repo app --root-key root.pem --targets-key targets.pem
   custody server create-repo --repo big --root-key r1.json --root-key r2.json \\
       --root-threshold 2 --targets-key t.json --hash-bins 256")]
