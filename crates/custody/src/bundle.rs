@@ -30,6 +30,8 @@ use custody_client::{
 use custody_director::wire::DirectorMetadataSet;
 use url::Url;
 
+use crate::api_client::{Api, Body};
+
 /// Offline bundles.
 #[derive(clap::Args, Debug)]
 pub struct BundleArgs {
@@ -213,41 +215,6 @@ fn director_from_files(
     Ok(director)
 }
 
-/// POSTs `path` on the server; the JSON answer, or an error carrying the
-/// server's message (which names the device and the rule).
-fn post_json(
-    http: &ureq::Agent,
-    server: &str,
-    path: &str,
-    token: Option<&str>,
-    body: &serde_json::Value,
-) -> Result<serde_json::Value> {
-    let url = format!("{server}{path}");
-    let mut r = http.post(&url);
-    if let Some(t) = token {
-        r = r.header("authorization", &format!("Bearer {t}"));
-    }
-    let resp = r
-        .header("content-type", "application/json")
-        .send(serde_json::to_vec(body)?.as_slice())
-        .with_context(|| format!("POST {url}"))?;
-    let status = resp.status().as_u16();
-    let text = resp
-        .into_body()
-        .with_config()
-        .limit(256 * 1024 * 1024)
-        .read_to_string()
-        .with_context(|| format!("POST {url}: reading the answer"))?;
-    if !(200..300).contains(&status) {
-        let msg = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v.get("message")?.as_str().map(str::to_owned))
-            .unwrap_or(text);
-        bail!("POST {url}: HTTP {status}: {msg}");
-    }
-    serde_json::from_str(&text).with_context(|| format!("POST {url}: the answer is not JSON"))
-}
-
 /// One device's answer of the server's bundle-metadata export (the
 /// server's `bundle_export::BundleMetadata`; declared here so the
 /// agent-only build, without custody-server, has it).
@@ -270,38 +237,22 @@ fn director_from_server(
     c: &CreateArgs,
     server: &str,
 ) -> Result<BTreeMap<String, DirectorMetadataSet>> {
-    let http = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .new_agent();
-    let token = match (&c.token, &c.credential) {
-        (Some(t), _) => t.clone(),
-        (None, Some(cred)) => {
-            let v = post_json(
-                &http,
-                server,
-                "/api/v1/token",
-                None,
-                &serde_json::json!({ "credential": cred }),
-            )
-            .context("exchanging --credential for a token")?;
-            v.get("token")
-                .and_then(|t| t.as_str())
-                .context("token answer without a token field")?
-                .to_owned()
-        }
-        (None, None) => bail!("--credential or --token is needed to ask the server"),
-    };
+    if c.token.is_none() && c.credential.is_none() {
+        bail!("--credential or --token is needed to ask the server");
+    }
+    // Director metadata of a whole hardware id can be large.
+    let api = Api::connect(server, &c.repo, c.token.as_deref(), c.credential.as_deref())?
+        .with_answer_limit(256 << 20);
     let mut director = BTreeMap::new();
     if let Some(dev) = &c.device {
-        let v = post_json(
-            &http,
-            server,
-            &format!("/api/v1/fleet/devices/{dev}/bundle-metadata"),
-            Some(&token),
-            &serde_json::json!({}),
-        )
-        .with_context(|| format!("exporting director metadata for device {dev}"))?;
+        let v = api
+            .send(
+                "POST",
+                &api.url(&["api", "v1", "fleet", "devices", dev, "bundle-metadata"]),
+                "application/json",
+                Body::json(&serde_json::json!({}))?,
+            )
+            .with_context(|| format!("exporting director metadata for device {dev}"))?;
         let m: BundleMetadata = serde_json::from_value(v)
             .with_context(|| format!("director metadata answer for device {dev}"))?;
         ensure!(
@@ -312,17 +263,16 @@ fn director_from_server(
         eprintln!("device {dev}: {}", m.assignment);
         director.insert(m.device_id, m.director);
     } else if let Some(hw) = &c.hardware_id {
-        let q: String = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("hardware_id", hw)
-            .finish();
-        let v = post_json(
-            &http,
-            server,
-            &format!("/api/v1/fleet/bundle-metadata?{q}"),
-            Some(&token),
-            &serde_json::json!({}),
-        )
-        .with_context(|| format!("exporting director metadata for hardware id {hw}"))?;
+        let mut url = api.url(&["api", "v1", "fleet", "bundle-metadata"]);
+        url.query_pairs_mut().append_pair("hardware_id", hw);
+        let v = api
+            .send(
+                "POST",
+                &url,
+                "application/json",
+                Body::json(&serde_json::json!({}))?,
+            )
+            .with_context(|| format!("exporting director metadata for hardware id {hw}"))?;
         let l: BundleMetadataList = serde_json::from_value(v)
             .with_context(|| format!("director metadata answer for hardware id {hw}"))?;
         for m in l.devices {

@@ -38,7 +38,7 @@ use custody_server::ServerConfig;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
-use crate::remote::api::{Api, Body};
+use crate::api_client::{Api, Body};
 use crate::remote::hosted::{self, OfflineRole, Publish};
 use mirror::Mirror;
 

@@ -13,7 +13,7 @@ use custody_repo::keyring::KeyRing;
 use custody_repo::repository::sign_metadata_bytes;
 use serde_json::{json, Value};
 
-use super::api::{sha256_file, Api, ApiFailure, Body};
+use crate::api_client::{sha256_file, Api, ApiFailure, Body};
 
 /// The largest role draft fetched for signing (custody-repo's own bound on
 /// a metadata file).

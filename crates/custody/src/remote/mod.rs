@@ -16,10 +16,9 @@ use serde_json::Value;
 use crate::key::PassphraseArgs;
 use crate::repo::read_limited;
 
-pub(crate) mod api;
 pub(crate) mod hosted;
 
-use api::{Api, Body};
+use crate::api_client::{Api, Body, Endpoint};
 use hosted::{OfflineRole, Publish};
 
 /// Largest provenance envelope the server accepts (custody-provenance's bound).
@@ -45,31 +44,14 @@ pub struct ServerArgs {
     cmd: ServerCmd,
 }
 
-/// Where and as whom.
+/// Where, as whom, and which hosted repository.
 #[derive(Args, Debug)]
 struct Conn {
-    /// Base URL of the server, e.g. https://updates.example.com.
-    #[arg(long, env = "CUSTODY_SERVER", value_name = "URL")]
-    server: String,
+    #[command(flatten)]
+    endpoint: Endpoint,
     /// Hosted repository name.
     #[arg(long, value_name = "REPO")]
     repo: String,
-    /// API credential (cst1.<id>.<secret>), exchanged for a short-lived token.
-    #[arg(
-        long,
-        env = "CUSTODY_CREDENTIAL",
-        hide_env_values = true,
-        value_name = "CREDENTIAL"
-    )]
-    credential: Option<String>,
-    /// Bearer token (from POST /api/v1/token) instead of --credential.
-    #[arg(
-        long,
-        env = "CUSTODY_TOKEN",
-        hide_env_values = true,
-        value_name = "TOKEN"
-    )]
-    token: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -460,11 +442,6 @@ fn upload(
 
 impl Conn {
     fn connect(&self) -> Result<Api> {
-        Api::connect(
-            &self.server,
-            &self.repo,
-            self.token.as_deref(),
-            self.credential.as_deref(),
-        )
+        self.endpoint.connect(&self.repo)
     }
 }

@@ -1,8 +1,11 @@
 //! The admin API client: one bearer token, one base URL, JSON answers, and
 //! the server's error code and message in every failure.
 //!
-//! Used by `custody server …` and by `custody demo`, which drives the
-//! server exactly as an operator would.
+//! The one HTTP client of the CLI's admin calls: `custody server …`,
+//! `custody fleet …`, `custody bundle create` and `custody demo` (which
+//! drives the server exactly as an operator would).
+// The agent-only build uses the client for `custody bundle create` only.
+#![cfg_attr(not(feature = "authoring"), allow(dead_code))]
 
 use std::io::Read;
 use std::path::Path;
@@ -46,12 +49,55 @@ impl std::fmt::Display for ApiFailure {
 
 impl std::error::Error for ApiFailure {}
 
+/// Where and as whom: the server and the credential or token, from the
+/// command line or (preferred: command lines are visible to other users)
+/// the environment.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct Endpoint {
+    /// Base URL of the server, e.g. https://updates.example.com.
+    #[arg(long, env = "CUSTODY_SERVER", value_name = "URL")]
+    pub server: String,
+    /// API credential (cst1.<id>.<secret>), exchanged for a short-lived token.
+    #[arg(
+        long,
+        env = "CUSTODY_CREDENTIAL",
+        hide_env_values = true,
+        value_name = "CREDENTIAL"
+    )]
+    pub credential: Option<String>,
+    /// Bearer token (from POST /api/v1/token) instead of --credential.
+    #[arg(
+        long,
+        env = "CUSTODY_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+}
+
+impl Endpoint {
+    /// A client for hosted repository `repo` ("" when none is involved).
+    pub(crate) fn connect(&self, repo: &str) -> Result<Api> {
+        Api::connect(
+            &self.server,
+            repo,
+            self.token.as_deref(),
+            self.credential.as_deref(),
+        )
+    }
+}
+
 pub(crate) struct Api {
     http: ureq::Agent,
     base: url::Url,
     repo: String,
     token: String,
+    /// the largest JSON answer read
+    answer_limit: u64,
 }
+
+/// The largest JSON answer read by default.
+const DEFAULT_ANSWER_LIMIT: u64 = 16 << 20;
 
 impl Api {
     /// A client of `server` for hosted repository `repo`, authenticated
@@ -76,6 +122,7 @@ impl Api {
             base,
             repo: repo.to_owned(),
             token: String::new(),
+            answer_limit: DEFAULT_ANSWER_LIMIT,
         };
         api.token = match (token, credential) {
             (Some(t), _) => t.to_owned(),
@@ -94,9 +141,16 @@ impl Api {
             base: self.base.clone(),
             repo: self.repo.clone(),
             token: String::new(),
+            answer_limit: self.answer_limit,
         };
         api.token = api.mint_token(credential)?;
         Ok(api)
+    }
+
+    /// Read JSON answers of up to `bytes` (default 16 MiB).
+    pub(crate) fn with_answer_limit(mut self, bytes: u64) -> Api {
+        self.answer_limit = bytes;
+        self
     }
 
     /// Exchange an API credential for a short-lived token.
@@ -149,7 +203,7 @@ impl Api {
         content_type: &str,
         body: Body,
     ) -> Result<Value> {
-        let (bytes, status) = self.exchange(method, url, content_type, body, 16 << 20)?;
+        let (bytes, status) = self.exchange(method, url, content_type, body, self.answer_limit)?;
         let text = String::from_utf8_lossy(&bytes);
         let v: Value = if text.trim().is_empty() {
             Value::Null
