@@ -20,6 +20,8 @@ mod client;
 #[cfg(feature = "server")]
 mod demo;
 #[cfg(feature = "authoring")]
+mod fleet;
+#[cfg(feature = "authoring")]
 mod key;
 #[cfg(feature = "authoring")]
 mod remote;
@@ -69,10 +71,15 @@ enum Command {
     /// HTTP server: host TUF repositories, admin API, metrics.
     #[cfg(feature = "server")]
     Serve(serve::ServeArgs),
-    /// Talk to a running server: upload targets with their build
-    /// provenance, set a repository's provenance policy.
+    /// Hosted repositories on a running server: create, upload targets with
+    /// their build provenance, sign drafts with offline keys, publish, and
+    /// the provenance policy.
     #[cfg(feature = "authoring")]
     Server(remote::ServerArgs),
+    /// The fleet on a running server: enrolment tokens, devices, rollouts
+    /// (create, watch, pause, abort), yanks, credentials, the audit trail.
+    #[cfg(feature = "authoring")]
+    Fleet(fleet::FleetArgs),
     /// Transparency log witness: verify consistency, cosign, alarm on fork or rollback.
     Witness(witness::WitnessArgs),
     /// Audit a transparency log: replay it, who has a target, a device's history.
@@ -105,6 +112,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         #[cfg(feature = "authoring")]
         Command::Server(args) => remote::run(args),
+        #[cfg(feature = "authoring")]
+        Command::Fleet(args) => fleet::run(args),
         Command::Witness(args) => witness::run(args),
         Command::Audit(args) => audit::run(args),
     };
