@@ -68,23 +68,11 @@ enum FleetCmd {
         id: String,
     },
     /// Stop assigning updates to a device (it keeps what it runs).
-    Suspend {
-        id: String,
-        #[arg(long)]
-        reason: Option<String>,
-    },
+    Suspend(IdReason),
     /// Resume a suspended device.
-    Resume {
-        id: String,
-        #[arg(long)]
-        reason: Option<String>,
-    },
+    Resume(IdReason),
     /// Retire a device for good: its key is refused from now on.
-    Decommission {
-        id: String,
-        #[arg(long)]
-        reason: Option<String>,
-    },
+    Decommission(IdReason),
     /// Pin a device to one release, over any rollout.
     Pin {
         id: String,
@@ -154,6 +142,21 @@ enum FleetCmd {
     Whoami,
 }
 
+/// A device or rollout id, and why (recorded in the audit trail).
+#[derive(Args, Debug)]
+struct IdReason {
+    id: String,
+    /// Why (audited).
+    #[arg(long)]
+    reason: Option<String>,
+}
+
+impl IdReason {
+    fn body(&self) -> Option<Value> {
+        self.reason.as_ref().map(|r| json!({ "reason": r }))
+    }
+}
+
 #[derive(Args, Debug)]
 struct DeviceFilter {
     #[arg(long)]
@@ -194,23 +197,11 @@ enum RolloutCmd {
     /// A rollout's stages, gates and progress.
     Status { id: String },
     /// Stop assigning the release (resumable).
-    Pause {
-        id: String,
-        #[arg(long)]
-        reason: Option<String>,
-    },
+    Pause(IdReason),
     /// Resume a paused rollout.
-    Resume {
-        id: String,
-        #[arg(long)]
-        reason: Option<String>,
-    },
+    Resume(IdReason),
     /// Stop for good.
-    Abort {
-        id: String,
-        #[arg(long)]
-        reason: Option<String>,
-    },
+    Abort(IdReason),
     /// A live bar per stage until the rollout completes (exit 0) or is
     /// aborted (exit 1).
     Watch {
@@ -294,7 +285,6 @@ impl Fleet {
     }
 
     fn run(&self, cmd: FleetCmd) -> Result<ExitCode> {
-        let reason = |r: Option<String>| r.map(|r| json!({ "reason": r }));
         match cmd {
             FleetCmd::Tokens {
                 group,
@@ -325,15 +315,9 @@ impl Fleet {
                 let v = self.fleet("GET", &["devices", &id], None)?;
                 self.show(&v, print_device)
             }
-            FleetCmd::Suspend { id, reason: r } => {
-                self.device_action(&id, "suspend", reason(r), "suspended")
-            }
-            FleetCmd::Resume { id, reason: r } => {
-                self.device_action(&id, "resume", reason(r), "resumed")
-            }
-            FleetCmd::Decommission { id, reason: r } => {
-                self.device_action(&id, "decommission", reason(r), "decommissioned")
-            }
+            FleetCmd::Suspend(a) => self.device_action(&a, "suspend", "suspended"),
+            FleetCmd::Resume(a) => self.device_action(&a, "resume", "resumed"),
+            FleetCmd::Decommission(a) => self.device_action(&a, "decommission", "decommissioned"),
             FleetCmd::Pin {
                 id,
                 target,
@@ -586,14 +570,9 @@ impl Fleet {
         })
     }
 
-    fn device_action(
-        &self,
-        id: &str,
-        action: &str,
-        body: Option<Value>,
-        done: &str,
-    ) -> Result<ExitCode> {
-        let v = self.fleet("POST", &["devices", id, action], body)?;
+    fn device_action(&self, a: &IdReason, action: &str, done: &str) -> Result<ExitCode> {
+        let id = &a.id;
+        let v = self.fleet("POST", &["devices", id, action], a.body())?;
         self.show(&v, |v| {
             println!(
                 "device {id} {done}; status now {}",
@@ -603,8 +582,7 @@ impl Fleet {
     }
 
     fn rollout(&self, cmd: RolloutCmd) -> Result<ExitCode> {
-        let reason = |r: Option<String>| r.map(|r| json!({ "reason": r }));
-        let (id, action, body) = match cmd {
+        let (a, action) = match cmd {
             RolloutCmd::Create(a) => {
                 let v = self.fleet("POST", &["rollouts"], Some(a.body()?))?;
                 return self.show(&v, rollout::print_status);
@@ -659,11 +637,11 @@ impl Fleet {
                     exit_on_pause,
                 );
             }
-            RolloutCmd::Pause { id, reason: r } => (id, "pause", reason(r)),
-            RolloutCmd::Resume { id, reason: r } => (id, "resume", reason(r)),
-            RolloutCmd::Abort { id, reason: r } => (id, "abort", reason(r)),
+            RolloutCmd::Pause(a) => (a, "pause"),
+            RolloutCmd::Resume(a) => (a, "resume"),
+            RolloutCmd::Abort(a) => (a, "abort"),
         };
-        let v = self.fleet("POST", &["rollouts", &id, action], body)?;
+        let v = self.fleet("POST", &["rollouts", &a.id, action], a.body())?;
         self.show(&v, rollout::print_status)
     }
 

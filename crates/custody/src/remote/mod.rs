@@ -40,6 +40,12 @@ Examples:
       --name firmware/fw-2.0.bin --provenance fw.intoto.jsonl
   CUSTODY_TOKEN=$TOKEN custody server provenance-policy show --repo app")]
 pub struct ServerArgs {
+    /// Where the passphrase of key files comes from (create-repo, sign).
+    #[command(flatten)]
+    pass: PassphraseArgs,
+    /// Print the server's JSON answer (create-repo, sign, publish).
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     cmd: ServerCmd,
 }
@@ -129,11 +135,6 @@ Examples:
         /// delegation, publishes need no offline key.
         #[arg(long, value_name = "N")]
         hash_bins: Option<u32>,
-        #[command(flatten)]
-        pass: PassphraseArgs,
-        /// Print the server's answer as JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Sign the server's draft of an offline role with local keys.
     ///
@@ -155,11 +156,6 @@ Examples:
         /// A signing key: encrypted key file or PKCS#11 URI (repeat for several).
         #[arg(long = "key", value_name = "KEY", required = true)]
         keys: Vec<String>,
-        #[command(flatten)]
-        pass: PassphraseArgs,
-        /// Print the server's answer as JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Publish what is staged: a new generation goes live, and every new
     /// target is appended to the transparency log.
@@ -171,9 +167,6 @@ Examples:
     Publish {
         #[command(flatten)]
         conn: Conn,
-        /// Print the server's answer as JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Set, show or remove a hosted repository's provenance policy.
     #[command(subcommand)]
@@ -228,6 +221,7 @@ Example policy.toml:
 }
 
 pub fn run(args: ServerArgs) -> Result<ExitCode> {
+    let (pass, json) = (args.pass, args.json);
     match args.cmd {
         ServerCmd::Upload {
             conn,
@@ -243,8 +237,6 @@ pub fn run(args: ServerArgs) -> Result<ExitCode> {
             targets_keys,
             targets_threshold,
             hash_bins,
-            pass,
-            json,
         } => {
             let mut ring = custody_repo::keyring::KeyRing::new(pass.source());
             let public = |ring: &mut _, specs: &[String]| -> Result<Vec<_>> {
@@ -285,13 +277,7 @@ pub fn run(args: ServerArgs) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        ServerCmd::Sign {
-            conn,
-            role,
-            keys,
-            pass,
-            json,
-        } => {
+        ServerCmd::Sign { conn, role, keys } => {
             let mut ring = custody_repo::keyring::KeyRing::new(pass.source());
             let ids: Vec<String> = crate::repo::load_keys(&mut ring, &keys)?
                 .into_iter()
@@ -316,7 +302,7 @@ pub fn run(args: ServerArgs) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        ServerCmd::Publish { conn, json } => {
+        ServerCmd::Publish { conn } => {
             let api = conn.connect()?;
             match hosted::publish(&api)? {
                 Publish::Live(v) if json => println!("{}", serde_json::to_string_pretty(&v)?),
