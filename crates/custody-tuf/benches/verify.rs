@@ -23,6 +23,14 @@ fn large_targets(n: usize) -> Value {
     json!({"_type": "targets", "spec_version": "1.0.31", "version": 1, "expires": "2030-01-01T00:00:00Z", "targets": t})
 }
 
+fn olpc<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let mut ser =
+        serde_json::Serializer::with_formatter(&mut buf, olpc_cjson::CanonicalFormatter::new());
+    v.serialize(&mut ser).unwrap();
+    buf
+}
+
 fn bench(c: &mut Criterion) {
     let rng = SystemRandom::new();
     let pair =
@@ -53,8 +61,22 @@ fn bench(c: &mut Criterion) {
         b.iter(|| parse_strict("targets", &envelope).unwrap())
     });
     let v = parse_strict("targets", &envelope).unwrap();
+    // custody's canonical writer beside the reference (olpc-cjson), on the
+    // same value and on the typed role the signing path serialises.
     g.bench_function("canonicalise", |b| {
         b.iter(|| canonical_bytes("targets", &v["signed"]).unwrap())
+    });
+    g.bench_function("canonicalise olpc-cjson (reference)", |b| {
+        b.iter(|| olpc(&v["signed"]))
+    });
+    let typed = Metadata::<Targets>::from_bytes("targets", &envelope)
+        .unwrap()
+        .signed;
+    g.bench_function("canonicalise typed", |b| {
+        b.iter(|| canonical_bytes("targets", &typed).unwrap())
+    });
+    g.bench_function("canonicalise typed olpc-cjson (reference)", |b| {
+        b.iter(|| olpc(&typed))
     });
     g.bench_function("parse_canonicalise_typed (Metadata::from_bytes)", |b| {
         b.iter(|| Metadata::<Targets>::from_bytes("targets", &envelope).unwrap())

@@ -1,5 +1,6 @@
-//! Strict JSON parsing and canonical JSON (OLPC canonical JSON, via the
-//! `olpc-cjson` crate, the same form python-tuf and tough sign).
+//! Strict JSON parsing and canonical JSON (OLPC canonical JSON, the form
+//! python-tuf and tough sign), written by [`writer`]: byte-identical to the
+//! `olpc-cjson` crate, which stays the reference in a differential test.
 //!
 //! [`parse_strict`] turns untrusted bytes into a [`serde_json::Value`] and
 //! refuses what canonical JSON cannot represent, so that the bytes we verify
@@ -12,7 +13,7 @@
 //!   document and its NFC twin would share one signature (malleability:
 //!   e.g. a target path renamed to a canonically-equivalent spelling).
 //!
-//! Two properties of olpc-cjson's output worth knowing (both tested):
+//! Two properties of the OLPC form worth knowing (both tested):
 //! only `"` and `\` are escaped (control characters are written raw, so the
 //! output is not always valid JSON), and object keys are sorted by their
 //! *escaped* UTF-8 bytes. securesystemslib sorts by the raw string, so the
@@ -29,6 +30,8 @@ use serde_json::{Map, Value};
 use unicode_normalization::is_nfc;
 
 use crate::error::{Error, Result};
+
+mod writer;
 
 struct StrictValue;
 
@@ -123,16 +126,14 @@ pub fn parse_strict(role: &str, bytes: &[u8]) -> Result<Value> {
     Ok(v)
 }
 
-/// Canonical JSON bytes of any serialisable value. `role` names it in errors.
+/// Canonical JSON bytes of any serialisable value. `role` names it in
+/// errors, and the error names the field (`signed.custom.ratio: floating
+/// point numbers are not allowed in canonical JSON`).
 pub fn canonical_bytes<T: Serialize + ?Sized>(role: &str, value: &T) -> Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    let mut ser =
-        serde_json::Serializer::with_formatter(&mut buf, olpc_cjson::CanonicalFormatter::new());
-    value.serialize(&mut ser).map_err(|e| Error::Canonical {
+    writer::write(value).map_err(|e| Error::Canonical {
         role: role.to_owned(),
         reason: e.to_string(),
-    })?;
-    Ok(buf)
+    })
 }
 
 #[cfg(test)]
