@@ -185,13 +185,28 @@ fn team_repo() -> (Repo, Vec<u8>) {
     (repo, role)
 }
 
-#[test]
-fn lookup_loads_delegated_roles_on_demand() {
+/// A client refreshed against [`team_repo`] (which serves `team/d`), no
+/// delegated role loaded yet, its requests so far forgotten.
+fn refreshed_team() -> (World, Refresh, Vec<u8>) {
     let (repo, role) = team_repo();
     let mut w = World::new(&repo);
     w.remote.insert("1.team%2Fd.json".into(), role.clone());
-    let mut r = w.refresh().unwrap();
+    let r = w.refresh().unwrap();
     w.take_requests();
+    (w, r, role)
+}
+
+/// The requests that load `team/d` (`role`'s bytes) for the first time.
+fn team_requests(role: &[u8]) -> [String; 2] {
+    [
+        "L team/d".to_owned(),
+        format!("R 1.team%2Fd.json {}", role.len()),
+    ]
+}
+
+#[test]
+fn lookup_loads_delegated_roles_on_demand() {
+    let (mut w, mut r, role) = refreshed_team();
     r.lookup("d/x.bin");
     match w.drive(&mut r, true).unwrap() {
         Step::Found { role, target } => {
@@ -200,13 +215,7 @@ fn lookup_loads_delegated_roles_on_demand() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(
-        w.take_requests(),
-        [
-            "L team/d".to_owned(),
-            format!("R 1.team%2Fd.json {}", role.len())
-        ]
-    );
+    assert_eq!(w.take_requests(), team_requests(&role));
     assert_eq!(w.local["team/d"], role);
     assert_eq!(r.delegated_roles(), ["team/d"]);
     // a second lookup: already verified through this delegator, no request
@@ -222,21 +231,11 @@ fn lookup_loads_delegated_roles_on_demand() {
 
 #[test]
 fn load_delegated_verifies_a_named_role_on_an_independent_clone() {
-    let (repo, role) = team_repo();
-    let mut w = World::new(&repo);
-    w.remote.insert("1.team%2Fd.json".into(), role.clone());
-    let mut r = w.refresh().unwrap();
-    w.take_requests();
+    let (mut w, mut r, role) = refreshed_team();
     let mut copy = r.clone();
     copy.load_delegated("team/d", "targets").unwrap();
     assert_eq!(w.drive(&mut copy, false).unwrap(), Step::Refreshed);
-    assert_eq!(
-        w.take_requests(),
-        [
-            "L team/d".to_owned(),
-            format!("R 1.team%2Fd.json {}", role.len())
-        ]
-    );
+    assert_eq!(w.take_requests(), team_requests(&role));
     assert_eq!(copy.delegated_roles(), ["team/d"]);
     assert!(r.delegated_roles().is_empty(), "the original is untouched");
     // a role the snapshot does not list: refused before any remote request
