@@ -300,7 +300,11 @@ fn feed<'b>(
                 };
                 r.provide(bytes).map_err(refuse)?;
             }
-            Step::Refreshed => return Ok(()),
+            Step::Refreshed => {
+                // no store to write: the verified bytes are in the set
+                r.take_writes();
+                return Ok(());
+            }
             Step::Found { .. } | Step::NotFound { .. } => {
                 return Err(RepoError::Publish(
                     "the refresh answered a lookup nobody started".into(),
