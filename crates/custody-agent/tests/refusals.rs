@@ -12,111 +12,22 @@
 //! accepted an honest update (so trusted versions and an installed target
 //! exist), in an order proptest chooses.
 
+mod agent_support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use agent_support::{image_file_map, target, Repo, HW};
 use chrono::{DateTime, Duration, Utc};
 use custody_agent::bundle::{encode_files, write_bundle, BundleHeader};
 use custody_agent::device::{
     device_json, Action, Device, DeviceConfig, LocalConfig, DEVICE_FORMAT,
 };
 use custody_agent::keystore::{DeviceKeyType, FileKeyBackend, KeyBackend};
-use custody_director::director::{
-    build_director_metadata, build_director_root, DeviceDirectorState, DirectorConfig,
-    DirectorRootKeys, DirectorSigners, DirectorTarget,
-};
 use custody_director::wire::{DirectorMetadataSet, LogPin};
 use custody_keys::MemorySigner;
 use custody_keys::Signer;
 use proptest::prelude::*;
-
-const HW: &str = "board-a";
-
-struct Repo {
-    targets: MemorySigner,
-    snapshot: MemorySigner,
-    timestamp: MemorySigner,
-    root_bytes: Vec<u8>,
-    state: DeviceDirectorState,
-}
-
-impl Repo {
-    fn new(now: DateTime<Utc>) -> Self {
-        let g = || MemorySigner::generate_ed25519().unwrap();
-        let (root, targets, snapshot, timestamp) = (g(), g(), g(), g());
-        let root_bytes = build_director_root(
-            DirectorRootKeys {
-                root: &[&root],
-                root_threshold: 1,
-                targets: targets.key(),
-                snapshot: snapshot.key(),
-                timestamp: timestamp.key(),
-            },
-            1,
-            now + Duration::days(365),
-        )
-        .unwrap();
-        Repo {
-            targets,
-            snapshot,
-            timestamp,
-            root_bytes,
-            state: DeviceDirectorState::default(),
-        }
-    }
-
-    fn sign(
-        &mut self,
-        device: &str,
-        hw: &str,
-        targets: &[DirectorTarget],
-        now: DateTime<Utc>,
-    ) -> DirectorMetadataSet {
-        let m = build_director_metadata(
-            DirectorSigners {
-                targets: &self.targets,
-                snapshot: &self.snapshot,
-                timestamp: &self.timestamp,
-            },
-            device,
-            hw,
-            targets,
-            &self.state,
-            now,
-            &DirectorConfig::default(),
-        )
-        .unwrap();
-        self.state = m.state;
-        DirectorMetadataSet {
-            roots: vec![],
-            timestamp: m.timestamp,
-            snapshot: m.snapshot,
-            targets: m.targets,
-        }
-    }
-}
-
-fn target(name: &str, data: &[u8], counter: u64) -> DirectorTarget {
-    DirectorTarget {
-        name: name.into(),
-        length: data.len() as u64,
-        hashes: [(
-            "sha256".to_owned(),
-            hex::encode(ring::digest::digest(&ring::digest::SHA256, data)),
-        )]
-        .into(),
-        release_counter: counter,
-        rollback_authorization: None,
-    }
-}
-
-fn image_files(set: &DirectorMetadataSet) -> BTreeMap<String, Vec<u8>> {
-    BTreeMap::from([
-        ("timestamp.json".to_owned(), set.timestamp.clone()),
-        ("snapshot.json".to_owned(), set.snapshot.clone()),
-        ("targets.json".to_owned(), set.targets.clone()),
-    ])
-}
 
 struct World {
     tmp: tempfile::TempDir,
@@ -216,7 +127,7 @@ impl World {
         let t = target("fw/app-2.img", b"two", 2);
         let set = self.director.sign(&id, HW, std::slice::from_ref(&t), now);
         let img = self.image.sign("image-repo", HW, &[t], now);
-        let b = self.bundle(None, set, image_files(&img), &[("fw/app-2.img", b"two")]);
+        let b = self.bundle(None, set, image_file_map(&img), &[("fw/app-2.img", b"two")]);
         let r = self.device().install_bundle(&b).unwrap();
         assert!(matches!(r.action, Action::Installed { .. }), "{r:?}");
     }
@@ -349,7 +260,7 @@ fn refusal_bundle(w: &mut World, kind: Kind) -> PathBuf {
     let t3 = target("fw/app-3.img", b"three", 3);
     let p3: &[(&str, &[u8])] = &[("fw/app-3.img", b"three")];
     let img3 = |w: &mut World| {
-        image_files(&w.image.sign(
+        image_file_map(&w.image.sign(
             "image-repo",
             HW,
             &[target("fw/app-3.img", b"three", 3)],
@@ -398,7 +309,7 @@ fn refusal_bundle(w: &mut World, kind: Kind) -> PathBuf {
         }
         Kind::Disagree => {
             let set = w.director.sign(&id, HW, std::slice::from_ref(&t3), now);
-            let img = image_files(&w.image.sign(
+            let img = image_file_map(&w.image.sign(
                 "image-repo",
                 HW,
                 &[target("fw/app-3.img", b"THREE", 3)],
@@ -409,7 +320,7 @@ fn refusal_bundle(w: &mut World, kind: Kind) -> PathBuf {
         Kind::Downgrade => {
             let t1 = target("fw/app-1.img", b"one", 1);
             let set = w.director.sign(&id, HW, std::slice::from_ref(&t1), now);
-            let img = image_files(&w.image.sign("image-repo", HW, &[t1], now));
+            let img = image_file_map(&w.image.sign("image-repo", HW, &[t1], now));
             w.bundle(None, set, img, &[("fw/app-1.img", b"one")])
         }
         Kind::NoLogEvidence => {
@@ -509,7 +420,7 @@ proptest! {
         let (id, now) = (w.id.clone(), w.now);
         let t4 = target("fw/app-4.img", b"four", 4);
         let set = w.director.sign(&id, HW, std::slice::from_ref(&t4), now);
-        let img = image_files(&w.image.sign("image-repo", HW, &[t4], now));
+        let img = image_file_map(&w.image.sign("image-repo", HW, &[t4], now));
         let b = w.bundle(None, set, img, &[("fw/app-4.img", b"four")]);
         let r = w.device().install_bundle(&b).unwrap();
         prop_assert!(matches!(r.action, Action::Installed { .. }), "{:?}", r);

@@ -2,111 +2,23 @@
 //! image metadata signed here with custody-director's builders: one test per
 //! attack it must stop, plus the happy path and state across runs.
 
-use std::collections::BTreeMap;
+mod agent_support;
+
 use std::path::Path;
 
+use agent_support::{image_file_map, target, Repo, HW};
 use chrono::{DateTime, Duration, Utc};
 use custody_agent::verify::{verify_update, BundleImageMetadata, DeviceTrust, VerifyError};
 use custody_agent::TargetMeta;
-use custody_director::director::{
-    build_director_metadata, build_director_root, DeviceDirectorState, DirectorConfig,
-    DirectorRootKeys, DirectorSigners, DirectorTarget,
-};
+use custody_director::director::{build_director_root, DirectorRootKeys};
 use custody_director::rollback::{RollbackAuthorization, RollbackBody, RollbackKeys};
 use custody_director::wire::DirectorMetadataSet;
 use custody_keys::MemorySigner;
 use custody_keys::Signer;
 
-struct Repo {
-    root: MemorySigner,
-    targets: MemorySigner,
-    snapshot: MemorySigner,
-    timestamp: MemorySigner,
-    root_bytes: Vec<u8>,
-    state: DeviceDirectorState,
-}
-
-impl Repo {
-    fn new(now: DateTime<Utc>) -> Self {
-        let g = || MemorySigner::generate_ed25519().unwrap();
-        let (root, targets, snapshot, timestamp) = (g(), g(), g(), g());
-        let root_bytes = build_director_root(
-            DirectorRootKeys {
-                root: &[&root],
-                root_threshold: 1,
-                targets: targets.key(),
-                snapshot: snapshot.key(),
-                timestamp: timestamp.key(),
-            },
-            1,
-            now + Duration::days(365),
-        )
-        .unwrap();
-        Repo {
-            root,
-            targets,
-            snapshot,
-            timestamp,
-            root_bytes,
-            state: DeviceDirectorState::default(),
-        }
-    }
-
-    /// Sign targets/snapshot/timestamp; `device`/`hw` go into the binding
-    /// (for the image repository they only end up in custom).
-    fn sign(
-        &mut self,
-        device: &str,
-        hw: &str,
-        targets: &[DirectorTarget],
-        now: DateTime<Utc>,
-    ) -> DirectorMetadataSet {
-        let _ = &self.root;
-        let m = build_director_metadata(
-            DirectorSigners {
-                targets: &self.targets,
-                snapshot: &self.snapshot,
-                timestamp: &self.timestamp,
-            },
-            device,
-            hw,
-            targets,
-            &self.state,
-            now,
-            &DirectorConfig::default(),
-        )
-        .unwrap();
-        self.state = m.state;
-        DirectorMetadataSet {
-            roots: vec![],
-            timestamp: m.timestamp,
-            snapshot: m.snapshot,
-            targets: m.targets,
-        }
-    }
-}
-
 fn image_files(set: &DirectorMetadataSet) -> BundleImageMetadata {
     BundleImageMetadata {
-        files: BTreeMap::from([
-            ("timestamp.json".to_owned(), set.timestamp.clone()),
-            ("snapshot.json".to_owned(), set.snapshot.clone()),
-            ("targets.json".to_owned(), set.targets.clone()),
-        ]),
-    }
-}
-
-fn target(name: &str, data: &[u8], counter: u64) -> DirectorTarget {
-    DirectorTarget {
-        name: name.into(),
-        length: data.len() as u64,
-        hashes: [(
-            "sha256".to_owned(),
-            hex::encode(ring::digest::digest(&ring::digest::SHA256, data)),
-        )]
-        .into(),
-        release_counter: counter,
-        rollback_authorization: None,
+        files: image_file_map(set),
     }
 }
 
@@ -118,8 +30,6 @@ struct World {
     device: MemorySigner,
     now: DateTime<Utc>,
 }
-
-const HW: &str = "board-a";
 
 impl World {
     fn new() -> Self {

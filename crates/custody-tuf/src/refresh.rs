@@ -45,6 +45,11 @@
 //! applies them only after the whole update was verified, so a refused
 //! update leaves its trusted store unchanged.
 //!
+//! A caller that holds the whole repository (custody-repo's publish
+//! check) asks for each delegated role by name instead, with
+//! [`Refresh::load_delegated`]; a [`Refresh`] is [`Clone`], so independent
+//! roles can be verified on copies in parallel.
+//!
 //! [`lookup`]: Refresh::lookup
 
 use chrono::{DateTime, Utc};
@@ -63,6 +68,10 @@ pub type CheckError = Box<dyn std::error::Error + Send + Sync>;
 /// signatures, version, length, hashes and expiry were verified and before
 /// it is accepted (see [`TrustedMetadata::update_targets_checked`]).
 pub type TargetsCheck = Box<dyn Fn(&Targets) -> std::result::Result<(), CheckError> + Send + Sync>;
+
+/// A [`TargetsCheck`] shared by the clones of one [`Refresh`].
+type SharedCheck =
+    std::sync::Arc<dyn Fn(&Targets) -> std::result::Result<(), CheckError> + Send + Sync>;
 
 /// Where the bytes of a [`Fetch`] come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,7 +163,10 @@ enum Stage {
     Failed,
 }
 
-/// State of one refresh (and of the lookups after it).
+/// State of one refresh (and of the lookups after it). A clone is an
+/// independent copy (trusted metadata, stage, pending request, store
+/// writes so far); the targets hook is shared.
+#[derive(Clone)]
 pub struct Refresh {
     trusted: TrustedMetadata,
     now: DateTime<Utc>,
@@ -162,7 +174,7 @@ pub struct Refresh {
     root_requests: u32,
     pending: Option<Fetch>,
     writes: Vec<StoreWrite>,
-    check: Option<TargetsCheck>,
+    check: Option<SharedCheck>,
     search: Option<TargetSearch>,
     delegated: Vec<String>,
 }
@@ -210,7 +222,7 @@ impl Refresh {
     /// it is accepted; a refusal is [`Error::Refused`] for a remote role,
     /// and for the local one the remote role is asked for instead.
     pub fn with_targets_check(mut self, check: TargetsCheck) -> Self {
-        self.check = Some(check);
+        self.check = Some(check.into());
         self
     }
 
@@ -242,6 +254,28 @@ impl Refresh {
             target_path,
             self.trusted.limits().max_delegations,
         ));
+    }
+
+    /// Verify delegated role `role` as delegated by `delegator` next (a
+    /// caller that knows which role it needs, not a target path): after the
+    /// refresh, with no lookup in progress. Drive [`Refresh::step`] until
+    /// [`Step::Refreshed`]: the local `ROLE.json` is asked for first, then
+    /// the remote file the snapshot names, with the same rules as a lookup's
+    /// loads (a role the snapshot does not list is an error before any
+    /// request; a role already verified against `delegator` is not asked
+    /// for again).
+    pub fn load_delegated(&mut self, role: &str, delegator: &str) -> Result<()> {
+        if self.stage != Stage::Idle || self.search.is_some() || self.pending.is_some() {
+            return Err(Error::order(
+                role,
+                "a delegated role is loaded only after the refresh, with no lookup in progress",
+            ));
+        }
+        self.stage = Stage::LocalTargets {
+            role: role.to_owned(),
+            delegator: delegator.to_owned(),
+        };
+        Ok(())
     }
 
     /// The next step. Asking again without [`Refresh::provide`] returns the

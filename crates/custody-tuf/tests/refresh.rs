@@ -142,8 +142,9 @@ fn still_final_local_snapshot_and_targets_are_not_fetched_again() {
     assert!(r.take_writes().is_empty());
 }
 
-#[test]
-fn lookup_loads_delegated_roles_on_demand() {
+/// targets delegates `team/d` (d/*), which lists `d/x.bin`; the role's
+/// bytes are returned beside the repository.
+fn team_repo() -> (Repo, Vec<u8>) {
     let keys = Keys::generate();
     let dkey = TestKey::generate();
     let role = envelope(
@@ -181,10 +182,31 @@ fn lookup_loads_delegated_roles_on_demand() {
         snapshot,
         targets,
     };
+    (repo, role)
+}
+
+/// A client refreshed against [`team_repo`] (which serves `team/d`), no
+/// delegated role loaded yet, its requests so far forgotten.
+fn refreshed_team() -> (World, Refresh, Vec<u8>) {
+    let (repo, role) = team_repo();
     let mut w = World::new(&repo);
     w.remote.insert("1.team%2Fd.json".into(), role.clone());
-    let mut r = w.refresh().unwrap();
+    let r = w.refresh().unwrap();
     w.take_requests();
+    (w, r, role)
+}
+
+/// The requests that load `team/d` (`role`'s bytes) for the first time.
+fn team_requests(role: &[u8]) -> [String; 2] {
+    [
+        "L team/d".to_owned(),
+        format!("R 1.team%2Fd.json {}", role.len()),
+    ]
+}
+
+#[test]
+fn lookup_loads_delegated_roles_on_demand() {
+    let (mut w, mut r, role) = refreshed_team();
     r.lookup("d/x.bin");
     match w.drive(&mut r, true).unwrap() {
         Step::Found { role, target } => {
@@ -193,13 +215,7 @@ fn lookup_loads_delegated_roles_on_demand() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(
-        w.take_requests(),
-        [
-            "L team/d".to_owned(),
-            format!("R 1.team%2Fd.json {}", role.len())
-        ]
-    );
+    assert_eq!(w.take_requests(), team_requests(&role));
     assert_eq!(w.local["team/d"], role);
     assert_eq!(r.delegated_roles(), ["team/d"]);
     // a second lookup: already verified through this delegator, no request
@@ -211,6 +227,28 @@ fn lookup_loads_delegated_roles_on_demand() {
         }
     );
     assert!(w.take_requests().is_empty());
+}
+
+#[test]
+fn load_delegated_verifies_a_named_role_on_an_independent_clone() {
+    let (mut w, mut r, role) = refreshed_team();
+    let mut copy = r.clone();
+    copy.load_delegated("team/d", "targets").unwrap();
+    assert_eq!(w.drive(&mut copy, false).unwrap(), Step::Refreshed);
+    assert_eq!(w.take_requests(), team_requests(&role));
+    assert_eq!(copy.delegated_roles(), ["team/d"]);
+    assert!(r.delegated_roles().is_empty(), "the original is untouched");
+    // a role the snapshot does not list: refused before any remote request
+    r.load_delegated("team/e", "targets").unwrap();
+    let e = w.drive(&mut r, false).unwrap_err();
+    assert!(matches!(e, Error::MissingMeta { .. }), "{e}");
+    assert_eq!(w.take_requests(), ["L team/e"]);
+    // after a failure, or during a lookup, nothing more is loaded
+    let e = r.load_delegated("team/d", "targets").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Order, "{e}");
+    copy.lookup("d/x.bin");
+    let e = copy.load_delegated("team/d", "targets").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Order, "{e}");
 }
 
 // ---- attacks ---------------------------------------------------------------

@@ -37,8 +37,8 @@ fn staged_rollout_reaches_three_agents_failed_health_check_rolls_back_and_fleet_
     let agents = [
         Agent::enroll(&s, tmp.path(), "dev1", "board-a", &tok(0), ok),
         // an ECDSA P-256 device key (secure elements that only do P-256)
-        Agent::enroll_with(
-            &s,
+        Agent::enroll_at(
+            &s.url,
             tmp.path(),
             "dev2",
             "board-a",
@@ -198,7 +198,7 @@ fn staged_rollout_reaches_three_agents_failed_health_check_rolls_back_and_fleet_
     }
 
     // 4. the daemon: checks in at once, then SIGTERM stops it cleanly
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_custody"))
+    let mut child = common::cli::command()
         .args(["agent", "--state-dir"])
         .arg(&agents[0].state)
         .arg("--config")

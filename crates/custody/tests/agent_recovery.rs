@@ -81,7 +81,7 @@ fn kill9_in_trial_then_restart_gives_one_report_no_second_install_and_target_giv
 
     // Release 2: kill -9 the agent in its trial.
     rollout(&setup, &s, "v2", "board-r/fw-2.img", "board-r", all, "s2");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_custody"))
+    let mut child = common::cli::command()
         .args(["agent", "--state-dir"])
         .arg(&agent.state)
         .arg("--config")

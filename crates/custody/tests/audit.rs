@@ -3,26 +3,18 @@
 //! device with inclusion proofs, and the inconsistencies it must report
 //! (forged install report, a bundle changed on the server's disk).
 
+mod common;
+
 use std::process::Output;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
+use common::custody_async as custody;
+use common::serve::start_in_process;
 use custody_log::entry::EntryBody;
 use custody_log::{leaf_hash, verify_inclusion, Hash};
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use serde_json::{json, Value};
-
-async fn custody(args: &[&str]) -> Output {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_custody"))
-            .args(&args)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
-}
 
 fn json_out(o: &Output) -> Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
@@ -121,12 +113,7 @@ fn proof_ok(row: &Value, entry_bytes: &[u8]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_replays_the_server_log_and_reports_inconsistencies() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = custody_server::ServerConfig {
-        listen: ([127, 0, 0, 1], 0).into(),
-        data_dir: dir.path().join("data"),
-        ..Default::default()
-    };
-    let server = custody_server::start(cfg).await.unwrap();
+    let server = start_in_process(&dir.path().join("data")).await;
     let url = server.url();
     let log = server.state.log.clone();
     let log_key = log.verifier_key().to_vkey();

@@ -1,12 +1,14 @@
 //! The README's first command must work: `custody demo` runs the whole flow
 //! and exits 0 only if every expected outcome happened.
-use std::process::Command;
+mod common;
+
+use common::cli::command;
 
 #[test]
 fn demo_runs_the_whole_chain_and_refuses_the_tampered_payload() {
     let keep = tempfile::tempdir().expect("temp dir");
     let dir = keep.path().join("demo");
-    let out = Command::new(env!("CARGO_BIN_EXE_custody"))
+    let out = command()
         .args(["demo", "--payload-mib", "1", "--keep"])
         .arg(&dir)
         .output()

@@ -1,66 +1,19 @@
 //! `custody serve` as a process: zero-config start, bootstrap credential
 //! shown once, health, graceful SIGTERM, restart keeps state, --help, TLS.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-struct Started {
-    child: Child,
-    url: String,
-    credential: Option<String>,
-}
-
-fn custody() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_custody"));
-    c.env_remove("CUSTODY_DATABASE_URL")
-        .env_remove("CUSTODY_CONFIG")
-        .env_remove("CUSTODY_LISTEN")
-        .env_remove("CUSTODY_DATA_DIR");
-    c
-}
+use common::cli::command;
+use common::serve::{start_serve, ServeProcess};
 
 /// Starts `custody serve` in `cwd` and reads the banner from stdout.
-fn start(cwd: &std::path::Path, extra: &[&str]) -> Started {
-    let mut child = custody()
-        .arg("serve")
-        .args(["--listen", "127.0.0.1:0"])
-        .args(extra)
-        .current_dir(cwd)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let first = lines.next().expect("banner line").expect("banner is UTF-8");
-    let url = first
-        .split_whitespace()
-        .find(|w| w.starts_with("http://") || w.starts_with("https://"))
-        .unwrap_or_else(|| panic!("no URL in banner {first:?}"))
-        .to_string();
-    let mut credential = None;
-    if first.contains("storage") {
-        // The credential block follows only on a first start; read what is
-        // already there without blocking forever.
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        while let Ok(line) = rx.recv_timeout(Duration::from_millis(1500)) {
-            if let Some(c) = line.trim().strip_prefix("cst1.") {
-                credential = Some(format!("cst1.{c}"));
-            }
-        }
-    }
-    Started {
-        child,
-        url,
-        credential,
-    }
+fn start(cwd: &std::path::Path, extra: &[&str]) -> ServeProcess {
+    start_serve(Some(cwd), "127.0.0.1:0", extra, &[])
 }
 
 /// Minimal HTTP/1.1 over a raw socket (the binary's tests have no client).
@@ -88,22 +41,6 @@ fn request(url: &str, method: &str, path: &str, body: Option<&str>) -> (u16, Str
     (status, body)
 }
 
-fn sigterm(child: &mut Child) -> std::process::ExitStatus {
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    for _ in 0..200 {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    panic!("custody serve did not stop within 10 s of SIGTERM");
-}
-
 #[test]
 fn zero_config_start_bootstrap_once_and_graceful_stop() {
     let dir = tempfile::tempdir().unwrap();
@@ -122,7 +59,7 @@ fn zero_config_start_bootstrap_once_and_graceful_stop() {
     let (status, body) = request(&first.url, "POST", "/api/v1/token", Some(&mint));
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"token\""));
-    let status = sigterm(&mut first.child);
+    let status = first.sigterm();
     assert!(status.success(), "graceful exit on SIGTERM: {status:?}");
 
     // Restart on the same data dir: no new credential, the old one works.
@@ -133,12 +70,12 @@ fn zero_config_start_bootstrap_once_and_graceful_stop() {
     );
     let (status, _) = request(&second.url, "POST", "/api/v1/token", Some(&mint));
     assert_eq!(status, 200);
-    assert!(sigterm(&mut second.child).success());
+    assert!(second.sigterm().success());
 }
 
 #[test]
 fn help_documents_env_and_config() {
-    let out = custody().args(["serve", "--help"]).output().unwrap();
+    let out = command().args(["serve", "--help"]).output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     for needle in [
@@ -159,7 +96,7 @@ fn bad_config_is_refused_with_the_field_named() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
     std::fs::write(&cfg, "token_ttl_seconds = 7200\n").unwrap();
-    let out = custody()
+    let out = command()
         .args(["serve", "--config", cfg.to_str().unwrap()])
         .current_dir(dir.path())
         .output()
@@ -246,5 +183,5 @@ fn tls_with_rustls() {
     let plain =
         std::panic::catch_unwind(|| request(&format!("http://{addr}"), "GET", "/healthz", None));
     assert!(plain.map(|(s, _)| s != 200).unwrap_or(true));
-    assert!(sigterm(&mut s.child).success());
+    assert!(s.sigterm().success());
 }

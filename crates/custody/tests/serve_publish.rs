@@ -11,9 +11,9 @@ mod agent_support;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
+use agent_support::common::cli::command;
 use agent_support::{api, http, sha256_hex, start, token, Server, Setup, REPO};
 
 /// `custody client`: trust root 1 from the server (test only; real clients
@@ -36,7 +36,7 @@ fn client_download(s: &Server, work: &Path, names: &[String]) -> Vec<Vec<u8>> {
     let root_file = work.join("root.json");
     std::fs::write(&root_file, &root.body).unwrap();
     let run = |args: &[&str]| {
-        let o = Command::new(env!("CARGO_BIN_EXE_custody"))
+        let o = command()
             .arg("client")
             .arg("--metadata-dir")
             .arg(&md)

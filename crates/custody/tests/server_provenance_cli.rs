@@ -7,9 +7,9 @@
 
 mod agent_support;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-use agent_support::{api, sha256_hex, start, token, Server};
+use agent_support::{api, credential, custody, server_cli, sha256_hex, start, token};
 use base64::Engine;
 use custody_keys::MemorySigner;
 use custody_keys::Signer;
@@ -19,30 +19,6 @@ use serde_json::{json, Value};
 const BUILDER: &str = "https://github.com/actions/runner/github-hosted";
 const GHA: &str = "https://actions.github.io/buildtypes/workflow/v1";
 const SOURCE: &str = "https://github.com/org/firmware";
-
-/// A new API credential with `scopes`; its secret.
-fn credential(s: &Server, admin: &str, name: &str, scopes: &[&str]) -> String {
-    let r = api(
-        s,
-        "POST",
-        "/api/v1/credentials",
-        admin,
-        Some(json!({"name": name, "scopes": scopes})),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    r.json()["secret"].as_str().unwrap().to_owned()
-}
-
-fn custody(s: &Server, credential: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_custody"))
-        .env("CUSTODY_SERVER", &s.url)
-        .env("CUSTODY_CREDENTIAL", credential)
-        .env_remove("CUSTODY_TOKEN")
-        .arg("server")
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 fn envelope(digest: &str, builder: &str, key: &Ed25519KeyPair) -> Vec<u8> {
     let st = json!({
@@ -128,7 +104,7 @@ keyval = {{ public = "{}" }}
     let p = policy.to_str().unwrap();
 
     // The CI credential may not set the policy.
-    let o = custody(&s, &ci, &["provenance-policy", "set", "--repo", "app", p]);
+    let o = server_cli(&s, &ci, &["provenance-policy", "set", "--repo", "app", p]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("403"), "{}", stderr(&o));
     assert!(
@@ -136,13 +112,13 @@ keyval = {{ public = "{}" }}
         "{}",
         stderr(&o)
     );
-    let o = custody(
+    let o = server_cli(
         &s,
         &security,
         &["provenance-policy", "set", "--repo", "app", p],
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = custody(&s, &ci, &["provenance-policy", "show", "--repo", "app"]);
+    let o = server_cli(&s, &ci, &["provenance-policy", "show", "--repo", "app"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let shown: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(shown["rules"], json!(["firmware"]));
@@ -158,7 +134,7 @@ keyval = {{ public = "{}" }}
     let fwp = fw.to_str().unwrap();
 
     // Without provenance: refused, naming the rule and its path pattern.
-    let o = custody(
+    let o = server_cli(
         &s,
         &ci,
         &["upload", "--repo", "app", fwp, "--name", "firmware/fw.bin"],
@@ -171,7 +147,7 @@ keyval = {{ public = "{}" }}
         "{e}"
     );
     // From an untrusted builder: refused, naming the builder rule.
-    let o = custody(
+    let o = server_cli(
         &s,
         &ci,
         &[
@@ -197,7 +173,7 @@ keyval = {{ public = "{}" }}
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json(), json!([]), "refused uploads staged something");
     // Accepted: staged with the envelope's digest in custom.
-    let o = custody(
+    let o = server_cli(
         &s,
         &ci,
         &[
@@ -221,10 +197,7 @@ keyval = {{ public = "{}" }}
     assert_eq!(staged["blob_sha256"], json!(digest));
 
     // --help teaches the flags and the scopes.
-    let o = Command::new(env!("CARGO_BIN_EXE_custody"))
-        .args(["server", "upload", "--help"])
-        .output()
-        .unwrap();
+    let o = custody(&["server", "upload", "--help"]);
     let help = String::from_utf8_lossy(&o.stdout);
     for p in [
         "--provenance",

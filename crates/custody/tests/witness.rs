@@ -3,6 +3,8 @@
 //! unchanged state) a fork at the same size, a fork at a larger size and a
 //! rolled-back checkpoint.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Output;
@@ -13,6 +15,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
+use common::custody_async as custody;
 use custody_log::{
     consistency_proof, Appender, LogVerifier, MemoryStore, NoteSigner, VerifierKey, WitnessPolicy,
 };
@@ -80,28 +83,10 @@ async fn start(shared: Shared, vkey: String) -> String {
     format!("http://{addr}")
 }
 
-async fn custody(args: Vec<String>) -> Output {
-    tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_custody"))
-            .args(&args)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
-}
-
 async fn witness_once(url: &str, key: &Path, state: &Path) -> Output {
-    custody(vec![
-        "witness".into(),
-        "--log".into(),
-        url.into(),
-        "--key".into(),
-        key.display().to_string(),
-        "--state".into(),
-        state.display().to_string(),
-        "--once".into(),
-        "--json".into(),
+    let (key, state) = (key.display().to_string(), state.display().to_string());
+    custody(&[
+        "witness", "--log", url, "--key", &key, "--state", &state, "--once", "--json",
     ])
     .await
 }
@@ -120,14 +105,8 @@ async fn witness_cosigns_an_honest_log_and_alarms_on_fork_and_rollback() {
     let dir = tempfile::tempdir().unwrap();
     let keyfile = dir.path().join("witness.key");
     let state = dir.path().join("state");
-    let o = custody(vec![
-        "witness".into(),
-        "--key".into(),
-        keyfile.display().to_string(),
-        "--new-key".into(),
-        "w1.test".into(),
-    ])
-    .await;
+    let keyfile_arg = keyfile.display().to_string();
+    let o = custody(&["witness", "--key", &keyfile_arg, "--new-key", "w1.test"]).await;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let wkey = VerifierKey::parse(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
 

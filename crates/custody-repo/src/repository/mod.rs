@@ -8,9 +8,9 @@
 //! rename).
 //!
 //! Verification is never re-implemented here: thresholds are answered by
-//! `custody_tuf::verify_threshold`, and `publish` runs the whole client
-//! workflow of `custody_tuf::TrustedMetadata` over the exact bytes it is
-//! about to publish.
+//! `custody_tuf::verify_threshold`, and `publish` feeds the exact bytes it
+//! is about to publish to custody-tuf's refresh driver
+//! (`custody_tuf::Refresh`), the client workflow every custody client runs.
 //!
 //! The types ([`Repository`] and its options and reports) live here; each
 //! concern is one private module adding methods to [`Repository`]:

@@ -1,10 +1,15 @@
-//! The publish check: build every file a publish would write and run
-//! custody-tuf's client workflow over exactly those bytes.
+//! The publish check: build every file a publish would write and feed
+//! exactly those bytes to custody-tuf's refresh driver ([`Refresh`]), as a
+//! client with no trusted store of its own would be fed the repository:
+//! the root chain from version 1, timestamp, snapshot, top-level targets,
+//! then every delegated role by name ([`Refresh::load_delegated`]). The
+//! sequence of checks is custody-tuf's, the same one custody-client's
+//! `Updater`, the device agent and the server's image lookup run.
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use custody_tuf::{Signed, TargetFile, Targets};
+use custody_tuf::{Fetch, Limits, Refresh, Signed, Source, Step, TargetFile, Targets};
 
 use crate::error::RepoError;
 use crate::paths::validate_target_path;
@@ -17,7 +22,7 @@ use super::{Envelope, METADATA_DIR, TARGETS_DIR};
 
 impl Repository {
     /// Build every file a publish would write (relative path → bytes) and
-    /// verify it with custody-tuf's client workflow at time `now`: root
+    /// verify it with custody-tuf's refresh driver at time `now`: root
     /// chain 1..N (thresholds of old and new keys), timestamp, snapshot,
     /// targets and every delegated role (signatures, thresholds, versions,
     /// expiry, hashes), and every target file's length and hashes. Any
@@ -82,26 +87,8 @@ impl Repository {
             roots.push(read_bounded(&p)?);
         }
         roots.push(current_bytes.clone());
-        let first = roots.first().cloned().unwrap_or_default();
-        let mut trusted = custody_tuf::TrustedMetadata::new(&first).map_err(refuse)?;
-        for b in roots.iter().skip(1) {
-            trusted.update_root(b).map_err(refuse)?;
-        }
-        for (i, b) in roots.iter().enumerate() {
-            let v = i as u64 + 1;
-            files.insert(
-                custody_tuf::metadata_filename("root", Some(v)),
-                PublishFile::Bytes(b.clone()),
-            );
-        }
-        files.insert("root.json".into(), PublishFile::Bytes(current_bytes));
         let ts = envelope_bytes(&self.timestamp)?;
-        trusted.update_timestamp(&ts, now).map_err(refuse)?;
-        files.insert("timestamp.json".into(), PublishFile::Bytes(ts));
         let snap = envelope_bytes(&self.snapshot)?;
-        let snap_name = trusted.remote_filename("snapshot").map_err(refuse)?;
-        trusted.update_snapshot(&snap, now, false).map_err(refuse)?;
-        files.insert(snap_name, PublishFile::Bytes(snap));
         // Roles unchanged since read or written: their staged bytes (the
         // client workflow below verifies whatever bytes are published).
         let role_bytes = |role: &str, env: &Envelope<Targets>| -> Result<Vec<u8>, RepoError> {
@@ -110,6 +97,51 @@ impl Repository {
                 _ => envelope_bytes(env),
             }
         };
+        let top_env = self.targets_env("targets")?;
+        let top = role_bytes("targets", top_env)?;
+        // custody-tuf's refresh driver, fed the publish set as a client with
+        // no local store would be fed the repository: root 2..N from the
+        // first root, then timestamp, snapshot and top-level targets.
+        let first = roots.first().cloned().unwrap_or_default();
+        let mut refresh = Refresh::new(&first, Limits::default(), now).map_err(refuse)?;
+        let mut names = BTreeMap::new();
+        feed(&mut refresh, |r, f| {
+            if f.role != "root" && r.trusted().root().version != current {
+                return Err(RepoError::Publish(format!(
+                    "root chain: the walk from 1.root.json stops at version {} of {current} (at most {} rotations)",
+                    r.trusted().root().version,
+                    r.trusted().limits().max_root_rotations
+                )));
+            }
+            let bytes = match f.role.as_str() {
+                "root" => f
+                    .version
+                    .and_then(|v| usize::try_from(v).ok())
+                    .and_then(|v| roots.get(v.wrapping_sub(1))),
+                "timestamp" => Some(&ts),
+                "snapshot" => Some(&snap),
+                "targets" => Some(&top),
+                _ => None,
+            };
+            names.insert(f.role.clone(), f.file_name.clone());
+            Ok(bytes.map(Vec::as_slice))
+        })?;
+        for (i, b) in roots.iter().enumerate() {
+            let v = i as u64 + 1;
+            files.insert(
+                custody_tuf::metadata_filename("root", Some(v)),
+                PublishFile::Bytes(b.clone()),
+            );
+        }
+        files.insert("root.json".into(), PublishFile::Bytes(current_bytes));
+        let name_of = |role: &str| {
+            names.get(role).cloned().ok_or_else(|| {
+                RepoError::Publish(format!("{role} was not asked for by the refresh"))
+            })
+        };
+        files.insert(name_of("timestamp")?, PublishFile::Bytes(ts));
+        files.insert(name_of("snapshot")?, PublishFile::Bytes(snap));
+        let top_name = name_of("targets")?;
         let loaded_external;
         let external = match &self.external {
             Some(m) => m,
@@ -146,10 +178,6 @@ impl Repository {
             }
             Ok(out)
         };
-        let top_env = self.targets_env("targets")?;
-        let top = role_bytes("targets", top_env)?;
-        let top_name = trusted.remote_filename("targets").map_err(refuse)?;
-        trusted.update_targets(&top, now).map_err(refuse)?;
         // Delegators whose file is byte-identical to the previous
         // generation's: their delegations (keys, thresholds) are unchanged.
         let mut unchanged_delegators: BTreeSet<String> = BTreeSet::new();
@@ -157,16 +185,17 @@ impl Repository {
             unchanged_delegators.insert("targets".to_owned());
         }
         files.insert(top_name, PublishFile::Bytes(top));
-        let verified_top = trusted
+        let verified_top = refresh
+            .trusted()
             .targets()
             .ok_or_else(|| RepoError::Publish("targets not loaded after verification".into()))?;
-        files.extend(contents("targets", verified_top, &trusted)?);
-        // Delegated roles, one delegation level at a time, each verified
-        // against the delegator that lists it. Roles that delegate further
-        // are verified on the main trusted state (their children need it);
-        // leaf roles (e.g. 256 hash bins) are independent: they are
-        // verified in parallel, each thread on its own copy of the trusted
-        // state, with the same custody-tuf calls.
+        files.extend(contents("targets", verified_top, refresh.trusted())?);
+        // Delegated roles, one delegation level at a time, each loaded by
+        // the refresh driver against the delegator that lists it. Roles that
+        // delegate further are verified on the main refresh (their children
+        // need it); leaf roles (e.g. 256 hash bins) are independent: they
+        // are verified in parallel, each thread on its own copy of the
+        // refresh, with the same custody-tuf calls.
         let mut level: Vec<(String, String)> = delegated_names(&top_env.signed)
             .into_iter()
             .map(|r| (r, "targets".to_owned()))
@@ -191,31 +220,28 @@ impl Repository {
                     continue;
                 }
                 let bytes = role_bytes(&role, env)?;
-                let name = trusted.remote_filename(&role).map_err(refuse)?;
-                trusted
-                    .update_delegated_targets(&bytes, &role, &delegator, now)
-                    .map_err(refuse)?;
+                let name = load_delegated(&mut refresh, &role, &delegator, &bytes)?;
                 if previous.is_some_and(|prev| same_file_bytes(&prev.metadata.join(&name), &bytes))
                     && unchanged_delegators.contains(&delegator)
                 {
                     unchanged_delegators.insert(role.clone());
                 }
-                let verified = trusted.delegated_targets(&role).ok_or_else(|| {
+                let verified = refresh.trusted().delegated_targets(&role).ok_or_else(|| {
                     RepoError::Publish(format!("{role} not loaded after verification"))
                 })?;
-                files.extend(contents(&role, verified, &trusted)?);
+                files.extend(contents(&role, verified, refresh.trusted())?);
                 files.insert(name, PublishFile::Bytes(bytes));
                 next.extend(children.into_iter().map(|c| (c, role.clone())));
             }
             let results = par_map_with(
                 &leaves,
-                || trusted.clone(),
-                |t, (role, delegator, env)| -> Result<_, RepoError> {
+                || refresh.clone(),
+                |r, (role, delegator, env)| -> Result<_, RepoError> {
                     let bytes = role_bytes(role, env)?;
-                    let name = t.remote_filename(role).map_err(refuse)?;
+                    let name = r.trusted().remote_filename(role).map_err(refuse)?;
                     let carried = previous.is_some_and(|prev| {
                         unchanged_delegators.contains(delegator)
-                            && t.meta_for(role).is_ok_and(|m| {
+                            && r.trusted().meta_for(role).is_ok_and(|m| {
                                 m.length.is_none()
                                     && m.hashes.is_none()
                                     && m.version == env.signed.version
@@ -224,15 +250,14 @@ impl Repository {
                             && same_file_bytes(&prev.metadata.join(&name), &bytes)
                     });
                     if carried {
-                        let c = contents(role, &env.signed, t)?;
+                        let c = contents(role, &env.signed, r.trusted())?;
                         return Ok((name, bytes, c, true));
                     }
-                    t.update_delegated_targets(&bytes, role, delegator, now)
-                        .map_err(refuse)?;
-                    let verified = t.delegated_targets(role).ok_or_else(|| {
+                    let name = load_delegated(r, role, delegator, &bytes)?;
+                    let verified = r.trusted().delegated_targets(role).ok_or_else(|| {
                         RepoError::Publish(format!("{role} not loaded after verification"))
                     })?;
-                    let c = contents(role, verified, t)?;
+                    let c = contents(role, verified, r.trusted())?;
                     Ok((name, bytes, c, false))
                 },
             );
@@ -255,6 +280,59 @@ impl Repository {
         }
         Ok((files, carried))
     }
+}
+
+/// Drive `r` until it stops asking for files, answering each remote
+/// request with `answer`'s bytes (`None`: not in the publish set) and each
+/// local one with nothing: the publish check has no trusted store of its
+/// own, so every role is verified from the publish set's bytes.
+fn feed<'b>(
+    r: &mut Refresh,
+    mut answer: impl FnMut(&Refresh, &Fetch) -> Result<Option<&'b [u8]>, RepoError>,
+) -> Result<(), RepoError> {
+    let refuse = |e: custody_tuf::Error| RepoError::Publish(e.to_string());
+    loop {
+        match r.step().map_err(refuse)? {
+            Step::Fetch(f) => {
+                let bytes = match f.source {
+                    Source::Local => None,
+                    Source::Remote => answer(r, &f)?,
+                };
+                r.provide(bytes).map_err(refuse)?;
+            }
+            Step::Refreshed => {
+                // no store to write: the verified bytes are in the set
+                r.take_writes();
+                return Ok(());
+            }
+            Step::Found { .. } | Step::NotFound { .. } => {
+                return Err(RepoError::Publish(
+                    "the refresh answered a lookup nobody started".into(),
+                ))
+            }
+        }
+    }
+}
+
+/// Verify delegated role `role` (as delegated by `delegator`) from `bytes`
+/// on `r`; returns the file name it is published under.
+fn load_delegated(
+    r: &mut Refresh,
+    role: &str,
+    delegator: &str,
+    bytes: &[u8],
+) -> Result<String, RepoError> {
+    r.load_delegated(role, delegator)
+        .map_err(|e| RepoError::Publish(e.to_string()))?;
+    let mut name = None;
+    feed(r, |_, f| {
+        if f.role != role {
+            return Ok(None);
+        }
+        name = Some(f.file_name.clone());
+        Ok(Some(bytes))
+    })?;
+    name.ok_or_else(|| RepoError::Publish(format!("{role}: verified without being asked for")))
 }
 
 /// Where a previously published (and verified) generation keeps its files.
@@ -320,4 +398,191 @@ fn verify_target_file(path: &str, tf: &TargetFile, src: &Path) -> Result<(), Rep
         v.update(buf.get(..n).unwrap_or_default()).map_err(refuse)?;
     }
     v.finish().map_err(refuse)
+}
+
+/// Each refusal the publish check must give, fed the attack it stops: the
+/// repository's staged metadata is tampered with in memory (re-signed by
+/// the right key where the attack needs it) and the publish set must be
+/// refused with custody-tuf's named error.
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::{DateTime, Duration, TimeZone, Utc};
+    use custody_keys::passphrase::SecretSource;
+    use custody_keys::{MemorySigner, Signer};
+    use custody_tuf::Signature;
+
+    use crate::keyring::{KeyLocation, KeyRing};
+    use crate::policy::ExpiryPolicy;
+    use crate::repository::{InitOptions, RoleInit};
+    use crate::Repository;
+
+    type KeyEntry = (custody_tuf::Key, String, KeyLocation);
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().unwrap()
+    }
+
+    fn key(ring: &mut KeyRing) -> KeyEntry {
+        let s = MemorySigner::generate_ed25519().unwrap();
+        let e = (s.key().clone(), s.keyid().to_owned(), KeyLocation::Offline);
+        ring.add(Box::new(s));
+        e
+    }
+
+    /// targets delegates `team` (team/*), which delegates `leaf`
+    /// (team/leaf/*): one role verified on the main refresh, one leaf
+    /// verified on a copy. The untampered publish set passes.
+    fn repo(dir: &std::path::Path) -> (Repository, KeyRing) {
+        let mut ring = KeyRing::new(SecretSource::Env("UNUSED_PASSPHRASE".into()));
+        let mut roles = BTreeMap::new();
+        for role in ["root", "targets", "snapshot", "timestamp"] {
+            let keys = vec![key(&mut ring)];
+            roles.insert(role.to_owned(), RoleInit { keys, threshold: 1 });
+        }
+        let opts = InitOptions {
+            roles,
+            expiry: ExpiryPolicy::default(),
+            consistent_snapshot: true,
+            allow_shared_keys: false,
+        };
+        let mut repo = Repository::init(dir, opts, &mut ring, now()).unwrap();
+        let team = [key(&mut ring)];
+        let leaf = [key(&mut ring)];
+        let paths = |p: &str| Some(vec![p.to_owned()]);
+        repo.delegate(
+            "targets",
+            "team",
+            &team,
+            1,
+            paths("team/*"),
+            None,
+            false,
+            &mut ring,
+            now(),
+        )
+        .unwrap();
+        repo.delegate(
+            "team",
+            "leaf",
+            &leaf,
+            1,
+            paths("team/leaf/*"),
+            None,
+            false,
+            &mut ring,
+            now(),
+        )
+        .unwrap();
+        repo.save().unwrap();
+        repo.build_publish_set(now()).unwrap();
+        (repo, ring)
+    }
+
+    fn refusal(repo: &Repository) -> String {
+        match repo.build_publish_set(now()) {
+            Ok(_) => panic!("the tampered publish set was accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn assert_names(err: &str, needles: &[&str]) {
+        for n in needles {
+            assert!(err.contains(n), "{n:?} missing from: {err}");
+        }
+    }
+
+    #[test]
+    fn a_targets_version_the_snapshot_does_not_list_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut repo, mut ring) = repo(tmp.path());
+        // targets v2, correctly signed, beside a snapshot that lists v1
+        repo.targets.get_mut("targets").unwrap().signed.version += 1;
+        repo.sign_available("targets", &mut ring).unwrap();
+        assert_names(
+            &refusal(&repo),
+            &["targets: version 2 differs from version 1 listed in snapshot meta"],
+        );
+    }
+
+    #[test]
+    fn a_delegated_version_the_snapshot_does_not_list_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut repo, mut ring) = repo(tmp.path());
+        let v = repo.targets["leaf"].signed.version;
+        repo.targets.get_mut("leaf").unwrap().signed.version += 1;
+        repo.sign_available("leaf", &mut ring).unwrap();
+        assert_names(
+            &refusal(&repo),
+            &[&format!(
+                "leaf: version {} differs from version {v} listed in snapshot meta",
+                v + 1
+            )],
+        );
+    }
+
+    /// Replace `role`'s signatures by one from a key its delegator does not
+    /// list (`claimed_keyid`: the key id written beside the signature).
+    fn sign_with_wrong_key(repo: &mut Repository, role: &str, claim_delegated_keyid: bool) {
+        let wrong = MemorySigner::generate_ed25519().unwrap();
+        let msg = repo.canonical_of(role).unwrap();
+        let keyid = if claim_delegated_keyid {
+            repo.role_keys(role).unwrap().keyids[0].clone()
+        } else {
+            wrong.keyid().to_owned()
+        };
+        let sig = Signature {
+            keyid,
+            sig: hex::encode(wrong.sign(&msg).unwrap()),
+            unknown: Default::default(),
+        };
+        *repo.signatures_mut(role).unwrap() = vec![sig];
+        repo.dirty.insert(role.to_owned());
+    }
+
+    #[test]
+    fn a_delegated_role_signed_by_the_wrong_key_is_refused() {
+        for role in ["team", "leaf"] {
+            for claim in [false, true] {
+                let tmp = tempfile::tempdir().unwrap();
+                let (mut repo, _ring) = repo(tmp.path());
+                sign_with_wrong_key(&mut repo, role, claim);
+                assert_names(
+                    &refusal(&repo),
+                    &[&format!("{role}: signature threshold not met: 0 valid")],
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_expired_timestamp_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut repo, mut ring) = repo(tmp.path());
+        repo.timestamp.signed.expires = now() - Duration::hours(1);
+        repo.sign_available("timestamp", &mut ring).unwrap();
+        assert_names(&refusal(&repo), &["timestamp: expired at", "freeze attack"]);
+    }
+
+    #[test]
+    fn a_snapshot_other_than_the_one_the_timestamp_signed_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut repo, mut ring) = repo(tmp.path());
+        // re-signed by the snapshot key, but not the snapshot the
+        // timestamp lists (its version; its hashes too if they are pinned)
+        repo.snapshot.signed.version += 1;
+        repo.sign_available("snapshot", &mut ring).unwrap();
+        assert_names(&refusal(&repo), &["snapshot: ", "(mix-and-match"]);
+    }
+
+    #[test]
+    fn a_root_not_signed_by_the_previous_root_keys_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut repo, _ring) = repo(tmp.path());
+        // root v2 claims to follow v1 but carries no valid signature
+        repo.root.signed.version += 1;
+        repo.root.signatures.clear();
+        assert_names(&refusal(&repo), &["root: signature threshold not met"]);
+    }
 }

@@ -1,11 +1,14 @@
 //! Shared by the agent end-to-end tests: a real `custody serve` process,
 //! the deployment's identities, and agent processes.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+#[path = "../common/mod.rs"]
+pub mod common;
+pub mod proxy;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use custody_keys::passphrase::SecretSource;
@@ -14,10 +17,14 @@ use custody_keys::Signer;
 use custody_repo::keyring::KeyRing;
 use serde_json::{json, Value};
 
+pub use common::cli::tree;
+pub use common::custody;
+use common::serve::{start_serve, ServeProcess};
+
 pub const REPO: &str = "main";
 
 pub struct Server {
-    child: Child,
+    process: ServeProcess,
     pub url: String,
     pub credential: Option<String>,
     pub data: PathBuf,
@@ -26,19 +33,7 @@ pub struct Server {
 impl Server {
     /// `kill -9` the server process (a crash, no shutdown path).
     pub fn kill9(&mut self) {
-        let ok = Command::new("kill")
-            .args(["-KILL", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill9();
     }
 }
 
@@ -49,43 +44,16 @@ pub fn start(data: &Path) -> Server {
 /// `custody serve` on `data`, listening on `listen` (a restart on the
 /// address agents enrolled with).
 pub fn start_on(data: &Path, listen: &str) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_custody"))
-        .env_remove("CUSTODY_DATABASE_URL")
-        .env_remove("CUSTODY_CONFIG")
-        .env_remove("CUSTODY_LISTEN")
-        .env_remove("CUSTODY_DATA_DIR")
-        .env("CUSTODY_KEY_PASSPHRASE", "test passphrase for online keys")
-        .arg("serve")
-        .args(["--listen", listen, "--data-dir"])
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let first = lines.next().expect("banner").expect("utf-8 banner");
-    let url = first
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no URL in banner {first:?}"))
-        .to_string();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut credential = None;
-    while let Ok(line) = rx.recv_timeout(Duration::from_millis(1000)) {
-        if let Some(c) = line.trim().strip_prefix("cst1.") {
-            credential = Some(format!("cst1.{c}"));
-        }
-    }
+    let process = start_serve(
+        None,
+        listen,
+        &["--data-dir", data.to_str().unwrap()],
+        &[("CUSTODY_KEY_PASSPHRASE", "test passphrase for online keys")],
+    );
     Server {
-        child,
-        url,
-        credential,
+        url: process.url.clone(),
+        credential: process.credential.clone(),
+        process,
         data: data.to_owned(),
     }
 }
@@ -191,20 +159,37 @@ pub struct Setup {
     pub targets_key: String,
 }
 
+/// A new API credential with `scopes`, made with the `admin` token; its
+/// secret.
+pub fn credential(s: &Server, admin: &str, name: &str, scopes: &[&str]) -> String {
+    let r = api(
+        s,
+        "POST",
+        "/api/v1/credentials",
+        admin,
+        Some(json!({"name": name, "scopes": scopes})),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json()["secret"].as_str().unwrap().to_owned()
+}
+
+/// `custody server ARGS` against `s`, as an operator runs it with
+/// `credential`.
+pub fn server_cli(s: &Server, credential: &str, args: &[&str]) -> std::process::Output {
+    common::cli::command()
+        .env("CUSTODY_SERVER", &s.url)
+        .env("CUSTODY_CREDENTIAL", credential)
+        .env_remove("CUSTODY_TOKEN")
+        .arg("server")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 impl Setup {
     pub fn new(s: &Server) -> Setup {
         let admin = token(s, s.credential.as_deref().expect("first start"));
-        let cred = |name: &str, scopes: &[&str]| {
-            let r = api(
-                s,
-                "POST",
-                "/api/v1/credentials",
-                &admin,
-                Some(json!({"name": name, "scopes": scopes})),
-            );
-            assert_eq!(r.status, 201, "{}", r.text());
-            r.json()["secret"].as_str().unwrap().to_string()
-        };
+        let cred = |name: &str, scopes: &[&str]| credential(s, &admin, name, scopes);
         let ci = cred("ci", &["target:upload@main", "target:stage@main"]);
         let publisher = cred("release manager", &["repo:publish@main"]);
         let signer = cred(
@@ -355,12 +340,8 @@ impl Setup {
     }
 }
 
-pub fn custody(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_custody"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+/// A health check that passes when the installed payload is not empty.
+pub const PAYLOAD_NOT_EMPTY: &str = r#"test -s "$CUSTODY_PAYLOAD""#;
 
 pub struct Agent {
     pub state: PathBuf,
@@ -377,11 +358,13 @@ impl Agent {
         token: &str,
         health: &str,
     ) -> Agent {
-        Self::enroll_with(s, dir, name, hw, token, health, &[])
+        Self::enroll_at(&s.url, dir, name, hw, token, health, &[])
     }
 
-    pub fn enroll_with(
-        s: &Server,
+    /// Enrol through `url` (the server, or a proxy in front of it); the
+    /// agent's health check is `sh -c HEALTH`.
+    pub fn enroll_at(
+        url: &str,
         dir: &Path,
         name: &str,
         hw: &str,
@@ -407,7 +390,7 @@ impl Agent {
             state.to_str().unwrap(),
             "enroll",
             "--server",
-            &s.url,
+            url,
             "--token",
             token,
             "--hardware-id",

@@ -11,6 +11,46 @@ use std::process::{Command, Output};
 /// The environment variable holding the key passphrase.
 pub const PASSPHRASE_ENV: &str = "KP";
 
+/// The real `custody` binary, with the server settings a developer's
+/// shell may hold (`CUSTODY_DATABASE_URL`, `CUSTODY_CONFIG`,
+/// `CUSTODY_LISTEN`, `CUSTODY_DATA_DIR`) removed from its environment.
+/// Every test runs the binary through this.
+pub fn command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_custody"));
+    for k in [
+        "CUSTODY_DATABASE_URL",
+        "CUSTODY_CONFIG",
+        "CUSTODY_LISTEN",
+        "CUSTODY_DATA_DIR",
+    ] {
+        c.env_remove(k);
+    }
+    c
+}
+
+/// A finished run must have succeeded; its stdout.
+pub fn succeeded(args: &[&str], o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "custody {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+/// A finished run must have failed with exit code 1; its stderr.
+pub fn failed(args: &[&str], o: &Output) -> String {
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "custody {args:?} should fail:\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
 /// A working directory and the environment every `custody` run gets.
 pub struct Cli {
     pub dir: tempfile::TempDir,
@@ -59,7 +99,7 @@ impl Cli {
 
     /// [`Cli::run`] with `extra` set in the environment too.
     pub fn run_with_env(&self, args: &[&str], extra: &[(&str, &str)]) -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_custody"));
+        let mut c = command();
         c.args(args);
         if self.passphrase_on_every_command {
             c.args(["--passphrase-env", PASSPHRASE_ENV]);
@@ -75,27 +115,22 @@ impl Cli {
 
     /// Run; it must succeed. Returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "custody {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
+        succeeded(args, &self.run(args))
     }
 
     /// Run; it must fail with exit code 1. Returns stderr.
     pub fn fail(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert_eq!(
-            o.status.code(),
-            Some(1),
-            "custody {args:?} should fail:\n{}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stderr).unwrap()
+        failed(args, &self.run(args))
+    }
+
+    /// [`Cli::ok`] with `extra` set in the environment too.
+    pub fn ok_with_env(&self, args: &[&str], extra: &[(&str, &str)]) -> String {
+        succeeded(args, &self.run_with_env(args, extra))
+    }
+
+    /// [`Cli::fail`] with `extra` set in the environment too.
+    pub fn fail_with_env(&self, args: &[&str], extra: &[(&str, &str)]) -> String {
+        failed(args, &self.run_with_env(args, extra))
     }
 
     /// `args` plus `--passphrase-env KP` unless every command gets it.

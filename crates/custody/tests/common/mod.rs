@@ -1,15 +1,18 @@
-//! Shared support for the `custody client` and `custody repo` integration
-//! tests.
+//! Shared support for the binary's integration tests: one runner for the
+//! `custody` binary ([`cli::command`], [`custody`], [`cli::Cli`]), one key
+//! setup ([`cli::Cli::key`]), one server harness ([`serve`]), and the
+//! client tests' repository and file server.
 #![allow(dead_code, unused_imports)]
 
 pub mod cli;
 pub mod repo;
+pub mod serve;
 pub mod server;
 pub mod softhsm;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 pub use repo::{Repo, TestKey};
 pub use server::{Attack, TestServer};
@@ -25,11 +28,23 @@ pub fn workspace_root() -> PathBuf {
 
 /// Run the real `custody` binary with `args`.
 pub fn custody(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_custody"))
+    cli::command()
         .args(args)
         .env_remove("RUST_LOG")
         .output()
         .expect("run custody")
+}
+
+/// [`custody`] from async code (on the blocking pool, so an in-process
+/// server on the same runtime keeps answering).
+pub async fn custody_async(args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        custody(&args)
+    })
+    .await
+    .unwrap()
 }
 
 /// Outcome of a client run, with helpers for assertions.
