@@ -3,6 +3,7 @@
 //! macros next to the handlers, so the document cannot drift from the code;
 //! no runtime reflection and no extra web framework integration needed).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -21,7 +22,8 @@ use crate::auth::Caller;
 use crate::authoring::{AuthoringError, PublishOutcome, RoleSigState, WantedTarget};
 use crate::blobs::Sha256Hex;
 use crate::error::{json_body, ApiError, ErrorBody};
-use crate::state::{now, AppState};
+use crate::state::AppState;
+use crate::storage::now;
 use crate::storage::{AuditRecord, BlobRecord, PublishRecord, StagedTarget, YankRecord};
 
 type St = State<Arc<AppState>>;
@@ -403,16 +405,14 @@ async fn yank_target(
             reason,
         )
         .await?;
-    crate::log::record(
-        &st,
-        crate::log::EntryBody::Yank {
+    st.log
+        .append(crate::tlog::EntryBody::Yank {
             repo: repo.clone(),
             target: req.target.clone(),
             reason: reason.to_owned(),
             by: caller.identity().to_owned(),
-        },
-    )
-    .await?;
+        })
+        .await?;
     Ok((StatusCode::CREATED, Json(record)))
 }
 
@@ -497,7 +497,7 @@ pub struct CreateRepo {
 pub struct CreatedRepo {
     pub repo: String,
     /// role → key id of the server's online key
-    pub online_keys: std::collections::BTreeMap<String, String>,
+    pub online_keys: BTreeMap<String, String>,
     /// roles that need offline signatures before the first publish
     pub unsigned_roles: Vec<String>,
 }
@@ -726,9 +726,55 @@ async fn publish(
         ),
         )
         .await?;
-    crate::log::record_publish(&st, &repo, &outcome).await?;
+    record_publish(&st, &repo, &outcome).await?;
     crate::director::log_hooks::record_root_rotation(&st, &repo, caller.identity()).await?;
     Ok(Json(PublishResponse { version, outcome }))
+}
+
+/// Log every target a publish made live (a publish, or the signature that
+/// completed a draft). Reads the role that lists each target as published
+/// (the top-level targets role or the delegated role, e.g. a hash bin):
+/// hashes, length, custom (`release_counter`, `custody.provenance.sha256`)
+/// and the key ids of that role's signatures.
+pub async fn record_publish(
+    st: &Arc<AppState>,
+    repo: &str,
+    outcome: &PublishOutcome,
+) -> Result<(), ApiError> {
+    if outcome.generation.is_none() || outcome.added.is_empty() {
+        return Ok(());
+    }
+    // Each target is listed by the role the delegations give it (the
+    // top-level targets role, or a delegated role such as a hash bin):
+    // read each such role once.
+    let (st2, r, names) = (st.clone(), repo.to_owned(), outcome.added.clone());
+    let roles: Vec<(Vec<String>, serde_json::Value)> = tokio::task::spawn_blocking(move || {
+        let mut by_role: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for n in names {
+            let role = st2
+                .authoring
+                .role_for_path(&r, &n)
+                .unwrap_or_else(|_| "targets".to_owned());
+            by_role.entry(role).or_default().push(n);
+        }
+        by_role
+            .into_iter()
+            .map(|(role, names)| {
+                let bytes = st2.authoring.export_role(&r, &role).map_err(|e| {
+                    ApiError::internal(format!("log: reading published role {role}: {e}"))
+                })?;
+                let v = serde_json::from_slice(&bytes)
+                    .map_err(|e| ApiError::internal(format!("log: role {role}: {e}")))?;
+                Ok((names, v))
+            })
+            .collect::<Result<Vec<_>, ApiError>>()
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    for (names, role) in &roles {
+        crate::tlog::log_targets(&st.log, repo, role, names, Some(outcome.targets_version)).await?;
+    }
+    Ok(())
 }
 
 #[utoipa::path(get, path = "/api/v1/repos/{repo}/publishes", tag = "publish",
@@ -831,7 +877,7 @@ async fn sign_role(
                 ),
             )
             .await?;
-            crate::log::record_publish(&st, &repo, &outcome).await?;
+            record_publish(&st, &repo, &outcome).await?;
             crate::director::log_hooks::record_root_rotation(&st, &repo, caller.identity()).await?;
             Some(PublishResponse { version, outcome })
         }

@@ -576,7 +576,7 @@ impl Authoring {
         }
         let tree = self
             .tmp_dir
-            .join(format!("publish-{}", crate::blobs::random_hex(8)));
+            .join(format!("publish-{}", crate::ids::random_hex(8)));
         let built = (|| -> std::io::Result<()> {
             for t in group {
                 let mut path = tree.clone();

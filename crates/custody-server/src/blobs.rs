@@ -15,6 +15,11 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio::io::AsyncWriteExt;
 
+use axum::http::StatusCode;
+
+use crate::error::ApiError;
+use crate::ids::random_hex;
+
 /// A hex SHA-256 digest (64 lowercase hex chars), checked on construction.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Sha256Hex(String);
@@ -117,22 +122,6 @@ impl LocalBlobStore {
         let h = hash.as_str();
         self.root.join("sha256").join(&h[..2]).join(h)
     }
-}
-
-/// Random hex for temp file names.
-pub(crate) fn random_hex(bytes: usize) -> String {
-    use ring::rand::SecureRandom;
-    let mut buf = vec![0u8; bytes];
-    // SystemRandom only fails if the OS RNG is unavailable; fall back to a
-    // time-based name (names only need to be unique, not secret).
-    if ring::rand::SystemRandom::new().fill(&mut buf).is_err() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        return format!("{nanos:x}");
-    }
-    hex::encode(buf)
 }
 
 #[async_trait]
@@ -250,6 +239,27 @@ pub(crate) async fn fsync_dir(dir: &Path) -> Result<(), BlobError> {
             custody_fs::FsError::Io { error, .. } => io_err(dir, "fsync directory")(error),
             other => io_err(dir, "fsync directory")(io::Error::other(other.to_string())),
         })
+}
+
+/// How the admin API answers a blob store failure.
+impl From<BlobError> for ApiError {
+    fn from(e: BlobError) -> Self {
+        match &e {
+            BlobError::TooLarge { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
+            }
+            BlobError::HashMismatch { .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "hash_mismatch",
+                e.to_string(),
+            ),
+            BlobError::Body { .. } => ApiError::bad_request(e.to_string()),
+            BlobError::Io { .. } => {
+                tracing::error!(error = %e, "blob store error");
+                ApiError::internal("blob store error (see server log)")
+            }
+        }
+    }
 }
 
 #[cfg(test)]

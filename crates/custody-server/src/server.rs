@@ -52,7 +52,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(crate::metrics::metrics_handler))
         .merge(crate::api::router())
-        .merge(crate::log::router())
+        .merge(crate::tlog::router(state.log.clone()))
         .merge(crate::director::device::router())
         .merge(crate::director::fleet::router())
         .merge(crate::director::bundle_export::router())

@@ -13,11 +13,9 @@ use crate::blobs::{BlobError, BlobStore, LocalBlobStore};
 use crate::config::{ConfigError, ServerConfig};
 use crate::error::ApiError;
 use crate::hosting::Hosting;
-use crate::log::{EntryBody, ServerLog};
 use crate::metrics::Metrics;
 use crate::storage::{NewAudit, PgStorage, SqliteStorage, Storage, StorageError};
-
-pub use crate::storage::now;
+use crate::tlog::{EntryBody, ServerLog};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -42,7 +40,7 @@ pub enum StartError {
     #[error("metrics registry: {0}")]
     Metrics(String),
     #[error(transparent)]
-    Log(#[from] crate::log::LogError),
+    Log(#[from] crate::tlog::LogError),
 }
 
 fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> StartError + 'a {
@@ -67,8 +65,8 @@ pub struct AppState {
     /// The director (device API, fleet API); `None` when disabled or
     /// without a key passphrase (device routes then answer 503).
     pub director: Option<Arc<crate::director::Director>>,
-    /// The transparency log (`crate::log`): append with `state.log.append(..)`.
-    pub log: Arc<crate::log::ServerLog>,
+    /// The transparency log (`crate::tlog`): append with `state.log.append(..)`.
+    pub log: Arc<crate::tlog::ServerLog>,
 }
 
 /// The state plus, on the very first start, the bootstrap credential
@@ -116,7 +114,7 @@ impl AppState {
         };
         storage.migrate().await?;
 
-        let log = Arc::new(ServerLog::open(&data)?);
+        let log = Arc::new(ServerLog::open(&data, config.log.clone())?);
         let started = Auth::start(
             config.auth_settings(),
             storage.clone(),

@@ -17,8 +17,8 @@ use super::oidc::OidcError;
 use super::scope::{fleet_admin, ScopeSet};
 use super::token::{self, Claims};
 use super::{Auth, Caller, PeerAddr};
-use crate::blobs::random_hex;
 use crate::error::{json_body, ApiError, ErrorBody};
+use crate::ids::random_hex;
 use crate::storage::{now, CredentialRecord};
 
 type ApiResult<T> = Result<T, ApiError>;

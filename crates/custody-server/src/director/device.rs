@@ -249,8 +249,8 @@ impl Director {
         detail: &str,
     ) {
         let a = AttackRow {
-            id: crate::blobs::random_hex(16),
-            at: crate::state::now(),
+            id: crate::ids::random_hex(16),
+            at: crate::storage::now(),
             device_id: device.map(str::to_owned),
             code: code.to_owned(),
             source: source.to_owned(),
@@ -528,7 +528,7 @@ async fn enrol_inner(
         image_targets_path: format!("/repos/{repo}/targets/"),
         image_repository: repo,
         image_root,
-        log: Some(crate::log::enrol_pin(st)),
+        log: Some(st.log.enrol_pin()),
     })
 }
 

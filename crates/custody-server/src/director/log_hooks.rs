@@ -42,8 +42,8 @@ use serde_json::Value;
 use super::store::DeviceRow;
 use super::Director;
 use crate::error::ApiError;
-use crate::log::{EntryBody, LogError, MAX_EMBEDDED_MANIFEST};
 use crate::state::AppState;
+use crate::tlog::{EntryBody, LogError, MAX_EMBEDDED_MANIFEST};
 
 /// Why a log hook failed.
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +92,7 @@ pub fn install_report_entries(
         // The entry (with `v`, `time`, `type`) must fit a 16-bit bundle
         // length; base64 of 48 KiB alone is 64 KiB. Digest only otherwise.
         let fits = embedded.is_some()
-            && crate::log::stamp(with.clone())
+            && crate::tlog::stamp(with.clone())
                 .to_bytes()
                 .is_ok_and(|b| b.len() <= custody_log::fs::MAX_ENTRY_LEN);
         out.push(if fits { with } else { entry(None) });
@@ -189,7 +189,7 @@ pub async fn log_bundle_delivery(
     targets: &[DirectorTarget],
 ) -> Result<(), LogError> {
     try_join_all(
-        delivery_entries(device_id, targets, crate::state::now())
+        delivery_entries(device_id, targets, crate::storage::now())
             .into_iter()
             .map(|e| st.log.append(e)),
     )
@@ -202,7 +202,7 @@ pub async fn log_bundle_delivery(
 /// Logs devices the re-attestation sweep suspended (`admin_action` by
 /// `director`, action `fleet.device.suspend`, target the device id).
 pub async fn log_suspensions(
-    log: &crate::log::ServerLog,
+    log: &crate::tlog::ServerLog,
     ids: &[String],
     reason: &str,
 ) -> Result<(), LogError> {
@@ -486,7 +486,7 @@ mod tests {
         // entry fits the 16-bit bundle length.
         for len in [47 * 1024, 48 * 1024, 48 * 1024 + 1, 200 * 1024] {
             for e in entries(len) {
-                let bytes = crate::log::stamp(e.clone()).to_bytes().unwrap();
+                let bytes = crate::tlog::stamp(e.clone()).to_bytes().unwrap();
                 assert!(bytes.len() <= custody_log::fs::MAX_ENTRY_LEN, "{len}");
                 if len > 48 * 1024 - 1024 {
                     assert!(!embedded(&e), "{len}");

@@ -723,7 +723,7 @@ impl Director {
                 rollout,
                 (old_stage, &old_state),
                 (next.stage as u64, &new_state),
-                crate::state::now(),
+                crate::storage::now(),
             )
             .await?;
         self.reload_policy().await?;
@@ -743,7 +743,7 @@ pub fn default_gate() -> Gate {
 pub async fn start(
     config: &crate::config::ServerConfig,
     db: Arc<dyn DirectorDb>,
-    log: Arc<crate::log::ServerLog>,
+    log: Arc<crate::tlog::ServerLog>,
 ) -> Result<Option<Arc<Director>>, crate::state::StartError> {
     let settings = config.director.clone();
     if !settings.enabled {
@@ -780,13 +780,13 @@ pub async fn start(
 /// rule is evaluated on every request), pick up other replicas' policy
 /// changes. Sweep suspensions go into the transparency log
 /// (`log_hooks::log_suspensions`; retried next minute if the log failed).
-fn spawn_housekeeping(d: Arc<Director>, log: Arc<crate::log::ServerLog>) {
+fn spawn_housekeeping(d: Arc<Director>, log: Arc<crate::tlog::ServerLog>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
         let mut unlogged: Vec<String> = Vec::new();
         loop {
             tick.tick().await;
-            let now = crate::state::now();
+            let now = crate::storage::now();
             if let Err(e) = d.db.purge_nonces(now).await {
                 tracing::warn!(error = %e, "purging director nonces failed");
             }

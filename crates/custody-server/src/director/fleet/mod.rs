@@ -33,7 +33,8 @@ use super::{Director, RolloutSpec, WindowSpec};
 use crate::auth::scope::{Scope, ScopeKind};
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
-use crate::state::{now, AppState};
+use crate::state::AppState;
+use crate::storage::now;
 
 type St = State<Arc<AppState>>;
 type ApiResult<T> = Result<T, ApiError>;
