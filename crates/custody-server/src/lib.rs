@@ -16,18 +16,14 @@
 //! - [`server`]: router, TLS (rustls/ring), metrics, graceful shutdown.
 #![forbid(unsafe_code)]
 
-pub mod api;
 pub mod auth;
-pub mod authoring;
-pub mod blobs;
-pub mod blobs_object;
 pub mod config;
 pub mod director;
 pub mod error;
-pub mod hosting;
 mod ids;
 pub mod metrics;
-pub mod provenance;
+mod openapi;
+pub mod repos;
 pub mod server;
 pub mod state;
 pub mod storage;
@@ -43,4 +39,10 @@ pub use state::{AppState, StartError};
 #[doc(hidden)]
 pub mod log {
     pub use crate::tlog::{log_targets, stamp};
+}
+
+/// Temporary path for `custody demo` (see [`log`]). Not an API.
+#[doc(hidden)]
+pub mod hosting {
+    pub use crate::repos::hosting::Hosting;
 }

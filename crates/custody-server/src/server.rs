@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -22,7 +22,8 @@ use crate::config::ServerConfig;
 use crate::state::{AppState, Built, StartError};
 
 async fn host(State(st): State<Arc<AppState>>, req: Request) -> Response {
-    st.hosting
+    st.repos
+        .hosting
         .serve(req.method(), req.uri().path(), req.headers())
         .await
 }
@@ -44,18 +45,19 @@ async fn readyz(State(st): State<Arc<AppState>>) -> Response {
     }
 }
 
-/// The whole HTTP surface.
+/// The whole HTTP surface: each slice's routes over its own state.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/repos/{*path}", get(host))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(crate::metrics::metrics_handler))
-        .merge(crate::api::router())
+        // token, whoami, credentials, audit: JSON bodies of at most 1 MiB
+        .merge(crate::auth::router().layer(DefaultBodyLimit::max(1 << 20)))
+        .merge(crate::repos::router(state.repos.clone()))
+        .route("/openapi.json", get(crate::openapi::openapi_json))
         .merge(crate::tlog::router(state.log.clone()))
-        .merge(crate::director::device::router())
-        .merge(crate::director::fleet::router())
-        .merge(crate::director::bundle_export::router())
+        .merge(crate::director::router(state.director.clone()))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::metrics::track,
@@ -256,9 +258,9 @@ async fn renew_timestamps(state: Arc<AppState>) {
     let mut tick = tokio::time::interval(TIMESTAMP_CHECK);
     loop {
         tick.tick().await;
-        for repo in state.authoring.repos() {
-            let guard = state.authoring.lock.lock().await;
-            let st = state.clone();
+        for repo in state.repos.authoring.repos() {
+            let guard = state.repos.authoring.lock.lock().await;
+            let st = state.repos.clone();
             let r = repo.clone();
             let result = tokio::task::spawn_blocking(move || {
                 st.authoring.renew_timestamp(

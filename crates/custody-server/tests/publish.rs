@@ -217,10 +217,10 @@ async fn create_sign_upload_stage_publish_sign_verify_yank() {
     let ts_before = t3.timestamp().unwrap().version;
     let st2 = s.server.state.clone();
     let renewed = tokio::task::spawn_blocking(move || {
-        st2.authoring.renew_timestamp(
+        st2.repos.authoring.renew_timestamp(
             "app",
             chrono::Duration::days(2),
-            &st2.hosting,
+            &st2.repos.hosting,
             chrono::Utc::now(),
         )
     })
@@ -233,10 +233,10 @@ async fn create_sign_upload_stage_publish_sign_verify_yank() {
     // Not due yet: nothing happens.
     let st2 = s.server.state.clone();
     let again = tokio::task::spawn_blocking(move || {
-        st2.authoring.renew_timestamp(
+        st2.repos.authoring.renew_timestamp(
             "app",
             chrono::Duration::hours(1),
-            &st2.hosting,
+            &st2.repos.hosting,
             chrono::Utc::now(),
         )
     })

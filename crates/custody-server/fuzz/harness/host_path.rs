@@ -4,7 +4,7 @@
 //! Shared by the cargo-fuzz target `fuzz_targets/host_path.rs` and the corpus
 //! replay in `tests/fuzz_corpus.rs` (stable `cargo test`): the same code.
 
-use custody_server::hosting::{parse_host_path, Area};
+use custody_server::repos::hosting::{parse_host_path, Area};
 
 pub fn run(data: &[u8]) {
     let Ok(s) = std::str::from_utf8(data) else {

@@ -8,11 +8,11 @@
 //! replay in `tests/fuzz_corpus.rs` (stable `cargo test`): the same code.
 
 use axum::Json;
-use custody_server::api::{CreateRepo, StageTarget, YankRequest};
 use custody_server::auth::{CreateCredential, TokenRequest};
 use custody_server::director::fleet::{
     PinRequest, Reason, RolloutRequest, TokenIssue, YankRequest as FleetYankRequest,
 };
+use custody_server::repos::routes::{CreateRepo, StageTarget, YankRequest};
 
 macro_rules! parse {
     ($t:ty, $body:expr) => {

@@ -224,7 +224,7 @@ pub(super) fn reason_of(body: Bytes, default: &str) -> ApiResult<String> {
 }
 
 pub(super) async fn set_status(
-    st: &AppState,
+    st: &DirectorState,
     caller: &Caller,
     id: &str,
     action: &str,

@@ -390,7 +390,7 @@ pub(super) async fn rollout_status(
 }
 
 pub(super) async fn change_rollout(
-    st: &AppState,
+    st: &DirectorState,
     caller: &Caller,
     id: &str,
     action: &str,

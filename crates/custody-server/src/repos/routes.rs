@@ -1,37 +1,32 @@
-//! Admin API under `/api/v1` (JSON over HTTP, bearer tokens) and its
-//! OpenAPI document, generated from these definitions by `utoipa` (derive
-//! macros next to the handlers, so the document cannot drift from the code;
-//! no runtime reflection and no extra web framework integration needed).
+//! The repository admin API under `/api/v1/repos` (JSON over HTTP, bearer
+//! tokens): blobs, staging, yanks, repository creation, roles, signatures,
+//! publish. OpenAPI paths are derived next to the handlers by `utoipa`
+//! ([`ReposDoc`]), so the document cannot drift from the code.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa::{OpenApi, ToSchema};
 
-use crate::auth::scope::{fleet_admin, validate_repo_name, validate_role_name, Scope, ScopeKind};
+use super::authoring::{PublishOutcome, RoleSigState, WantedTarget};
+use super::blobs::Sha256Hex;
+use super::{authoring, declared_length, record_blob, repo_param, Repos};
+use crate::auth::scope::{fleet_admin, validate_role_name, Scope, ScopeKind};
 use crate::auth::Caller;
-use crate::authoring::{AuthoringError, PublishOutcome, RoleSigState, WantedTarget};
-use crate::blobs::Sha256Hex;
 use crate::error::{json_body, ApiError, ErrorBody};
-use crate::state::AppState;
 use crate::storage::now;
-use crate::storage::{AuditRecord, BlobRecord, PublishRecord, StagedTarget, YankRecord};
+use crate::storage::{BlobRecord, PublishRecord, StagedTarget, YankRecord};
 
-type St = State<Arc<AppState>>;
+type St = State<Arc<Repos>>;
 type ApiResult<T> = Result<T, ApiError>;
-
-pub(crate) fn repo_param(repo: &str) -> ApiResult<()> {
-    validate_repo_name(repo).map_err(ApiError::bad_request)
-}
 
 /// TUF target paths: relative, `/`-separated, no empty, `.` or `..`
 /// segments, no backslash or control characters, at most 1024 bytes.
@@ -57,7 +52,7 @@ pub fn validate_target_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-pub fn router() -> Router<Arc<AppState>> {
+pub(super) fn router() -> Router<Arc<Repos>> {
     let upload = Router::new()
         .route(
             "/api/v1/repos/{repo}/blobs/{sha256}",
@@ -73,10 +68,7 @@ pub fn router() -> Router<Arc<AppState>> {
             post(sign_role),
         )
         .layer(DefaultBodyLimit::max(64 << 20));
-    // The auth slice's routes (token, whoami, credentials) come first and
-    // share the 1 MiB JSON body limit below.
     Router::new()
-        .merge(crate::auth::router())
         .route("/api/v1/repos/{repo}/blobs", get(list_blobs))
         .route("/api/v1/repos/{repo}/targets", get(list_staged))
         .route(
@@ -91,12 +83,9 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/api/v1/repos/{repo}/roles/{role}", get(get_role))
         .route("/api/v1/repos/{repo}/publish", post(publish))
         .route("/api/v1/repos/{repo}/publishes", get(list_publishes))
-        .route("/api/v1/audit", get(list_audit))
         .layer(DefaultBodyLimit::max(1 << 20))
         .merge(upload)
         .merge(sign)
-        .merge(crate::provenance::router())
-        .route("/openapi.json", get(openapi_json))
 }
 
 // ----------------------------------------------------------------- blobs
@@ -124,9 +113,9 @@ async fn upload_blob(
             Some(&sha),
         )
         .await?;
-    let limit = st.config.max_blob_bytes;
+    let limit = st.max_blob_bytes;
     if declared_length(&headers).is_some_and(|len| len > limit) {
-        return Err(ApiError::from(crate::blobs::BlobError::TooLarge { limit }));
+        return Err(ApiError::from(super::blobs::BlobError::TooLarge { limit }));
     }
     let stream = body
         .into_data_stream()
@@ -158,41 +147,6 @@ async fn upload_blob(
     )
     .await?;
     Ok((StatusCode::CREATED, Json(stored)))
-}
-
-/// The request's `content-length`, when it is a number (a bound checked
-/// before reading; the body is still read with the bound).
-pub(crate) fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-}
-
-/// After bytes are durably in the blob store: record the blob (who, when,
-/// size), audit `action` with `detail`, and answer the stored record.
-/// Shared by target uploads and provenance envelopes.
-pub(crate) async fn record_blob(
-    st: &AppState,
-    caller: &Caller,
-    repo: &str,
-    sha: &str,
-    size: u64,
-    action: &str,
-    detail: &str,
-) -> ApiResult<BlobRecord> {
-    let record = BlobRecord {
-        repo: repo.to_owned(),
-        sha256: sha.to_owned(),
-        size: i64::try_from(size).unwrap_or(i64::MAX),
-        uploaded_at: now(),
-        uploaded_by: caller.identity().to_string(),
-    };
-    st.storage.upsert_blob(&record).await?;
-    st.auth
-        .audit(caller, action, Some(repo), Some(sha), "ok", detail)
-        .await?;
-    Ok(st.storage.get_blob(repo, sha).await?.unwrap_or(record))
 }
 
 #[utoipa::path(get, path = "/api/v1/repos/{repo}/blobs/{sha256}", tag = "targets",
@@ -287,7 +241,7 @@ async fn stage_target(
                 req.blob_sha256
             ))
         })?;
-    let gated = crate::provenance::gate_stage(
+    let gated = super::provenance::gate_stage(
         &st,
         &caller,
         &repo,
@@ -430,42 +384,6 @@ async fn list_yanks(
 }
 
 // ------------------------------------------------------ publish and sign
-
-fn authoring_error(e: AuthoringError) -> ApiError {
-    match e {
-        AuthoringError::NoRepo(_) => ApiError::not_found(e.to_string()),
-        AuthoringError::Exists(_) | AuthoringError::Busy { .. } => {
-            ApiError::conflict(e.to_string())
-        }
-        AuthoringError::Unsigned { .. } => {
-            ApiError::new(StatusCode::CONFLICT, "signatures_missing", e.to_string())
-        }
-        AuthoringError::Invalid(_) => ApiError::bad_request(e.to_string()),
-        AuthoringError::Repo { .. } => ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "repository_rejected",
-            e.to_string(),
-        ),
-        AuthoringError::Host(_) | AuthoringError::Io { .. } | AuthoringError::Corrupt(_) => {
-            tracing::error!(error = %e, "authoring failed");
-            ApiError::internal(e.to_string())
-        }
-    }
-}
-
-/// Runs blocking authoring work on the blocking pool, one at a time per
-/// server process (the repository file lock covers other processes).
-pub(crate) async fn authoring<T: Send + 'static>(
-    st: &Arc<AppState>,
-    f: impl FnOnce(&AppState) -> Result<T, AuthoringError> + Send + 'static,
-) -> ApiResult<T> {
-    let _guard = st.authoring.lock.lock().await;
-    let st2 = Arc::clone(st);
-    tokio::task::spawn_blocking(move || f(&st2))
-        .await
-        .map_err(|e| ApiError::internal(format!("authoring task failed: {e}")))?
-        .map_err(authoring_error)
-}
 
 /// Keys and threshold of an offline role.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -663,7 +581,7 @@ async fn publish(
             blob,
             sha256: t.blob_sha256.clone(),
             length: u64::try_from(t.length).unwrap_or(0),
-            provenance: crate::provenance::envelope_file(&st, custom.as_ref()).await?,
+            provenance: super::provenance::envelope_file(&st, custom.as_ref()).await?,
             custom,
         });
     }
@@ -726,55 +644,9 @@ async fn publish(
         ),
         )
         .await?;
-    record_publish(&st, &repo, &outcome).await?;
-    crate::director::log_hooks::record_root_rotation(&st, &repo, caller.identity()).await?;
+    super::publish_log::record_publish(&st, &repo, &outcome).await?;
+    super::publish_log::record_root_rotation(&st, &repo, caller.identity()).await?;
     Ok(Json(PublishResponse { version, outcome }))
-}
-
-/// Log every target a publish made live (a publish, or the signature that
-/// completed a draft). Reads the role that lists each target as published
-/// (the top-level targets role or the delegated role, e.g. a hash bin):
-/// hashes, length, custom (`release_counter`, `custody.provenance.sha256`)
-/// and the key ids of that role's signatures.
-pub async fn record_publish(
-    st: &Arc<AppState>,
-    repo: &str,
-    outcome: &PublishOutcome,
-) -> Result<(), ApiError> {
-    if outcome.generation.is_none() || outcome.added.is_empty() {
-        return Ok(());
-    }
-    // Each target is listed by the role the delegations give it (the
-    // top-level targets role, or a delegated role such as a hash bin):
-    // read each such role once.
-    let (st2, r, names) = (st.clone(), repo.to_owned(), outcome.added.clone());
-    let roles: Vec<(Vec<String>, serde_json::Value)> = tokio::task::spawn_blocking(move || {
-        let mut by_role: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for n in names {
-            let role = st2
-                .authoring
-                .role_for_path(&r, &n)
-                .unwrap_or_else(|_| "targets".to_owned());
-            by_role.entry(role).or_default().push(n);
-        }
-        by_role
-            .into_iter()
-            .map(|(role, names)| {
-                let bytes = st2.authoring.export_role(&r, &role).map_err(|e| {
-                    ApiError::internal(format!("log: reading published role {role}: {e}"))
-                })?;
-                let v = serde_json::from_slice(&bytes)
-                    .map_err(|e| ApiError::internal(format!("log: role {role}: {e}")))?;
-                Ok((names, v))
-            })
-            .collect::<Result<Vec<_>, ApiError>>()
-    })
-    .await
-    .map_err(|e| ApiError::internal(e.to_string()))??;
-    for (names, role) in &roles {
-        crate::tlog::log_targets(&st.log, repo, role, names, Some(outcome.targets_version)).await?;
-    }
-    Ok(())
 }
 
 #[utoipa::path(get, path = "/api/v1/repos/{repo}/publishes", tag = "publish",
@@ -877,8 +749,8 @@ async fn sign_role(
                 ),
             )
             .await?;
-            record_publish(&st, &repo, &outcome).await?;
-            crate::director::log_hooks::record_root_rotation(&st, &repo, caller.identity()).await?;
+            super::publish_log::record_publish(&st, &repo, &outcome).await?;
+            super::publish_log::record_root_rotation(&st, &repo, caller.identity()).await?;
             Some(PublishResponse { version, outcome })
         }
         None => None,
@@ -890,99 +762,42 @@ async fn sign_role(
     }))
 }
 
-// ----------------------------------------------------------------- audit
-
-#[derive(Debug, Deserialize, IntoParams)]
-pub struct AuditQuery {
-    /// At most this many records (1..=1000, default 100), newest first.
-    pub limit: Option<i64>,
-    /// Only records with an id below this (paging).
-    pub before: Option<i64>,
-    /// Only records about this repository (needs audit:read for it).
-    pub repo: Option<String>,
-}
-
-#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", security(("bearer" = [])),
-    params(AuditQuery), responses((status = 200, body = Vec<AuditRecord>)))]
-async fn list_audit(
-    State(st): St,
-    caller: Caller,
-    Query(q): Query<AuditQuery>,
-) -> ApiResult<Json<Vec<AuditRecord>>> {
-    if let Some(repo) = &q.repo {
-        repo_param(repo)?;
-    }
-    st.auth
-        .authorize(
-            &caller,
-            Scope::new(ScopeKind::AuditRead, q.repo.as_deref()),
-            "audit.read",
-            None,
-        )
-        .await?;
-    Ok(Json(
-        st.storage
-            .list_audit(q.limit.unwrap_or(100), q.before, q.repo.as_deref())
-            .await?,
-    ))
-}
-
-// --------------------------------------------------------------- openapi
-
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
-        );
-    }
-}
-
+/// The repository routes' OpenAPI paths and schemas.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "custody admin API", version = "1",
-         description = "Upload, stage and yank targets; manage credentials; read the audit log. \
-                        Every call except POST /api/v1/token needs a bearer token."),
-    paths(upload_blob, get_blob, list_blobs,
-          stage_target, get_staged, list_staged, yank_target, list_yanks, create_repo, get_role, publish,
-          list_publishes, sign_role, list_audit),
-    components(schemas(ErrorBody, BlobRecord, StageTarget, StagedTarget,
-                       YankRequest, YankRecord, PublishRecord, AuditRecord, OfflineRole, CreateRepo,
-                       CreatedRepo, PublishResponse, PublishOutcome, SignResponse, RoleSigState)),
-    modifiers(&BearerAuth),
+    paths(
+        upload_blob,
+        get_blob,
+        list_blobs,
+        stage_target,
+        get_staged,
+        list_staged,
+        yank_target,
+        list_yanks,
+        create_repo,
+        get_role,
+        publish,
+        list_publishes,
+        sign_role
+    ),
+    components(schemas(
+        ErrorBody,
+        BlobRecord,
+        StageTarget,
+        StagedTarget,
+        YankRequest,
+        YankRecord,
+        PublishRecord,
+        OfflineRole,
+        CreateRepo,
+        CreatedRepo,
+        PublishResponse,
+        PublishOutcome,
+        SignResponse,
+        RoleSigState
+    ))
 )]
-pub struct ApiDoc;
-
-/// The whole admin API document: these routes, the auth slice's, the
-/// fleet API's, bundle export's and provenance's.
-fn openapi_document() -> utoipa::openapi::OpenApi {
-    let mut doc = ApiDoc::openapi();
-    doc.merge(crate::auth::AuthDoc::openapi());
-    doc.merge(crate::director::fleet::FleetDoc::openapi());
-    doc.merge(crate::director::bundle_export::BundleExportDoc::openapi());
-    doc.merge(crate::provenance::ProvenanceDoc::openapi());
-    doc
-}
-
-async fn openapi_json() -> ApiResult<(HeaderMap, String)> {
-    let text = openapi_document()
-        .to_json()
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let mut h = HeaderMap::new();
-    h.insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    Ok((h, text))
-}
+pub struct ReposDoc;
 
 #[cfg(test)]
 mod tests {
@@ -997,19 +812,6 @@ mod tests {
             "", "/abs", "a//b", "../x", "a/./b", "a\\b", "a\nb", ".hidden",
         ] {
             assert!(validate_target_name(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn openapi_document_lists_every_route() {
-        let doc = openapi_document().to_json().unwrap();
-        for p in [
-            "/api/v1/token",
-            "/api/v1/repos/{repo}/blobs/{sha256}",
-            "/api/v1/repos/{repo}/publish",
-            "/api/v1/audit",
-        ] {
-            assert!(doc.contains(p), "{p} missing");
         }
     }
 }

@@ -2,7 +2,7 @@
 //! through the `object_store` crate: the scale path for several
 //! `custody serve` processes sharing one PostgreSQL.
 //!
-//! The security rules are the same as for [`crate::blobs::LocalBlobStore`]
+//! The security rules are the same as for [`super::blobs::LocalBlobStore`]
 //! and are enforced here, not delegated to the bucket:
 //! - an upload is spooled to a local temp file, bounded by the size limit
 //!   and hashed while it streams; only bytes that hash to the declared
@@ -29,7 +29,7 @@ use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use tokio::io::AsyncReadExt;
 
-use crate::blobs::{fsync_dir, spool_verified, BlobError, BlobStore, BodyStream, Sha256Hex};
+use super::blobs::{fsync_dir, spool_verified, BlobError, BlobStore, BodyStream, Sha256Hex};
 
 /// Blobs at most this large go up in one PUT; larger ones as multipart.
 const SINGLE_PUT_MAX: u64 = 8 << 20;
