@@ -31,15 +31,15 @@ use std::sync::Arc;
 
 use axum::extract::FromRef;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::Router;
+use axum::{Json, Router};
 
-use crate::auth::scope::validate_repo_name;
+use crate::auth::scope::{validate_repo_name, Scope, ScopeKind};
 use crate::auth::{Auth, Caller};
 use crate::error::ApiError;
 use crate::storage::{now, BlobRecord, Storage};
 use crate::tlog::ServerLog;
 use authoring::{Authoring, AuthoringError};
-use blobs::BlobStore;
+use blobs::{BlobStore, Sha256Hex};
 use hosting::Hosting;
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -89,30 +89,113 @@ pub(super) fn declared_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.parse::<u64>().ok())
 }
 
-/// After bytes are durably in the blob store: record the blob (who, when,
-/// size), audit `action` with `detail`, and answer the stored record.
-/// Shared by target uploads and provenance envelopes.
-pub(super) async fn record_blob(
-    st: &Repos,
-    caller: &Caller,
-    repo: &str,
-    sha: &str,
-    size: u64,
-    action: &str,
-    detail: &str,
-) -> ApiResult<BlobRecord> {
-    let record = BlobRecord {
-        repo: repo.to_owned(),
-        sha256: sha.to_owned(),
-        size: i64::try_from(size).unwrap_or(i64::MAX),
-        uploaded_at: now(),
-        uploaded_by: caller.identity().to_string(),
-    };
-    st.storage.upsert_blob(&record).await?;
-    st.auth
-        .audit(caller, action, Some(repo), Some(sha), "ok", detail)
-        .await?;
-    Ok(st.storage.get_blob(repo, sha).await?.unwrap_or(record))
+/// An upload into a repository's blob store (target blobs and provenance
+/// envelopes share it): who may upload, what is audited, what is recorded.
+pub(super) struct Upload<'a> {
+    st: &'a Repos,
+    caller: &'a Caller,
+    repo: &'a str,
+    sha: &'a str,
+    action: &'static str,
+    /// The declared SHA-256 the bytes must hash to.
+    pub hash: Sha256Hex,
+}
+
+impl<'a> Upload<'a> {
+    /// A valid repository name and declared SHA-256, and the caller holds
+    /// `target:upload` for the repository (`action` names it in the audit).
+    pub(super) async fn begin(
+        st: &'a Repos,
+        caller: &'a Caller,
+        repo: &'a str,
+        sha: &'a str,
+        action: &'static str,
+    ) -> ApiResult<Upload<'a>> {
+        repo_param(repo)?;
+        let hash = Sha256Hex::parse(sha).map_err(ApiError::bad_request)?;
+        st.auth
+            .authorize(
+                caller,
+                Scope::new(ScopeKind::TargetUpload, Some(repo)),
+                action,
+                Some(sha),
+            )
+            .await?;
+        Ok(Upload {
+            st,
+            caller,
+            repo,
+            sha,
+            action,
+            hash,
+        })
+    }
+
+    /// Audits the refused upload (`outcome` with `detail`) and answers `e`.
+    pub(super) async fn refused<T>(
+        &self,
+        outcome: &str,
+        detail: &str,
+        e: ApiError,
+    ) -> ApiResult<T> {
+        self.st
+            .auth
+            .audit(
+                self.caller,
+                self.action,
+                Some(self.repo),
+                Some(self.sha),
+                outcome,
+                detail,
+            )
+            .await?;
+        Err(e)
+    }
+
+    /// After the bytes (`size`) are durably in the blob store: records the
+    /// blob (who, when, size), audits the upload with `detail`, and answers
+    /// 201 with the stored record.
+    pub(super) async fn finish(
+        &self,
+        size: u64,
+        detail: &str,
+    ) -> ApiResult<(StatusCode, Json<BlobRecord>)> {
+        let record = BlobRecord {
+            repo: self.repo.to_owned(),
+            sha256: self.sha.to_owned(),
+            size: i64::try_from(size).unwrap_or(i64::MAX),
+            uploaded_at: now(),
+            uploaded_by: self.caller.identity().to_string(),
+        };
+        self.st.storage.upsert_blob(&record).await?;
+        self.st
+            .auth
+            .audit(
+                self.caller,
+                self.action,
+                Some(self.repo),
+                Some(self.sha),
+                "ok",
+                detail,
+            )
+            .await?;
+        let stored = self.st.storage.get_blob(self.repo, self.sha).await?;
+        Ok((StatusCode::CREATED, Json(stored.unwrap_or(record))))
+    }
+}
+
+impl Repos {
+    /// A valid repository name, and the caller may read the repository
+    /// (`action` names the call in a refusal's audit).
+    pub(super) async fn authorize_read(
+        &self,
+        caller: &Caller,
+        repo: &str,
+        action: &str,
+    ) -> ApiResult<()> {
+        repo_param(repo)?;
+        self.auth.authorize_read(caller, repo, action).await
+    }
 }
 
 fn authoring_error(e: AuthoringError) -> ApiError {

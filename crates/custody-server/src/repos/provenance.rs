@@ -37,7 +37,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use super::authoring::AuthoringError;
 use super::blobs::Sha256Hex;
-use super::{authoring, declared_length, record_blob, repo_param, Repos};
+use super::{authoring, declared_length, repo_param, Repos, Upload};
 use crate::auth::scope::{Scope, ScopeKind};
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
@@ -208,9 +208,7 @@ async fn get_policy(
     caller: Caller,
     Path(repo): Path<String>,
 ) -> ApiResult<Json<PolicyInfo>> {
-    repo_param(&repo)?;
-    st.auth
-        .authorize_read(&caller, &repo, "provenance.policy.read")
+    st.authorize_read(&caller, &repo, "provenance.policy.read")
         .await?;
     match load_policy(&st, &repo).await? {
         Some(p) => Ok(Json(policy_info(&repo, &p)?)),
@@ -294,49 +292,19 @@ async fn upload_envelope(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<BlobRecord>)> {
-    repo_param(&repo)?;
-    let hash = Sha256Hex::parse(&sha).map_err(ApiError::bad_request)?;
-    st.auth
-        .authorize(
-            &caller,
-            Scope::new(ScopeKind::TargetUpload, Some(&repo)),
-            "provenance.upload",
-            Some(&sha),
-        )
-        .await?;
+    let up = Upload::begin(&st, &caller, &repo, &sha, "provenance.upload").await?;
     let bytes = match receive_envelope(&sha, declared_length(&headers), body).await {
         Ok(b) => b,
-        Err((e, detail)) => {
-            st.auth
-                .audit(
-                    &caller,
-                    "provenance.upload",
-                    Some(&repo),
-                    Some(&sha),
-                    "rejected",
-                    &detail,
-                )
-                .await?;
-            return Err(e);
-        }
+        Err((e, detail)) => return up.refused("rejected", &detail, e).await,
     };
     let len = bytes.len();
     let stream = futures_util::stream::once(async move { Ok::<_, String>(bytes) });
     let size = st
         .blobs
-        .put(&hash, Box::pin(stream), MAX_ENVELOPE_BYTES)
+        .put(&up.hash, Box::pin(stream), MAX_ENVELOPE_BYTES)
         .await?;
-    let stored = record_blob(
-        &st,
-        &caller,
-        &repo,
-        &sha,
-        size,
-        "provenance.upload",
-        &format!("DSSE envelope, {len} bytes"),
-    )
-    .await?;
-    Ok((StatusCode::CREATED, Json(stored)))
+    up.finish(size, &format!("DSSE envelope, {len} bytes"))
+        .await
 }
 
 /// 413 for an envelope over [`MAX_ENVELOPE_BYTES`] (`len` in words).

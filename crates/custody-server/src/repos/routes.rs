@@ -18,7 +18,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use super::authoring::{PublishOutcome, RoleSigState, WantedTarget};
 use super::blobs::Sha256Hex;
-use super::{authoring, declared_length, record_blob, repo_param, Repos};
+use super::{authoring, declared_length, repo_param, Repos, Upload};
 use crate::auth::scope::{fleet_admin, validate_role_name, Scope, ScopeKind};
 use crate::auth::Caller;
 use crate::error::{json_body, ApiError, ErrorBody};
@@ -103,16 +103,7 @@ async fn upload_blob(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<BlobRecord>)> {
-    repo_param(&repo)?;
-    let hash = Sha256Hex::parse(&sha).map_err(ApiError::bad_request)?;
-    st.auth
-        .authorize(
-            &caller,
-            Scope::new(ScopeKind::TargetUpload, Some(&repo)),
-            "blob.upload",
-            Some(&sha),
-        )
-        .await?;
+    let up = Upload::begin(&st, &caller, &repo, &sha, "blob.upload").await?;
     let limit = st.max_blob_bytes;
     if declared_length(&headers).is_some_and(|len| len > limit) {
         return Err(ApiError::from(super::blobs::BlobError::TooLarge { limit }));
@@ -120,33 +111,11 @@ async fn upload_blob(
     let stream = body
         .into_data_stream()
         .map(|r| r.map_err(|e| e.to_string()));
-    let size = match st.blobs.put(&hash, Box::pin(stream), limit).await {
+    let size = match st.blobs.put(&up.hash, Box::pin(stream), limit).await {
         Ok(size) => size,
-        Err(e) => {
-            st.auth
-                .audit(
-                    &caller,
-                    "blob.upload",
-                    Some(&repo),
-                    Some(&sha),
-                    "failed",
-                    &e.to_string(),
-                )
-                .await?;
-            return Err(e.into());
-        }
+        Err(e) => return up.refused("failed", &e.to_string(), e.into()).await,
     };
-    let stored = record_blob(
-        &st,
-        &caller,
-        &repo,
-        &sha,
-        size,
-        "blob.upload",
-        &format!("{size} bytes"),
-    )
-    .await?;
-    Ok((StatusCode::CREATED, Json(stored)))
+    up.finish(size, &format!("{size} bytes")).await
 }
 
 #[utoipa::path(get, path = "/api/v1/repos/{repo}/blobs/{sha256}", tag = "targets",
@@ -157,8 +126,7 @@ async fn get_blob(
     caller: Caller,
     Path((repo, sha)): Path<(String, String)>,
 ) -> ApiResult<Json<BlobRecord>> {
-    repo_param(&repo)?;
-    st.auth.authorize_read(&caller, &repo, "blob.read").await?;
+    st.authorize_read(&caller, &repo, "blob.read").await?;
     st.storage
         .get_blob(&repo, &sha)
         .await?
@@ -174,8 +142,7 @@ async fn list_blobs(
     caller: Caller,
     Path(repo): Path<String>,
 ) -> ApiResult<Json<Vec<BlobRecord>>> {
-    repo_param(&repo)?;
-    st.auth.authorize_read(&caller, &repo, "blob.list").await?;
+    st.authorize_read(&caller, &repo, "blob.list").await?;
     Ok(Json(st.storage.list_blobs(&repo).await?))
 }
 
@@ -287,10 +254,7 @@ async fn get_staged(
     caller: Caller,
     Path((repo, name)): Path<(String, String)>,
 ) -> ApiResult<Json<StagedTarget>> {
-    repo_param(&repo)?;
-    st.auth
-        .authorize_read(&caller, &repo, "target.read")
-        .await?;
+    st.authorize_read(&caller, &repo, "target.read").await?;
     st.storage
         .get_staged(&repo, &name)
         .await?
@@ -306,10 +270,7 @@ async fn list_staged(
     caller: Caller,
     Path(repo): Path<String>,
 ) -> ApiResult<Json<Vec<StagedTarget>>> {
-    repo_param(&repo)?;
-    st.auth
-        .authorize_read(&caller, &repo, "target.list")
-        .await?;
+    st.authorize_read(&caller, &repo, "target.list").await?;
     Ok(Json(st.storage.list_staged(&repo).await?))
 }
 
@@ -378,8 +339,7 @@ async fn list_yanks(
     caller: Caller,
     Path(repo): Path<String>,
 ) -> ApiResult<Json<Vec<YankRecord>>> {
-    repo_param(&repo)?;
-    st.auth.authorize_read(&caller, &repo, "yank.list").await?;
+    st.authorize_read(&caller, &repo, "yank.list").await?;
     Ok(Json(st.storage.list_yanks(&repo).await?))
 }
 
@@ -623,30 +583,43 @@ async fn publish(
             return Err(e);
         }
     };
+    let live = went_live(&st, &caller, &repo, outcome, |version, o| {
+        format!(
+            "publish {version}: targets v{}, snapshot v{}, timestamp v{}; added {:?}; removed {:?}",
+            o.targets_version, o.snapshot_version, o.timestamp_version, o.added, o.removed
+        )
+    })
+    .await?;
+    Ok(Json(live))
+}
+
+/// A publish went live (`POST …/publish`, or the signature that completed
+/// a draft): count it, audit it (`detail` of the publish counter and the
+/// outcome), and log its targets and any root key change.
+async fn went_live(
+    st: &Arc<Repos>,
+    caller: &Caller,
+    repo: &str,
+    outcome: PublishOutcome,
+    detail: impl FnOnce(i64, &PublishOutcome) -> String,
+) -> ApiResult<PublishResponse> {
     let version = st
         .storage
-        .next_publish_version(&repo, caller.identity(), now())
+        .next_publish_version(repo, caller.identity(), now())
         .await?;
     st.auth
         .audit(
-            &caller,
+            caller,
             "repo.publish",
-            Some(&repo),
+            Some(repo),
             None,
             "ok",
-            &format!(
-            "publish {version}: targets v{}, snapshot v{}, timestamp v{}; added {:?}; removed {:?}",
-            outcome.targets_version,
-            outcome.snapshot_version,
-            outcome.timestamp_version,
-            outcome.added,
-            outcome.removed
-        ),
+            &detail(version, &outcome),
         )
         .await?;
-    super::publish_log::record_publish(&st, &repo, &outcome).await?;
-    super::publish_log::record_root_rotation(&st, &repo, caller.identity()).await?;
-    Ok(Json(PublishResponse { version, outcome }))
+    super::publish_log::record_publish(st, repo, &outcome).await?;
+    super::publish_log::record_root_rotation(st, repo, caller.identity()).await?;
+    Ok(PublishResponse { version, outcome })
 }
 
 #[utoipa::path(get, path = "/api/v1/repos/{repo}/publishes", tag = "publish",
@@ -657,10 +630,7 @@ async fn list_publishes(
     caller: Caller,
     Path(repo): Path<String>,
 ) -> ApiResult<Json<Vec<PublishRecord>>> {
-    repo_param(&repo)?;
-    st.auth
-        .authorize_read(&caller, &repo, "publish.list")
-        .await?;
+    st.authorize_read(&caller, &repo, "publish.list").await?;
     Ok(Json(st.storage.list_publishes(&repo).await?))
 }
 
@@ -733,25 +703,13 @@ async fn sign_role(
         .await?;
     let published = match live {
         Some(outcome) => {
-            let version = st
-                .storage
-                .next_publish_version(&repo, caller.identity(), now())
-                .await?;
-            st.auth.audit(
-                &caller,
-                "repo.publish",
-                Some(&repo),
-                None,
-                "ok",
-                &format!(
+            let detail = |version, o: &PublishOutcome| {
+                format!(
                     "publish {version} on signature of {role}: targets v{}, snapshot v{}, timestamp v{}",
-                    outcome.targets_version, outcome.snapshot_version, outcome.timestamp_version
-                ),
-            )
-            .await?;
-            super::publish_log::record_publish(&st, &repo, &outcome).await?;
-            super::publish_log::record_root_rotation(&st, &repo, caller.identity()).await?;
-            Some(PublishResponse { version, outcome })
+                    o.targets_version, o.snapshot_version, o.timestamp_version
+                )
+            };
+            Some(went_live(&st, &caller, &repo, outcome, detail).await?)
         }
         None => None,
     };
