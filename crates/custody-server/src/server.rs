@@ -72,6 +72,9 @@ pub struct RunningServer {
     pub scheme: &'static str,
     /// Shown once, on the first start of a fresh data directory.
     pub bootstrap_credential: Option<String>,
+    /// The server's internals, for `custody demo` and this crate's tests
+    /// while they still reach past the HTTP API. Not an API.
+    #[doc(hidden)]
     pub state: Arc<AppState>,
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -80,6 +83,11 @@ pub struct RunningServer {
 impl RunningServer {
     pub fn url(&self) -> String {
         format!("{}://{}", self.scheme, self.addr)
+    }
+
+    /// Where state is kept: `sqlite` or `postgresql`.
+    pub fn storage_backend(&self) -> &'static str {
+        self.state.storage.backend()
     }
 
     /// Stops accepting, lets in-flight requests finish, then returns.

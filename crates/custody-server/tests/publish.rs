@@ -41,14 +41,14 @@ async fn oidc_issuer() -> (String, jsonwebtoken::EncodingKey) {
     (url, jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref()))
 }
 
-fn ci_provider(issuer: &str) -> custody_server::config::OidcProviderConfig {
-    custody_server::config::OidcProviderConfig {
+fn ci_provider(issuer: &str) -> custody_server::OidcProviderConfig {
+    custody_server::OidcProviderConfig {
         issuer: issuer.into(),
         audience: "custody".into(),
         jwks_cache_seconds: 600,
         jwks_min_refetch_seconds: 600,
         leeway_seconds: 60,
-        rules: vec![custody_server::config::OidcRule {
+        rules: vec![custody_server::OidcRule {
             name: "app builds on main".into(),
             claims: [
                 ("repository".to_string(), "acme/app".to_string()),

@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::Arc;
 
-use custody_server::storage::{
+use custody_server::testing::{
     BlobRecord, CredentialRecord, NewAudit, PgStorage, SqliteStorage, StagedTarget, Storage,
     StorageError,
 };

@@ -45,7 +45,7 @@ use custody_director::director::{
 use custody_director::enrol::{EnrolError, TokenRecord, TokenRefusal, TokenStore};
 use custody_director::manifest::{verify_manifest, ManifestError};
 use custody_director::policy::{assign, Assignment, DeviceView, Installed};
-use custody_director::registry::{DeviceStatus, Purpose, StatusError};
+use custody_director::registry::{Purpose, StatusError};
 use custody_director::request::{verify_device_request, NonceCache, RequestError, Route};
 use custody_director::wire::{
     headers as h, CheckinResponse, DirectorMetadataSet, EnrolResponse, EnrolmentRequest, ErrorBody,
@@ -1024,9 +1024,4 @@ async fn root_file(
             .into_response(),
         Err(e) => d.refuse(&st, e).await,
     }
-}
-
-/// Is `status` the stored active state (used by the fleet API).
-pub fn is_active(s: &DeviceStatus) -> bool {
-    matches!(s, DeviceStatus::Active)
 }

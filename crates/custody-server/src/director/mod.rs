@@ -41,7 +41,7 @@ use custody_director::director::{
 };
 use custody_director::enrol::{EnrolmentPolicy, FactoryCas};
 use custody_director::policy::{
-    FleetPolicy, Gate, GateDecision, MaintenanceWindow, Pin, Release, RollbackAuthorization,
+    FleetPolicy, GateDecision, MaintenanceWindow, Pin, Release, RollbackAuthorization,
     RollbackKeys, Rollout, RolloutState, Selector, Stage, StageStats, Yank,
 };
 use custody_director::registry::ReattestationPolicy;
@@ -761,11 +761,6 @@ impl Director {
         self.reload_policy().await?;
         Ok(changed.then_some(decision))
     }
-}
-
-/// Default canary gate of a stage given without one.
-pub fn default_gate() -> Gate {
-    Gate::default()
 }
 
 /// Starts the director for `custody serve`: `None` when disabled in the

@@ -8,7 +8,7 @@
 //!   `cosigned`, optional `witnesses` allow-list). Key:
 //!   `<data-dir>/keys/log/log.key` (note private key, mode 0600) and
 //!   `log.vkey` (its verifier key).
-//! - Entry format: [`LogEntry`] (JSON, version [`ENTRY_FORMAT_VERSION`]),
+//! - Entry format: [`LogEntry`] (JSON, custody-log's `ENTRY_FORMAT_VERSION`),
 //!   documented in `docs/LOG.md`.
 //! - HTTP ([`router`]): `GET /log/v1/checkpoint`, `/log/v1/checkpoint/cosigned`,
 //!   `/log/v1/key`, `/log/v1/tile/...` (full tiles immutable),
@@ -33,8 +33,7 @@ use custody_log::{LogVerifier, NoteSigner, VerifierKey};
 /// The log's HTTP documents are custody-log's (`custody_log::wire`), shared
 /// with clients, witnesses and auditors.
 pub use custody_log::wire::{
-    ConsistencyProofAnswer, CosignRequest, CosignResponse, Evidence, EvidenceConsistency,
-    InclusionProofAnswer,
+    ConsistencyProofAnswer, CosignRequest, CosignResponse, Evidence, InclusionProofAnswer,
 };
 
 use crate::error::ApiError;
@@ -54,8 +53,6 @@ pub use settings::LogSettings;
 pub const ORIGIN_ENV: &str = "CUSTODY_LOG_ORIGIN";
 /// Default checkpoint origin.
 pub const DEFAULT_ORIGIN: &str = "custody.local/log";
-/// Most cosignatures kept per checkpoint (custody-log's rule).
-pub use custody_log::cosign::MAX_COSIGNATURES;
 
 /// Errors of the server log.
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +95,7 @@ fn io<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> Lo
 
 /// The entry format lives in custody-log (`custody_log::entry`) so
 /// agents, witnesses and auditors parse it without the server.
-pub use custody_log::entry::{EntryBody, LogEntry, ENTRY_FORMAT_VERSION, MAX_EMBEDDED_MANIFEST};
+pub use custody_log::entry::{EntryBody, LogEntry, MAX_EMBEDDED_MANIFEST};
 
 /// A version-1 entry stamped with the server clock.
 pub fn stamp(body: EntryBody) -> LogEntry {

@@ -8,7 +8,7 @@
 //! keys: the scope lets a caller file an authorisation, only the rollback
 //! keys' signatures make it usable). Every change is audited.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -452,13 +452,3 @@ async fn list_attacks(
     ))
 )]
 pub struct FleetDoc;
-
-/// Policy snapshot for tests: rollout id → (stage, state).
-pub fn rollout_states(d: &Director) -> BTreeMap<String, (usize, RolloutState)> {
-    d.policy()
-        .fleet
-        .rollouts
-        .iter()
-        .map(|r| (r.id.clone(), (r.stage, r.state.clone())))
-        .collect()
-}
