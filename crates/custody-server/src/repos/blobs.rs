@@ -100,7 +100,11 @@ pub struct LocalBlobStore {
     tmp: PathBuf,
 }
 
-fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> BlobError + 'a {
+/// `BlobError::Io` naming `path` and `op` (both backends).
+pub(super) fn io_err<'a>(
+    path: &'a Path,
+    op: &'static str,
+) -> impl FnOnce(io::Error) -> BlobError + 'a {
     move |source| BlobError::Io {
         path: path.to_path_buf(),
         op,
@@ -263,16 +267,18 @@ impl From<BlobError> for ApiError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn stream(parts: Vec<&'static [u8]>) -> BodyStream {
+    /// A body of `parts` (for both backends' tests).
+    pub(in crate::repos) fn stream(parts: Vec<Vec<u8>>) -> BodyStream {
         Box::pin(futures_util::stream::iter(
-            parts.into_iter().map(|p| Ok(Bytes::from_static(p))),
+            parts.into_iter().map(|p| Ok(Bytes::from(p))),
         ))
     }
 
-    fn sha(data: &[u8]) -> Sha256Hex {
+    /// The SHA-256 of `data` (for both backends' tests).
+    pub(in crate::repos) fn sha(data: &[u8]) -> Sha256Hex {
         Sha256Hex::parse(&hex::encode(ring::digest::digest(
             &ring::digest::SHA256,
             data,
@@ -288,7 +294,7 @@ mod tests {
         let h = sha(b"hello world");
         assert_eq!(
             store
-                .put(&h, stream(vec![b"hello ", b"world"]), 100)
+                .put(&h, stream(vec![b"hello ".to_vec(), b"world".to_vec()]), 100)
                 .await
                 .unwrap(),
             11
@@ -301,14 +307,14 @@ mod tests {
 
         let other = sha(b"other");
         let err = store
-            .put(&other, stream(vec![b"not other"]), 100)
+            .put(&other, stream(vec![b"not other".to_vec()]), 100)
             .await
             .unwrap_err();
         assert!(matches!(err, BlobError::HashMismatch { .. }), "{err}");
         assert_eq!(store.size(&other).await.unwrap(), None);
 
         let err = store
-            .put(&other, stream(vec![b"other"]), 3)
+            .put(&other, stream(vec![b"other".to_vec()]), 3)
             .await
             .unwrap_err();
         assert!(matches!(err, BlobError::TooLarge { limit: 3 }), "{err}");

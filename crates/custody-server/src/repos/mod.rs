@@ -131,6 +131,13 @@ impl<'a> Upload<'a> {
         })
     }
 
+    async fn audit(&self, outcome: &str, detail: &str) -> ApiResult<()> {
+        let (repo, sha) = (Some(self.repo), Some(self.sha));
+        let auth = &self.st.auth;
+        auth.audit(self.caller, self.action, repo, sha, outcome, detail)
+            .await
+    }
+
     /// Audits the refused upload (`outcome` with `detail`) and answers `e`.
     pub(super) async fn refused<T>(
         &self,
@@ -138,17 +145,7 @@ impl<'a> Upload<'a> {
         detail: &str,
         e: ApiError,
     ) -> ApiResult<T> {
-        self.st
-            .auth
-            .audit(
-                self.caller,
-                self.action,
-                Some(self.repo),
-                Some(self.sha),
-                outcome,
-                detail,
-            )
-            .await?;
+        self.audit(outcome, detail).await?;
         Err(e)
     }
 
@@ -168,23 +165,28 @@ impl<'a> Upload<'a> {
             uploaded_by: self.caller.identity().to_string(),
         };
         self.st.storage.upsert_blob(&record).await?;
-        self.st
-            .auth
-            .audit(
-                self.caller,
-                self.action,
-                Some(self.repo),
-                Some(self.sha),
-                "ok",
-                detail,
-            )
-            .await?;
+        self.audit("ok", detail).await?;
         let stored = self.st.storage.get_blob(self.repo, self.sha).await?;
         Ok((StatusCode::CREATED, Json(stored.unwrap_or(record))))
     }
 }
 
 impl Repos {
+    /// A valid repository name, and the caller holds `kind@repo`
+    /// (`action` names the call in the audit).
+    pub(super) async fn authorize(
+        &self,
+        caller: &Caller,
+        repo: &str,
+        kind: ScopeKind,
+        action: &str,
+    ) -> ApiResult<()> {
+        repo_param(repo)?;
+        self.auth
+            .authorize(caller, Scope::new(kind, Some(repo)), action, None)
+            .await
+    }
+
     /// A valid repository name, and the caller may read the repository
     /// (`action` names the call in a refusal's audit).
     pub(super) async fn authorize_read(

@@ -38,7 +38,7 @@ use utoipa::{OpenApi, ToSchema};
 use super::authoring::AuthoringError;
 use super::blobs::Sha256Hex;
 use super::{authoring, declared_length, repo_param, Repos, Upload};
-use crate::auth::scope::{Scope, ScopeKind};
+use crate::auth::scope::ScopeKind;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::storage::BlobRecord;
@@ -144,15 +144,13 @@ async fn set_policy(
     headers: HeaderMap,
     body: bytes::Bytes,
 ) -> ApiResult<Json<PolicyInfo>> {
-    repo_param(&repo)?;
-    st.auth
-        .authorize(
-            &caller,
-            Scope::new(ScopeKind::ProvenanceAdmin, Some(&repo)),
-            "provenance.policy.set",
-            None,
-        )
-        .await?;
+    st.authorize(
+        &caller,
+        &repo,
+        ScopeKind::ProvenanceAdmin,
+        "provenance.policy.set",
+    )
+    .await?;
     let toml = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -227,15 +225,13 @@ async fn clear_policy(
     caller: Caller,
     Path(repo): Path<String>,
 ) -> ApiResult<StatusCode> {
-    repo_param(&repo)?;
-    st.auth
-        .authorize(
-            &caller,
-            Scope::new(ScopeKind::ProvenanceAdmin, Some(&repo)),
-            "provenance.policy.clear",
-            None,
-        )
-        .await?;
+    st.authorize(
+        &caller,
+        &repo,
+        ScopeKind::ProvenanceAdmin,
+        "provenance.policy.clear",
+    )
+    .await?;
     let r = repo.clone();
     let had = authoring(&st, move |s| {
         s.authoring.clear_provenance_policy(&r, chrono::Utc::now())

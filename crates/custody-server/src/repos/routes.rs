@@ -291,14 +291,7 @@ async fn yank_target(
     Path(repo): Path<String>,
     body: Result<Json<YankRequest>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<YankRecord>)> {
-    repo_param(&repo)?;
-    st.auth
-        .authorize(
-            &caller,
-            Scope::new(ScopeKind::TargetRevoke, Some(&repo)),
-            "target.yank",
-            None,
-        )
+    st.authorize(&caller, &repo, ScopeKind::TargetRevoke, "target.yank")
         .await?;
     let req = json_body(body)?;
     validate_target_name(&req.target).map_err(ApiError::bad_request)?;
@@ -504,14 +497,7 @@ async fn publish(
     caller: Caller,
     Path(repo): Path<String>,
 ) -> ApiResult<Json<PublishResponse>> {
-    repo_param(&repo)?;
-    st.auth
-        .authorize(
-            &caller,
-            Scope::new(ScopeKind::RepoPublish, Some(&repo)),
-            "repo.publish",
-            None,
-        )
+    st.authorize(&caller, &repo, ScopeKind::RepoPublish, "repo.publish")
         .await?;
     let staged = st.storage.list_staged(&repo).await?;
     let yanks = st.storage.list_yanks(&repo).await?;
