@@ -20,7 +20,7 @@ use super::token::{self, Claims};
 use super::{Auth, Caller, PeerAddr};
 use crate::error::{json_body, ApiError, ErrorBody};
 use crate::ids::random_hex;
-use crate::storage::{now, AuditRecord, CredentialRecord};
+use crate::storage::{now, AuditRecord, CredentialRecord, NewAudit};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -63,7 +63,8 @@ where
         CreateCredential,
         CredentialSecret,
         CredentialRecord,
-        AuditRecord
+        AuditRecord,
+        NewAudit
     ))
 )]
 pub(crate) struct AuthDoc;
