@@ -21,8 +21,8 @@ use custody_keys::passphrase::SecretSource;
 use custody_keys::MemorySigner;
 use custody_keys::Signer;
 use custody_repo::keyring::KeyRing;
-use custody_server::authoring::{Authoring, WantedTarget};
-use custody_server::hosting::Hosting;
+use custody_server::testing::Hosting;
+use custody_server::testing::{Authoring, WantedTarget};
 
 fn sha256_hex(b: &[u8]) -> String {
     hex::encode(ring::digest::digest(&ring::digest::SHA256, b))
@@ -95,7 +95,7 @@ fn main() {
     }
     match auth.publish("bench", &wanted, &[], &hosting, chrono::Utc::now()) {
         Ok(o) if bins > 0 => assert!(o.generation.is_some(), "bins: live at once"),
-        Err(custody_server::authoring::AuthoringError::Unsigned { .. }) if bins == 0 => {
+        Err(custody_server::testing::AuthoringError::Unsigned { .. }) if bins == 0 => {
             let (_, _, live) = sign("targets", &targets_id);
             assert!(live.is_some(), "setup: signature makes it live");
         }

@@ -93,7 +93,7 @@ pub struct ServerConfig {
     /// Burst allowance on top of the sustained token-request rate.
     pub token_request_burst: u32,
     /// The transparency log (`[log]`): the witness policy devices pin.
-    pub log: crate::log::LogSettings,
+    pub log: crate::tlog::LogSettings,
 }
 
 impl Default for ServerConfig {
@@ -120,7 +120,7 @@ impl Default for ServerConfig {
             director: crate::director::DirectorSettings::default(),
             token_requests_per_minute: 60,
             token_request_burst: 30,
-            log: crate::log::LogSettings::default(),
+            log: crate::tlog::LogSettings::default(),
         }
     }
 }

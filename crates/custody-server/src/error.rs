@@ -7,7 +7,6 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::blobs::BlobError;
 use crate::storage::StorageError;
 
 #[derive(Debug)]
@@ -111,26 +110,6 @@ impl From<StorageError> for ApiError {
         match e {
             StorageError::Conflict { .. } => ApiError::conflict(e.to_string()),
             _ => ApiError::internal("storage error (see server log)"),
-        }
-    }
-}
-
-impl From<BlobError> for ApiError {
-    fn from(e: BlobError) -> Self {
-        match &e {
-            BlobError::TooLarge { .. } => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
-            }
-            BlobError::HashMismatch { .. } => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "hash_mismatch",
-                e.to_string(),
-            ),
-            BlobError::Body { .. } => ApiError::bad_request(e.to_string()),
-            BlobError::Io { .. } => {
-                tracing::error!(error = %e, "blob store error");
-                ApiError::internal("blob store error (see server log)")
-            }
         }
     }
 }

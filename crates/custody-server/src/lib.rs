@@ -1,37 +1,101 @@
 //! custody-server: the HTTP service behind `custody serve`.
 //!
-//! - [`hosting`]: TUF repositories in consistent-snapshot layout, served
-//!   with strong ETags, single-range requests, immutable/no-cache headers
-//!   and atomic generation switches; small metadata from memory.
-//! - [`api`]: the admin API under `/api/v1` with its OpenAPI document.
-//! - [`authoring`]: server-side TUF repositories (custody-repo): drafts,
-//!   online snapshot/timestamp keys, signature merge, publish into hosting.
-//! - [`provenance`]: per-repository provenance policy, DSSE envelopes on
-//!   the upload path, the gate at staging (custody-provenance).
-//! - [`auth`]: the auth slice: bootstrap credentials, OIDC workload
-//!   identity, short-lived scoped tokens, scopes and separation of duties,
-//!   the token-request rate limit, audit, and their routes.
-//! - [`storage`]: one async trait, SQLite (default) and PostgreSQL.
-//! - [`blobs`]: content-addressed blob store (crash-safe local backend).
-//! - [`server`]: router, TLS (rustls/ring), metrics, graceful shutdown.
+//! The public API is small: [`ServerConfig`] (with the settings types a
+//! config file names: [`OidcProviderConfig`], [`OidcRule`],
+//! [`DirectorSettings`], [`LogSettings`]), [`start`] (a [`RunningServer`]
+//! on a tokio runtime), [`run_blocking`] (for binaries without one),
+//! [`shutdown_signal`], and [`StartError`]. Everything else is reached
+//! over HTTP: the admin API (`/api/v1`, described by `/openapi.json`),
+//! the device API (`/device/v1`), the transparency log (`/log/v1`) and
+//! hosted repositories (`/repos`).
+//!
+//! Inside, the crate is cut in slices, each owning its routes, request and
+//! response types, settings and storage calls:
+//!
+//! - `auth`: bootstrap credentials, OIDC workload identity, short-lived
+//!   scoped tokens, scopes and separation of duties, the token-request
+//!   rate limit, the audit trail, and their routes.
+//! - `repos`: hosting, authoring, provenance, blob stores, and the
+//!   repository admin routes.
+//! - `director`: device API (check-in pipeline), fleet API, bundle export,
+//!   the director's store.
+//! - `tlog`: the transparency log, its routes and evidence.
+//!
+//! Below them: `storage` (one async trait, SQLite and PostgreSQL),
+//! `error`, `ids`. Above them: `config` (composes the slices' settings),
+//! `state` (builds and holds the slices), `server` (router, TLS, metrics,
+//! graceful shutdown) and `openapi` (the composed document). No module
+//! imports one above it (`scripts/check-architecture`).
 #![forbid(unsafe_code)]
 
-pub mod api;
-pub mod auth;
-pub mod authoring;
-pub mod blobs;
-pub mod blobs_object;
-pub mod config;
-pub mod director;
-pub mod error;
-pub mod hosting;
-pub mod log;
-pub mod metrics;
-pub mod provenance;
-pub mod server;
+mod auth;
+#[doc(hidden)]
+pub mod bench_support;
+mod config;
+mod director;
+mod error;
+mod ids;
+mod metrics;
+mod openapi;
+mod repos;
+mod server;
+/// The composition root. Public only for `custody demo` (see [`log`]),
+/// temporarily; not an API.
+#[doc(hidden)]
 pub mod state;
-pub mod storage;
+mod storage;
+mod tlog;
 
-pub use config::ServerConfig;
+pub use config::{ConfigError, OidcProviderConfig, OidcRule, ServerConfig, MAX_TOKEN_TTL_SECONDS};
+pub use director::DirectorSettings;
 pub use server::{run_blocking, shutdown_signal, start, RunningServer};
-pub use state::{AppState, StartError};
+pub use state::StartError;
+pub use tlog::LogSettings;
+
+/// For the fuzz harnesses and this crate's tests: the parsers of untrusted
+/// bytes (host paths, range headers, credentials and scopes, admin tokens,
+/// JSON request bodies). Not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::auth::credential::PresentedCredential;
+    pub use crate::auth::scope::{validate_repo_name, Scope, ScopeSet};
+    pub use crate::auth::token::{Claims, TokenKeys, AUDIENCE, ISSUER};
+    pub use crate::auth::{CreateCredential, TokenRequest};
+    pub use crate::director::fleet::{
+        PinRequest, Reason, RolloutRequest, TokenIssue, YankRequest as FleetYankRequest,
+    };
+    pub use crate::repos::hosting::{parse_host_path, parse_range, Area, RangeSpec};
+    pub use crate::repos::routes::{CreateRepo, StageTarget, YankRequest};
+}
+
+/// For this crate's tests and benches that drive the layers below HTTP
+/// directly (the storage backends, the director's store, hosting and
+/// authoring). Not a stable API.
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::director::cache::{CachedDirectorDb, DEFAULT_CAPACITY};
+    pub use crate::director::store::{
+        CheckinWrite, DeviceFilter, DirectorDb, PgDirectorDb, ReportRow, RolloutRow,
+        SqliteDirectorDb, TokenRow, WriteOutcome,
+    };
+    pub use crate::repos::authoring::{Authoring, AuthoringError, WantedTarget};
+    pub use crate::repos::hosting::{Hosting, CACHE_IMMUTABLE, CACHE_REVALIDATE};
+    pub use crate::storage::{
+        BlobRecord, CredentialRecord, NewAudit, PgStorage, SqliteStorage, StagedTarget, Storage,
+        StorageError,
+    };
+}
+
+/// Temporary path for `custody demo` (crates/custody/src/demo.rs), which is
+/// being rewritten to use only the HTTP API; removed when it no longer
+/// names it. Not an API.
+#[doc(hidden)]
+pub mod log {
+    pub use crate::tlog::{log_targets, stamp};
+}
+
+/// Temporary path for `custody demo` (see [`log`]). Not an API.
+#[doc(hidden)]
+pub mod hosting {
+    pub use crate::repos::hosting::Hosting;
+}

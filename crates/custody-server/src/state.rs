@@ -1,4 +1,7 @@
-//! Shared server state and its construction from a [`ServerConfig`].
+//! The composition root: builds every slice from a [`ServerConfig`] and
+//! holds them. Slices never name [`AppState`]; each handler takes its own
+//! slice's state, handed out here through axum's `FromRef` or given to the
+//! slice's router (`server::router`).
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -8,16 +11,16 @@ use async_trait::async_trait;
 use axum::extract::FromRef;
 
 use crate::auth::{AuditTrail, Auth, AuthStartError};
-use crate::authoring::{Authoring, AuthoringError};
-use crate::blobs::{BlobError, BlobStore, LocalBlobStore};
 use crate::config::{ConfigError, ServerConfig};
+use crate::director::DirectorState;
 use crate::error::ApiError;
-use crate::hosting::Hosting;
-use crate::log::{EntryBody, ServerLog};
 use crate::metrics::Metrics;
+use crate::repos::authoring::{Authoring, AuthoringError};
+use crate::repos::blobs::{BlobError, BlobStore, LocalBlobStore};
+use crate::repos::hosting::Hosting;
+use crate::repos::Repos;
 use crate::storage::{NewAudit, PgStorage, SqliteStorage, Storage, StorageError};
-
-pub use crate::storage::now;
+use crate::tlog::{EntryBody, ServerLog};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -42,7 +45,7 @@ pub enum StartError {
     #[error("metrics registry: {0}")]
     Metrics(String),
     #[error(transparent)]
-    Log(#[from] crate::log::LogError),
+    Log(#[from] crate::tlog::LogError),
 }
 
 fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> StartError + 'a {
@@ -56,19 +59,20 @@ fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -
 pub struct AppState {
     pub config: ServerConfig,
     pub storage: Arc<dyn Storage>,
-    pub blobs: Arc<dyn BlobStore>,
-    pub hosting: Hosting,
-    pub authoring: Authoring,
+    /// The hosted repositories (also `repos.hosting`).
+    pub hosting: Arc<Hosting>,
     /// The auth slice: tokens, credentials, OIDC, scopes, audit.
     pub auth: Auth,
     pub metrics: Metrics,
     pub ready: AtomicBool,
-    pub tmp_dir: std::path::PathBuf,
-    /// The director (device API, fleet API); `None` when disabled or
-    /// without a key passphrase (device routes then answer 503).
-    pub director: Option<Arc<crate::director::Director>>,
-    /// The transparency log (`crate::log`): append with `state.log.append(..)`.
-    pub log: Arc<crate::log::ServerLog>,
+    /// The transparency log (`crate::tlog`): append with `state.log.append(..)`.
+    pub log: Arc<ServerLog>,
+    /// The repositories slice (hosting, authoring, provenance, blobs).
+    pub repos: Arc<Repos>,
+    /// The director slice (device API, fleet API); its director is `None`
+    /// when disabled or without a key passphrase (device routes then
+    /// answer 503).
+    pub director: Arc<DirectorState>,
 }
 
 /// The state plus, on the very first start, the bootstrap credential
@@ -116,7 +120,7 @@ impl AppState {
         };
         storage.migrate().await?;
 
-        let log = Arc::new(ServerLog::open(&data)?);
+        let log = Arc::new(ServerLog::open(&data, config.log.clone())?);
         let started = Auth::start(
             config.auth_settings(),
             storage.clone(),
@@ -126,7 +130,7 @@ impl AppState {
 
         let blobs: Arc<dyn BlobStore> = match &config.blob_store_url {
             None => Arc::new(LocalBlobStore::open(&data.join("blobs"), &tmp_dir)?),
-            Some(url) => Arc::new(crate::blobs_object::ObjectBlobStore::open(
+            Some(url) => Arc::new(crate::repos::blobs_object::ObjectBlobStore::open(
                 url,
                 &config.blob_store_options,
                 &tmp_dir,
@@ -134,11 +138,11 @@ impl AppState {
                 config.max_blob_bytes,
             )?),
         };
-        let hosting = Hosting::new(
+        let hosting = Arc::new(Hosting::new(
             repos,
             config.metadata_cache_file_bytes,
             config.metadata_cache_total_bytes,
-        );
+        ));
         let abandoned = hosting.remove_abandoned();
         if abandoned > 0 {
             tracing::info!(
@@ -148,19 +152,44 @@ impl AppState {
         }
         let authoring = Authoring::new(&data, config.key_passphrase_file.as_deref())?
             .with_pkcs11_online_keys(config.pkcs11_online_key_uri.clone());
-        let director = crate::director::start(&config, director_db, log.clone()).await?;
+        let director = crate::director::start(
+            config.director.clone(),
+            &config.data_dir,
+            config.key_passphrase_file.as_deref(),
+            director_db,
+            log.clone(),
+        )
+        .await
+        .map_err(|e| ConfigError::Invalid {
+            field: "director".into(),
+            reason: e.to_string(),
+        })?;
+        let auth = started.auth;
+        let repos = Arc::new(Repos {
+            storage: storage.clone(),
+            blobs,
+            hosting: hosting.clone(),
+            authoring,
+            auth: auth.clone(),
+            log: log.clone(),
+            data_dir: config.data_dir.clone(),
+            max_blob_bytes: config.max_blob_bytes,
+        });
+        let director = Arc::new(DirectorState {
+            director,
+            auth: auth.clone(),
+            log: log.clone(),
+        });
         let state = AppState {
             config,
             storage,
-            blobs,
             hosting,
-            authoring,
-            auth: started.auth,
+            auth,
             metrics: Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?,
             ready: AtomicBool::new(true),
-            tmp_dir,
-            director,
             log,
+            repos,
+            director,
         };
         Ok(Built {
             state: Arc::new(state),

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{http, sha256_hex, start, start_with, TestServer};
-use custody_server::auth::token::{Claims, TokenKeys, AUDIENCE, ISSUER};
+use custody_server::fuzzing::{Claims, TokenKeys, AUDIENCE, ISSUER};
 use serde_json::{json, Value};
 
 fn now() -> i64 {

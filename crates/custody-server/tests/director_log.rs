@@ -340,11 +340,11 @@ async fn director_logs_deliveries_reports_and_decommissions_on_sqlite() {
     // store on the same file (what a restarted server reads) has it. (The
     // PostgreSQL test runs uncached: every check-in there reads it from
     // the database; audit_director.rs restarts a server process.)
-    let s = custody_server::storage::SqliteStorage::open(&f.s.dir.path().join("custody.db"))
+    let s = custody_server::testing::SqliteStorage::open(&f.s.dir.path().join("custody.db"))
         .await
         .unwrap();
-    use custody_server::director::store::DirectorDb as _;
-    let row = custody_server::director::store::SqliteDirectorDb::new(s.pool().clone())
+    use custody_server::testing::DirectorDb as _;
+    let row = custody_server::testing::SqliteDirectorDb::new(s.pool().clone())
         .get_device(&dev.id)
         .await
         .unwrap()

@@ -17,7 +17,7 @@ use custody_director::policy::Installed;
 use custody_director::registry::{DeviceRecord, DeviceStatus, EnrolledWith};
 use custody_director::wire::DeviceAttributes;
 use custody_keys::Signer;
-use custody_server::director::store::{
+use custody_server::testing::{
     CheckinWrite, DeviceFilter, DirectorDb, PgDirectorDb, ReportRow, RolloutRow, SqliteDirectorDb,
     TokenRow, WriteOutcome,
 };
@@ -289,7 +289,7 @@ fn d0_trunc(d: &DeviceRecord) -> DeviceRecord {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn director_store_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    let s = custody_server::storage::SqliteStorage::open(&dir.path().join("t.db"))
+    let s = custody_server::testing::SqliteStorage::open(&dir.path().join("t.db"))
         .await
         .unwrap();
     exercise(Arc::new(SqliteDirectorDb::new(s.pool().clone()))).await;
@@ -301,25 +301,23 @@ async fn director_store_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn director_store_on_sqlite_cached() {
     let dir = tempfile::tempdir().unwrap();
-    let s = custody_server::storage::SqliteStorage::open(&dir.path().join("t.db"))
+    let s = custody_server::testing::SqliteStorage::open(&dir.path().join("t.db"))
         .await
         .unwrap();
-    exercise(Arc::new(
-        custody_server::director::cache::CachedDirectorDb::wrap(
-            SqliteDirectorDb::new(s.pool().clone()),
-            custody_server::director::cache::DEFAULT_CAPACITY,
-        ),
-    ))
+    exercise(Arc::new(custody_server::testing::CachedDirectorDb::wrap(
+        SqliteDirectorDb::new(s.pool().clone()),
+        custody_server::testing::DEFAULT_CAPACITY,
+    )))
     .await;
 
     // A cached row must not outlive a status change: decommission and the
     // re-attestation sweep are seen by the very next read.
-    let s2 = custody_server::storage::SqliteStorage::open(&dir.path().join("t2.db"))
+    let s2 = custody_server::testing::SqliteStorage::open(&dir.path().join("t2.db"))
         .await
         .unwrap();
-    let db = custody_server::director::cache::CachedDirectorDb::wrap(
+    let db = custody_server::testing::CachedDirectorDb::wrap(
         SqliteDirectorDb::new(s2.pool().clone()),
-        custody_server::director::cache::DEFAULT_CAPACITY,
+        custody_server::testing::DEFAULT_CAPACITY,
     );
     db.migrate().await.unwrap();
     let now = Utc::now();
@@ -376,7 +374,7 @@ async fn director_store_on_postgresql() {
         return;
     };
     let url = common::fresh_pg_database(&admin).await;
-    let s = custody_server::storage::PgStorage::connect(&url)
+    let s = custody_server::testing::PgStorage::connect(&url)
         .await
         .unwrap();
     exercise(Arc::new(PgDirectorDb::new(s.pool().clone()))).await;

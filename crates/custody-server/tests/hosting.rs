@@ -5,7 +5,7 @@
 mod common;
 
 use common::{sha256_hex, start, TestServer};
-use custody_server::hosting::{Hosting, CACHE_IMMUTABLE, CACHE_REVALIDATE};
+use custody_server::testing::{Hosting, CACHE_IMMUTABLE, CACHE_REVALIDATE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn publish(server: &TestServer, files: &[(&str, &[u8])], targets: &[(&str, &[u8])]) -> String {

@@ -11,7 +11,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine;
 use common::{http, start_with, TestServer};
-use custody_server::config::{OidcProviderConfig, OidcRule};
+use custody_server::{OidcProviderConfig, OidcRule};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ring::signature::KeyPair;
 use serde_json::{json, Value};

@@ -41,14 +41,14 @@ async fn oidc_issuer() -> (String, jsonwebtoken::EncodingKey) {
     (url, jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref()))
 }
 
-fn ci_provider(issuer: &str) -> custody_server::config::OidcProviderConfig {
-    custody_server::config::OidcProviderConfig {
+fn ci_provider(issuer: &str) -> custody_server::OidcProviderConfig {
+    custody_server::OidcProviderConfig {
         issuer: issuer.into(),
         audience: "custody".into(),
         jwks_cache_seconds: 600,
         jwks_min_refetch_seconds: 600,
         leeway_seconds: 60,
-        rules: vec![custody_server::config::OidcRule {
+        rules: vec![custody_server::OidcRule {
             name: "app builds on main".into(),
             claims: [
                 ("repository".to_string(), "acme/app".to_string()),
@@ -217,10 +217,10 @@ async fn create_sign_upload_stage_publish_sign_verify_yank() {
     let ts_before = t3.timestamp().unwrap().version;
     let st2 = s.server.state.clone();
     let renewed = tokio::task::spawn_blocking(move || {
-        st2.authoring.renew_timestamp(
+        st2.repos.authoring.renew_timestamp(
             "app",
             chrono::Duration::days(2),
-            &st2.hosting,
+            &st2.repos.hosting,
             chrono::Utc::now(),
         )
     })
@@ -233,10 +233,10 @@ async fn create_sign_upload_stage_publish_sign_verify_yank() {
     // Not due yet: nothing happens.
     let st2 = s.server.state.clone();
     let again = tokio::task::spawn_blocking(move || {
-        st2.authoring.renew_timestamp(
+        st2.repos.authoring.renew_timestamp(
             "app",
             chrono::Duration::hours(1),
-            &st2.hosting,
+            &st2.repos.hosting,
             chrono::Utc::now(),
         )
     })

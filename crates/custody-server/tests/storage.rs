@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::Arc;
 
-use custody_server::storage::{
+use custody_server::testing::{
     BlobRecord, CredentialRecord, NewAudit, PgStorage, SqliteStorage, StagedTarget, Storage,
     StorageError,
 };
@@ -146,11 +146,13 @@ async fn suite(s: Arc<dyn Storage>) {
     }
     let all = s.list_audit(100, None, None).await.unwrap();
     assert_eq!(all.len(), 5);
-    assert_eq!(all[0].action, "act4");
-    assert_eq!(all[0].scopes, vec!["a".to_string()]);
+    assert_eq!(all[0].entry.action, "act4");
+    assert_eq!(all[0].entry.scopes, vec!["a".to_string()]);
     let page = s.list_audit(2, Some(ids[3]), None).await.unwrap();
     assert_eq!(
-        page.iter().map(|a| a.action.as_str()).collect::<Vec<_>>(),
+        page.iter()
+            .map(|a| a.entry.action.as_str())
+            .collect::<Vec<_>>(),
         ["act2", "act1"]
     );
     let app = s.list_audit(100, None, Some("app")).await.unwrap();

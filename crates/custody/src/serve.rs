@@ -173,7 +173,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             out,
             "custody server listening on {url} (data dir {}, storage {})",
             data_dir.display(),
-            server.state.storage.backend()
+            server.storage_backend()
         )?;
         if let Some(secret) = &server.bootstrap_credential {
             writeln!(

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use custody_director::policy::{Gate, Release, RolloutState, Selector, Stage};
+use custody_director::policy::{Gate, Release, Selector, Stage};
 use custody_director::registry::{DeviceRecord, DeviceStatus, EnrolledWith};
 use custody_director::request::{fresh_nonce, sign_request};
 use custody_director::wire::{
@@ -44,7 +44,6 @@ use custody_director::wire::{
 };
 use custody_keys::MemorySigner;
 use custody_keys::{KeyType, Signer};
-use custody_server::director::store::{DirectorDb, RolloutRow, SqliteDirectorDb};
 
 /// The `custody` binary's allocator when it serves (crates/custody).
 #[global_allocator]
@@ -167,17 +166,11 @@ fn server(args: &Args) -> Result<()> {
     // Enrol N devices straight into the store (the enrolment route is not
     // what is measured), plus one rollout covering all of them.
     let t = Instant::now();
-    rt.block_on(async {
-        let storage =
-            custody_server::storage::SqliteStorage::open(&data.join("custody.db")).await?;
-        custody_server::storage::Storage::migrate(&storage).await?;
-        let db = SqliteDirectorDb::new(storage.pool().clone());
-        db.migrate().await?;
-        let now = chrono::Utc::now();
-        let mut batch = Vec::with_capacity(5000);
-        for i in 0..args.devices {
+    let now = chrono::Utc::now();
+    let devices = (0..args.devices)
+        .map(|i| {
             let k = device_key(i)?;
-            batch.push(DeviceRecord {
+            Ok(DeviceRecord {
                 id: k.keyid().to_owned(),
                 key: k.key().clone(),
                 hardware_id: "board-a".into(),
@@ -193,43 +186,34 @@ fn server(args: &Args) -> Result<()> {
                 },
                 status: DeviceStatus::Active,
                 last_attestation: now,
-            });
-            if batch.len() == 5000 {
-                db.insert_devices(&batch).await?;
-                batch.clear();
-            }
-        }
-        db.insert_devices(&batch).await?;
-        let release = Release {
-            name: "fw/2.0.bin".into(),
-            length: 1 << 20,
-            hashes: [("sha256".to_string(), "ab".repeat(32))].into(),
-            release_counter: 2,
-            hardware_ids: Default::default(),
-        };
-        let spec = custody_server::director::RolloutSpec {
-            release,
-            selector: Selector::default(),
-            stages: vec![Stage {
-                share_bp: 10_000,
-                gate: Gate::default(),
-            }],
-            windows: vec![],
-            seed: "bench".into(),
-        };
-        db.insert_rollout(&RolloutRow {
-            id: "bench".into(),
-            spec: serde_json::to_string(&spec)?,
-            stage: 0,
-            state: serde_json::to_string(&RolloutState::Active)?,
-            created_at: now.timestamp(),
-            created_by: "bench".into(),
-            updated_at: now.timestamp(),
+            })
         })
-        .await?;
-        storage.pool().close().await;
-        anyhow::Ok(())
-    })?;
+        .collect::<Result<Vec<_>>>()?;
+    let release = Release {
+        name: "fw/2.0.bin".into(),
+        length: 1 << 20,
+        hashes: [("sha256".to_string(), "ab".repeat(32))].into(),
+        release_counter: 2,
+        hardware_ids: Default::default(),
+    };
+    let spec = custody_server::bench_support::RolloutSpec {
+        release,
+        selector: Selector::default(),
+        stages: vec![Stage {
+            share_bp: 10_000,
+            gate: Gate::default(),
+        }],
+        windows: vec![],
+        seed: "bench".into(),
+    };
+    rt.block_on(custody_server::bench_support::seed_director(
+        &data,
+        devices,
+        "bench",
+        &spec,
+        "bench",
+        now.timestamp(),
+    ))?;
     println!(
         "enrolled {} devices into SQLite in {:.1} s",
         args.devices,

@@ -4,7 +4,7 @@
 //! Shared by the cargo-fuzz target `fuzz_targets/admin_token.rs` and the corpus
 //! replay in `tests/fuzz_corpus.rs` (stable `cargo test`): the same code.
 
-use custody_server::auth::token::TokenKeys;
+use custody_server::fuzzing::TokenKeys;
 
 pub fn run(data: &[u8]) {
     let Ok(s) = std::str::from_utf8(data) else {

@@ -4,8 +4,8 @@
 //! Shared by the cargo-fuzz target `fuzz_targets/credential_and_scopes.rs` and the corpus
 //! replay in `tests/fuzz_corpus.rs` (stable `cargo test`): the same code.
 
-use custody_server::auth::credential::PresentedCredential;
-use custody_server::auth::scope::{Scope, ScopeSet};
+use custody_server::fuzzing::PresentedCredential;
+use custody_server::fuzzing::{Scope, ScopeSet};
 
 pub fn run(data: &[u8]) {
     let Ok(s) = std::str::from_utf8(data) else {

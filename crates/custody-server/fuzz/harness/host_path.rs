@@ -4,7 +4,7 @@
 //! Shared by the cargo-fuzz target `fuzz_targets/host_path.rs` and the corpus
 //! replay in `tests/fuzz_corpus.rs` (stable `cargo test`): the same code.
 
-use custody_server::hosting::{parse_host_path, Area};
+use custody_server::fuzzing::{parse_host_path, Area};
 
 pub fn run(data: &[u8]) {
     let Ok(s) = std::str::from_utf8(data) else {
@@ -12,7 +12,7 @@ pub fn run(data: &[u8]) {
     };
     let raw = format!("/repos/{s}");
     if let Ok(p) = parse_host_path(&raw) {
-        assert!(custody_server::auth::scope::validate_repo_name(&p.repo).is_ok());
+        assert!(custody_server::fuzzing::validate_repo_name(&p.repo).is_ok());
         assert!(!p.segments.is_empty());
         for seg in &p.segments {
             assert!(!seg.is_empty());

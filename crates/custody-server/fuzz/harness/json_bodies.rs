@@ -8,10 +8,9 @@
 //! replay in `tests/fuzz_corpus.rs` (stable `cargo test`): the same code.
 
 use axum::Json;
-use custody_server::api::{CreateRepo, StageTarget, YankRequest};
-use custody_server::auth::{CreateCredential, TokenRequest};
-use custody_server::director::fleet::{
-    PinRequest, Reason, RolloutRequest, TokenIssue, YankRequest as FleetYankRequest,
+use custody_server::fuzzing::{
+    CreateCredential, CreateRepo, FleetYankRequest, PinRequest, Reason, RolloutRequest,
+    StageTarget, TokenIssue, TokenRequest, YankRequest,
 };
 
 macro_rules! parse {

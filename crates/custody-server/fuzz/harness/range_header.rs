@@ -3,7 +3,7 @@
 //! Shared by the cargo-fuzz target `fuzz_targets/range_header.rs` and the corpus
 //! replay in `tests/fuzz_corpus.rs` (stable `cargo test`): the same code.
 
-use custody_server::hosting::{parse_range, RangeSpec};
+use custody_server::fuzzing::{parse_range, RangeSpec};
 
 pub fn run(data: &[u8]) {
     // 8 bytes little-endian file length, then the header (UTF-8)

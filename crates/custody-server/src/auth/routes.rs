@@ -1,25 +1,26 @@
 //! The auth slice's routes: trade a credential or an OIDC ID token for a
 //! short-lived admin token (`/api/v1/token`), revoke it, ask who you are
 //! (`/api/v1/whoami`), and manage bootstrap credentials
-//! (`/api/v1/credentials…`, `fleet:admin`). Their OpenAPI paths are
-//! [`AuthDoc`], merged into `/openapi.json` by `crate::api`.
+//! (`/api/v1/credentials…`, `fleet:admin`), and read the audit trail
+//! (`/api/v1/audit`, `audit:read`). Their OpenAPI paths are [`AuthDoc`],
+//! merged into `/openapi.json` by `crate::openapi`.
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRef, Path, State};
+use axum::extract::{FromRef, Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use utoipa::{OpenApi, ToSchema};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::credential::{self, PresentedCredential};
 use super::oidc::OidcError;
-use super::scope::{fleet_admin, ScopeSet};
+use super::scope::{fleet_admin, validate_repo_name, Scope, ScopeKind, ScopeSet};
 use super::token::{self, Claims};
 use super::{Auth, Caller, PeerAddr};
-use crate::blobs::random_hex;
 use crate::error::{json_body, ApiError, ErrorBody};
-use crate::storage::{now, CredentialRecord};
+use crate::ids::random_hex;
+use crate::storage::{now, AuditRecord, CredentialRecord, NewAudit};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -39,6 +40,7 @@ where
         )
         .route("/api/v1/credentials/{id}/rotate", post(rotate_credential))
         .route("/api/v1/credentials/{id}/revoke", post(revoke_credential))
+        .route("/api/v1/audit", get(list_audit))
 }
 
 /// The auth routes' OpenAPI paths and schemas.
@@ -51,7 +53,8 @@ where
         create_credential,
         list_credentials,
         rotate_credential,
-        revoke_credential
+        revoke_credential,
+        list_audit
     ),
     components(schemas(
         TokenRequest,
@@ -59,7 +62,9 @@ where
         WhoAmI,
         CreateCredential,
         CredentialSecret,
-        CredentialRecord
+        CredentialRecord,
+        AuditRecord,
+        NewAudit
     ))
 )]
 pub(crate) struct AuthDoc;
@@ -478,4 +483,41 @@ async fn revoke_credential(
     auth.audit(&caller, "credential.revoke", None, Some(&id), "ok", "")
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+// ----------------------------------------------------------------- audit
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct AuditQuery {
+    /// At most this many records (1..=1000, default 100), newest first.
+    pub limit: Option<i64>,
+    /// Only records with an id below this (paging).
+    pub before: Option<i64>,
+    /// Only records about this repository (needs audit:read for it).
+    pub repo: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", security(("bearer" = [])),
+    params(AuditQuery), responses((status = 200, body = Vec<AuditRecord>)))]
+async fn list_audit(
+    State(auth): State<Auth>,
+    caller: Caller,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Json<Vec<AuditRecord>>> {
+    if let Some(repo) = &q.repo {
+        validate_repo_name(repo).map_err(ApiError::bad_request)?;
+    }
+    auth.authorize(
+        &caller,
+        Scope::new(ScopeKind::AuditRead, q.repo.as_deref()),
+        "audit.read",
+        None,
+    )
+    .await?;
+    Ok(Json(
+        auth.inner
+            .storage
+            .list_audit(q.limit.unwrap_or(100), q.before, q.repo.as_deref())
+            .await?,
+    ))
 }

@@ -31,18 +31,18 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::store::{DeviceFilter, DeviceRow};
 use super::Director;
+use super::DirectorState;
 use crate::auth::scope::{Scope, ScopeKind};
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
-use crate::state::AppState;
 
-type St = State<Arc<AppState>>;
+type St = State<Arc<DirectorState>>;
 type ApiResult<T> = Result<T, ApiError>;
 
 /// Most devices one hardware-id export signs for.
 pub const MAX_EXPORT_DEVICES: usize = 10_000;
 
-pub fn router() -> Router<Arc<AppState>> {
+pub(super) fn router() -> Router<Arc<DirectorState>> {
     Router::new()
         .route(
             "/api/v1/fleet/devices/{id}/bundle-metadata",

@@ -45,7 +45,7 @@ use custody_director::director::{
 use custody_director::enrol::{EnrolError, TokenRecord, TokenRefusal, TokenStore};
 use custody_director::manifest::{verify_manifest, ManifestError};
 use custody_director::policy::{assign, Assignment, DeviceView, Installed};
-use custody_director::registry::{DeviceStatus, Purpose, StatusError};
+use custody_director::registry::{Purpose, StatusError};
 use custody_director::request::{verify_device_request, NonceCache, RequestError, Route};
 use custody_director::wire::{
     headers as h, CheckinResponse, DirectorMetadataSet, EnrolResponse, EnrolmentRequest, ErrorBody,
@@ -54,8 +54,8 @@ use custody_director::wire::{
 };
 
 use super::store::{AttackRow, CheckinWrite, DeviceRow, ReportRow, WriteOutcome};
+use super::DirectorState;
 use super::{Director, PolicyCache};
-use crate::state::AppState;
 
 /// A refused device request.
 #[derive(Debug)]
@@ -205,7 +205,7 @@ fn enrol_error(e: EnrolError) -> DeviceError {
     }
 }
 
-pub fn router() -> Router<Arc<AppState>> {
+pub(super) fn router() -> Router<Arc<DirectorState>> {
     Router::new()
         .route(
             "/device/v1/enrol",
@@ -218,7 +218,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/device/v1/director/{file}", get(root_file))
 }
 
-fn director(st: &AppState) -> Result<&Arc<Director>, DeviceError> {
+fn director(st: &DirectorState) -> Result<&Arc<Director>, DeviceError> {
     st.director.as_ref().ok_or_else(|| {
         DeviceError::unavailable(
             "the director is not running on this server (it needs the key passphrase: \
@@ -242,15 +242,15 @@ impl Director {
     /// Records an attack (attack table + audit log).
     pub async fn record_attack(
         &self,
-        st: &AppState,
+        st: &DirectorState,
         device: Option<&str>,
         code: &str,
         source: &str,
         detail: &str,
     ) {
         let a = AttackRow {
-            id: crate::blobs::random_hex(16),
-            at: crate::state::now(),
+            id: crate::ids::random_hex(16),
+            at: crate::storage::now(),
             device_id: device.map(str::to_owned),
             code: code.to_owned(),
             source: source.to_owned(),
@@ -274,7 +274,7 @@ impl Director {
             .await;
     }
 
-    async fn refuse(&self, st: &AppState, e: DeviceError) -> Response {
+    async fn refuse(&self, st: &DirectorState, e: DeviceError) -> Response {
         if e.record {
             self.record_attack(st, e.device.as_deref(), e.code, "server", &e.message)
                 .await;
@@ -461,7 +461,7 @@ pub(crate) fn image_root(d: &Director) -> Result<Vec<u8>, DeviceError> {
     })
 }
 
-async fn enrol(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+async fn enrol(State(st): State<Arc<DirectorState>>, body: Bytes) -> Response {
     let d = match director(&st) {
         Ok(d) => d.clone(),
         Err(e) => return error_response(&e),
@@ -473,7 +473,7 @@ async fn enrol(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
 }
 
 async fn enrol_inner(
-    st: &AppState,
+    st: &DirectorState,
     d: &Arc<Director>,
     body: Bytes,
 ) -> Result<EnrolResponse, DeviceError> {
@@ -528,7 +528,7 @@ async fn enrol_inner(
         image_targets_path: format!("/repos/{repo}/targets/"),
         image_repository: repo,
         image_root,
-        log: Some(crate::log::enrol_pin(st)),
+        log: Some(st.log.enrol_pin()),
     })
 }
 
@@ -563,7 +563,7 @@ fn trusted_root(uri: &Uri) -> Result<usize, DeviceError> {
 }
 
 async fn checkin(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<DirectorState>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -593,7 +593,7 @@ fn reported_attack_id(device: &str, counter: u64, i: usize) -> String {
 /// returns early with the refusal the device gets; nothing is written
 /// before stage 3 and nothing is answered before it has committed.
 async fn checkin_inner(
-    st: &Arc<AppState>,
+    st: &Arc<DirectorState>,
     d: &Arc<Director>,
     method: &Method,
     uri: &Uri,
@@ -735,7 +735,7 @@ fn sign_metadata(
 /// assignment, reports, reported attacks), then the delivery log entry,
 /// then the audit records. An error leaves the device unanswered.
 async fn record(
-    st: &Arc<AppState>,
+    st: &Arc<DirectorState>,
     d: &Arc<Director>,
     who: &Authenticated,
     verdict: &Assessment,
@@ -879,7 +879,7 @@ fn checkin_write(
 
 /// Evaluates the canary gate of every rollout that got new reports, in the
 /// background (the device's answer does not wait for it).
-fn spawn_gate_evaluations(st: &Arc<AppState>, d: &Arc<Director>, rollouts: Vec<String>) {
+fn spawn_gate_evaluations(st: &Arc<DirectorState>, d: &Arc<Director>, rollouts: Vec<String>) {
     for r in rollouts {
         let d = d.clone();
         let st = st.clone();
@@ -965,7 +965,7 @@ fn answer(
 // ------------------------------------------------------------------ roots
 
 async fn root_file(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<DirectorState>>,
     Path(file): Path<String>,
     method: Method,
     uri: Uri,
@@ -1024,9 +1024,4 @@ async fn root_file(
             .into_response(),
         Err(e) => d.refuse(&st, e).await,
     }
-}
-
-/// Is `status` the stored active state (used by the fleet API).
-pub fn is_active(s: &DeviceStatus) -> bool {
-    matches!(s, DeviceStatus::Active)
 }

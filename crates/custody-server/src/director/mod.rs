@@ -41,7 +41,7 @@ use custody_director::director::{
 };
 use custody_director::enrol::{EnrolmentPolicy, FactoryCas};
 use custody_director::policy::{
-    FleetPolicy, Gate, GateDecision, MaintenanceWindow, Pin, Release, RollbackAuthorization,
+    FleetPolicy, GateDecision, MaintenanceWindow, Pin, Release, RollbackAuthorization,
     RollbackKeys, Rollout, RolloutState, Selector, Stage, StageStats, Yank,
 };
 use custody_director::registry::ReattestationPolicy;
@@ -52,9 +52,41 @@ use custody_keys::{KeyType, Signer};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+use axum::extract::FromRef;
+use axum::Router;
+
+use crate::auth::Auth;
+use crate::repos::authoring::KEY_PASSPHRASE_ENV;
 use crate::storage::StorageResult;
+use crate::tlog::ServerLog;
 pub use settings::DirectorSettings;
 use store::{CheckinWrite, DirectorDb, WriteOutcome};
+
+/// What the director's HTTP handlers (device API, fleet API, bundle
+/// export) work with: the director itself (`None` when it is not running),
+/// the auth slice, and the transparency log deliveries and reports go to.
+pub struct DirectorState {
+    pub director: Option<Arc<Director>>,
+    pub auth: Auth,
+    pub log: Arc<ServerLog>,
+}
+
+/// The callers of the fleet API and bundle export are authenticated by the
+/// auth slice (`Caller`).
+impl FromRef<Arc<DirectorState>> for Auth {
+    fn from_ref(state: &Arc<DirectorState>) -> Auth {
+        state.auth.clone()
+    }
+}
+
+/// The director's routes over `state`, for any router state.
+pub(crate) fn router<S>(state: Arc<DirectorState>) -> Router<S> {
+    Router::new()
+        .merge(device::router())
+        .merge(fleet::router())
+        .merge(bundle_export::router())
+        .with_state(state)
+}
 
 /// Why the director could not start.
 #[derive(Debug, thiserror::Error)]
@@ -723,7 +755,7 @@ impl Director {
                 rollout,
                 (old_stage, &old_state),
                 (next.stage as u64, &new_state),
-                crate::state::now(),
+                crate::storage::now(),
             )
             .await?;
         self.reload_policy().await?;
@@ -731,48 +763,36 @@ impl Director {
     }
 }
 
-/// Default canary gate of a stage given without one.
-pub fn default_gate() -> Gate {
-    Gate::default()
-}
-
 /// Starts the director for `custody serve`: `None` when disabled in the
 /// configuration or when no key passphrase is available (logged; the
 /// device routes then answer 503 `unavailable`). Any other failure stops
 /// the server (e.g. a director root that no longer matches its keys).
+/// The keys share the image repositories' passphrase: `key_passphrase_file`,
+/// else the environment variable `KEY_PASSPHRASE_ENV`.
 pub async fn start(
-    config: &crate::config::ServerConfig,
+    settings: DirectorSettings,
+    data_dir: &Path,
+    key_passphrase_file: Option<&Path>,
     db: Arc<dyn DirectorDb>,
-    log: Arc<crate::log::ServerLog>,
-) -> Result<Option<Arc<Director>>, crate::state::StartError> {
-    let settings = config.director.clone();
+    log: Arc<ServerLog>,
+) -> Result<Option<Arc<Director>>, DirectorInitError> {
     if !settings.enabled {
         return Ok(None);
     }
-    let passphrase = match &config.key_passphrase_file {
-        Some(p) => SecretSource::File(p.clone()),
-        None => SecretSource::Env(crate::authoring::KEY_PASSPHRASE_ENV.into()),
+    let passphrase = match key_passphrase_file {
+        Some(p) => SecretSource::File(p.to_path_buf()),
+        None => SecretSource::Env(KEY_PASSPHRASE_ENV.into()),
     };
     if passphrase.read("director key passphrase", false).is_err() {
         tracing::warn!(
             "director disabled: no key passphrase ({} or key_passphrase_file) for its key files",
-            crate::authoring::KEY_PASSPHRASE_ENV
+            KEY_PASSPHRASE_ENV
         );
         return Ok(None);
     }
-    match Director::open(&config.data_dir, &passphrase, db, settings).await {
-        Ok(d) => {
-            let d = Arc::new(d);
-            spawn_housekeeping(d.clone(), log);
-            Ok(Some(d))
-        }
-        Err(e) => Err(crate::state::StartError::Config(
-            crate::config::ConfigError::Invalid {
-                field: "director".into(),
-                reason: e.to_string(),
-            },
-        )),
-    }
+    let d = Arc::new(Director::open(data_dir, &passphrase, db, settings).await?);
+    spawn_housekeeping(d.clone(), log);
+    Ok(Some(d))
 }
 
 /// Every minute: forget expired nonces, persistently suspend devices whose
@@ -780,13 +800,13 @@ pub async fn start(
 /// rule is evaluated on every request), pick up other replicas' policy
 /// changes. Sweep suspensions go into the transparency log
 /// (`log_hooks::log_suspensions`; retried next minute if the log failed).
-fn spawn_housekeeping(d: Arc<Director>, log: Arc<crate::log::ServerLog>) {
+fn spawn_housekeeping(d: Arc<Director>, log: Arc<ServerLog>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
         let mut unlogged: Vec<String> = Vec::new();
         loop {
             tick.tick().await;
-            let now = crate::state::now();
+            let now = crate::storage::now();
             if let Err(e) = d.db.purge_nonces(now).await {
                 tracing::warn!(error = %e, "purging director nonces failed");
             }

@@ -79,8 +79,8 @@ pub struct YankRecord {
     pub requested_at: i64,
 }
 
-/// An audit entry to append.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An audit entry to append (and the fields of a stored [`AuditRecord`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct NewAudit {
     pub at: i64,
     pub identity: String,
@@ -92,17 +92,13 @@ pub struct NewAudit {
     pub detail: String,
 }
 
+/// An audit entry as stored: its id, then the entry's fields (one JSON
+/// object).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct AuditRecord {
     pub id: i64,
-    pub at: i64,
-    pub identity: String,
-    pub scopes: Vec<String>,
-    pub action: String,
-    pub repo: Option<String>,
-    pub target: Option<String>,
-    pub outcome: String,
-    pub detail: String,
+    #[serde(flatten)]
+    pub entry: NewAudit,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]

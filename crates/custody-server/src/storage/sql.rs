@@ -231,14 +231,16 @@ macro_rules! sql_storage {
                 let scopes: String = row.try_get("scopes").map_err(e())?;
                 Ok(AuditRecord {
                     id: row.try_get("id").map_err(e())?,
-                    at: row.try_get("at").map_err(e())?,
-                    identity: row.try_get("identity").map_err(e())?,
-                    scopes: scopes_from_text("audit record", &scopes)?,
-                    action: row.try_get("action").map_err(e())?,
-                    repo: row.try_get("repo").map_err(e())?,
-                    target: row.try_get("target").map_err(e())?,
-                    outcome: row.try_get("outcome").map_err(e())?,
-                    detail: row.try_get("detail").map_err(e())?,
+                    entry: NewAudit {
+                        at: row.try_get("at").map_err(e())?,
+                        identity: row.try_get("identity").map_err(e())?,
+                        scopes: scopes_from_text("audit record", &scopes)?,
+                        action: row.try_get("action").map_err(e())?,
+                        repo: row.try_get("repo").map_err(e())?,
+                        target: row.try_get("target").map_err(e())?,
+                        outcome: row.try_get("outcome").map_err(e())?,
+                        detail: row.try_get("detail").map_err(e())?,
+                    },
                 })
             }
         }

@@ -224,7 +224,7 @@ pub(super) fn reason_of(body: Bytes, default: &str) -> ApiResult<String> {
 }
 
 pub(super) async fn set_status(
-    st: &AppState,
+    st: &DirectorState,
     caller: &Caller,
     id: &str,
     action: &str,
@@ -244,15 +244,13 @@ pub(super) async fn set_status(
     // leaves an entry the retry repeats, never a decommission the log
     // lacks (a decommissioned device cannot be decommissioned again).
     if matches!(status, DeviceStatus::Decommissioned { .. }) {
-        crate::log::record(
-            st,
-            crate::log::EntryBody::Decommission {
+        st.log
+            .append(crate::tlog::EntryBody::Decommission {
                 device_id: id.to_owned(),
                 reason: reason.to_owned(),
                 by: caller.identity().to_owned(),
-            },
-        )
-        .await?;
+            })
+            .await?;
     }
     if !d.db.set_device_status(id, &status, attested_at).await? {
         return Err(ApiError::conflict(format!(

@@ -8,7 +8,7 @@
 //! keys: the scope lets a caller file an authorisation, only the rollback
 //! keys' signatures make it usable). Every change is audited.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -32,10 +32,11 @@ use super::store::{
 use super::{Director, RolloutSpec, WindowSpec};
 use crate::auth::scope::{Scope, ScopeKind};
 use crate::auth::Caller;
+use crate::director::DirectorState;
 use crate::error::{ApiError, ErrorBody};
-use crate::state::{now, AppState};
+use crate::storage::now;
 
-type St = State<Arc<AppState>>;
+type St = State<Arc<DirectorState>>;
 type ApiResult<T> = Result<T, ApiError>;
 
 mod devices;
@@ -46,7 +47,7 @@ pub use devices::*;
 pub use rollouts::*;
 pub use yanks::*;
 
-pub fn router() -> Router<Arc<AppState>> {
+pub(super) fn router() -> Router<Arc<DirectorState>> {
     Router::new()
         .route("/api/v1/fleet/enrolment-tokens", post(issue_tokens))
         .route("/api/v1/fleet/devices", get(list_devices))
@@ -81,7 +82,7 @@ pub fn router() -> Router<Arc<AppState>> {
 use crate::error::json_body;
 
 /// The running director, or 503 when this server runs without one.
-pub(super) fn director(st: &AppState) -> ApiResult<Arc<Director>> {
+pub(super) fn director(st: &DirectorState) -> ApiResult<Arc<Director>> {
     st.director.clone().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -92,7 +93,7 @@ pub(super) fn director(st: &AppState) -> ApiResult<Arc<Director>> {
 }
 
 async fn fleet_admin(
-    st: &AppState,
+    st: &DirectorState,
     caller: &Caller,
     action: &str,
     target: Option<&str>,
@@ -451,13 +452,3 @@ async fn list_attacks(
     ))
 )]
 pub struct FleetDoc;
-
-/// Policy snapshot for tests: rollout id → (stage, state).
-pub fn rollout_states(d: &Director) -> BTreeMap<String, (usize, RolloutState)> {
-    d.policy()
-        .fleet
-        .rollouts
-        .iter()
-        .map(|r| (r.id.clone(), (r.stage, r.state.clone())))
-        .collect()
-}

@@ -243,7 +243,7 @@ pub(super) async fn create_rollout(
     let req = json_body(body)?;
     let id = match &req.id {
         Some(id) => id.clone(),
-        None => format!("r-{}", crate::blobs::random_hex(8)),
+        None => format!("r-{}", crate::ids::random_hex(8)),
     };
     valid_id(&id)?;
     check_name("target", &req.target)?;
@@ -390,7 +390,7 @@ pub(super) async fn rollout_status(
 }
 
 pub(super) async fn change_rollout(
-    st: &AppState,
+    st: &DirectorState,
     caller: &Caller,
     id: &str,
     action: &str,

@@ -15,6 +15,11 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio::io::AsyncWriteExt;
 
+use axum::http::StatusCode;
+
+use crate::error::ApiError;
+use crate::ids::random_hex;
+
 /// A hex SHA-256 digest (64 lowercase hex chars), checked on construction.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Sha256Hex(String);
@@ -95,7 +100,11 @@ pub struct LocalBlobStore {
     tmp: PathBuf,
 }
 
-fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> BlobError + 'a {
+/// `BlobError::Io` naming `path` and `op` (both backends).
+pub(super) fn io_err<'a>(
+    path: &'a Path,
+    op: &'static str,
+) -> impl FnOnce(io::Error) -> BlobError + 'a {
     move |source| BlobError::Io {
         path: path.to_path_buf(),
         op,
@@ -117,22 +126,6 @@ impl LocalBlobStore {
         let h = hash.as_str();
         self.root.join("sha256").join(&h[..2]).join(h)
     }
-}
-
-/// Random hex for temp file names.
-pub(crate) fn random_hex(bytes: usize) -> String {
-    use ring::rand::SecureRandom;
-    let mut buf = vec![0u8; bytes];
-    // SystemRandom only fails if the OS RNG is unavailable; fall back to a
-    // time-based name (names only need to be unique, not secret).
-    if ring::rand::SystemRandom::new().fill(&mut buf).is_err() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        return format!("{nanos:x}");
-    }
-    hex::encode(buf)
 }
 
 #[async_trait]
@@ -252,17 +245,40 @@ pub(crate) async fn fsync_dir(dir: &Path) -> Result<(), BlobError> {
         })
 }
 
+/// How the admin API answers a blob store failure.
+impl From<BlobError> for ApiError {
+    fn from(e: BlobError) -> Self {
+        match &e {
+            BlobError::TooLarge { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
+            }
+            BlobError::HashMismatch { .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "hash_mismatch",
+                e.to_string(),
+            ),
+            BlobError::Body { .. } => ApiError::bad_request(e.to_string()),
+            BlobError::Io { .. } => {
+                tracing::error!(error = %e, "blob store error");
+                ApiError::internal("blob store error (see server log)")
+            }
+        }
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn stream(parts: Vec<&'static [u8]>) -> BodyStream {
+    /// A body of `parts` (for both backends' tests).
+    pub(in crate::repos) fn stream(parts: Vec<Vec<u8>>) -> BodyStream {
         Box::pin(futures_util::stream::iter(
-            parts.into_iter().map(|p| Ok(Bytes::from_static(p))),
+            parts.into_iter().map(|p| Ok(Bytes::from(p))),
         ))
     }
 
-    fn sha(data: &[u8]) -> Sha256Hex {
+    /// The SHA-256 of `data` (for both backends' tests).
+    pub(in crate::repos) fn sha(data: &[u8]) -> Sha256Hex {
         Sha256Hex::parse(&hex::encode(ring::digest::digest(
             &ring::digest::SHA256,
             data,
@@ -278,7 +294,7 @@ mod tests {
         let h = sha(b"hello world");
         assert_eq!(
             store
-                .put(&h, stream(vec![b"hello ", b"world"]), 100)
+                .put(&h, stream(vec![b"hello ".to_vec(), b"world".to_vec()]), 100)
                 .await
                 .unwrap(),
             11
@@ -291,14 +307,14 @@ mod tests {
 
         let other = sha(b"other");
         let err = store
-            .put(&other, stream(vec![b"not other"]), 100)
+            .put(&other, stream(vec![b"not other".to_vec()]), 100)
             .await
             .unwrap_err();
         assert!(matches!(err, BlobError::HashMismatch { .. }), "{err}");
         assert_eq!(store.size(&other).await.unwrap(), None);
 
         let err = store
-            .put(&other, stream(vec![b"other"]), 3)
+            .put(&other, stream(vec![b"other".to_vec()]), 3)
             .await
             .unwrap_err();
         assert!(matches!(err, BlobError::TooLarge { limit: 3 }), "{err}");

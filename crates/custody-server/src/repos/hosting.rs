@@ -28,7 +28,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::auth::scope::validate_repo_name;
-use crate::blobs::random_hex;
+use crate::ids::random_hex;
 
 pub const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
 pub const CACHE_REVALIDATE: &str = "no-cache";

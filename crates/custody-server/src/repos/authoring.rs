@@ -30,13 +30,17 @@ use custody_repo::{RepoError, Repository};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::hosting::{HostError, Hosting};
+use super::hosting::{HostError, Hosting};
 
 /// Environment variable holding the passphrase of the online key files.
 pub const KEY_PASSPHRASE_ENV: &str = "CUSTODY_KEY_PASSPHRASE";
 
 /// Committed hosting generations kept per repository (the newest ones).
 const KEEP_GENERATIONS: usize = 4;
+
+/// Largest provenance envelope the server stores (real SLSA envelopes are
+/// a few KiB; custody-provenance's default parse bound is the same).
+pub const MAX_ENVELOPE_BYTES: u64 = custody_provenance::MAX_ENVELOPE_BYTES as u64;
 
 /// Largest provenance policy accepted (a policy is a few KiB; keys and
 /// rules for many teams stay far below this).
@@ -186,7 +190,7 @@ fn group_envelope(group: &[&WantedTarget]) -> Result<ProvenanceInput, AuthoringE
             t.name
         )));
     };
-    let bytes = read_bounded(path, crate::provenance::MAX_ENVELOPE_BYTES)?;
+    let bytes = read_bounded(path, MAX_ENVELOPE_BYTES)?;
     let got = hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes));
     if got != want {
         return Err(AuthoringError::Corrupt(format!(
@@ -576,7 +580,7 @@ impl Authoring {
         }
         let tree = self
             .tmp_dir
-            .join(format!("publish-{}", crate::blobs::random_hex(8)));
+            .join(format!("publish-{}", crate::ids::random_hex(8)));
         let built = (|| -> std::io::Result<()> {
             for t in group {
                 let mut path = tree.clone();
@@ -758,18 +762,18 @@ impl Authoring {
 
     /// An envelope custody-repo accepted at a publish
     /// (`provenance/<sha256>.dsse.json` in the repository), if it has it.
-    /// The digest is a [`Sha256Hex`](crate::blobs::Sha256Hex), so it is
+    /// The digest is a [`Sha256Hex`](super::blobs::Sha256Hex), so it is
     /// safe as a file name.
     pub fn accepted_envelope(
         &self,
         repo: &str,
-        sha256: &crate::blobs::Sha256Hex,
+        sha256: &super::blobs::Sha256Hex,
     ) -> Result<Option<Vec<u8>>, AuthoringError> {
         let path = self
             .repo_dir(repo)
             .join(custody_repo::repository::PROVENANCE_DIR)
             .join(format!("{}.dsse.json", sha256.as_str()));
-        match read_bounded(&path, crate::provenance::MAX_ENVELOPE_BYTES) {
+        match read_bounded(&path, MAX_ENVELOPE_BYTES) {
             Ok(b) => Ok(Some(b)),
             Err(AuthoringError::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound =>

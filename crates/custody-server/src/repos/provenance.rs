@@ -35,23 +35,20 @@ use custody_repo::custody_provenance::{self, Decision, Policy, Reason, Refused};
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 
-use crate::api::{authoring, declared_length, repo_param};
-use crate::auth::scope::{Scope, ScopeKind};
+use super::authoring::AuthoringError;
+use super::blobs::Sha256Hex;
+use super::{authoring, declared_length, repo_param, Repos, Upload};
+use crate::auth::scope::ScopeKind;
 use crate::auth::Caller;
-use crate::authoring::AuthoringError;
-use crate::blobs::Sha256Hex;
 use crate::error::{ApiError, ErrorBody};
-use crate::state::AppState;
 use crate::storage::BlobRecord;
 
-/// Largest provenance envelope the server stores (real SLSA envelopes are
-/// a few KiB; custody-provenance's default parse bound is the same).
-pub const MAX_ENVELOPE_BYTES: u64 = custody_provenance::MAX_ENVELOPE_BYTES as u64;
+pub use super::authoring::MAX_ENVELOPE_BYTES;
 
-type St = State<Arc<AppState>>;
+type St = State<Arc<Repos>>;
 type ApiResult<T> = Result<T, ApiError>;
 
-pub fn router() -> Router<Arc<AppState>> {
+pub fn router() -> Router<Arc<Repos>> {
     let envelopes = Router::new()
         .route(
             "/api/v1/repos/{repo}/provenance/{sha256}",
@@ -65,7 +62,7 @@ pub fn router() -> Router<Arc<AppState>> {
             put(set_policy).get(get_policy).delete(clear_policy),
         )
         .layer(DefaultBodyLimit::max(
-            usize::try_from(crate::authoring::MAX_POLICY_BYTES).unwrap_or(usize::MAX),
+            usize::try_from(super::authoring::MAX_POLICY_BYTES).unwrap_or(usize::MAX),
         ))
         .merge(envelopes)
 }
@@ -147,15 +144,13 @@ async fn set_policy(
     headers: HeaderMap,
     body: bytes::Bytes,
 ) -> ApiResult<Json<PolicyInfo>> {
-    repo_param(&repo)?;
-    st.auth
-        .authorize(
-            &caller,
-            Scope::new(ScopeKind::ProvenanceAdmin, Some(&repo)),
-            "provenance.policy.set",
-            None,
-        )
-        .await?;
+    st.authorize(
+        &caller,
+        &repo,
+        ScopeKind::ProvenanceAdmin,
+        "provenance.policy.set",
+    )
+    .await?;
     let toml = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -211,9 +206,7 @@ async fn get_policy(
     caller: Caller,
     Path(repo): Path<String>,
 ) -> ApiResult<Json<PolicyInfo>> {
-    repo_param(&repo)?;
-    st.auth
-        .authorize_read(&caller, &repo, "provenance.policy.read")
+    st.authorize_read(&caller, &repo, "provenance.policy.read")
         .await?;
     match load_policy(&st, &repo).await? {
         Some(p) => Ok(Json(policy_info(&repo, &p)?)),
@@ -232,15 +225,13 @@ async fn clear_policy(
     caller: Caller,
     Path(repo): Path<String>,
 ) -> ApiResult<StatusCode> {
-    repo_param(&repo)?;
-    st.auth
-        .authorize(
-            &caller,
-            Scope::new(ScopeKind::ProvenanceAdmin, Some(&repo)),
-            "provenance.policy.clear",
-            None,
-        )
-        .await?;
+    st.authorize(
+        &caller,
+        &repo,
+        ScopeKind::ProvenanceAdmin,
+        "provenance.policy.clear",
+    )
+    .await?;
     let r = repo.clone();
     let had = authoring(&st, move |s| {
         s.authoring.clear_provenance_policy(&r, chrono::Utc::now())
@@ -266,7 +257,7 @@ async fn clear_policy(
 
 /// The stored policy; `None` when the repository has none or has no
 /// authoring state on this server (a staging-only repository).
-async fn load_policy(st: &Arc<AppState>, repo: &str) -> ApiResult<Option<Policy>> {
+async fn load_policy(st: &Arc<Repos>, repo: &str) -> ApiResult<Option<Policy>> {
     let (st2, r) = (st.clone(), repo.to_owned());
     let result = tokio::task::spawn_blocking(move || st2.authoring.provenance_policy(&r))
         .await
@@ -297,49 +288,19 @@ async fn upload_envelope(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<BlobRecord>)> {
-    repo_param(&repo)?;
-    let hash = Sha256Hex::parse(&sha).map_err(ApiError::bad_request)?;
-    st.auth
-        .authorize(
-            &caller,
-            Scope::new(ScopeKind::TargetUpload, Some(&repo)),
-            "provenance.upload",
-            Some(&sha),
-        )
-        .await?;
+    let up = Upload::begin(&st, &caller, &repo, &sha, "provenance.upload").await?;
     let bytes = match receive_envelope(&sha, declared_length(&headers), body).await {
         Ok(b) => b,
-        Err((e, detail)) => {
-            st.auth
-                .audit(
-                    &caller,
-                    "provenance.upload",
-                    Some(&repo),
-                    Some(&sha),
-                    "rejected",
-                    &detail,
-                )
-                .await?;
-            return Err(e);
-        }
+        Err((e, detail)) => return up.refused("rejected", &detail, e).await,
     };
     let len = bytes.len();
     let stream = futures_util::stream::once(async move { Ok::<_, String>(bytes) });
     let size = st
         .blobs
-        .put(&hash, Box::pin(stream), MAX_ENVELOPE_BYTES)
+        .put(&up.hash, Box::pin(stream), MAX_ENVELOPE_BYTES)
         .await?;
-    let stored = crate::api::record_blob(
-        &st,
-        &caller,
-        &repo,
-        &sha,
-        size,
-        "provenance.upload",
-        &format!("DSSE envelope, {len} bytes"),
-    )
-    .await?;
-    Ok((StatusCode::CREATED, Json(stored)))
+    up.finish(size, &format!("DSSE envelope, {len} bytes"))
+        .await
 }
 
 /// 413 for an envelope over [`MAX_ENVELOPE_BYTES`] (`len` in words).
@@ -445,7 +406,7 @@ async fn get_envelope(
 
 /// The envelope bytes from the blob store (bounded; the hash is checked
 /// again, a store that returns other bytes is an error, not an answer).
-async fn read_envelope(st: &Arc<AppState>, hash: &Sha256Hex) -> ApiResult<Vec<u8>> {
+async fn read_envelope(st: &Arc<Repos>, hash: &Sha256Hex) -> ApiResult<Vec<u8>> {
     let path = st.blobs.local_file(hash).await?;
     let bytes = tokio::fs::read(&path).await.map_err(|e| {
         tracing::error!(path = %path.display(), error = %e, "reading a provenance envelope");
@@ -465,7 +426,7 @@ async fn read_envelope(st: &Arc<AppState>, hash: &Sha256Hex) -> ApiResult<Vec<u8
 /// `custom` names (`None` without provenance). custody-repo reads it and
 /// checks it again against the policy when it adds the target.
 pub async fn envelope_file(
-    st: &Arc<AppState>,
+    st: &Arc<Repos>,
     custom: Option<&serde_json::Value>,
 ) -> ApiResult<Option<std::path::PathBuf>> {
     let Some(sha) = custody_provenance::provenance_digest(custom) else {
@@ -489,7 +450,7 @@ pub struct Gated {
 /// `custom` as given (a JSON object), the target blob's sha256, and the
 /// envelope named by the request, if any.
 pub async fn gate_stage(
-    st: &Arc<AppState>,
+    st: &Arc<Repos>,
     caller: &Caller,
     repo: &str,
     name: &str,
@@ -593,7 +554,7 @@ pub async fn gate_stage(
 }
 
 async fn deny<T>(
-    st: &Arc<AppState>,
+    st: &Arc<Repos>,
     caller: &Caller,
     repo: &str,
     name: &str,

@@ -2,7 +2,7 @@
 //! through the `object_store` crate: the scale path for several
 //! `custody serve` processes sharing one PostgreSQL.
 //!
-//! The security rules are the same as for [`crate::blobs::LocalBlobStore`]
+//! The security rules are the same as for [`super::blobs::LocalBlobStore`]
 //! and are enforced here, not delegated to the bucket:
 //! - an upload is spooled to a local temp file, bounded by the size limit
 //!   and hashed while it streams; only bytes that hash to the declared
@@ -29,7 +29,9 @@ use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use tokio::io::AsyncReadExt;
 
-use crate::blobs::{fsync_dir, spool_verified, BlobError, BlobStore, BodyStream, Sha256Hex};
+use super::blobs::{
+    fsync_dir, io_err, spool_verified, BlobError, BlobStore, BodyStream, Sha256Hex,
+};
 
 /// Blobs at most this large go up in one PUT; larger ones as multipart.
 const SINGLE_PUT_MAX: u64 = 8 << 20;
@@ -67,14 +69,6 @@ fn obj_err<'a>(
         path: PathBuf::from(url),
         op,
         source: std::io::Error::other(e.to_string()),
-    }
-}
-
-fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> BlobError + 'a {
-    move |source| BlobError::Io {
-        path: path.to_path_buf(),
-        op,
-        source,
     }
 }
 
@@ -250,21 +244,7 @@ impl BlobStore for ObjectBlobStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
-
-    fn stream(parts: Vec<Vec<u8>>) -> BodyStream {
-        Box::pin(futures_util::stream::iter(
-            parts.into_iter().map(|p| Ok(Bytes::from(p))),
-        ))
-    }
-
-    fn sha(data: &[u8]) -> Sha256Hex {
-        Sha256Hex::parse(&hex::encode(ring::digest::digest(
-            &ring::digest::SHA256,
-            data,
-        )))
-        .unwrap()
-    }
+    use crate::repos::blobs::tests::{sha, stream};
 
     fn open(dir: &Path) -> ObjectBlobStore {
         let url = url::Url::from_directory_path(dir.join("bucket")).unwrap();
