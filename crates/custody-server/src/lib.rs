@@ -39,8 +39,8 @@ mod metrics;
 mod openapi;
 mod repos;
 mod server;
-/// The composition root. Public only for `custody demo` (see [`log`]),
-/// temporarily; not an API.
+/// The composition root. Public only for this crate's integration tests
+/// and benches (they reach the slices of a [`RunningServer`]); not an API.
 #[doc(hidden)]
 pub mod state;
 mod storage;
@@ -84,18 +84,5 @@ pub mod testing {
         BlobRecord, CredentialRecord, NewAudit, PgStorage, SqliteStorage, StagedTarget, Storage,
         StorageError,
     };
-}
-
-/// Temporary path for `custody demo` (crates/custody/src/demo.rs), which is
-/// being rewritten to use only the HTTP API; removed when it no longer
-/// names it. Not an API.
-#[doc(hidden)]
-pub mod log {
-    pub use crate::tlog::{log_targets, stamp};
-}
-
-/// Temporary path for `custody demo` (see [`log`]). Not an API.
-#[doc(hidden)]
-pub mod hosting {
-    pub use crate::repos::hosting::Hosting;
+    pub use crate::tlog::stamp;
 }

@@ -198,7 +198,9 @@ fn keys_sort_with_their_quotes_as_olpc_does() {
     assert_eq!(c, reference(&v).unwrap());
     // "a " and "a!" come before "a" because their bytes after `a` (0x20,
     // 0x21) are below the closing quote (0x22)
-    assert!(String::from_utf8(c).unwrap().starts_with("{\"a \":3,\"a!\":2,\"a\":1"));
+    assert!(String::from_utf8(c)
+        .unwrap()
+        .starts_with("{\"a \":3,\"a!\":2,\"a\":1"));
 }
 
 #[test]
@@ -216,7 +218,9 @@ fn a_float_is_refused_naming_the_field() {
     assert!(e.contains("signed.targets[\"fw bin\"].custom.ratio"), "{e}");
     assert!(e.contains("floating point"), "{e}");
     assert!(reference(&v).is_err());
-    let e = canonical_bytes("t", &json!([1, [2, 3.5]])).unwrap_err().to_string();
+    let e = canonical_bytes("t", &json!([1, [2, 3.5]]))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("[1][1]"), "{e}");
 }
 
@@ -232,7 +236,12 @@ fn same_bytes_for_every_fixture_document() {
     };
     let mut files = Vec::new();
     collect(dir, &mut files);
-    assert!(files.len() >= 10, "{} JSON files in {}", files.len(), dir.display());
+    assert!(
+        files.len() >= 10,
+        "{} JSON files in {}",
+        files.len(),
+        dir.display()
+    );
     for f in &files {
         let bytes = std::fs::read(f).unwrap();
         let Ok(v) = serde_json::from_slice::<Value>(&bytes) else {

@@ -138,7 +138,7 @@ async fn audit_replays_the_server_log_and_reports_inconsistencies() {
         },
         report1,
     ] {
-        let e = custody_server::log::stamp(body);
+        let e = custody_server::testing::stamp(body);
         let i = log.append_entry(&e).await.unwrap();
         appended.push((i, e.to_bytes().unwrap()));
     }

@@ -233,13 +233,10 @@ impl<'a> Object<'a> {
     fn end(self) -> Result<&'a mut Canon, CanonError> {
         let out = &mut self.c.out;
         let key = |e: &(usize, usize, usize)| out.get(e.0..e.1).unwrap_or_default();
-        let sorted = self
-            .entries
-            .windows(2)
-            .all(|w| match w {
-                [a, b] => key(a) < key(b),
-                _ => true,
-            });
+        let sorted = self.entries.windows(2).all(|w| match w {
+            [a, b] => key(a) < key(b),
+            _ => true,
+        });
         if !sorted {
             let mut order: Vec<usize> = (0..self.entries.len()).collect();
             order.sort_by(|&a, &b| {
