@@ -401,41 +401,28 @@ impl<'a> ser::Serializer for &'a mut Canon {
     }
 }
 
-impl ser::SerializeSeq for Array<'_> {
-    type Ok = ();
-    type Error = CanonError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), CanonError> {
-        self.element(v)
-    }
-    fn end(self) -> Result<(), CanonError> {
-        Array::end(self);
-        Ok(())
-    }
+/// Sequences, tuples and tuple structs are all JSON arrays.
+macro_rules! array_impl {
+    ($($tr:ident::$m:ident),*) => {$(
+        impl ser::$tr for Array<'_> {
+            type Ok = ();
+            type Error = CanonError;
+            fn $m<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), CanonError> {
+                self.element(v)
+            }
+            fn end(self) -> Result<(), CanonError> {
+                Array::end(self);
+                Ok(())
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for Array<'_> {
-    type Ok = ();
-    type Error = CanonError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), CanonError> {
-        self.element(v)
-    }
-    fn end(self) -> Result<(), CanonError> {
-        Array::end(self);
-        Ok(())
-    }
-}
-
-impl ser::SerializeTupleStruct for Array<'_> {
-    type Ok = ();
-    type Error = CanonError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), CanonError> {
-        self.element(v)
-    }
-    fn end(self) -> Result<(), CanonError> {
-        Array::end(self);
-        Ok(())
-    }
-}
+array_impl!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field
+);
 
 impl ser::SerializeMap for Object<'_> {
     type Ok = ();
