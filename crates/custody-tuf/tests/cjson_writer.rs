@@ -180,6 +180,25 @@ fn enums_in_every_shape() {
     same(&serde_bytes_like()).unwrap();
 }
 
+/// Map keys that are not strings: integers are quoted as serde_json does;
+/// keys it cannot write as a JSON string are refused by both.
+#[test]
+fn non_string_map_keys_as_the_reference() {
+    use std::collections::BTreeMap;
+    same(&BTreeMap::from([
+        (10u32, "a"),
+        (2, "b"),
+        (-1i64 as u32, "c"),
+    ]))
+    .unwrap();
+    same(&BTreeMap::from([(-5i64, 1), (3, 2)])).unwrap();
+    same(&BTreeMap::from([('z', 1), ('"', 2)])).unwrap();
+    same(&BTreeMap::from([(true, 1), (false, 2)])).unwrap();
+    same(&BTreeMap::from([((1u8, 2u8), 1)])).unwrap();
+    let e = canonical_bytes("t", &BTreeMap::from([((1u8, 2u8), 1)])).unwrap_err();
+    assert!(e.to_string().contains("object keys must be"), "{e}");
+}
+
 /// `serialize_bytes` (serde_json: an array of numbers).
 fn serde_bytes_like() -> impl Serialize {
     struct B;

@@ -508,8 +508,8 @@ impl ser::SerializeStructVariant for Variant<Object<'_>> {
     }
 }
 
-/// Serialises a map key: strings (and chars) as JSON strings, integers
-/// quoted, as serde_json does; anything else is refused.
+/// Serialises a map key: strings (and chars) as JSON strings, integers and
+/// booleans quoted, as serde_json does; anything else is refused.
 struct KeySer<'a>(&'a mut Canon);
 
 macro_rules! int_keys {
@@ -527,7 +527,7 @@ macro_rules! refuse_keys {
     ($($f:ident($($a:ty),*) -> $r:ty),* $(,)?) => {$(
         #[allow(unused_variables)]
         fn $f(self, $(_: $a),*) -> Result<$r, CanonError> {
-            Err(self.0.fail("object keys must be strings or integers"))
+            Err(self.0.fail("object keys must be strings, integers or booleans"))
         }
     )*};
 }
@@ -572,8 +572,12 @@ impl ser::Serializer for KeySer<'_> {
         v.serialize(self)
     }
 
+    fn serialize_bool(self, v: bool) -> Result<(), CanonError> {
+        self.0.string(if v { "true" } else { "false" });
+        Ok(())
+    }
+
     refuse_keys!(
-        serialize_bool(bool) -> (),
         serialize_f32(f32) -> (),
         serialize_f64(f64) -> (),
         serialize_bytes(&[u8]) -> (),
@@ -590,7 +594,9 @@ impl ser::Serializer for KeySer<'_> {
     );
 
     fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<(), CanonError> {
-        Err(self.0.fail("object keys must be strings or integers"))
+        Err(self
+            .0
+            .fail("object keys must be strings, integers or booleans"))
     }
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
         self,
@@ -599,6 +605,8 @@ impl ser::Serializer for KeySer<'_> {
         _: &'static str,
         _: &T,
     ) -> Result<(), CanonError> {
-        Err(self.0.fail("object keys must be strings or integers"))
+        Err(self
+            .0
+            .fail("object keys must be strings, integers or booleans"))
     }
 }
