@@ -568,6 +568,7 @@ mod tests {
                         target: "fw.img".into(),
                         reason: "x".into(),
                         by: "y".into(),
+                        replacement: None,
                     },
                 )
                 .to_bytes()

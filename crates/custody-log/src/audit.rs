@@ -519,6 +519,7 @@ mod tests {
                 target: "t".into(),
                 reason: "x".into(),
                 by: "y".into(),
+                replacement: None,
             },
         )
         .to_bytes()

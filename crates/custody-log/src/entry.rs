@@ -80,6 +80,10 @@ pub enum EntryBody {
         target: String,
         reason: String,
         by: String,
+        /// What devices running the target get instead (a target of the
+        /// director's image repository), when the yank names one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replacement: Option<String>,
     },
     /// A signing key was rotated in or revoked.
     KeyChange {
@@ -407,6 +411,7 @@ mod tests {
                 target: "fw.img".into(),
                 reason: "x".into(),
                 by: "y".into(),
+                replacement: None,
             },
         )
         .to_bytes()

@@ -22,7 +22,10 @@
 //! - `tlog`: the transparency log, its routes and evidence.
 //!
 //! Below them: `storage` (one async trait, SQLite and PostgreSQL),
-//! `error`, `ids`. Above them: `config` (composes the slices' settings),
+//! `error`, `ids`. Above them: `yanks` (one yank for every repository:
+//! withdraws a target at the next publish and, in the director's image
+//! repository, sends the devices running it a replacement), `config`
+//! (composes the slices' settings),
 //! `state` (builds and holds the slices), `server` (router, TLS, metrics,
 //! graceful shutdown) and `openapi` (the composed document). No module
 //! imports one above it (`scripts/check-architecture`).
@@ -45,6 +48,7 @@ mod server;
 pub mod state;
 mod storage;
 mod tlog;
+mod yanks;
 
 pub use config::{ConfigError, OidcProviderConfig, OidcRule, ServerConfig, MAX_TOKEN_TTL_SECONDS};
 pub use director::DirectorSettings;
@@ -61,11 +65,10 @@ pub mod fuzzing {
     pub use crate::auth::scope::{validate_repo_name, Scope, ScopeSet};
     pub use crate::auth::token::{Claims, TokenKeys, AUDIENCE, ISSUER};
     pub use crate::auth::{CreateCredential, TokenRequest};
-    pub use crate::director::fleet::{
-        PinRequest, Reason, RolloutRequest, TokenIssue, YankRequest as FleetYankRequest,
-    };
+    pub use crate::director::fleet::{PinRequest, Reason, RolloutRequest, TokenIssue};
     pub use crate::repos::hosting::{parse_host_path, parse_range, Area, RangeSpec};
-    pub use crate::repos::routes::{CreateRepo, StageTarget, YankRequest};
+    pub use crate::repos::routes::{CreateRepo, StageTarget};
+    pub use crate::yanks::{FleetYankRequest, YankRequest};
 }
 
 /// For this crate's tests and benches that drive the layers below HTTP
@@ -81,8 +84,8 @@ pub mod testing {
     pub use crate::repos::authoring::{Authoring, AuthoringError, WantedTarget};
     pub use crate::repos::hosting::{Hosting, CACHE_IMMUTABLE, CACHE_REVALIDATE};
     pub use crate::storage::{
-        BlobRecord, CredentialRecord, NewAudit, PgStorage, SqliteStorage, StagedTarget, Storage,
-        StorageError,
+        BlobRecord, CredentialRecord, NewAudit, NewYank, PgStorage, SqliteStorage, StagedTarget,
+        Storage, StorageError,
     };
     pub use crate::tlog::stamp;
 }

@@ -468,3 +468,134 @@ async fn yank_remediates_and_answers_who_installed() {
         .await;
     assert_eq!(r.status, 409, "{}", r.text());
 }
+
+/// One yank: `POST /api/v1/repos/{repo}/yanks` with a replacement in the
+/// director's image repository remediates the devices running the target,
+/// lists the yank in the one table, and the next publish leaves the target
+/// out. The fleet API's route is a deprecated alias of the same record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_yank_for_repositories_and_the_fleet() {
+    let f = fleet().await;
+    f.publish(&[("fw/2.0.bin", FW2, 2), ("fw/3.0.bin", FW3, 3)])
+        .await;
+    let mut a = f.enrolled("board-a", "fleet-a").await;
+    let mut c = f.enrolled("board-a", "fleet-a").await;
+    a.install("fw/2.0.bin", FW2, 2, "installed");
+    for d in [&mut a, &mut c] {
+        let (r, _) = f.checkin(d).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let yanks = |f: &Fleet| {
+        let s = f.s.url.clone();
+        let t = f.admin.clone();
+        async move {
+            let r = common::http(
+                "GET",
+                &format!("{s}/api/v1/repos/main/yanks"),
+                &[("authorization", &format!("Bearer {t}"))],
+                None,
+            )
+            .await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            r.json()
+        }
+    };
+
+    // A replacement decides what devices run: it needs fleet:admin, and
+    // target:revoke is not enough. Refused, and nothing is recorded.
+    let revoker = f.s.credential("revoker", &["target:revoke@main"]).await;
+    let revoker = f.s.token(&revoker, None).await;
+    let body = json!({"target": "fw/2.0.bin", "reason": "boot loop", "replacement": "fw/3.0.bin"});
+    let r =
+        f.s.api(
+            "POST",
+            "/api/v1/repos/main/yanks",
+            &revoker,
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(yanks(&f).await, json!([]));
+
+    // A replacement only applies in the image repository.
+    let ops =
+        f.s.credential("ops", &["target:revoke", "fleet:admin"])
+            .await;
+    let ops = f.s.token(&ops, None).await;
+    let r =
+        f.s.api(
+            "POST",
+            "/api/v1/repos/other/yanks",
+            &ops,
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("image repository"), "{}", r.text());
+    // A replacement that the image repository does not hold.
+    let r = f
+        .fleet_api(
+            "POST",
+            "/api/v1/repos/main/yanks",
+            Some(json!({"target": "fw/2.0.bin", "reason": "x", "replacement": "fw/9.bin"})),
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert_eq!(yanks(&f).await, json!([]));
+
+    let r = f
+        .fleet_api("POST", "/api/v1/repos/main/yanks", Some(body.clone()))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let j = r.json();
+    assert_eq!(j["repo"], "main");
+    assert_eq!(j["replacement"]["target"], "fw/3.0.bin");
+    assert_eq!(j["replacement"]["release_counter"], 3);
+    assert_eq!(j["remediation"], json!([a.id.clone()]));
+    assert_eq!(j["installed"].as_array().unwrap().len(), 1);
+    // The device running it gets the replacement; the other nothing.
+    for (d, expect) in [(&mut a, true), (&mut c, false)] {
+        let (_, resp) = f.checkin(d).await;
+        let t: Value = serde_json::from_slice(&resp.unwrap().director.targets).unwrap();
+        assert_eq!(t["signed"]["targets"].get("fw/3.0.bin").is_some(), expect);
+    }
+    // Yanked once is yanked: a second yank is a conflict.
+    let r = f
+        .fleet_api("POST", "/api/v1/repos/main/yanks", Some(body.clone()))
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text());
+
+    // The same record through the deprecated alias, marked as such.
+    let r = f.fleet_api("GET", "/api/v1/fleet/yanks", None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("deprecation"), Some("true"));
+    assert!(r
+        .header("link")
+        .is_some_and(|l| l.contains("/api/v1/repos/main/yanks")));
+    let listed = yanks(&f).await;
+    assert_eq!(r.json(), listed);
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["reason"], "boot loop");
+    assert_eq!(listed[0]["replacement"]["target"], "fw/3.0.bin");
+    assert!(listed[0].get("remediation").is_none(), "{listed}");
+
+    // The next publish leaves the yanked target out of the image
+    // repository; the replacement stays.
+    f.publish(&[("fw/4.0.bin", b"firmware 4.0", 4)]).await;
+    let meta = |name: String| {
+        let url = format!("{}/repos/main/metadata/{name}", f.s.url);
+        async move {
+            let r = common::http("GET", &url, &[], None).await;
+            assert_eq!(r.status, 200, "{url}: {}", r.text());
+            r.json()
+        }
+    };
+    let ts = meta("timestamp.json".into()).await;
+    let snap_v = &ts["signed"]["meta"]["snapshot.json"]["version"];
+    let snap = meta(format!("{snap_v}.snapshot.json")).await;
+    let targets_v = &snap["signed"]["meta"]["targets.json"]["version"];
+    let top = meta(format!("{targets_v}.targets.json")).await;
+    let targets = &top["signed"]["targets"];
+    assert!(targets.get("fw/2.0.bin").is_none(), "{targets}");
+    assert!(targets.get("fw/3.0.bin").is_some(), "{targets}");
+}

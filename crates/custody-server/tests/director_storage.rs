@@ -403,3 +403,98 @@ async fn device_api_on_postgresql() {
         .iter()
         .any(|a| a["code"] == "replayed_counter"));
 }
+
+/// A database from before there was one yank: the fleet API's yanks sat in
+/// `director_yanks` and `yanks` had no replacement column. Migration adds
+/// the column, and the director moves those rows into `yanks` under its
+/// image repository (once: a second start moves nothing).
+async fn adopts_fleet_yanks(
+    storage: Arc<dyn custody_server::testing::Storage>,
+    db: Arc<dyn DirectorDb>,
+    old_schema: &[&'static str],
+    exec: impl Fn(&'static str) -> futures_util::future::BoxFuture<'static, ()>,
+) {
+    for stmt in old_schema {
+        exec(stmt).await;
+    }
+    storage.migrate().await.unwrap();
+    db.migrate().await.unwrap();
+    assert_eq!(db.adopt_fleet_yanks("main").await.unwrap(), 1);
+    assert_eq!(db.adopt_fleet_yanks("main").await.unwrap(), 0);
+    let all = storage.list_yanks("main").await.unwrap();
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(all[0].target, "fw/old.bin");
+    assert_eq!(all[0].replacement_json, None);
+    assert_eq!(all[1].target, "fw/2.0.bin");
+    assert_eq!(all[1].requested_by, "ops");
+    assert_eq!(all[1].requested_at, 1_700_000_000);
+    assert_eq!(all[1].replacement_json.as_deref(), Some(r#"{"r":1}"#));
+    let rem = db.list_remediations("main").await.unwrap();
+    assert_eq!(rem.len(), 1);
+    assert_eq!(rem[0].target, "fw/2.0.bin");
+    assert!(db.list_remediations("other").await.unwrap().is_empty());
+    // migrations stay idempotent afterwards
+    storage.migrate().await.unwrap();
+    db.migrate().await.unwrap();
+}
+
+const OLD_YANK_TABLES: [&str; 3] = [
+    "INSERT INTO yanks (repo, target, reason, requested_by, requested_at) \
+     VALUES ('main', 'fw/old.bin', 'cve', 'ci', 1)",
+    "CREATE TABLE director_yanks (target TEXT PRIMARY KEY, replacement_json TEXT NOT NULL, \
+     reason TEXT NOT NULL, created_at BIGINT NOT NULL, created_by TEXT NOT NULL)",
+    "INSERT INTO director_yanks VALUES ('fw/2.0.bin', '{\"r\":1}', 'boot loop', 1700000000, 'ops')",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_yanks_move_into_the_one_table_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = custody_server::testing::SqliteStorage::open(&dir.path().join("t.db"))
+        .await
+        .unwrap();
+    let pool = s.pool().clone();
+    sqlx::query(
+        "CREATE TABLE yanks (id INTEGER PRIMARY KEY AUTOINCREMENT, repo TEXT NOT NULL, \
+         target TEXT NOT NULL, reason TEXT NOT NULL, requested_by TEXT NOT NULL, \
+         requested_at BIGINT NOT NULL)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let db = Arc::new(SqliteDirectorDb::new(pool.clone()));
+    adopts_fleet_yanks(Arc::new(s), db, &OLD_YANK_TABLES, move |q| {
+        let pool = pool.clone();
+        Box::pin(async move {
+            sqlx::query(q).execute(&pool).await.unwrap();
+        })
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_yanks_move_into_the_one_table_on_postgresql() {
+    let Some(admin) = common::pg_url() else {
+        return;
+    };
+    let url = common::fresh_pg_database(&admin).await;
+    let s = custody_server::testing::PgStorage::connect(&url)
+        .await
+        .unwrap();
+    let pool = s.pool().clone();
+    sqlx::query(
+        "CREATE TABLE yanks (id BIGSERIAL PRIMARY KEY, repo TEXT NOT NULL, \
+         target TEXT NOT NULL, reason TEXT NOT NULL, requested_by TEXT NOT NULL, \
+         requested_at BIGINT NOT NULL)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let db = Arc::new(PgDirectorDb::new(pool.clone()));
+    adopts_fleet_yanks(Arc::new(s), db, &OLD_YANK_TABLES, move |q| {
+        let pool = pool.clone();
+        Box::pin(async move {
+            sqlx::query(q).execute(&pool).await.unwrap();
+        })
+    })
+    .await;
+}

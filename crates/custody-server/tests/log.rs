@@ -246,6 +246,7 @@ async fn yank_and_admin_actions_are_logged() {
             target: "fw/app.bin".into(),
             reason: "boot loop".into(),
             by: yank_by(&entries),
+            replacement: None,
         }
     );
     let actions: Vec<&str> = entries

@@ -6,8 +6,8 @@ mod common;
 use std::sync::Arc;
 
 use custody_server::testing::{
-    BlobRecord, CredentialRecord, NewAudit, PgStorage, SqliteStorage, StagedTarget, Storage,
-    StorageError,
+    BlobRecord, CredentialRecord, NewAudit, NewYank, PgStorage, SqliteStorage, StagedTarget,
+    Storage, StorageError,
 };
 use serde_json::json;
 
@@ -116,15 +116,29 @@ async fn suite(s: Arc<dyn Storage>) {
     assert_eq!(s.list_staged("app").await.unwrap().len(), 1);
     assert!(s.list_staged("other").await.unwrap().is_empty());
 
-    // yanks
+    // yanks: one table, with or without a replacement, oldest first
+    let yank = |target, reason, at, replacement_json| NewYank {
+        repo: "app",
+        target,
+        reason,
+        by: "r",
+        at,
+        replacement_json,
+    };
     let y = s
-        .insert_yank("app", "dir/app.bin", "CVE-1", "r", 7)
+        .insert_yank(&yank("dir/app.bin", "CVE-1", 7, None))
         .await
         .unwrap();
     assert_eq!(y.reason, "CVE-1");
-    let y2 = s.insert_yank("app", "x", "bad", "r", 8).await.unwrap();
+    assert_eq!(y.replacement_json, None);
+    let y2 = s
+        .insert_yank(&yank("x", "bad", 8, Some(r#"{"name":"y"}"#)))
+        .await
+        .unwrap();
     assert!(y2.id > y.id);
+    assert_eq!(y2.replacement_json.as_deref(), Some(r#"{"name":"y"}"#));
     assert_eq!(s.list_yanks("app").await.unwrap(), vec![y, y2]);
+    assert!(s.list_yanks("other").await.unwrap().is_empty());
 
     // audit: newest first, paging, repo filter
     let mut ids = Vec::new();

@@ -214,8 +214,10 @@ fn every_fleet_subcommand_against_a_real_server_and_agents() {
         ],
     );
     assert_eq!(v["replacement"]["target"], "fw/a-1.img", "{v}");
+    assert_eq!(v["repo"], "main", "{v}");
     let v = json(&s, &cred, &["yanks"]);
     assert_eq!(v[0]["target"], "fw/a-2.img", "{v}");
+    assert_eq!(v[0]["replacement"]["target"], "fw/a-1.img", "{v}");
     let v = json(&s, &cred, &["installs", "--target", "fw/a-1.img"]);
     assert_eq!(v.as_array().unwrap().len(), 2, "{v}");
     assert!(json(&s, &cred, &["attacks"]).is_array());
@@ -254,7 +256,7 @@ fn every_fleet_subcommand_against_a_real_server_and_agents() {
         .iter()
         .filter_map(|r| r["action"].as_str())
         .collect();
-    for a in ["fleet.yank", "credential.revoke"] {
+    for a in ["target.yank", "credential.revoke"] {
         assert!(
             actions.iter().any(|x| x.contains(a)),
             "{a} not in {actions:?}"

@@ -453,6 +453,14 @@ impl Director {
     ) -> Result<Director, DirectorInitError> {
         settings.validate().map_err(DirectorInitError::Config)?;
         db.migrate().await?;
+        let adopted = db.adopt_fleet_yanks(&settings.image_repository).await?;
+        if adopted > 0 {
+            tracing::info!(
+                yanks = adopted,
+                repository = %settings.image_repository,
+                "moved the fleet API's yanks into the one yank table"
+            );
+        }
         let pass = passphrase
             .read("passphrase for the director's keys", false)
             .map_err(|e| DirectorInitError::Config(e.to_string()))?;
@@ -687,15 +695,25 @@ impl Director {
                 },
             );
         }
-        let mut yanks = Vec::new();
-        for y in self.db.list_yanks().await? {
+        // Oldest first: a later yank of the same target with another
+        // replacement supersedes the earlier one.
+        let mut by_target = BTreeMap::new();
+        for y in self
+            .db
+            .list_remediations(&self.settings.image_repository)
+            .await?
+        {
             let replacement: Release = serde_json::from_str(&y.replacement_json)
                 .map_err(|e| corrupt("yank", format!("{}: {e}", y.target)))?;
-            yanks.push(Yank {
-                target: y.target,
-                replacement,
-            });
+            by_target.insert(y.target, replacement);
         }
+        let yanks = by_target
+            .into_iter()
+            .map(|(target, replacement)| Yank {
+                target,
+                replacement,
+            })
+            .collect();
         let mut auths = Vec::new();
         for a in self.db.list_rollbacks().await? {
             match RollbackAuthorization::from_bytes(a.body.as_bytes()) {

@@ -23,7 +23,7 @@ use crate::auth::scope::{fleet_admin, validate_role_name, Scope, ScopeKind};
 use crate::auth::Caller;
 use crate::error::{json_body, ApiError, ErrorBody};
 use crate::storage::now;
-use crate::storage::{BlobRecord, PublishRecord, StagedTarget, YankRecord};
+use crate::storage::{BlobRecord, PublishRecord, StagedTarget};
 
 type St = State<Arc<Repos>>;
 type ApiResult<T> = Result<T, ApiError>;
@@ -74,10 +74,6 @@ pub(super) fn router() -> Router<Arc<Repos>> {
         .route(
             "/api/v1/repos/{repo}/targets/{*name}",
             put(stage_target).get(get_staged),
-        )
-        .route(
-            "/api/v1/repos/{repo}/yanks",
-            post(yank_target).get(list_yanks),
         )
         .route("/api/v1/repos/{repo}", post(create_repo))
         .route("/api/v1/repos/{repo}/roles/{role}", get(get_role))
@@ -272,68 +268,6 @@ async fn list_staged(
 ) -> ApiResult<Json<Vec<StagedTarget>>> {
     st.authorize_read(&caller, &repo, "target.list").await?;
     Ok(Json(st.storage.list_staged(&repo).await?))
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct YankRequest {
-    pub target: String,
-    /// Why (required; recorded and shown to operators).
-    pub reason: String,
-}
-
-#[utoipa::path(post, path = "/api/v1/repos/{repo}/yanks", tag = "targets",
-    security(("bearer" = [])), params(("repo" = String, Path)), request_body = YankRequest,
-    responses((status = 201, body = YankRecord), (status = 403, body = ErrorBody)))]
-async fn yank_target(
-    State(st): St,
-    caller: Caller,
-    Path(repo): Path<String>,
-    body: Result<Json<YankRequest>, JsonRejection>,
-) -> ApiResult<(StatusCode, Json<YankRecord>)> {
-    st.authorize(&caller, &repo, ScopeKind::TargetRevoke, "target.yank")
-        .await?;
-    let req = json_body(body)?;
-    validate_target_name(&req.target).map_err(ApiError::bad_request)?;
-    let reason = req.reason.trim();
-    if reason.is_empty() || reason.len() > 2000 {
-        return Err(ApiError::bad_request("reason must be 1..=2000 bytes"));
-    }
-    let record = st
-        .storage
-        .insert_yank(&repo, &req.target, reason, caller.identity(), now())
-        .await?;
-    st.auth
-        .audit(
-            &caller,
-            "target.yank",
-            Some(&repo),
-            Some(&req.target),
-            "ok",
-            reason,
-        )
-        .await?;
-    st.log
-        .append(crate::tlog::EntryBody::Yank {
-            repo: repo.clone(),
-            target: req.target.clone(),
-            reason: reason.to_owned(),
-            by: caller.identity().to_owned(),
-        })
-        .await?;
-    Ok((StatusCode::CREATED, Json(record)))
-}
-
-#[utoipa::path(get, path = "/api/v1/repos/{repo}/yanks", tag = "targets",
-    security(("bearer" = [])), params(("repo" = String, Path)),
-    responses((status = 200, body = Vec<YankRecord>)))]
-async fn list_yanks(
-    State(st): St,
-    caller: Caller,
-    Path(repo): Path<String>,
-) -> ApiResult<Json<Vec<YankRecord>>> {
-    st.authorize_read(&caller, &repo, "yank.list").await?;
-    Ok(Json(st.storage.list_yanks(&repo).await?))
 }
 
 // ------------------------------------------------------ publish and sign
@@ -716,8 +650,6 @@ async fn sign_role(
         stage_target,
         get_staged,
         list_staged,
-        yank_target,
-        list_yanks,
         create_repo,
         get_role,
         publish,
@@ -729,8 +661,6 @@ async fn sign_role(
         BlobRecord,
         StageTarget,
         StagedTarget,
-        YankRequest,
-        YankRecord,
         PublishRecord,
         OfflineRole,
         CreateRepo,

@@ -69,7 +69,12 @@ pub struct StagedTarget {
     pub staged_by: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+/// A stored yank: the one record behind `/api/v1/repos/{repo}/yanks`
+/// (and the deprecated `/api/v1/fleet/yanks`). The target leaves `repo`'s
+/// targets at the next publish (unless staged again after the yank); a
+/// yank with a replacement also sends that release to the devices running
+/// the target, when `repo` is the director's image repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct YankRecord {
     pub id: i64,
     pub repo: String,
@@ -77,6 +82,20 @@ pub struct YankRecord {
     pub reason: String,
     pub requested_by: String,
     pub requested_at: i64,
+    /// The remediation release (custody-director's `Release` as JSON),
+    /// for yanks in the director's image repository.
+    pub replacement_json: Option<String>,
+}
+
+/// A yank to record (see [`YankRecord`]).
+#[derive(Debug, Clone, Copy)]
+pub struct NewYank<'a> {
+    pub repo: &'a str,
+    pub target: &'a str,
+    pub reason: &'a str,
+    pub by: &'a str,
+    pub at: i64,
+    pub replacement_json: Option<&'a str>,
 }
 
 /// An audit entry to append (and the fields of a stored [`AuditRecord`]).
@@ -146,14 +165,8 @@ pub trait Storage: Send + Sync + 'static {
     async fn get_staged(&self, repo: &str, name: &str) -> StorageResult<Option<StagedTarget>>;
     async fn list_staged(&self, repo: &str) -> StorageResult<Vec<StagedTarget>>;
 
-    async fn insert_yank(
-        &self,
-        repo: &str,
-        target: &str,
-        reason: &str,
-        by: &str,
-        at: i64,
-    ) -> StorageResult<YankRecord>;
+    async fn insert_yank(&self, yank: &NewYank<'_>) -> StorageResult<YankRecord>;
+    /// Oldest first.
     async fn list_yanks(&self, repo: &str) -> StorageResult<Vec<YankRecord>>;
 
     async fn append_audit(&self, entry: &NewAudit) -> StorageResult<i64>;

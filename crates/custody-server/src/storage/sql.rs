@@ -88,7 +88,8 @@ const SCHEMA_SQLITE: &str = r#"
 CREATE TABLE IF NOT EXISTS yanks (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     repo TEXT NOT NULL, target TEXT NOT NULL, reason TEXT NOT NULL,
-    requested_by TEXT NOT NULL, requested_at BIGINT NOT NULL
+    requested_by TEXT NOT NULL, requested_at BIGINT NOT NULL,
+    replacement_json TEXT
 );
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -102,7 +103,8 @@ const SCHEMA_PG: &str = r#"
 CREATE TABLE IF NOT EXISTS yanks (
     id BIGSERIAL PRIMARY KEY,
     repo TEXT NOT NULL, target TEXT NOT NULL, reason TEXT NOT NULL,
-    requested_by TEXT NOT NULL, requested_at BIGINT NOT NULL
+    requested_by TEXT NOT NULL, requested_at BIGINT NOT NULL,
+    replacement_json TEXT
 );
 CREATE TABLE IF NOT EXISTS audit (
     id BIGSERIAL PRIMARY KEY,
@@ -170,7 +172,7 @@ impl PgStorage {
 
 macro_rules! sql_storage {
     ($ty:ident, $db:ty, backend = $backend:expr, schema = $schema:expr,
-     migrate_lock = $lock:expr, begin_write = $begin:expr) => {
+     migrate_lock = $lock:expr, begin_write = $begin:expr, has_replacement = $has_replacement:expr) => {
         impl $ty {
             fn cred(row: &<$db as sqlx::Database>::Row) -> StorageResult<CredentialRecord> {
                 let get = db("read credential row");
@@ -223,6 +225,7 @@ macro_rules! sql_storage {
                     reason: row.try_get("reason").map_err(e())?,
                     requested_by: row.try_get("requested_by").map_err(e())?,
                     requested_at: row.try_get("requested_at").map_err(e())?,
+                    replacement_json: row.try_get("replacement_json").map_err(e())?,
                 })
             }
 
@@ -263,6 +266,22 @@ macro_rules! sql_storage {
                         .execute(&mut *tx)
                         .await
                         .map_err(db("create schema"))?;
+                }
+                // `yanks.replacement_json` (one yank for repositories and
+                // the fleet) is added to tables created before it existed.
+                // Asked of the catalogue, unprepared (see the director's
+                // migration for why not `SELECT *`).
+                let has_replacement = sqlx::query_scalar::<_, i64>($has_replacement)
+                    .persistent(false)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db("look for column yanks.replacement_json"))?
+                    > 0;
+                if !has_replacement {
+                    sqlx::query("ALTER TABLE yanks ADD COLUMN replacement_json TEXT")
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("add column yanks.replacement_json"))?;
                 }
                 tx.commit().await.map_err(db("commit migration"))
             }
@@ -482,23 +501,17 @@ macro_rules! sql_storage {
                 rows.iter().map(Self::staged).collect()
             }
 
-            async fn insert_yank(
-                &self,
-                repo: &str,
-                target: &str,
-                reason: &str,
-                by: &str,
-                at: i64,
-            ) -> StorageResult<YankRecord> {
+            async fn insert_yank(&self, y: &NewYank<'_>) -> StorageResult<YankRecord> {
                 let row = sqlx::query(
-                    "INSERT INTO yanks (repo, target, reason, requested_by, requested_at) \
-                     VALUES ($1, $2, $3, $4, $5) RETURNING *",
+                    "INSERT INTO yanks (repo, target, reason, requested_by, requested_at, replacement_json) \
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
                 )
-                .bind(repo)
-                .bind(target)
-                .bind(reason)
-                .bind(by)
-                .bind(at)
+                .bind(y.repo)
+                .bind(y.target)
+                .bind(y.reason)
+                .bind(y.by)
+                .bind(y.at)
+                .bind(y.replacement_json)
                 .fetch_one(&self.pool)
                 .await
                 .map_err(db("record yank"))?;
@@ -616,7 +629,9 @@ sql_storage!(
     backend = "sqlite",
     schema = SCHEMA_SQLITE,
     migrate_lock = "SELECT 1",
-    begin_write = "BEGIN IMMEDIATE"
+    begin_write = "BEGIN IMMEDIATE",
+    has_replacement =
+        "SELECT COUNT(*) FROM pragma_table_info('yanks') WHERE name = 'replacement_json'"
 );
 
 sql_storage!(
@@ -627,5 +642,8 @@ sql_storage!(
     // Concurrent replicas (and parallel tests) may migrate at once;
     // CREATE TABLE IF NOT EXISTS alone races on the catalog.
     migrate_lock = "SELECT pg_advisory_xact_lock(7263757374)",
-    begin_write = "BEGIN"
+    begin_write = "BEGIN",
+    has_replacement = "SELECT COUNT(*) FROM information_schema.columns \
+                       WHERE table_schema = current_schema() AND table_name = 'yanks' \
+                       AND column_name = 'replacement_json'"
 );

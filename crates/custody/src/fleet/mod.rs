@@ -90,23 +90,36 @@ enum FleetCmd {
     /// Staged rollouts: create, list, status, pause, resume, abort, watch.
     #[command(subcommand)]
     Rollout(RolloutCmd),
-    /// Yank a target: devices running it get the replacement at their next
-    /// check-in, and it is offered to no one again.
+    /// Yank a target: the next publish of the repository leaves it out
+    /// (until it is staged again), and with --replacement the devices
+    /// running it get the replacement at their next check-in.
+    ///
+    /// Without --replacement this needs target:revoke on the repository;
+    /// with one, fleet:admin.
     Yank {
         /// The yanked target path.
         #[arg(long)]
         target: String,
-        /// What devices running it get instead (image repository target).
+        /// The repository (the director's image repository for a yank with
+        /// a replacement).
+        #[arg(long, default_value = "main")]
+        repo: String,
+        /// What devices running it get instead (a target of the image
+        /// repository).
         #[arg(long)]
-        replacement: String,
+        replacement: Option<String>,
         /// The replacement's release counter (default: its custom.release_counter).
         #[arg(long)]
         replacement_release_counter: Option<u64>,
         #[arg(long)]
         reason: String,
     },
-    /// The yanks in force.
-    Yanks,
+    /// A repository's yanks, oldest first.
+    Yanks {
+        /// The repository.
+        #[arg(long, default_value = "main")]
+        repo: String,
+    },
     /// Who ever ran a target, and since when.
     Installs {
         #[arg(long)]
@@ -338,39 +351,51 @@ impl Fleet {
             FleetCmd::Rollout(r) => self.rollout(r),
             FleetCmd::Yank {
                 target,
+                repo,
                 replacement,
                 replacement_release_counter,
                 reason,
             } => {
-                let v = self.fleet(
+                let v = self.call(
                     "POST",
-                    &["yanks"],
+                    &["api", "v1", "repos", &repo, "yanks"],
                     Some(json!({"target": target, "replacement": replacement,
                         "replacement_release_counter": replacement_release_counter,
                         "reason": reason})),
                 )?;
                 self.show(&v, |v| {
-                    let remediate = v["remediation"].as_array().map_or(0, Vec::len);
                     println!(
-                        "yanked {}; replacement {}; {remediate} device(s) running it get the replacement at their next check-in; {} device(s) ever ran it",
+                        "yanked {} from {}: the next publish leaves it out",
                         text(&v["target"]),
-                        deployed(&v["replacement"]),
-                        v["installed"].as_array().map_or(0, Vec::len)
+                        text(&v["repo"])
                     );
+                    if v["replacement"].is_object() {
+                        let remediate = v["remediation"].as_array().map_or(0, Vec::len);
+                        println!(
+                            "replacement {}: {remediate} device(s) running it get it at their next check-in; {} device(s) ever ran the yanked target",
+                            deployed(&v["replacement"]),
+                            v["installed"].as_array().map_or(0, Vec::len)
+                        );
+                    }
                 })
             }
-            FleetCmd::Yanks => {
-                let v = self.fleet("GET", &["yanks"], None)?;
+            FleetCmd::Yanks { repo } => {
+                let v = self.call("GET", &["api", "v1", "repos", &repo, "yanks"], None)?;
                 self.show(&v, |v| {
                     table_of(
                         v,
-                        &["TARGET", "REPLACEMENT", "WHEN", "BY", "REASON"],
+                        &["ID", "TARGET", "REPLACEMENT", "WHEN", "BY", "REASON"],
                         |y| {
                             vec![
+                                text(&y["id"]),
                                 text(&y["target"]),
-                                deployed(&y["replacement"]),
-                                when(&y["created_at"]),
-                                text(&y["created_by"]),
+                                if y["replacement"].is_object() {
+                                    deployed(&y["replacement"])
+                                } else {
+                                    "-".into()
+                                },
+                                when(&y["requested_at"]),
+                                text(&y["requested_by"]),
                                 text(&y["reason"]),
                             ]
                         },

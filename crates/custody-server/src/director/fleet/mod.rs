@@ -1,7 +1,8 @@
 //! Fleet API under `/api/v1/fleet/…`: enrolment tokens, devices (list,
 //! filter, detail with drift, suspend / resume / decommission, pins),
-//! rollouts (create, status per stage, pause / resume / abort), yanks with
-//! remediation, install history, rollback authorisations, attack records.
+//! rollouts (create, status per stage, pause / resume / abort), install
+//! history, rollback authorisations, attack records; and what a yank with a
+//! replacement does to the fleet (the yank itself is `crate::yanks`).
 //!
 //! Scope `fleet:admin` for everything but rollback authorisations, which
 //! need `role:sign:rollback` (and verify against the separate rollback
@@ -27,7 +28,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::store::{
     AttackRow, DeviceFilter, DeviceRow, InstallRow, PinRow, ReportRow, RollbackRow, RolloutRow,
-    TokenRow, YankRow,
+    TokenRow,
 };
 use super::{Director, RolloutSpec, WindowSpec};
 use crate::auth::scope::{Scope, ScopeKind};
@@ -70,7 +71,6 @@ pub(super) fn router() -> Router<Arc<DirectorState>> {
         .route("/api/v1/fleet/rollouts/{id}/pause", post(pause_rollout))
         .route("/api/v1/fleet/rollouts/{id}/resume", post(resume_rollout))
         .route("/api/v1/fleet/rollouts/{id}/abort", post(abort_rollout))
-        .route("/api/v1/fleet/yanks", post(yank).get(list_yanks))
         .route("/api/v1/fleet/installs", get(who_installed))
         .route(
             "/api/v1/fleet/rollback-authorizations",
@@ -420,8 +420,6 @@ async fn list_attacks(
         pause_rollout,
         resume_rollout,
         abort_rollout,
-        yank,
-        list_yanks,
         who_installed,
         file_rollback,
         list_rollbacks,
@@ -442,9 +440,6 @@ async fn list_attacks(
         StageStatus,
         RolloutStatus,
         WindowSpec,
-        YankRequest,
-        YankResponse,
-        YankSummary,
         RollbackFiled,
         InstallRow,
         ReportRow,

@@ -1,126 +1,70 @@
-//! Yanks with remediation, and who installed what.
+//! What a yank does to the fleet, and who installed what. The yank itself
+//! (one request, one table, for every repository) is `crate::yanks`; when
+//! it names a replacement in the director's image repository, these
+//! resolve the replacement release and list the devices it reaches.
 
 use super::*;
 
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct YankRequest {
-    /// the yanked target path
-    pub target: String,
-    /// what devices running it get instead (image repository target)
-    pub replacement: String,
-    /// replacement's release counter (default: its custom.release_counter)
-    pub replacement_release_counter: Option<u64>,
-    pub reason: String,
+/// The director's image repository (where a yank may name a replacement),
+/// or 503 when the director is not running.
+pub(crate) fn image_repository(st: &DirectorState) -> ApiResult<String> {
+    Ok(director(st)?.settings.image_repository.clone())
 }
 
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct YankResponse {
-    pub target: String,
-    pub replacement: Deployed,
-    /// devices running the yanked target now: each gets a remediation
-    /// assignment (the replacement) at its next check-in
+/// The release a yank of `target` in `repo` sends to the devices running
+/// it: `replacement` as the image repository's signed metadata describes it
+/// (its counter from `custom` unless `counter` is given). Needs
+/// `fleet:admin`: it changes what devices are assigned.
+pub(crate) async fn replacement_release(
+    st: &DirectorState,
+    caller: &Caller,
+    repo: &str,
+    target: &str,
+    replacement: &str,
+    counter: Option<u64>,
+) -> ApiResult<Release> {
+    fleet_admin(st, caller, "fleet.yank", Some(target)).await?;
+    let d = director(st)?;
+    if repo != d.settings.image_repository {
+        return Err(ApiError::bad_request(format!(
+            "replacement: only a yank in the director's image repository {:?} can send devices a replacement; {repo:?} is not it (yank without one, or yank in {:?})",
+            d.settings.image_repository, d.settings.image_repository
+        )));
+    }
+    check_name("replacement", replacement)?;
+    if target == replacement {
+        return Err(ApiError::bad_request(
+            "the replacement must differ from the yanked target",
+        ));
+    }
+    image_release(&d, replacement, counter, None)
+}
+
+/// Which devices a recorded yank with a replacement reaches.
+pub(crate) struct Remediation {
+    /// devices running the yanked target now: each gets the replacement at
+    /// its next check-in
     pub remediation: Vec<String>,
     /// every device that ever ran it, and when it was first seen
     pub installed: Vec<InstallRow>,
 }
 
-#[utoipa::path(post, path = "/api/v1/fleet/yanks", tag = "fleet", security(("bearer" = [])),
-    request_body = YankRequest,
-    responses((status = 201, body = YankResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub(super) async fn yank(
-    State(st): St,
-    caller: Caller,
-    body: Result<Json<YankRequest>, JsonRejection>,
-) -> ApiResult<(StatusCode, Json<YankResponse>)> {
-    fleet_admin(&st, &caller, "fleet.yank", None).await?;
-    let d = director(&st)?;
-    let req = json_body(body)?;
-    check_name("target", &req.target)?;
-    check_name("replacement", &req.replacement)?;
-    if req.target == req.replacement {
-        return Err(ApiError::bad_request(
-            "the replacement must differ from the yanked target",
-        ));
-    }
-    let replacement = image_release(&d, &req.replacement, req.replacement_release_counter, None)?;
-    d.db.insert_yank(&YankRow {
-        target: req.target.clone(),
-        replacement_json: serde_json::to_string(&replacement)
-            .map_err(|e| ApiError::internal(e.to_string()))?,
-        reason: req.reason.clone(),
-        created_at: now(),
-        created_by: caller.identity().to_owned(),
-    })
-    .await?;
+/// After a yank with a replacement is recorded: the fleet policy reads it
+/// again, and the devices it reaches are listed.
+pub(crate) async fn remediate(st: &DirectorState, target: &str) -> ApiResult<Remediation> {
+    let d = director(st)?;
     d.reload_policy().await?;
-    let running = all_devices(&d).await?;
-    let remediation: Vec<String> = running
-        .iter()
-        .filter(|r| r.running.as_ref().is_some_and(|i| i.name == req.target))
-        .map(|r| r.record.id.clone())
+    let remediation = all_devices(&d)
+        .await?
+        .into_iter()
+        .filter(|r| r.running.as_ref().is_some_and(|i| i.name == target))
+        .map(|r| r.record.id)
         .collect();
-    let installed = d.db.who_installed(&req.target).await?;
-    st.auth
-        .audit(
-            &caller,
-            "fleet.yank",
-            None,
-            Some(&req.target),
-            "ok",
-            &format!(
-                "replacement {} (release {}); {} device(s) to remediate: {}",
-                replacement.name,
-                replacement.release_counter,
-                remediation.len(),
-                req.reason
-            ),
-        )
-        .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(YankResponse {
-            target: req.target,
-            replacement: Deployed {
-                target: replacement.name,
-                release_counter: replacement.release_counter,
-            },
-            remediation,
-            installed,
-        }),
-    ))
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct YankSummary {
-    pub target: String,
-    pub replacement: Deployed,
-    pub reason: String,
-    pub created_at: i64,
-    pub created_by: String,
-}
-
-#[utoipa::path(get, path = "/api/v1/fleet/yanks", tag = "fleet", security(("bearer" = [])),
-    responses((status = 200, body = Vec<YankSummary>)))]
-pub(super) async fn list_yanks(State(st): St, caller: Caller) -> ApiResult<Json<Vec<YankSummary>>> {
-    fleet_admin(&st, &caller, "fleet.yank.list", None).await?;
-    let d = director(&st)?;
-    let mut out = Vec::new();
-    for y in d.db.list_yanks().await? {
-        let r: Release = serde_json::from_str(&y.replacement_json)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        out.push(YankSummary {
-            target: y.target,
-            replacement: Deployed {
-                target: r.name,
-                release_counter: r.release_counter,
-            },
-            reason: y.reason,
-            created_at: y.created_at,
-            created_by: y.created_by,
-        });
-    }
-    Ok(Json(out))
+    let installed = d.db.who_installed(target).await?;
+    Ok(Remediation {
+        remediation,
+        installed,
+    })
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

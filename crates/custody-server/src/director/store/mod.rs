@@ -192,13 +192,12 @@ pub struct PinRow {
     pub created_by: String,
 }
 
+/// A yank with a replacement, as the fleet policy reads it from the one
+/// `yanks` table (`storage`; recorded by `crate::yanks`).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct YankRow {
     pub target: String,
     pub replacement_json: String,
-    pub reason: String,
-    pub created_at: i64,
-    pub created_by: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -347,8 +346,13 @@ pub trait DirectorDb: Send + Sync + 'static {
     async fn delete_pin(&self, device: &str) -> StorageResult<bool>;
     async fn list_pins(&self) -> StorageResult<Vec<PinRow>>;
 
-    async fn insert_yank(&self, y: &YankRow) -> StorageResult<()>;
-    async fn list_yanks(&self) -> StorageResult<Vec<YankRow>>;
+    /// The yanks of `repo` (the image repository) that carry a
+    /// replacement, oldest first. Recorded through `Storage::insert_yank`.
+    async fn list_remediations(&self, repo: &str) -> StorageResult<Vec<YankRow>>;
+    /// Moves the rows of the table the fleet API's yanks had before there
+    /// was one yank (`director_yanks`) into `yanks` under `repo`, and drops
+    /// it; 0 when there is none. Storage must be migrated first.
+    async fn adopt_fleet_yanks(&self, repo: &str) -> StorageResult<u64>;
 
     async fn insert_rollback(&self, r: &RollbackRow) -> StorageResult<()>;
     async fn list_rollbacks(&self) -> StorageResult<Vec<RollbackRow>>;

@@ -106,13 +106,6 @@ CREATE TABLE IF NOT EXISTS director_pins (
     created_at BIGINT NOT NULL,
     created_by TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS director_yanks (
-    target TEXT PRIMARY KEY,
-    replacement_json TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    created_at BIGINT NOT NULL,
-    created_by TEXT NOT NULL
-);
 CREATE TABLE IF NOT EXISTS director_rollback_auths (
     id TEXT PRIMARY KEY,
     body TEXT NOT NULL,
@@ -191,7 +184,8 @@ impl PgDirectorDb {
 }
 
 macro_rules! director_sql {
-    ($ty:ident, $db:ty, migrate_lock = $lock:expr, begin_write = $begin:expr, has_log_mark = $has_mark:expr) => {
+    ($ty:ident, $db:ty, migrate_lock = $lock:expr, begin_write = $begin:expr, has_log_mark = $has_mark:expr,
+     has_fleet_yanks = $has_fleet_yanks:expr) => {
         impl $ty {
             /// `s` as a sqlx query.
             fn query<'q>(
@@ -608,12 +602,48 @@ macro_rules! director_sql {
                 self.all("SELECT * FROM director_pins ORDER BY device_id", "list pins").await
             }
 
-            async fn insert_yank(&self, y: &YankRow) -> StorageResult<()> {
-                self.insert_new(writes::insert_yank(y), "yank", &y.target).await
+            async fn list_remediations(&self, repo: &str) -> StorageResult<Vec<YankRow>> {
+                sqlx::query_as(
+                    "SELECT target, replacement_json FROM yanks \
+                     WHERE repo = $1 AND replacement_json IS NOT NULL ORDER BY id",
+                )
+                .bind(repo)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("list yanks with a replacement"))
             }
 
-            async fn list_yanks(&self) -> StorageResult<Vec<YankRow>> {
-                self.all("SELECT * FROM director_yanks ORDER BY created_at, target", "list yanks").await
+            async fn adopt_fleet_yanks(&self, repo: &str) -> StorageResult<u64> {
+                let mut tx = self.pool.begin().await.map_err(db("begin yank adoption"))?;
+                sqlx::query($lock)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("lock for yank adoption"))?;
+                let legacy = sqlx::query_scalar::<_, i64>($has_fleet_yanks)
+                    .persistent(false)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db("look for table director_yanks"))?
+                    > 0;
+                if !legacy {
+                    return Ok(0);
+                }
+                let moved = sqlx::query(
+                    "INSERT INTO yanks (repo, target, reason, requested_by, requested_at, replacement_json) \
+                     SELECT $1, target, reason, created_by, created_at, replacement_json \
+                     FROM director_yanks ORDER BY created_at, target",
+                )
+                .bind(repo)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("move director_yanks into yanks"))?
+                .rows_affected();
+                sqlx::query("DROP TABLE director_yanks")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("drop table director_yanks"))?;
+                tx.commit().await.map_err(db("commit yank adoption"))?;
+                Ok(moved)
             }
 
             async fn insert_rollback(&self, r: &RollbackRow) -> StorageResult<()> {
@@ -655,7 +685,9 @@ director_sql!(
     migrate_lock = "SELECT 1",
     begin_write = "BEGIN IMMEDIATE",
     has_log_mark =
-        "SELECT COUNT(*) FROM pragma_table_info('director_devices') WHERE name = 'log_delivery'"
+        "SELECT COUNT(*) FROM pragma_table_info('director_devices') WHERE name = 'log_delivery'",
+    has_fleet_yanks =
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'director_yanks'"
 );
 
 director_sql!(
@@ -665,5 +697,7 @@ director_sql!(
     begin_write = "BEGIN",
     has_log_mark = "SELECT COUNT(*) FROM information_schema.columns \
                     WHERE table_schema = current_schema() AND table_name = 'director_devices' \
-                    AND column_name = 'log_delivery'"
+                    AND column_name = 'log_delivery'",
+    has_fleet_yanks = "SELECT COUNT(*) FROM information_schema.tables \
+                       WHERE table_schema = current_schema() AND table_name = 'director_yanks'"
 );

@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::rows::status_text;
 use super::{
     to_i64, AttackRow, CheckinWrite, PinRow, ReportRow, RollbackRow, RolloutRow, TokenRow,
-    WriteOutcome, YankRow,
+    WriteOutcome,
 };
 use crate::storage::StorageResult;
 
@@ -439,21 +439,6 @@ pub(super) fn delete_pin(device: &str) -> Stmt<'_> {
         "DELETE FROM director_pins WHERE device_id = $1",
         "delete pin",
         args![device],
-    )
-}
-
-pub(super) fn insert_yank(y: &YankRow) -> Stmt<'_> {
-    Stmt::new(
-        "INSERT INTO director_yanks (target, replacement_json, reason, created_at, created_by) \
-         VALUES ($1, $2, $3, $4, $5)",
-        "insert yank",
-        args![
-            &y.target,
-            &y.replacement_json,
-            &y.reason,
-            y.created_at,
-            &y.created_by
-        ],
     )
 }
 
