@@ -110,15 +110,8 @@
 #![forbid(unsafe_code)]
 // Untrusted bytes (check-in answers, bundles, payloads) flow through the
 // network half: no panicking shortcuts outside tests.
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+#![deny(clippy::panic, clippy::indexing_slicing)]
 
 mod agent;
 pub mod bundle;

@@ -26,15 +26,8 @@
 //! ```
 #![forbid(unsafe_code)]
 // Untrusted bytes flow through every module: no panicking shortcuts.
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+#![deny(clippy::panic, clippy::indexing_slicing)]
 
 pub mod audit;
 pub mod encoding;

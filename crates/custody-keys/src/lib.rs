@@ -23,15 +23,8 @@
 #![forbid(unsafe_code)]
 // Library code handles bytes from outside (key files, token answers): no
 // panicking shortcuts outside tests.
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+#![deny(clippy::panic, clippy::indexing_slicing)]
 
 #[cfg(any(feature = "file", feature = "pkcs11"))]
 mod encode;

@@ -11,15 +11,8 @@
 #![forbid(unsafe_code)]
 // Library code handles bytes from outside (key files, offline-signed metadata,
 // target trees): no panicking shortcuts outside tests.
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+#![deny(clippy::panic, clippy::indexing_slicing)]
 
 pub mod error;
 pub mod fsutil;
