@@ -94,6 +94,56 @@ pub fn custody_bin(explicit: Option<&Path>) -> Result<PathBuf> {
     Ok(candidate)
 }
 
+/// The options every bench that runs python-tuf and the `custody` binary
+/// takes (`#[command(flatten)]`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PeerArgs {
+    /// Where generated repositories and run dirs live (default <target dir>/bench-data).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Workspace root (default: from the build, or CUSTODY_WORKSPACE).
+    #[arg(long)]
+    pub workspace: Option<PathBuf>,
+    /// Python with python-tuf (default CUSTODY_PYTHON or <workspace>/.venv/bin/python).
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    /// custody binary (default CUSTODY_BIN or `custody` next to this executable).
+    #[arg(long)]
+    pub custody: Option<PathBuf>,
+}
+
+/// [`PeerArgs`] resolved: every path exists (the custody binary only when
+/// `custody` was asked for), so a missing one fails before minutes of work.
+#[derive(Debug, Clone)]
+pub struct Peers {
+    pub workspace: PathBuf,
+    pub python: PathBuf,
+    pub custody: Option<PathBuf>,
+    pub data_dir: PathBuf,
+}
+
+impl PeerArgs {
+    pub fn resolve(&self, custody: bool) -> Result<Peers> {
+        let workspace = workspace_root(self.workspace.as_deref());
+        let python = python(self.python.as_deref(), &workspace)?;
+        let custody = if custody {
+            Some(custody_bin(self.custody.as_deref())?)
+        } else {
+            None
+        };
+        let data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| default_data_dir(&workspace));
+        Ok(Peers {
+            workspace,
+            python,
+            custody,
+            data_dir,
+        })
+    }
+}
+
 /// One target file that make_repo.py wrote to disk.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct StoredTarget {

@@ -563,17 +563,15 @@ mod tests {
             (
                 LogEntry::new(
                     1,
-                    EntryBody::Yank {
-                        repo: "main".into(),
-                        target: "fw.img".into(),
+                    EntryBody::Decommission {
+                        device_id: "d1".into(),
                         reason: "x".into(),
                         by: "y".into(),
-                        replacement: None,
                     },
                 )
                 .to_bytes()
                 .unwrap(),
-                "it is a yank entry",
+                "it is a decommission entry",
             ),
             (b"{\"v\":2}".to_vec(), "version 2"),
             (b"not json".to_vec(), "not JSON"),

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use custody_bench::{
-    check_output, custody_bin, default_data_dir, make_repo, python, run_measured, run_timed,
-    workspace_root, Machine, Manifest, Server, Stats, Traffic,
+    check_output, make_repo, run_measured, run_timed, Machine, Manifest, PeerArgs, Peers, Server,
+    Stats, Traffic,
 };
 use serde::Serialize;
 
@@ -39,19 +39,12 @@ struct Args {
     /// Measured runs of each tool (best and median reported).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Where the random file and the repository live (default <target dir>/bench-data).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
     /// Parent of the custody target dirs (default /dev/shm if present, so that the
     /// 1 GiB write measures verification, not disk writeback).
     #[arg(long)]
     target_dir_parent: Option<PathBuf>,
-    #[arg(long)]
-    workspace: Option<PathBuf>,
-    #[arg(long)]
-    python: Option<PathBuf>,
-    #[arg(long)]
-    custody: Option<PathBuf>,
+    #[command(flatten)]
+    peers: PeerArgs,
     /// Only measure sha256sum and the in-process reference (custody pending).
     #[arg(long)]
     baseline_only: bool,
@@ -345,17 +338,12 @@ fn main() -> Result<()> {
     if args.rounds == 0 || args.size_mib == 0 {
         bail!("--rounds and --size-mib must be at least 1");
     }
-    let workspace = workspace_root(args.workspace.as_deref());
-    let python = python(args.python.as_deref(), &workspace)?;
-    let custody = if args.baseline_only {
-        None
-    } else {
-        Some(custody_bin(args.custody.as_deref())?)
-    };
-    let data_dir = args
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| default_data_dir(&workspace));
+    let Peers {
+        workspace,
+        python,
+        custody,
+        data_dir,
+    } = args.peers.resolve(!args.baseline_only)?;
     let bytes = args.size_mib * MIB;
     let dir = data_dir.join("stream");
     let file = dir.join(format!("random-{}MiB.bin", args.size_mib));

@@ -16,8 +16,8 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use custody_bench::{
-    check_output, custody_bin, default_data_dir, find_downloaded, make_repo, python, run_measured,
-    run_timed, workspace_root, Machine, Manifest, Server, Stats, StoredTarget, Traffic,
+    check_output, find_downloaded, make_repo, run_measured, run_timed, Machine, Manifest, PeerArgs,
+    Peers, Server, Stats, StoredTarget, Traffic,
 };
 use serde::Serialize;
 
@@ -42,22 +42,12 @@ struct Args {
     /// Which of the stored targets (manifest order) to download.
     #[arg(long, default_value_t = 0)]
     target_index: usize,
-    /// Where generated repositories and run dirs live (default <target dir>/bench-data).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
     /// Where the per-run metadata and target dirs are created (default
     /// <data dir>/runs, on disk; e.g. /dev/shm to take fsync cost out).
     #[arg(long)]
     runs_dir: Option<PathBuf>,
-    /// Workspace root (default: from the build, or CUSTODY_WORKSPACE).
-    #[arg(long)]
-    workspace: Option<PathBuf>,
-    /// Python with python-tuf (default CUSTODY_PYTHON or <workspace>/.venv/bin/python).
-    #[arg(long)]
-    python: Option<PathBuf>,
-    /// custody binary (default CUSTODY_BIN or `custody` next to this executable).
-    #[arg(long)]
-    custody: Option<PathBuf>,
+    #[command(flatten)]
+    peers: PeerArgs,
     /// Measure python-tuf only (custody's figures reported as pending).
     #[arg(long)]
     python_only: bool,
@@ -336,18 +326,12 @@ fn main() -> Result<()> {
     if args.rounds == 0 {
         bail!("--rounds must be at least 1");
     }
-    let workspace = workspace_root(args.workspace.as_deref());
-    let python = python(args.python.as_deref(), &workspace)?;
-    // Resolve custody early so a missing binary fails before minutes of work.
-    let custody = if args.python_only {
-        None
-    } else {
-        Some(custody_bin(args.custody.as_deref())?)
-    };
-    let data_dir = args
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| default_data_dir(&workspace));
+    let Peers {
+        workspace,
+        python,
+        custody,
+        data_dir,
+    } = args.peers.resolve(!args.python_only)?;
     let repo = data_dir.join(format!(
         "tuf-client-repo-{}t-{}b-{}",
         args.targets, args.bit_length, args.seed

@@ -36,7 +36,7 @@ use axum::{Json, Router};
 use crate::auth::scope::{validate_repo_name, Scope, ScopeKind};
 use crate::auth::{Auth, Caller};
 use crate::error::ApiError;
-use crate::storage::{now, BlobRecord, Storage};
+use crate::storage::{now, BlobRecord, Storage, StorageResult};
 use crate::tlog::ServerLog;
 use authoring::{Authoring, AuthoringError};
 use blobs::{BlobStore, Sha256Hex};
@@ -197,6 +197,36 @@ impl Repos {
     ) -> ApiResult<()> {
         repo_param(repo)?;
         self.auth.authorize_read(caller, repo, action).await
+    }
+
+    /// A read of `repo`'s records: [`Repos::authorize_read`], then `read`
+    /// (a storage call, not started until authorized) as the JSON answer.
+    pub(crate) async fn read<T>(
+        &self,
+        caller: &Caller,
+        repo: &str,
+        action: &str,
+        read: impl std::future::Future<Output = StorageResult<T>>,
+    ) -> ApiResult<Json<T>> {
+        self.authorize_read(caller, repo, action).await?;
+        Ok(Json(read.await?))
+    }
+
+    /// [`Repos::read`] of one record: `None` is 404 saying that the
+    /// `what` named `key` is not in `repo`.
+    pub(crate) async fn read_one<T>(
+        &self,
+        caller: &Caller,
+        repo: &str,
+        action: &str,
+        (what, key): (&str, &str),
+        read: impl std::future::Future<Output = StorageResult<Option<T>>>,
+    ) -> ApiResult<Json<T>> {
+        self.read(caller, repo, action, read)
+            .await?
+            .0
+            .map(Json)
+            .ok_or_else(|| ApiError::not_found(format!("{what} {key:?} is not in {repo:?}")))
     }
 }
 

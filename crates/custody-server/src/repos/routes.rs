@@ -122,12 +122,15 @@ async fn get_blob(
     caller: Caller,
     Path((repo, sha)): Path<(String, String)>,
 ) -> ApiResult<Json<BlobRecord>> {
-    st.authorize_read(&caller, &repo, "blob.read").await?;
-    st.storage
-        .get_blob(&repo, &sha)
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("blob {sha} is not uploaded to {repo:?}")))
+    let what = ("blob", sha.as_str());
+    st.read_one(
+        &caller,
+        &repo,
+        "blob.read",
+        what,
+        st.storage.get_blob(&repo, &sha),
+    )
+    .await
 }
 
 #[utoipa::path(get, path = "/api/v1/repos/{repo}/blobs", tag = "targets",
@@ -138,8 +141,8 @@ async fn list_blobs(
     caller: Caller,
     Path(repo): Path<String>,
 ) -> ApiResult<Json<Vec<BlobRecord>>> {
-    st.authorize_read(&caller, &repo, "blob.list").await?;
-    Ok(Json(st.storage.list_blobs(&repo).await?))
+    st.read(&caller, &repo, "blob.list", st.storage.list_blobs(&repo))
+        .await
 }
 
 // --------------------------------------------------------------- targets
@@ -250,12 +253,15 @@ async fn get_staged(
     caller: Caller,
     Path((repo, name)): Path<(String, String)>,
 ) -> ApiResult<Json<StagedTarget>> {
-    st.authorize_read(&caller, &repo, "target.read").await?;
-    st.storage
-        .get_staged(&repo, &name)
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("target {name:?} is not staged in {repo:?}")))
+    let what = ("staged target", name.as_str());
+    st.read_one(
+        &caller,
+        &repo,
+        "target.read",
+        what,
+        st.storage.get_staged(&repo, &name),
+    )
+    .await
 }
 
 #[utoipa::path(get, path = "/api/v1/repos/{repo}/targets", tag = "targets",
@@ -266,8 +272,8 @@ async fn list_staged(
     caller: Caller,
     Path(repo): Path<String>,
 ) -> ApiResult<Json<Vec<StagedTarget>>> {
-    st.authorize_read(&caller, &repo, "target.list").await?;
-    Ok(Json(st.storage.list_staged(&repo).await?))
+    st.read(&caller, &repo, "target.list", st.storage.list_staged(&repo))
+        .await
 }
 
 // ------------------------------------------------------ publish and sign
@@ -550,8 +556,13 @@ async fn list_publishes(
     caller: Caller,
     Path(repo): Path<String>,
 ) -> ApiResult<Json<Vec<PublishRecord>>> {
-    st.authorize_read(&caller, &repo, "publish.list").await?;
-    Ok(Json(st.storage.list_publishes(&repo).await?))
+    st.read(
+        &caller,
+        &repo,
+        "publish.list",
+        st.storage.list_publishes(&repo),
+    )
+    .await
 }
 
 #[derive(Debug, Serialize, ToSchema)]
