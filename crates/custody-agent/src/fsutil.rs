@@ -2,8 +2,8 @@
 //! `AtomicFile`, `sync_dir`, `remove_durable`, `read_bounded`: temp file,
 //! fsync, rename, directory fsync; bounded reads).
 
-use std::fs::{self, File};
-use std::io::{self, Read};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -17,7 +17,7 @@ use crate::error::{io_err, AgentError};
 use crate::target::TargetMeta;
 
 /// Copy buffer size (also the granularity of the crash probes inside a copy).
-pub const CHUNK_SIZE: usize = 64 * 1024;
+pub use custody_fs::CHUNK_SIZE;
 
 /// Upper bound for every small JSON file the agent keeps (state, manifests,
 /// reports). They are local, but reads are bounded anyway.
@@ -220,11 +220,11 @@ fn copy_inner(
 ) -> Result<(FileDigest, Verdict), AgentError> {
     let mut tmp = AtomicFile::create(dest, WriteOptions::default())?;
     let mut hasher = Hasher::new(verifier);
-    for_each_chunk(src, ("open payload", "read payload"), |chunk| {
+    custody_fs::for_each_chunk(src, ("open payload", "read payload"), |chunk| {
         hasher.update(chunk);
         tmp.write_all(chunk)?;
         probe.hit("copy:chunk");
-        Ok(())
+        Ok::<_, AgentError>(())
     })?;
     let (digest, verdict) = hasher.finish();
     if let Some(Err(_)) = &verdict {
@@ -294,30 +294,11 @@ fn hash_file(
     verifier: Option<TargetVerifier>,
 ) -> Result<(FileDigest, Verdict), AgentError> {
     let mut hasher = Hasher::new(verifier);
-    for_each_chunk(path, ("open", "read"), |chunk| {
+    custody_fs::for_each_chunk(path, ("open", "read"), |chunk| {
         hasher.update(chunk);
-        Ok(())
+        Ok::<_, AgentError>(())
     })?;
     Ok(hasher.finish())
-}
-
-/// Read `path` in `CHUNK_SIZE` pieces (retrying interrupted reads) and hand
-/// each to `f`; IO errors name the file and the action (`open`, `read`).
-fn for_each_chunk(
-    path: &Path,
-    (open, read): (&'static str, &'static str),
-    mut f: impl FnMut(&[u8]) -> Result<(), AgentError>,
-) -> Result<(), AgentError> {
-    let mut input = File::open(path).map_err(io_err(path, open))?;
-    let mut buf = vec![0u8; CHUNK_SIZE];
-    loop {
-        match input.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => f(buf.get(..n).unwrap_or_default())?,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io_err(path, read)(e)),
-        }
-    }
 }
 
 /// Length and digests of the file at `path` (streamed, bounded memory).

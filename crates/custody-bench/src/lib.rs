@@ -434,19 +434,11 @@ fn tail(s: &str, lines: usize) -> String {
 
 /// SHA-256 of a file (streamed), lowercase hex.
 pub fn sha256_file(path: &Path) -> Result<String> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        ctx.update(buf.get(..n).unwrap_or_default());
-    }
+    custody_fs::for_each_chunk(path, ("open", "read"), |chunk| {
+        ctx.update(chunk);
+        Ok::<_, custody_fs::FsError>(())
+    })?;
     Ok(hex::encode(ctx.finish().as_ref()))
 }
 

@@ -324,6 +324,35 @@ pub fn read_to_end_bounded(
     Ok(out)
 }
 
+/// Size of the pieces [`for_each_chunk`] reads.
+pub const CHUNK_SIZE: usize = 64 * 1024;
+
+/// Read the file at `path` in [`CHUNK_SIZE`] pieces (retrying interrupted
+/// reads) and hand each to `f`, which may stop the reading with its own
+/// error. Returns how many bytes were read. `open` and `read` name the two
+/// steps in the [`FsError`] of a failure ("open payload", ...), converted
+/// into `E`. Memory stays at one chunk whatever the file's size.
+pub fn for_each_chunk<E: From<FsError>>(
+    path: &Path,
+    (open, read): (&'static str, &'static str),
+    mut f: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<u64, E> {
+    let mut input = File::open(path).map_err(io_err(path, open))?;
+    let mut buf = vec![0u8; CHUNK_SIZE];
+    let mut total = 0u64;
+    loop {
+        match input.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => {
+                total = total.saturating_add(n as u64);
+                f(buf.get(..n).unwrap_or_default())?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_err(path, read)(e).into()),
+        }
+    }
+}
+
 /// Remove temp files left in `dir` by a process that died mid-write (power
 /// cut, kill -9), if older than `older_than`. Best effort: problems are
 /// logged, never fatal. Returns how many were removed.
@@ -573,5 +602,50 @@ mod tests {
         assert_eq!(sweep_stale_temp_files(dir.path(), Duration::ZERO), 1);
         assert!(dir.path().join("root.json").exists());
         assert!(temp_files(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn for_each_chunk_reads_everything_in_bounded_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("payload");
+        let data: Vec<u8> = (0..(2 * CHUNK_SIZE + 123)).map(|i| i as u8).collect();
+        fs::write(&path, &data).unwrap();
+        let mut got = Vec::new();
+        let mut largest = 0;
+        let n = for_each_chunk(&path, ("open", "read"), |c| {
+            largest = largest.max(c.len());
+            got.extend_from_slice(c);
+            Ok::<_, FsError>(())
+        })
+        .unwrap();
+        assert_eq!(n, data.len() as u64);
+        assert_eq!(got, data);
+        assert_eq!(largest, CHUNK_SIZE);
+    }
+
+    #[test]
+    fn for_each_chunk_stops_on_the_callers_error_and_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("payload");
+        fs::write(&path, vec![7u8; 3 * CHUNK_SIZE]).unwrap();
+        let mut calls = 0;
+        let e = for_each_chunk(&path, ("open", "read"), |_| {
+            calls += 1;
+            Err(io::Error::other("stop"))
+        })
+        .unwrap_err();
+        assert_eq!(calls, 1);
+        assert_eq!(e.to_string(), "stop");
+        let missing = dir.path().join("missing");
+        let e = for_each_chunk(&missing, ("open payload", "read payload"), |_| {
+            Ok::<_, FsError>(())
+        })
+        .unwrap_err();
+        assert_eq!(e.io_kind(), Some(io::ErrorKind::NotFound));
+        let text = e.to_string();
+        assert!(
+            text.contains("missing") && text.contains("open payload"),
+            "{text}"
+        );
     }
 }

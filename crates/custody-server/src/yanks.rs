@@ -304,17 +304,12 @@ async fn record(
         ),
         None => reason.to_owned(),
     };
-    st.repos
+    let target = Some(req.target.as_str());
+    let audit = st
+        .repos
         .auth
-        .audit(
-            caller,
-            "target.yank",
-            Some(repo),
-            Some(&req.target),
-            "ok",
-            &detail,
-        )
-        .await?;
+        .audit_of(caller, "target.yank", Some(repo), target);
+    audit.ok(&detail).await?;
     st.repos
         .log
         .append(crate::tlog::EntryBody::Yank {

@@ -7,7 +7,6 @@
 // The agent-only build uses the client for `custody bundle create` only.
 #![cfg_attr(not(feature = "authoring"), allow(dead_code))]
 
-use std::io::Read;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -270,21 +269,12 @@ impl Api {
     }
 }
 
-/// The SHA-256 (hex) and size of a file, read in 64 KiB pieces.
+/// The SHA-256 (hex) and size of a file, read in pieces.
 pub(crate) fn sha256_file(path: &Path) -> Result<(String, u64)> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buf = vec![0u8; 1 << 16];
-    let mut size = 0u64;
-    loop {
-        let n = f
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        ctx.update(buf.get(..n).unwrap_or_default());
-    }
+    let size = custody_fs::for_each_chunk(path, ("open", "read"), |chunk| {
+        ctx.update(chunk);
+        Ok::<_, custody_fs::FsError>(())
+    })?;
     Ok((hex::encode(ctx.finish()), size))
 }

@@ -251,6 +251,24 @@ impl Auth {
         Err(ApiError::forbidden(detail))
     }
 
+    /// The audit record of one call of `caller` (`action` on `repo` and
+    /// `target`), written once its outcome is known: `ok`, or `refused`.
+    pub fn audit_of<'a>(
+        &'a self,
+        caller: &'a Caller,
+        action: &'a str,
+        repo: Option<&'a str>,
+        target: Option<&'a str>,
+    ) -> AuditOf<'a> {
+        AuditOf {
+            auth: self,
+            caller,
+            action,
+            repo,
+            target,
+        }
+    }
+
     /// Audits an action of an authenticated caller.
     pub async fn audit(
         &self,
@@ -397,5 +415,38 @@ where
             .ok_or_else(|| ApiError::unauthorized("Authorization scheme must be Bearer"))?
             .trim();
         Auth::from_ref(state).authenticate(token).await
+    }
+}
+
+/// One call's audit record, waiting for its outcome ([`Auth::audit_of`]).
+pub struct AuditOf<'a> {
+    auth: &'a Auth,
+    caller: &'a Caller,
+    action: &'a str,
+    repo: Option<&'a str>,
+    target: Option<&'a str>,
+}
+
+impl AuditOf<'_> {
+    /// The call succeeded.
+    pub async fn ok(&self, detail: &str) -> Result<(), ApiError> {
+        self.outcome("ok", detail).await
+    }
+
+    /// The call ended with `outcome` (`ok`, `pending_signatures`, ...).
+    pub async fn outcome(&self, outcome: &str, detail: &str) -> Result<(), ApiError> {
+        let a = self;
+        a.auth
+            .audit(a.caller, a.action, a.repo, a.target, outcome, detail)
+            .await
+    }
+
+    /// The call was refused or failed with `e` (its message is the detail):
+    /// `e` to return, or the error of writing the record.
+    pub async fn refused(&self, outcome: &str, e: ApiError) -> ApiError {
+        match self.outcome(outcome, &e.message).await {
+            Ok(()) => e,
+            Err(audit) => audit,
+        }
     }
 }

@@ -177,39 +177,23 @@ async fn export_device(
         d.db.get_device(&id)
             .await?
             .ok_or_else(|| ApiError::not_found(format!("device {id} is not enrolled")))?;
+    let audit = st
+        .auth
+        .audit_of(&caller, "fleet.device.bundle_export", None, Some(&id));
     let out = match export_one(&d, &row).await {
         Ok((m, targets)) => {
             // Transparency log (log_hooks.rs): the exported assignment.
             super::log_hooks::log_bundle_delivery(&st, &id, &targets).await?;
             m
         }
-        Err(e) => {
-            st.auth
-                .audit(
-                    &caller,
-                    "fleet.device.bundle_export",
-                    None,
-                    Some(&id),
-                    "refused",
-                    &e.to_string(),
-                )
-                .await?;
-            return Err(e);
-        }
+        Err(e) => return Err(audit.refused("refused", e).await),
     };
-    st.auth
-        .audit(
-            &caller,
-            "fleet.device.bundle_export",
-            None,
-            Some(&id),
-            "ok",
-            &format!(
-                "director metadata exported for an offline bundle: {}; director targets version {}",
-                out.assignment,
-                row.director.targets_version.saturating_add(1)
-            ),
-        )
+    audit
+        .ok(&format!(
+            "director metadata exported for an offline bundle: {}; director targets version {}",
+            out.assignment,
+            row.director.targets_version.saturating_add(1)
+        ))
         .await?;
     Ok(Json(out))
 }

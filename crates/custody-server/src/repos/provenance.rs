@@ -167,32 +167,17 @@ async fn set_policy(
             .set_provenance_policy(&r, file_name, &body, chrono::Utc::now())
     })
     .await;
+    let audit = st
+        .auth
+        .audit_of(&caller, "provenance.policy.set", Some(&repo), None);
     let policy = match result {
         Ok(v) => v,
-        Err(e) => {
-            st.auth
-                .audit(
-                    &caller,
-                    "provenance.policy.set",
-                    Some(&repo),
-                    None,
-                    "rejected",
-                    &e.message,
-                )
-                .await?;
-            return Err(e);
-        }
+        Err(e) => return Err(audit.refused("rejected", e).await),
     };
     let info = policy_info(&repo, &policy)?;
-    st.auth
-        .audit(
-            &caller,
-            "provenance.policy.set",
-            Some(&repo),
-            None,
-            "ok",
-            &format!("policy sha256 {}: {}", info.sha256, policy_summary(&policy)),
-        )
+    let summary = policy_summary(&policy);
+    audit
+        .ok(&format!("policy sha256 {}: {summary}", info.sha256))
         .await?;
     Ok(Json(info))
 }

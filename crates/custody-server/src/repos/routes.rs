@@ -361,32 +361,12 @@ async fn create_repo(
             .create_with_bins(&r, root, targets, bins, chrono::Utc::now())
     })
     .await;
+    let audit = st.auth.audit_of(&caller, "repo.create", Some(&repo), None);
     let online_keys = match result {
         Ok(k) => k,
-        Err(e) => {
-            st.auth
-                .audit(
-                    &caller,
-                    "repo.create",
-                    Some(&repo),
-                    None,
-                    "failed",
-                    &e.to_string(),
-                )
-                .await?;
-            return Err(e);
-        }
+        Err(e) => return Err(audit.refused("failed", e).await),
     };
-    st.auth
-        .audit(
-            &caller,
-            "repo.create",
-            Some(&repo),
-            None,
-            "ok",
-            &format!("online keys {online_keys:?}"),
-        )
-        .await?;
+    audit.ok(&format!("online keys {online_keys:?}")).await?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedRepo {
@@ -496,17 +476,8 @@ async fn publish(
             } else {
                 "failed"
             };
-            st.auth
-                .audit(
-                    &caller,
-                    "repo.publish",
-                    Some(&repo),
-                    None,
-                    outcome,
-                    &e.message,
-                )
-                .await?;
-            return Err(e);
+            let audit = st.auth.audit_of(&caller, "repo.publish", Some(&repo), None);
+            return Err(audit.refused(outcome, e).await);
         }
     };
     let live = went_live(&st, &caller, &repo, outcome, |version, o| {
@@ -601,36 +572,20 @@ async fn sign_role(
             .merge_signatures(&r, &ro, &body, &s.hosting, chrono::Utc::now())
     })
     .await;
+    let audit = st
+        .auth
+        .audit_of(&caller, "role.sign", Some(&repo), Some(&role));
     let (merged, state, live) = match result {
         Ok(v) => v,
-        Err(e) => {
-            st.auth
-                .audit(
-                    &caller,
-                    "role.sign",
-                    Some(&repo),
-                    Some(&role),
-                    "rejected",
-                    &e.message,
-                )
-                .await?;
-            return Err(e);
-        }
+        Err(e) => return Err(audit.refused("rejected", e).await),
     };
-    st.auth
-        .audit(
-            &caller,
-            "role.sign",
-            Some(&repo),
-            Some(&role),
-            "ok",
-            &format!(
-                "merged signatures by {merged:?}; {} of {} (threshold met: {})",
-                state.signed_by.len(),
-                state.threshold,
-                state.threshold_met
-            ),
-        )
+    audit
+        .ok(&format!(
+            "merged signatures by {merged:?}; {} of {} (threshold met: {})",
+            state.signed_by.len(),
+            state.threshold,
+            state.threshold_met
+        ))
         .await?;
     let published = match live {
         Some(outcome) => {
