@@ -177,6 +177,32 @@ impl Agent {
         self.persist(label)
     }
 
+    /// `operation` is refused in the current state: `rule` says why.
+    fn wrong_state(&self, operation: &'static str, rule: &'static str) -> AgentError {
+        AgentError::WrongState {
+            state: self.state.describe(),
+            operation,
+            rule,
+        }
+    }
+
+    /// The current attempt `id`, if its phase is one `operation` takes
+    /// (`takes`); otherwise refused with `rule`.
+    fn attempt_for(
+        &self,
+        id: u64,
+        operation: &'static str,
+        takes: fn(&Phase) -> bool,
+        rule: &'static str,
+    ) -> Result<Attempt, AgentError> {
+        let a = self.current_attempt(id)?;
+        if takes(&a.phase) {
+            Ok(a)
+        } else {
+            Err(self.wrong_state(operation, rule))
+        }
+    }
+
     fn current_attempt(&self, id: u64) -> Result<Attempt, AgentError> {
         match &self.state.attempt {
             Some(a) if a.id == id => Ok(a.clone()),
@@ -231,11 +257,8 @@ impl Agent {
         rollback_authorized: bool,
     ) -> Result<u64, AgentError> {
         if self.state.attempt.is_some() {
-            return Err(AgentError::WrongState {
-                state: self.state.describe(),
-                operation: "begin",
-                rule: "an attempt is in progress: call recover() first",
-            });
+            let rule = "an attempt is in progress: call recover() first";
+            return Err(self.wrong_state("begin", rule));
         }
         target.validate()?;
         let id = self.state.next_attempt;
@@ -324,14 +347,9 @@ impl Agent {
     /// The network half downloaded and verified the payload of `attempt`
     /// into `payload` (normally [`download_path`](Self::download_path)).
     pub fn downloaded(&mut self, attempt: u64, payload: &Path) -> Result<(), AgentError> {
-        let a = self.current_attempt(attempt)?;
-        if a.phase != Phase::Downloading {
-            return Err(AgentError::WrongState {
-                state: self.state.describe(),
-                operation: "downloaded",
-                rule: "only a downloading attempt can be marked downloaded",
-            });
-        }
+        let downloading = |p: &Phase| *p == Phase::Downloading;
+        let rule = "only a downloading attempt can be marked downloaded";
+        self.attempt_for(attempt, "downloaded", downloading, rule)?;
         self.set_phase(Phase::Downloaded {
             payload: payload.to_owned(),
         })
@@ -340,23 +358,15 @@ impl Agent {
     /// End a downloading attempt with `Failed` or `AttackDetected` (the
     /// network half's verification rejected something). Queues the report.
     pub fn abort(&mut self, attempt: u64, outcome: Outcome) -> Result<Outcome, AgentError> {
-        let a = self.current_attempt(attempt)?;
-        if a.phase != Phase::Downloading {
-            return Err(AgentError::WrongState {
-                state: self.state.describe(),
-                operation: "abort",
-                rule: "only a downloading attempt can be aborted",
-            });
-        }
+        let downloading = |p: &Phase| *p == Phase::Downloading;
+        let rule = "only a downloading attempt can be aborted";
+        self.attempt_for(attempt, "abort", downloading, rule)?;
         let phase = match outcome {
             Outcome::Failed { reason } => Phase::Failed { reason },
             Outcome::AttackDetected { reason } => Phase::AttackDetected { reason },
             Outcome::Installed | Outcome::RolledBack { .. } => {
-                return Err(AgentError::WrongState {
-                    state: self.state.describe(),
-                    operation: "abort",
-                    rule: "abort takes a Failed or AttackDetected outcome",
-                })
+                let rule = "abort takes a Failed or AttackDetected outcome";
+                return Err(self.wrong_state("abort", rule));
             }
         };
         self.set_phase(phase)?;
@@ -366,14 +376,9 @@ impl Agent {
     /// Install a downloaded attempt: stage, activate, health check, commit
     /// or roll back, queue the report. Returns the outcome.
     pub fn install(&mut self, attempt: u64) -> Result<Outcome, AgentError> {
-        let a = self.current_attempt(attempt)?;
-        if !matches!(a.phase, Phase::Downloaded { .. }) {
-            return Err(AgentError::WrongState {
-                state: self.state.describe(),
-                operation: "install",
-                rule: "only a downloaded attempt can be installed",
-            });
-        }
+        let downloaded = |p: &Phase| matches!(p, Phase::Downloaded { .. });
+        let rule = "only a downloaded attempt can be installed";
+        self.attempt_for(attempt, "install", downloaded, rule)?;
         self.drive(Mode::Run)
     }
 
@@ -381,11 +386,8 @@ impl Agent {
     /// [`ReportQueue::upload`]). Refused while an attempt is in progress.
     pub fn upload_reports(&mut self, sink: &mut dyn ReportSink) -> Result<usize, AgentError> {
         if self.state.attempt.is_some() {
-            return Err(AgentError::WrongState {
-                state: self.state.describe(),
-                operation: "upload_reports",
-                rule: "finish or recover the attempt first, so its report is queued exactly once",
-            });
+            let rule = "finish or recover the attempt first, so its report is queued exactly once";
+            return Err(self.wrong_state("upload_reports", rule));
         }
         self.queue.upload(sink)
     }
@@ -412,11 +414,7 @@ impl Agent {
                     })?;
                 }
                 (Phase::Downloading, false) => {
-                    return Err(AgentError::WrongState {
-                        state: self.state.describe(),
-                        operation: "install",
-                        rule: "the payload is not downloaded yet",
-                    })
+                    return Err(self.wrong_state("install", "the payload is not downloaded yet"))
                 }
                 (Phase::Downloaded { payload }, _) => {
                     let verified = digest_and_verify(payload, &attempt.target)
@@ -533,11 +531,7 @@ impl Agent {
                 }
                 (phase, _) => {
                     let Some(outcome) = phase.outcome() else {
-                        return Err(AgentError::WrongState {
-                            state: self.state.describe(),
-                            operation: "drive",
-                            rule: "unhandled phase",
-                        });
+                        return Err(self.wrong_state("drive", "unhandled phase"));
                     };
                     return self.finish(&attempt, outcome);
                 }
@@ -546,11 +540,8 @@ impl Agent {
     }
 
     fn plan_of(&self, attempt: &Attempt) -> Result<InstallPlan, AgentError> {
-        attempt.plan.clone().ok_or_else(|| AgentError::WrongState {
-            state: self.state.describe(),
-            operation: "install",
-            rule: "the attempt has no install plan (state.json edited by hand?)",
-        })
+        let rule = "the attempt has no install plan (state.json edited by hand?)";
+        (attempt.plan.clone()).ok_or_else(|| self.wrong_state("install", rule))
     }
 
     /// Activate, health-check, commit. `Ok(Err(reason))` means roll back.

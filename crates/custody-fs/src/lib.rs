@@ -280,6 +280,24 @@ pub fn sync_dir(dir: &Path) -> Result<(), FsError> {
     Ok(())
 }
 
+/// Take the exclusive advisory lock on the file at `path` (created if
+/// missing, never truncated): `Ok(None)` when another process holds it.
+/// The lock lasts as long as the returned file is open and is released by
+/// the OS when the process exits, so a crash never leaves a stale lock.
+pub fn lock_exclusive(path: &Path) -> Result<Option<File>, FsError> {
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io_err(path, "open lock file"))?;
+    match f.try_lock() {
+        Ok(()) => Ok(Some(f)),
+        Err(fs::TryLockError::WouldBlock) => Ok(None),
+        Err(fs::TryLockError::Error(e)) => Err(io_err(path, "lock")(e)),
+    }
+}
+
 /// Remove a file durably (unlink, fsync of the directory). A file that is
 /// already gone is not an error.
 pub fn remove_durable(path: &Path) -> Result<(), FsError> {
@@ -647,5 +665,15 @@ mod tests {
             text.contains("missing") && text.contains("open payload"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn lock_exclusive_is_held_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".lock");
+        let held = lock_exclusive(&path).unwrap().expect("free at first");
+        assert!(lock_exclusive(&path).unwrap().is_none(), "held twice");
+        drop(held);
+        assert!(lock_exclusive(&path).unwrap().is_some(), "released on drop");
     }
 }

@@ -549,27 +549,29 @@ pub const LOCK_FILE: &str = ".lock";
 
 fn lock_dir(dir: &Path) -> Result<File, FsError> {
     let path = dir.join(LOCK_FILE);
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io_err(&path, "open lock file"))?;
-    match f.try_lock() {
-        Ok(()) => Ok(f),
-        Err(std::fs::TryLockError::WouldBlock) => Err(FsError::Locked { path }),
-        Err(std::fs::TryLockError::Error(e)) => Err(FsError::Io {
-            path,
-            op: "lock",
-            source: e,
-        }),
-    }
+    custody_fs::lock_exclusive(&path)?.ok_or(FsError::Locked { path })
 }
 
-fn fsync_dir(dir: &Path) -> Result<(), FsError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir, "fsync directory"))
+/// custody-fs's errors as this store's (same path and step).
+impl From<custody_fs::FsError> for FsError {
+    fn from(e: custody_fs::FsError) -> Self {
+        match e {
+            custody_fs::FsError::Io {
+                path,
+                action,
+                error,
+            } => FsError::Io {
+                path,
+                op: action,
+                source: error,
+            },
+            other => FsError::Io {
+                path: PathBuf::new(),
+                op: "file operation",
+                source: std::io::Error::other(other.to_string()),
+            },
+        }
+    }
 }
 
 fn remove_if_exists(path: &Path) -> Result<bool, FsError> {
@@ -750,12 +752,12 @@ impl FsLog {
         let cp = self.appender.checkpoint(&self.origin)?;
         let note = cp.sign(&self.signer)?.to_bytes();
         for d in std::mem::take(dirs) {
-            fsync_dir(&d)?;
+            custody_fs::sync_dir(&d)?;
         }
         let mut cp_dirs = BTreeSet::new();
         self.write_file("checkpoint", &note, &mut cp_dirs)?;
         for d in cp_dirs {
-            fsync_dir(&d)?;
+            custody_fs::sync_dir(&d)?;
         }
         self.committed = Committed {
             size: cp.size,

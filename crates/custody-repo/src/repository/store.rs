@@ -417,19 +417,13 @@ pub const LOCK_FILE: &str = ".custody-repo.lock";
 /// refresh racing an add-target).
 fn lock_repo(dir: &Path) -> Result<std::fs::File, RepoError> {
     let path = dir.join(LOCK_FILE);
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io_err(&path))?;
-    match f.try_lock() {
-        Ok(()) => Ok(f),
-        Err(std::fs::TryLockError::WouldBlock) => Err(RepoError::Invalid(format!(
+    custody_fs::lock_exclusive(&path)
+        .map_err(fs_err)?
+        .ok_or_else(|| {
+        RepoError::Invalid(format!(
             "{}: another custody command is working on this repository (lock {} is held); try again when it is done",
             dir.display(),
             path.display()
-        ))),
-        Err(std::fs::TryLockError::Error(e)) => Err(RepoError::Io { path, source: e }),
-    }
+        ))
+    })
 }
