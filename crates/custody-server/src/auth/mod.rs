@@ -223,16 +223,8 @@ impl Auth {
                 caller.scopes.strings().join(", ")
             }
         );
-        self.audit(
-            caller,
-            action,
-            required.repo.as_deref(),
-            target,
-            "denied",
-            &detail,
-        )
-        .await?;
-        Err(ApiError::forbidden(detail))
+        let audit = self.audit_of(caller, action, required.repo.as_deref(), target);
+        Err(audit.refused("denied", ApiError::forbidden(detail)).await)
     }
 
     /// Read access to a repository's admin data: any scope that names it.
@@ -246,9 +238,8 @@ impl Auth {
             return Ok(());
         }
         let detail = format!("token has no scope for repository {repo:?}");
-        self.audit(caller, action, Some(repo), None, "denied", &detail)
-            .await?;
-        Err(ApiError::forbidden(detail))
+        let audit = self.audit_of(caller, action, Some(repo), None);
+        Err(audit.refused("denied", ApiError::forbidden(detail)).await)
     }
 
     /// The audit record of one call of `caller` (`action` on `repo` and
