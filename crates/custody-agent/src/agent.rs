@@ -468,13 +468,7 @@ impl Agent {
                         })?;
                     }
                     let plan = self.plan_of(&attempt)?;
-                    let ctx = StepCtx {
-                        attempt: attempt.id,
-                        target: &attempt.target,
-                        plan: &plan,
-                        probe: &self.probe,
-                        hook_file: &hook_file,
-                    };
+                    let ctx = self.step_ctx(&attempt, &plan, &hook_file);
                     match self.installer.stage(ctx, payload)? {
                         Ok(()) => self.set_phase(Phase::Trial { since: now_secs() })?,
                         Err(reason) => self.set_phase(Phase::RollingBack {
@@ -511,13 +505,7 @@ impl Agent {
                 (Phase::RollingBack { end, reason }, _) => {
                     let mut reason = reason.clone();
                     if let Some(plan) = attempt.plan.clone() {
-                        let ctx = StepCtx {
-                            attempt: attempt.id,
-                            target: &attempt.target,
-                            plan: &plan,
-                            probe: &self.probe,
-                            hook_file: &hook_file,
-                        };
+                        let ctx = self.step_ctx(&attempt, &plan, &hook_file);
                         if let Some(note) = self.installer.rollback(ctx)? {
                             reason = format!("{reason}; {note}");
                         }
@@ -539,6 +527,22 @@ impl Agent {
         }
     }
 
+    /// What an installer step of `attempt` gets.
+    fn step_ctx<'a>(
+        &'a self,
+        attempt: &'a Attempt,
+        plan: &'a InstallPlan,
+        hook_file: &'a Path,
+    ) -> StepCtx<'a> {
+        StepCtx {
+            attempt: attempt.id,
+            target: &attempt.target,
+            plan,
+            probe: &self.probe,
+            hook_file,
+        }
+    }
+
     fn plan_of(&self, attempt: &Attempt) -> Result<InstallPlan, AgentError> {
         let rule = "the attempt has no install plan (state.json edited by hand?)";
         (attempt.plan.clone()).ok_or_else(|| self.wrong_state("install", rule))
@@ -551,13 +555,7 @@ impl Agent {
         plan: &InstallPlan,
     ) -> Result<Result<(), String>, AgentError> {
         let hook_file = self.hook_file();
-        let ctx = StepCtx {
-            attempt: attempt.id,
-            target: &attempt.target,
-            plan,
-            probe: &self.probe,
-            hook_file: &hook_file,
-        };
+        let ctx = self.step_ctx(attempt, plan, &hook_file);
         if let Err(e) = self.installer.activate(ctx)? {
             return Ok(Err(e));
         }
