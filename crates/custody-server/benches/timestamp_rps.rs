@@ -109,7 +109,7 @@ fn main() {
             ..Default::default()
         };
         let server = custody_server::start(cfg).await.expect("server");
-        let hosting = &server.state.hosting;
+        let hosting = custody_server::testing::hosting(&server);
         let g = hosting.begin_generation("bench").expect("generation");
         let ts = br#"{"signatures":[{"keyid":"0000000000000000000000000000000000000000000000000000000000000000","sig":"00"}],"signed":{"_type":"timestamp","expires":"2030-01-01T00:00:00Z","meta":{"snapshot.json":{"version":1}},"spec_version":"1.0.31","version":1}}"#;
         g.write_metadata("timestamp.json", ts).expect("write");

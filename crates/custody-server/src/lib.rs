@@ -42,10 +42,7 @@ mod metrics;
 mod openapi;
 mod repos;
 mod server;
-/// The composition root. Public only for this crate's integration tests
-/// and benches (they reach the slices of a [`RunningServer`]); not an API.
-#[doc(hidden)]
-pub mod state;
+mod state;
 mod storage;
 mod tlog;
 mod yanks;
@@ -76,6 +73,7 @@ pub mod fuzzing {
 /// authoring). Not a stable API.
 #[doc(hidden)]
 pub mod testing {
+    pub use crate::auth::token::TokenKeys;
     pub use crate::director::cache::{CachedDirectorDb, DEFAULT_CAPACITY};
     pub use crate::director::store::{
         CheckinWrite, DeviceFilter, DirectorDb, PgDirectorDb, ReportRow, RolloutRow,
@@ -87,5 +85,38 @@ pub mod testing {
         BlobRecord, CredentialRecord, NewAudit, NewYank, PgStorage, SqliteStorage, StagedTarget,
         Storage, StorageError,
     };
-    pub use crate::tlog::stamp;
+    pub use crate::tlog::{stamp, ServerLog};
+
+    use std::sync::Arc;
+
+    /// The running server's hosted repositories (tests write generations
+    /// the way a publish does).
+    pub fn hosting(s: &crate::RunningServer) -> &Arc<Hosting> {
+        &s.state.hosting
+    }
+
+    /// The running server's transparency log (tests append what the
+    /// director and devices would).
+    pub fn log(s: &crate::RunningServer) -> &Arc<ServerLog> {
+        &s.state.log
+    }
+
+    /// The running server's admin-token keys (tests forge and tamper).
+    pub fn token_keys(s: &crate::RunningServer) -> &TokenKeys {
+        s.state.auth.tokens()
+    }
+
+    /// The housekeeping step that re-signs `repo`'s timestamp when it
+    /// expires within `within` (blocking: run it off the async runtime).
+    pub fn renew_timestamp(
+        s: &crate::RunningServer,
+        repo: &str,
+        within: chrono::Duration,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<u64>, AuthoringError> {
+        let repos = &s.state.repos;
+        repos
+            .authoring
+            .renew_timestamp(repo, within, &repos.hosting, now)
+    }
 }

@@ -76,10 +76,8 @@ pub struct RunningServer {
     pub scheme: &'static str,
     /// Shown once, on the first start of a fresh data directory.
     pub bootstrap_credential: Option<String>,
-    /// The server's internals, for `custody demo` and this crate's tests
-    /// while they still reach past the HTTP API. Not an API.
-    #[doc(hidden)]
-    pub state: Arc<AppState>,
+    /// The server's internals (`testing` lends parts of them to tests).
+    pub(crate) state: Arc<AppState>,
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }

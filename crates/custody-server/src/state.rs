@@ -57,7 +57,6 @@ fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -
 }
 
 pub struct AppState {
-    pub config: ServerConfig,
     pub storage: Arc<dyn Storage>,
     /// The hosted repositories (also `repos.hosting`).
     pub hosting: Arc<Hosting>,
@@ -181,7 +180,6 @@ impl AppState {
             log: log.clone(),
         });
         let state = AppState {
-            config,
             storage,
             hosting,
             auth,

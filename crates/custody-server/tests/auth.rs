@@ -237,7 +237,7 @@ fn claims(sub: &str, scopes: &[&str], iat: i64, exp: i64) -> Claims {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_tampered_and_foreign_tokens_are_rejected() {
     let s = start().await;
-    let keys = s.server.state.auth.tokens();
+    let keys = custody_server::testing::token_keys(&s.server);
     let t = now();
 
     // control: a token we sign ourselves with the server key works

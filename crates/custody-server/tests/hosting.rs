@@ -9,7 +9,7 @@ use custody_server::testing::{Hosting, CACHE_IMMUTABLE, CACHE_REVALIDATE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn publish(server: &TestServer, files: &[(&str, &[u8])], targets: &[(&str, &[u8])]) -> String {
-    let hosting = &server.server.state.hosting;
+    let hosting = custody_server::testing::hosting(&server.server);
     let g = hosting.begin_generation("app").unwrap();
     g.inherit_current().unwrap();
     for (name, bytes) in files {
@@ -335,7 +335,7 @@ async fn reader_streaming_during_switch_gets_consistent_bytes() {
     }
 
     // New generation replaces big.bin; the old generation is deleted.
-    let hosting = &s.server.state.hosting;
+    let hosting = custody_server::testing::hosting(&s.server);
     let g = hosting.begin_generation("app").unwrap();
     g.write_metadata("timestamp.json", b"2").unwrap();
     g.write_target("big.bin", &new).unwrap();

@@ -39,7 +39,7 @@ fn run(cmd: &mut Command) -> String {
 }
 
 fn publish_tree(server: &common::TestServer, repo_dir: &Path) {
-    let hosting = &server.server.state.hosting;
+    let hosting = custody_server::testing::hosting(&server.server);
     let g = hosting.begin_generation("py").unwrap();
     g.inherit_current().unwrap();
     for entry in std::fs::read_dir(repo_dir.join("metadata")).unwrap() {

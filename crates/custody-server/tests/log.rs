@@ -31,7 +31,7 @@ async fn log_serves_checkpoint_tiles_proofs_and_takes_cosignatures() {
     let verifier = LogVerifier::new(key.name(), key.clone()).unwrap();
 
     // Appends from other modules (the director) are durable on return.
-    let log = s.server.state.log.clone();
+    let log = custody_server::testing::log(&s.server).clone();
     let first = log
         .append(EntryBody::AssignmentDelivered {
             device_id: "dev1".into(),
@@ -225,7 +225,7 @@ async fn yank_and_admin_actions_are_logged() {
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.text());
-    let size = s.server.state.log.size();
+    let size = custody_server::testing::log(&s.server).size();
     let b = s
         .get(&format!("/log/v1/tile/entries/000.p/{size}"), &[])
         .await;

@@ -42,7 +42,7 @@ async fn get_evidence(url: &str, query: &str) -> common::Resp {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evidence_finds_publish_entries_and_passes_the_client_check() {
     let s = common::start().await;
-    let log = s.server.state.log.clone();
+    let log = custody_server::testing::log(&s.server).clone();
     let vkey = s.get("/log/v1/key", &[]).await.text();
     let trust = trust_from_keys(None, vkey.trim(), &[], 0).unwrap();
     let sha_a = "aa".repeat(32);

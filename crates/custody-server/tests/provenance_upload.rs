@@ -221,7 +221,7 @@ impl Setup {
     }
 
     async fn log_entries(&self) -> Vec<LogEntry> {
-        let size = self.s.server.state.log.size();
+        let size = custody_server::testing::log(&self.s.server).size();
         let b = self
             .s
             .get(&format!("/log/v1/tile/entries/000.p/{size}"), &[])

@@ -215,34 +215,18 @@ async fn create_sign_upload_stage_publish_sign_verify_yank() {
     // The housekeeping renewal re-signs the timestamp with the online key
     // when it is close to expiry (forced here with a 2-day window).
     let ts_before = t3.timestamp().unwrap().version;
-    let st2 = s.server.state.clone();
-    let renewed = tokio::task::spawn_blocking(move || {
-        st2.repos.authoring.renew_timestamp(
-            "app",
-            chrono::Duration::days(2),
-            &st2.repos.hosting,
-            chrono::Utc::now(),
-        )
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let renew = |within| {
+        tokio::task::block_in_place(|| {
+            custody_server::testing::renew_timestamp(&s.server, "app", within, chrono::Utc::now())
+        })
+        .unwrap()
+    };
+    let renewed = renew(chrono::Duration::days(2));
     assert_eq!(renewed, Some(ts_before + 1));
     let (t4, _) = client_view(&s).await;
     assert_eq!(t4.timestamp().unwrap().version, ts_before + 1);
     // Not due yet: nothing happens.
-    let st2 = s.server.state.clone();
-    let again = tokio::task::spawn_blocking(move || {
-        st2.repos.authoring.renew_timestamp(
-            "app",
-            chrono::Duration::hours(1),
-            &st2.repos.hosting,
-            chrono::Utc::now(),
-        )
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let again = renew(chrono::Duration::hours(1));
     assert_eq!(again, None);
 
     // A blob changed on disk after its verified upload is never signed.

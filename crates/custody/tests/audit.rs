@@ -115,7 +115,7 @@ async fn audit_replays_the_server_log_and_reports_inconsistencies() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_in_process(&dir.path().join("data")).await;
     let url = server.url();
-    let log = server.state.log.clone();
+    let log = custody_server::testing::log(&server).clone();
     let log_key = log.verifier_key().to_vkey();
 
     // What the director and the device report would append.

@@ -77,6 +77,7 @@ pub trait BlobStore: Send + Sync + 'static {
         limit: u64,
     ) -> Result<u64, BlobError>;
     /// Size of a stored blob, `None` if absent.
+    #[cfg(test)]
     async fn size(&self, hash: &Sha256Hex) -> Result<Option<u64>, BlobError>;
     /// Local path of a stored blob, for hard-linking into a hosted
     /// generation; `None` for remote stores.
@@ -159,6 +160,7 @@ impl BlobStore for LocalBlobStore {
         result
     }
 
+    #[cfg(test)]
     async fn size(&self, hash: &Sha256Hex) -> Result<Option<u64>, BlobError> {
         let path = self.path_of(hash);
         match tokio::fs::metadata(&path).await {

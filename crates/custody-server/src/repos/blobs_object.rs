@@ -200,6 +200,7 @@ impl BlobStore for ObjectBlobStore {
         result.map(|()| size)
     }
 
+    #[cfg(test)]
     async fn size(&self, hash: &Sha256Hex) -> Result<Option<u64>, BlobError> {
         match self.store.head(&self.key(hash)).await {
             Ok(meta) => Ok(Some(meta.size)),
