@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+mod rows;
 mod sql;
 
 pub use sql::{PgStorage, SqliteStorage};
@@ -48,7 +49,7 @@ pub struct CredentialRecord {
     pub revoked_at: Option<i64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema, sqlx::FromRow)]
 pub struct BlobRecord {
     pub repo: String,
     pub sha256: String,
@@ -74,7 +75,7 @@ pub struct StagedTarget {
 /// targets at the next publish (unless staged again after the yank); a
 /// yank with a replacement also sends that release to the devices running
 /// the target, when `repo` is the director's image repository.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct YankRecord {
     pub id: i64,
     pub repo: String,
@@ -120,7 +121,7 @@ pub struct AuditRecord {
     pub entry: NewAudit,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema, sqlx::FromRow)]
 pub struct PublishRecord {
     pub repo: String,
     pub version: i64,

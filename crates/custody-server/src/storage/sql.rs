@@ -14,6 +14,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::Row;
 
+use super::rows::{records, scopes_to_text, AuditRow, CredentialRow, StagedRow};
 use super::*;
 
 fn db(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StorageError {
@@ -22,17 +23,6 @@ fn db(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StorageError {
 
 fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(d) if d.is_unique_violation())
-}
-
-fn scopes_to_text(scopes: &[String]) -> String {
-    serde_json::to_string(scopes).unwrap_or_else(|_| "[]".to_string())
-}
-
-fn scopes_from_text(what: &'static str, text: &str) -> StorageResult<Vec<String>> {
-    serde_json::from_str(text).map_err(|e| StorageError::Corrupt {
-        what,
-        reason: format!("scopes column is not a JSON string array: {e}"),
-    })
 }
 
 const SCHEMA_COMMON: &str = r#"
@@ -173,81 +163,6 @@ impl PgStorage {
 macro_rules! sql_storage {
     ($ty:ident, $db:ty, backend = $backend:expr, schema = $schema:expr,
      migrate_lock = $lock:expr, begin_write = $begin:expr, has_replacement = $has_replacement:expr) => {
-        impl $ty {
-            fn cred(row: &<$db as sqlx::Database>::Row) -> StorageResult<CredentialRecord> {
-                let get = db("read credential row");
-                let scopes: String = row.try_get("scopes").map_err(get)?;
-                Ok(CredentialRecord {
-                    id: row.try_get("id").map_err(db("read credential row"))?,
-                    name: row.try_get("name").map_err(db("read credential row"))?,
-                    secret_hash: row.try_get("secret_hash").map_err(db("read credential row"))?,
-                    scopes: scopes_from_text("credential", &scopes)?,
-                    generation: row.try_get("generation").map_err(db("read credential row"))?,
-                    created_at: row.try_get("created_at").map_err(db("read credential row"))?,
-                    revoked_at: row.try_get("revoked_at").map_err(db("read credential row"))?,
-                })
-            }
-
-            fn blob(row: &<$db as sqlx::Database>::Row) -> StorageResult<BlobRecord> {
-                let e = || db("read blob row");
-                Ok(BlobRecord {
-                    repo: row.try_get("repo").map_err(e())?,
-                    sha256: row.try_get("sha256").map_err(e())?,
-                    size: row.try_get("size").map_err(e())?,
-                    uploaded_at: row.try_get("uploaded_at").map_err(e())?,
-                    uploaded_by: row.try_get("uploaded_by").map_err(e())?,
-                })
-            }
-
-            fn staged(row: &<$db as sqlx::Database>::Row) -> StorageResult<StagedTarget> {
-                let e = || db("read staged target row");
-                let custom: String = row.try_get("custom").map_err(e())?;
-                Ok(StagedTarget {
-                    repo: row.try_get("repo").map_err(e())?,
-                    name: row.try_get("name").map_err(e())?,
-                    blob_sha256: row.try_get("blob_sha256").map_err(e())?,
-                    length: row.try_get("length").map_err(e())?,
-                    custom: serde_json::from_str(&custom).map_err(|err| StorageError::Corrupt {
-                        what: "staged target",
-                        reason: format!("custom column is not JSON: {err}"),
-                    })?,
-                    staged_at: row.try_get("staged_at").map_err(e())?,
-                    staged_by: row.try_get("staged_by").map_err(e())?,
-                })
-            }
-
-            fn yank(row: &<$db as sqlx::Database>::Row) -> StorageResult<YankRecord> {
-                let e = || db("read yank row");
-                Ok(YankRecord {
-                    id: row.try_get("id").map_err(e())?,
-                    repo: row.try_get("repo").map_err(e())?,
-                    target: row.try_get("target").map_err(e())?,
-                    reason: row.try_get("reason").map_err(e())?,
-                    requested_by: row.try_get("requested_by").map_err(e())?,
-                    requested_at: row.try_get("requested_at").map_err(e())?,
-                    replacement_json: row.try_get("replacement_json").map_err(e())?,
-                })
-            }
-
-            fn audit(row: &<$db as sqlx::Database>::Row) -> StorageResult<AuditRecord> {
-                let e = || db("read audit row");
-                let scopes: String = row.try_get("scopes").map_err(e())?;
-                Ok(AuditRecord {
-                    id: row.try_get("id").map_err(e())?,
-                    entry: NewAudit {
-                        at: row.try_get("at").map_err(e())?,
-                        identity: row.try_get("identity").map_err(e())?,
-                        scopes: scopes_from_text("audit record", &scopes)?,
-                        action: row.try_get("action").map_err(e())?,
-                        repo: row.try_get("repo").map_err(e())?,
-                        target: row.try_get("target").map_err(e())?,
-                        outcome: row.try_get("outcome").map_err(e())?,
-                        detail: row.try_get("detail").map_err(e())?,
-                    },
-                })
-            }
-        }
-
         #[async_trait]
         impl Storage for $ty {
             async fn migrate(&self) -> StorageResult<()> {
@@ -346,20 +261,20 @@ macro_rules! sql_storage {
             }
 
             async fn get_credential(&self, id: &str) -> StorageResult<Option<CredentialRecord>> {
-                let row = sqlx::query("SELECT * FROM credentials WHERE id = $1")
+                sqlx::query_as::<_, CredentialRow>("SELECT * FROM credentials WHERE id = $1")
                     .bind(id)
                     .fetch_optional(&self.pool)
                     .await
-                    .map_err(db("read credential"))?;
-                row.as_ref().map(Self::cred).transpose()
+                    .map_err(db("read credential"))?
+                    .map(CredentialRecord::try_from)
+                    .transpose()
             }
 
             async fn list_credentials(&self) -> StorageResult<Vec<CredentialRecord>> {
-                let rows = sqlx::query("SELECT * FROM credentials ORDER BY created_at, id")
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(db("list credentials"))?;
-                rows.iter().map(Self::cred).collect()
+                let sql = "SELECT * FROM credentials ORDER BY created_at, id";
+                records::<CredentialRow, _>(
+                    sqlx::query_as(sql).fetch_all(&self.pool).await.map_err(db("list credentials"))?,
+                )
             }
 
             async fn count_credentials(&self) -> StorageResult<i64> {
@@ -443,22 +358,20 @@ macro_rules! sql_storage {
             }
 
             async fn get_blob(&self, repo: &str, sha256: &str) -> StorageResult<Option<BlobRecord>> {
-                let row = sqlx::query("SELECT * FROM blobs WHERE repo = $1 AND sha256 = $2")
+                sqlx::query_as("SELECT * FROM blobs WHERE repo = $1 AND sha256 = $2")
                     .bind(repo)
                     .bind(sha256)
                     .fetch_optional(&self.pool)
                     .await
-                    .map_err(db("read blob"))?;
-                row.as_ref().map(Self::blob).transpose()
+                    .map_err(db("read blob"))
             }
 
             async fn list_blobs(&self, repo: &str) -> StorageResult<Vec<BlobRecord>> {
-                let rows = sqlx::query("SELECT * FROM blobs WHERE repo = $1 ORDER BY uploaded_at, sha256")
+                sqlx::query_as("SELECT * FROM blobs WHERE repo = $1 ORDER BY uploaded_at, sha256")
                     .bind(repo)
                     .fetch_all(&self.pool)
                     .await
-                    .map_err(db("list blobs"))?;
-                rows.iter().map(Self::blob).collect()
+                    .map_err(db("list blobs"))
             }
 
             async fn stage_target(&self, t: &StagedTarget) -> StorageResult<()> {
@@ -483,26 +396,29 @@ macro_rules! sql_storage {
             }
 
             async fn get_staged(&self, repo: &str, name: &str) -> StorageResult<Option<StagedTarget>> {
-                let row = sqlx::query("SELECT * FROM staged_targets WHERE repo = $1 AND name = $2")
+                sqlx::query_as::<_, StagedRow>("SELECT * FROM staged_targets WHERE repo = $1 AND name = $2")
                     .bind(repo)
                     .bind(name)
                     .fetch_optional(&self.pool)
                     .await
-                    .map_err(db("read staged target"))?;
-                row.as_ref().map(Self::staged).transpose()
+                    .map_err(db("read staged target"))?
+                    .map(StagedTarget::try_from)
+                    .transpose()
             }
 
             async fn list_staged(&self, repo: &str) -> StorageResult<Vec<StagedTarget>> {
-                let rows = sqlx::query("SELECT * FROM staged_targets WHERE repo = $1 ORDER BY name")
-                    .bind(repo)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(db("list staged targets"))?;
-                rows.iter().map(Self::staged).collect()
+                let sql = "SELECT * FROM staged_targets WHERE repo = $1 ORDER BY name";
+                records::<StagedRow, _>(
+                    sqlx::query_as(sql)
+                        .bind(repo)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db("list staged targets"))?,
+                )
             }
 
             async fn insert_yank(&self, y: &NewYank<'_>) -> StorageResult<YankRecord> {
-                let row = sqlx::query(
+                sqlx::query_as(
                     "INSERT INTO yanks (repo, target, reason, requested_by, requested_at, replacement_json) \
                      VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
                 )
@@ -514,17 +430,15 @@ macro_rules! sql_storage {
                 .bind(y.replacement_json)
                 .fetch_one(&self.pool)
                 .await
-                .map_err(db("record yank"))?;
-                Self::yank(&row)
+                .map_err(db("record yank"))
             }
 
             async fn list_yanks(&self, repo: &str) -> StorageResult<Vec<YankRecord>> {
-                let rows = sqlx::query("SELECT * FROM yanks WHERE repo = $1 ORDER BY id")
+                sqlx::query_as("SELECT * FROM yanks WHERE repo = $1 ORDER BY id")
                     .bind(repo)
                     .fetch_all(&self.pool)
                     .await
-                    .map_err(db("list yanks"))?;
-                rows.iter().map(Self::yank).collect()
+                    .map_err(db("list yanks"))
             }
 
             async fn append_audit(&self, a: &NewAudit) -> StorageResult<i64> {
@@ -552,7 +466,7 @@ macro_rules! sql_storage {
                 before: Option<i64>,
                 repo: Option<&str>,
             ) -> StorageResult<Vec<AuditRecord>> {
-                let rows = sqlx::query(
+                let rows = sqlx::query_as::<_, AuditRow>(
                     "SELECT * FROM audit WHERE ($1 IS NULL OR id < $1) AND ($2 IS NULL OR repo = $2) \
                      ORDER BY id DESC LIMIT $3",
                 )
@@ -562,7 +476,7 @@ macro_rules! sql_storage {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(db("list audit records"))?;
-                rows.iter().map(Self::audit).collect()
+                records(rows)
             }
 
             async fn next_publish_version(&self, repo: &str, by: &str, at: i64) -> StorageResult<i64> {
@@ -602,22 +516,11 @@ macro_rules! sql_storage {
             }
 
             async fn list_publishes(&self, repo: &str) -> StorageResult<Vec<PublishRecord>> {
-                let rows = sqlx::query("SELECT * FROM publishes WHERE repo = $1 ORDER BY version")
+                sqlx::query_as("SELECT * FROM publishes WHERE repo = $1 ORDER BY version")
                     .bind(repo)
                     .fetch_all(&self.pool)
                     .await
-                    .map_err(db("list publishes"))?;
-                rows.iter()
-                    .map(|r| {
-                        let e = || db("read publish row");
-                        Ok(PublishRecord {
-                            repo: r.try_get("repo").map_err(e())?,
-                            version: r.try_get("version").map_err(e())?,
-                            published_by: r.try_get("published_by").map_err(e())?,
-                            published_at: r.try_get("published_at").map_err(e())?,
-                        })
-                    })
-                    .collect()
+                    .map_err(db("list publishes"))
             }
         }
     };
