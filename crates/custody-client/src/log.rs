@@ -43,7 +43,7 @@ use custody_log::client::{
 };
 pub use custody_log::client::{Accepted, LogAttack, LogTrust};
 use custody_log::entry::check_publish_entry;
-use custody_log::wire::{ConsistencyProofAnswer, WireError};
+use custody_log::wire::{ConsistencyProofAnswer, DecodedEvidence, EntryEvidence, WireError};
 use custody_log::{Checkpoint, VerifierKey};
 use url::Url;
 
@@ -365,30 +365,93 @@ fn check_inner(
             OfflineRefusal::BadSignature(e) => LogCheckError::Attack(LogAttack::BadSignature(e)),
         })?;
     }
-    // The proof from the stored size (an honest log sends exactly that
-    // one; without it a larger checkpoint fails as inconsistent).
+    let consistency = |old| ev.consistency_from(old);
+    let accepted = check_proved(
+        trust,
+        stored,
+        ev.index,
+        &decoded,
+        &ev.checkpoint,
+        consistency,
+    )
+    .map_err(|e| e.or_malformed(malformed))?;
+    check_entry_is(&decoded.entry, ev.index, expect)?;
+    Ok(accepted)
+}
+
+/// Why [`check_proved`] refused: a document that does not decode, or the
+/// log check.
+enum ProvedError {
+    Wire(WireError),
+    Check(LogCheckError),
+}
+
+impl ProvedError {
+    fn or_malformed(self, malformed: impl FnOnce(WireError) -> LogCheckError) -> LogCheckError {
+        match self {
+            ProvedError::Wire(e) => malformed(e),
+            ProvedError::Check(e) => e,
+        }
+    }
+}
+
+/// [`check_logged_entry`] over a decoded evidence document, with the
+/// consistency proof from the stored size (an honest log sends exactly
+/// that one; without it a larger checkpoint fails as inconsistent).
+fn check_proved(
+    trust: &LogTrust,
+    stored: Option<&Checkpoint>,
+    index: u64,
+    decoded: &DecodedEvidence,
+    checkpoint: &str,
+    consistency_from: impl Fn(u64) -> Result<Option<Vec<custody_log::Hash>>, WireError>,
+) -> Result<Accepted, ProvedError> {
     let consistency = match stored {
-        Some(s) => ev
-            .consistency_from(s.size)
-            .map_err(malformed)?
+        Some(s) => consistency_from(s.size)
+            .map_err(ProvedError::Wire)?
             .unwrap_or_default(),
         None => Vec::new(),
     };
-    let entry = decoded.entry;
-    let accepted = check_logged_entry(
+    check_logged_entry(
         trust,
         stored,
         &LogEvidence {
-            entry: &entry,
-            index: ev.index,
+            entry: &decoded.entry,
+            index,
             inclusion_proof: &decoded.inclusion_proof,
-            checkpoint: ev.checkpoint.as_bytes(),
+            checkpoint: checkpoint.as_bytes(),
             consistency_proof: &consistency,
         },
     )
-    .map_err(LogCheckError::Attack)?;
-    check_entry_is(&entry, ev.index, expect)?;
-    Ok(accepted)
+    .map_err(|a| ProvedError::Check(LogCheckError::Attack(a)))
+}
+
+/// Check `ev` (an entry by index, `GET /log/v1/entry`) against `trust` and
+/// `stored` with the rule a device applies to a publish (log signature,
+/// witness quorum, consistency, inclusion: [`check_logged_entry`]). Returns
+/// the verified checkpoint and the entry bytes; what the entry must say is
+/// the caller's to check.
+pub fn check_entry_evidence(
+    trust: &LogTrust,
+    stored: Option<&Checkpoint>,
+    ev: &EntryEvidence,
+) -> Result<(Accepted, Vec<u8>), LogCheckError> {
+    let malformed = |e: WireError| LogCheckError::Malformed {
+        source_name: format!("evidence for log entry {}", ev.index),
+        reason: e.to_string(),
+    };
+    let decoded = ev.decode().map_err(malformed)?;
+    let consistency = |old| ev.consistency_from(old);
+    let accepted = check_proved(
+        trust,
+        stored,
+        ev.index,
+        &decoded,
+        &ev.checkpoint,
+        consistency,
+    )
+    .map_err(|e| e.or_malformed(malformed))?;
+    Ok((accepted, decoded.entry))
 }
 
 /// The entry must be a `target_publish` of exactly this repository, name,

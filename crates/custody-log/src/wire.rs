@@ -145,6 +145,73 @@ pub struct Evidence {
     pub consistency: Vec<EvidenceConsistency>,
 }
 
+/// `GET /log/v1/entry?index=&old=` answer: one entry by its index, with
+/// its inclusion proof at a signed (cosigned when the server has it)
+/// checkpoint, and a consistency proof from `old`. What an operator's tool
+/// checks for a device event (an install report, a delivery) with the same
+/// rule a device applies to a publish ([`crate::client::check_logged_entry`]).
+/// Nothing in it is trusted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntryEvidence {
+    /// the entry's index
+    pub index: u64,
+    /// the entry bytes, base64
+    pub entry: String,
+    /// the signed checkpoint (note text, log signature and cosignatures)
+    pub checkpoint: String,
+    /// inclusion proof of the entry at the checkpoint's size (base64)
+    pub inclusion_proof: Vec<String>,
+    /// consistency proof from the size asked for as `old`, if any
+    #[serde(default)]
+    pub consistency: Vec<EvidenceConsistency>,
+}
+
+impl EntryEvidence {
+    /// Parse: at most [`MAX_EVIDENCE_BYTES`], no unknown field, at most
+    /// one consistency proof, and about the entry asked for.
+    pub fn parse_for(bytes: &[u8], index: u64) -> Result<EntryEvidence, WireError> {
+        let ev: EntryEvidence = parse_bounded("entry evidence", bytes, MAX_EVIDENCE_BYTES)?;
+        if ev.consistency.len() > 1 {
+            return Err(WireError::TooManyProofs {
+                count: ev.consistency.len(),
+            });
+        }
+        if ev.index != index {
+            return Err(WireError::Mismatch {
+                doc: "entry evidence",
+                asked: format!("entry {index}"),
+                got: format!("entry {}", ev.index),
+            });
+        }
+        Ok(ev)
+    }
+
+    /// The entry bytes and the inclusion proof (still untrusted).
+    pub fn decode(&self) -> Result<DecodedEvidence, WireError> {
+        decode_entry(&self.entry, &self.inclusion_proof)
+    }
+
+    /// The consistency proof from `old`, decoded (`None`: none from there).
+    pub fn consistency_from(&self, old: u64) -> Result<Option<Vec<Hash>>, WireError> {
+        match self.consistency.iter().find(|c| c.old == old) {
+            Some(c) => Ok(Some(decode_proof_hashes("consistency proof", &c.proof)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+fn decode_entry(entry: &str, inclusion_proof: &[String]) -> Result<DecodedEvidence, WireError> {
+    let entry = B64
+        .decode(entry)
+        .map_err(|e| WireError::Entry(e.to_string()))?;
+    let inclusion_proof = decode_proof_hashes("inclusion_proof", inclusion_proof)?;
+    Ok(DecodedEvidence {
+        entry,
+        inclusion_proof,
+    })
+}
+
 /// An [`Evidence`] document decoded: bytes and hashes, still untrusted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecodedEvidence {
@@ -177,14 +244,7 @@ impl Evidence {
     /// Decode the entry and the inclusion proof.
     pub fn decode(&self) -> Result<DecodedEvidence, WireError> {
         self.check_bounds()?;
-        let entry = B64
-            .decode(&self.entry)
-            .map_err(|e| WireError::Entry(e.to_string()))?;
-        let inclusion_proof = decode_proof_hashes("inclusion_proof", &self.inclusion_proof)?;
-        Ok(DecodedEvidence {
-            entry,
-            inclusion_proof,
-        })
+        decode_entry(&self.entry, &self.inclusion_proof)
     }
 
     /// The consistency proof from `old`, decoded (`None`: the document has
@@ -484,5 +544,47 @@ mod tests {
             })
         ));
         assert!(CosignRequest::from_slice(br#"{"key":"k","checkpoint":"c"}"#).is_err());
+    }
+
+    #[test]
+    fn entry_evidence_is_about_the_entry_asked_for_and_bounded() {
+        let ev = EntryEvidence {
+            index: 4,
+            entry: B64.encode(b"entry"),
+            checkpoint: "c".into(),
+            inclusion_proof: encode_hashes(&[[3u8; 32]]),
+            consistency: Vec::new(),
+        };
+        let bytes = serde_json::to_vec(&ev).unwrap();
+        let parsed = EntryEvidence::parse_for(&bytes, 4).unwrap();
+        let decoded = parsed.decode().unwrap();
+        assert_eq!(decoded.entry, b"entry");
+        assert_eq!(decoded.inclusion_proof, vec![[3u8; 32]]);
+        // an answer about another entry is refused
+        assert!(matches!(
+            EntryEvidence::parse_for(&bytes, 5),
+            Err(WireError::Mismatch { .. })
+        ));
+        // unknown fields, more than one consistency proof, oversize
+        let extra = br#"{"index":4,"entry":"","checkpoint":"","inclusion_proof":[],"x":1}"#;
+        assert!(EntryEvidence::parse_for(extra, 4).is_err());
+        let mut two = ev.clone();
+        for old in [1, 2] {
+            two.consistency.push(EvidenceConsistency {
+                old,
+                proof: Vec::new(),
+            });
+        }
+        let bytes = serde_json::to_vec(&two).unwrap();
+        assert!(matches!(
+            EntryEvidence::parse_for(&bytes, 4),
+            Err(WireError::TooManyProofs { count: 2 })
+        ));
+        let huge = vec![b' '; MAX_EVIDENCE_BYTES + 1];
+        assert!(EntryEvidence::parse_for(&huge, 4).is_err());
+        // an entry that is not base64 does not decode
+        let mut bad = ev;
+        bad.entry = "%%%".into();
+        assert!(matches!(bad.decode(), Err(WireError::Entry(_))));
     }
 }

@@ -88,6 +88,7 @@ fn report(id: &str, rid: &str) -> ReportRow {
         received_at: 0,
         rollout_id: Some("r1".into()),
         stage: Some(0),
+        log_index: None,
     }
 }
 
@@ -177,7 +178,16 @@ async fn exercise(db: Arc<dyn DirectorDb>) {
     // idempotent on their id.
     let out = db
         .apply_checkins(&[
-            write(&d0.id, "c1", None, 1, vec![report(&d0.id, "attempt-1")]),
+            write(
+                &d0.id,
+                "c1",
+                None,
+                1,
+                vec![ReportRow {
+                    log_index: Some(41),
+                    ..report(&d0.id, "attempt-1")
+                }],
+            ),
             write(&d0.id, "c2", None, 2, vec![]),
             write(&d0.id, "n1", Some(1), 3, vec![]),
         ])
@@ -199,7 +209,10 @@ async fn exercise(db: Arc<dyn DirectorDb>) {
             "c3",
             Some(1),
             2,
-            vec![report(&d0.id, "attempt-1")],
+            vec![ReportRow {
+                log_index: Some(99),
+                ..report(&d0.id, "attempt-1")
+            }],
         )])
         .await
         .unwrap();
@@ -214,7 +227,13 @@ async fn exercise(db: Arc<dyn DirectorDb>) {
     assert_eq!(got.last_counter, Some(2));
     assert_eq!(got.director.targets_version, 2);
     assert_eq!(got.running.unwrap().name, "fw/1");
-    assert_eq!(db.list_reports(&d0.id, 10).await.unwrap().len(), 1);
+    let reports = db.list_reports(&d0.id, 10).await.unwrap();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(
+        reports[0].log_index,
+        Some(41),
+        "the first receipt's log entry is the report's"
+    );
     assert_eq!(db.who_installed("fw/1").await.unwrap().len(), 1);
     let counts = db.report_counts("r1").await.unwrap();
     assert_eq!(counts, vec![(Some(0), "installed".to_string(), 1)]);
@@ -497,4 +516,44 @@ async fn fleet_yanks_move_into_the_one_table_on_postgresql() {
         })
     })
     .await;
+}
+
+/// A database from before the report log index and the delivery mark: the
+/// director's migration adds both columns, and rows written before keep
+/// reading (with no log index).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_adds_the_columns_added_since_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = custody_server::testing::SqliteStorage::open(&dir.path().join("t.db"))
+        .await
+        .unwrap();
+    let pool = s.pool().clone();
+    for q in [
+        "CREATE TABLE director_reports (device_id TEXT NOT NULL, report_id TEXT NOT NULL, \
+         target TEXT NOT NULL, release_counter BIGINT NOT NULL, outcome TEXT NOT NULL, \
+         reason TEXT, device_time BIGINT NOT NULL, received_at BIGINT NOT NULL, \
+         rollout_id TEXT, stage BIGINT, PRIMARY KEY (device_id, report_id))",
+        "INSERT INTO director_reports VALUES ('dev', 'old-1', 'fw/0', 1, 'installed', NULL, 0, 0, NULL, NULL)",
+    ] {
+        sqlx::query(q).execute(&pool).await.unwrap();
+    }
+    let db = SqliteDirectorDb::new(pool.clone());
+    db.migrate().await.unwrap();
+    db.migrate().await.unwrap();
+    let old = db.list_reports("dev", 10).await.unwrap();
+    assert_eq!(old.len(), 1);
+    assert_eq!(old[0].log_index, None);
+    for (table, column) in [
+        ("director_reports", "log_index"),
+        ("director_devices", "log_delivery"),
+    ] {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM pragma_table_info($1) WHERE name = $2")
+                .bind(table)
+                .bind(column)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(n, 1, "{table}.{column}");
+    }
 }

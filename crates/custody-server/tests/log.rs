@@ -73,6 +73,27 @@ async fn log_serves_checkpoint_tiles_proofs_and_takes_cosignatures() {
     let size = vc.checkpoint.size;
     assert!(size >= 302, "size {size}");
 
+    // One entry by index, proved against the checkpoint with the device's
+    // rule (custody-client's check_entry_evidence); beyond the log, 404.
+    let trust = custody_client::log::trust_from_keys(None, key_text.trim(), &[], 0).unwrap();
+    let r = s.get(&format!("/log/v1/entry?index={}", idx[7]), &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let ev = custody_log::wire::EntryEvidence::parse_for(&r.body, idx[7]).unwrap();
+    let (accepted, entry) = custody_client::log::check_entry_evidence(&trust, None, &ev).unwrap();
+    assert!(accepted.checkpoint.checkpoint.size > idx[7]);
+    let entry = LogEntry::from_bytes(&entry).unwrap();
+    assert_eq!(entry.type_name(), "decommission");
+    // A flipped byte of the entry no longer proves.
+    let mut forged = ev.clone();
+    let mut bytes = B64.decode(&forged.entry).unwrap();
+    bytes[0] ^= 1;
+    forged.entry = B64.encode(&bytes);
+    assert!(custody_client::log::check_entry_evidence(&trust, None, &forged).is_err());
+    let r = s.get("/log/v1/entry?index=99999999", &[]).await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    let r = s.get("/log/v1/entry?index=minus-one", &[]).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+
     // Tiles: full ones immutable, partial ones not; out-of-tree refused.
     let t0 = s.get("/log/v1/tile/0/000", &[]).await;
     assert_eq!(t0.status, 200);

@@ -109,7 +109,9 @@ fn replay(c: &Common) -> Result<Replayed> {
 
 /// custody-director's check of an install report against the
 /// device-signed manifest it carries; `Ok(None)`: not an install report.
-fn install_report(entry: &LogEntry) -> std::result::Result<Option<LoggedReportCheck>, String> {
+pub(crate) fn install_report(
+    entry: &LogEntry,
+) -> std::result::Result<Option<LoggedReportCheck>, String> {
     let EntryBody::InstallReport {
         device_id,
         target,

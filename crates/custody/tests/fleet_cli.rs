@@ -138,9 +138,30 @@ fn every_fleet_subcommand_against_a_real_server_and_agents() {
     let v = json(&s, &cred, &["device", id]);
     assert_eq!(v["installed"]["target"], "fw/a-1.img", "{v}");
     assert_eq!(v["reports"][0]["outcome"], "installed", "{v}");
+    // Its install report is an entry of the transparency log, proved:
+    // signed checkpoint, inclusion, and the device's signature on the
+    // manifest the entry carries.
+    let report = &v["reports"][0];
+    assert!(report["log_index"].as_u64().is_some(), "{v}");
+    assert_eq!(report["proof"]["verified"], true, "{v}");
+    assert_eq!(report["proof"]["manifest"], "verified", "{v}");
+    assert_eq!(v["log_key_pinned"], false, "{v}");
     let out = ok(&fleet(&s, &cred, &["device", id]), "device");
     assert!(out.contains("installed    fw/a-1.img@1"), "{out}");
     assert!(out.contains("install reports"), "{out}");
+    assert!(out.contains("✓ in checkpoint"), "{out}");
+    // Against the key of another log, the same entry does not verify: the
+    // command says which report and fails.
+    let other = custody_log::NoteSigner::generate("other.example/log").unwrap();
+    let other_key = other.verifier_key().to_vkey();
+    let o = fleet(&s, &cred, &["device", id, "--log-key", &other_key]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("✗"), "{out}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("did not verify"),
+        "{o:?}"
+    );
     let v = json(
         &s,
         &cred,

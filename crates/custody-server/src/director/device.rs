@@ -746,13 +746,13 @@ async fn record(
     let id = &row.record.id;
     let m = verdict.body();
     let at = now.timestamp();
-    let job = checkin_write(who, verdict, director, at);
-    let n_attacks = job.attacks.len();
     // Transparency log: the carried install reports, durable before the
     // commit and the answer (log_hooks.rs; nothing without reports).
-    super::log_hooks::log_install_reports(st, row, &who.req.body, m)
+    let log_indices = super::log_hooks::log_install_reports(st, row, &who.req.body, m)
         .await
         .map_err(|e| DeviceError::internal(e.to_string()).for_device(id))?;
+    let job = checkin_write(who, verdict, director, at, &log_indices);
+    let n_attacks = job.attacks.len();
     match d.writer.write(job).await {
         Ok(WriteOutcome::Committed {
             rollouts_with_new_reports,
@@ -806,11 +806,14 @@ async fn record(
 }
 
 /// The one transaction of stage 3: what the check-in changes in the store.
+/// `log_indices`: the log index of each install report's entry, in the
+/// manifest's report order.
 fn checkin_write(
     who: &Authenticated,
     verdict: &Assessment,
     director: DeviceDirectorState,
     at: i64,
+    log_indices: &[u64],
 ) -> CheckinWrite {
     let row = &who.row;
     let id = &row.record.id;
@@ -818,7 +821,8 @@ fn checkin_write(
     let reports = m
         .install_reports
         .iter()
-        .map(|r| {
+        .enumerate()
+        .map(|(i, r)| {
             let ro = verdict.policy.fleet.rollouts.iter().find(|x| {
                 x.release.name == r.target && x.release.release_counter == r.release_counter
             });
@@ -836,6 +840,7 @@ fn checkin_write(
                 // late report of a canary device must not count for the
                 // next stage's gate.
                 stage: ro.and_then(|x| x.device_stage(id)).map(|s| s as u64),
+                log_index: log_indices.get(i).copied(),
             }
         })
         .collect();

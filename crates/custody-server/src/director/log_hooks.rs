@@ -97,19 +97,21 @@ pub fn install_report_entries(
 /// Appends an `install_report` entry per report in `body` (the verified
 /// manifest whose signed bytes are `manifest`); returns once all are
 /// durable. Nothing to do (and no await on the log) without reports.
+///
+/// Returns each report's entry index, in the manifest's report order (the
+/// check-in stores them with the reports).
 pub async fn log_install_reports(
     st: &DirectorState,
     row: &DeviceRow,
     manifest: &[u8],
     body: &ManifestBody,
-) -> Result<(), HookError> {
+) -> Result<Vec<u64>, HookError> {
     if body.install_reports.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let entries = install_report_entries(&row.record.id, &row.record.key, manifest, body)?;
     // Concurrent appends share one group commit.
-    try_join_all(entries.into_iter().map(|e| st.log.append(e))).await?;
-    Ok(())
+    Ok(try_join_all(entries.into_iter().map(|e| st.log.append(e))).await?)
 }
 
 // ------------------------------------------------------------ deliveries

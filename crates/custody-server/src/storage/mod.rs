@@ -18,6 +18,12 @@ pub enum StorageError {
         #[source]
         source: sqlx::Error,
     },
+    #[error("database migration: {what}: {source}")]
+    Migrate {
+        what: String,
+        #[source]
+        source: sqlx::Error,
+    },
     #[error("{what} already exists: {key}")]
     Conflict { what: &'static str, key: String },
     #[error("stored {what} is corrupt: {reason}")]

@@ -10,6 +10,15 @@ use base64::Engine as _;
 use custody_log::VerifierKey;
 
 use super::{write_atomic, CosignRequest, CosignResponse, Evidence, LogError, ServerLog};
+use custody_log::wire::EntryEvidence;
+
+/// What [`ServerLog::prove_entry`] gives both evidence answers.
+struct ProvedEntry {
+    entry: String,
+    checkpoint: String,
+    inclusion_proof: Vec<String>,
+    consistency: Option<(u64, Vec<custody_log::Hash>)>,
+}
 use crate::error::ApiError;
 
 impl ServerLog {
@@ -71,42 +80,79 @@ impl ServerLog {
         else {
             return Ok(None);
         };
-        let committed = self.writer.committed();
-        let old = q.old.unwrap_or(0);
-        let (checkpoint, size) = self.checkpoint_covering(&committed, index, old);
-        let tiles = self.writer.tiles();
-        let reader = tiles.at(committed.size);
-        let entry = tiles
-            .entry(index, size)
-            .map_err(|e| ApiError::internal(e.to_string()))?
-            .ok_or_else(|| {
-                ApiError::internal(format!("entry {index} is missing below size {size}"))
-            })?;
-        let inclusion =
-            inclusion_proof(&reader, index, size).map_err(|e| ApiError::internal(e.to_string()))?;
-        // A client that stored a larger tree than this log has is shown the
-        // latest checkpoint with no proof: it detects the rollback itself
-        // (refusing to answer would hide the rollback as an outage).
-        let mut consistency = Vec::new();
-        if old > 0 && old < size {
-            let proof = consistency_proof(&reader, old, size)
-                .map_err(|e| ApiError::internal(e.to_string()))?;
-            consistency.push((old, proof));
-        }
+        let proved = self.prove_entry(index, q.old.unwrap_or(0))?;
         let mut ev = Evidence {
             repo: q.repo.clone(),
             target: q.target.clone(),
             sha256: q.sha256.clone(),
             index,
-            entry: B64.encode(&entry),
-            checkpoint: String::from_utf8_lossy(&checkpoint).into_owned(),
-            inclusion_proof: inclusion.iter().map(|h| B64.encode(h)).collect(),
+            entry: proved.entry,
+            checkpoint: proved.checkpoint,
+            inclusion_proof: proved.inclusion_proof,
             consistency: Vec::new(),
         };
-        for (old, proof) in consistency {
+        if let Some((old, proof)) = proved.consistency {
             ev.push_consistency(old, &proof);
         }
         Ok(Some(ev))
+    }
+
+    /// Entry `index` with its inclusion proof at a signed checkpoint (the
+    /// newest cosigned one covering it when there is one) and a
+    /// consistency proof from `old` (`GET /log/v1/entry`). `None` when the
+    /// log has no entry `index` yet. Blocking: call from a blocking task.
+    pub fn entry_evidence(&self, index: u64, old: u64) -> Result<Option<EntryEvidence>, ApiError> {
+        if index >= self.writer.committed().size {
+            return Ok(None);
+        }
+        let proved = self.prove_entry(index, old)?;
+        let mut consistency = Vec::new();
+        if let Some((old, proof)) = proved.consistency {
+            consistency.push(custody_log::wire::EvidenceConsistency {
+                old,
+                proof: proof.iter().map(|h| B64.encode(h)).collect(),
+            });
+        }
+        Ok(Some(EntryEvidence {
+            index,
+            entry: proved.entry,
+            checkpoint: proved.checkpoint,
+            inclusion_proof: proved.inclusion_proof,
+            consistency,
+        }))
+    }
+
+    /// The parts of every evidence answer for entry `index` (below the
+    /// committed size): the entry, the checkpoint covering it, the
+    /// inclusion proof there, and the consistency proof from `old` when
+    /// `0 < old < size`. A client that stored a larger tree than this log
+    /// has gets the checkpoint without a proof: it detects the rollback
+    /// itself (refusing to answer would hide the rollback as an outage).
+    fn prove_entry(&self, index: u64, old: u64) -> Result<ProvedEntry, ApiError> {
+        let internal = |e: &dyn std::fmt::Display| ApiError::internal(e.to_string());
+        let committed = self.writer.committed();
+        let (checkpoint, size) = self.checkpoint_covering(&committed, index, old);
+        let tiles = self.writer.tiles();
+        let reader = tiles.at(committed.size);
+        let entry = tiles
+            .entry(index, size)
+            .map_err(|e| internal(&e))?
+            .ok_or_else(|| {
+                ApiError::internal(format!("entry {index} is missing below size {size}"))
+            })?;
+        let inclusion = inclusion_proof(&reader, index, size).map_err(|e| internal(&e))?;
+        let consistency = if old > 0 && old < size {
+            let proof = consistency_proof(&reader, old, size).map_err(|e| internal(&e))?;
+            Some((old, proof))
+        } else {
+            None
+        };
+        Ok(ProvedEntry {
+            entry: B64.encode(&entry),
+            checkpoint: String::from_utf8_lossy(&checkpoint).into_owned(),
+            inclusion_proof: inclusion.iter().map(|h| B64.encode(h)).collect(),
+            consistency,
+        })
     }
 
     pub(super) fn load_cosigned(&self) {

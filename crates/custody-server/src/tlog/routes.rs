@@ -26,6 +26,12 @@ struct InclusionQuery {
 }
 
 #[derive(Debug, Deserialize)]
+struct EntryQuery {
+    index: u64,
+    old: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
 struct ConsistencyQuery {
     old: u64,
     new: Option<u64>,
@@ -43,6 +49,7 @@ pub(crate) fn router<S>(log: Arc<ServerLog>) -> Router<S> {
         .route("/log/v1/proof/consistency", get(get_consistency))
         .route("/log/v1/cosign", post(post_cosign))
         .route("/log/v1/evidence", get(get_evidence))
+        .route("/log/v1/entry", get(get_entry))
         .with_state(log)
 }
 
@@ -183,6 +190,31 @@ async fn get_evidence(
                 q.repo, q.target, q.sha256
             ),
         ));
+    };
+    let mut resp = Json(ev).into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(resp)
+}
+
+/// `GET /log/v1/entry?index=N[&old=M]`: entry N with its proofs, for
+/// operators' tools checking a device event.
+async fn get_entry(
+    State(st): St,
+    q: Result<Query<EntryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(format!("entry: {}", e.body_text())))?;
+    let st2 = st.clone();
+    let found =
+        tokio::task::spawn_blocking(move || st2.entry_evidence(q.index, q.old.unwrap_or(0)))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))??;
+    let Some(ev) = found else {
+        return Err(ApiError::not_found(format!(
+            "the log has no entry {} (its size is {})",
+            q.index,
+            st.size()
+        )));
     };
     let mut resp = Json(ev).into_response();
     resp.headers_mut()

@@ -4,6 +4,7 @@
 //! `custody server`); the server decides and audits, this module prints.
 //! Tables for people, `--json` for scripts (the server's answer as is).
 
+mod proofs;
 mod rollout;
 mod table;
 
@@ -63,9 +64,16 @@ enum FleetCmd {
     Devices(DeviceFilter),
     /// One device: identity, status, what runs and what is assigned, the
     /// director's decision now, install reports and attacks.
+    ///
+    /// Each install report's transparency-log entry is fetched and checked
+    /// (signature, inclusion, and the device's signature on the manifest it
+    /// carries); exit 1 when one does not verify. Give --log-key to check
+    /// against the log you trust rather than the key the server serves.
     Device {
         /// Device id.
         id: String,
+        #[command(flatten)]
+        proofs: proofs::ProofArgs,
     },
     /// Stop assigning updates to a device (it keeps what it runs).
     Suspend(IdReason),
@@ -324,9 +332,17 @@ impl Fleet {
                 })
             }
             FleetCmd::Devices(f) => self.devices(&f),
-            FleetCmd::Device { id } => {
-                let v = self.fleet("GET", &["devices", &id], None)?;
-                self.show(&v, print_device)
+            FleetCmd::Device { id, proofs: p } => {
+                let mut v = self.fleet("GET", &["devices", &id], None)?;
+                let failed = proofs::prove_reports(&self.api, &p, &mut v)?;
+                self.show(&v, print_device)?;
+                if failed > 0 {
+                    eprintln!(
+                        "error: {failed} install report(s) of device {id} did not verify against the log"
+                    );
+                    return Ok(ExitCode::from(1));
+                }
+                Ok(ExitCode::SUCCESS)
             }
             FleetCmd::Suspend(a) => self.device_action(&a, "suspend", "suspended"),
             FleetCmd::Resume(a) => self.device_action(&a, "resume", "resumed"),
@@ -768,10 +784,22 @@ fn print_device(v: &Value) {
     ] {
         println!("  {k:<13}{val}");
     }
-    println!("\ninstall reports (newest first):");
+    let key = match v["log_key_pinned"].as_bool() {
+        Some(true) => " (log entries checked against --log-key)",
+        Some(false) => " (log entries checked against the key the server serves)",
+        None => "",
+    };
+    println!("\ninstall reports (newest first){key}:");
     table_of(
         &v["reports"],
-        &["DEVICE TIME", "OUTCOME", "TARGET", "ROLLOUT", "REASON"],
+        &[
+            "DEVICE TIME",
+            "OUTCOME",
+            "TARGET",
+            "ROLLOUT",
+            "REASON",
+            "LOG",
+        ],
         |r| {
             vec![
                 when(&r["device_time"]),
@@ -779,6 +807,7 @@ fn print_device(v: &Value) {
                 format!("{}@{}", text(&r["target"]), text(&r["release_counter"])),
                 text(&r["rollout_id"]),
                 text(&r["reason"]),
+                proofs::cell(r),
             ]
         },
         "  none",

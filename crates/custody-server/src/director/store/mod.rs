@@ -139,6 +139,11 @@ pub struct ReportRow {
     /// its stage at receipt
     #[sqlx(try_from = "rows::OptCounter")]
     pub stage: Option<u64>,
+    /// index of the report's `install_report` entry in the transparency
+    /// log (`GET /log/v1/entry?index=` proves it); absent for reports
+    /// received before the server recorded it
+    #[sqlx(try_from = "rows::OptCounter")]
+    pub log_index: Option<u64>,
 }
 
 /// An attack record.

@@ -78,6 +78,7 @@ CREATE TABLE IF NOT EXISTS director_reports (
     received_at BIGINT NOT NULL,
     rollout_id TEXT,
     stage BIGINT,
+    log_index BIGINT,
     PRIMARY KEY (device_id, report_id)
 );
 CREATE INDEX IF NOT EXISTS director_reports_rollout ON director_reports (rollout_id, stage);
@@ -127,9 +128,14 @@ CREATE INDEX IF NOT EXISTS director_attacks_at ON director_attacks (at);
 CREATE INDEX IF NOT EXISTS director_attacks_device ON director_attacks (device_id, at)
 "#;
 
-// `director_devices.log_delivery`, the transparency-log delivery mark
-// (log_hooks.rs), is added by `migrate` to tables created before it
-// existed; each backend's `has_log_mark` query below asks its catalogue.
+/// Columns added after their table first shipped, added by `migrate` to
+/// older databases (each backend's `has_column` query asks its catalogue
+/// for `$1`.`$2`): the transparency-log delivery mark (log_hooks.rs) and
+/// the log index of each install report's entry.
+const ADDED_COLUMNS: [(&str, &str, &str); 2] = [
+    ("director_devices", "log_delivery", "TEXT"),
+    ("director_reports", "log_index", "BIGINT"),
+];
 
 /// SQLite (the server's database file).
 #[derive(Debug, Clone)]
@@ -184,7 +190,7 @@ impl PgDirectorDb {
 }
 
 macro_rules! director_sql {
-    ($ty:ident, $db:ty, migrate_lock = $lock:expr, begin_write = $begin:expr, has_log_mark = $has_mark:expr,
+    ($ty:ident, $db:ty, migrate_lock = $lock:expr, begin_write = $begin:expr, has_column = $has_column:expr,
      has_fleet_yanks = $has_fleet_yanks:expr) => {
         impl $ty {
             /// `s` as a sqlx query.
@@ -268,24 +274,33 @@ macro_rules! director_sql {
                         .await
                         .map_err(db("create director schema"))?;
                 }
-                // ---- transparency log marks (log_hooks.rs) ----
-                // Tables created before the column existed get it here (no
-                // IF NOT EXISTS for columns on SQLite: look first).
-                // Asked of the catalogue, not by describing `SELECT *`: on
-                // PostgreSQL a prepared `SELECT *` whose columns this very
-                // migration changes fails the next migration on the same
-                // connection ("cached plan must not change result type").
-                let has_mark = sqlx::query_scalar::<_, i64>($has_mark)
-                    .persistent(false)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(db("look for column director_devices.log_delivery"))?
-                    > 0;
-                if !has_mark {
-                    sqlx::query("ALTER TABLE director_devices ADD COLUMN log_delivery TEXT")
-                        .execute(&mut *tx)
+                // Columns added after their table first shipped: tables
+                // created before get them here (no IF NOT EXISTS for
+                // columns on SQLite: look first). Asked of the catalogue,
+                // not by describing `SELECT *`: on PostgreSQL a prepared
+                // `SELECT *` whose columns this very migration changes
+                // fails the next migration on the same connection
+                // ("cached plan must not change result type").
+                for (table, column, ty) in ADDED_COLUMNS {
+                    let fail = |step: &str| {
+                        let what = format!("{step} column {table}.{column}");
+                        move |source| StorageError::Migrate { what, source }
+                    };
+                    let has = sqlx::query_scalar::<_, i64>($has_column)
+                        .persistent(false)
+                        .bind(table)
+                        .bind(column)
+                        .fetch_one(&mut *tx)
                         .await
-                        .map_err(db("add column director_devices.log_delivery"))?;
+                        .map_err(fail("look for"))?
+                        > 0;
+                    if !has {
+                        let sql = format!("ALTER TABLE {table} ADD COLUMN {column} {ty}");
+                        sqlx::query(&sql)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(fail("add"))?;
+                    }
                 }
                 tx.commit().await.map_err(db("commit director migration"))
             }
@@ -684,8 +699,7 @@ director_sql!(
     sqlx::Sqlite,
     migrate_lock = "SELECT 1",
     begin_write = "BEGIN IMMEDIATE",
-    has_log_mark =
-        "SELECT COUNT(*) FROM pragma_table_info('director_devices') WHERE name = 'log_delivery'",
+    has_column = "SELECT COUNT(*) FROM pragma_table_info($1) WHERE name = $2",
     has_fleet_yanks =
         "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'director_yanks'"
 );
@@ -695,9 +709,8 @@ director_sql!(
     sqlx::Postgres,
     migrate_lock = "SELECT pg_advisory_xact_lock(7263757375)",
     begin_write = "BEGIN",
-    has_log_mark = "SELECT COUNT(*) FROM information_schema.columns \
-                    WHERE table_schema = current_schema() AND table_name = 'director_devices' \
-                    AND column_name = 'log_delivery'",
+    has_column = "SELECT COUNT(*) FROM information_schema.columns \
+                  WHERE table_schema = current_schema() AND table_name = $1 AND column_name = $2",
     has_fleet_yanks = "SELECT COUNT(*) FROM information_schema.tables \
                        WHERE table_schema = current_schema() AND table_name = 'director_yanks'"
 );

@@ -226,6 +226,7 @@ mod checkin_connection_tests {
                     received_at: at,
                     rollout_id: Some("r1".into()),
                     stage: Some(0),
+                    log_index: None,
                 })
                 .into_iter()
                 .collect(),

@@ -300,8 +300,8 @@ fn record_install(j: &CheckinWrite) -> Option<Stmt<'_>> {
 fn record_report(r: &ReportRow) -> Stmt<'_> {
     Stmt::new(
         "INSERT INTO director_reports (device_id, report_id, target, release_counter, \
-         outcome, reason, device_time, received_at, rollout_id, stage) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         outcome, reason, device_time, received_at, rollout_id, stage, log_index) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
          ON CONFLICT (device_id, report_id) DO NOTHING",
         "record install report",
         args![
@@ -314,7 +314,8 @@ fn record_report(r: &ReportRow) -> Stmt<'_> {
             r.device_time,
             r.received_at,
             &r.rollout_id,
-            r.stage
+            r.stage,
+            r.log_index
         ],
     )
 }
