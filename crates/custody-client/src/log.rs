@@ -365,18 +365,42 @@ fn check_inner(
             OfflineRefusal::BadSignature(e) => LogCheckError::Attack(LogAttack::BadSignature(e)),
         })?;
     }
-    let consistency = |old| ev.consistency_from(old);
-    let accepted = check_proved(
-        trust,
-        stored,
-        ev.index,
-        &decoded,
-        &ev.checkpoint,
-        consistency,
-    )
-    .map_err(|e| e.or_malformed(malformed))?;
+    let accepted =
+        check_proved(trust, stored, ev, &decoded).map_err(|e| e.or_malformed(malformed))?;
     check_entry_is(&decoded.entry, ev.index, expect)?;
     Ok(accepted)
+}
+
+/// What [`check_proved`] reads of an evidence document ([`Evidence`] for a
+/// publish, [`EntryEvidence`] for an entry by index).
+trait ProvedDoc {
+    fn index(&self) -> u64;
+    fn checkpoint(&self) -> &str;
+    fn consistency_from(&self, old: u64) -> Result<Option<Vec<custody_log::Hash>>, WireError>;
+}
+
+impl ProvedDoc for Evidence {
+    fn index(&self) -> u64 {
+        self.index
+    }
+    fn checkpoint(&self) -> &str {
+        &self.checkpoint
+    }
+    fn consistency_from(&self, old: u64) -> Result<Option<Vec<custody_log::Hash>>, WireError> {
+        Evidence::consistency_from(self, old)
+    }
+}
+
+impl ProvedDoc for EntryEvidence {
+    fn index(&self) -> u64 {
+        self.index
+    }
+    fn checkpoint(&self) -> &str {
+        &self.checkpoint
+    }
+    fn consistency_from(&self, old: u64) -> Result<Option<Vec<custody_log::Hash>>, WireError> {
+        EntryEvidence::consistency_from(self, old)
+    }
 }
 
 /// Why [`check_proved`] refused: a document that does not decode, or the
@@ -401,13 +425,11 @@ impl ProvedError {
 fn check_proved(
     trust: &LogTrust,
     stored: Option<&Checkpoint>,
-    index: u64,
+    doc: &impl ProvedDoc,
     decoded: &DecodedEvidence,
-    checkpoint: &str,
-    consistency_from: impl Fn(u64) -> Result<Option<Vec<custody_log::Hash>>, WireError>,
 ) -> Result<Accepted, ProvedError> {
     let consistency = match stored {
-        Some(s) => consistency_from(s.size)
+        Some(s) => (doc.consistency_from(s.size))
             .map_err(ProvedError::Wire)?
             .unwrap_or_default(),
         None => Vec::new(),
@@ -417,9 +439,9 @@ fn check_proved(
         stored,
         &LogEvidence {
             entry: &decoded.entry,
-            index,
+            index: doc.index(),
             inclusion_proof: &decoded.inclusion_proof,
-            checkpoint: checkpoint.as_bytes(),
+            checkpoint: doc.checkpoint().as_bytes(),
             consistency_proof: &consistency,
         },
     )
@@ -441,16 +463,8 @@ pub fn check_entry_evidence(
         reason: e.to_string(),
     };
     let decoded = ev.decode().map_err(malformed)?;
-    let consistency = |old| ev.consistency_from(old);
-    let accepted = check_proved(
-        trust,
-        stored,
-        ev.index,
-        &decoded,
-        &ev.checkpoint,
-        consistency,
-    )
-    .map_err(|e| e.or_malformed(malformed))?;
+    let accepted =
+        check_proved(trust, stored, ev, &decoded).map_err(|e| e.or_malformed(malformed))?;
     Ok((accepted, decoded.entry))
 }
 

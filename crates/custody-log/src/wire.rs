@@ -177,13 +177,11 @@ impl EntryEvidence {
                 count: ev.consistency.len(),
             });
         }
-        if ev.index != index {
-            return Err(WireError::Mismatch {
-                doc: "entry evidence",
-                asked: format!("entry {index}"),
-                got: format!("entry {}", ev.index),
-            });
-        }
+        check_answers(
+            "entry evidence",
+            format!("entry {index}"),
+            format!("entry {}", ev.index),
+        )?;
         Ok(ev)
     }
 
@@ -194,11 +192,40 @@ impl EntryEvidence {
 
     /// The consistency proof from `old`, decoded (`None`: none from there).
     pub fn consistency_from(&self, old: u64) -> Result<Option<Vec<Hash>>, WireError> {
-        match self.consistency.iter().find(|c| c.old == old) {
-            Some(c) => Ok(Some(decode_proof_hashes("consistency proof", &c.proof)?)),
-            None => Ok(None),
-        }
+        consistency_from(&self.consistency, old)
     }
+}
+
+fn consistency_from(
+    proofs: &[EvidenceConsistency],
+    old: u64,
+) -> Result<Option<Vec<Hash>>, WireError> {
+    match proofs.iter().find(|c| c.old == old) {
+        Some(c) => Ok(Some(decode_proof_hashes("consistency proof", &c.proof)?)),
+        None => Ok(None),
+    }
+}
+
+/// An answer about `got` to a question about `asked` is refused.
+fn check_answers(doc: &'static str, asked: String, got: String) -> Result<(), WireError> {
+    if asked == got {
+        Ok(())
+    } else {
+        Err(WireError::Mismatch { doc, asked, got })
+    }
+}
+
+/// A proof answer: bounded, strict, and about what was `asked` (`about`
+/// says what a parsed answer is about, in the same words).
+fn parse_answer<T: DeserializeOwned>(
+    doc: &'static str,
+    bytes: &[u8],
+    asked: String,
+    about: impl Fn(&T) -> String,
+) -> Result<T, WireError> {
+    let a: T = parse_bounded(doc, bytes, MAX_PROOF_ANSWER_BYTES)?;
+    check_answers(doc, asked, about(&a))?;
+    Ok(a)
 }
 
 fn decode_entry(entry: &str, inclusion_proof: &[String]) -> Result<DecodedEvidence, WireError> {
@@ -250,10 +277,7 @@ impl Evidence {
     /// The consistency proof from `old`, decoded (`None`: the document has
     /// none from that size).
     pub fn consistency_from(&self, old: u64) -> Result<Option<Vec<Hash>>, WireError> {
-        match self.consistency.iter().find(|c| c.old == old) {
-            Some(c) => Ok(Some(decode_proof_hashes("consistency proof", &c.proof)?)),
-            None => Ok(None),
-        }
+        consistency_from(&self.consistency, old)
     }
 
     /// The sizes it carries consistency proofs from.
@@ -371,15 +395,13 @@ impl InclusionProofAnswer {
     /// Parse the answer to "inclusion of `index` at `size`" and decode its
     /// proof: bounded, strict, and for exactly that question.
     pub fn parse_for(bytes: &[u8], index: u64, size: u64) -> Result<Vec<Hash>, WireError> {
-        let a: InclusionProofAnswer =
-            parse_bounded("inclusion proof", bytes, MAX_PROOF_ANSWER_BYTES)?;
-        if a.index != index || a.size != size {
-            return Err(WireError::Mismatch {
-                doc: "inclusion proof",
-                asked: format!("index {index} size {size}"),
-                got: format!("index {} size {}", a.index, a.size),
-            });
-        }
+        let asked = format!("index {index} size {size}");
+        let a = parse_answer(
+            "inclusion proof",
+            bytes,
+            asked,
+            |a: &InclusionProofAnswer| format!("index {} size {}", a.index, a.size),
+        )?;
         Ok(decode_proof_hashes("inclusion proof: proof", &a.proof)?)
     }
 }
@@ -409,15 +431,13 @@ impl ConsistencyProofAnswer {
     /// Parse the answer to "consistency from `old` to `new`" and decode
     /// its proof: bounded, strict, and for exactly that question.
     pub fn parse_for(bytes: &[u8], old: u64, new: u64) -> Result<Vec<Hash>, WireError> {
-        let a: ConsistencyProofAnswer =
-            parse_bounded("consistency proof", bytes, MAX_PROOF_ANSWER_BYTES)?;
-        if a.old != old || a.new != new {
-            return Err(WireError::Mismatch {
-                doc: "consistency proof",
-                asked: format!("{old}..{new}"),
-                got: format!("{}..{}", a.old, a.new),
-            });
-        }
+        let asked = format!("{old}..{new}");
+        let a = parse_answer(
+            "consistency proof",
+            bytes,
+            asked,
+            |a: &ConsistencyProofAnswer| format!("{}..{}", a.old, a.new),
+        )?;
         Ok(decode_proof_hashes("consistency proof: proof", &a.proof)?)
     }
 }

@@ -63,9 +63,21 @@ pub struct Common {
     /// Base URL of the custody server (the log is under /log/v1).
     #[arg(long, value_name = "URL")]
     pub log: String,
-    /// The log's verifier key (vkey string or file). Without it the key
-    /// served by the log is used, which only proves self-consistency.
-    #[arg(long, value_name = "VKEY")]
+    #[command(flatten)]
+    pub trust: LogTrustArgs,
+    /// Print one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Which log to trust: its key and the witnesses whose cosignatures count
+/// (`custody audit`, `custody fleet device`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct LogTrustArgs {
+    /// The log's verifier key (vkey string or file; env CUSTODY_LOG_KEY).
+    /// Without it the key served by the log is used, which only proves
+    /// self-consistency.
+    #[arg(long, env = "CUSTODY_LOG_KEY", value_name = "VKEY")]
     pub log_key: Option<String>,
     /// A trusted witness key (cosignature/v1 vkey string or file); repeat.
     #[arg(long = "witness", value_name = "VKEY")]
@@ -73,9 +85,6 @@ pub struct Common {
     /// Cosignatures required among --witness keys (default: all of them).
     #[arg(long, value_name = "K")]
     pub witness_threshold: Option<usize>,
-    /// Print one JSON document.
-    #[arg(long)]
-    pub json: bool,
 }
 
 struct Replayed {
@@ -88,9 +97,9 @@ struct Replayed {
 fn replay(c: &Common) -> Result<Replayed> {
     let opts = AuditOptions {
         log: c.log.clone(),
-        log_key: c.log_key.clone(),
-        witnesses: c.witnesses.clone(),
-        witness_threshold: c.witness_threshold,
+        log_key: c.trust.log_key.clone(),
+        witnesses: c.trust.witnesses.clone(),
+        witness_threshold: c.trust.witness_threshold,
     };
     let mut reports = BTreeMap::<&'static str, u64>::new();
     let audited = custody_client::audit::replay(&opts, |entry| match install_report(entry) {

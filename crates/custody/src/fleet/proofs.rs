@@ -17,25 +17,15 @@ use custody_log::wire::{EntryEvidence, MAX_EVIDENCE_BYTES};
 use serde_json::{json, Value};
 
 use crate::api_client::Api;
+use crate::audit::LogTrustArgs;
 
 /// Largest key answer or key file read.
 const MAX_KEY_BYTES: u64 = 4096;
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct ProofArgs {
-    /// The log's verifier key (vkey string or file; env CUSTODY_LOG_KEY).
-    /// Without it the key the server serves is used, which proves the
-    /// entries are in the server's log, not that the log is the one you
-    /// trust.
-    #[arg(long, env = "CUSTODY_LOG_KEY", value_name = "VKEY")]
-    pub log_key: Option<String>,
-    /// A witness key (cosignature/v1 vkey string or file) whose
-    /// cosignature the checkpoint must carry; repeat.
-    #[arg(long = "witness", value_name = "VKEY")]
-    pub witnesses: Vec<String>,
-    /// Cosignatures required among --witness keys (default: all of them).
-    #[arg(long, value_name = "K")]
-    pub witness_threshold: Option<usize>,
+    #[command(flatten)]
+    pub trust: LogTrustArgs,
     /// Do not fetch and check the log entries of the reports.
     #[arg(long)]
     pub no_proofs: bool,
@@ -54,7 +44,7 @@ fn key_text(given: &str) -> Result<String> {
 
 /// The log trust to check against, and whether the log key was given
 /// (pinned) rather than taken from the server.
-fn trust(api: &Api, args: &ProofArgs) -> Result<(LogTrust, bool)> {
+fn trust(api: &Api, args: &LogTrustArgs) -> Result<(LogTrust, bool)> {
     let (key, pinned) = match &args.log_key {
         Some(k) => (key_text(k).context("--log-key")?, true),
         None => {
@@ -145,7 +135,7 @@ pub(super) fn prove_reports(api: &Api, args: &ProofArgs, detail: &mut Value) -> 
     if args.no_proofs || reports.iter().all(|r| r["log_index"].as_u64().is_none()) {
         return Ok(0);
     }
-    let (trust, pinned) = trust(api, args)?;
+    let (trust, pinned) = trust(api, &args.trust)?;
     let mut failed = 0;
     for r in reports.iter_mut() {
         if let Some(index) = r["log_index"].as_u64() {
