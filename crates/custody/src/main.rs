@@ -22,6 +22,8 @@ mod demo;
 #[cfg(feature = "authoring")]
 mod fleet;
 #[cfg(feature = "authoring")]
+mod inventory;
+#[cfg(feature = "authoring")]
 mod key;
 #[cfg(feature = "authoring")]
 mod remote;
@@ -80,6 +82,10 @@ enum Command {
     /// (create, watch, pause, abort), yanks, credentials, the audit trail.
     #[cfg(feature = "authoring")]
     Fleet(fleet::FleetArgs),
+    /// Trust-stack inventory: every role and key of repositories with its
+    /// expiry, sorted by urgency; a CI gate with --fail-on.
+    #[cfg(feature = "authoring")]
+    Inventory(inventory::InventoryArgs),
     /// Transparency log witness: verify consistency, cosign, alarm on fork or rollback.
     Witness(witness::WitnessArgs),
     /// Audit a transparency log: replay it, who has a target, a device's history.
@@ -114,6 +120,8 @@ fn main() -> ExitCode {
         Command::Server(args) => remote::run(args),
         #[cfg(feature = "authoring")]
         Command::Fleet(args) => fleet::run(args),
+        #[cfg(feature = "authoring")]
+        Command::Inventory(args) => inventory::run(args),
         Command::Witness(args) => witness::run(args),
         Command::Audit(args) => audit::run(args),
     };
