@@ -22,7 +22,9 @@
 //! - `tlog`: the transparency log, its routes and evidence.
 //!
 //! Below them: `storage` (one async trait, SQLite and PostgreSQL),
-//! `error`, `ids`. Above them: `yanks` (one yank for every repository:
+//! `error`, `ids`. Above them: `inventory` (`GET /api/v1/inventory`: the
+//! trust-stack inventory of the hosted repositories and credentials),
+//! `yanks` (one yank for every repository:
 //! withdraws a target at the next publish and, in the director's image
 //! repository, sends the devices running it a replacement), `config`
 //! (composes the slices' settings),
@@ -38,6 +40,7 @@ mod config;
 mod director;
 mod error;
 mod ids;
+mod inventory;
 mod metrics;
 mod openapi;
 mod repos;

@@ -43,6 +43,7 @@ fn openapi_document() -> utoipa::openapi::OpenApi {
     doc.merge(crate::auth::AuthDoc::openapi());
     doc.merge(crate::director::fleet::FleetDoc::openapi());
     doc.merge(crate::yanks::YanksDoc::openapi());
+    doc.merge(crate::inventory::InventoryDoc::openapi());
     doc.merge(crate::director::bundle_export::BundleExportDoc::openapi());
     doc.merge(crate::repos::provenance::ProvenanceDoc::openapi());
     doc

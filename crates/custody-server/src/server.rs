@@ -58,6 +58,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/openapi.json", get(crate::openapi::openapi_json))
         .merge(crate::tlog::router(state.log.clone()))
         .merge(crate::director::router(state.director.clone()))
+        .merge(crate::inventory::router(state.repos.clone()))
         .merge(crate::yanks::router(Arc::new(crate::yanks::Yanks {
             repos: state.repos.clone(),
             director: state.director.clone(),

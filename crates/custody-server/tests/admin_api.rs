@@ -198,3 +198,44 @@ async fn upload_stage_yank_and_stubs() {
     let r = s.api("GET", "/api/v1/repos/app/publishes", &pt, None).await;
     assert_eq!(r.json(), json!([]));
 }
+
+/// The inventory endpoint: a bad window or reference time is a 400 naming
+/// it; the answer lists the credentials in force with their age, most
+/// urgent first, and an old credential is due for rotation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventory_answers_and_refuses_bad_parameters() {
+    let s = common::start().await;
+    let cred = s.credential("inv", &["inventory:read"]).await;
+    let t = s.token(&cred, None).await;
+    for (q, want) in [
+        ("window=root%3D3w", "unit"),
+        ("window=nope%3D1d", "unknown kind"),
+        ("at=yesterday", "inventory"),
+    ] {
+        let r = s
+            .api("GET", &format!("/api/v1/inventory?{q}"), &t, None)
+            .await;
+        assert_eq!(r.status, 400, "{q}: {}", r.text());
+        assert!(r.text().contains(want), "{q}: {}", r.text());
+    }
+    let r = s.api("GET", "/api/v1/inventory", &t, None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let names: Vec<&str> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["kind"] == "credential")
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"inv"), "{v}");
+    // Two years from now every credential is older than its 365 days.
+    let later = (chrono::Utc::now() + chrono::Duration::days(730))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let r = s
+        .api("GET", &format!("/api/v1/inventory?at={later}"), &t, None)
+        .await;
+    let v = r.json();
+    assert_eq!(v["items"][0]["status"], "renew", "{v}");
+    assert!(v["counts"]["renew"].as_u64().unwrap() >= 1, "{v}");
+}

@@ -76,6 +76,7 @@ async fn call(s: &TestServer, endpoint: &str, token: &str) -> u16 {
                 .await
                 .status
         }
+        "inventory" => s.api("GET", "/api/v1/inventory", token, None).await.status,
         other => panic!("unknown endpoint {other}"),
     }
 }
@@ -88,13 +89,14 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("yank", "target:revoke"),
     ("audit", "audit:read"),
     ("fleet", "fleet:admin"),
+    ("inventory", "inventory:read"),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_scope_is_denied_outside_its_grant() {
     let s = start().await;
     for (granted_endpoint, kind) in ENDPOINTS {
-        let scope = if *kind == "fleet:admin" {
+        let scope = if matches!(*kind, "fleet:admin" | "inventory:read") {
             kind.to_string()
         } else {
             format!("{kind}@app")

@@ -56,6 +56,13 @@ pub(crate) struct Endpoint {
     /// Base URL of the server, e.g. https://updates.example.com.
     #[arg(long, env = "CUSTODY_SERVER", value_name = "URL")]
     pub server: String,
+    #[command(flatten)]
+    pub auth: ApiAuth,
+}
+
+/// How a command authenticates to the admin API.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub(crate) struct ApiAuth {
     /// API credential (cst1.<id>.<secret>), exchanged for a short-lived token.
     #[arg(
         long,
@@ -74,15 +81,22 @@ pub(crate) struct Endpoint {
     pub token: Option<String>,
 }
 
-impl Endpoint {
-    /// A client for hosted repository `repo` ("" when none is involved).
-    pub(crate) fn connect(&self, repo: &str) -> Result<Api> {
+impl ApiAuth {
+    /// A client of `server` for hosted repository `repo` ("" when none).
+    pub(crate) fn connect(&self, server: &str, repo: &str) -> Result<Api> {
         Api::connect(
-            &self.server,
+            server,
             repo,
             self.token.as_deref(),
             self.credential.as_deref(),
         )
+    }
+}
+
+impl Endpoint {
+    /// A client for hosted repository `repo` ("" when none is involved).
+    pub(crate) fn connect(&self, repo: &str) -> Result<Api> {
+        self.auth.connect(&self.server, repo)
     }
 }
 

@@ -1,7 +1,8 @@
-//! `custody inventory`: every role and key of local repositories, with its
-//! expiry and renewal window, sorted by urgency; `--fail-on` makes it a CI
-//! gate. The statuses are custody-inventory's; this module reads the
-//! repositories (custody-repo) and prints.
+//! `custody inventory`: every role and key of local repositories and of a
+//! running server (`GET /api/v1/inventory`), with its expiry and renewal
+//! window, sorted by urgency; `--fail-on` makes it a CI gate. The statuses
+//! are custody-inventory's, computed here for local and server items alike
+//! (the same `--at` and `--window`); this module reads and prints.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,10 +11,11 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use clap::Args;
 use custody_inventory::{
-    assess, counts, gate, repository_items, Assessed, Backend, FailOn, KeyRef, Kind, RoleFacts,
-    Signatures, Status, Windows,
+    assess, counts, gate, repository_items, Assessed, FailOn, Status, Windows,
 };
 use custody_repo::Repository;
+
+use crate::api_client::{ApiAuth, Body};
 use serde_json::json;
 
 #[derive(Args, Debug)]
@@ -30,13 +32,20 @@ option is wrong.
 
 Examples:
   custody inventory --repo ./repo
+  CUSTODY_CREDENTIAL=cst1.… custody inventory --server https://updates.example.com --fail-on expired
   custody inventory --repo ./repo --at 2027-03-01T00:00:00Z --fail-on renew
   custody inventory --repo ./repo --window targets=45d --window app:timestamp=6h --json"
 )]
 pub struct InventoryArgs {
     /// A local repository directory (`custody repo init`); repeat for several.
-    #[arg(long = "repo", value_name = "DIR", required = true)]
+    #[arg(long = "repo", value_name = "DIR", required_unless_present = "server")]
     repos: Vec<PathBuf>,
+    /// A running custody server: its hosted repositories and credentials
+    /// (needs a credential or token with inventory:read).
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
+    #[command(flatten)]
+    auth: ApiAuth,
     /// The reference time (RFC 3339) [default: now].
     #[arg(long, value_name = "TIME")]
     at: Option<DateTime<Utc>>,
@@ -73,6 +82,9 @@ fn inventory(args: &InventoryArgs) -> Result<ExitCode> {
     let mut items = Vec::new();
     for dir in &args.repos {
         items.extend(repo_items(dir, at).with_context(|| format!("{}", dir.display()))?);
+    }
+    if let Some(server) = &args.server {
+        items.extend(server_items(&args.auth, server, at)?);
     }
     let assessed = assess(&items, &windows, at);
     let failed = fail_on.map(|f| gate(&assessed, f)).unwrap_or_default();
@@ -113,43 +125,27 @@ fn repo_items(dir: &Path, at: DateTime<Utc>) -> Result<Vec<custody_inventory::It
     let scope = (dir.canonicalize().ok())
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| dir.display().to_string());
-    let status = repo.status(at)?;
-    let mut roles = Vec::with_capacity(status.roles.len());
-    for r in &status.roles {
-        let info = repo.role_keys(&r.role)?;
-        let bin = (repo.targets_role(&info.delegator))
-            .and_then(|t| t.signed.delegations.as_ref())
-            .and_then(|d| d.succinct_roles.as_ref())
-            .is_some_and(|s| s.is_bin(&r.role));
-        let kind = match r.role.as_str() {
-            "root" => Kind::Root,
-            "targets" => Kind::Targets,
-            "snapshot" => Kind::Snapshot,
-            "timestamp" => Kind::Timestamp,
-            _ => Kind::Delegation,
-        };
-        let keys = (info.keyids.iter())
-            .map(|id| KeyRef {
-                id: id.clone(),
-                key_type: info.keys.get(id).map_or("?", |k| &k.keytype).to_owned(),
-                backend: Backend::Unknown,
-                first_seen: None,
-            })
-            .collect();
-        roles.push(RoleFacts {
-            name: r.role.clone(),
-            kind,
-            version: r.version,
-            expires: r.expires,
-            signatures: Signatures {
-                present: r.signed_by.len() as u64,
-                needed: r.threshold,
-            },
-            keys,
-            bin,
-        });
-    }
+    let roles = repo.inventory_facts(at)?;
     Ok(repository_items(&scope, &roles))
+}
+
+/// The items a server reports (its statuses are recomputed here with this
+/// command's `--at` and `--window`).
+fn server_items(
+    auth: &ApiAuth,
+    server: &str,
+    at: DateTime<Utc>,
+) -> Result<Vec<custody_inventory::Item>> {
+    let api = auth.connect(server, "")?;
+    let mut url = api.url(&["api", "v1", "inventory"]);
+    url.query_pairs_mut()
+        .append_pair("at", &at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    let v = api.send("GET", &url, "", Body::Empty)?;
+    let items = v
+        .get("items")
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("{url}: the answer has no items"))?;
+    serde_json::from_value(items).with_context(|| format!("{url}: items"))
 }
 
 fn print_table(assessed: &[Assessed], at: DateTime<Utc>) {

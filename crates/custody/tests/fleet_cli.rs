@@ -269,6 +269,59 @@ fn every_fleet_subcommand_against_a_real_server_and_agents() {
         "revoke",
     );
 
+    // The trust-stack inventory of the server: its hosted repository's
+    // roles and keys and the credentials, for a holder of inventory:read;
+    // refused (exit 2, naming the scope) without it.
+    let v = json(
+        &s,
+        &admin,
+        &[
+            "credential",
+            "create",
+            "--name",
+            "inventory",
+            "--scope",
+            "inventory:read",
+        ],
+    );
+    let inv_cred = v["secret"].as_str().unwrap().to_owned();
+    let inventory = |cred: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_custody"))
+            .env("CUSTODY_TOKEN", token(&s, cred))
+            .env_remove("CUSTODY_CREDENTIAL")
+            .args(["inventory", "--server", &s.url, "--json"])
+            .output()
+            .unwrap()
+    };
+    let o = inventory(&inv_cred);
+    let v: Value = serde_json::from_str(&ok(&o, "inventory --server")).unwrap();
+    let items = v["items"].as_array().unwrap();
+    for kind in [
+        "root",
+        "targets",
+        "snapshot",
+        "timestamp",
+        "key",
+        "credential",
+    ] {
+        assert!(items.iter().any(|i| i["kind"] == kind), "{kind}: {v}");
+    }
+    let root = items.iter().find(|i| i["kind"] == "root").unwrap();
+    assert_eq!(root["scope"], "main", "{root}");
+    assert_eq!(root["keys"][0]["backend"], "offline", "{root}");
+    assert!(
+        items
+            .iter()
+            .any(|i| i["kind"] == "credential" && i["name"] == "inventory"),
+        "{v}"
+    );
+    let o = inventory(&cred);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("inventory:read"),
+        "{o:?}"
+    );
+
     // The audit trail has all of it.
     let v = json(&s, &admin, &["audit", "--limit", "200"]);
     let actions: Vec<&str> = v

@@ -36,6 +36,7 @@ mod codec;
 mod custody_log;
 mod delegations;
 mod external;
+mod inventory;
 mod offline;
 mod provenance;
 mod publish;

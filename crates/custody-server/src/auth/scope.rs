@@ -2,8 +2,8 @@
 //!
 //! A scope is `KIND` or `KIND@REPO`: `target:upload`, `target:stage`,
 //! `repo:publish`, `role:sign:<role>`, `target:revoke`, `audit:read`,
-//! `fleet:admin`, `provenance:admin`. Without `@REPO` the scope covers every
-//! repository.
+//! `fleet:admin`, `provenance:admin`, `inventory:read`. Without `@REPO` the
+//! scope covers every repository.
 
 use std::fmt;
 
@@ -23,6 +23,9 @@ pub enum ScopeKind {
     /// uploads must come from). Separate from upload and stage: whoever can
     /// relax the policy must not be the one it constrains.
     ProvenanceAdmin,
+    /// Read the trust-stack inventory (`GET /api/v1/inventory`): expiries,
+    /// key ids and ages, credential names and ages; no secrets.
+    InventoryRead,
 }
 
 impl fmt::Display for ScopeKind {
@@ -36,6 +39,7 @@ impl fmt::Display for ScopeKind {
             ScopeKind::AuditRead => f.write_str("audit:read"),
             ScopeKind::FleetAdmin => f.write_str("fleet:admin"),
             ScopeKind::ProvenanceAdmin => f.write_str("provenance:admin"),
+            ScopeKind::InventoryRead => f.write_str("inventory:read"),
         }
     }
 }
@@ -148,6 +152,7 @@ impl Scope {
                 "audit:read" => ScopeKind::AuditRead,
                 "fleet:admin" => ScopeKind::FleetAdmin,
                 "provenance:admin" => ScopeKind::ProvenanceAdmin,
+                "inventory:read" => ScopeKind::InventoryRead,
                 other => match other.strip_prefix("role:sign:") {
                     Some(role) => {
                         validate_role_name(role).map_err(|e| scope_err(s, e))?;
@@ -157,7 +162,7 @@ impl Scope {
                         s,
                         "unknown scope kind; known: target:upload, target:stage, repo:publish, \
                          role:sign:<role>, target:revoke, audit:read, fleet:admin, \
-                         provenance:admin (optionally @repo)",
+                         provenance:admin, inventory:read (optionally @repo)",
                     )),
                 },
             };

@@ -789,6 +789,29 @@ impl Authoring {
         Ok(self.open(repo)?.role_for_path(path))
     }
 
+    /// The inventory items of hosted repository `repo` at `now`: its roles
+    /// (hash bins as one group) and keys. Root and targets keys are
+    /// offline (they never reach the server).
+    pub fn inventory_items(
+        &self,
+        repo: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<custody_inventory::Item>, AuthoringError> {
+        use custody_inventory::{Backend, Kind};
+        let mut facts = self
+            .open(repo)?
+            .inventory_facts(now)
+            .map_err(repo_err(repo))?;
+        for f in &mut facts {
+            if matches!(f.kind, Kind::Root | Kind::Targets) {
+                for k in &mut f.keys {
+                    k.backend = Backend::Offline;
+                }
+            }
+        }
+        Ok(custody_inventory::repository_items(repo, &facts))
+    }
+
     /// Repositories with authoring state.
     pub fn repos(&self) -> Vec<String> {
         let Ok(rd) = std::fs::read_dir(&self.dir) else {

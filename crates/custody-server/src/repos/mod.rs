@@ -254,7 +254,7 @@ fn authoring_error(e: AuthoringError) -> ApiError {
 
 /// Runs blocking authoring work on the blocking pool, one at a time per
 /// server process (the repository file lock covers other processes).
-pub(super) async fn authoring<T: Send + 'static>(
+pub(crate) async fn authoring<T: Send + 'static>(
     st: &Arc<Repos>,
     f: impl FnOnce(&Repos) -> Result<T, AuthoringError> + Send + 'static,
 ) -> ApiResult<T> {
