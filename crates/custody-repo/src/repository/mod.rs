@@ -211,6 +211,10 @@ pub struct Repository {
     /// parse, no canonical round-trip check): strictly checked from their
     /// staged bytes before they are first changed or signed
     unchecked: BTreeSet<String>,
+    /// targets roles: the canonical bytes of `signed` they were last
+    /// signed over (dropped when the role is bumped); `save` writes these
+    /// bytes and `publish` verifies them, instead of serializing again
+    signed_canonical: BTreeMap<String, codec::SignedCanonical>,
 }
 
 /// Directory of the per-role lists of targets whose contents custody does

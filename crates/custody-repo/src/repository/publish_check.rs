@@ -15,7 +15,9 @@ use crate::error::RepoError;
 use crate::paths::validate_target_path;
 
 use super::bulk::par_map_with;
-use super::codec::{delegated_names, envelope_bytes, io_err, read_bounded};
+use super::codec::{
+    canonical_envelope_bytes, delegated_names, envelope_bytes, io_err, read_bounded,
+};
 use super::external::load_external;
 use super::Repository;
 use super::{Envelope, METADATA_DIR, TARGETS_DIR};
@@ -91,10 +93,24 @@ impl Repository {
         let snap = envelope_bytes(&self.snapshot)?;
         // Roles unchanged since read or written: their staged bytes (the
         // client workflow below verifies whatever bytes are published).
+        // Changed roles: the canonical envelope around the bytes they were
+        // signed over, as `save` writes them.
         let role_bytes = |role: &str, env: &Envelope<Targets>| -> Result<Vec<u8>, RepoError> {
             match self.staged.get(role) {
                 Some(b) if !self.dirty.contains(role) => Ok(b.as_ref().clone()),
-                _ => envelope_bytes(env),
+                _ => {
+                    let signed = self
+                        .signed_canonical
+                        .get(role)
+                        .filter(|c| c.matches(&env.signed));
+                    if let Some(c) = signed {
+                        if let Some(b) = canonical_envelope_bytes(role, &env.signatures, &c.bytes)?
+                        {
+                            return Ok(b);
+                        }
+                    }
+                    envelope_bytes(env)
+                }
             }
         };
         let top_env = self.targets_env("targets")?;
@@ -233,34 +249,41 @@ impl Repository {
                 files.insert(name, PublishFile::Bytes(bytes));
                 next.extend(children.into_iter().map(|c| (c, role.clone())));
             }
-            let results = par_map_with(
-                &leaves,
-                || refresh.clone(),
-                |r, (role, delegator, env)| -> Result<_, RepoError> {
-                    let bytes = role_bytes(role, env)?;
-                    let name = r.trusted().remote_filename(role).map_err(refuse)?;
-                    let carried = previous.is_some_and(|prev| {
-                        unchanged_delegators.contains(delegator)
-                            && r.trusted().meta_for(role).is_ok_and(|m| {
-                                m.length.is_none()
-                                    && m.hashes.is_none()
-                                    && m.version == env.signed.version
-                            })
-                            && !env.signed.is_expired(now)
-                            && same_file_bytes(&prev.metadata.join(&name), &bytes)
-                    });
-                    if carried {
-                        let c = contents(role, &env.signed, r.trusted())?;
-                        return Ok((name, bytes, c, true));
-                    }
-                    let name = load_delegated(r, role, delegator, &bytes)?;
-                    let verified = r.trusted().delegated_targets(role).ok_or_else(|| {
-                        RepoError::Publish(format!("{role} not loaded after verification"))
-                    })?;
-                    let c = contents(role, verified, r.trusted())?;
-                    Ok((name, bytes, c, false))
-                },
-            );
+            // In chunks, each thread starting every chunk from a fresh copy
+            // of the refresh: a verified role stays loaded in the copy that
+            // verified it, so memory holds one chunk's roles at a time, not
+            // every bin of a 2.5-million-target repository.
+            let mut results = Vec::with_capacity(leaves.len());
+            for chunk in leaves.chunks(LEAF_CHUNK) {
+                results.extend(par_map_with(
+                    chunk,
+                    || refresh.clone(),
+                    |r, (role, delegator, env)| -> Result<_, RepoError> {
+                        let bytes = role_bytes(role, env)?;
+                        let name = r.trusted().remote_filename(role).map_err(refuse)?;
+                        let carried = previous.is_some_and(|prev| {
+                            unchanged_delegators.contains(delegator)
+                                && r.trusted().meta_for(role).is_ok_and(|m| {
+                                    m.length.is_none()
+                                        && m.hashes.is_none()
+                                        && m.version == env.signed.version
+                                })
+                                && !env.signed.is_expired(now)
+                                && same_file_bytes(&prev.metadata.join(&name), &bytes)
+                        });
+                        if carried {
+                            let c = contents(role, &env.signed, r.trusted())?;
+                            return Ok((name, bytes, c, true));
+                        }
+                        let name = load_delegated(r, role, delegator, &bytes)?;
+                        let verified = r.trusted().delegated_targets(role).ok_or_else(|| {
+                            RepoError::Publish(format!("{role} not loaded after verification"))
+                        })?;
+                        let c = contents(role, verified, r.trusted())?;
+                        Ok((name, bytes, c, false))
+                    },
+                ));
+            }
             for r in results {
                 let (name, bytes, c, was_carried) = r?;
                 carried += usize::from(was_carried);
@@ -281,6 +304,10 @@ impl Repository {
         Ok((files, carried))
     }
 }
+
+/// Leaf roles verified per fresh copy of the refresh (see
+/// `build_publish_set_from`).
+const LEAF_CHUNK: usize = 512;
 
 /// Drive `r` until it stops asking for files, answering each remote
 /// request with `answer`'s bytes (`None`: not in the publish set) and each

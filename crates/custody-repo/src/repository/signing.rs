@@ -8,7 +8,7 @@ use custody_tuf::{Root, Signature, Targets, TOP_LEVEL_ROLES};
 use crate::error::RepoError;
 use crate::keyring::KeyRing;
 
-use super::codec::{canonical_signed, parse_envelope, read_bounded};
+use super::codec::{canonical_signed, parse_envelope, read_bounded, SignedCanonical};
 use super::Repository;
 use super::{Envelope, RepoStatus, RoleInit, RoleKeyInfo, RoleStatus, METADATA_DIR};
 
@@ -67,7 +67,26 @@ impl Repository {
             "root" => canonical_signed(role, &self.root),
             "snapshot" => canonical_signed(role, &self.snapshot),
             "timestamp" => canonical_signed(role, &self.timestamp),
-            _ => canonical_signed(role, self.targets_env(role)?),
+            _ => {
+                let env = self.targets_env(role)?;
+                match self.signed_canonical.get(role) {
+                    Some(c) if c.matches(&env.signed) => Ok(c.bytes.as_ref().clone()),
+                    _ => canonical_signed(role, env),
+                }
+            }
+        }
+    }
+
+    /// Record `msg` as the canonical bytes targets role `role` was just
+    /// signed over (see `SignedCanonical`); no-op for top-level roles
+    /// other than `targets`.
+    pub(super) fn remember_canonical(&mut self, role: &str, msg: Vec<u8>) {
+        if TOP_LEVEL_ROLES.contains(&role) && role != "targets" {
+            return;
+        }
+        if let Some(env) = self.targets.get(role) {
+            let c = SignedCanonical::of(&env.signed, std::sync::Arc::new(msg));
+            self.signed_canonical.insert(role.to_owned(), c);
         }
     }
 
@@ -99,6 +118,7 @@ impl Repository {
             })?;
         let env = parse_envelope::<Targets>(role, &bytes, &path)?;
         self.targets.insert(role.to_owned(), env);
+        self.signed_canonical.remove(role);
         self.unchecked.remove(role);
         Ok(())
     }
@@ -179,7 +199,9 @@ impl Repository {
             ring.ensure(id, loc.as_ref())?;
         }
         let msg = self.canonical_of(role)?;
-        self.sign_available_msg(role, &ids, &msg, ring)
+        let signed = self.sign_available_msg(role, &ids, &msg, ring)?;
+        self.remember_canonical(role, msg);
+        Ok(signed)
     }
 
     /// [`Repository::sign_available`] with the role's key ids (already
@@ -260,6 +282,7 @@ impl Repository {
             sigs.retain(|o| o.keyid != s.keyid);
             sigs.push(s);
         }
+        self.remember_canonical(role, msg);
         self.dirty.insert(role.to_owned());
         self.log_event(
             now,
