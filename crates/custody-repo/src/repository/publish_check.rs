@@ -520,6 +520,104 @@ mod tests {
         }
     }
 
+    fn entry(name: &str) -> crate::repository::TargetEntry {
+        crate::repository::TargetEntry {
+            name: name.into(),
+            length: 7,
+            hashes: [("sha256".to_owned(), "ab".repeat(32))].into(),
+            custom: None,
+            provenance: None,
+        }
+    }
+
+    fn staged(repo: &Repository, role: &str) -> Vec<u8> {
+        std::fs::read(repo.dir().join("metadata").join(format!("{role}.json"))).unwrap()
+    }
+
+    /// save writes a targets role as the canonical envelope around the
+    /// exact bytes it was signed over; those bytes are what custody-tuf
+    /// parses back and verifies the role's signature against.
+    #[test]
+    fn a_saved_role_is_the_canonical_envelope_of_the_signed_bytes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut repo, mut ring) = repo(tmp.path());
+        repo.add_target_entries(vec![entry("team/a.txt")], &mut ring, now())
+            .unwrap();
+        let signed = repo.signed_canonical["team"].bytes.clone();
+        repo.save().unwrap();
+        let bytes = staged(&repo, "team");
+        let m = custody_tuf::Metadata::<custody_tuf::Targets>::from_bytes("team", &bytes).unwrap();
+        assert_eq!(m.canonical_signed(), signed.as_slice());
+        let sigs = custody_tuf::cjson::canonical_bytes("team", &m.signatures).unwrap();
+        let mut want = b"{\"signatures\":".to_vec();
+        want.extend_from_slice(&sigs);
+        want.extend_from_slice(b",\"signed\":");
+        want.extend_from_slice(&signed);
+        want.push(b'}');
+        assert_eq!(bytes, want);
+        let info = repo.role_keys("team").unwrap();
+        custody_tuf::verify_threshold(
+            "team",
+            "targets",
+            m.canonical_signed(),
+            &m.signatures,
+            &info.keyids,
+            &info.keys,
+            info.threshold,
+        )
+        .unwrap();
+        repo.build_publish_set(now()).unwrap();
+    }
+
+    /// Non-ASCII content is written the general way and parsed back
+    /// strictly before anything is written; a non-NFC name is refused.
+    #[test]
+    fn non_ascii_roles_are_parsed_back_and_non_nfc_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut repo, mut ring) = repo(tmp.path());
+        let added = repo
+            .add_target_entries(vec![entry("team/caf\u{e9}.txt")], &mut ring, now())
+            .unwrap();
+        assert_eq!(added[0].1, "team");
+        repo.save().unwrap();
+        let bytes = staged(&repo, "team");
+        assert!(bytes.starts_with(b"{\n"), "general form expected");
+        repo.build_publish_set(now()).unwrap();
+
+        drop(repo);
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut second, mut ring) = self::repo(tmp.path());
+        let before = staged(&second, "team");
+        second
+            .add_target_entries(vec![entry("team/cafe\u{301}.txt")], &mut ring, now())
+            .unwrap();
+        let e = second.save().unwrap_err().to_string();
+        assert!(e.contains("team") && e.contains("normalization"), "{e}");
+        assert_eq!(staged(&second, "team"), before, "nothing written");
+    }
+
+    /// The signed bytes kept for a role are used only while they are its
+    /// canonical form: content changed by hand without re-signing is
+    /// written as it now stands, and publish refuses its stale signature.
+    #[test]
+    fn stale_signed_bytes_are_not_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut repo, mut ring) = repo(tmp.path());
+        repo.add_target_entries(vec![entry("team/a.txt")], &mut ring, now())
+            .unwrap();
+        let signed = repo.signed_canonical["team"].bytes.clone();
+        repo.targets.get_mut("team").unwrap().signed.version += 1;
+        repo.dirty.insert("team".to_owned());
+        repo.save().unwrap();
+        let m = custody_tuf::Metadata::<custody_tuf::Targets>::from_bytes(
+            "team",
+            &staged(&repo, "team"),
+        )
+        .unwrap();
+        assert_ne!(m.canonical_signed(), signed.as_slice());
+        assert_names(&refusal(&repo), &["team: "]);
+    }
+
     #[test]
     fn a_targets_version_the_snapshot_does_not_list_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
