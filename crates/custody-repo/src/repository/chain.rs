@@ -20,7 +20,7 @@ impl Repository {
     /// The name prefix of the succinct hash-bin delegation that `role` is a
     /// bin of (`{prefix}-{hex}`), if any.
     fn succinct_prefix_of(&self, role: &str) -> Option<String> {
-        self.targets.values().find_map(|env| {
+        self.delegating_envs().find_map(|env| {
             let s = env.signed.delegations.as_ref()?.succinct_roles.as_ref()?;
             let hex = role.strip_prefix(&s.name_prefix)?.strip_prefix('-')?;
             (!hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()))

@@ -32,7 +32,7 @@ impl Repository {
                 delegator: "root".into(),
             });
         }
-        for (parent, env) in &self.targets {
+        for (parent, env) in self.delegating_roles() {
             let Some(d) = &env.signed.delegations else {
                 continue;
             };
@@ -60,6 +60,36 @@ impl Repository {
             detail: "no such role: not a top-level role and not delegated by any targets role"
                 .into(),
         })
+    }
+
+    /// The targets roles that delegate, with their metadata: the roles
+    /// recorded in `delegators`, then (in case one gained delegations since
+    /// the list was made) every other role that delegates. Callers stop at
+    /// the first match, so a role delegated by a listed delegator is found
+    /// without walking every role.
+    pub(super) fn delegating_roles(
+        &self,
+    ) -> impl Iterator<Item = (&String, &Envelope<Targets>)> + '_ {
+        let listed = self.delegators.get_or_init(|| {
+            self.targets
+                .iter()
+                .filter(|(_, e)| e.signed.delegations.is_some())
+                .map(|(r, _)| r.clone())
+                .collect()
+        });
+        let first = listed
+            .iter()
+            .filter_map(|r| self.targets.get_key_value(r))
+            .filter(|(_, e)| e.signed.delegations.is_some());
+        let rest = self.targets.iter().filter(move |(r, e)| {
+            e.signed.delegations.is_some() && !listed.iter().any(|l| l == *r)
+        });
+        first.chain(rest)
+    }
+
+    /// [`Repository::delegating_roles`], metadata only.
+    pub(super) fn delegating_envs(&self) -> impl Iterator<Item = &Envelope<Targets>> + '_ {
+        self.delegating_roles().map(|(_, e)| e)
     }
 
     pub(super) fn canonical_of(&self, role: &str) -> Result<Vec<u8>, RepoError> {
@@ -119,6 +149,7 @@ impl Repository {
         let env = parse_envelope::<Targets>(role, &bytes, &path)?;
         self.targets.insert(role.to_owned(), env);
         self.signed_canonical.remove(role);
+        self.delegators = std::sync::OnceLock::new();
         self.unchecked.remove(role);
         Ok(())
     }

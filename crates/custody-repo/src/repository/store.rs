@@ -147,6 +147,7 @@ impl Repository {
             pending_provenance: vec![],
             unchecked: BTreeSet::new(),
             signed_canonical: BTreeMap::new(),
+            delegators: std::sync::OnceLock::new(),
         };
         repo.sign_available("root", ring)?;
         repo.sign_available("targets", ring)?;
@@ -237,6 +238,7 @@ impl Repository {
             pending_provenance: vec![],
             unchecked,
             signed_canonical: BTreeMap::new(),
+            delegators: std::sync::OnceLock::new(),
         })
     }
 
@@ -397,6 +399,8 @@ impl Repository {
         drop(writes);
         for (role, bytes) in out {
             if !TOP_LEVEL_ROLES.contains(&role.as_str()) || role == "targets" {
+                // the staged file holds the signed bytes now: no second copy
+                self.signed_canonical.remove(&role);
                 self.staged.insert(role, std::sync::Arc::new(bytes));
             }
         }
