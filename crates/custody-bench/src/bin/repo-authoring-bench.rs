@@ -204,9 +204,11 @@ fn staged_mtimes(dir: &Path) -> Result<BTreeMap<String, std::time::SystemTime>> 
 
 /// The N inputs, as `entries.jsonl` lines of (name, length, sha256).
 fn load_entries(p: &Path) -> Result<Vec<TargetEntry>> {
-    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-    text.lines()
-        .map(|l| serde_json::from_str::<TargetEntry>(l).context("entry line"))
+    use std::io::BufRead;
+    let f = std::fs::File::open(p).with_context(|| format!("reading {}", p.display()))?;
+    std::io::BufReader::new(f)
+        .lines()
+        .map(|l| serde_json::from_str::<TargetEntry>(&l?).context("entry line"))
         .collect()
 }
 

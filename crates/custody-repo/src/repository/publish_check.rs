@@ -7,6 +7,7 @@
 //! `Updater`, the device agent and the server's image lookup run.
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use custody_tuf::{Fetch, Limits, Refresh, Signed, Source, Step, TargetFile, Targets};
@@ -95,9 +96,9 @@ impl Repository {
         // client workflow below verifies whatever bytes are published).
         // Changed roles: the canonical envelope around the bytes they were
         // signed over, as `save` writes them.
-        let role_bytes = |role: &str, env: &Envelope<Targets>| -> Result<Vec<u8>, RepoError> {
+        let role_bytes = |role: &str, env: &Envelope<Targets>| -> Result<Arc<Vec<u8>>, RepoError> {
             match self.staged.get(role) {
-                Some(b) if !self.dirty.contains(role) => Ok(b.as_ref().clone()),
+                Some(b) if !self.dirty.contains(role) => Ok(Arc::clone(b)),
                 _ => {
                     let signed = self
                         .signed_canonical
@@ -106,10 +107,10 @@ impl Repository {
                     if let Some(c) = signed {
                         if let Some(b) = canonical_envelope_bytes(role, &env.signatures, &c.bytes)?
                         {
-                            return Ok(b);
+                            return Ok(Arc::new(b));
                         }
                     }
-                    envelope_bytes(env)
+                    envelope_bytes(env).map(Arc::new)
                 }
             }
         };
@@ -136,7 +137,7 @@ impl Repository {
                     .and_then(|v| roots.get(v.wrapping_sub(1))),
                 "timestamp" => Some(&ts),
                 "snapshot" => Some(&snap),
-                "targets" => Some(&top),
+                "targets" => Some(top.as_ref()),
                 _ => None,
             };
             names.insert(f.role.clone(), f.file_name.clone());
@@ -146,17 +147,20 @@ impl Repository {
             let v = i as u64 + 1;
             files.insert(
                 custody_tuf::metadata_filename("root", Some(v)),
-                PublishFile::Bytes(b.clone()),
+                PublishFile::Bytes(Arc::new(b.clone())),
             );
         }
-        files.insert("root.json".into(), PublishFile::Bytes(current_bytes));
+        files.insert(
+            "root.json".into(),
+            PublishFile::Bytes(Arc::new(current_bytes)),
+        );
         let name_of = |role: &str| {
             names.get(role).cloned().ok_or_else(|| {
                 RepoError::Publish(format!("{role} was not asked for by the refresh"))
             })
         };
-        files.insert(name_of("timestamp")?, PublishFile::Bytes(ts));
-        files.insert(name_of("snapshot")?, PublishFile::Bytes(snap));
+        files.insert(name_of("timestamp")?, PublishFile::Bytes(Arc::new(ts)));
+        files.insert(name_of("snapshot")?, PublishFile::Bytes(Arc::new(snap)));
         let top_name = name_of("targets")?;
         let loaded_external;
         let external = match &self.external {
@@ -292,10 +296,11 @@ impl Repository {
             }
             level = next;
         }
+        let verified: BTreeSet<&str> = done.iter().map(|(d, _)| d.as_str()).collect();
         if let Some(orphan) = self
             .targets
             .keys()
-            .find(|r| *r != "targets" && !done.iter().any(|(d, _)| d == *r))
+            .find(|r| *r != "targets" && !verified.contains(r.as_str()))
         {
             return Err(RepoError::Publish(format!(
                 "role {orphan} has metadata but no delegation points to it"
@@ -403,8 +408,8 @@ pub(super) fn same_file_bytes(prev: &Path, bytes: &[u8]) -> bool {
 /// One file of a publish.
 #[derive(Debug, Clone)]
 pub enum PublishFile {
-    /// metadata bytes
-    Bytes(Vec<u8>),
+    /// metadata bytes (shared with the repository's staged copy)
+    Bytes(Arc<Vec<u8>>),
     /// a staged target file to copy (or hard-link)
     Copy(PathBuf),
 }
