@@ -26,15 +26,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+START = time.perf_counter()
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _tufrepo as tr  # noqa: E402
 from tuf.api.metadata import Metadata, MetaFile, Snapshot, Targets, Timestamp  # noqa: E402
+
+
+def progress(what: str, n: int) -> None:
+    """One progress line on stderr: the bench reports the last one if this
+    run is stopped at its time limit."""
+    print(f"progress {what} {n} at {time.perf_counter() - START:.1f} s", file=sys.stderr, flush=True)
 
 
 def add_one_from_disk(md_dir: Path, seed: str, tf: tr.TargetFile) -> dict:
@@ -130,6 +138,11 @@ def main() -> int:
     p.add_argument("--work-dir", type=Path, help="parent of the temporary repository (default: system temp)")
     p.add_argument("--keep", action="store_true", help="keep the written repository")
     p.add_argument(
+        "--entries-in",
+        type=Path,
+        help="read the N (name, length, sha256) inputs from these JSON lines instead of generating contents",
+    )
+    p.add_argument(
         "--entries-out",
         type=Path,
         help="write the N (name, length, sha256) inputs as JSON lines, for custody to take the same inputs",
@@ -141,10 +154,18 @@ def main() -> int:
     try:
         t0 = time.perf_counter()
         tfs = []
-        for i in range(a.targets):
-            name = tr.target_name(i)
-            tfs.append(tr.target_file_for(name, tr.target_content(a.seed, name)))
+        if a.entries_in:
+            with open(a.entries_in) as f:
+                for line in f:
+                    e = json.loads(line)
+                    tfs.append(tr.TargetFile(length=e["length"], hashes=e["hashes"], path=e["name"]))
+            a.targets = len(tfs)
+        else:
+            for i in range(a.targets):
+                name = tr.target_name(i)
+                tfs.append(tr.target_file_for(name, tr.target_content(a.seed, name)))
         t_hash = time.perf_counter() - t0
+        progress("inputs", len(tfs))
         if a.entries_out:
             with open(a.entries_out, "w") as f:
                 for tf in tfs:
@@ -154,17 +175,22 @@ def main() -> int:
         c1 = time.process_time()
         t1 = time.perf_counter()
         repo = tr.new_repo(a.seed, tr.parse_expires(a.expires), a.bit_length)
-        for tf in tfs:
+        for i, tf in enumerate(tfs, 1):
             tr.add_target(repo, tf)
+            if i % 100_000 == 0:
+                progress("built targets", i)
         t_build = time.perf_counter() - t1
+        progress("built targets", len(tfs))
 
         t2 = time.perf_counter()
         tr.sign_all(repo)
         t_sign = time.perf_counter() - t2
+        progress("signed bins", len(repo.bins))
 
         t3 = time.perf_counter()
         written = tr.write_metadata(repo, md_dir)
         t_write = time.perf_counter() - t3
+        progress("written files", len(written))
         create_total = t_build + t_sign + t_write
         create_cpu = time.process_time() - c1
 
@@ -202,6 +228,7 @@ def main() -> int:
             },
             "add_one_target_from_disk": disk,
             "add_one_target_in_memory": mem,
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         }
         print(json.dumps(result, indent=1))
     finally:

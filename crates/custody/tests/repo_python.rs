@@ -167,3 +167,94 @@ fn python_tuf_client_reads_custody_repository() {
     assert_eq!(r["root_version"], 2);
     assert_eq!(r["docs/a2.txt"], "second");
 }
+
+/// A bin-split repository of registry shape (20,000 targets in 1,024 hash
+/// bins, as `custody repo` writes every bin: the canonical envelope of the
+/// signed bytes): python-tuf's ngclient over HTTP and custody's client over
+/// file URLs both refresh it and download targets from several bins.
+#[test]
+fn large_bin_split_repository_refreshes_in_both_clients() {
+    const N: usize = 20_000;
+    let env = Cli::new(PW).with_passphrase_on_every_command();
+    env.keys(&["root", "targets", "snapshot", "timestamp", "bins"]);
+    env.init_repo(&[]);
+    env.ok(&[
+        "repo",
+        "hash-bins",
+        "repo",
+        "--from",
+        "targets",
+        "--prefix",
+        "bin",
+        "--bits",
+        "10",
+        "--key",
+        "bins.pem",
+    ]);
+    let pkgs = env.p("pkgs");
+    std::fs::create_dir_all(&pkgs).unwrap();
+    for i in 0..N {
+        std::fs::write(pkgs.join(format!("p{i:05}.tar.gz")), format!("package {i}")).unwrap();
+    }
+    env.ok(&["repo", "add-target", "repo", "pkgs", "--name", "pkgs"]);
+    env.ok(&["repo", "publish", "repo", "out"]);
+
+    let picks = [0usize, 3_333, 7_777, 12_345, 16_000, N - 1];
+    let names: Vec<String> = picks
+        .iter()
+        .map(|i| format!("pkgs/p{i:05}.tar.gz"))
+        .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    // several bins, not one
+    let bins: std::collections::BTreeSet<String> = names
+        .iter()
+        .map(|n| {
+            let h = ring::digest::digest(&ring::digest::SHA256, n.as_bytes());
+            format!(
+                "{:03x}",
+                (u16::from(h.as_ref()[0]) << 2) | u16::from(h.as_ref()[1] >> 6)
+            )
+        })
+        .collect();
+    assert!(bins.len() >= 4, "{bins:?}");
+    let bin_files = std::fs::read_dir(env.p("out").join("."))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".bin-"))
+        .count();
+    assert_eq!(bin_files, 1024);
+
+    let r = client(&env, "py", &names);
+    for (i, n) in picks.iter().zip(&names) {
+        assert_eq!(r[*n], format!("package {i}"), "python-tuf: {n}");
+    }
+
+    let c = common::Client::new();
+    c.init_bytes(&std::fs::read(env.p("out").join("1.root.json")).unwrap())
+        .ok();
+    let out = std::fs::canonicalize(env.p("out")).unwrap();
+    let md = url::Url::from_directory_path(&out).unwrap();
+    let tg = url::Url::from_directory_path(out.join("targets")).unwrap();
+    let mut args = vec![
+        "client",
+        "--metadata-dir",
+        common::s(&c.metadata_dir),
+        "--metadata-url",
+        md.as_str(),
+        "--target-base-url",
+        tg.as_str(),
+        "--target-dir",
+        common::s(&c.target_dir),
+    ];
+    for n in &names {
+        args.push("--target-name");
+        args.push(n);
+    }
+    args.push("download");
+    common::run(&args).ok();
+    for (i, n) in picks.iter().zip(&names) {
+        // stored under its whole path encoded as one component
+        let got = std::fs::read(c.target_dir.join(n.replace('/', "%2F"))).unwrap_or_default();
+        assert_eq!(got, format!("package {i}").into_bytes(), "custody: {n}");
+    }
+}

@@ -82,13 +82,14 @@ pub(super) const BULK_FILES: usize = 64;
 /// Replace many files in `dir` (in order; the last one, the timestamp when
 /// present, becomes visible only after all others are durable).
 pub(super) fn write_replace_bulk(dir: &Path, writes: &[(PathBuf, &[u8])]) -> Result<(), RepoError> {
-    let mut temps = Vec::with_capacity(writes.len());
-    for (path, bytes) in writes {
+    // Temp files written on all cores (closed at once: 2^16 bins must not
+    // mean 2^16 open files); renamed in order below.
+    let temps = par_map(writes, |(path, bytes)| -> Result<_, RepoError> {
         let mut tmp = AtomicFile::create(path, crate::fsutil::PUBLIC_FILE).map_err(fs_err)?;
         tmp.write_all(bytes).map_err(fs_err)?;
-        // closed now: 2^16 bins must not mean 2^16 open files
-        temps.push(tmp.into_pending());
-    }
+        Ok(tmp.into_pending())
+    });
+    let mut temps = temps.into_iter().collect::<Result<Vec<_>, _>>()?;
     bulk_sync(dir)?;
     let last = temps.pop();
     for tmp in temps {

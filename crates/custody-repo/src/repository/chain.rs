@@ -20,7 +20,7 @@ impl Repository {
     /// The name prefix of the succinct hash-bin delegation that `role` is a
     /// bin of (`{prefix}-{hex}`), if any.
     fn succinct_prefix_of(&self, role: &str) -> Option<String> {
-        self.targets.values().find_map(|env| {
+        self.delegating_envs().find_map(|env| {
             let s = env.signed.delegations.as_ref()?.succinct_roles.as_ref()?;
             let hex = role.strip_prefix(&s.name_prefix)?.strip_prefix('-')?;
             (!hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -73,6 +73,8 @@ impl Repository {
                 bump_env!(env);
             }
         }
+        // The signed content changes: the bytes it was signed over are stale.
+        self.signed_canonical.remove(role);
         self.dirty.insert(role.to_owned());
         Ok(())
     }
@@ -119,31 +121,33 @@ impl Repository {
             .collect::<Result<Vec<_>, _>>()?;
         if let Some(signers) = sync_signers {
             let jobs: Vec<_> = envs.into_iter().zip(signers).collect();
-            let sigs = par_map(
-                &jobs,
-                |(env, signers)| -> Result<Vec<Signature>, RepoError> {
-                    let msg = canonical_signed("targets", env)?;
-                    signers
-                        .iter()
-                        .map(|(id, s)| {
-                            Ok(Signature {
-                                keyid: (*id).clone(),
-                                sig: hex::encode(s.sign(&msg)?),
-                                unknown: Default::default(),
-                            })
+            let sigs = par_map(&jobs, |(env, signers)| -> Result<_, RepoError> {
+                let msg = canonical_signed("targets", env)?;
+                let sigs = signers
+                    .iter()
+                    .map(|(id, s)| {
+                        Ok(Signature {
+                            keyid: (*id).clone(),
+                            sig: hex::encode(s.sign(&msg)?),
+                            unknown: Default::default(),
                         })
-                        .collect()
-                },
-            );
+                    })
+                    .collect::<Result<Vec<_>, RepoError>>()?;
+                Ok((msg, sigs))
+            });
             drop(jobs);
-            for (role, sigs) in changed.iter().zip(sigs) {
-                self.apply_signatures(role, sigs?)?;
+            for (role, r) in changed.iter().zip(sigs) {
+                let (msg, sigs) = r?;
+                self.apply_signatures(role, sigs)?;
+                self.remember_canonical(role, msg);
             }
         } else {
             let msgs = par_map(&envs, |env| canonical_signed("targets", env));
             drop(envs);
             for ((role, ids), msg) in changed.iter().zip(&keyids).zip(msgs) {
-                self.sign_available_msg(role, ids, &msg?, ring_ref)?;
+                let msg = msg?;
+                self.sign_available_msg(role, ids, &msg, ring_ref)?;
+                self.remember_canonical(role, msg);
             }
         }
         self.refresh(ring, now)

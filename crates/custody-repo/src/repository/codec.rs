@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
-use custody_tuf::{Key, Metadata, Signed, Targets, SPEC_VERSION};
+use custody_tuf::{Key, Metadata, Signature, Signed, Targets, SPEC_VERSION};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -73,6 +73,90 @@ pub(super) fn checked_envelope_bytes_signed<T: Signed>(
         });
     }
     Ok(bytes)
+}
+
+/// The canonical bytes of a role's `signed` as they were signed, kept so
+/// that `save` writes (and `publish` verifies) exactly those bytes instead
+/// of serializing the role again. Valid while the role's version and
+/// expiry are the ones recorded (every change bumps the role, which drops
+/// the entry; a version or expiry set by hand no longer matches).
+#[derive(Debug, Clone)]
+pub(super) struct SignedCanonical {
+    pub(super) version: u64,
+    pub(super) expires: DateTime<Utc>,
+    pub(super) bytes: std::sync::Arc<Vec<u8>>,
+}
+
+impl SignedCanonical {
+    pub(super) fn of(t: &Targets, bytes: std::sync::Arc<Vec<u8>>) -> Self {
+        SignedCanonical {
+            version: t.version,
+            expires: t.expires,
+            bytes,
+        }
+    }
+
+    /// Whether this is the canonical form of `t` as it stands.
+    pub(super) fn matches(&self, t: &Targets) -> bool {
+        self.version == t.version && self.expires == t.expires
+    }
+}
+
+/// The file custody writes for a targets role signed over `signed`, the
+/// canonical bytes of its `signed` (as signed): the canonical JSON envelope
+/// `{"signatures":[...],"signed":SIGNED}`, holding the signed bytes
+/// verbatim, so signatures are checked against exactly the bytes written
+/// and nothing is serialized twice.
+///
+/// Only when every byte of the envelope is printable ASCII: such canonical
+/// JSON is also plain JSON, and a strict parse (custody-tuf's, a client's)
+/// gives back a value whose canonical form is `signed` again (no control
+/// character written raw, no string a client would refuse as non-NFC).
+/// `None` otherwise: the caller writes the role the general way, with the
+/// parse-back check.
+pub(super) fn canonical_envelope_bytes(
+    role: &str,
+    signatures: &[Signature],
+    signed: &[u8],
+) -> Result<Option<Vec<u8>>, RepoError> {
+    let printable = |b: &[u8]| b.iter().all(|c| (0x20..0x7f).contains(c));
+    if !printable(signed) {
+        return Ok(None);
+    }
+    let sigs = custody_tuf::cjson::canonical_bytes(role, signatures)?;
+    if !printable(&sigs) {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(signed.len() + sigs.len() + 28);
+    out.extend_from_slice(b"{\"signatures\":");
+    out.extend_from_slice(&sigs);
+    out.extend_from_slice(b",\"signed\":");
+    out.extend_from_slice(signed);
+    out.push(b'}');
+    Ok(Some(out))
+}
+
+/// The bytes `save` writes for targets role `role`: the canonical envelope
+/// around the bytes it was signed over when they are current (see
+/// [`canonical_envelope_bytes`]); otherwise the general form, parsed back
+/// strictly ([`checked_envelope_bytes_signed`]). Either way custody-tuf's
+/// schema rules for the typed role hold.
+pub(super) fn targets_file_bytes(
+    role: &str,
+    env: &Envelope<Targets>,
+    signed: Option<&SignedCanonical>,
+    keys: Option<(&[String], &BTreeMap<String, Key>)>,
+) -> Result<Vec<u8>, RepoError> {
+    if let Some(c) = signed.filter(|c| c.matches(&env.signed)) {
+        if let Some(bytes) = canonical_envelope_bytes(role, &env.signatures, &c.bytes)? {
+            env.signed.validate(role).map_err(|e| RepoError::Role {
+                role: role.into(),
+                detail: format!("custody would write metadata that TUF clients reject: {e}"),
+            })?;
+            return Ok(bytes);
+        }
+    }
+    checked_envelope_bytes_signed(role, env, keys)
 }
 
 pub(super) fn canonical_signed<T: Serialize>(

@@ -97,6 +97,8 @@ impl Repository {
         );
         self.bumped.insert(name.into());
         self.dirty.insert(name.into());
+        // `parent` may delegate for the first time
+        self.delegators = std::sync::OnceLock::new();
         self.log_event(
             now,
             "delegate",
@@ -186,6 +188,7 @@ impl Repository {
                 unknown: Default::default(),
             });
         }
+        self.delegators = std::sync::OnceLock::new();
         self.log_event(now, "hash-bins", serde_json::json!({ "from": parent, "prefix": prefix, "bit_length": bit_length, "bins": bins.len() }));
         self.commit_targets_change(ring, now)?;
         Ok(bins.len())

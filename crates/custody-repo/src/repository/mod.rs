@@ -212,6 +212,14 @@ pub struct Repository {
     /// parse, no canonical round-trip check): strictly checked from their
     /// staged bytes before they are first changed or signed
     unchecked: BTreeSet<String>,
+    /// targets roles: the canonical bytes of `signed` they were last
+    /// signed over (dropped when the role is bumped); `save` writes these
+    /// bytes and `publish` verifies them, instead of serializing again
+    signed_canonical: BTreeMap<String, codec::SignedCanonical>,
+    /// names of the targets roles that delegate (computed on first use,
+    /// reset when delegations are added): finding a role's delegator must
+    /// not walk 16,384 hash bins for each of 16,384 bins
+    delegators: std::sync::OnceLock<Vec<String>>,
 }
 
 /// Directory of the per-role lists of targets whose contents custody does

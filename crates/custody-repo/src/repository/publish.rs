@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::error::RepoError;
 
-use super::bulk::{bulk_sync, BULK_FILES};
+use super::bulk::{bulk_sync, par_map, BULK_FILES};
 use super::codec::io_err;
 use super::publish_check::{same_file_bytes, PreviousGeneration, PublishFile};
 use super::Repository;
@@ -81,6 +81,69 @@ pub struct PublishStats {
     pub roles_carried_over: usize,
 }
 
+/// How one file of a generation was put in place.
+enum Placed {
+    /// hard-linked from the previous generation (or a staged target file)
+    Linked,
+    /// new metadata hard-linked from the staging area (its length)
+    LinkedFromStaging(u64),
+    /// written (its length)
+    Written(u64),
+}
+
+/// Put `rel` into the new generation `gen`: link identical bytes from the
+/// previous generation or the staging area, else write them.
+fn place_file(
+    gen: &Path,
+    rel: &str,
+    f: &PublishFile,
+    previous_gen: Option<&Path>,
+    staged_meta: Option<&Path>,
+    bulk: bool,
+) -> Result<Placed, RepoError> {
+    let dest = gen.join(rel);
+    match f {
+        PublishFile::Bytes(b) => {
+            if let Some(prev) = previous_gen.map(|g| g.join(rel)) {
+                if same_file_bytes(&prev, b) && std::fs::hard_link(&prev, &dest).is_ok() {
+                    return Ok(Placed::Linked);
+                }
+            }
+            // New metadata that `save` already wrote to the staging area
+            // (`N.role.json` staged as `role.json`): link the staged file if
+            // it holds exactly these bytes. Staged files are only ever
+            // replaced by rename, never changed in place, so the generation
+            // keeps these bytes.
+            if let Some(meta) = staged_meta.filter(|_| !rel.contains('/')) {
+                let unversioned = match rel.split_once('.') {
+                    Some((v, rest)) if v.bytes().all(|c| c.is_ascii_digit()) => rest,
+                    _ => rel,
+                };
+                let linked = [meta.join(rel), meta.join(unversioned)]
+                    .iter()
+                    .any(|c| same_file_bytes(c, b) && std::fs::hard_link(c, &dest).is_ok());
+                if linked {
+                    return Ok(Placed::LinkedFromStaging(b.len() as u64));
+                }
+            }
+            let mut fh = std::fs::File::create(&dest).map_err(io_err(&dest))?;
+            fh.write_all(b).map_err(io_err(&dest))?;
+            if !bulk {
+                fh.sync_all().map_err(io_err(&dest))?;
+            }
+            Ok(Placed::Written(b.len() as u64))
+        }
+        PublishFile::Copy(src) => {
+            if std::fs::hard_link(src, &dest).is_ok() {
+                Ok(Placed::Linked)
+            } else {
+                let n = std::fs::copy(src, &dest).map_err(io_err(&dest))?;
+                Ok(Placed::Written(n))
+            }
+        }
+    }
+}
+
 /// The generation the `out` symlink points at now, if any.
 fn previous_generation(out: &Path) -> Option<PathBuf> {
     let parent = match out.parent() {
@@ -135,55 +198,38 @@ fn publish_tree(
     let mut stats = PublishStats::default();
     // Many files: no fsync per file, one syncfs before the switch.
     let bulk = files.len() > BULK_FILES;
-    for (rel, f) in files {
-        let dest = tmp.path().join(rel);
-        if let Some(p) = dest.parent() {
-            std::fs::create_dir_all(p).map_err(io_err(p))?;
-        }
-        match f {
-            PublishFile::Bytes(b) => {
-                if let Some(prev) = previous_gen.as_ref().map(|g| g.join(rel)) {
-                    if same_file_bytes(&prev, b) && std::fs::hard_link(&prev, &dest).is_ok() {
-                        stats.files_linked += 1;
-                        continue;
-                    }
-                }
-                // New metadata that `save` already wrote to the staging
-                // area (`N.role.json` staged as `role.json`): link the
-                // staged file if it holds exactly these bytes. Staged files
-                // are only ever replaced by rename, never changed in place,
-                // so the generation keeps these bytes.
-                if let Some(meta) = staged_meta.filter(|_| !rel.contains('/')) {
-                    let unversioned = match rel.split_once('.') {
-                        Some((v, rest)) if v.bytes().all(|c| c.is_ascii_digit()) => rest,
-                        _ => rel.as_str(),
-                    };
-                    let linked = [meta.join(rel), meta.join(unversioned)]
-                        .iter()
-                        .any(|c| same_file_bytes(c, b) && std::fs::hard_link(c, &dest).is_ok());
-                    if linked {
-                        stats.files_linked += 1;
-                        stats.linked_from_staging.push(rel.clone());
-                        stats.bytes_linked_from_staging += b.len() as u64;
-                        continue;
-                    }
-                }
-                let mut fh = std::fs::File::create(&dest).map_err(io_err(&dest))?;
-                fh.write_all(b).map_err(io_err(&dest))?;
-                if !bulk {
-                    fh.sync_all().map_err(io_err(&dest))?;
-                }
-                stats.files_written.push(rel.clone());
-                stats.bytes_written += b.len() as u64;
+    let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
+    for rel in files.keys() {
+        if let Some(p) = tmp.path().join(rel).parent() {
+            if dirs.insert(p.to_owned()) {
+                std::fs::create_dir_all(p).map_err(io_err(p))?;
             }
-            PublishFile::Copy(src) => {
-                if std::fs::hard_link(src, &dest).is_ok() {
-                    stats.files_linked += 1;
-                } else {
-                    let n = std::fs::copy(src, &dest).map_err(io_err(&dest))?;
-                    stats.files_written.push(rel.clone());
-                    stats.bytes_written += n;
-                }
+        }
+    }
+    // Every file on all cores (comparing with the previous generation and
+    // the staging area, linking or writing).
+    let jobs: Vec<(&String, &PublishFile)> = files.iter().collect();
+    let outcomes = par_map(&jobs, |(rel, f)| {
+        place_file(
+            tmp.path(),
+            rel,
+            f,
+            previous_gen.as_deref(),
+            staged_meta,
+            bulk,
+        )
+    });
+    for ((rel, _), outcome) in jobs.iter().zip(outcomes) {
+        match outcome? {
+            Placed::Linked => stats.files_linked += 1,
+            Placed::LinkedFromStaging(n) => {
+                stats.files_linked += 1;
+                stats.linked_from_staging.push((*rel).clone());
+                stats.bytes_linked_from_staging += n;
+            }
+            Placed::Written(n) => {
+                stats.files_written.push((*rel).clone());
+                stats.bytes_written += n;
             }
         }
     }

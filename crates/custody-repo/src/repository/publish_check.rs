@@ -7,6 +7,7 @@
 //! `Updater`, the device agent and the server's image lookup run.
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use custody_tuf::{Fetch, Limits, Refresh, Signed, Source, Step, TargetFile, Targets};
@@ -15,7 +16,9 @@ use crate::error::RepoError;
 use crate::paths::validate_target_path;
 
 use super::bulk::par_map_with;
-use super::codec::{delegated_names, envelope_bytes, io_err, read_bounded};
+use super::codec::{
+    canonical_envelope_bytes, delegated_names, envelope_bytes, io_err, read_bounded,
+};
 use super::external::load_external;
 use super::Repository;
 use super::{Envelope, METADATA_DIR, TARGETS_DIR};
@@ -91,10 +94,24 @@ impl Repository {
         let snap = envelope_bytes(&self.snapshot)?;
         // Roles unchanged since read or written: their staged bytes (the
         // client workflow below verifies whatever bytes are published).
-        let role_bytes = |role: &str, env: &Envelope<Targets>| -> Result<Vec<u8>, RepoError> {
+        // Changed roles: the canonical envelope around the bytes they were
+        // signed over, as `save` writes them.
+        let role_bytes = |role: &str, env: &Envelope<Targets>| -> Result<Arc<Vec<u8>>, RepoError> {
             match self.staged.get(role) {
-                Some(b) if !self.dirty.contains(role) => Ok(b.as_ref().clone()),
-                _ => envelope_bytes(env),
+                Some(b) if !self.dirty.contains(role) => Ok(Arc::clone(b)),
+                _ => {
+                    let signed = self
+                        .signed_canonical
+                        .get(role)
+                        .filter(|c| c.matches(&env.signed));
+                    if let Some(c) = signed {
+                        if let Some(b) = canonical_envelope_bytes(role, &env.signatures, &c.bytes)?
+                        {
+                            return Ok(Arc::new(b));
+                        }
+                    }
+                    envelope_bytes(env).map(Arc::new)
+                }
             }
         };
         let top_env = self.targets_env("targets")?;
@@ -120,7 +137,7 @@ impl Repository {
                     .and_then(|v| roots.get(v.wrapping_sub(1))),
                 "timestamp" => Some(&ts),
                 "snapshot" => Some(&snap),
-                "targets" => Some(&top),
+                "targets" => Some(top.as_ref()),
                 _ => None,
             };
             names.insert(f.role.clone(), f.file_name.clone());
@@ -130,17 +147,20 @@ impl Repository {
             let v = i as u64 + 1;
             files.insert(
                 custody_tuf::metadata_filename("root", Some(v)),
-                PublishFile::Bytes(b.clone()),
+                PublishFile::Bytes(Arc::new(b.clone())),
             );
         }
-        files.insert("root.json".into(), PublishFile::Bytes(current_bytes));
+        files.insert(
+            "root.json".into(),
+            PublishFile::Bytes(Arc::new(current_bytes)),
+        );
         let name_of = |role: &str| {
             names.get(role).cloned().ok_or_else(|| {
                 RepoError::Publish(format!("{role} was not asked for by the refresh"))
             })
         };
-        files.insert(name_of("timestamp")?, PublishFile::Bytes(ts));
-        files.insert(name_of("snapshot")?, PublishFile::Bytes(snap));
+        files.insert(name_of("timestamp")?, PublishFile::Bytes(Arc::new(ts)));
+        files.insert(name_of("snapshot")?, PublishFile::Bytes(Arc::new(snap)));
         let top_name = name_of("targets")?;
         let loaded_external;
         let external = match &self.external {
@@ -233,34 +253,41 @@ impl Repository {
                 files.insert(name, PublishFile::Bytes(bytes));
                 next.extend(children.into_iter().map(|c| (c, role.clone())));
             }
-            let results = par_map_with(
-                &leaves,
-                || refresh.clone(),
-                |r, (role, delegator, env)| -> Result<_, RepoError> {
-                    let bytes = role_bytes(role, env)?;
-                    let name = r.trusted().remote_filename(role).map_err(refuse)?;
-                    let carried = previous.is_some_and(|prev| {
-                        unchanged_delegators.contains(delegator)
-                            && r.trusted().meta_for(role).is_ok_and(|m| {
-                                m.length.is_none()
-                                    && m.hashes.is_none()
-                                    && m.version == env.signed.version
-                            })
-                            && !env.signed.is_expired(now)
-                            && same_file_bytes(&prev.metadata.join(&name), &bytes)
-                    });
-                    if carried {
-                        let c = contents(role, &env.signed, r.trusted())?;
-                        return Ok((name, bytes, c, true));
-                    }
-                    let name = load_delegated(r, role, delegator, &bytes)?;
-                    let verified = r.trusted().delegated_targets(role).ok_or_else(|| {
-                        RepoError::Publish(format!("{role} not loaded after verification"))
-                    })?;
-                    let c = contents(role, verified, r.trusted())?;
-                    Ok((name, bytes, c, false))
-                },
-            );
+            // In chunks, each thread starting every chunk from a fresh copy
+            // of the refresh: a verified role stays loaded in the copy that
+            // verified it, so memory holds one chunk's roles at a time, not
+            // every bin of a 2.5-million-target repository.
+            let mut results = Vec::with_capacity(leaves.len());
+            for chunk in leaves.chunks(LEAF_CHUNK) {
+                results.extend(par_map_with(
+                    chunk,
+                    || refresh.clone(),
+                    |r, (role, delegator, env)| -> Result<_, RepoError> {
+                        let bytes = role_bytes(role, env)?;
+                        let name = r.trusted().remote_filename(role).map_err(refuse)?;
+                        let carried = previous.is_some_and(|prev| {
+                            unchanged_delegators.contains(delegator)
+                                && r.trusted().meta_for(role).is_ok_and(|m| {
+                                    m.length.is_none()
+                                        && m.hashes.is_none()
+                                        && m.version == env.signed.version
+                                })
+                                && !env.signed.is_expired(now)
+                                && same_file_bytes(&prev.metadata.join(&name), &bytes)
+                        });
+                        if carried {
+                            let c = contents(role, &env.signed, r.trusted())?;
+                            return Ok((name, bytes, c, true));
+                        }
+                        let name = load_delegated(r, role, delegator, &bytes)?;
+                        let verified = r.trusted().delegated_targets(role).ok_or_else(|| {
+                            RepoError::Publish(format!("{role} not loaded after verification"))
+                        })?;
+                        let c = contents(role, verified, r.trusted())?;
+                        Ok((name, bytes, c, false))
+                    },
+                ));
+            }
             for r in results {
                 let (name, bytes, c, was_carried) = r?;
                 carried += usize::from(was_carried);
@@ -269,10 +296,11 @@ impl Repository {
             }
             level = next;
         }
+        let verified: BTreeSet<&str> = done.iter().map(|(d, _)| d.as_str()).collect();
         if let Some(orphan) = self
             .targets
             .keys()
-            .find(|r| *r != "targets" && !done.iter().any(|(d, _)| d == *r))
+            .find(|r| *r != "targets" && !verified.contains(r.as_str()))
         {
             return Err(RepoError::Publish(format!(
                 "role {orphan} has metadata but no delegation points to it"
@@ -281,6 +309,10 @@ impl Repository {
         Ok((files, carried))
     }
 }
+
+/// Leaf roles verified per fresh copy of the refresh (see
+/// `build_publish_set_from`).
+const LEAF_CHUNK: usize = 512;
 
 /// Drive `r` until it stops asking for files, answering each remote
 /// request with `answer`'s bytes (`None`: not in the publish set) and each
@@ -376,8 +408,8 @@ pub(super) fn same_file_bytes(prev: &Path, bytes: &[u8]) -> bool {
 /// One file of a publish.
 #[derive(Debug, Clone)]
 pub enum PublishFile {
-    /// metadata bytes
-    Bytes(Vec<u8>),
+    /// metadata bytes (shared with the repository's staged copy)
+    Bytes(Arc<Vec<u8>>),
     /// a staged target file to copy (or hard-link)
     Copy(PathBuf),
 }
@@ -491,6 +523,104 @@ mod tests {
         for n in needles {
             assert!(err.contains(n), "{n:?} missing from: {err}");
         }
+    }
+
+    fn entry(name: &str) -> crate::repository::TargetEntry {
+        crate::repository::TargetEntry {
+            name: name.into(),
+            length: 7,
+            hashes: [("sha256".to_owned(), "ab".repeat(32))].into(),
+            custom: None,
+            provenance: None,
+        }
+    }
+
+    fn staged(repo: &Repository, role: &str) -> Vec<u8> {
+        std::fs::read(repo.dir().join("metadata").join(format!("{role}.json"))).unwrap()
+    }
+
+    /// save writes a targets role as the canonical envelope around the
+    /// exact bytes it was signed over; those bytes are what custody-tuf
+    /// parses back and verifies the role's signature against.
+    #[test]
+    fn a_saved_role_is_the_canonical_envelope_of_the_signed_bytes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut repo, mut ring) = repo(tmp.path());
+        repo.add_target_entries(vec![entry("team/a.txt")], &mut ring, now())
+            .unwrap();
+        let signed = repo.signed_canonical["team"].bytes.clone();
+        repo.save().unwrap();
+        let bytes = staged(&repo, "team");
+        let m = custody_tuf::Metadata::<custody_tuf::Targets>::from_bytes("team", &bytes).unwrap();
+        assert_eq!(m.canonical_signed(), signed.as_slice());
+        let sigs = custody_tuf::cjson::canonical_bytes("team", &m.signatures).unwrap();
+        let mut want = b"{\"signatures\":".to_vec();
+        want.extend_from_slice(&sigs);
+        want.extend_from_slice(b",\"signed\":");
+        want.extend_from_slice(&signed);
+        want.push(b'}');
+        assert_eq!(bytes, want);
+        let info = repo.role_keys("team").unwrap();
+        custody_tuf::verify_threshold(
+            "team",
+            "targets",
+            m.canonical_signed(),
+            &m.signatures,
+            &info.keyids,
+            &info.keys,
+            info.threshold,
+        )
+        .unwrap();
+        repo.build_publish_set(now()).unwrap();
+    }
+
+    /// Non-ASCII content is written the general way and parsed back
+    /// strictly before anything is written; a non-NFC name is refused.
+    #[test]
+    fn non_ascii_roles_are_parsed_back_and_non_nfc_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut repo, mut ring) = repo(tmp.path());
+        let added = repo
+            .add_target_entries(vec![entry("team/caf\u{e9}.txt")], &mut ring, now())
+            .unwrap();
+        assert_eq!(added[0].1, "team");
+        repo.save().unwrap();
+        let bytes = staged(&repo, "team");
+        assert!(bytes.starts_with(b"{\n"), "general form expected");
+        repo.build_publish_set(now()).unwrap();
+
+        drop(repo);
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut second, mut ring) = self::repo(tmp.path());
+        let before = staged(&second, "team");
+        second
+            .add_target_entries(vec![entry("team/cafe\u{301}.txt")], &mut ring, now())
+            .unwrap();
+        let e = second.save().unwrap_err().to_string();
+        assert!(e.contains("team") && e.contains("normalization"), "{e}");
+        assert_eq!(staged(&second, "team"), before, "nothing written");
+    }
+
+    /// The signed bytes kept for a role are used only while they are its
+    /// canonical form: content changed by hand without re-signing is
+    /// written as it now stands, and publish refuses its stale signature.
+    #[test]
+    fn stale_signed_bytes_are_not_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut repo, mut ring) = repo(tmp.path());
+        repo.add_target_entries(vec![entry("team/a.txt")], &mut ring, now())
+            .unwrap();
+        let signed = repo.signed_canonical["team"].bytes.clone();
+        repo.targets.get_mut("team").unwrap().signed.version += 1;
+        repo.dirty.insert("team".to_owned());
+        repo.save().unwrap();
+        let m = custody_tuf::Metadata::<custody_tuf::Targets>::from_bytes(
+            "team",
+            &staged(&repo, "team"),
+        )
+        .unwrap();
+        assert_ne!(m.canonical_signed(), signed.as_slice());
+        assert_names(&refusal(&repo), &["team: "]);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use custody_tuf::{Root, Signature, Targets, TOP_LEVEL_ROLES};
 use crate::error::RepoError;
 use crate::keyring::KeyRing;
 
-use super::codec::{canonical_signed, parse_envelope, read_bounded};
+use super::codec::{canonical_signed, parse_envelope, read_bounded, SignedCanonical};
 use super::Repository;
 use super::{Envelope, RepoStatus, RoleInit, RoleKeyInfo, RoleStatus, METADATA_DIR};
 
@@ -32,7 +32,7 @@ impl Repository {
                 delegator: "root".into(),
             });
         }
-        for (parent, env) in &self.targets {
+        for (parent, env) in self.delegating_roles() {
             let Some(d) = &env.signed.delegations else {
                 continue;
             };
@@ -62,12 +62,61 @@ impl Repository {
         })
     }
 
+    /// The targets roles that delegate, with their metadata: the roles
+    /// recorded in `delegators`, then (in case one gained delegations since
+    /// the list was made) every other role that delegates. Callers stop at
+    /// the first match, so a role delegated by a listed delegator is found
+    /// without walking every role.
+    pub(super) fn delegating_roles(
+        &self,
+    ) -> impl Iterator<Item = (&String, &Envelope<Targets>)> + '_ {
+        let listed = self.delegators.get_or_init(|| {
+            self.targets
+                .iter()
+                .filter(|(_, e)| e.signed.delegations.is_some())
+                .map(|(r, _)| r.clone())
+                .collect()
+        });
+        let first = listed
+            .iter()
+            .filter_map(|r| self.targets.get_key_value(r))
+            .filter(|(_, e)| e.signed.delegations.is_some());
+        let rest = self.targets.iter().filter(move |(r, e)| {
+            e.signed.delegations.is_some() && !listed.iter().any(|l| l == *r)
+        });
+        first.chain(rest)
+    }
+
+    /// [`Repository::delegating_roles`], metadata only.
+    pub(super) fn delegating_envs(&self) -> impl Iterator<Item = &Envelope<Targets>> + '_ {
+        self.delegating_roles().map(|(_, e)| e)
+    }
+
     pub(super) fn canonical_of(&self, role: &str) -> Result<Vec<u8>, RepoError> {
         match role {
             "root" => canonical_signed(role, &self.root),
             "snapshot" => canonical_signed(role, &self.snapshot),
             "timestamp" => canonical_signed(role, &self.timestamp),
-            _ => canonical_signed(role, self.targets_env(role)?),
+            _ => {
+                let env = self.targets_env(role)?;
+                match self.signed_canonical.get(role) {
+                    Some(c) if c.matches(&env.signed) => Ok(c.bytes.as_ref().clone()),
+                    _ => canonical_signed(role, env),
+                }
+            }
+        }
+    }
+
+    /// Record `msg` as the canonical bytes targets role `role` was just
+    /// signed over (see `SignedCanonical`); no-op for top-level roles
+    /// other than `targets`.
+    pub(super) fn remember_canonical(&mut self, role: &str, msg: Vec<u8>) {
+        if TOP_LEVEL_ROLES.contains(&role) && role != "targets" {
+            return;
+        }
+        if let Some(env) = self.targets.get(role) {
+            let c = SignedCanonical::of(&env.signed, std::sync::Arc::new(msg));
+            self.signed_canonical.insert(role.to_owned(), c);
         }
     }
 
@@ -99,6 +148,8 @@ impl Repository {
             })?;
         let env = parse_envelope::<Targets>(role, &bytes, &path)?;
         self.targets.insert(role.to_owned(), env);
+        self.signed_canonical.remove(role);
+        self.delegators = std::sync::OnceLock::new();
         self.unchecked.remove(role);
         Ok(())
     }
@@ -179,7 +230,9 @@ impl Repository {
             ring.ensure(id, loc.as_ref())?;
         }
         let msg = self.canonical_of(role)?;
-        self.sign_available_msg(role, &ids, &msg, ring)
+        let signed = self.sign_available_msg(role, &ids, &msg, ring)?;
+        self.remember_canonical(role, msg);
+        Ok(signed)
     }
 
     /// [`Repository::sign_available`] with the role's key ids (already
@@ -260,6 +313,7 @@ impl Repository {
             sigs.retain(|o| o.keyid != s.keyid);
             sigs.push(s);
         }
+        self.remember_canonical(role, msg);
         self.dirty.insert(role.to_owned());
         self.log_event(
             now,

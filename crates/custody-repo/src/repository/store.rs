@@ -12,8 +12,8 @@ use crate::keyring::KeyRing;
 
 use super::bulk::{bulk_sync, par_map, write_replace_bulk, BULK_FILES};
 use super::codec::{
-    checked_envelope_bytes, checked_envelope_bytes_signed, delegated_names, expiry, fs_err, io_err,
-    load_role, load_role_bytes, load_role_loose, new_targets, read_bounded, write_replace,
+    checked_envelope_bytes, delegated_names, expiry, fs_err, io_err, load_role, load_role_bytes,
+    load_role_loose, new_targets, read_bounded, targets_file_bytes, write_replace,
 };
 use super::provenance::{PROVENANCE_DIR, PROVENANCE_POLICY_FILE};
 use super::signing::{check_no_shared_keys, check_threshold};
@@ -146,6 +146,8 @@ impl Repository {
             pending_policy: None,
             pending_provenance: vec![],
             unchecked: BTreeSet::new(),
+            signed_canonical: BTreeMap::new(),
+            delegators: std::sync::OnceLock::new(),
         };
         repo.sign_available("root", ring)?;
         repo.sign_available("targets", ring)?;
@@ -235,6 +237,8 @@ impl Repository {
             pending_policy: None,
             pending_provenance: vec![],
             unchecked,
+            signed_canonical: BTreeMap::new(),
+            delegators: std::sync::OnceLock::new(),
         })
     }
 
@@ -257,12 +261,16 @@ impl Repository {
             .map(|(role, _)| self.role_keys(role).ok())
             .collect();
         let jobs: Vec<_> = dirty_targets.iter().zip(&role_keys).collect();
+        // Each role as signed: the canonical envelope around the bytes its
+        // signatures were made over (no second serialization, no parse
+        // back); publish feeds exactly these bytes to the client workflow.
         for ((role, _), bytes) in dirty_targets
             .iter()
             .zip(par_map(&jobs, |((role, env), info)| {
-                checked_envelope_bytes_signed(
+                targets_file_bytes(
                     role,
                     env,
+                    self.signed_canonical.get(*role),
                     info.as_ref().map(|i| (i.keyids.as_slice(), &i.keys)),
                 )
             }))
@@ -391,6 +399,8 @@ impl Repository {
         drop(writes);
         for (role, bytes) in out {
             if !TOP_LEVEL_ROLES.contains(&role.as_str()) || role == "targets" {
+                // the staged file holds the signed bytes now: no second copy
+                self.signed_canonical.remove(&role);
                 self.staged.insert(role, std::sync::Arc::new(bytes));
             }
         }
