@@ -133,6 +133,13 @@ fn every_fleet_subcommand_against_a_real_server_and_agents() {
         "{list}"
     );
 
+    // The hosted repositories, with their newest publish.
+    let v = json(&s, &cred, &["repos"]);
+    assert_eq!(v[0]["name"], "main", "{v}");
+    assert!(v[0]["last_publish"]["version"].as_u64().unwrap() >= 1, "{v}");
+    let out = ok(&fleet(&s, &cred, &["repos"]), "repos");
+    assert!(out.contains("REPOSITORY") && out.contains("main"), "{out}");
+
     // One device in detail, then pinned, suspended and resumed.
     let id = agents[0].id.as_str();
     let v = json(&s, &cred, &["device", id]);

@@ -75,6 +75,7 @@ pub(super) fn router() -> Router<Arc<Repos>> {
             "/api/v1/repos/{repo}/targets/{*name}",
             put(stage_target).get(get_staged),
         )
+        .route("/api/v1/repos", get(list_repos))
         .route("/api/v1/repos/{repo}", post(create_repo))
         .route("/api/v1/repos/{repo}/roles/{role}", get(get_role))
         .route("/api/v1/repos/{repo}/publish", post(publish))
@@ -377,6 +378,30 @@ async fn create_repo(
     ))
 }
 
+/// A hosted repository as the list shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RepoSummary {
+    pub name: String,
+    /// the newest publish, if it was ever published
+    pub last_publish: Option<PublishRecord>,
+}
+
+#[utoipa::path(get, path = "/api/v1/repos", tag = "publish",
+    security(("bearer" = [])),
+    responses((status = 200, body = Vec<RepoSummary>,
+        description = "the hosted repositories the caller holds any scope for, by name")))]
+async fn list_repos(State(st): St, caller: Caller) -> ApiResult<Json<Vec<RepoSummary>>> {
+    let mut out = Vec::new();
+    for name in st.authoring.repos() {
+        if !caller.scopes.any_for_repo(&name) {
+            continue;
+        }
+        let last_publish = st.storage.list_publishes(&name).await?.pop();
+        out.push(RepoSummary { name, last_publish });
+    }
+    Ok(Json(out))
+}
+
 #[utoipa::path(get, path = "/api/v1/repos/{repo}/roles/{role}", tag = "publish",
     security(("bearer" = [])), params(("repo" = String, Path), ("role" = String, Path)),
     responses((status = 200, description = "the staged (draft) metadata of the role, to sign offline"),
@@ -616,6 +641,7 @@ async fn sign_role(
         stage_target,
         get_staged,
         list_staged,
+        list_repos,
         create_repo,
         get_role,
         publish,
@@ -628,6 +654,7 @@ async fn sign_role(
         StageTarget,
         StagedTarget,
         PublishRecord,
+        RepoSummary,
         OfflineRole,
         CreateRepo,
         CreatedRepo,

@@ -45,6 +45,9 @@ pub struct FleetArgs {
 
 #[derive(Subcommand, Debug)]
 enum FleetCmd {
+    /// The hosted repositories you hold a scope for, with their newest
+    /// publish (create one with `custody server create-repo`).
+    Repos,
     /// Issue single-use enrolment tokens for a group (shown once).
     Tokens {
         /// Fleet group the enrolled devices join.
@@ -307,6 +310,25 @@ impl Fleet {
 
     fn run(&self, cmd: FleetCmd) -> Result<ExitCode> {
         match cmd {
+            FleetCmd::Repos => {
+                let v = self.call("GET", &["api", "v1", "repos"], None)?;
+                self.show(&v, |v| {
+                    table_of(
+                        v,
+                        &["REPOSITORY", "VERSION", "PUBLISHED", "BY"],
+                        |r| {
+                            let p = &r["last_publish"];
+                            vec![
+                                text(&r["name"]),
+                                text(&p["version"]),
+                                when(&p["published_at"]),
+                                text(&p["published_by"]),
+                            ]
+                        },
+                        "no repositories (or none your scopes name)",
+                    )
+                })
+            }
             FleetCmd::Tokens {
                 group,
                 environment,
