@@ -107,6 +107,7 @@ pub mod checkpoint;
 pub mod client;
 pub mod cosign;
 pub mod entry;
+pub mod frontier;
 #[cfg(feature = "fs")]
 pub mod fs;
 pub mod hash;

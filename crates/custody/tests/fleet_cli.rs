@@ -136,7 +136,10 @@ fn every_fleet_subcommand_against_a_real_server_and_agents() {
     // The hosted repositories, with their newest publish.
     let v = json(&s, &cred, &["repos"]);
     assert_eq!(v[0]["name"], "main", "{v}");
-    assert!(v[0]["last_publish"]["version"].as_u64().unwrap() >= 1, "{v}");
+    assert!(
+        v[0]["last_publish"]["version"].as_u64().unwrap() >= 1,
+        "{v}"
+    );
     let out = ok(&fleet(&s, &cred, &["repos"]), "repos");
     assert!(out.contains("REPOSITORY") && out.contains("main"), "{out}");
 
