@@ -34,6 +34,8 @@ pub mod encoding;
 mod error;
 pub mod log;
 mod logtool;
+#[cfg(feature = "monitor")]
+pub mod monitor;
 pub mod store;
 pub mod target;
 pub mod transport;

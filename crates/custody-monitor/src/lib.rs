@@ -46,6 +46,10 @@ pub enum Rule {
     RepublishedWithOtherBytes,
     UnpublishedInstalled,
     YankedStillInstalled,
+    /// the log served a tree that does not extend the one seen before
+    LogFork,
+    /// the log served a smaller tree than the one seen before
+    LogRollback,
 }
 
 impl Rule {
@@ -61,6 +65,8 @@ impl Rule {
             Rule::RepublishedWithOtherBytes => "republished_with_other_bytes",
             Rule::UnpublishedInstalled => "unpublished_installed",
             Rule::YankedStillInstalled => "yanked_still_installed",
+            Rule::LogFork => "log_fork",
+            Rule::LogRollback => "log_rollback",
         }
     }
 }
@@ -81,6 +87,12 @@ pub struct Alert {
 }
 
 impl Alert {
+    /// A log-health alert (fork, rollback) about the checkpoint of `size`
+    /// that the follower refused at `time`.
+    pub fn log_health(rule: Rule, size: u64, time: i64, log: &str, message: String) -> Alert {
+        Alert::new(rule, vec![size], time, log, message)
+    }
+
     fn new(rule: Rule, entries: Vec<u64>, time: i64, subject: &str, message: String) -> Alert {
         let key = format!(
             "{}:{}",

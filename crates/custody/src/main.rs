@@ -26,6 +26,8 @@ mod inventory;
 #[cfg(feature = "authoring")]
 mod key;
 #[cfg(feature = "authoring")]
+mod monitor;
+#[cfg(feature = "authoring")]
 mod remote;
 #[cfg(feature = "authoring")]
 mod repo;
@@ -86,6 +88,10 @@ enum Command {
     /// expiry, sorted by urgency; a CI gate with --fail-on.
     #[cfg(feature = "authoring")]
     Inventory(inventory::InventoryArgs),
+    /// Release monitor: follow a server's transparency log and alert on
+    /// unusual release timing, privilege growth, drift and yanked targets.
+    #[cfg(feature = "authoring")]
+    Monitor(monitor::MonitorArgs),
     /// Transparency log witness: verify consistency, cosign, alarm on fork or rollback.
     Witness(witness::WitnessArgs),
     /// Audit a transparency log: replay it, who has a target, a device's history.
@@ -122,6 +128,8 @@ fn main() -> ExitCode {
         Command::Fleet(args) => fleet::run(args),
         #[cfg(feature = "authoring")]
         Command::Inventory(args) => inventory::run(args),
+        #[cfg(feature = "authoring")]
+        Command::Monitor(args) => monitor::run(args),
         Command::Witness(args) => witness::run(args),
         Command::Audit(args) => audit::run(args),
     };

@@ -1,0 +1,133 @@
+//! `custody monitor` against a real server's transparency log: alerts for
+//! the entries that raise them, exactly once across steps, the position
+//! kept across runs, and a halt (exit 2, state untouched) when the log no
+//! longer extends the tree the monitor saw.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Output;
+
+use common::custody_async as custody;
+use common::serve::start_in_process;
+use custody_log::entry::EntryBody;
+use serde_json::Value;
+
+fn alerts(o: &Output) -> Vec<Value> {
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "stdout {} stderr {}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn publish(name: &str, sha: &str) -> EntryBody {
+    EntryBody::TargetPublish {
+        repo: "fw".into(),
+        name: name.into(),
+        hashes: BTreeMap::from([("sha256".to_owned(), sha.to_owned())]),
+        length: 10,
+        release_counter: None,
+        signing_keyids: vec![],
+        provenance_sha256: None,
+        targets_version: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_follows_the_log_alerts_once_and_halts_on_a_fork() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_in_process(&dir.path().join("data")).await;
+    let url = server.url();
+    let log = custody_server::testing::log(&server).clone();
+    let key = log.verifier_key().to_vkey();
+    let state = dir.path().join("monitor");
+    let state_s = state.to_str().unwrap().to_owned();
+    let step = || {
+        let (url, key, state) = (url.clone(), key.clone(), state_s.clone());
+        async move {
+            custody(&[
+                "monitor",
+                "--log",
+                &url,
+                "--log-key",
+                &key,
+                "--state",
+                &state,
+                "--once",
+                "--json",
+            ])
+            .await
+        }
+    };
+
+    // A quiet log: nothing.
+    log.append(publish("a.bin", &"aa".repeat(32)))
+        .await
+        .unwrap();
+    assert_eq!(alerts(&step().await), Vec::<Value>::new());
+
+    // The same name with other bytes, and a device running what nobody
+    // published: two alerts naming their entries.
+    let republished = log
+        .append(publish("a.bin", &"bb".repeat(32)))
+        .await
+        .unwrap();
+    let unknown = log
+        .append(EntryBody::InstallReport {
+            device_id: "dev1".into(),
+            target: "evil.bin".into(),
+            outcome: "installed".into(),
+            manifest_sha256: "00".repeat(32),
+            manifest: None,
+            device_key: None,
+        })
+        .await
+        .unwrap();
+    let a = alerts(&step().await);
+    let rules: Vec<&str> = a.iter().map(|x| x["rule"].as_str().unwrap()).collect();
+    assert_eq!(
+        rules,
+        vec!["republished_with_other_bytes", "unpublished_installed"],
+        "{a:?}"
+    );
+    assert_eq!(a[0]["entries"][1], republished);
+    assert_eq!(a[1]["entries"][0], unknown);
+    assert_eq!(a[1]["subject"], "dev1");
+
+    // The next step starts where the last one ended: no alert twice.
+    assert_eq!(alerts(&step().await), Vec::<Value>::new());
+
+    // A state whose tree is not the log's (as if the log had been forked
+    // or rewritten since): exit 2, log_fork, and the state is left as it
+    // was.
+    let path = state.join("monitor-state.json");
+    let mut saved: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let roots = saved["frontier"]["roots"].as_array_mut().unwrap();
+    roots[0] = Value::String(base64_of(&[7u8; 32]));
+    std::fs::write(&path, serde_json::to_vec(&saved).unwrap()).unwrap();
+    log.append(publish("b.bin", &"cc".repeat(32)))
+        .await
+        .unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let o = step().await;
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    let out: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(out["rule"], "log_fork", "{out}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("ALARM"),
+        "{o:?}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before, "state untouched");
+}
+
+fn base64_of(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
