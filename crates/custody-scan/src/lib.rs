@@ -153,7 +153,7 @@ pub fn scan_reader(input: &mut dyn Read, limits: &Limits) -> Result<Scan, ScanEr
             format: ImageFormat::OciTar,
             compression,
             inventory: inventory_of(states),
-            entries: w.entries,
+            entries: w.entries + w.layer_entries,
             bytes: w.bytes,
         });
     }

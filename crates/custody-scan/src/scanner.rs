@@ -147,6 +147,8 @@ pub(crate) struct Walk {
     pub compression: Option<Compression>,
     pub ops: Vec<Op>,
     pub entries: u64,
+    /// Entries of the layers inside (an OCI layout tar).
+    pub layer_entries: u64,
     pub bytes: u64,
     /// OCI layout parts, when the tar holds one.
     pub oci_layout_file: bool,
@@ -669,6 +671,7 @@ fn scan_blob(
             let rest = io::copy(&mut inner, &mut io::sink()).map_err(BlobError::Io)?;
             let _ = rest;
             consumed += counted.n;
+            out.layer_entries += w.entries;
             out.layers.insert(digest.to_owned(), w.ops);
         }
         BlobKind::Json => {
