@@ -29,7 +29,7 @@ mod scanner;
 pub mod version;
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::path::Path;
 
 pub use error::{LimitRule, ScanError};
@@ -139,7 +139,11 @@ fn inventory_of(states: Vec<scanner::State>) -> Inventory {
 /// Scan an image from a stream: a rootfs tar or an OCI layout tar, plain,
 /// gzip or zstd (told by magic bytes). One pass; memory bounded by `limits`.
 pub fn scan_reader(input: &mut dyn Read, limits: &Limits) -> Result<Scan, ScanError> {
-    let w = scanner::walk(input, "image", limits, true)?;
+    finish(scanner::walk(input, "image", limits, true)?)
+}
+
+/// A rootfs, or an OCI layout whose blobs passed in the tar.
+fn finish(w: scanner::Walk) -> Result<Scan, ScanError> {
     let compression = w.compression.unwrap_or(Compression::None);
     if let (Some(index), true) = (&w.index_json, w.oci_layout_file || !w.layers.is_empty()) {
         let mut blob = |d: &str| {
@@ -168,7 +172,9 @@ pub fn scan_reader(input: &mut dyn Read, limits: &Limits) -> Result<Scan, ScanEr
     })
 }
 
-/// Scan an image file, or an OCI image layout directory.
+/// Scan an image file, or an OCI image layout directory. An uncompressed
+/// tar file is read with seeks over the data of the entries that do not
+/// matter; compressed files are streamed as by [`scan_reader`].
 pub fn scan_path(path: &Path, limits: &Limits) -> Result<Scan, ScanError> {
     let io = |e| ScanError::Io {
         path: path.display().to_string(),
@@ -184,7 +190,7 @@ pub fn scan_path(path: &Path, limits: &Limits) -> Result<Scan, ScanError> {
             bytes,
         });
     }
-    let f = File::open(path).map_err(io)?;
-    let mut r = BufReader::with_capacity(256 * 1024, f);
-    scan_reader(&mut r, limits)
+    let mut f = File::open(path).map_err(io)?;
+    let w = scanner::walk_file(&mut f, "image", limits)?;
+    finish(w)
 }

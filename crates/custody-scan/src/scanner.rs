@@ -7,7 +7,8 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::io::{self, Read};
+use std::fs::File;
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::rc::Rc;
 
 use crate::error::{LimitRule, ScanError};
@@ -175,9 +176,11 @@ impl<R: Read> Read for Counting<R> {
 
 /// State shared between the walker and the guard under the tar reader.
 struct Shared {
-    /// Uncompressed bytes handed to the tar reader.
+    /// Position in the uncompressed stream (reads and seeks).
     pos: u64,
-    /// While the tar reader looks for the next entry: where that started.
+    /// Uncompressed bytes read (seeks over data do not count).
+    read: u64,
+    /// While the tar reader looks for the next entry: `read` when that started.
     header_phase: Option<u64>,
     /// The typed reason the last read failed, when the guard knows it.
     failure: Option<ScanError>,
@@ -188,13 +191,42 @@ struct Shared {
 /// the tar reader looks for the next entry (the tar crate reads GNU long
 /// names and pax records into memory), and names decompression failures.
 struct Guard<'a> {
-    inner: Box<dyn Read + 'a>,
+    inner: Box<dyn ReadSeek + 'a>,
     shared: Rc<RefCell<Shared>>,
     compressed: Rc<RefCell<u64>>,
     compression: Compression,
     scope: String,
     max_total: u64,
     max_headers: u64,
+}
+
+/// A source the tar reader may seek (an uncompressed image file: the data
+/// of entries that do not matter is skipped, not read) or not.
+trait ReadSeek: Read + Seek {}
+impl<T: Read + Seek> ReadSeek for T {}
+
+/// A stream that cannot seek (the tar reader never asks: it is given
+/// `entries()`, not `entries_with_seek()`).
+struct NoSeek<R>(R);
+
+impl<R: Read> Read for NoSeek<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl<R> Seek for NoSeek<R> {
+    fn seek(&mut self, _: SeekFrom) -> io::Result<u64> {
+        Err(io::Error::other("stream is not seekable"))
+    }
+}
+
+impl Seek for Guard<'_> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let at = self.inner.seek(to)?;
+        self.shared.borrow_mut().pos = at;
+        Ok(at)
+    }
 }
 
 fn io_fail() -> io::Error {
@@ -207,7 +239,7 @@ impl Read for Guard<'_> {
         {
             let mut s = self.shared.borrow_mut();
             if let Some(start) = s.header_phase {
-                let used = s.pos - start;
+                let used = s.read - start;
                 if used > self.max_headers {
                     s.failure = Some(ScanError::Limit {
                         scope: self.scope.clone(),
@@ -248,7 +280,8 @@ impl Read for Guard<'_> {
         };
         let mut s = self.shared.borrow_mut();
         s.pos += n as u64;
-        if s.pos > self.max_total {
+        s.read += n as u64;
+        if s.read > self.max_total {
             s.failure = Some(ScanError::Limit {
                 scope: self.scope.clone(),
                 rule: LimitRule::ImageTooLarge {
@@ -399,6 +432,43 @@ pub(crate) fn walk(
     limits: &Limits,
     outer: bool,
 ) -> Result<Walk, ScanError> {
+    walk_stream(input, scope, limits, outer)
+}
+
+/// [`walk`] over an image file: an uncompressed tar is read with seeks
+/// over the data of entries that do not matter (each entry's declared
+/// extent is checked against the file's length instead); a compressed one
+/// is streamed.
+pub(crate) fn walk_file(file: &mut File, scope: &str, limits: &Limits) -> Result<Walk, ScanError> {
+    let io_err = |e| ScanError::Io {
+        path: scope.to_owned(),
+        source: e,
+    };
+    let len = file.metadata().map_err(io_err)?.len();
+    let mut head = [0u8; 512];
+    let n = read_up_to(file, &mut head).map_err(io_err)?;
+    file.seek(SeekFrom::Start(0)).map_err(io_err)?;
+    let mut reader = BufReader::with_capacity(256 * 1024, file);
+    match sniff(&head[..n]) {
+        Ok(Compression::None) => walk_tar(
+            Box::new(reader),
+            Rc::new(RefCell::new(0)),
+            Compression::None,
+            Some(len),
+            scope,
+            limits,
+            true,
+        ),
+        _ => walk_stream(&mut reader, scope, limits, true),
+    }
+}
+
+fn walk_stream(
+    input: &mut dyn Read,
+    scope: &str,
+    limits: &Limits,
+    outer: bool,
+) -> Result<Walk, ScanError> {
     let compressed = Rc::new(RefCell::new(0u64));
     let mut counting = Counting {
         inner: input,
@@ -436,8 +506,31 @@ pub(crate) fn walk(
             Box::new(d)
         }
     };
+    walk_tar(
+        Box::new(NoSeek(stream)),
+        compressed,
+        compression,
+        None,
+        scope,
+        limits,
+        outer,
+    )
+}
+
+/// The pass itself. `file_len`: the source is an uncompressed file of
+/// that length, and may seek.
+fn walk_tar<'a>(
+    stream: Box<dyn ReadSeek + 'a>,
+    compressed: Rc<RefCell<u64>>,
+    compression: Compression,
+    file_len: Option<u64>,
+    scope: &str,
+    limits: &Limits,
+    outer: bool,
+) -> Result<Walk, ScanError> {
     let shared = Rc::new(RefCell::new(Shared {
         pos: 0,
+        read: 0,
         header_phase: None,
         failure: None,
     }));
@@ -467,12 +560,14 @@ pub(crate) fn walk(
                 detail: e.to_string(),
             })
         };
-    let mut entries = archive
-        .entries()
-        .map_err(|e| malformed(&shared, &last, e))?;
+    let entries = match file_len {
+        Some(_) => archive.entries_with_seek(),
+        None => archive.entries(),
+    };
+    let mut entries = entries.map_err(|e| malformed(&shared, &last, e))?;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let start = shared.borrow().pos;
+        let start = shared.borrow().read;
         shared.borrow_mut().header_phase = Some(start);
         let next = entries.next();
         shared.borrow_mut().header_phase = None;
@@ -510,6 +605,21 @@ pub(crate) fn walk(
                 size,
                 max: limits.max_entry_size,
             }));
+        }
+        if let Some(len) = file_len {
+            // Seeking past the end would read as a clean end of archive.
+            let end = entry.raw_file_position().saturating_add(size);
+            if end > len {
+                return Err(ScanError::MalformedTar {
+                    scope: scope.to_owned(),
+                    offset,
+                    entry: Some(path),
+                    detail: format!(
+                        "entry declares {size} bytes but the file ends {} bytes into it",
+                        len.saturating_sub(entry.raw_file_position())
+                    ),
+                });
+            }
         }
         let et = entry.header().entry_type();
         let regular = et.is_file() || et == tar::EntryType::Continuous;
@@ -589,8 +699,9 @@ pub(crate) fn walk(
         } else if relevant(&path) && !et.is_dir() {
             out.ops.push(Op::Remove(path.clone()));
         }
-        // Stream past the rest of the entry, checking it is all there.
-        loop {
+        // Stream past the rest of the entry, checking it is all there (a
+        // seekable file: the tar reader seeks past it; its extent was checked).
+        while file_len.is_none() {
             let k = match entry.read(&mut buf) {
                 Ok(k) => k,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -601,7 +712,7 @@ pub(crate) fn walk(
             }
             consumed += k as u64;
         }
-        if consumed != size && !et.is_gnu_sparse() {
+        if file_len.is_none() && consumed != size && !et.is_gnu_sparse() {
             return Err(ScanError::MalformedTar {
                 scope: scope.to_owned(),
                 offset: shared.borrow().pos,

@@ -287,3 +287,32 @@ fn hostile_layer_inside_an_oci_layout_names_the_layer() {
         "{msg}"
     );
 }
+
+/// The seeking reader of uncompressed files checks each entry's extent
+/// against the file: a truncated file is not a clean end of archive.
+#[test]
+fn truncated_tar_files_are_malformed_not_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = tar(&[
+        E::Owned("usr/bin/a".into(), vec![1; 10_000]),
+        E::Owned("usr/bin/b".into(), vec![2; 100_000]),
+    ]);
+    // cut inside b's data, and right after b's header
+    for cut in [50_000, 10_752 + 512] {
+        let p = dir.path().join(format!("cut{cut}.tar"));
+        std::fs::write(&p, &t[..cut]).unwrap();
+        let err = custody_scan::scan_path(&p, &Limits::default()).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, ScanError::MalformedTar { .. }), "{msg}");
+        assert!(msg.contains("usr/bin/b") && msg.contains("100000"), "{msg}");
+    }
+    // hostile entries are refused from files as from streams
+    let evil = raw_tar(&[(
+        raw_header(b"../x", 1, tar::EntryType::Regular),
+        b"x".to_vec(),
+    )]);
+    let p = dir.path().join("evil.tar");
+    std::fs::write(&p, &evil).unwrap();
+    let (_, rule) = refused(custody_scan::scan_path(&p, &Limits::default()).unwrap_err());
+    assert_eq!(rule, LimitRule::DotDot);
+}

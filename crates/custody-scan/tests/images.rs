@@ -315,3 +315,38 @@ fn oci_manifest_naming_a_missing_layer_is_refused() {
     let err = scan(&o.to_tar(false)).unwrap_err();
     assert!(err.to_string().contains("is not in the layout"), "{err}");
 }
+
+/// `scan_path` on files: an uncompressed tar is read with seeks over the
+/// data that does not matter; the findings are the same as streaming.
+#[test]
+fn files_scan_like_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = tar(&bad_entries());
+    let (lower, upper) = layers();
+    let cases = [
+        ("bad.tar", t.clone(), false),
+        ("bad.tar.gz", gzip(&t), false),
+        ("bad.tar.zst", zstd(&t), false),
+        ("clean.tar", clean_image(), true),
+        (
+            "oci.tar",
+            oci(&[lower.clone(), gzip(&upper)]).to_tar(true),
+            true,
+        ),
+    ];
+    for (name, bytes, clean) in cases {
+        let p = dir.path().join(name);
+        std::fs::write(&p, &bytes).unwrap();
+        let from_file = custody_scan::scan_path(&p, &Limits::default()).unwrap();
+        let from_stream = scan(&bytes).unwrap();
+        assert_eq!(from_file.inventory, from_stream.inventory, "{name}");
+        assert_eq!(from_file.entries, from_stream.entries, "{name}");
+        assert_eq!(from_file.bytes, from_stream.bytes, "{name}");
+        let f = evaluate(&from_file.inventory, &Policy::default(), at());
+        if clean {
+            assert!(f.is_empty(), "{name}: {f:#?}");
+        } else {
+            assert_bad(&f);
+        }
+    }
+}
