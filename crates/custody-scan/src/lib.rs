@@ -1,7 +1,8 @@
 //! custody-scan: the image trust-stack gate.
 //!
-//! An image (a rootfs tar, plain, gzip or zstd, or an OCI image layout as
-//! a tar or a directory) is read in one streaming pass with bounded memory.
+//! An image (a rootfs tar, plain, gzip or zstd, an OCI image layout as a
+//! tar or a directory, or a `docker save` archive) is read in one streaming
+//! pass with bounded memory.
 //! Only the files that matter are read, each under a cap: CA bundles and
 //! certificate directories (`etc/ssl/certs`, `etc/pki/tls/certs`,
 //! `usr/share/ca-certificates`, ...) and package databases (dpkg `status`,
@@ -101,6 +102,8 @@ pub enum ImageFormat {
     OciTar,
     /// An OCI image layout directory.
     OciDir,
+    /// A `docker save` archive (`manifest.json`, `<id>/layer.tar`).
+    DockerArchive,
 }
 
 /// The result of one scan (before the policy).
@@ -155,6 +158,17 @@ fn finish(w: scanner::Walk) -> Result<Scan, ScanError> {
         let states = oci::compose(&list, &w.layers)?;
         return Ok(Scan {
             format: ImageFormat::OciTar,
+            compression,
+            inventory: inventory_of(states),
+            entries: w.entries + w.layer_entries,
+            bytes: w.bytes,
+        });
+    }
+    if let (Some(manifest), false) = (&w.docker_manifest, w.layers.is_empty()) {
+        let list = oci::docker_manifests(manifest)?;
+        let states = oci::compose(&list, &w.layers)?;
+        return Ok(Scan {
+            format: ImageFormat::DockerArchive,
             compression,
             inventory: inventory_of(states),
             entries: w.entries + w.layer_entries,

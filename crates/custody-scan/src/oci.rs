@@ -98,6 +98,36 @@ pub(crate) fn manifests(
     Ok(out)
 }
 
+/// The layer lists of a `docker save` archive's `manifest.json`:
+/// `[{"Config": ..., "Layers": ["<id>/layer.tar", ...]}, ...]`.
+pub(crate) fn docker_manifests(json: &[u8]) -> Result<Vec<(String, Vec<String>)>, ScanError> {
+    let doc: Value =
+        serde_json::from_slice(json).map_err(|e| oci(format!("manifest.json: {e}")))?;
+    let images = doc
+        .as_array()
+        .ok_or_else(|| oci("manifest.json: not an array".into()))?;
+    images
+        .iter()
+        .enumerate()
+        .map(|(i, img)| {
+            let layers = img
+                .get("Layers")
+                .and_then(Value::as_array)
+                .ok_or_else(|| oci(format!("manifest.json image {i}: no Layers array")))?
+                .iter()
+                .map(|l| {
+                    l.as_str()
+                        .map(|p| p.trim_start_matches("./").to_owned())
+                        .ok_or_else(|| {
+                            oci(format!("manifest.json image {i}: a layer is not a path"))
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((format!("manifest.json image {i}"), layers))
+        })
+        .collect()
+}
+
 /// The files of interest of each manifest's image, layers applied in order.
 pub(crate) fn compose(
     manifests: &[(String, Vec<String>)],

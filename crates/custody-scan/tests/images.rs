@@ -350,3 +350,29 @@ fn files_scan_like_streams() {
         }
     }
 }
+
+/// `docker save` archives (manifest.json, `<id>/layer.tar`): the layers
+/// are applied in the order the manifest lists them, whiteouts included.
+#[test]
+fn docker_save_archives() {
+    let (lower, upper) = layers();
+    let archive = |layers: &[(&'static str, Vec<u8>)]| {
+        let names: Vec<&str> = layers.iter().map(|(n, _)| *n).collect();
+        let manifest = serde_json::to_vec(&serde_json::json!([
+            {"Config": "cfg.json", "RepoTags": ["x:1"], "Layers": names}
+        ]))
+        .unwrap();
+        let mut e = vec![file("cfg.json", b"{}".to_vec())];
+        // the tar holds the upper layer first: the manifest decides the order
+        for (n, data) in layers.iter().rev() {
+            e.push(E::Owned((*n).to_owned(), data.clone()));
+        }
+        e.push(file("manifest.json", manifest));
+        tar(&e)
+    };
+    let both = archive(&[("aaa/layer.tar", lower.clone()), ("bbb/layer.tar", upper)]);
+    let s = scan(&both).unwrap();
+    assert_eq!(s.format, custody_scan::ImageFormat::DockerArchive);
+    assert!(evaluate(&s.inventory, &Policy::default(), at()).is_empty());
+    assert_bad(&judge(&archive(&[("aaa/layer.tar", lower)])));
+}

@@ -55,7 +55,7 @@ Exit codes:
      naming the layer, offset, entry and rule)")]
 pub struct ScanArgs {
     /// The image: a rootfs tar (plain, .gz or .zst, told by content), an
-    /// OCI image layout tar, or an OCI image layout directory.
+    /// OCI image layout tar or directory, or a `docker save` archive.
     pub image: PathBuf,
     /// Reference time (RFC 3339) for expiry; default now.
     #[arg(long, value_parser = parse_at)]
