@@ -4,6 +4,7 @@
 //! [`custody_scan::evaluate`]); this module reads the policy file, parses
 //! arguments and prints.
 
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -55,7 +56,8 @@ Exit codes:
      naming the layer, offset, entry and rule)")]
 pub struct ScanArgs {
     /// The image: a rootfs tar (plain, .gz or .zst, told by content), an
-    /// OCI image layout tar or directory, or a `docker save` archive.
+    /// OCI image layout tar or directory, or a `docker save` archive;
+    /// `-` reads the image from standard input (`docker save x | custody scan -`).
     pub image: PathBuf,
     /// Reference time (RFC 3339) for expiry; default now.
     #[arg(long, value_parser = parse_at)]
@@ -117,8 +119,14 @@ fn scan(args: &ScanArgs) -> Result<u8> {
         policy.window = chrono::Duration::days(i64::from(days));
     }
     let at = args.at.unwrap_or_else(Utc::now);
-    let scan = scan_path(&args.image, &Limits::default())
-        .with_context(|| format!("image {}", args.image.display()))?;
+    let limits = Limits::default();
+    let scan = if args.image.as_os_str() == "-" {
+        let mut stdin = BufReader::with_capacity(256 * 1024, std::io::stdin().lock());
+        custody_scan::scan_reader(&mut stdin, &limits).context("image on standard input")?
+    } else {
+        scan_path(&args.image, &limits)
+            .with_context(|| format!("image {}", args.image.display()))?
+    };
     let findings = evaluate(&scan.inventory, &policy, at);
     let report = Report::new(
         &args.image.display().to_string(),

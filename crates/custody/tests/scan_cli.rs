@@ -101,6 +101,15 @@ fn exit_codes_table_and_json() {
     );
     assert!(out.starts_with("pass: 0 finding(s)"), "{out}");
 
+    // the same image on standard input
+    let o = command()
+        .args(["scan", "-", "--at", AT])
+        .stdin(std::fs::File::open(&clean).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("pass: 0 finding(s)"));
+
     // findings: exit 1, a table sorted by severity naming path, item and rule
     let o = scan(&[&bad, "--at", AT]);
     let out = String::from_utf8_lossy(&o.stdout);
