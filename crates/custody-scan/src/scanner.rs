@@ -457,10 +457,9 @@ pub(crate) fn walk_file(file: &mut File, scope: &str, limits: &Limits) -> Result
     let mut head = [0u8; 512];
     let n = read_up_to(file, &mut head).map_err(io_err)?;
     file.seek(SeekFrom::Start(0)).map_err(io_err)?;
-    let mut reader = BufReader::with_capacity(256 * 1024, file);
     match sniff(&head[..n]) {
         Ok(Compression::None) => walk_tar(
-            Box::new(reader),
+            Box::new(RelSeek(BufReader::with_capacity(64 * 1024, file))),
             Rc::new(RefCell::new(0)),
             Compression::None,
             Some(len),
@@ -468,7 +467,35 @@ pub(crate) fn walk_file(file: &mut File, scope: &str, limits: &Limits) -> Result
             limits,
             true,
         ),
-        _ => walk_stream(&mut reader, scope, limits, true),
+        _ => walk_stream(
+            &mut BufReader::with_capacity(256 * 1024, file),
+            scope,
+            limits,
+            true,
+        ),
+    }
+}
+
+/// A buffered file whose relative seeks (the tar reader skipping an
+/// entry's data) stay inside the buffer when they can: many small entries
+/// cost no read each.
+struct RelSeek<R>(BufReader<R>);
+
+impl<R: Read> Read for RelSeek<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl<R: Read + Seek> Seek for RelSeek<R> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        match to {
+            SeekFrom::Current(n) => {
+                self.0.seek_relative(n)?;
+                self.0.stream_position()
+            }
+            other => self.0.seek(other),
+        }
     }
 }
 
