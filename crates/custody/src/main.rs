@@ -31,6 +31,8 @@ mod monitor;
 mod remote;
 #[cfg(feature = "authoring")]
 mod repo;
+#[cfg(feature = "scan")]
+mod scan;
 #[cfg(feature = "server")]
 mod serve;
 mod witness;
@@ -72,6 +74,10 @@ enum Command {
     /// TUF repository authoring: init, targets, signing, thresholds, publish.
     #[cfg(feature = "authoring")]
     Repo(repo::RepoArgs),
+    /// Image trust-stack gate: scan a rootfs or OCI image for expired or
+    /// untrusted CA certificates and outdated crypto libraries.
+    #[cfg(feature = "scan")]
+    Scan(scan::ScanArgs),
     /// HTTP server: host TUF repositories, admin API, metrics.
     #[cfg(feature = "server")]
     Serve(serve::ServeArgs),
@@ -104,7 +110,13 @@ fn main() -> ExitCode {
         Err(err) => {
             // --help and --version are not errors; everything else is exit 1
             // (the conformance CLI protocol allows only 0 and 1).
-            let code = if err.use_stderr() { 1 } else { 0 };
+            // `custody scan` documents 2 for usage errors (1 means findings).
+            let code = match (err.use_stderr(), std::env::args().nth(1).as_deref()) {
+                (false, _) => 0,
+                #[cfg(feature = "scan")]
+                (true, Some("scan")) => scan::EXIT_UNSCANNABLE,
+                (true, _) => 1,
+            };
             let _ = err.print();
             return ExitCode::from(code);
         }
@@ -120,6 +132,8 @@ fn main() -> ExitCode {
         Command::Key(args) => key::run(args),
         #[cfg(feature = "authoring")]
         Command::Repo(args) => repo::run(args),
+        #[cfg(feature = "scan")]
+        Command::Scan(args) => scan::run(args),
         #[cfg(feature = "server")]
         Command::Serve(args) => serve::run(args),
         #[cfg(feature = "authoring")]
