@@ -110,11 +110,14 @@ fn main() -> ExitCode {
         Err(err) => {
             // --help and --version are not errors; everything else is exit 1
             // (the conformance CLI protocol allows only 0 and 1).
-            // `custody scan` documents 2 for usage errors (1 means findings).
+            // The CI gates `custody scan` and `custody inventory` document 2
+            // for usage errors (1 means findings or a failed gate).
             let code = match (err.use_stderr(), std::env::args().nth(1).as_deref()) {
                 (false, _) => 0,
                 #[cfg(feature = "scan")]
                 (true, Some("scan")) => scan::EXIT_UNSCANNABLE,
+                #[cfg(feature = "authoring")]
+                (true, Some("inventory")) => 2,
                 (true, _) => 1,
             };
             let _ = err.print();

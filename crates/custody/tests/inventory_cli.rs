@@ -133,6 +133,8 @@ fn bad_input_exits_2_naming_the_problem() {
         assert_eq!(code, 2, "{args:?}: {err}");
         assert!(err.contains(want), "{args:?}: {err}");
     }
+    let o = env.run(&["inventory", "--at", "yesterday", "--repo", "repo"]);
+    assert_eq!(o.status.code(), Some(2), "a usage error: {o:?}");
     let o = env.run(&["inventory", "--repo", "missing"]);
     assert_eq!(o.status.code(), Some(2), "{o:?}");
     assert!(
