@@ -11,7 +11,8 @@
 //!    extends the old one and holds exactly those entries. A smaller tree
 //!    is a rollback, another root a fork: the step halts with a
 //!    [`Halt`] alert and leaves the state as it was;
-//! 4. the entries through [`Monitor::observe`];
+//! 4. the entries through [`Monitor::observe`] as they arrive (kept only
+//!    if step 3 holds);
 //! 5. the new state, with the alerts added to its outbox, written
 //!    atomically before anything is delivered. [`delivered`] empties the
 //!    outbox once the caller has passed the alerts on, so every alert is
@@ -149,8 +150,12 @@ pub fn step<T: Transport + ?Sized>(
             ),
         ))));
     }
+    // Entries are observed as they arrive, bundle by bundle (memory stays
+    // at one bundle); nothing is kept unless the root checks out below.
     let mut frontier = saved.frontier.clone();
-    let mut entries = Vec::new();
+    let mut monitor = Monitor::new(opts.config.clone(), saved.rules.clone());
+    let mut alerts = Vec::new();
+    let mut unreadable = Vec::new();
     let mut index = old;
     while index < cp.size {
         let bundle_index = index / u64::from(TILE_WIDTH);
@@ -174,9 +179,17 @@ pub fn step<T: Transport + ?Sized>(
         }
         for (i, entry) in parsed.into_iter().enumerate() {
             let at = start + i as u64;
-            if at >= index {
-                frontier.push_entry(entry);
-                entries.push((at, entry.to_vec()));
+            if at < index {
+                continue;
+            }
+            frontier.push_entry(entry);
+            match LogEntry::from_bytes(entry) {
+                Ok(e) => alerts.extend(monitor.observe(at, &e)),
+                Err(_) => {
+                    // An entry this build cannot read still takes its place.
+                    unreadable.push(at);
+                    monitor.state.next_index = at + 1;
+                }
             }
         }
         index = start + width;
@@ -193,25 +206,12 @@ pub fn step<T: Transport + ?Sized>(
             ),
         ))));
     }
-    let mut monitor = Monitor::new(opts.config.clone(), saved.rules.clone());
-    let mut alerts = Vec::new();
-    let mut unreadable = Vec::new();
-    for (at, bytes) in &entries {
-        match LogEntry::from_bytes(bytes) {
-            Ok(e) => alerts.extend(monitor.observe(*at, &e)),
-            Err(_) => {
-                // An entry this build cannot read still takes its place.
-                unreadable.push(*at);
-                monitor.state.next_index = at + 1;
-            }
-        }
-    }
     saved.frontier = frontier;
     saved.rules = monitor.state;
     saved.outbox.extend(alerts);
     save(&opts.state_dir, &saved)?;
     Ok(Ok(Stepped {
-        observed: entries.len() as u64,
+        observed: cp.size - old,
         size: cp.size,
         alerts: saved.outbox,
         unreadable,
