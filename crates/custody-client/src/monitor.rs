@@ -232,3 +232,57 @@ pub fn delivered(opts: &MonitorOptions) -> Result<(), LogToolError> {
 pub fn step_http(opts: &MonitorOptions, now: i64) -> Result<Result<Stepped, Halt>, LogToolError> {
     step(&crate::witness::tool_transport(), opts, now)
 }
+
+/// Where alerts are delivered besides stdout: an HTTP endpoint, each alert
+/// POSTed as JSON and signed with HMAC-SHA256 over the body.
+#[derive(Clone)]
+pub struct Webhook {
+    pub url: url::Url,
+    pub secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("url", &self.url.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The `X-Custody-Signature` of `body`: `sha256=<hex HMAC-SHA256>`.
+pub fn webhook_signature(secret: &[u8], body: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    format!(
+        "sha256={}",
+        hex::encode(ring::hmac::sign(&key, body).as_ref())
+    )
+}
+
+/// POST each alert to `hook` (headers `X-Custody-Signature` and
+/// `X-Custody-Alert-Id`; the receiver de-duplicates by id). Stops at the
+/// first alert that is not accepted with a 2xx answer: the caller keeps
+/// the outbox and tries again later, so delivery is at least once.
+pub fn deliver(hook: &Webhook, alerts: &[Alert]) -> Result<(), String> {
+    let t = crate::witness::tool_transport();
+    for a in alerts {
+        let body = serde_json::to_vec(a).map_err(|e| e.to_string())?;
+        let signature = webhook_signature(&hook.secret, &body);
+        let headers = [
+            ("x-custody-signature", signature.as_str()),
+            ("x-custody-alert-id", a.id.as_str()),
+        ];
+        match t.post_json_with(&hook.url, &body, &headers, 64 * 1024) {
+            Ok((status, _)) if (200..300).contains(&status) => {}
+            Ok((status, answer)) => {
+                return Err(format!(
+                    "webhook {} answered {status} for alert {}: {}",
+                    hook.url,
+                    a.id,
+                    String::from_utf8_lossy(answer.get(..200).unwrap_or(&answer))
+                ))
+            }
+            Err(e) => return Err(format!("webhook {}: {e}", hook.url)),
+        }
+    }
+    Ok(())
+}

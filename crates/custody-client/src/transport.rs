@@ -327,13 +327,27 @@ impl HttpTransport {
         body: &[u8],
         max_len: u64,
     ) -> Result<(u16, Vec<u8>), FetchError> {
+        self.post_json_with(url, body, &[], max_len)
+    }
+
+    /// [`HttpTransport::post_json`] with extra request headers (a webhook's
+    /// signature).
+    pub fn post_json_with(
+        &self,
+        url: &Url,
+        body: &[u8],
+        headers: &[(&str, &str)],
+        max_len: u64,
+    ) -> Result<(u16, Vec<u8>), FetchError> {
         let url_s = url.as_str();
-        let response = self
+        let mut request = self
             .agent
             .post(url_s)
-            .header("content-type", "application/json")
-            .send(body)
-            .map_err(|e| map_ureq_error(url_s, &e))?;
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send(body).map_err(|e| map_ureq_error(url_s, &e))?;
         let status = response.status().as_u16();
         let reader = response.into_body().into_reader();
         let answer = Fetched::new(url_s, max_len, None, Box::new(reader))?.read_all()?;

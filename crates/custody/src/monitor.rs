@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use custody_client::monitor::{delivered, step_http, Halt, MonitorOptions, Stepped};
+use custody_client::monitor::{
+    deliver, delivered, step_http, Halt, MonitorOptions, Stepped, Webhook,
+};
 use custody_monitor::{Alert, Config};
 
 use crate::witness::EXIT_ALARM;
@@ -25,7 +27,7 @@ Each alert has a stable id (the rule and the log entries that raised it): after 
 monitor delivers alerts it raised but did not hand on again, never a new id for the same entries.
 
 Exit status: 0 after a step or a loop (alerts printed, if any); 1 when the log or the state \
-cannot be read; 2 when the log forked or rolled back (nothing saved: the monitor stays at the \
+cannot be read, or (with --once) the webhook did not take every alert; 2 when the log forked or rolled back (nothing saved: the monitor stays at the \
 last tree it trusted).
 
 Examples:
@@ -57,6 +59,15 @@ pub struct MonitorArgs {
     /// One JSON object per alert on stdout.
     #[arg(long)]
     json: bool,
+    /// Also POST each alert (JSON) to this URL, signed: header
+    /// X-Custody-Signature: sha256=<hex HMAC-SHA256 of the body>, and
+    /// X-Custody-Alert-Id for de-duplication. Alerts the endpoint does not
+    /// accept (2xx) stay in the outbox and are sent again at the next step.
+    #[arg(long, value_name = "URL", requires = "webhook_secret_env")]
+    webhook: Option<String>,
+    /// Environment variable holding the webhook's HMAC secret.
+    #[arg(long, value_name = "VAR")]
+    webhook_secret_env: Option<String>,
 }
 
 pub fn run(args: MonitorArgs) -> Result<ExitCode> {
@@ -75,13 +86,42 @@ pub fn run(args: MonitorArgs) -> Result<ExitCode> {
         state_dir: args.state.clone(),
         config,
     };
+    let webhook = match (&args.webhook, &args.webhook_secret_env) {
+        (Some(url), Some(var)) => {
+            let secret = std::env::var(var)
+                .with_context(|| format!("--webhook-secret-env {var}: the variable is not set"))?;
+            if secret.len() < 16 {
+                anyhow::bail!("--webhook-secret-env {var}: the secret must be at least 16 bytes");
+            }
+            Some(Webhook {
+                url: url::Url::parse(url).with_context(|| format!("--webhook {url}"))?,
+                secret: secret.into_bytes(),
+            })
+        }
+        _ => None,
+    };
     let interval = Duration::from_secs(args.interval.unwrap_or(60).max(1));
     loop {
         let now = chrono::Utc::now().timestamp();
         match step_http(&opts, now)? {
             Ok(stepped) => {
                 report(&stepped, args.json);
-                delivered(&opts)?;
+                let sent = match &webhook {
+                    Some(hook) if !stepped.alerts.is_empty() => deliver(hook, &stepped.alerts),
+                    _ => Ok(()),
+                };
+                match sent {
+                    Ok(()) => delivered(&opts)?,
+                    Err(e) => {
+                        eprintln!(
+                            "error: {e}; {} alert(s) stay in the outbox for the next step",
+                            stepped.alerts.len()
+                        );
+                        if args.once {
+                            return Ok(ExitCode::from(1));
+                        }
+                    }
+                }
             }
             Err(Halt(alert)) => {
                 print_alert(&alert, args.json);

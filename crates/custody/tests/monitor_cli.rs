@@ -131,3 +131,111 @@ fn base64_of(b: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(b)
 }
+
+/// A one-thread HTTP receiver on loopback: answers each POST with
+/// `status` and records (headers, body).
+fn receiver(status: u16) -> (String, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut head = String::new();
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                head.push_str(&line);
+            }
+            let mut body = vec![0; len];
+            let _ = reader.read_exact(&mut body);
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+            if tx.send((head, body)).is_err() {
+                return;
+            }
+        }
+    });
+    (url, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_reach_a_signed_webhook_at_least_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_in_process(&dir.path().join("data")).await;
+    let url = server.url();
+    let log = custody_server::testing::log(&server).clone();
+    let key = log.verifier_key().to_vkey();
+    let state = dir.path().join("monitor").to_str().unwrap().to_owned();
+    const SECRET: &str = "a webhook secret of some length";
+    std::env::set_var("CUSTODY_TEST_HOOK_SECRET", SECRET);
+    let step = |hook: String| {
+        let (url, key, state) = (url.clone(), key.clone(), state.clone());
+        async move {
+            custody(&[
+                "monitor",
+                "--log",
+                &url,
+                "--log-key",
+                &key,
+                "--state",
+                &state,
+                "--once",
+                "--json",
+                "--webhook",
+                &hook,
+                "--webhook-secret-env",
+                "CUSTODY_TEST_HOOK_SECRET",
+            ])
+            .await
+        }
+    };
+    log.append(publish("a.bin", &"aa".repeat(32)))
+        .await
+        .unwrap();
+    log.append(publish("a.bin", &"bb".repeat(32)))
+        .await
+        .unwrap();
+
+    // The endpoint refuses: exit 1, the alert stays in the outbox.
+    let (refusing, _seen) = receiver(503);
+    let o = step(refusing).await;
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("outbox"),
+        "{o:?}"
+    );
+
+    // The endpoint takes it: the same alert (same id), signed over its body.
+    let (taking, seen) = receiver(200);
+    let o = step(taking.clone()).await;
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let (head, body) = seen
+        .recv_timeout(std::time::Duration::from_secs(5))
+        .unwrap();
+    let alert: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(alert["rule"], "republished_with_other_bytes");
+    let want = custody_client::monitor::webhook_signature(SECRET.as_bytes(), &body);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("x-custody-signature: {want}")),
+        "{head}"
+    );
+    assert!(head.contains(alert["id"].as_str().unwrap()), "{head}");
+    // Delivered: the next step sends nothing.
+    let o = step(taking).await;
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(seen
+        .recv_timeout(std::time::Duration::from_millis(300))
+        .is_err());
+}
