@@ -21,7 +21,7 @@
 use std::path::{Path, PathBuf};
 
 use custody_log::entry::LogEntry;
-use custody_log::frontier::Frontier;
+use custody_log::frontier::{check_grows, Frontier};
 use custody_log::tile::{parse_entry_bundle, BundleId, TILE_WIDTH};
 use custody_log::wire::MAX_CHECKPOINT_BYTES;
 use custody_log::LogVerifier;
@@ -138,17 +138,15 @@ pub fn step<T: Transport + ?Sized>(
         .checkpoint;
     let mut saved = load(&opts.state_dir)?;
     let old = saved.frontier.size();
-    if cp.size < old {
-        return Ok(Err(Halt(Alert::log_health(
+    if let Err(e) = check_grows(old, &cp) {
+        let alert = Alert::log_health(
             Rule::LogRollback,
             cp.size,
             now,
             base,
-            format!(
-                "the log at {base} serves a tree of {} entries; this monitor already saw {old}",
-                cp.size
-            ),
-        ))));
+            format!("{base}: {e}"),
+        );
+        return Ok(Err(Halt(alert)));
     }
     // Entries are observed as they arrive, bundle by bundle (memory stays
     // at one bundle); nothing is kept unless the root checks out below.
@@ -194,17 +192,15 @@ pub fn step<T: Transport + ?Sized>(
         }
         index = start + width;
     }
-    if frontier.root() != cp.root {
-        return Ok(Err(Halt(Alert::log_health(
+    if let Err(e) = frontier.check_extends_to(&cp) {
+        let alert = Alert::log_health(
             Rule::LogFork,
             cp.size,
             now,
             base,
-            format!(
-                "the log at {base} signed a tree of {} entries whose root is not the tree this monitor saw ({old} entries) extended by the entries it serves: a fork, or entries changed after they were logged",
-                cp.size
-            ),
-        ))));
+            format!("{base}: {e} (this monitor saw {old} entries)"),
+        );
+        return Ok(Err(Halt(alert)));
     }
     saved.frontier = frontier;
     saved.rules = monitor.state;

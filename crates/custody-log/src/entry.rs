@@ -268,6 +268,65 @@ pub fn check_publish_entry(entry: &[u8], expect: &ExpectedPublish) -> Result<(),
     parsed.check_is_publish_of(expect)
 }
 
+/// Why an entry is not the install report a device event names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReportMismatch {
+    /// The entry is of another type.
+    #[error("it is a {got} entry, not install_report")]
+    NotReport {
+        /// the entry's type name
+        got: &'static str,
+    },
+    /// A field differs from the report.
+    #[error("{field} is {got:?}, the report says {want:?}")]
+    Field {
+        /// `device_id`, `target` or `outcome`
+        field: &'static str,
+        /// in the entry
+        got: String,
+        /// in the report
+        want: String,
+    },
+}
+
+impl LogEntry {
+    /// The rule for a device event's entry (what `custody fleet device`
+    /// checks for each install report): it is `device`'s
+    /// `install_report` of `target` with `outcome`.
+    pub fn check_is_report_of(
+        &self,
+        device: &str,
+        target: &str,
+        outcome: &str,
+    ) -> Result<(), ReportMismatch> {
+        let EntryBody::InstallReport {
+            device_id,
+            target: t,
+            outcome: o,
+            ..
+        } = &self.body
+        else {
+            return Err(ReportMismatch::NotReport {
+                got: self.type_name(),
+            });
+        };
+        for (field, got, want) in [
+            ("device_id", device_id, device),
+            ("target", t, target),
+            ("outcome", o, outcome),
+        ] {
+            if got != want {
+                return Err(ReportMismatch::Field {
+                    field,
+                    got: got.clone(),
+                    want: want.to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 impl LogEntry {
     /// [`check_publish_entry`] on a parsed entry.
     pub fn check_is_publish_of(&self, expect: &ExpectedPublish) -> Result<(), PublishMismatch> {
@@ -429,5 +488,45 @@ mod tests {
         // messages name the field and both values
         let m = err(&publish("main", "fw.img", 11, &[("sha256", &a)]), &want).to_string();
         assert!(m.contains("length is 11") && m.contains("is 10"), "{m}");
+    }
+
+    #[test]
+    fn a_device_event_entry_must_be_that_devices_report() {
+        let e = LogEntry::new(
+            1,
+            EntryBody::InstallReport {
+                device_id: "d1".into(),
+                target: "fw.img".into(),
+                outcome: "installed".into(),
+                manifest_sha256: "00".repeat(32),
+                manifest: None,
+                device_key: None,
+            },
+        );
+        assert_eq!(e.check_is_report_of("d1", "fw.img", "installed"), Ok(()));
+        for (d, t, o, field) in [
+            ("d2", "fw.img", "installed", "device_id"),
+            ("d1", "other.img", "installed", "target"),
+            ("d1", "fw.img", "rolled_back", "outcome"),
+        ] {
+            assert!(matches!(
+                e.check_is_report_of(d, t, o),
+                Err(ReportMismatch::Field { field: f, .. }) if f == field
+            ));
+        }
+        let yank = LogEntry::new(
+            1,
+            EntryBody::Decommission {
+                device_id: "d1".into(),
+                reason: "x".into(),
+                by: "y".into(),
+            },
+        );
+        assert_eq!(
+            yank.check_is_report_of("d1", "fw.img", "installed"),
+            Err(ReportMismatch::NotReport {
+                got: "decommission"
+            })
+        );
     }
 }

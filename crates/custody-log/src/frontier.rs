@@ -7,7 +7,39 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::Checkpoint;
 use crate::hash::{leaf_hash, node_hash, Hash, EMPTY_ROOT};
+
+/// Why a followed log is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FollowError {
+    /// The signed tree is smaller than the one seen before.
+    #[error("the log signed a tree of {new} entries; {seen} were seen before (rollback)")]
+    Rollback {
+        /// entries seen before
+        seen: u64,
+        /// the signed tree's size
+        new: u64,
+    },
+    /// The signed root is not the tree seen before extended by the
+    /// entries the log served.
+    #[error("the log signed a tree of {size} entries whose root is not the tree seen before extended by the entries it served (a fork, or entries changed after they were logged)")]
+    Fork {
+        /// the signed tree's size
+        size: u64,
+    },
+}
+
+/// A follower's first rule: a signed tree never shrinks.
+pub fn check_grows(seen: u64, signed: &Checkpoint) -> Result<(), FollowError> {
+    if signed.size < seen {
+        return Err(FollowError::Rollback {
+            seen,
+            new: signed.size,
+        });
+    }
+    Ok(())
+}
 
 /// The compact right edge of a tree of `size` leaves.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -58,6 +90,17 @@ impl Frontier {
             return EMPTY_ROOT;
         };
         it.fold(*last, |acc, left| node_hash(left, &acc))
+    }
+
+    /// A follower's second rule: this frontier (the tree seen before,
+    /// extended by every entry the log served up to the signed size) is
+    /// exactly the signed tree. That proves the signed tree extends the
+    /// one seen before and holds those entries.
+    pub fn check_extends_to(&self, signed: &Checkpoint) -> Result<(), FollowError> {
+        if self.size != signed.size || self.root() != signed.root {
+            return Err(FollowError::Fork { size: signed.size });
+        }
+        Ok(())
     }
 
     /// Whether the stored shape is one `size` can have (one hash per set
@@ -118,6 +161,30 @@ mod tests {
             let back: Frontier = serde_json::from_str(&serde_json::to_string(&f).unwrap()).unwrap();
             prop_assert_eq!(back, f);
         }
+    }
+
+    #[test]
+    fn a_follower_refuses_a_smaller_tree_and_another_root() {
+        let mut f = Frontier::new();
+        for e in [b"a", b"b", b"c"] {
+            f.push_entry(e);
+        }
+        let good = Checkpoint::new("o", 3, f.root()).unwrap();
+        assert_eq!(f.check_extends_to(&good), Ok(()));
+        assert_eq!(check_grows(3, &good), Ok(()));
+        let small = Checkpoint::new("o", 2, f.root()).unwrap();
+        assert_eq!(
+            check_grows(3, &small),
+            Err(FollowError::Rollback { seen: 3, new: 2 })
+        );
+        let forked = Checkpoint::new("o", 3, [9; 32]).unwrap();
+        assert_eq!(
+            f.check_extends_to(&forked),
+            Err(FollowError::Fork { size: 3 })
+        );
+        // The entries served must reach the signed size exactly.
+        let longer = Checkpoint::new("o", 4, f.root()).unwrap();
+        assert!(f.check_extends_to(&longer).is_err());
     }
 
     #[test]

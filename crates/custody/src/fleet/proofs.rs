@@ -12,7 +12,7 @@ use std::path::Path;
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
 use custody_client::log::{check_entry_evidence, trust_from_keys, LogTrust};
-use custody_log::entry::{EntryBody, LogEntry};
+use custody_log::entry::LogEntry;
 use custody_log::wire::{EntryEvidence, MAX_EVIDENCE_BYTES};
 use serde_json::{json, Value};
 
@@ -90,33 +90,10 @@ fn prove_inner(
     let (accepted, entry) = check_entry_evidence(trust, None, &ev)?;
     let entry = LogEntry::from_bytes(&entry)
         .map_err(|e| anyhow!("log entry {index} does not parse: {e}"))?;
-    let EntryBody::InstallReport {
-        device_id,
-        target,
-        outcome,
-        ..
-    } = &entry.body
-    else {
-        return Err(anyhow!(
-            "log entry {index} is a {} entry, not this report's install_report",
-            entry.type_name()
-        ));
-    };
-    let want = (
-        device,
-        report["target"].as_str(),
-        report["outcome"].as_str(),
-    );
-    if (
-        device_id.as_str(),
-        Some(target.as_str()),
-        Some(outcome.as_str()),
-    ) != want
-    {
-        return Err(anyhow!(
-            "log entry {index} reports {outcome} of {target} by device {device_id}, not this report"
-        ));
-    }
+    let (target, outcome) = (report["target"].as_str(), report["outcome"].as_str());
+    entry
+        .check_is_report_of(device, target.unwrap_or(""), outcome.unwrap_or(""))
+        .map_err(|e| anyhow!("log entry {index} is not this report: {e}"))?;
     let manifest = crate::audit::install_report(&entry)
         .map_err(|e| anyhow!("log entry {index}: {e}"))?
         .map_or("none", |c| c.name());
