@@ -430,12 +430,7 @@ async fn device_api_on_postgresql() {
 async fn adopts_fleet_yanks(
     storage: Arc<dyn custody_server::testing::Storage>,
     db: Arc<dyn DirectorDb>,
-    old_schema: &[&'static str],
-    exec: impl Fn(&'static str) -> futures_util::future::BoxFuture<'static, ()>,
 ) {
-    for stmt in old_schema {
-        exec(stmt).await;
-    }
     storage.migrate().await.unwrap();
     db.migrate().await.unwrap();
     assert_eq!(db.adopt_fleet_yanks("main").await.unwrap(), 1);
@@ -457,13 +452,33 @@ async fn adopts_fleet_yanks(
     db.migrate().await.unwrap();
 }
 
-const OLD_YANK_TABLES: [&str; 3] = [
-    "INSERT INTO yanks (repo, target, reason, requested_by, requested_at) \
-     VALUES ('main', 'fw/old.bin', 'cve', 'ci', 1)",
-    "CREATE TABLE director_yanks (target TEXT PRIMARY KEY, replacement_json TEXT NOT NULL, \
-     reason TEXT NOT NULL, created_at BIGINT NOT NULL, created_by TEXT NOT NULL)",
-    "INSERT INTO director_yanks VALUES ('fw/2.0.bin', '{\"r\":1}', 'boot loop', 1700000000, 'ops')",
-];
+/// The tables as they were before one yank (`id` is the backend's
+/// auto-increment column type), with a yank of each kind.
+fn old_yank_tables(id: &str) -> Vec<String> {
+    vec![
+        format!(
+            "CREATE TABLE yanks (id {id}, repo TEXT NOT NULL, target TEXT NOT NULL, \
+             reason TEXT NOT NULL, requested_by TEXT NOT NULL, requested_at BIGINT NOT NULL)"
+        ),
+        "INSERT INTO yanks (repo, target, reason, requested_by, requested_at) \
+         VALUES ('main', 'fw/old.bin', 'cve', 'ci', 1)"
+            .into(),
+        "CREATE TABLE director_yanks (target TEXT PRIMARY KEY, replacement_json TEXT NOT NULL, \
+         reason TEXT NOT NULL, created_at BIGINT NOT NULL, created_by TEXT NOT NULL)"
+            .into(),
+        "INSERT INTO director_yanks VALUES ('fw/2.0.bin', '{\"r\":1}', 'boot loop', 1700000000, 'ops')"
+            .into(),
+    ]
+}
+
+/// Run each statement on `pool` (any backend).
+macro_rules! run_sql {
+    ($pool:expr, $stmts:expr) => {
+        for q in $stmts {
+            sqlx::query(q.as_ref()).execute($pool).await.unwrap();
+        }
+    };
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_yanks_move_into_the_one_table_on_sqlite() {
@@ -471,23 +486,12 @@ async fn fleet_yanks_move_into_the_one_table_on_sqlite() {
     let s = custody_server::testing::SqliteStorage::open(&dir.path().join("t.db"))
         .await
         .unwrap();
-    let pool = s.pool().clone();
-    sqlx::query(
-        "CREATE TABLE yanks (id INTEGER PRIMARY KEY AUTOINCREMENT, repo TEXT NOT NULL, \
-         target TEXT NOT NULL, reason TEXT NOT NULL, requested_by TEXT NOT NULL, \
-         requested_at BIGINT NOT NULL)",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
-    let db = Arc::new(SqliteDirectorDb::new(pool.clone()));
-    adopts_fleet_yanks(Arc::new(s), db, &OLD_YANK_TABLES, move |q| {
-        let pool = pool.clone();
-        Box::pin(async move {
-            sqlx::query(q).execute(&pool).await.unwrap();
-        })
-    })
-    .await;
+    run_sql!(
+        s.pool(),
+        old_yank_tables("INTEGER PRIMARY KEY AUTOINCREMENT")
+    );
+    let db = Arc::new(SqliteDirectorDb::new(s.pool().clone()));
+    adopts_fleet_yanks(Arc::new(s), db).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -499,23 +503,9 @@ async fn fleet_yanks_move_into_the_one_table_on_postgresql() {
     let s = custody_server::testing::PgStorage::connect(&url)
         .await
         .unwrap();
-    let pool = s.pool().clone();
-    sqlx::query(
-        "CREATE TABLE yanks (id BIGSERIAL PRIMARY KEY, repo TEXT NOT NULL, \
-         target TEXT NOT NULL, reason TEXT NOT NULL, requested_by TEXT NOT NULL, \
-         requested_at BIGINT NOT NULL)",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
-    let db = Arc::new(PgDirectorDb::new(pool.clone()));
-    adopts_fleet_yanks(Arc::new(s), db, &OLD_YANK_TABLES, move |q| {
-        let pool = pool.clone();
-        Box::pin(async move {
-            sqlx::query(q).execute(&pool).await.unwrap();
-        })
-    })
-    .await;
+    run_sql!(s.pool(), old_yank_tables("BIGSERIAL PRIMARY KEY"));
+    let db = Arc::new(PgDirectorDb::new(s.pool().clone()));
+    adopts_fleet_yanks(Arc::new(s), db).await;
 }
 
 /// A database from before the report log index and the delivery mark: the
@@ -528,15 +518,16 @@ async fn migration_adds_the_columns_added_since_on_sqlite() {
         .await
         .unwrap();
     let pool = s.pool().clone();
-    for q in [
-        "CREATE TABLE director_reports (device_id TEXT NOT NULL, report_id TEXT NOT NULL, \
-         target TEXT NOT NULL, release_counter BIGINT NOT NULL, outcome TEXT NOT NULL, \
-         reason TEXT, device_time BIGINT NOT NULL, received_at BIGINT NOT NULL, \
-         rollout_id TEXT, stage BIGINT, PRIMARY KEY (device_id, report_id))",
-        "INSERT INTO director_reports VALUES ('dev', 'old-1', 'fw/0', 1, 'installed', NULL, 0, 0, NULL, NULL)",
-    ] {
-        sqlx::query(q).execute(&pool).await.unwrap();
-    }
+    run_sql!(
+        &pool,
+        [
+            "CREATE TABLE director_reports (device_id TEXT NOT NULL, report_id TEXT NOT NULL, \
+             target TEXT NOT NULL, release_counter BIGINT NOT NULL, outcome TEXT NOT NULL, \
+             reason TEXT, device_time BIGINT NOT NULL, received_at BIGINT NOT NULL, \
+             rollout_id TEXT, stage BIGINT, PRIMARY KEY (device_id, report_id))",
+            "INSERT INTO director_reports VALUES ('dev', 'old-1', 'fw/0', 1, 'installed', NULL, 0, 0, NULL, NULL)",
+        ]
+    );
     let db = SqliteDirectorDb::new(pool.clone());
     db.migrate().await.unwrap();
     db.migrate().await.unwrap();

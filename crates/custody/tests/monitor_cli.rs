@@ -40,32 +40,55 @@ fn publish(name: &str, sha: &str) -> EntryBody {
     }
 }
 
+/// A real server's log and a monitor state directory beside it.
+struct Followed {
+    _dir: tempfile::TempDir,
+    _server: custody_server::RunningServer,
+    log: std::sync::Arc<custody_server::testing::ServerLog>,
+    url: String,
+    key: String,
+    state: std::path::PathBuf,
+}
+
+impl Followed {
+    async fn new() -> Followed {
+        let dir = tempfile::tempdir().unwrap();
+        let server = start_in_process(&dir.path().join("data")).await;
+        let log = custody_server::testing::log(&server).clone();
+        Followed {
+            url: server.url(),
+            key: log.verifier_key().to_vkey(),
+            state: dir.path().join("monitor"),
+            log,
+            _server: server,
+            _dir: dir,
+        }
+    }
+
+    /// One `custody monitor --once --json` step, with `extra` arguments.
+    async fn step(&self, extra: &[&str]) -> Output {
+        let state = self.state.to_str().unwrap();
+        let mut args = vec![
+            "monitor",
+            "--log",
+            &self.url,
+            "--log-key",
+            &self.key,
+            "--state",
+            state,
+            "--once",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        custody(&args).await
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn monitor_follows_the_log_alerts_once_and_halts_on_a_fork() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start_in_process(&dir.path().join("data")).await;
-    let url = server.url();
-    let log = custody_server::testing::log(&server).clone();
-    let key = log.verifier_key().to_vkey();
-    let state = dir.path().join("monitor");
-    let state_s = state.to_str().unwrap().to_owned();
-    let step = || {
-        let (url, key, state) = (url.clone(), key.clone(), state_s.clone());
-        async move {
-            custody(&[
-                "monitor",
-                "--log",
-                &url,
-                "--log-key",
-                &key,
-                "--state",
-                &state,
-                "--once",
-                "--json",
-            ])
-            .await
-        }
-    };
+    let f = Followed::new().await;
+    let (log, state) = (&f.log, &f.state);
+    let step = || f.step(&[]);
 
     // A quiet log: nothing.
     log.append(publish("a.bin", &"aa".repeat(32)))
@@ -171,34 +194,14 @@ fn receiver(status: u16) -> (String, std::sync::mpsc::Receiver<(String, Vec<u8>)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_reach_a_signed_webhook_at_least_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start_in_process(&dir.path().join("data")).await;
-    let url = server.url();
-    let log = custody_server::testing::log(&server).clone();
-    let key = log.verifier_key().to_vkey();
-    let state = dir.path().join("monitor").to_str().unwrap().to_owned();
+    let f = Followed::new().await;
+    let log = &f.log;
     const SECRET: &str = "a webhook secret of some length";
     std::env::set_var("CUSTODY_TEST_HOOK_SECRET", SECRET);
-    let step = |hook: String| {
-        let (url, key, state) = (url.clone(), key.clone(), state.clone());
-        async move {
-            custody(&[
-                "monitor",
-                "--log",
-                &url,
-                "--log-key",
-                &key,
-                "--state",
-                &state,
-                "--once",
-                "--json",
-                "--webhook",
-                &hook,
-                "--webhook-secret-env",
-                "CUSTODY_TEST_HOOK_SECRET",
-            ])
-            .await
-        }
+    let f = &f;
+    let step = |hook: String| async move {
+        let env = ["--webhook-secret-env", "CUSTODY_TEST_HOOK_SECRET"];
+        f.step(&["--webhook", &hook, env[0], env[1]]).await
     };
     log.append(publish("a.bin", &"aa".repeat(32)))
         .await
